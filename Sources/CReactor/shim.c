@@ -45,7 +45,11 @@ _Static_assert(CReactor_TUN_F_CSUM == TUN_F_CSUM && CReactor_TUN_F_TSO4 == TUN_F
                    CReactor_TUN_F_TSO6 == TUN_F_TSO6,
                "TUN offload flags mirror the kernel's");
 
-#define RET(x) return ((x) < 0 ? -errno : (x))
+#define RET(x)                      \
+    do {                            \
+        long ret_ = (long)(x);      \
+        return ret_ < 0 ? -errno : (int)ret_; \
+    } while (0)
 
 // MARK: - Endpoints
 

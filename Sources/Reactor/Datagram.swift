@@ -1,0 +1,290 @@
+// Batched UDP through the reactor.
+//
+// The batch contract (STYLE 9), stated once:
+//   - A `DatagramSocket` owns its receive memory: a slab of `batchSize` buffers
+//     of `bufferSize` bytes (mmsg backend), or a provided-buffer ring the kernel
+//     fills (uring backend). Each received datagram is a `CReactor_dgram` view:
+//     data/len/cap, peer, local address, GRO segment size.
+//   - Views are lent to `DatagramHandler.received` for the duration of the call.
+//     The handler may rewrite bytes in place (decrypt, re-encrypt), move `data`
+//     back into the header room before it (≥ `headroom` bytes, for headers
+//     written in place), and send the very same views back out with `send`.
+//   - `send` takes a span of views and makes one syscall per batch (sendmmsg,
+//     or one io_uring_enter); a datagram the kernel refuses outright (EMSGSIZE,
+//     EHOSTUNREACH, ...) is dropped and counted, never retried; EAGAIN stops the
+//     batch: `send` returns how many it consumed and the handler's `writable`
+//     is called when the socket drains.
+import CReactor
+
+public protocol DatagramHandler: AnyObject {
+    /// A batch arrived on `socket`. Views are valid only during this call.
+    func received(_ batch: DatagramBatch, on socket: DatagramSocket)
+    /// The socket can take more after a `send` that returned short.
+    func writable(_ socket: DatagramSocket)
+}
+
+extension DatagramHandler {
+    public func writable(_ socket: DatagramSocket) {}
+}
+
+/// A span of datagram views (received, or to send).
+public struct DatagramBatch {
+    public let base: UnsafeMutablePointer<CReactor_dgram>
+    public let count: Int
+    public init(base: UnsafeMutablePointer<CReactor_dgram>, count: Int) {
+        self.base = base
+        self.count = count
+    }
+    @inline(__always) public subscript(i: Int) -> UnsafeMutablePointer<CReactor_dgram> { base + i }
+}
+
+public struct DatagramCounters: Sendable {
+    public var received = 0
+    public var sent = 0
+    public var batchesIn = 0
+    public var batchesOut = 0
+    public var truncated = 0
+    public var sendRefused = 0
+    public var sendWouldBlock = 0
+    public var receiveErrors = 0
+    public var noBuffers = 0
+}
+
+/// Socket options for a Whalescale UDP socket, applied by `UDPSocket.open`.
+public struct UDPOptions: Sendable {
+    public var reusePort = false
+    public var packetInfo = true
+    public var gro = false
+    public var receiveBuffer = 4 << 20
+    public var sendBuffer = 4 << 20
+    public init() {}
+}
+
+public enum UDPSocket {
+    /// A non-blocking UDP socket bound to `bind`. For an IPv6 wildcard bind the
+    /// socket is dual-stack. Options the kernel refuses degrade once: they are
+    /// listed in `notes` (for one log line each) and the socket works without them.
+    public static func open(bind: CReactor_endpoint, options: UDPOptions = UDPOptions()) throws(SyscallError) -> (fd: Int32, notes: [String]) {
+        var ep = bind
+        let family: Int32 = ep.family == 10 ? 10 : 2
+        let fd = try syscallValue("socket(UDP)") { CReactor_udp_socket(family, 0) }
+        var notes: [String] = []
+        func soft(_ what: String, _ r: Int32) {
+            if r < 0 { notes.append("\(what) refused (\(Errno.name(-r))); continuing without it") }
+        }
+        if options.reusePort { soft("SO_REUSEPORT", CReactor_set_reuseport(fd, 1)) }
+        if options.packetInfo { soft("IP_PKTINFO", CReactor_set_pktinfo(fd, family, 1)) }
+        if options.gro { soft("UDP_GRO", CReactor_set_udp_gro(fd, 1)) }
+        // Root gets large buffers past net.core.rmem_max (read-only in a child netns) with *FORCE.
+        if CReactor_set_rcvbuf_force(fd, Int32(options.receiveBuffer)) < 0 { soft("SO_RCVBUF", CReactor_set_rcvbuf(fd, Int32(options.receiveBuffer))) }
+        if CReactor_set_sndbuf_force(fd, Int32(options.sendBuffer)) < 0 { soft("SO_SNDBUF", CReactor_set_sndbuf(fd, Int32(options.sendBuffer))) }
+        do throws(SyscallError) {
+            _ = try syscallValue("bind") { CReactor_bind(fd, &ep) }
+        } catch {
+            _ = CReactor_close(fd)
+            throw error
+        }
+        return (fd, notes)
+    }
+
+    public static func localEndpoint(_ fd: Int32) -> CReactor_endpoint {
+        var ep = CReactor_endpoint()
+        _ = CReactor_local_endpoint(fd, &ep)
+        return ep
+    }
+}
+
+public final class DatagramSocket {
+    public let fd: Int32
+    public let backend: DatagramBackend
+    public let batchSize: Int
+    public let bufferSize: Int
+    public let headroom: Int
+    public internal(set) var counters = DatagramCounters()
+    public var isOpen: Bool { registration != nil }
+
+    unowned let reactor: Reactor
+    weak var handler: DatagramHandler?
+    private var registration: Registration?
+    private var wantWritable = false
+
+    // mmsg backend
+    private var slab: UnsafeMutableRawPointer?
+    private let views: UnsafeMutablePointer<CReactor_dgram>
+    private var recvScratch: OpaquePointer?
+    private var sendScratch: OpaquePointer?
+    private static let sendChunk = 256
+
+    // uring backend
+    var uringID: UInt16 = 0
+    var uringSlab: UnsafeMutableRawPointer?
+    var uringCount = 0
+    var pending = 0  // views filled from completions, not yet delivered
+    let uringBufIDs: UnsafeMutablePointer<UInt16>
+
+    /// Registers `fd` (a non-blocking UDP socket; the reactor owns it from now on and closes it).
+    public init(reactor: Reactor, fd: Int32, backend: DatagramBackend = .default, batchSize: Int = 64,
+                bufferSize: Int = 2048, headroom: Int = 64, handler: DatagramHandler) throws(SyscallError) {
+        precondition(batchSize > 0 && batchSize <= 1024 && bufferSize > headroom)
+        self.reactor = reactor
+        self.fd = fd
+        self.backend = backend
+        self.batchSize = batchSize
+        self.bufferSize = bufferSize
+        self.headroom = headroom
+        self.handler = handler
+        views = .allocate(capacity: max(batchSize, Self.sendChunk))
+        views.initialize(repeating: CReactor_dgram(), count: max(batchSize, Self.sendChunk))
+        uringBufIDs = .allocate(capacity: batchSize)
+        sendScratch = CReactor_mmsg_create(Int32(Self.sendChunk))
+        switch backend {
+        case .mmsg:
+            slab = UnsafeMutableRawPointer.allocate(byteCount: batchSize * bufferSize, alignment: 64)
+            recvScratch = CReactor_mmsg_create(Int32(batchSize))
+            registration = try reactor.register(fd: fd, events: .readable) { [unowned self] ev in self.ready(ev) }
+        case .uring:
+            registration = try reactor.register(fd: fd, events: []) { [unowned self] ev in self.ready(ev) }
+            do throws(SyscallError) {
+                try reactor.uringEngine().attach(self)
+            } catch {
+                reactor.deregister(registration!)
+                registration = nil
+                throw error
+            }
+        }
+    }
+
+    deinit {
+        close()
+        views.deallocate()
+        uringBufIDs.deallocate()
+        slab?.deallocate()
+        if let s = recvScratch { CReactor_mmsg_destroy(s) }
+        if let s = sendScratch { CReactor_mmsg_destroy(s) }
+    }
+
+    /// Deregisters and closes the socket. Idempotent.
+    public func close() {
+        guard let reg = registration else { return }
+        if backend == .uring { reactor.uring?.detach(self) }
+        reactor.deregister(reg)
+        registration = nil
+        _ = CReactor_close(fd)
+    }
+
+    public var localEndpoint: CReactor_endpoint { UDPSocket.localEndpoint(fd) }
+
+    private func ready(_ ev: Events) {
+        if ev.contains(.writable) && wantWritable {
+            wantWritable = false
+            updateInterest()
+            handler?.writable(self)
+        }
+        if backend == .mmsg && (ev.contains(.readable) || ev.contains(.error)) { drain() }
+    }
+
+    private func updateInterest() {
+        guard let reg = registration else { return }
+        var ev: Events = backend == .mmsg ? .readable : []
+        if wantWritable { ev.insert(.writable) }
+        do { try reactor.modify(reg, events: ev) } catch { fail(error) }
+    }
+
+    /// mmsg backend: receive batches until the socket is empty (bounded, for fairness).
+    private func drain() {
+        guard let slab, let recvScratch else { return }
+        for _ in 0..<16 {
+            for i in 0..<batchSize {
+                views[i].data = (slab + i * bufferSize + headroom).assumingMemoryBound(to: UInt8.self)
+                views[i].cap = UInt32(bufferSize - headroom)
+                views[i].segment = 0
+            }
+            let n: Int
+            do throws(SyscallError) {
+                switch try syscall("recvmmsg", { CReactor_recvmmsg(fd, recvScratch, views, Int32(batchSize)) }) {
+                case .done(let k): n = k
+                case .wouldBlock: return
+                }
+            } catch {
+                if error.isBug { fail(error); return }
+                // ICMP errors surfacing as ECONNREFUSED, ENOBUFS, ...: counted, the socket keeps working.
+                counters.receiveErrors += 1
+                reactor.report(error)
+                continue
+            }
+            deliver(n)
+            if n < batchSize || registration == nil { return }
+        }
+    }
+
+    /// Hands views[0..<n] to the handler, dropping truncated ones.
+    func deliver(_ n0: Int) {
+        var n = n0
+        var i = 0
+        while i < n {
+            if views[i].len > views[i].cap {
+                counters.truncated += 1
+                views[i] = views[n - 1]
+                n -= 1
+            } else { i += 1 }
+        }
+        guard n > 0 else { return }
+        counters.received += n
+        counters.batchesIn += 1
+        handler?.received(DatagramBatch(base: views, count: n), on: self)
+    }
+
+    /// The view array the uring engine fills (capacity `batchSize`).
+    var uringViews: UnsafeMutablePointer<CReactor_dgram> { views }
+
+    /// Sends `batch`. Returns how many datagrams were consumed (sent, or refused and
+    /// counted). Fewer than `batch.count` means the socket is full: `writable` follows.
+    @discardableResult
+    public func send(_ batch: DatagramBatch) -> Int {
+        guard registration != nil else { return 0 }
+        var done = 0
+        while done < batch.count {
+            let chunk = min(batch.count - done, Self.sendChunk)
+            let r: Int32
+            switch backend {
+            case .mmsg: r = CReactor_sendmmsg(fd, sendScratch, batch.base + done, Int32(chunk))
+            case .uring: r = reactor.uring.map { CReactor_uring_sendmsg_batch($0.ring, fd, batch.base + done, Int32(chunk)) } ?? -EBADF_
+            }
+            if r >= 0 {
+                done += Int(r)
+                counters.sent += Int(r)
+                counters.batchesOut += 1
+                continue
+            }
+            switch -r {
+            case EINTR_: continue
+            case EAGAIN_:
+                counters.sendWouldBlock += 1
+                if !wantWritable {
+                    wantWritable = true
+                    updateInterest()
+                }
+                return done
+            case EBADF_, EFAULT_:
+                fail(SyscallError(call: backend == .mmsg ? "sendmmsg" : "io_uring sendmsg", errno: -r))
+                return done
+            default:
+                // The first datagram of the chunk was refused (EMSGSIZE, EHOSTUNREACH, EINVAL, ...).
+                counters.sendRefused += 1
+                reactor.report(SyscallError(call: backend == .mmsg ? "sendmmsg" : "io_uring sendmsg", errno: -r))
+                done += 1
+            }
+        }
+        return done
+    }
+
+    /// A bug-class error (EBADF: the fd was closed under us): drop the socket, report, keep the loop.
+    func fail(_ e: SyscallError) {
+        reactor.report(e)
+        if let reg = registration {
+            if backend == .uring { reactor.uring?.detach(self) }
+            reactor.deregister(reg)
+            registration = nil
+        }
+    }
+}
