@@ -253,6 +253,10 @@ int CReactor_set_nonblocking(int fd, int on) {
     RET(fcntl(fd, F_SETFL, fl));
 }
 
+int CReactor_socketpair_dgram(int *fds) {
+    RET(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds));
+}
+
 int CReactor_close(int fd) { RET(close(fd)); }
 int CReactor_read(int fd, void *buf, size_t len) { RET((int)read(fd, buf, len)); }
 int CReactor_write(int fd, const void *buf, size_t len) { RET((int)write(fd, buf, len)); }

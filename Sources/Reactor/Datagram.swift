@@ -103,7 +103,7 @@ public final class DatagramSocket {
     public internal(set) var counters = DatagramCounters()
     public var isOpen: Bool { registration != nil }
 
-    unowned let reactor: Reactor
+    let reactor: Reactor
     weak var handler: DatagramHandler?
     private var registration: Registration?
     private var wantWritable = false

@@ -18,7 +18,7 @@ public final class TunDevice {
     public let bufferSize: Int
     public private(set) var readErrors = 0
     public private(set) var writeErrors = 0
-    unowned let reactor: Reactor
+    let reactor: Reactor
     weak var handler: TunHandler?
     private var registration: Registration?
     private let buffer: UnsafeMutableRawPointer

@@ -27,7 +27,7 @@ final class UringEngine {
     }
 
     deinit {
-        if let reg = registration { reactor.deregister(reg) }
+        // No deregistration: the engine dies with its reactor, whose epoll fd closes with it.
         for (_, s) in sockets { s.uringSlab?.deallocate() }
         CReactor_uring_destroy(ring)
         cqes.deallocate()

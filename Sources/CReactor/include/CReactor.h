@@ -92,6 +92,8 @@ int CReactor_unix_listen(const char *path, unsigned mode);
 int CReactor_unix_connect(const char *path);
 int CReactor_accept(int fd);
 int CReactor_set_nonblocking(int fd, int on);
+/// A connected, non-blocking AF_UNIX datagram pair (tests: a peer that never reads makes EAGAIN).
+int CReactor_socketpair_dgram(int *fds);
 int CReactor_close(int fd);
 int CReactor_read(int fd, void *buf, size_t len);
 int CReactor_write(int fd, const void *buf, size_t len);
