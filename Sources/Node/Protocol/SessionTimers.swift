@@ -1,0 +1,143 @@
+// The per-peer timer table, the retry backoff as a pure function, and the
+// seeded random source that jitter and session indices come from.
+//
+// Timers follow wireguard-go `device/timers.go` (itself the kernel's timers.c):
+// one slot per reason, armed and cancelled by the session's event hooks
+// ("data sent", "any authenticated packet received", ...); the next deadline is
+// the minimum over the slots. Nothing here reads a clock.
+
+/// Why a peer wants to wake up. The raw order is also the order in which due
+/// timers are handled within one `handleTimeout` (expiry and give-up first, so a
+/// retry never fires for a handshake that just timed out).
+public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// A keypair reaches REJECT_AFTER_TIME and is dropped.
+    case keyExpiry = 0
+    /// A handshake has been pending REKEY_ATTEMPT_TIME: give up, drop its queue.
+    case handshakeGiveUp
+    /// A handshake is wanted (packets queued, rekey due, ...): create and send an
+    /// initiation. Separate from the send/receive call that wanted it because an
+    /// initiation needs the wall-clock timestamp, which only `handleTimeout` gets.
+    case handshakeInitiation
+    /// An initiation went unanswered: send a new one (backoff + jitter).
+    case handshakeRetry
+    /// We sent data and heard nothing for KEEPALIVE + REKEY_TIMEOUT: re-handshake.
+    case newHandshake
+    /// We received data and sent nothing for KEEPALIVE_TIMEOUT: send a keepalive.
+    case keepalive
+    /// The configured persistent keepalive interval passed without traffic.
+    case persistentKeepalive
+
+    public var description: String {
+        switch self {
+        case .keyExpiry: "key expiry"
+        case .handshakeGiveUp: "handshake give-up"
+        case .handshakeInitiation: "handshake initiation"
+        case .handshakeRetry: "handshake retry"
+        case .newHandshake: "no reply to data, new handshake"
+        case .keepalive: "keepalive"
+        case .persistentKeepalive: "persistent keepalive"
+        }
+    }
+}
+
+/// A small table of optional deadlines keyed by `TimerReason`, stored inline.
+public struct TimerTable: Sendable, Equatable {
+    private var slots = InlineArray<7, Instant?>(repeating: nil)
+
+    public init() {}
+
+    public subscript(_ reason: TimerReason) -> Instant? {
+        get { slots[reason.rawValue] }
+        set { slots[reason.rawValue] = newValue }
+    }
+
+    public func isPending(_ reason: TimerReason) -> Bool { slots[reason.rawValue] != nil }
+
+    /// The earliest armed deadline and its reason; ties go to the lower raw value.
+    public var next: (deadline: Instant, reason: TimerReason)? {
+        var best: (deadline: Instant, reason: TimerReason)?
+        for reason in TimerReason.allCases {
+            guard let d = slots[reason.rawValue] else { continue }
+            if let b = best, b.deadline <= d { continue }
+            best = (d, reason)
+        }
+        return best
+    }
+
+    /// Disarms and returns the reasons due at `now`, in handling order.
+    public mutating func takeDue(now: Instant) -> DueTimers {
+        var due = DueTimers()
+        for reason in TimerReason.allCases {
+            if let d = slots[reason.rawValue], d <= now {
+                slots[reason.rawValue] = nil
+                due.insert(reason)
+            }
+        }
+        return due
+    }
+
+    public static func == (a: TimerTable, b: TimerTable) -> Bool {
+        TimerReason.allCases.allSatisfy { a[$0] == b[$0] }
+    }
+}
+
+/// A set of timer reasons as a bitmask (no allocation).
+public struct DueTimers: Sendable, Equatable {
+    public private(set) var bits: UInt8 = 0
+    public init() {}
+    public mutating func insert(_ r: TimerReason) { bits |= 1 << UInt8(r.rawValue) }
+    public func contains(_ r: TimerReason) -> Bool { bits & (1 << UInt8(r.rawValue)) != 0 }
+    public var isEmpty: Bool { bits == 0 }
+}
+
+/// Retry delay after the `attempt`-th initiation (1-based), before jitter:
+/// rekeyTimeout × 2^(attempt−1), capped at rekeyTimeoutMax. A pure function, so
+/// the schedule is tested from a table.
+public func handshakeRetryDelay(attempt: Int, timings: SessionTimings) -> Span {
+    let base = timings.rekeyTimeout.ns
+    let cap = max(timings.rekeyTimeoutMax.ns, base)
+    let shift = max(0, min(attempt - 1, 32))
+    // Overflow-safe doubling: stop as soon as the cap is reached.
+    var d = base
+    var i = 0
+    while i < shift && d < cap {
+        d = d > cap / 2 ? cap : d * 2
+        i += 1
+    }
+    return Span(ns: min(d, cap))
+}
+
+/// A uniformly random jitter in [0, max).
+public func retryJitter(max: Span, using rng: inout SessionRandom) -> Span {
+    max.ns == 0 ? .zero : Span(ns: rng.next() % max.ns)
+}
+
+/// xoshiro256** seeded by SplitMix64: deterministic for tests, fast for jitter and
+/// session indices. The engine seeds it from libsodium's CSPRNG. Indices are not
+/// secrets (they travel in clear in every packet), so a non-cryptographic
+/// generator costs nothing in security; predictability only lets an attacker
+/// send packets that fail authentication, which it can do anyway.
+public struct SessionRandom: RandomNumberGenerator, Sendable {
+    private var s0, s1, s2, s3: UInt64
+
+    public init(seed: UInt64) {
+        var x = seed
+        func splitmix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        s0 = splitmix(); s1 = splitmix(); s2 = splitmix(); s3 = splitmix()
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = ((s1 &* 5) << 7 | (s1 &* 5) >> 57) &* 9
+        let t = s1 << 17
+        s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3
+        s2 ^= t
+        s3 = s3 << 45 | s3 >> 19
+        return result
+    }
+}
