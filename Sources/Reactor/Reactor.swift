@@ -229,6 +229,8 @@ public final class Reactor {
         while !stopRequested.load(ordering: .acquiring) {
             runOnce(timeoutMs: -1)
         }
+        // Jobs posted before the stop still run: a mailbox never silently loses work.
+        drainMailboxes()
     }
 
     /// One epoll_wait and the dispatch of what it returned, then due timers.
