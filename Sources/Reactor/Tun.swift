@@ -1,14 +1,33 @@
 // A TUN device owned by the reactor: IFF_TUN|IFF_NO_PI, non-blocking.
 //
-// Reads drain the device until EAGAIN on each readiness event; the handler
-// gets one packet at a time in a buffer the device owns (header room in front
-// for in-place encapsulation). Offloads (IFF_VNET_HDR, TSO) belong to the fast
-// data path and are opt-in here.
+// Reads drain the device until EAGAIN (bounded) on each readiness event into
+// a slab of `batchSize` buffers the device owns, each with `headroom` bytes in
+// front for in-place encapsulation and tailroom after; the handler then gets the
+// whole batch at once, so what it sends out goes in one sendmmsg. (A TUN read is
+// one packet per syscall unless IFF_VNET_HDR offloads hand over super-packets:
+// that is the fast data path's, opt-in.)
 import CReactor
 
 public protocol TunHandler: AnyObject {
-    /// One IP packet at `packet[0..<length]`, with `headroom` writable bytes before it.
-    func tunPacket(_ packet: UnsafeMutableRawPointer, length: Int, device: TunDevice)
+    /// Packets read from the device: `batch.packet(i)` is one IP packet, with
+    /// `device.headroom` writable bytes before it and the rest of its buffer after.
+    /// Valid only during the call.
+    func tunRead(_ batch: TunBatch, device: TunDevice)
+}
+
+/// A batch of packets read from a TUN device.
+public struct TunBatch {
+    let base: UnsafeMutableRawPointer
+    let lengths: UnsafeMutablePointer<Int>
+    let stride: Int
+    let headroom: Int
+    public let count: Int
+    /// Packet i: its first byte and its length.
+    @inline(__always) public func packet(_ i: Int) -> (UnsafeMutableRawPointer, Int) {
+        (base + i * stride + headroom, lengths[i])
+    }
+    /// Bytes available from the packet's start to the end of its buffer.
+    public var capacity: Int { stride - headroom }
 }
 
 public final class TunDevice {
@@ -16,16 +35,18 @@ public final class TunDevice {
     public let name: String
     public let headroom: Int
     public let bufferSize: Int
+    public let batchSize: Int
     public private(set) var readErrors = 0
     public private(set) var writeErrors = 0
     let reactor: Reactor
     weak var handler: TunHandler?
     private var registration: Registration?
-    private let buffer: UnsafeMutableRawPointer
+    private let slab: UnsafeMutableRawPointer
+    private let lengths: UnsafeMutablePointer<Int>
 
     /// Opens (or creates) TUN interface `name` ("" lets the kernel choose) and registers it.
-    public init(reactor: Reactor, name: String, multiQueue: Bool = false, headroom: Int = 64, bufferSize: Int = 65536 + 128,
-                handler: TunHandler) throws(SyscallError) {
+    public init(reactor: Reactor, name: String, multiQueue: Bool = false, headroom: Int = 64, bufferSize: Int = 2048,
+                batchSize: Int = 64, handler: TunHandler) throws(SyscallError) {
         var out = [CChar](repeating: 0, count: 32)
         let flags: Int32 = multiQueue ? Int32(CReactor_IFF_MULTI_QUEUE) : 0
         fd = try syscallValue("open(/dev/net/tun)+TUNSETIFF") { CReactor_tun_open(name, flags, &out) }
@@ -33,20 +54,24 @@ public final class TunDevice {
         self.reactor = reactor
         self.headroom = headroom
         self.bufferSize = bufferSize
+        self.batchSize = batchSize
         self.handler = handler
-        buffer = .allocate(byteCount: bufferSize, alignment: 64)
+        slab = .allocate(byteCount: bufferSize * batchSize, alignment: 64)
+        lengths = .allocate(capacity: batchSize)
         do throws(SyscallError) {
             registration = try reactor.register(fd: fd, events: .readable) { [unowned self] _ in self.drain() }
         } catch {
             _ = CReactor_close(fd)
-            buffer.deallocate()
+            slab.deallocate()
+            lengths.deallocate()
             throw error
         }
     }
 
     deinit {
         close()
-        buffer.deallocate()
+        slab.deallocate()
+        lengths.deallocate()
     }
 
     public func close() {
@@ -62,20 +87,34 @@ public final class TunDevice {
     }
 
     private func drain() {
-        let payload = buffer + headroom
         let cap = bufferSize - headroom
-        for _ in 0..<256 {
-            let r: IOResult
-            do throws(SyscallError) {
-                r = try syscall("read(tun)") { CReactor_read(fd, payload, cap) }
-            } catch {
-                readErrors += 1
-                reactor.report(error)
-                if error.isBug { close() }
-                return
+        for _ in 0..<8 {
+            var n = 0
+            var more = true
+            while n < batchSize {
+                let r: IOResult
+                do {
+                    r = try syscall("read(tun)") { CReactor_read(fd, slab + n * bufferSize + headroom, cap) }
+                } catch {
+                    readErrors += 1
+                    reactor.report(error)
+                    if error.isBug { close() }
+                    more = false
+                    break
+                }
+                guard case .done(let len) = r else {
+                    more = false
+                    break
+                }
+                if len > 0 {
+                    lengths[n] = len
+                    n += 1
+                }
             }
-            guard case .done(let n) = r else { return }
-            if n > 0 { handler?.tunPacket(payload, length: n, device: self) }
+            if n > 0 {
+                handler?.tunRead(TunBatch(base: slab, lengths: lengths, stride: bufferSize, headroom: headroom, count: n), device: self)
+            }
+            if !more || registration == nil { return }
         }
     }
 

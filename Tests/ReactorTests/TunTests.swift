@@ -24,8 +24,11 @@ final class TunTests: XCTestCase {
     final class Capture: TunHandler, @unchecked Sendable {
         var packets: [[UInt8]] = []
         var onPacket: () -> Void = {}
-        func tunPacket(_ packet: UnsafeMutableRawPointer, length: Int, device: TunDevice) {
-            packets.append(Array(UnsafeRawBufferPointer(start: packet, count: length)))
+        func tunRead(_ batch: TunBatch, device: TunDevice) {
+            for i in 0..<batch.count {
+                let (p, n) = batch.packet(i)
+                packets.append(Array(UnsafeRawBufferPointer(start: p, count: n)))
+            }
             onPacket()
         }
     }
