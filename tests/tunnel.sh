@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Two real daemons in two network namespaces: ping and a TCP transfer through
+# the tunnel, a bad config refused with its line, and a DATA packet replayed
+# from a third namespace that neither gets through nor moves the endpoint.
+#
+#   ns wsA-$$ ── vA ─┐                       overlay (ws0):
+#   ns wsB-$$ ── vB ─┼── br0 (ns wsN-$$)       A 10.77.0.1/24  ⇄  B 10.77.0.2/24
+#   ns wsC-$$ ── vC ─┘   10.55.0.0/24          C: the replayer, no daemon
+#
+# Everything it makes is removed on exit, also on failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${WS_BIN:-$here/../.build/release}
+A=wsA-$$ B=wsB-$$ C=wsC-$$ N=wsN-$$
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for n in $A $B $C $N; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
+
+ip netns add $N
+ip -n $N link add br0 type bridge
+ip -n $N link set br0 up
+i=1
+for n in $A $B $C; do
+  ip netns add $n
+  ip link add v$i netns $n type veth peer name p$i netns $N
+  ip -n $N link set p$i master br0 up
+  ip -n $n link set v$i up
+  ip -n $n link set lo up
+  ip -n $n addr add 10.55.0.$i/24 dev v$i
+  i=$((i + 1))
+done
+
+"$bin/wsctl" genkey >"$tmp/a.key"
+"$bin/wsctl" genkey >"$tmp/b.key"
+chmod 600 "$tmp"/*.key
+pa=$("$bin/wsctl" pubkey <"$tmp/a.key")
+pb=$("$bin/wsctl" pubkey <"$tmp/b.key")
+
+conf() { # me other_pub other_overlay other_ip
+  cat <<TOML
+[node]
+private_key_file = "$tmp/$1.key"
+interface = "ws0"
+address = "10.77.0.$5/24"
+listen_port = 51820
+state_dir = "$tmp/$1-state"
+control_socket = "$tmp/$1.sock"
+
+[[peer]]
+name = "$6"
+public_key = "$2"
+address = "$3/32"
+endpoint = "$4:51820"
+TOML
+}
+conf a "$pb" 10.77.0.2 10.55.0.2 1 node-b >"$tmp/a.toml"
+conf b "$pa" 10.77.0.1 10.55.0.1 2 node-a >"$tmp/b.toml"
+
+# A bad config is refused with the field and its line, and a non-zero exit.
+sed 's/^listen_port = 51820/listen_port = "many"/' "$tmp/a.toml" >"$tmp/bad.toml"
+if ip netns exec $A "$bin/whalescaled" --config "$tmp/bad.toml" 2>"$tmp/bad.err"; then fail "bad config accepted"; fi
+grep -q 'bad.toml:5' "$tmp/bad.err" && grep -q 'listen_port' "$tmp/bad.err" || fail "bad config error lacks line/field: $(cat "$tmp/bad.err")"
+echo "ok: bad config refused: $(head -1 "$tmp/bad.err")"
+
+start=$(date +%s%N)
+ip netns exec $A "$bin/whalescaled" --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
+ip netns exec $B "$bin/whalescaled" --config "$tmp/b.toml" 2>"$tmp/b.log" & pids+=($!)
+
+# Ping through the tunnel within seconds of start.
+up=0
+for _ in $(seq 1 50); do
+  if ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; then up=1; break; fi
+  sleep 0.1
+done
+[ $up = 1 ] || fail "no ping through the tunnel"
+echo "ok: first ping through the tunnel after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+ip netns exec $B ping -c 3 -i 0.2 -W 1 10.77.0.1 >/dev/null || fail "ping B -> A"
+echo "ok: ping both ways"
+
+# TCP through the tunnel.
+ip netns exec $B iperf3 -s -1 -B 10.77.0.2 >"$tmp/iperf-s.log" 2>&1 & pids+=($!)
+sleep 0.5
+ip netns exec $A iperf3 -c 10.77.0.2 -n 20M -J >"$tmp/iperf.json" 2>"$tmp/iperf-c.log" || fail "iperf3 TCP transfer"
+bps=$(python3 -c "import json;d=json.load(open('$tmp/iperf.json'));print(int(d['end']['sum_received']['bits_per_second']))")
+echo "ok: 20 MB of TCP through the tunnel ($((bps / 1000000)) Mbit/s, not a benchmark)"
+
+# wsctl status on B shows A up, at A's real endpoint.
+ip netns exec $B "$bin/wsctl" --help >/dev/null
+"$bin/wsctl" status --socket "$tmp/b.sock" --json >"$tmp/b1.json" || fail "wsctl status"
+state=$(python3 "$here/lib/jq.py" peers.0.state <"$tmp/b1.json")
+ep=$(python3 "$here/lib/jq.py" peers.0.endpoint <"$tmp/b1.json")
+[ "$state" = up ] || fail "peer state is $state"
+[ "$ep" = "10.55.0.1:51820" ] || fail "endpoint is $ep"
+"$bin/wsctl" status --socket "$tmp/b.sock" | sed 's/^/  | /'
+[ "$(stat -c %a "$tmp/b.sock")" = 600 ] || fail "control socket is not owner-only"
+
+# Replay: capture a DATA packet A -> B on the bridge, send it again from C.
+ip netns exec $N python3 "$here/lib/sniff.py" p1 51820 "$tmp/data.bin" 5 & sniffer=$!
+sleep 0.3
+ip netns exec $A ping -c 3 -i 0.2 -W 1 10.77.0.2 >/dev/null || true
+wait $sniffer || fail "no DATA packet captured"
+before=$(python3 "$here/lib/jq.py" counters.replay <"$tmp/b1.json")
+[ "$before" = null ] && before=0
+rx_before=$("$bin/wsctl" status --socket "$tmp/b.sock" --json | python3 "$here/lib/jq.py" peers.0.rx_bytes)
+ip netns exec $C python3 "$here/lib/send.py" 10.55.0.2 51820 "$tmp/data.bin" 51820
+sleep 0.5
+"$bin/wsctl" status --socket "$tmp/b.sock" --json >"$tmp/b2.json"
+after=$(python3 "$here/lib/jq.py" counters.replay <"$tmp/b2.json")
+ep2=$(python3 "$here/lib/jq.py" peers.0.endpoint <"$tmp/b2.json")
+rx_after=$(python3 "$here/lib/jq.py" peers.0.rx_bytes <"$tmp/b2.json")
+[ "$after" != null ] && [ "$after" -gt "$before" ] || fail "replayed packet not counted as replay (before $before, after $after)"
+[ "$ep2" = "10.55.0.1:51820" ] || fail "replayed packet moved the endpoint to $ep2"
+[ "$rx_after" = "$rx_before" ] || fail "replayed packet was accepted (rx $rx_before -> $rx_after)"
+echo "ok: replayed DATA packet from a third namespace dropped (replay counter $before -> $after), endpoint kept"
+
+# SIGTERM removes the interface and the control socket and exits 0.
+kill -TERM "${pids[0]}"
+wait "${pids[0]}" || fail "whalescaled exited non-zero on SIGTERM"
+[ ! -e "$tmp/a.sock" ] || fail "control socket left behind"
+ip -n $A link show ws0 >/dev/null 2>&1 && fail "interface left behind"
+echo "ok: SIGTERM cleaned up and exited 0"
