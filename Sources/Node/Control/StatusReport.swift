@@ -1,0 +1,289 @@
+/// What `wsctl status --json` prints: a stable, documented object
+/// (DESIGN §8; every field is described in docs/status-json.md).
+///
+/// Stability rules, which the JSON shape follows from:
+/// - Key names are spelled out in `CodingKeys` (snake_case), not derived by an
+///   encoder strategy, so renaming a Swift property cannot rename a key.
+/// - Every documented key is always present. A value not known yet (no
+///   handshake, no RTT sample) is `null`, never a missing key, so
+///   `jq .peers[0].endpoint` means the same thing on every node.
+/// - Keys are emitted sorted (`ControlCodec` uses `.sortedKeys`), so two
+///   reports diff cleanly.
+/// - `version` changes only on an incompatible change; adding a key or an
+///   enum value is compatible, so readers must ignore what they do not know.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public static let currentVersion = 1
+
+    public var version: Int
+    public var node: Node
+    public var anchors: [Anchor]
+    public var peers: [Peer]
+    /// Sentences for the operator ("only one anchor is reachable").
+    public var warnings: [String]
+    /// Packets dropped, by reason ("not_a_member", "replay", ...); flat so
+    /// a monitoring script can read any counter without knowing the others.
+    public var counters: [String: UInt64]
+
+    public init(
+        version: Int = StatusReport.currentVersion, node: Node, anchors: [Anchor] = [], peers: [Peer] = [],
+        warnings: [String] = [], counters: [String: UInt64] = [:]
+    ) {
+        self.version = version
+        self.node = node
+        self.anchors = anchors
+        self.peers = peers
+        self.warnings = warnings
+        self.counters = counters
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, node, anchors, peers, warnings, counters
+    }
+
+    // MARK: node
+
+    public struct Node: Codable, Sendable, Equatable {
+        public var publicKey: String
+        public var interface: String
+        /// Overlay address with prefix, "10.77.0.1/24".
+        public var address: String
+        public var listenPort: UInt16
+        public var anchor: Bool
+        public var endpoints: [AdvertisedEndpoint]
+        public var nat: NAT
+
+        public init(
+            publicKey: String, interface: String, address: String, listenPort: UInt16, anchor: Bool = false,
+            endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
+        ) {
+            self.publicKey = publicKey
+            self.interface = interface
+            self.address = address
+            self.listenPort = listenPort
+            self.anchor = anchor
+            self.endpoints = endpoints
+            self.nat = nat
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case publicKey = "public_key"
+            case interface, address
+            case listenPort = "listen_port"
+            case anchor, endpoints, nat
+        }
+    }
+
+    /// An address this node believes it can be reached at, and how it knows.
+    public struct AdvertisedEndpoint: Codable, Sendable, Equatable {
+        /// "198.51.100.7:51820" or "[2001:db8::7]:51820".
+        public var addr: String
+        public var source: EndpointSource
+
+        public init(addr: String, source: EndpointSource) {
+            self.addr = addr
+            self.source = source
+        }
+    }
+
+    public enum EndpointSource: String, Codable, Sendable, CaseIterable {
+        /// A local interface address.
+        case local
+        /// Reported by a peer that saw our packets come from it (PATH_PROBE_REPLY).
+        case observed
+        case upnp
+        case natpmp
+        case pcp
+        /// Our address as announced on the LAN.
+        case lan
+    }
+
+    public struct NAT: Codable, Sendable, Equatable {
+        public var mapping: NATMapping
+        public init(mapping: NATMapping) { self.mapping = mapping }
+    }
+
+    /// RFC 4787 mapping behaviour, from comparing what different anchors observe.
+    public enum NATMapping: String, Codable, Sendable, CaseIterable {
+        /// Same public port whoever we talk to: hole punching works.
+        case endpointIndependent = "endpoint-independent"
+        /// A new public port per destination ("symmetric"): needs a relay to a peer like it.
+        case endpointDependent = "endpoint-dependent"
+        /// Observed address equals a local one: no NAT.
+        case none
+        /// Not enough observations yet (fewer than two anchors answered).
+        case unknown
+    }
+
+    // MARK: anchors
+
+    public struct Anchor: Codable, Sendable, Equatable {
+        public var publicKey: String
+        public var name: String
+        public var reachable: Bool
+
+        public init(publicKey: String, name: String, reachable: Bool) {
+            self.publicKey = publicKey
+            self.name = name
+            self.reachable = reachable
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case publicKey = "public_key"
+            case name, reachable
+        }
+    }
+
+    // MARK: peers
+
+    public struct Peer: Codable, Sendable, Equatable {
+        public var name: String
+        public var publicKey: String
+        /// The overlay routes of this peer, as in the config.
+        public var address: [String]
+        public var state: PeerState
+        /// Where data is sent now (the active path's remote); nil when idle.
+        public var endpoint: String?
+        /// Seconds since the last completed handshake; nil if none yet.
+        public var lastHandshakeSecondsAgo: UInt64?
+        public var rxBytes: UInt64
+        public var txBytes: UInt64
+        public var paths: [Path]
+
+        public init(
+            name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
+            lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = []
+        ) {
+            self.name = name
+            self.publicKey = publicKey
+            self.address = address
+            self.state = state
+            self.endpoint = endpoint
+            self.lastHandshakeSecondsAgo = lastHandshakeSecondsAgo
+            self.rxBytes = rxBytes
+            self.txBytes = txBytes
+            self.paths = paths
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name
+            case publicKey = "public_key"
+            case address, state, endpoint
+            case lastHandshakeSecondsAgo = "last_handshake_s_ago"
+            case rxBytes = "rx_bytes"
+            case txBytes = "tx_bytes"
+            case paths
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            publicKey = try c.decode(String.self, forKey: .publicKey)
+            address = try c.decode([String].self, forKey: .address)
+            state = try c.decode(PeerState.self, forKey: .state)
+            endpoint = try c.decodeIfPresent(String.self, forKey: .endpoint)
+            lastHandshakeSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastHandshakeSecondsAgo)
+            rxBytes = try c.decode(UInt64.self, forKey: .rxBytes)
+            txBytes = try c.decode(UInt64.self, forKey: .txBytes)
+            paths = try c.decode([Path].self, forKey: .paths)
+        }
+
+        // Written out so nil is `null`, not a missing key (see the type's rules).
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(publicKey, forKey: .publicKey)
+            try c.encode(address, forKey: .address)
+            try c.encode(state, forKey: .state)
+            try c.encode(endpoint, forKey: .endpoint)
+            try c.encode(lastHandshakeSecondsAgo, forKey: .lastHandshakeSecondsAgo)
+            try c.encode(rxBytes, forKey: .rxBytes)
+            try c.encode(txBytes, forKey: .txBytes)
+            try c.encode(paths, forKey: .paths)
+        }
+    }
+
+    /// A peer's session state. An open set: the engine may add states (the
+    /// JSON is a plain string), so this is a string wrapper, not an enum a
+    /// reader would fail to decode on an unknown value.
+    public struct PeerState: RawRepresentable, Codable, Sendable, Hashable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+
+        /// No session and no traffic waiting for one.
+        public static let idle = PeerState(rawValue: "idle")
+        /// A handshake is in flight.
+        public static let handshaking = PeerState(rawValue: "handshaking")
+        /// A session is established.
+        public static let up = PeerState(rawValue: "up")
+
+        public var description: String { rawValue }
+
+        public init(from decoder: any Decoder) throws {
+            rawValue = try decoder.singleValueContainer().decode(String.self)
+        }
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            try c.encode(rawValue)
+        }
+    }
+
+    /// One way of reaching a peer; a session may use several at once (multipath).
+    public struct Path: Codable, Sendable, Equatable {
+        public var kind: PathKind
+        /// The peer's address on this path; for a relay path, the anchor's.
+        public var remote: String
+        /// For a relay path, the anchor's name; nil otherwise.
+        public var via: String?
+        /// Smoothed round-trip time in milliseconds; nil before the first sample.
+        public var rttMs: Double?
+        /// Fraction of probes lost, 0...1; nil before the first probe.
+        public var loss: Double?
+        /// Whether the scheduler currently sends data on it.
+        public var active: Bool
+
+        public init(kind: PathKind, remote: String, via: String? = nil, rttMs: Double? = nil, loss: Double? = nil, active: Bool) {
+            self.kind = kind
+            self.remote = remote
+            self.via = via
+            self.rttMs = rttMs
+            self.loss = loss
+            self.active = active
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case kind, remote, via
+            case rttMs = "rtt_ms"
+            case loss, active
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try c.decode(PathKind.self, forKey: .kind)
+            remote = try c.decode(String.self, forKey: .remote)
+            via = try c.decodeIfPresent(String.self, forKey: .via)
+            rttMs = try c.decodeIfPresent(Double.self, forKey: .rttMs)
+            loss = try c.decodeIfPresent(Double.self, forKey: .loss)
+            active = try c.decode(Bool.self, forKey: .active)
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(kind, forKey: .kind)
+            try c.encode(remote, forKey: .remote)
+            try c.encode(via, forKey: .via)
+            // JSON has no NaN or infinity: a broken estimate is "unknown", not an encoding failure.
+            try c.encode(rttMs.flatMap { $0.isFinite ? $0 : nil }, forKey: .rttMs)
+            try c.encode(loss.flatMap { $0.isFinite ? $0 : nil }, forKey: .loss)
+            try c.encode(active, forKey: .active)
+        }
+    }
+
+    public enum PathKind: String, Codable, Sendable, CaseIterable {
+        /// Straight to the peer's public (or self-attested) endpoint.
+        case direct
+        /// To the peer's address on a shared LAN, found by LAN discovery.
+        case lan
+        /// Through an anchor, which forwards the still-encrypted packets.
+        case relay
+    }
+}

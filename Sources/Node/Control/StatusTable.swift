@@ -1,0 +1,128 @@
+/// `wsctl status` without `--json`: what a person wants at a glance, in the
+/// spirit of `tailscale status`. The question it answers first is *how* each
+/// peer is reached (STYLE 18), so that column reads like a sentence:
+///
+///     ws0  10.77.0.1/24  listening on 51820  anchor
+///     public key: 3q2+7w...=
+///     nat: endpoint-independent
+///     endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
+///     anchors: anchor-1 reachable, anchor-2 unreachable
+///
+///     PEER      ADDRESS        REACHED                     HANDSHAKE  RX       TX
+///     anchor-1  10.77.0.10/32  direct 203.0.113.10:51820   12s ago    1.2 MiB  340.0 KiB
+///     laptop    10.77.0.20/32  relay via anchor-1          1m3s ago   88.0 KiB 12.1 KiB
+///     phone     10.77.0.30/32  idle                        never      0 B      0 B
+///
+///     warnings:
+///       - only one anchor is reachable
+///
+/// Every active path is listed (multipath uses several at once); a peer with
+/// none shows its state instead ("idle", "handshaking"). Scripts should use
+/// `--json`: this layout may change.
+public func renderStatusTable(_ s: StatusReport) -> String {
+    var out: [String] = []
+    let n = s.node
+    out.append("\(n.interface)  \(n.address)  listening on \(n.listenPort)\(n.anchor ? "  anchor" : "")")
+    out.append("public key: \(n.publicKey)")
+    out.append("nat: \(n.nat.mapping.rawValue)")
+    if n.endpoints.isEmpty {
+        out.append("endpoints: none known yet")
+    } else {
+        out.append("endpoints: " + n.endpoints.map { "\($0.addr) (\($0.source.rawValue))" }.joined(separator: ", "))
+    }
+    if s.anchors.isEmpty {
+        out.append("anchors: none configured")
+    } else {
+        out.append("anchors: " + s.anchors.map { "\($0.name) \($0.reachable ? "reachable" : "unreachable")" }.joined(separator: ", "))
+    }
+    out.append("")
+
+    if s.peers.isEmpty {
+        out.append("no peers configured")
+    } else {
+        var rows = [["PEER", "ADDRESS", "REACHED", "HANDSHAKE", "RX", "TX"]]
+        for p in s.peers {
+            rows.append([
+                p.name,
+                p.address.joined(separator: ","),
+                StatusText.reached(p),
+                p.lastHandshakeSecondsAgo.map { StatusText.age(seconds: $0) + " ago" } ?? "never",
+                StatusText.bytes(p.rxBytes),
+                StatusText.bytes(p.txBytes),
+            ])
+        }
+        out += StatusText.columns(rows)
+    }
+
+    let drops = s.counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }
+    if !drops.isEmpty {
+        out.append("")
+        out.append("drops: " + drops.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+    }
+    if !s.warnings.isEmpty {
+        out.append("")
+        out.append("warnings:")
+        out += s.warnings.map { "  - \($0)" }
+    }
+    return out.joined(separator: "\n") + "\n"
+}
+
+/// The pieces of the table, separately testable.
+enum StatusText {
+    /// "direct 203.0.113.5:51820", "relay via anchor-1", "lan 192.168.1.20:51820",
+    /// several joined by ", ", or the state when no path is active.
+    static func reached(_ p: StatusReport.Peer) -> String {
+        let active = p.paths.filter(\.active)
+        guard !active.isEmpty else { return p.state.rawValue }
+        return active.map(path).joined(separator: ", ")
+    }
+
+    static func path(_ p: StatusReport.Path) -> String {
+        switch p.kind {
+        case .direct: return "direct \(p.remote)"
+        case .lan: return "lan \(p.remote)"
+        case .relay: return p.via.map { "relay via \($0)" } ?? "relay \(p.remote)"
+        }
+    }
+
+    /// "45s", "3m4s", "2h5m", "3d4h": two units at most, enough to judge freshness.
+    static func age(seconds t: UInt64) -> String {
+        switch t {
+        case ..<60: return "\(t)s"
+        case ..<3600: return "\(t / 60)m\(t % 60)s"
+        case ..<86400: return "\(t / 3600)h\(t % 3600 / 60)m"
+        default: return "\(t / 86400)d\(t % 86400 / 3600)h"
+        }
+    }
+
+    /// IEC units with one decimal, truncated: "0 B", "999 B", "1.5 KiB", "12.0 MiB".
+    static func bytes(_ b: UInt64) -> String {
+        let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+        guard b >= 1024 else { return "\(b) B" }
+        var unit: UInt64 = 1024
+        var k = 0
+        while k < units.count - 1 && b / unit >= 1024 {
+            unit *= 1024
+            k += 1
+        }
+        // (b % unit) < unit <= 2^60, so the * 10 cannot overflow.
+        return "\(b / unit).\((b % unit) * 10 / unit) \(units[k])"
+    }
+
+    /// Left-aligned columns two spaces apart, no trailing blanks.
+    static func columns(_ rows: [[String]]) -> [String] {
+        let count = rows.map(\.count).max() ?? 0
+        var widths = Array(repeating: 0, count: count)
+        for row in rows {
+            for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+        }
+        return rows.map { row in
+            var line = ""
+            for (i, cell) in row.enumerated() {
+                line += cell
+                if i < row.count - 1 { line += String(repeating: " ", count: widths[i] - cell.count + 2) }
+            }
+            return line
+        }
+    }
+}
