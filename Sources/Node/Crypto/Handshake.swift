@@ -1,0 +1,280 @@
+// Whalescale's handshake: Noise_IK_25519_ChaChaPoly_BLAKE2b, prologue "whalescale v1",
+// in WireGuard's shape (byte layouts: Wire/HandshakeMessages.swift).
+//
+//   initiator                                                 responder
+//   createInitiation ──── HANDSHAKE_INIT (e, es, s, ss) ────> [mac1Valid, mac2Valid under load]
+//                                                              consumeInitiation
+//                                                              [session layer: member? timestamp newer?]
+//   consumeResponse <──── HANDSHAKE_RESP (e, ee, se) ──────── createResponse
+//   keys: send = c1, receive = c2                              keys: send = c2, receive = c1
+//
+//   under load, instead of consuming:                        createCookieReply
+//   macs.consumeCookieReply <──── COOKIE_REPLY ──────────────
+//   (the next INIT carries mac2, which mac2Valid accepts)
+//
+// Sans-IO: `now` is always a parameter; randomness (ephemerals, cookie secrets,
+// cookie-reply nonces) comes from libsodium's randombytes.
+//
+// What is checked where:
+//  - here: Noise authentication (AEAD over the transcript), exact sizes, type and
+//    reserved bytes, receiver_index of a response, that the Ed25519 key an initiator
+//    names converts to the static it authenticated with;
+//  - the caller: mac1 (cheap, first), mac2 when under load, membership of the
+//    initiator, and that its timestamp is newer than the last one accepted (the
+//    replay defence: a replayed INIT decrypts fine, and must not reset a session).
+//
+// mac1/mac2 (WireGuard §5.4.4, with BLAKE2b in place of BLAKE2s):
+//   mac1 = BLAKE2b-128(key = BLAKE2b-256("mac1----" || receiver's X25519 static), message up to mac1)
+//   mac2 = BLAKE2b-128(key = cookie, message up to mac2), zeros without a fresh cookie
+//   cookie = BLAKE2b-128(key = responder's secret (rotated every 120 s), source address || port (big-endian))
+//   cookie reply: XChaCha20-Poly1305(key = BLAKE2b-256("cookie--" || responder's X25519 static),
+//                                    random 24-byte nonce, AD = mac1 of the message answered)
+
+/// Values of the handshake that both ends must agree on.
+public enum HandshakeConstants {
+    public static let protocolName = "Noise_IK_25519_ChaChaPoly_BLAKE2b"
+    /// Mixed into the transcript: a different protocol version can never complete a handshake with this one.
+    public static let prologue: [UInt8] = Array("whalescale v1".utf8)
+    /// TAI64N, 12 bytes (Protocol/HandshakeTimestamp.swift builds them).
+    public static let timestampLength = 12
+    /// COOKIE_REFRESH_TIME, 120 s: a cookie received is used for mac2 this long,
+    /// and the responder's cookie secret is replaced this often (WireGuard's value).
+    public static let cookieLifetime = Span.seconds(120 as UInt64)
+    public static let cookieLength = 16
+
+    static let mac1Label: [UInt8] = Array("mac1----".utf8)
+    static let cookieLabel: [UInt8] = Array("cookie--".utf8)
+}
+
+// MARK: - Initiator
+
+/// An initiation sent and not yet answered. Holds the Noise state (ephemeral
+/// private key included) until a response authenticates; dropping it wipes it.
+public struct InitiatorHandshake: Sendable {
+    public let responder: PublicKey
+    public let senderIndex: UInt32
+    /// When the initiation was created (for the session layer's retry and give-up timers).
+    public let createdAt: Instant
+    let noise: NoiseHandshakeState
+
+    /// Builds HANDSHAKE_INIT for `responder`, carrying `timestamp` (12 bytes, TAI64N).
+    /// Nil when the timestamp is not 12 bytes, `macs` is for another peer, or the
+    /// responder's key has no X25519 form.
+    public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
+                                        timestamp: [UInt8], macs: inout MacGenerator, now: Instant)
+        -> (message: [UInt8], state: InitiatorHandshake)? {
+        createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
+                         timestamp: timestamp, macs: &macs, now: now, ephemeral: nil)
+    }
+
+    /// As above, with a fixed ephemeral for tests.
+    static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
+                                 timestamp: [UInt8], macs: inout MacGenerator, now: Instant,
+                                 ephemeral: DHKeyPair?) -> (message: [UInt8], state: InitiatorHandshake)? {
+        guard timestamp.count == HandshakeConstants.timestampLength, macs.peer == responder,
+              let responderStatic = responder.x25519 else { return nil }
+        do {
+            var noise = try NoiseHandshakeState(
+                protocolName: HandshakeConstants.protocolName, role: .initiator, prologue: HandshakeConstants.prologue,
+                localStatic: identity.staticKeyPair, remoteStatic: responderStatic, psks: [], fixedEphemeral: ephemeral)
+            let body = try noise.writeMessage(payload: timestamp + identity.publicKey.bytes)
+            var message = HandshakeInitiationMessage(senderIndex: senderIndex, noise: body).bytes
+            macs.stamp(&message, now: now)
+            return (message, InitiatorHandshake(responder: responder, senderIndex: senderIndex, createdAt: now, noise: noise))
+        } catch {
+            return nil
+        }
+    }
+
+    /// nil unless the response authenticates for this handshake (check receiver_index == our senderIndex).
+    /// mac1/mac2 of the response are the caller's to check, with its own `CookieChecker`.
+    public func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
+        guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex else { return nil }
+        // A copy: this state stays usable if the message was forged.
+        var noise = self.noise
+        guard let payload = try? noise.readMessage(wire.noise), payload.isEmpty,
+              let keys = try? noise.transportKeys() else { return nil }
+        return (wire.senderIndex, keys)
+    }
+}
+
+// MARK: - Responder
+
+/// An initiation that decrypted and authenticated. The response's Noise part and
+/// the session keys are computed already (in `consumeInitiation`), so that every
+/// fallible step happens there and `createResponse` cannot fail.
+public struct ReceivedInitiation: Sendable {
+    /// The initiator's Ed25519 key, proven to match the static it authenticated with.
+    public let initiator: PublicKey
+    public let senderIndex: UInt32
+    /// 12-byte TAI64N: the caller accepts the initiation only if this is greater
+    /// than the last timestamp it accepted from `initiator`.
+    public let timestamp: [UInt8]
+    /// Noise message 2 (e || enc(empty)), already written.
+    let responseNoise: [UInt8]
+    let keys: TransportKeys
+
+    /// Builds HANDSHAKE_RESP. Call it once: every call answers with the same
+    /// ephemeral and yields the same keys.
+    public func createResponse(senderIndex: UInt32, macs: inout MacGenerator, now: Instant)
+        -> (message: [UInt8], keys: TransportKeys) {
+        assert(macs.peer == initiator, "MacGenerator is for another peer: the initiator will drop this response")
+        var message = HandshakeResponseMessage(senderIndex: senderIndex, receiverIndex: self.senderIndex,
+                                               noise: responseNoise).bytes
+        macs.stamp(&message, now: now)
+        return (message, keys)
+    }
+}
+
+/// Decrypts and authenticates an initiation addressed to `identity`; nil on any failure. Membership
+/// and mac checks are the caller's (they are separate so the caller can check mac1 first, cheaply).
+public func consumeInitiation(identity: Identity, message: [UInt8]) -> ReceivedInitiation? {
+    consumeInitiation(identity: identity, message: message, ephemeral: nil)
+}
+
+/// As above, with a fixed responder ephemeral for tests.
+func consumeInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPair?) -> ReceivedInitiation? {
+    guard let wire = HandshakeInitiationMessage(bytes: message) else { return nil }
+    do {
+        var noise = try NoiseHandshakeState(
+            protocolName: HandshakeConstants.protocolName, role: .responder, prologue: HandshakeConstants.prologue,
+            localStatic: identity.staticKeyPair, remoteStatic: nil, psks: [], fixedEphemeral: ephemeral)
+        let payload = try noise.readMessage(wire.noise)
+        guard payload.count == HandshakeInitiationMessage.payloadSize,
+              let initiator = PublicKey(bytes: Array(payload[HandshakeConstants.timestampLength...])),
+              let claimedStatic = initiator.x25519, let provenStatic = noise.remoteStatic,
+              Sodium.constantTimeEqual(claimedStatic, provenStatic) else { return nil }
+        let responseNoise = try noise.writeMessage(payload: [])
+        return ReceivedInitiation(initiator: initiator, senderIndex: wire.senderIndex,
+                                  timestamp: Array(payload[..<HandshakeConstants.timestampLength]),
+                                  responseNoise: responseNoise, keys: try noise.transportKeys())
+    } catch {
+        return nil
+    }
+}
+
+// MARK: - mac1 / mac2, sending side
+
+/// Initiator/responder side of mac1/mac2 for messages sent TO `peer`; remembers a cookie received in a COOKIE_REPLY (valid 120 s).
+public struct MacGenerator: Sendable {
+    public let peer: PublicKey
+    /// Nil when `peer` has no X25519 form (no handshake with it can succeed anyway).
+    let mac1Key: [UInt8]?
+    let cookieKey: [UInt8]?
+    /// mac1 of the last message stamped: a cookie reply must answer exactly it (it is the AEAD's AD).
+    var lastMac1: [UInt8]?
+    var cookie: [UInt8]?
+    var cookieReceivedAt = Instant.zero
+
+    public init(peer: PublicKey) {
+        self.peer = peer
+        let peerStatic = peer.x25519
+        mac1Key = peerStatic.map { Sodium.blake2b(outputLength: 32, HandshakeConstants.mac1Label, $0) }
+        cookieKey = peerStatic.map { Sodium.blake2b(outputLength: 32, HandshakeConstants.cookieLabel, $0) }
+    }
+
+    /// True while a cookie received less than 120 s ago will be used for mac2.
+    public func hasFreshCookie(now: Instant) -> Bool {
+        cookie != nil && now - cookieReceivedAt < HandshakeConstants.cookieLifetime
+    }
+
+    /// Fills the last 32 bytes of `message` (INIT or RESP, macs zeroed) with mac1 and mac2.
+    mutating func stamp(_ message: inout [UInt8], now: Instant) {
+        guard let mac1Key, message.count >= HandshakeMACs.trailerLength else { return }
+        let mac1At = message.count - HandshakeMACs.trailerLength
+        let mac2At = mac1At + HandshakeMACs.macLength
+        let mac1 = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: mac1Key, Array(message[..<mac1At]))
+        message.replaceSubrange(mac1At..<mac2At, with: mac1)
+        lastMac1 = mac1
+        // "If the initiator has received a cookie within the last 120 s, mac2 is computed; otherwise zeros."
+        if let cookie, hasFreshCookie(now: now) {
+            let mac2 = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie, Array(message[..<mac2At]))
+            message.replaceSubrange(mac2At..<message.count, with: mac2)
+        } else {
+            message.replaceSubrange(mac2At..<message.count, with: [UInt8](repeating: 0, count: HandshakeMACs.macLength))
+        }
+    }
+
+    /// Takes the cookie out of a COOKIE_REPLY answering the last message stamped.
+    /// False (and nothing changes) if it does not decrypt with that message's mac1
+    /// as AD, or no message is waiting for one. Routing by receiver_index is the caller's.
+    public mutating func consumeCookieReply(_ message: [UInt8], now: Instant) -> Bool {
+        guard let wire = CookieReplyMessage(bytes: message), let cookieKey, let lastMac1,
+              let cookie = Sodium.xchachaPolyOpen(key: cookieKey, nonce: wire.nonce, ad: lastMac1,
+                                                  ciphertext: wire.encryptedCookie) else { return false }
+        self.cookie = cookie
+        cookieReceivedAt = now
+        // One reply per message: a duplicate (or replay) of this reply is refused.
+        self.lastMac1 = nil
+        return true
+    }
+}
+
+// MARK: - mac1 / mac2, receiving side
+
+/// Receiver side: validates mac1 always; mac2 under load; makes cookie replies. Rotates its secret by `now`.
+public struct CookieChecker: Sendable {
+    let mac1Key: [UInt8]
+    let cookieKey: [UInt8]
+    var secret: SecretBytes
+    /// Nil until first used: the first `now` seen starts the secret's lifetime.
+    var secretCreatedAt: Instant?
+
+    public init(identity: Identity) {
+        mac1Key = Sodium.blake2b(outputLength: 32, HandshakeConstants.mac1Label, identity.staticPublic)
+        cookieKey = Sodium.blake2b(outputLength: 32, HandshakeConstants.cookieLabel, identity.staticPublic)
+        secret = SecretBytes.random(count: 32)
+    }
+
+    /// True when `message` is an INIT or RESP of the right length whose mac1 proves
+    /// the sender knew our public key. Cheap: one BLAKE2b, no DH.
+    public func mac1Valid(_ message: [UInt8]) -> Bool {
+        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return false }
+        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: mac1Key, Array(message[..<mac1At]))
+        return Sodium.constantTimeEqual(expected, message[mac1At..<(mac1At + HandshakeMACs.macLength)])
+    }
+
+    /// True when mac2 was made with the cookie we would give `source` now: the sender
+    /// receives at that address. Check it (under load) only after `mac1Valid`.
+    public mutating func mac2Valid(_ message: [UInt8], source: Endpoint, now: Instant) -> Bool {
+        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return false }
+        let mac2At = mac1At + HandshakeMACs.macLength
+        rotateSecret(now: now)
+        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie(for: source), Array(message[..<mac2At]))
+        return Sodium.constantTimeEqual(expected, message[mac2At...])
+    }
+
+    /// COOKIE_REPLY to `message` (whose sender_index is `receiverIndex`), for the
+    /// sender at `source`. Empty when `message` is not an INIT or RESP of the right
+    /// length (never so after `mac1Valid` returned true).
+    public mutating func createCookieReply(to message: [UInt8], receiverIndex: UInt32, source: Endpoint, now: Instant) -> [UInt8] {
+        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return [] }
+        rotateSecret(now: now)
+        let mac1 = Array(message[mac1At..<(mac1At + HandshakeMACs.macLength)])
+        let nonce = Sodium.randomBytes(CookieReplyMessage.nonceSize)
+        var cookie = cookie(for: source)
+        defer { Sodium.wipe(&cookie) }
+        let sealed = Sodium.xchachaPolySeal(key: cookieKey, nonce: nonce, ad: mac1, plaintext: cookie)
+        return CookieReplyMessage(receiverIndex: receiverIndex, nonce: nonce, encryptedCookie: sealed).bytes
+    }
+
+    /// cookie = BLAKE2b-128(key = secret, address bytes (4 or 16) || port (big-endian)).
+    func cookie(for source: Endpoint) -> [UInt8] {
+        let address = Array(source.address.bytes.prefix(source.family == .v4 ? 4 : 16))
+        let port: [UInt8] = [UInt8(source.port >> 8), UInt8(source.port & 0xff)]
+        return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port)
+    }
+
+    /// A new random secret every 120 s, so a cookie stops working soon after its
+    /// holder stops receiving at that address.
+    mutating func rotateSecret(now: Instant) {
+        guard let created = secretCreatedAt else {
+            secretCreatedAt = now
+            return
+        }
+        if now - created >= HandshakeConstants.cookieLifetime {
+            secret = SecretBytes.random(count: 32)
+            secretCreatedAt = now
+        }
+    }
+}
