@@ -1,0 +1,636 @@
+// One member's tunnel: its keypairs, its handshake, its timers, its queue.
+// Driven only by `Tunnels`, which owns the node-level parts (index table,
+// cookie checker, outputs) and passes them in as `SessionContext`.
+//
+// Keypair rotation (WireGuard §6.2, wireguard-go `BeginSymmetricSession` and
+// `ReceivedWithKeypair`), three slots:
+//
+//   initiator, response consumed:   previous <- current, current <- new
+//       (it knows the responder has the keys: it switches at once and sends a
+//        packet right away, queued data or a keepalive, to confirm them)
+//   responder, initiation consumed: next <- new            (current unchanged)
+//       (it cannot know the response arrived, so it keeps sending under
+//        current until the first packet under `next` proves it did)
+//   first packet under next:        previous <- current, current <- next
+//   keypair older than REJECT_AFTER_TIME: dropped
+//
+// `previous` decrypts packets that were in flight under the old key when the
+// switch happened: no packet is lost across a rekey. Three departures from
+// wireguard-go, all to keep that promise when both sides rekey at once (rekey
+// by count with symmetric traffic does exactly that):
+//   - crossing initiations are settled by a tie-break (lower public key wins):
+//     the winner ignores the loser's initiation, the loser abandons its own and
+//     answers. Two completed crossing handshakes would leave each side sending
+//     under a different new key and push the old key out of the three slots
+//     while packets under it are still in flight;
+//   - the responder keeps `previous` when a new `next` arrives (wireguard-go
+//     drops it);
+//   - the initiator keeps an unconfirmed `next` instead of moving it over
+//     `current` (wireguard-go drops `current` then): `current` is what the
+//     peer is sending under right now.
+
+// Timer hooks (wireguard-go `timers.go`), called from the paths below:
+//   data sent            -> arm newHandshake (KEEPALIVE + REKEY_TIMEOUT + jitter) if unarmed
+//   data received        -> arm keepalive (KEEPALIVE) if unarmed, else "need another"
+//   any auth packet sent -> cancel keepalive
+//   any auth packet rcvd -> cancel newHandshake
+//   any auth traversal   -> re-arm persistentKeepalive
+//   initiation sent      -> arm handshakeRetry (backoff + jitter)
+//   handshake complete   -> cancel retry and give-up
+
+/// Keys of one session and their bookkeeping. Stored inline (the replay window
+/// too): moving between slots copies ~1 KiB, but the data path never allocates.
+struct Keypair: Sendable {
+    let keys: TransportKeys
+    /// Index we chose: the peer puts it in every DATA it sends us under these keys.
+    let localIndex: UInt32
+    /// Index the peer chose: we put it in every DATA we send.
+    let remoteIndex: UInt32
+    let createdAt: Instant
+    /// True if we initiated the handshake that made these keys: only the
+    /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
+    let isInitiator: Bool
+    var sendCounter: UInt64 = 0
+    var replay: ReplayWindow
+
+    init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool, timings: SessionTimings) {
+        self.keys = keys
+        self.localIndex = localIndex
+        self.remoteIndex = remoteIndex
+        self.createdAt = createdAt
+        self.isInitiator = isInitiator
+        self.replay = ReplayWindow(limit: timings.rejectAfterMessages)
+    }
+
+    enum SealOutcome { case sealed(rekeyDue: Bool), expired }
+    enum OpenOutcome { case opened, expired, replay, authFailed }
+
+    func canSend(now: Instant, timings: SessionTimings) -> Bool {
+        sendCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
+    }
+
+    /// Writes the DATA header in front of the payload and encrypts the payload in
+    /// place (tag behind it). The caller checked the geometry.
+    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
+                       now: Instant, timings: SessionTimings) -> SealOutcome {
+        guard canSend(now: now, timings: timings) else { return .expired }
+        let counter = sendCounter
+        sendCounter += 1
+        let header = base + (payloadOffset - DataMessage.headerSize)
+        header.storeBytes(of: UInt32(DataMessage.type).littleEndian, as: UInt32.self)
+        header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
+        header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
+        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength)
+        // keepKeyFreshSending: by count on either side, by age on the initiator's.
+        let rekey = sendCounter >= timings.rekeyAfterMessages
+            || (isInitiator && now - createdAt >= timings.rekeyAfterTime)
+        return .sealed(rekeyDue: rekey)
+    }
+
+    /// Authenticates and decrypts a DATA message of `length` bytes at `base` in
+    /// place. The window moves only after authentication succeeded.
+    mutating func open(_ base: UnsafeMutableRawPointer, length: Int, counter: UInt64,
+                       now: Instant, timings: SessionTimings) -> OpenOutcome {
+        guard now - createdAt < timings.rejectAfterTime else { return .expired }
+        guard replay.check(counter) else { return .replay }  // cheap, before the AEAD
+        guard keys.receive.open(counter: counter, buffer: base + DataMessage.headerSize,
+                                length: length - DataMessage.headerSize) else { return .authFailed }
+        guard replay.accept(counter) else { return .replay }
+        return .opened
+    }
+}
+
+/// The handshake side of a peer, one case per protocol state.
+enum HandshakeState: Sendable {
+    /// No handshake in progress.
+    case idle
+    /// A handshake is needed (packets queued, rekey due, no reply); the initiation
+    /// goes out at the next `handleTimeout`, which has the wall clock for its
+    /// timestamp. `since` starts the REKEY_ATTEMPT_TIME budget.
+    case wanted(since: Instant)
+    /// An initiation is out; `localIndex` is registered for its response and
+    /// cookie reply. `attempt` is 1 for the first initiation of this handshake.
+    case initiationSent(InitiatorHandshake, localIndex: UInt32, attempt: Int, since: Instant)
+
+    var isIdle: Bool { if case .idle = self { true } else { false } }
+}
+
+/// Traffic and handshake counters of one peer (for `wsctl status`).
+public struct PeerCounters: Sendable, Equatable {
+    public var rxBytes: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var rxPackets: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var keepalivesSent: UInt64 = 0
+    public var initiationsSent: UInt64 = 0
+    public var initiationsAccepted: UInt64 = 0
+    public var handshakesCompleted: UInt64 = 0
+    public var handshakesFailed: UInt64 = 0
+    /// Packets dropped from the handshake queue (full, or the handshake gave up).
+    public var queueDropped: UInt64 = 0
+    public init() {}
+}
+
+/// Node-level state a peer's session needs: identity, timings, randomness, the
+/// index table and the output queues. Owned by `Tunnels`.
+struct SessionContext {
+    let identity: Identity
+    let timings: SessionTimings
+    var rng: SessionRandom
+    /// Receiver index -> peer, for every live keypair and in-flight initiation.
+    var indices: [UInt32: PeerID] = [:]
+    var transmits = Outbox<Transmit>()
+    var events = Outbox<TunnelEvent>()
+    /// The last timestamp we put in an initiation (kept strictly increasing).
+    var lastTimestamp: HandshakeTimestamp?
+
+    /// A random index not in use. 32 bits and a few live indices per peer: the
+    /// loop ends at once in practice.
+    mutating func allocateIndex(for peer: PeerID) -> UInt32 {
+        while true {
+            let i = UInt32(truncatingIfNeeded: rng.next())
+            if indices[i] == nil {
+                indices[i] = peer
+                return i
+            }
+        }
+    }
+
+    mutating func freeIndex(_ i: UInt32) { indices.removeValue(forKey: i) }
+
+    mutating func nextTimestamp(_ wallClock: HandshakeTimestamp) -> HandshakeTimestamp {
+        var t = wallClock
+        if let last = lastTimestamp, t <= last { t = last.successor }
+        lastTimestamp = t
+        return t
+    }
+}
+
+/// A FIFO that reuses its storage once drained (amortised allocation-free).
+struct Outbox<Element> {
+    private var items: [Element] = []
+    private var head = 0
+    var count: Int { items.count - head }
+    mutating func push(_ e: Element) { items.append(e) }
+    mutating func pop() -> Element? {
+        guard head < items.count else { return nil }
+        let e = items[head]
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return e
+    }
+}
+
+/// One member's session state machine. Not driven directly: `Tunnels` calls it
+/// and drains the shared outputs (see `Tunnels` for the drain order).
+struct PeerSession {
+    let id: PeerID
+    let publicKey: PublicKey
+    let persistentKeepalive: Span?
+    var endpoint: Endpoint?
+    /// mac1/mac2 for messages we send to this peer; holds its cookie.
+    var macs: MacGenerator
+    var handshake: HandshakeState = .idle
+    var current: Keypair?
+    var previous: Keypair?
+    var next: Keypair?
+    var timers = TimerTable()
+    var needAnotherKeepalive = false
+    /// The receive-side "last minute" rekey was asked for under `current`.
+    var sentLastMinuteHandshake = false
+    /// Greatest initiation timestamp accepted from this peer (replay defence).
+    var greatestTimestamp: HandshakeTimestamp?
+    var lastInitiationConsumed: Instant?
+    var lastInitiationSent: Instant?
+    var lastHandshake: Instant?
+    /// Payloads waiting for keys, oldest first, at most `handshakeQueueLimit`.
+    var queue: [[UInt8]] = []
+    var counters = PeerCounters()
+
+    init(id: PeerID, spec: PeerSpec) {
+        self.id = id
+        self.publicKey = spec.publicKey
+        self.endpoint = spec.endpoint
+        self.persistentKeepalive = spec.persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
+        self.macs = MacGenerator(peer: spec.publicKey)
+        // A peer with persistent keepalive is one we must keep a session with
+        // (an anchor, a peer behind NAT): start at once, as wireguard-go does.
+        if persistentKeepalive != nil, endpoint != nil { timers[.persistentKeepalive] = .zero }
+    }
+
+    // MARK: Data path
+
+    /// Seals a payload for this peer in place, or queues a copy and asks for a
+    /// handshake when there are no usable keys.
+    mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
+                       payloadLength: Int, now: Instant, ctx: inout SessionContext) -> Outbound {
+        guard let endpoint else { return .drop(.noEndpoint) }
+        let outcome = current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                    now: now, timings: ctx.timings)
+        if case .sealed(let rekeyDue)? = outcome {
+            afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
+            return .send(endpoint, offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
+        }
+        // No usable keys: hold the packet (bounded, oldest dropped first) until a
+        // handshake completes.
+        if queue.count >= ctx.timings.handshakeQueueLimit {
+            queue.removeFirst()
+            counters.queueDropped += 1
+        }
+        queue.append(Array(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)])))
+        wantHandshake(now: now, ctx: &ctx)
+        return .queued
+    }
+
+    /// A DATA message whose header parsed and whose index names one of our keypairs.
+    mutating func receiveData(_ base: UnsafeMutableRawPointer, length: Int, header: DataMessage.Header,
+                              from source: Endpoint, now: Instant, ctx: inout SessionContext) -> Inbound {
+        let index = header.receiverIndex
+        let t = ctx.timings
+        let outcome: Keypair.OpenOutcome?
+        var viaNext = false
+        if current?.localIndex == index {
+            outcome = current?.open(base, length: length, counter: header.counter, now: now, timings: t)
+        } else if next?.localIndex == index {
+            outcome = next?.open(base, length: length, counter: header.counter, now: now, timings: t)
+            viaNext = true
+        } else if previous?.localIndex == index {
+            outcome = previous?.open(base, length: length, counter: header.counter, now: now, timings: t)
+        } else {
+            outcome = nil
+        }
+        switch outcome {
+        case nil: return .drop(.unknownIndex)
+        case .expired?: return .drop(.keyExpired)
+        case .replay?: return .drop(.replay)
+        case .authFailed?: return .drop(.authFailed)
+        case .opened?: break
+        }
+        // Authenticated and not replayed: only now may this packet change state.
+        counters.rxPackets += 1
+        counters.rxBytes += UInt64(length)
+        if viaNext { promoteNext(now: now, ctx: &ctx) }
+        roam(to: source, ctx: &ctx)
+        timers[.newHandshake] = nil  // any authenticated packet received
+        traversal(now: now)
+        let payloadLength = length - DataMessage.overhead
+        if payloadLength > 0 {
+            if timers.isPending(.keepalive) { needAnotherKeepalive = true } else { timers[.keepalive] = now + t.keepaliveTimeout }
+        }
+        // keepKeyFreshReceiving: an initiator that only listens still rekeys in time.
+        if !sentLastMinuteHandshake, current?.isInitiator == true, let created = current?.createdAt,
+           now - created >= t.rekeyOnReceiveAge {
+            sentLastMinuteHandshake = true
+            wantHandshake(now: now, ctx: &ctx)
+        }
+        return .data(id, payloadOffset: DataMessage.headerSize, payloadLength: payloadLength)
+    }
+
+    // MARK: Handshake messages
+
+    /// An initiation from this peer that authenticated (Tunnels checked macs,
+    /// cookie and membership).
+    mutating func consumeInitiation(_ received: ReceivedInitiation, length: Int, from source: Endpoint,
+                                    now: Instant, ctx: inout SessionContext) -> Inbound {
+        guard let timestamp = HandshakeTimestamp(bytes: received.timestamp) else { return .drop(.authFailed) }
+        // "The responder keeps the greatest timestamp received per peer and
+        // discards packets containing timestamps less than or equal to it."
+        if let greatest = greatestTimestamp, timestamp <= greatest { return .drop(.staleTimestamp) }
+        if let last = lastInitiationConsumed, now - last < ctx.timings.initiationMinInterval { return .drop(.handshakeFlood) }
+        // Both sides initiated at once (rekey by count with symmetric traffic
+        // does this). Two crossing handshakes would leave each side on a
+        // different new key and retire the old one while packets under it are
+        // still in flight; so one handshake wins, by the lower public key. The
+        // winner ignores the loser's initiation (it is answered by our own);
+        // the loser drops its own and answers. Only while our initiation is
+        // fresh: an old one was probably lost, and then answering is better.
+        // The same crossing seen late: our handshake already completed (we are
+        // the initiator of fresh keys) and the peer's initiation, sent before
+        // ours reached it, arrives now. The peer has our keys as `next`.
+        if current?.isInitiator == true, let created = current?.createdAt, now - created < ctx.timings.rekeyTimeout {
+            return .drop(.simultaneousInitiation)
+        }
+        if case .initiationSent(_, let ownIndex, _, _) = handshake, let sent = lastInitiationSent,
+           now - sent < ctx.timings.rekeyTimeout {
+            if Self.winsTie(ctx.identity.publicKey, over: publicKey) { return .drop(.simultaneousInitiation) }
+            ctx.freeIndex(ownIndex)
+            handshake = .idle
+            timers[.handshakeRetry] = nil
+            timers[.handshakeInitiation] = nil
+            // handshakeGiveUp stays armed: if the peer never confirms, queued
+            // packets are still dropped in time.
+        }
+        // Ours was only wanted, not sent: the peer's handshake serves the same need.
+        if case .wanted = handshake {
+            handshake = .idle
+            timers[.handshakeInitiation] = nil
+        }
+
+        let index = ctx.allocateIndex(for: id)
+        let (response, keys) = received.createResponse(senderIndex: index, macs: &macs, now: now)
+        if let stale = next { ctx.freeIndex(stale.localIndex) }
+        next = Keypair(keys: keys, localIndex: index, remoteIndex: received.senderIndex, createdAt: now,
+                       isInitiator: false, timings: ctx.timings)
+        greatestTimestamp = timestamp
+        lastInitiationConsumed = now
+        counters.initiationsAccepted += 1
+        counters.rxBytes += UInt64(length)
+        roam(to: source, ctx: &ctx)
+        timers[.newHandshake] = nil
+        traversal(now: now)
+        ctx.transmits.push(Transmit(to: source, bytes: response))
+        counters.txBytes += UInt64(response.count)
+        timers[.keepalive] = nil  // any authenticated packet sent
+        scheduleKeyExpiry(timings: ctx.timings)
+        return .control
+    }
+
+    /// A response whose receiver index is registered to this peer.
+    mutating func consumeResponse(_ message: [UInt8], receiverIndex: UInt32, from source: Endpoint,
+                                  now: Instant, ctx: inout SessionContext) -> Inbound {
+        guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
+            return .drop(.unexpectedMessage)
+        }
+        guard let (responderIndex, keys) = state.consumeResponse(message) else { return .drop(.authFailed) }
+        let hadSession = current?.canSend(now: now, timings: ctx.timings) ?? false
+        // The initiation's index becomes the keypair's: the peer will use it in DATA.
+        let fresh = Keypair(keys: keys, localIndex: index, remoteIndex: responderIndex, createdAt: now,
+                            isInitiator: true, timings: ctx.timings)
+        if let old = previous { ctx.freeIndex(old.localIndex) }
+        previous = current
+        current = fresh
+        handshakeComplete(now: now)
+        counters.rxBytes += UInt64(message.count)
+        roam(to: source, ctx: &ctx)
+        timers[.newHandshake] = nil
+        traversal(now: now)
+        scheduleKeyExpiry(timings: ctx.timings)
+        ctx.events.push(hadSession ? .rekeyed(id) : .established(id))
+        // Confirm the keys to the responder now: queued data, else a keepalive.
+        if !flushQueue(now: now, ctx: &ctx) { sendKeepalive(now: now, ctx: &ctx) }
+        return .control
+    }
+
+    // MARK: Timers
+
+    /// Fires the timers due at `now` (the current time, not the deadline).
+    mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp, ctx: inout SessionContext) {
+        let due = timers.takeDue(now: now)
+        let t = ctx.timings
+        if due.contains(.keyExpiry) { expireKeys(now: now, ctx: &ctx) }
+        if due.contains(.handshakeGiveUp) { giveUp(ctx: &ctx) }
+        if due.contains(.handshakeInitiation) || due.contains(.handshakeRetry), !handshake.isIdle {
+            sendInitiation(now: now, wallClock: wallClock, ctx: &ctx)
+        }
+        if due.contains(.newHandshake) {
+            // We sent data and heard nothing back: the peer may have lost our
+            // session (rebooted) or the path broke.
+            wantHandshake(now: now, ctx: &ctx)
+        }
+        if due.contains(.keepalive) {
+            sendKeepalive(now: now, ctx: &ctx)
+            if needAnotherKeepalive {
+                needAnotherKeepalive = false
+                timers[.keepalive] = now + t.keepaliveTimeout
+            }
+        }
+        if due.contains(.persistentKeepalive), endpoint != nil {
+            if current?.canSend(now: now, timings: t) == true {
+                sendKeepalive(now: now, ctx: &ctx)
+            } else {
+                // No session to keep alive: make one (its initiation re-arms this timer).
+                wantHandshake(now: now, ctx: &ctx)
+            }
+        }
+    }
+
+    /// Asks for a handshake unless one is already under way. Initiations are
+    /// at least REKEY_TIMEOUT apart (whitepaper §6.2 "at most once per REKEY_TIMEOUT").
+    mutating func wantHandshake(now: Instant, ctx: inout SessionContext) {
+        guard handshake.isIdle else { return }
+        // A fresh unconfirmed `next` means the peer just initiated: its first
+        // packet under the new keys is a round trip away. A handshake of our
+        // own now would only cross it.
+        if let n = next, now - n.createdAt < ctx.timings.rekeyTimeout { return }
+        handshake = .wanted(since: now)
+        var at = now
+        if let last = lastInitiationSent, now - last < ctx.timings.rekeyTimeout { at = last + ctx.timings.rekeyTimeout }
+        timers[.handshakeInitiation] = at
+        timers[.handshakeGiveUp] = now + ctx.timings.rekeyAttemptTime
+    }
+
+    mutating func sendInitiation(now: Instant, wallClock: HandshakeTimestamp, ctx: inout SessionContext) {
+        let t = ctx.timings
+        let attempt: Int
+        let since: Instant
+        switch handshake {
+        case .idle:
+            return
+        case .wanted(let s):
+            if let n = next, now - n.createdAt < t.rekeyTimeout {
+                // The peer initiated meanwhile; its confirmation is on the way.
+                handshake = .idle
+                return
+            }
+            attempt = 1
+            since = s
+        case .initiationSent(_, let oldIndex, let a, let s):
+            // A new initiation (new ephemeral, new index) replaces the old one: a
+            // late response to the old one finds no index and is dropped.
+            ctx.freeIndex(oldIndex)
+            attempt = a + 1
+            since = s
+        }
+        let index = ctx.allocateIndex(for: id)
+        let timestamp = ctx.nextTimestamp(wallClock)
+        guard let endpoint,
+              let (message, state) = InitiatorHandshake.createInitiation(
+                identity: ctx.identity, responder: publicKey, senderIndex: index,
+                timestamp: timestamp.bytes, macs: &macs, now: now)
+        else {
+            // No endpoint yet (the path manager may find one), or the peer's key
+            // cannot handshake: look again later; give-up still bounds it.
+            ctx.freeIndex(index)
+            handshake = .wanted(since: since)
+            timers[.handshakeInitiation] = now + t.rekeyTimeout
+            return
+        }
+        handshake = .initiationSent(state, localIndex: index, attempt: attempt, since: since)
+        lastInitiationSent = now
+        timers[.handshakeInitiation] = nil
+        timers[.handshakeRetry] = now + handshakeRetryDelay(attempt: attempt, timings: t)
+            + retryJitter(max: t.rekeyTimeoutJitterMax, using: &ctx.rng)
+        ctx.transmits.push(Transmit(to: endpoint, bytes: message))
+        counters.initiationsSent += 1
+        counters.txBytes += UInt64(message.count)
+        traversal(now: now)
+        timers[.keepalive] = nil
+    }
+
+    /// REKEY_ATTEMPT_TIME passed without a completed handshake.
+    mutating func giveUp(ctx: inout SessionContext) {
+        switch handshake {
+        case .idle: if queue.isEmpty { return }  // lost a tie and the winner never confirmed
+        case .wanted: break
+        case .initiationSent(_, let index, _, _): ctx.freeIndex(index)
+        }
+        handshake = .idle
+        timers[.handshakeRetry] = nil
+        timers[.handshakeInitiation] = nil
+        timers[.keepalive] = nil
+        // "We drop all packets without a keypair ... if we try unsuccessfully for too long."
+        counters.queueDropped += UInt64(queue.count)
+        queue.removeAll()
+        counters.handshakesFailed += 1
+        ctx.events.push(.handshakeFailed(id))
+    }
+
+    mutating func expireKeys(now: Instant, ctx: inout SessionContext) {
+        let limit = ctx.timings.rejectAfterTime
+        if let k = previous, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); previous = nil }
+        if let k = next, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); next = nil }
+        if let k = current, now - k.createdAt >= limit {
+            ctx.freeIndex(k.localIndex)
+            current = nil
+            ctx.events.push(.expired(id))
+        }
+        scheduleKeyExpiry(timings: ctx.timings)
+    }
+
+    // MARK: Helpers
+
+    /// Arms keyExpiry for the oldest keypair held.
+    mutating func scheduleKeyExpiry(timings: SessionTimings) {
+        var earliest: Instant?
+        func consider(_ c: Instant?) {
+            guard let c else { return }
+            if let e = earliest, e <= c { return }
+            earliest = c
+        }
+        consider(previous?.createdAt)
+        consider(current?.createdAt)
+        consider(next?.createdAt)
+        timers[.keyExpiry] = earliest.map { $0 + timings.rejectAfterTime }
+    }
+
+    /// The first packet under `next` arrived: the peer has these keys.
+    mutating func promoteNext(now: Instant, ctx: inout SessionContext) {
+        let hadSession = current?.canSend(now: now, timings: ctx.timings) ?? false
+        if let old = previous { ctx.freeIndex(old.localIndex) }
+        previous = current
+        current = next
+        next = nil
+        sentLastMinuteHandshake = false
+        // Our own initiation, if one is out, is now redundant.
+        switch handshake {
+        case .idle: break
+        case .wanted: handshake = .idle
+        case .initiationSent(_, let index, _, _):
+            ctx.freeIndex(index)
+            handshake = .idle
+        }
+        handshakeComplete(now: now)
+        scheduleKeyExpiry(timings: ctx.timings)
+        ctx.events.push(hadSession ? .rekeyed(id) : .established(id))
+        _ = flushQueue(now: now, ctx: &ctx)
+    }
+
+    mutating func handshakeComplete(now: Instant) {
+        handshake = .idle
+        timers[.handshakeRetry] = nil
+        timers[.handshakeGiveUp] = nil
+        timers[.handshakeInitiation] = nil
+        sentLastMinuteHandshake = false
+        lastHandshake = now
+        counters.handshakesCompleted += 1
+    }
+
+    /// The deterministic tie-break for simultaneous initiations: the lower key wins.
+    static func winsTie(_ ours: PublicKey, over theirs: PublicKey) -> Bool {
+        ours.bytes.lexicographicallyPrecedes(theirs.bytes)
+    }
+
+    /// Roaming: called only for packets that authenticated and were not replays.
+    mutating func roam(to source: Endpoint, ctx: inout SessionContext) {
+        guard endpoint != source else { return }
+        endpoint = source
+        ctx.events.push(.endpointChanged(id, source))
+    }
+
+    mutating func traversal(now: Instant) {
+        if let p = persistentKeepalive { timers[.persistentKeepalive] = now + p }
+    }
+
+    /// Timer hooks after a sealed packet left (data or keepalive).
+    mutating func afterSend(length: Int, payloadLength: Int, rekeyDue: Bool, now: Instant, ctx: inout SessionContext) {
+        counters.txPackets += 1
+        counters.txBytes += UInt64(length)
+        if payloadLength > 0, !timers.isPending(.newHandshake) {
+            timers[.newHandshake] = now + ctx.timings.newHandshakeTimeout
+                + retryJitter(max: ctx.timings.rekeyTimeoutJitterMax, using: &ctx.rng)
+        }
+        timers[.keepalive] = nil
+        traversal(now: now)
+        if rekeyDue { wantHandshake(now: now, ctx: &ctx) }
+    }
+
+    /// Seals an owned payload (queued data, keepalive) into a new datagram for
+    /// `pollTransmit`. False when there are no usable keys or no endpoint.
+    mutating func sendOwned(_ payload: [UInt8], now: Instant, ctx: inout SessionContext) -> Bool {
+        guard let endpoint else { return false }
+        var packet = [UInt8](repeating: 0, count: payload.count + DataMessage.overhead)
+        let timings = ctx.timings
+        let outcome: Keypair.SealOutcome? = packet.withUnsafeMutableBytes { b in
+            guard let base = b.baseAddress else { return nil }
+            if !payload.isEmpty {
+                payload.withUnsafeBytes { p in
+                    UnsafeMutableRawBufferPointer(rebasing: b[DataMessage.headerSize..<(DataMessage.headerSize + p.count)])
+                        .copyMemory(from: p)
+                }
+            }
+            return current?.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: payload.count,
+                                 now: now, timings: timings)
+        }
+        guard case .sealed(let rekeyDue)? = outcome else { return false }
+        ctx.transmits.push(Transmit(to: endpoint, bytes: packet))
+        afterSend(length: packet.count, payloadLength: payload.count, rekeyDue: rekeyDue, now: now, ctx: &ctx)
+        return true
+    }
+
+    mutating func sendKeepalive(now: Instant, ctx: inout SessionContext) {
+        if sendOwned([], now: now, ctx: &ctx) { counters.keepalivesSent += 1 }
+    }
+
+    /// Sends what waited for keys, in order. True if anything was sent.
+    mutating func flushQueue(now: Instant, ctx: inout SessionContext) -> Bool {
+        var sent = 0
+        while sent < queue.count {
+            guard sendOwned(queue[sent], now: now, ctx: &ctx) else { break }
+            sent += 1
+        }
+        queue.removeFirst(sent)
+        return sent > 0
+    }
+
+    func status(now: Instant, timings: SessionTimings) -> PeerStatus {
+        let live = current?.canSend(now: now, timings: timings) ?? false
+        let state: PeerStatus.State
+        switch (live, handshake) {
+        case (true, .idle): state = .established
+        case (true, _): state = .rekeying
+        case (false, .idle): state = next != nil ? .awaitingConfirmation : .idle
+        case (false, _): state = .handshaking
+        }
+        var attempt = 0
+        if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
+        return PeerStatus(
+            publicKey: publicKey, state: state, endpoint: endpoint, lastHandshake: lastHandshake,
+            handshakeAttempt: attempt, keyAge: current.map { now - $0.createdAt },
+            sendCounter: current?.sendCounter, queuedPackets: queue.count,
+            persistentKeepalive: persistentKeepalive, counters: counters,
+            nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })
+    }
+}

@@ -1,0 +1,379 @@
+// The node's session layer: every member's tunnel, the 32-bit index table, the
+// cookie checker. Sans-IO: the engine hands it datagrams, outbound payloads and
+// the time, and drains what it wants sent.
+//
+//   engine (reactor thread)                     Tunnels
+//   ───────────────────────                     ───────
+//   UDP batch in ──────── receive(buf, from, now, underLoad) ──> .data(peer, off, len)  (decrypted in place)
+//                                                               .control / .drop(reason)
+//   TUN batch in ──────── send(to: peer, buf, off, len, now) ──> .send(endpoint, off, len) (sealed in place)
+//                                                               .queued / .drop(reason)
+//   timer fired ───────── handleTimeout(now, wallClock)
+//   after each batch:     pollTransmit() until nil   -> handshakes, cookie replies, keepalives, flushed queue
+//                         pollEvent() until nil      -> established, rekeyed, endpointChanged, ...
+//                         pollTimeout()              -> re-arm the timer (a deadline ≤ now: call handleTimeout now)
+//
+// Dispatch of inbound datagrams (first byte = type):
+//   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
+//   1 INIT       length -> mac1 -> [under load: mac2 else cookie reply; per-address bucket]
+//                -> Noise (consumeInitiation) -> member? -> timestamp newer? -> response
+//   2 RESP       length -> mac1 -> [under load: as above] -> receiver index -> our initiation? -> Noise
+//   3 COOKIE     length -> receiver index -> that peer's MacGenerator
+//   5, 6, 7      not ours (path probe, relay): the engine routes them elsewhere; here .unknownType
+//
+// The data path (DATA in, payload out) allocates nothing: buffers are the
+// caller's, keys and replay windows are inline, the index table is a lookup.
+// Handshakes, cookie replies and queued packets allocate; they are rare.
+
+/// A configured member, by its position in the `peers` array given to `Tunnels`.
+public struct PeerID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    public var description: String { "peer#\(rawValue)" }
+}
+
+/// What `Tunnels` needs to know about a member.
+public struct PeerSpec: Sendable {
+    public var publicKey: PublicKey
+    /// Where to send until the peer is heard from (static endpoint, cached, gossiped).
+    public var endpoint: Endpoint?
+    /// Send a keepalive after this long without traffic, and keep a session up
+    /// even when idle (anchors, peers behind NAT). Nil: off.
+    public var persistentKeepalive: Span?
+
+    public init(publicKey: PublicKey, endpoint: Endpoint? = nil, persistentKeepalive: Span? = nil) {
+        self.publicKey = publicKey
+        self.endpoint = endpoint
+        self.persistentKeepalive = persistentKeepalive
+    }
+}
+
+/// Why a datagram (or an outbound payload) was dropped. The engine counts these.
+public enum DropReason: String, CaseIterable, Sendable {
+    /// Too short, too long for the buffer, wrong size for its type, or bad geometry on send.
+    case badLength
+    /// Unknown type byte, or non-zero reserved bytes.
+    case unknownType
+    /// No live keypair or initiation has this receiver index.
+    case unknownIndex
+    /// Counter already seen, or behind the replay window.
+    case replay
+    /// AEAD or Noise authentication failed (or a cookie reply did not decrypt).
+    case authFailed
+    /// The keypair named is older than REJECT_AFTER_TIME.
+    case keyExpired
+    /// A handshake that authenticated, from a key that is not a configured member.
+    case notMember
+    /// mac1 wrong: the sender does not know our public key.
+    case mac1
+    /// Under load and no valid mac2: a cookie reply was queued instead.
+    case cookieRequired
+    /// Under load and this source address used up its handshake budget.
+    case rateLimited
+    /// An initiation whose timestamp is not newer than the last accepted: a replay.
+    case staleTimestamp
+    /// A second initiation from one peer within INITIATION_MIN_INTERVAL.
+    case handshakeFlood
+    /// The peer's initiation crossed ours and ours wins the tie-break (lower key):
+    /// the peer will answer ours instead.
+    case simultaneousInitiation
+    /// A response that answers no initiation of ours (late, duplicate).
+    case unexpectedMessage
+    /// `send` named a peer that is not configured.
+    case unknownPeer
+    /// `send` to a peer with no known endpoint.
+    case noEndpoint
+}
+
+/// Result of `Tunnels.receive`.
+public enum Inbound: Equatable, Sendable {
+    /// Decrypted in place: the payload is `buffer[payloadOffset ..< payloadOffset + payloadLength]`.
+    /// Length 0 is a keepalive (nothing to deliver).
+    case data(PeerID, payloadOffset: Int, payloadLength: Int)
+    /// A handshake or cookie message was consumed; drain `pollTransmit`/`pollEvent`.
+    case control
+    case drop(DropReason)
+}
+
+/// Result of `Tunnels.send`.
+public enum Outbound: Equatable, Sendable {
+    /// Sealed in place: send `buffer[offset ..< offset + length]` to the endpoint.
+    case send(Endpoint, offset: Int, length: Int)
+    /// No keys yet: the payload was copied into the peer's bounded queue and a
+    /// handshake is on its way; it leaves through `pollTransmit` once keys exist.
+    case queued
+    case drop(DropReason)
+}
+
+/// A datagram to send that the session layer made itself.
+public struct Transmit: Equatable, Sendable {
+    public let to: Endpoint
+    public let bytes: [UInt8]
+    public init(to: Endpoint, bytes: [UInt8]) {
+        self.to = to
+        self.bytes = bytes
+    }
+}
+
+/// What happened, for the engine and `wsctl`.
+public enum TunnelEvent: Equatable, Sendable {
+    /// The peer has usable keys after having none.
+    case established(PeerID)
+    /// New keys replaced live ones.
+    case rekeyed(PeerID)
+    /// An authenticated, non-replayed packet came from a new address; we now send there.
+    case endpointChanged(PeerID, Endpoint)
+    /// REKEY_ATTEMPT_TIME passed without a handshake; queued packets were dropped.
+    case handshakeFailed(PeerID)
+    /// The current keys reached REJECT_AFTER_TIME; no session until a new handshake.
+    case expired(PeerID)
+}
+
+/// A peer's state for `wsctl status`.
+public struct PeerStatus: Sendable, Equatable {
+    public enum State: String, Sendable {
+        /// No keys, no handshake.
+        case idle
+        /// No usable keys; a handshake is wanted or in flight.
+        case handshaking
+        /// The peer initiated; we answered and wait for its first packet.
+        case awaitingConfirmation
+        case established
+        /// Established, with a new handshake under way.
+        case rekeying
+    }
+    public struct Timer: Sendable, Equatable {
+        public let deadline: Instant
+        public let reason: TimerReason
+    }
+    public var publicKey: PublicKey
+    public var state: State
+    public var endpoint: Endpoint?
+    public var lastHandshake: Instant?
+    /// 1-based initiation attempt of the handshake in flight; 0 if none.
+    public var handshakeAttempt: Int
+    /// Age of the current keys.
+    public var keyAge: Span?
+    /// Next counter to send under the current keys.
+    public var sendCounter: UInt64?
+    public var queuedPackets: Int
+    public var persistentKeepalive: Span?
+    public var counters: PeerCounters
+    public var nextTimer: Timer?
+}
+
+/// All of a node's sessions. A value type; the engine owns one per reactor
+/// that handles sessions.
+///
+/// Driving it (the order matters): after every call to `receive`, `send`,
+/// `handleTimeout` or `setEndpoint` (in practice, once per batch of them):
+///  1. `pollTransmit()` until nil, and send each datagram;
+///  2. `pollEvent()` until nil;
+///  3. `pollTimeout()`, and arm the timer for its deadline; a deadline at or
+///     before `now` means "call `handleTimeout` now" (a handshake was asked for
+///     by a send or receive and waits for the wall clock).
+/// Transmits are drained before events so that an `established` event never
+/// overtakes the keepalive that confirms the session.
+public struct Tunnels {
+    public let publicKey: PublicKey
+    public let timings: SessionTimings
+    private var peers: [PeerSession]
+    private var members: [PublicKey: PeerID]
+    private var ctx: SessionContext
+    private var cookies: CookieChecker
+    private var limiter: HandshakeRateLimiter
+
+    /// - Parameters:
+    ///   - seed: seeds session indices and retry jitter. By default 8 bytes from
+    ///     libsodium's CSPRNG; tests pass a constant to be deterministic.
+    public init(identity: Identity, peers specs: [PeerSpec], timings: SessionTimings = .default,
+                seed: UInt64 = Tunnels.randomSeed()) {
+        publicKey = identity.publicKey
+        self.timings = timings
+        var members: [PublicKey: PeerID] = [:]
+        var peers: [PeerSession] = []
+        for (i, spec) in specs.enumerated() {
+            let id = PeerID(rawValue: i)
+            peers.append(PeerSession(id: id, spec: spec))
+            // Our own key or a duplicate is never a handshake partner (config
+            // validation reports them; here the first entry wins).
+            if spec.publicKey != identity.publicKey, members[spec.publicKey] == nil { members[spec.publicKey] = id }
+        }
+        self.peers = peers
+        self.members = members
+        ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed))
+        cookies = CookieChecker(identity: identity)
+        limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
+                                       burst: timings.handshakeBurstPerSource)
+    }
+
+    public var peerCount: Int { peers.count }
+
+    /// 8 random bytes from libsodium (not a clock, not I/O: fine in a sans-IO core).
+    public static func randomSeed() -> UInt64 {
+        Sodium.randomBytes(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    public func peerID(for key: PublicKey) -> PeerID? { members[key] }
+
+    // MARK: Inbound
+
+    /// Handles one datagram of `length` bytes at the start of `buffer`, from
+    /// `source`. DATA is decrypted in place. `underLoad` (set by the engine, see
+    /// `HandshakeLoadMeter`) makes handshakes prove their source with mac2.
+    public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                                 now: Instant, underLoad: Bool) -> Inbound {
+        guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return .drop(.badLength) }
+        switch MessageType(rawValue: buffer[0]) {
+        case .data?:
+            guard length >= DataMessage.minimumSize else { return .drop(.badLength) }
+            guard let header = DataMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else {
+                return .drop(.unknownType)
+            }
+            guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
+            return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, now: now, ctx: &ctx)
+        case .handshakeInit?:
+            guard length == HandshakeInitiationMessage.size else { return .drop(.badLength) }
+            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: true,
+                                    from: source, now: now, underLoad: underLoad)
+        case .handshakeResp?:
+            guard length == HandshakeResponseMessage.size else { return .drop(.badLength) }
+            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: false,
+                                    from: source, now: now, underLoad: underLoad)
+        case .cookieReply?:
+            guard length == CookieReplyMessage.size else { return .drop(.badLength) }
+            return receiveCookieReply(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), now: now)
+        default:
+            return .drop(.unknownType)
+        }
+    }
+
+    private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
+                                           now: Instant, underLoad: Bool) -> Inbound {
+        guard Self.reservedZero(message) else { return .drop(.unknownType) }
+        // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
+        guard cookies.mac1Valid(message) else { return .drop(.mac1) }
+        if underLoad {
+            guard cookies.mac2Valid(message, source: source, now: now) else {
+                // Answer with a cookie for this source instead of doing DH work:
+                // the sender proves it receives at `source` by using it in mac2.
+                let senderIndex = Self.load32(message, at: 4)
+                let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source, now: now)
+                if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply)) }
+                return .drop(.cookieRequired)
+            }
+            guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
+        }
+        if initiation {
+            guard let received = consumeInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
+            // "Nothing is accepted from a non-member": never answer one.
+            guard let peer = members[received.initiator] else { return .drop(.notMember) }
+            return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, now: now, ctx: &ctx)
+        } else {
+            let receiverIndex = Self.load32(message, at: 8)
+            guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
+            return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, now: now, ctx: &ctx)
+        }
+    }
+
+    private mutating func receiveCookieReply(_ message: [UInt8], now: Instant) -> Inbound {
+        guard Self.reservedZero(message) else { return .drop(.unknownType) }
+        let receiverIndex = Self.load32(message, at: 4)
+        guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
+        // A cookie reply is not authenticated by the peer's static key (anyone who
+        // saw our message and knows the peer's public key could make one), so it
+        // never moves the endpoint; it only feeds mac2 of our next message.
+        guard peers[peer.rawValue].macs.consumeCookieReply(message, now: now) else { return .drop(.authFailed) }
+        return .control
+    }
+
+    // MARK: Outbound
+
+    /// Seals the payload at `buffer[payloadOffset ..< payloadOffset + payloadLength]`
+    /// for `peer`, in place: the DATA header goes into the 16 bytes before it (so
+    /// `payloadOffset >= 16`) and the tag into the 16 bytes after it.
+    public mutating func send(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
+                              payloadLength: Int, now: Instant) -> Outbound {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return .drop(.unknownPeer) }
+        guard payloadOffset >= DataMessage.headerSize, payloadLength >= 0,
+              payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
+              let base = buffer.baseAddress else { return .drop(.badLength) }
+        return peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                         now: now, ctx: &ctx)
+    }
+
+    // MARK: Timers and outputs
+
+    /// Fires every timer due at `now` (pass the current time, not the deadline).
+    /// `wallClock` is the TAI64N timestamp for any initiation sent now.
+    public mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp) {
+        for i in peers.indices {
+            // A handler may arm another timer for `now` (no reply -> handshake
+            // wanted -> initiation): run it in the same call, a bounded number of rounds.
+            var rounds = 0
+            while rounds < 4, let next = peers[i].timers.next, next.deadline <= now {
+                peers[i].handleTimeout(now: now, wallClock: wallClock, ctx: &ctx)
+                rounds += 1
+            }
+        }
+    }
+
+    /// The earliest deadline of any peer, and why (shown by `wsctl`).
+    public func pollTimeout() -> (deadline: Instant, reason: TimerReason)? {
+        var best: (deadline: Instant, reason: TimerReason)?
+        for p in peers {
+            guard let n = p.timers.next else { continue }
+            if let b = best, b.deadline <= n.deadline { continue }
+            best = n
+        }
+        return best
+    }
+
+    /// The earliest deadline and reason of one peer.
+    public func pollTimeout(for peer: PeerID) -> (deadline: Instant, reason: TimerReason)? {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
+        return peers[peer.rawValue].timers.next
+    }
+
+    public mutating func pollTransmit() -> Transmit? { ctx.transmits.pop() }
+
+    public mutating func pollEvent() -> TunnelEvent? { ctx.events.pop() }
+
+    // MARK: Commands and status
+
+    /// Brings a session up without waiting for traffic (anchors at startup, a
+    /// path manager that wants a peer warm). No-op if keys are live or a
+    /// handshake is already under way; the initiation leaves at the next
+    /// `handleTimeout` (pollTimeout says `now`).
+    public mutating func connect(_ peer: PeerID, now: Instant) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        if peers[peer.rawValue].current?.canSend(now: now, timings: timings) == true { return }
+        peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+    }
+
+    /// The path manager's decision: send to `endpoint` from now on. (Roaming on
+    /// authenticated packets may later move it again; see `TunnelEvent.endpointChanged`.)
+    public mutating func setEndpoint(_ endpoint: Endpoint, for peer: PeerID) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].endpoint = endpoint
+        // Whatever waited for an address can go now.
+        if case .wanted = peers[peer.rawValue].handshake { peers[peer.rawValue].timers[.handshakeInitiation] = .zero }
+        if peers[peer.rawValue].persistentKeepalive != nil, !peers[peer.rawValue].timers.isPending(.persistentKeepalive) {
+            peers[peer.rawValue].timers[.persistentKeepalive] = .zero
+        }
+    }
+
+    public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
+        return peers[peer.rawValue].status(now: now, timings: timings)
+    }
+
+    // MARK: Byte helpers
+
+    static func load32(_ m: [UInt8], at i: Int) -> UInt32 {
+        guard m.count >= i + 4 else { return 0 }
+        return UInt32(m[i]) | UInt32(m[i + 1]) << 8 | UInt32(m[i + 2]) << 16 | UInt32(m[i + 3]) << 24
+    }
+
+    static func reservedZero(_ m: [UInt8]) -> Bool { m.count >= 4 && m[1] == 0 && m[2] == 0 && m[3] == 0 }
+}
