@@ -46,8 +46,8 @@ public struct HandshakeLoadMeter: Sendable {
 }
 
 /// Per-source-address token bucket for handshakes under load.
-struct HandshakeRateLimiter {
-    struct Bucket { var tokens: UInt64; var last: Instant }
+struct HandshakeRateLimiter: Sendable {
+    struct Bucket: Sendable { var tokens: UInt64; var last: Instant }
     /// Tokens are in nanoseconds of "credit": one handshake costs `cost`.
     private var buckets: [IPAddressBytes: Bucket] = [:]
     private let cost: UInt64

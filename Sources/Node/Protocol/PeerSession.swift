@@ -133,7 +133,7 @@ public struct PeerCounters: Sendable, Equatable {
 
 /// Node-level state a peer's session needs: identity, timings, randomness, the
 /// index table and the output queues. Owned by `Tunnels`.
-struct SessionContext {
+struct SessionContext: Sendable {
     let identity: Identity
     let timings: SessionTimings
     var rng: SessionRandom
@@ -167,7 +167,7 @@ struct SessionContext {
 }
 
 /// A FIFO that reuses its storage once drained (amortised allocation-free).
-struct Outbox<Element> {
+struct Outbox<Element: Sendable>: Sendable {
     private var items: [Element] = []
     private var head = 0
     var count: Int { items.count - head }
@@ -186,7 +186,7 @@ struct Outbox<Element> {
 
 /// One member's session state machine. Not driven directly: `Tunnels` calls it
 /// and drains the shared outputs (see `Tunnels` for the drain order).
-struct PeerSession {
+struct PeerSession: Sendable {
     let id: PeerID
     let publicKey: PublicKey
     let persistentKeepalive: Span?

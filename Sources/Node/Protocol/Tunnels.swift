@@ -174,7 +174,7 @@ public struct PeerStatus: Sendable, Equatable {
 ///     by a send or receive and waits for the wall clock).
 /// Transmits are drained before events so that an `established` event never
 /// overtakes the keepalive that confirms the session.
-public struct Tunnels {
+public struct Tunnels: Sendable {
     public let publicKey: PublicKey
     public let timings: SessionTimings
     private var peers: [PeerSession]

@@ -358,3 +358,55 @@ extension Array where Element == UInt8 {
         return c
     }
 }
+
+/// Commands and the responder's flood limit.
+final class SessionCommandTests: XCTestCase {
+    func testSetEndpointAndConnect() {
+        let sim = SessionSim(count: 2, knowEndpoints: false)
+        XCTAssertEqual(sim.send(from: 0, to: 1, [1]), .drop(.noEndpoint))
+        XCTAssertNil(sim.nodes[0].tunnels.pollTimeout())
+        // The path manager finds B; connect brings the session up without traffic.
+        sim.nodes[0].tunnels.setEndpoint(sim.nodes[1].address, for: sim.pid(0, 1))
+        sim.nodes[0].tunnels.connect(sim.pid(0, 1), now: sim.now)
+        XCTAssertEqual(sim.nodes[0].tunnels.pollTimeout()?.reason, .handshakeInitiation)
+        sim.drive(for: .milliseconds(100))
+        XCTAssertEqual(sim.status(0, 1)?.state, .established, "confirmed by A's keepalive")
+        XCTAssertEqual(sim.status(1, 0)?.state, .established)
+        XCTAssertEqual(sim.status(1, 0)?.endpoint, sim.nodes[0].address, "B learned A's address from the handshake")
+        // connect on a live session does nothing.
+        sim.nodes[0].tunnels.connect(sim.pid(0, 1), now: sim.now)
+        sim.drive(for: .milliseconds(100))
+        XCTAssertEqual(sim.status(0, 1)?.counters.initiationsSent, 1)
+    }
+
+    func testPersistentKeepaliveWaitsForAnEndpoint() {
+        let sim = SessionSim(count: 2, knowEndpoints: false, persistentKeepalive: .seconds(25 as UInt64))
+        XCTAssertNil(sim.nodes[0].tunnels.pollTimeout())
+        sim.nodes[0].tunnels.setEndpoint(sim.nodes[1].address, for: sim.pid(0, 1))
+        XCTAssertEqual(sim.nodes[0].tunnels.pollTimeout()?.reason, .persistentKeepalive)
+        sim.drive(for: .milliseconds(100))
+        XCTAssertEqual(sim.status(0, 1)?.state, .established)
+    }
+
+    func testInitiationFloodFromOnePeer() {
+        // Two genuine, fresh initiations from A within 20 ms: the second is refused
+        // (no DH spent on it); after 20 ms a fresh one is answered again.
+        let sim = SessionSim(count: 2)
+        let idA = sim.nodes[0].identity
+        let bKey = sim.nodes[1].tunnels.publicKey
+        func initiation(at wall: UInt64) -> [UInt8] {
+            var a = Tunnels(identity: idA, peers: [PeerSpec(publicKey: bKey, endpoint: sim.nodes[1].address)], seed: wall)
+            a.connect(PeerID(rawValue: 0), now: sim.now)
+            a.handleTimeout(now: sim.now, wallClock: HandshakeTimestamp(unixSeconds: wall, nanoseconds: 0))
+            return a.pollTransmit()?.bytes ?? []
+        }
+        let from = sim.nodes[0].address
+        XCTAssertEqual(sim.inject(initiation(at: 100), to: 1, from: from), .control)
+        sim.now = sim.now + .milliseconds(10)
+        XCTAssertEqual(sim.inject(initiation(at: 101), to: 1, from: from), .drop(.handshakeFlood))
+        sim.now = sim.now + .milliseconds(15)
+        XCTAssertEqual(sim.inject(initiation(at: 102), to: 1, from: from), .control)
+        XCTAssertEqual(sim.inject(initiation(at: 99), to: 1, from: from), .drop(.staleTimestamp))
+        XCTAssertEqual(sim.status(1, 0)?.counters.initiationsAccepted, 2)
+    }
+}
