@@ -71,8 +71,8 @@ grep -q 'bad.toml:5' "$tmp/bad.err" && grep -q 'listen_port' "$tmp/bad.err" || f
 echo "ok: bad config refused: $(head -1 "$tmp/bad.err")"
 
 start=$(date +%s%N)
-ip netns exec $A "$bin/whalescaled" --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
-ip netns exec $B "$bin/whalescaled" --config "$tmp/b.toml" 2>"$tmp/b.log" & pids+=($!)
+ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
+ip netns exec $B "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/b.toml" 2>"$tmp/b.log" & pids+=($!)
 
 # Ping through the tunnel within seconds of start.
 up=0

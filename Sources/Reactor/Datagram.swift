@@ -104,7 +104,8 @@ public final class DatagramSocket {
     public var isOpen: Bool { registration != nil }
 
     let reactor: Reactor
-    weak var handler: DatagramHandler?
+    /// Held strongly until `close()`, which lets go of it (and so breaks any cycle through it).
+    var handler: DatagramHandler?
     private var registration: Registration?
     private var wantWritable = false
 
@@ -165,6 +166,7 @@ public final class DatagramSocket {
 
     /// Deregisters and closes the socket. Idempotent.
     public func close() {
+        handler = nil
         guard let reg = registration else { return }
         if backend == .uring { reactor.uring?.detach(self) }
         reactor.deregister(reg)

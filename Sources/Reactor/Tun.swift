@@ -39,7 +39,8 @@ public final class TunDevice {
     public private(set) var readErrors = 0
     public private(set) var writeErrors = 0
     let reactor: Reactor
-    weak var handler: TunHandler?
+    /// Held strongly until `close()`, which lets go of it (and so breaks any cycle through it).
+    var handler: TunHandler?
     private var registration: Registration?
     private let slab: UnsafeMutableRawPointer
     private let lengths: UnsafeMutablePointer<Int>
@@ -75,6 +76,7 @@ public final class TunDevice {
     }
 
     public func close() {
+        handler = nil
         guard let reg = registration else { return }
         reactor.deregister(reg)
         registration = nil

@@ -76,7 +76,7 @@ struct ReactorEcho: ParsableCommand {
                 box.serverEP = UDPSocket.localEndpoint(fd)
                 box.stop = r.stopHandle
                 box.mailbox = r.makeMailbox()
-                let echo = Echo()  // sockets hold their handler weakly
+                let echo = Echo()
                 var keep: AnyObject?
                 switch kind {
                 case .single:

@@ -1,0 +1,48 @@
+// whalescaled: a thin main over Node. Runs one node in the foreground
+// (systemd-friendly: logs to stderr, SIGTERM cleans up and exits 0).
+import ArgumentParser
+import Foundation
+import Logging
+import Node
+
+@main
+struct WhalescaleD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whalescaled",
+        abstract: "Run a Whalescale node in the foreground.",
+        discussion: """
+            Reads the TOML config (see README), creates the TUN interface with the node's overlay \
+            address, routes each peer's addresses to it, listens on one UDP port for IPv4 and IPv6, \
+            and brings up encrypted sessions with the configured members. A bad config is refused \
+            with the field and line named. SIGTERM or SIGINT removes the interface and the control \
+            socket and exits 0. Logs go to stderr.
+            """)
+
+    @Option(name: .long, help: "Path of the TOML configuration file.") var config: String
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "whalescaled")
+        let cfg: Config
+        do {
+            cfg = try Config.load(path: config)
+        } catch {
+            FileHandle.standardError.write("whalescaled: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(2)
+        }
+        for w in cfg.warnings { logger.warning("\(w)") }
+        do {
+            let d = try Daemon(config: cfg, logger: logger)
+            try d.run()
+        } catch {
+            FileHandle.standardError.write("whalescaled: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+    }
+}
