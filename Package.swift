@@ -82,7 +82,6 @@ let package = Package(
         ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CReactor"], path: "Tests/ReactorTests"),
         .testTarget(name: "NodeTests", dependencies: ["Node", "CSodium"], path: "Tests/NodeTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["Node", "Reactor", "CReactor"], path: "Tests/IntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
 )
