@@ -22,12 +22,14 @@ struct ReactorEcho: ParsableCommand {
         var results: [EchoKind: [Double]] = [:]
         var perCPU: [EchoKind: [Double]] = [:]
         var batch: [EchoKind: [Double]] = [:]
+        var mallocs: [EchoKind: [Double]] = [:]
         for round in 0..<rounds {
             for k in kinds {
                 let m = try measure(k)
                 results[k, default: []].append(m.pps)
                 perCPU[k, default: []].append(m.perCPU)
                 batch[k, default: []].append(m.batch)
+                mallocs[k, default: []].append(m.mallocs)
                 FileHandle.standardError.write("round \(round + 1) \(k.rawValue): \(Int(m.pps)) pps, \(Int(m.perCPU)) per server CPU-second\n".data(using: .utf8)!)
             }
         }
@@ -37,12 +39,16 @@ struct ReactorEcho: ParsableCommand {
         print("pps: echoed datagrams per second at the client (the client, also one thread, is often the limit on 2 cores);")
         print("per CPU-s: datagrams the server echoed per second of its own thread's CPU time (its efficiency).")
         print("")
-        print("| server backend | pps min | pps median | pps max | pps ratio | per CPU-s median | per CPU-s ratio | datagrams per batch |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        let counted = MallocCounter.count != nil
+        print(counted ? "mallocs: allocations in the whole process (server and client loops) per echoed datagram."
+                      : "mallocs: not counted (run through perf/reactor-echo, which preloads perf/lib/malloccount.so).")
+        print("")
+        print("| server backend | pps min | pps median | pps max | pps ratio | per CPU-s median | per CPU-s ratio | datagrams per batch | mallocs per datagram |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in kinds {
             let v = results[k]!.sorted()
             let c = median(perCPU[k]!)
-            print("| \(k.label) | \(Int(v.first!)) | \(Int(median(v))) | \(Int(v.last!)) | \(String(format: "%.2f×", median(v) / base)) | \(Int(c)) | \(String(format: "%.2f×", c / baseCPU)) | \(String(format: "%.1f", median(batch[k]!))) |")
+            print("| \(k.label) | \(Int(v.first!)) | \(Int(median(v))) | \(Int(v.last!)) | \(String(format: "%.2f×", median(v) / base)) | \(Int(c)) | \(String(format: "%.2f×", c / baseCPU)) | \(String(format: "%.1f", median(batch[k]!))) | \(counted ? String(format: "%.4f", mallocs[k]!.max()!) : "-") |")
         }
         if !DatagramBackend.uringSupported { print("(io_uring multishot recvmsg not supported here: skipped)") }
     }
@@ -52,7 +58,7 @@ struct ReactorEcho: ParsableCommand {
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
-    func measure(_ kind: EchoKind) throws -> (pps: Double, perCPU: Double, batch: Double) {
+    func measure(_ kind: EchoKind) throws -> (pps: Double, perCPU: Double, batch: Double, mallocs: Double) {
         final class Box: @unchecked Sendable {
             var serverEP = CReactor_endpoint()
             var stop: StopHandle?
@@ -61,6 +67,7 @@ struct ReactorEcho: ParsableCommand {
             var count: () -> Int = { 0 }
             var batches: () -> Int = { 0 }
             var b0 = 0, b1 = 0
+            var m0: UInt64 = 0, m1: UInt64 = 0
             var cpu0: UInt64 = 0, cpu1: UInt64 = 0, n0 = 0, n1 = 0
         }
         let box = Box()
@@ -112,7 +119,7 @@ struct ReactorEcho: ParsableCommand {
         r.addTimer(after: 200_000_000) {
             client.received = 0
             client.start = Reactor.now()
-            mailbox.post { box.cpu0 = threadCPU(); box.n0 = box.count(); box.b0 = box.batches() }
+            mailbox.post { box.cpu0 = threadCPU(); box.n0 = box.count(); box.b0 = box.batches(); box.m0 = MallocCounter.count ?? 0 }
         }
         let marked = DispatchSemaphore(value: 0)
         r.addTimer(after: 200_000_000 + UInt64(seconds * 1e9)) {
@@ -120,6 +127,7 @@ struct ReactorEcho: ParsableCommand {
                 box.cpu1 = threadCPU()
                 box.n1 = box.count()
                 box.b1 = box.batches()
+                box.m1 = MallocCounter.count ?? 0
                 marked.signal()
             }
             r.stop()
@@ -139,8 +147,10 @@ struct ReactorEcho: ParsableCommand {
         s.close()
         let cpu = Double(box.cpu1 - box.cpu0) / 1e9
         let batches = box.b1 - box.b0
+        let echoed = max(1, box.n1 - box.n0)
         return (Double(client.received) / elapsed, Double(box.n1 - box.n0) / max(cpu, 1e-9),
-                batches > 0 ? Double(box.n1 - box.n0) / Double(batches) : 1)
+                batches > 0 ? Double(box.n1 - box.n0) / Double(batches) : 1,
+                Double(box.m1 &- box.m0) / Double(echoed))
     }
 }
 
