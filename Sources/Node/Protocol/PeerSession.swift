@@ -247,7 +247,8 @@ struct PeerSession: Sendable {
 
     /// A DATA message whose header parsed and whose index names one of our keypairs.
     mutating func receiveData(_ base: UnsafeMutableRawPointer, length: Int, header: DataMessage.Header,
-                              from source: Endpoint, now: Instant, ctx: inout SessionContext) -> Inbound {
+                              from source: Endpoint, roam mayMove: Bool = true, now: Instant,
+                              ctx: inout SessionContext) -> Inbound {
         let index = header.receiverIndex
         let t = ctx.timings
         let outcome: Keypair.OpenOutcome?
@@ -273,7 +274,7 @@ struct PeerSession: Sendable {
         counters.rxPackets += 1
         counters.rxBytes += UInt64(length)
         if viaNext { promoteNext(now: now, ctx: &ctx) }
-        roam(to: source, ctx: &ctx)
+        roam(to: source, mayMove: mayMove, ctx: &ctx)
         timers[.newHandshake] = nil  // any authenticated packet received
         traversal(now: now)
         let payloadLength = length - DataMessage.overhead
@@ -294,7 +295,7 @@ struct PeerSession: Sendable {
     /// An initiation from this peer that authenticated (Tunnels checked macs,
     /// cookie and membership).
     mutating func consumeInitiation(_ received: ReceivedInitiation, length: Int, from source: Endpoint,
-                                    now: Instant, ctx: inout SessionContext) -> Inbound {
+                                    roam mayMove: Bool = true, now: Instant, ctx: inout SessionContext) -> Inbound {
         guard let timestamp = HandshakeTimestamp(bytes: received.timestamp) else { return .drop(.authFailed) }
         // "The responder keeps the greatest timestamp received per peer and
         // discards packets containing timestamps less than or equal to it."
@@ -338,10 +339,12 @@ struct PeerSession: Sendable {
         lastInitiationConsumed = now
         counters.initiationsAccepted += 1
         counters.rxBytes += UInt64(length)
-        roam(to: source, ctx: &ctx)
+        roam(to: source, mayMove: mayMove, ctx: &ctx)
         timers[.newHandshake] = nil
         traversal(now: now)
-        ctx.transmits.push(Transmit(to: source, bytes: response))
+        // The response goes back the way the initiation came, even when the
+        // endpoint did not move (a relayed initiation: `source` is the anchor).
+        ctx.transmits.push(Transmit(to: source, bytes: response, peer: id))
         counters.txBytes += UInt64(response.count)
         timers[.keepalive] = nil  // any authenticated packet sent
         scheduleKeyExpiry(timings: ctx.timings)
@@ -350,7 +353,7 @@ struct PeerSession: Sendable {
 
     /// A response whose receiver index is registered to this peer.
     mutating func consumeResponse(_ message: [UInt8], receiverIndex: UInt32, from source: Endpoint,
-                                  now: Instant, ctx: inout SessionContext) -> Inbound {
+                                  roam mayMove: Bool = true, now: Instant, ctx: inout SessionContext) -> Inbound {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
@@ -364,7 +367,7 @@ struct PeerSession: Sendable {
         current = fresh
         handshakeComplete(now: now)
         counters.rxBytes += UInt64(message.count)
-        roam(to: source, ctx: &ctx)
+        roam(to: source, mayMove: mayMove, ctx: &ctx)
         timers[.newHandshake] = nil
         traversal(now: now)
         scheduleKeyExpiry(timings: ctx.timings)
@@ -463,7 +466,7 @@ struct PeerSession: Sendable {
         timers[.handshakeInitiation] = nil
         timers[.handshakeRetry] = now + handshakeRetryDelay(attempt: attempt, timings: t)
             + retryJitter(max: t.rekeyTimeoutJitterMax, using: &ctx.rng)
-        ctx.transmits.push(Transmit(to: endpoint, bytes: message))
+        ctx.transmits.push(Transmit(to: endpoint, bytes: message, peer: id))
         counters.initiationsSent += 1
         counters.txBytes += UInt64(message.count)
         traversal(now: now)
@@ -554,8 +557,10 @@ struct PeerSession: Sendable {
     }
 
     /// Roaming: called only for packets that authenticated and were not replays.
-    mutating func roam(to source: Endpoint, ctx: inout SessionContext) {
-        guard endpoint != source else { return }
+    /// With `mayMove` false (the caller decides endpoints), only a peer with no
+    /// endpoint at all gets one: the address its first packet came from.
+    mutating func roam(to source: Endpoint, mayMove: Bool = true, ctx: inout SessionContext) {
+        guard endpoint != source, mayMove || endpoint == nil else { return }
         endpoint = source
         ctx.events.push(.endpointChanged(id, source))
     }
@@ -564,11 +569,23 @@ struct PeerSession: Sendable {
         if let p = persistentKeepalive { timers[.persistentKeepalive] = now + p }
     }
 
-    /// Timer hooks after a sealed packet left (data or keepalive).
-    mutating func afterSend(length: Int, payloadLength: Int, rekeyDue: Bool, now: Instant, ctx: inout SessionContext) {
+    /// Seals under `current` for a path the caller picked (Tunnels.seal).
+    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
+                       now: Instant, ctx: inout SessionContext) -> Sealed? {
+        guard case .sealed(let rekeyDue)? = current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                                           now: now, timings: ctx.timings) else { return nil }
+        afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue,
+                  expectReply: false, now: now, ctx: &ctx)
+        return Sealed(offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
+    }
+
+    /// Timer hooks after a sealed packet left (data or keepalive). `expectReply`
+    /// false (a path probe) skips the "sent data, heard nothing" timer.
+    mutating func afterSend(length: Int, payloadLength: Int, rekeyDue: Bool, expectReply: Bool = true,
+                            now: Instant, ctx: inout SessionContext) {
         counters.txPackets += 1
         counters.txBytes += UInt64(length)
-        if payloadLength > 0, !timers.isPending(.newHandshake) {
+        if expectReply, payloadLength > 0, !timers.isPending(.newHandshake) {
             timers[.newHandshake] = now + ctx.timings.newHandshakeTimeout
                 + retryJitter(max: ctx.timings.rekeyTimeoutJitterMax, using: &ctx.rng)
         }
@@ -595,7 +612,7 @@ struct PeerSession: Sendable {
                                  now: now, timings: timings)
         }
         guard case .sealed(let rekeyDue)? = outcome else { return false }
-        ctx.transmits.push(Transmit(to: endpoint, bytes: packet))
+        ctx.transmits.push(Transmit(to: endpoint, bytes: packet, peer: id))
         afterSend(length: packet.count, payloadLength: payload.count, rekeyDue: rekeyDue, now: now, ctx: &ctx)
         return true
     }

@@ -19,7 +19,12 @@
 //                -> Noise (consumeInitiation) -> member? -> timestamp newer? -> response
 //   2 RESP       length -> mac1 -> [under load: as above] -> receiver index -> our initiation? -> Noise
 //   3 COOKIE     length -> receiver index -> that peer's MacGenerator
-//   5, 6, 7      not ours (path probe, relay): the engine routes them elsewhere; here .unknownType
+//   5, 6, 7      not ours (path probe, relay): NodeCore handles them; here .unknownType
+//
+// Hooks for a path manager (NodeCore): `receive(..., roam: false)` leaves the
+// endpoint alone (relayed datagrams, endpoint decisions made above), `seal`
+// seals for a path of the caller's choosing, and every `Transmit` names its
+// peer so the caller can send it through a relay.
 //
 // The data path (DATA in, payload out) allocates nothing: buffers are the
 // caller's, keys and replay windows are inline, the index table is a lookup.
@@ -109,10 +114,21 @@ public enum Outbound: Equatable, Sendable {
 public struct Transmit: Equatable, Sendable {
     public let to: Endpoint
     public let bytes: [UInt8]
-    public init(to: Endpoint, bytes: [UInt8]) {
+    /// The member whose session made it (nil for a cookie reply, which answers
+    /// an address, not a member). A path manager uses it to send the datagram
+    /// another way than `to`, e.g. wrapped in RELAY through an anchor.
+    public let peer: PeerID?
+    public init(to: Endpoint, bytes: [UInt8], peer: PeerID? = nil) {
         self.to = to
         self.bytes = bytes
+        self.peer = peer
     }
+}
+
+/// Result of `Tunnels.seal`: the sealed DATA message is `buffer[offset ..< offset + length]`.
+public struct Sealed: Equatable, Sendable {
+    public let offset: Int
+    public let length: Int
 }
 
 /// What happened, for the engine and `wsctl`.
@@ -221,8 +237,15 @@ public struct Tunnels: Sendable {
     /// Handles one datagram of `length` bytes at the start of `buffer`, from
     /// `source`. DATA is decrypted in place. `underLoad` (set by the engine, see
     /// `HandshakeLoadMeter`) makes handshakes prove their source with mac2.
+    ///
+    /// `roam`: whether an authenticated packet may move the peer's endpoint to
+    /// `source` (WireGuard's roaming, the default). A path manager that owns
+    /// endpoint decisions (seed 2.5), and any caller feeding the inner datagram
+    /// of a RELAY (whose `source` is the anchor, not the peer), passes false:
+    /// the endpoint is then only set when the peer has none yet, so that the
+    /// answer to a first contact goes back the way it came.
     public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
-                                 now: Instant, underLoad: Bool) -> Inbound {
+                                 now: Instant, underLoad: Bool, roam: Bool = true) -> Inbound {
         guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return .drop(.badLength) }
         switch MessageType(rawValue: buffer[0]) {
         case .data?:
@@ -231,15 +254,16 @@ public struct Tunnels: Sendable {
                 return .drop(.unknownType)
             }
             guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
-            return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, now: now, ctx: &ctx)
+            return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, roam: roam,
+                                                    now: now, ctx: &ctx)
         case .handshakeInit?:
             guard length == HandshakeInitiationMessage.size else { return .drop(.badLength) }
             return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: true,
-                                    from: source, now: now, underLoad: underLoad)
+                                    from: source, now: now, underLoad: underLoad, roam: roam)
         case .handshakeResp?:
             guard length == HandshakeResponseMessage.size else { return .drop(.badLength) }
             return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: false,
-                                    from: source, now: now, underLoad: underLoad)
+                                    from: source, now: now, underLoad: underLoad, roam: roam)
         case .cookieReply?:
             guard length == CookieReplyMessage.size else { return .drop(.badLength) }
             return receiveCookieReply(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), now: now)
@@ -249,7 +273,7 @@ public struct Tunnels: Sendable {
     }
 
     private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
-                                           now: Instant, underLoad: Bool) -> Inbound {
+                                           now: Instant, underLoad: Bool, roam: Bool) -> Inbound {
         guard Self.reservedZero(message) else { return .drop(.unknownType) }
         // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
         guard cookies.mac1Valid(message) else { return .drop(.mac1) }
@@ -268,11 +292,13 @@ public struct Tunnels: Sendable {
             guard let received = consumeInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
             // "Nothing is accepted from a non-member": never answer one.
             guard let peer = members[received.initiator] else { return .drop(.notMember) }
-            return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, now: now, ctx: &ctx)
+            return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,
+                                                          now: now, ctx: &ctx)
         } else {
             let receiverIndex = Self.load32(message, at: 8)
             guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
-            return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, now: now, ctx: &ctx)
+            return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, roam: roam,
+                                                        now: now, ctx: &ctx)
         }
     }
 
@@ -300,6 +326,22 @@ public struct Tunnels: Sendable {
               let base = buffer.baseAddress else { return .drop(.badLength) }
         return peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
                                          now: now, ctx: &ctx)
+    }
+
+    /// Seals a payload for `peer` under its current keys, in place (same
+    /// geometry as `send`), whatever its endpoint: for a path manager that sends
+    /// the result somewhere else than the session's endpoint (a PATH_PING to a
+    /// candidate address, a pong back the way the ping came). Never queues and
+    /// never asks for a handshake; nil without live keys. Unlike `send`, it does
+    /// not expect an answer: a probe on a path that does not work must not make
+    /// the session re-handshake (no "sent data, heard nothing" timer).
+    public mutating func seal(for peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
+                              payloadLength: Int, now: Instant) -> Sealed? {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count,
+              payloadOffset >= DataMessage.headerSize, payloadLength >= 0,
+              payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
+              let base = buffer.baseAddress else { return nil }
+        return peers[peer.rawValue].seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, ctx: &ctx)
     }
 
     // MARK: Timers and outputs
@@ -361,6 +403,24 @@ public struct Tunnels: Sendable {
         if peers[peer.rawValue].persistentKeepalive != nil, !peers[peer.rawValue].timers.isPending(.persistentKeepalive) {
             peers[peer.rawValue].timers[.persistentKeepalive] = .zero
         }
+    }
+
+    /// Whether `peer` has keys it can send under now (cheap; for the data path).
+    public func isEstablished(_ peer: PeerID, now: Instant) -> Bool {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
+        return peers[peer.rawValue].current?.canSend(now: now, timings: timings) ?? false
+    }
+
+    /// Whether a handshake with `peer` is wanted or in flight.
+    public func isHandshaking(_ peer: PeerID) -> Bool {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
+        return !peers[peer.rawValue].handshake.isIdle
+    }
+
+    /// Where the session sends now (cheap; `peerStatus` builds the whole picture).
+    public func endpoint(of peer: PeerID) -> Endpoint? {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
+        return peers[peer.rawValue].endpoint
     }
 
     public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {
