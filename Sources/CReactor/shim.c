@@ -7,10 +7,12 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -19,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,8 +45,37 @@ _Static_assert(CReactor_IFF_TUN == IFF_TUN && CReactor_IFF_NO_PI == IFF_NO_PI &&
                    CReactor_IFF_MULTI_QUEUE == IFF_MULTI_QUEUE && CReactor_IFF_VNET_HDR == IFF_VNET_HDR,
                "TUN flags mirror the kernel's");
 _Static_assert(CReactor_TUN_F_CSUM == TUN_F_CSUM && CReactor_TUN_F_TSO4 == TUN_F_TSO4 &&
-                   CReactor_TUN_F_TSO6 == TUN_F_TSO6,
+                   CReactor_TUN_F_TSO6 == TUN_F_TSO6 && CReactor_TUN_F_TSO_ECN == TUN_F_TSO_ECN,
                "TUN offload flags mirror the kernel's");
+// Debian 12's headers (Linux 6.1) predate USO (6.2); newer headers are checked too.
+#ifdef TUN_F_USO4
+_Static_assert(CReactor_TUN_F_USO4 == TUN_F_USO4 && CReactor_TUN_F_USO6 == TUN_F_USO6, "USO flags mirror the kernel's");
+#endif
+_Static_assert(sizeof(CReactor_virtio_net_hdr) == sizeof(struct virtio_net_hdr) &&
+                   sizeof(struct virtio_net_hdr) == CReactor_VIRTIO_NET_HDR_LEN,
+               "virtio_net_hdr size");
+_Static_assert(offsetof(CReactor_virtio_net_hdr, flags) == offsetof(struct virtio_net_hdr, flags) &&
+                   offsetof(CReactor_virtio_net_hdr, gso_type) == offsetof(struct virtio_net_hdr, gso_type) &&
+                   offsetof(CReactor_virtio_net_hdr, hdr_len) == offsetof(struct virtio_net_hdr, hdr_len) &&
+                   offsetof(CReactor_virtio_net_hdr, gso_size) == offsetof(struct virtio_net_hdr, gso_size) &&
+                   offsetof(CReactor_virtio_net_hdr, csum_start) == offsetof(struct virtio_net_hdr, csum_start) &&
+                   offsetof(CReactor_virtio_net_hdr, csum_offset) == offsetof(struct virtio_net_hdr, csum_offset),
+               "virtio_net_hdr layout");
+_Static_assert(CReactor_VIRTIO_NET_HDR_F_NEEDS_CSUM == VIRTIO_NET_HDR_F_NEEDS_CSUM &&
+                   CReactor_VIRTIO_NET_HDR_F_DATA_VALID == VIRTIO_NET_HDR_F_DATA_VALID &&
+                   CReactor_VIRTIO_NET_HDR_GSO_NONE == VIRTIO_NET_HDR_GSO_NONE &&
+                   CReactor_VIRTIO_NET_HDR_GSO_TCPV4 == VIRTIO_NET_HDR_GSO_TCPV4 &&
+                   CReactor_VIRTIO_NET_HDR_GSO_UDP == VIRTIO_NET_HDR_GSO_UDP &&
+                   CReactor_VIRTIO_NET_HDR_GSO_TCPV6 == VIRTIO_NET_HDR_GSO_TCPV6 &&
+                   CReactor_VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_ECN,
+               "virtio_net_hdr constants mirror the kernel's");
+#ifdef VIRTIO_NET_HDR_GSO_UDP_L4
+_Static_assert(CReactor_VIRTIO_NET_HDR_GSO_UDP_L4 == VIRTIO_NET_HDR_GSO_UDP_L4, "GSO_UDP_L4 mirrors the kernel's");
+#endif
+_Static_assert(sizeof(CReactor_iovec) == sizeof(struct iovec) &&
+                   offsetof(CReactor_iovec, base) == offsetof(struct iovec, iov_base) &&
+                   offsetof(CReactor_iovec, len) == offsetof(struct iovec, iov_len),
+               "iovec layout");
 
 #define RET(x)                      \
     do {                            \
@@ -200,6 +232,7 @@ int CReactor_set_pktinfo(int fd, int family, int on) {
 }
 int CReactor_set_udp_segment(int fd, int size) { return setint(fd, SOL_UDP, UDP_SEGMENT, size); }
 int CReactor_set_udp_gro(int fd, int on) { return setint(fd, SOL_UDP, UDP_GRO, on); }
+int CReactor_get_udp_gro(int fd) { return getint(fd, SOL_UDP, UDP_GRO); }
 int CReactor_set_rcvbuf_force(int fd, int bytes) { return setint(fd, SOL_SOCKET, SO_RCVBUFFORCE, bytes); }
 int CReactor_set_sndbuf_force(int fd, int bytes) { return setint(fd, SOL_SOCKET, SO_SNDBUFFORCE, bytes); }
 int CReactor_set_rcvbuf(int fd, int bytes) { return setint(fd, SOL_SOCKET, SO_RCVBUF, bytes); }
@@ -375,6 +408,12 @@ int CReactor_tun_open(const char *name, int extra_flags, char *name_out) {
 
 int CReactor_tun_set_offload(int fd, unsigned flags) { RET(ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags)); }
 int CReactor_tun_set_vnet_hdr_size(int fd, int size) { RET(ioctl(fd, TUNSETVNETHDRSZ, &size)); }
+int CReactor_tun_features(int fd) {
+    unsigned int f = 0;
+    if (ioctl(fd, TUNGETFEATURES, &f) < 0) return -errno;
+    return (int)(f & 0x7fffffff);
+}
+int CReactor_writev(int fd, const CReactor_iovec *iov, int n) { RET(writev(fd, (const struct iovec *)iov, n)); }
 
 int CReactor_if_set_up(const char *name, int up) {
     struct ifreq ifr;

@@ -14,6 +14,16 @@
 //     EHOSTUNREACH, ...) is dropped and counted, never retried; EAGAIN stops the
 //     batch: `send` returns how many it consumed and the handler's `writable`
 //     is called when the socket drains.
+//   - Offloads. A received view may be a UDP GRO run (`segment` > 0 and
+//     `len` > `segment`: equal datagrams of `segment` bytes back to back, the
+//     last one possibly shorter), only on a socket opened with `gro`; its
+//     buffer must then be large (64 KiB). A view to send may be a UDP GSO run
+//     in the same shape (at most `maxGSOSegments` datagrams, at most
+//     `maxGSOBytes` in all): one sendmsg carries them all. If the kernel
+//     refuses GSO (no UDP_SEGMENT, or EIO from a device without checksum
+//     offload), `gso` turns off for good with one `onNotice` line, and runs
+//     are split into single datagrams here, before the syscall: callers may
+//     always build runs.
 import CReactor
 
 public protocol DatagramHandler: AnyObject {
@@ -44,6 +54,10 @@ public struct DatagramCounters: Sendable {
     public var batchesIn = 0
     public var batchesOut = 0
     public var truncated = 0
+    /// Datagrams that arrived as part of a GRO run (counted once per run in `received`).
+    public var groRuns = 0
+    /// Datagram views sent as GSO runs.
+    public var gsoRuns = 0
     public var sendRefused = 0
     public var sendWouldBlock = 0
     public var receiveErrors = 0
@@ -102,6 +116,16 @@ public final class DatagramSocket {
     public let headroom: Int
     public internal(set) var counters = DatagramCounters()
     public var isOpen: Bool { registration != nil }
+    /// UDP GSO usable: probed at init (UDP_SEGMENT), off for good once the kernel refuses a run.
+    public internal(set) var gso: Bool
+    /// UDP_GRO is on for this socket (receive views may be runs).
+    public var gro: Bool { CReactor_get_udp_gro(fd) == 1 }
+    /// One line when an offload is switched off (the owner logs it).
+    public var onNotice: (String) -> Void = { _ in }
+    /// The most datagrams one GSO run may carry (the kernel's UDP_MAX_SEGMENTS is 64 or more).
+    public static let maxGSOSegments = 64
+    /// The most bytes one GSO run may carry: one IPv6 UDP payload (65535 - 40 - 8).
+    public static let maxGSOBytes = 65487
 
     let reactor: Reactor
     /// Held strongly until `close()`, which lets go of it (and so breaks any cycle through it).
@@ -115,6 +139,9 @@ public final class DatagramSocket {
     private var recvScratch: OpaquePointer?
     private var sendScratch: OpaquePointer?
     private static let sendChunk = 256
+    /// Runs split into single datagrams once GSO is off, and whose run each came from.
+    private let split: UnsafeMutablePointer<CReactor_dgram>
+    private let splitOwner: UnsafeMutablePointer<Int>
 
     // uring backend
     var uringID: UInt16 = 0
@@ -138,6 +165,11 @@ public final class DatagramSocket {
         views.initialize(repeating: CReactor_dgram(), count: max(batchSize, Self.sendChunk))
         uringBufIDs = .allocate(capacity: batchSize)
         sendScratch = CReactor_mmsg_create(Int32(Self.sendChunk))
+        split = .allocate(capacity: Self.sendChunk)
+        split.initialize(repeating: CReactor_dgram(), count: Self.sendChunk)
+        splitOwner = .allocate(capacity: Self.sendChunk)
+        // UDP_SEGMENT with size 0 sets no default and only tells whether the kernel has GSO (4.18+).
+        gso = CReactor_set_udp_segment(fd, 0) == 0
         switch backend {
         case .mmsg:
             slab = UnsafeMutableRawPointer.allocate(byteCount: batchSize * bufferSize, alignment: 64)
@@ -159,6 +191,8 @@ public final class DatagramSocket {
         close()
         views.deallocate()
         uringBufIDs.deallocate()
+        split.deallocate()
+        splitOwner.deallocate()
         slab?.deallocate()
         if let s = recvScratch { CReactor_mmsg_destroy(s) }
         if let s = sendScratch { CReactor_mmsg_destroy(s) }
@@ -231,6 +265,7 @@ public final class DatagramSocket {
             } else { i += 1 }
         }
         guard n > 0 else { return }
+        for j in 0..<n where views[j].segment > 0 && views[j].len > UInt32(views[j].segment) { counters.groRuns += 1 }
         counters.received += n
         counters.batchesIn += 1
         handler?.received(DatagramBatch(base: views, count: n), on: self)
@@ -239,20 +274,69 @@ public final class DatagramSocket {
     /// The view array the uring engine fills (capacity `batchSize`).
     var uringViews: UnsafeMutablePointer<CReactor_dgram> { views }
 
-    /// Sends `batch`. Returns how many datagrams were consumed (sent, or refused and
+    /// Sends `batch`. Returns how many views were consumed (sent, or refused and
     /// counted). Fewer than `batch.count` means the socket is full: `writable` follows.
     @discardableResult
     public func send(_ batch: DatagramBatch) -> Int {
         guard registration != nil else { return 0 }
+        guard gso else { return sendSplitting(batch.base, count: batch.count) }
+        let r = sendViews(batch.base, count: batch.count)
+        guard r.gsoRefused else { return r.done }
+        // Degrade once, loudly: from now on runs are split before the syscall.
+        gso = false
+        onNotice("UDP GSO refused by the kernel (\(Errno.name(EIO_))); sending one datagram per syscall slot from now on")
+        return r.done + sendSplitting(batch.base + r.done, count: batch.count - r.done)
+    }
+
+    /// Without GSO: every run becomes single datagrams (in `split`), sent in chunks.
+    private func sendSplitting(_ base: UnsafeMutablePointer<CReactor_dgram>, count: Int) -> Int {
+        var k = 0
+        func flush() -> Int? {  // nil: all sent; else the first view not completely sent
+            let sent = sendViews(split, count: k).done
+            defer { k = 0 }
+            return sent < k ? splitOwner[sent] : nil
+        }
+        for i in 0..<count {
+            let v = base[i]
+            let seg = Int(v.segment)
+            guard seg > 0 && Int(v.len) > seg else {
+                if k == Self.sendChunk, let stop = flush() { return stop }
+                split[k] = v
+                split[k].segment = 0
+                splitOwner[k] = i
+                k += 1
+                continue
+            }
+            var off = 0
+            while off < Int(v.len) {
+                if k == Self.sendChunk, let stop = flush() { return stop }
+                split[k] = v
+                split[k].data = v.data + off
+                split[k].len = UInt32(min(seg, Int(v.len) - off))
+                split[k].segment = 0
+                splitOwner[k] = i
+                k += 1
+                off += seg
+            }
+        }
+        if k > 0, let stop = flush() { return stop }
+        return count
+    }
+
+    /// One syscall per chunk of views, as they are. `gsoRefused`: stopped at a run the kernel refused with EIO.
+    private func sendViews(_ base: UnsafeMutablePointer<CReactor_dgram>, count: Int) -> (done: Int, gsoRefused: Bool) {
         var done = 0
-        while done < batch.count {
-            let chunk = min(batch.count - done, Self.sendChunk)
+        while done < count {
+            let chunk = min(count - done, Self.sendChunk)
             let r: Int32
             switch backend {
-            case .mmsg: r = CReactor_sendmmsg(fd, sendScratch, batch.base + done, Int32(chunk))
-            case .uring: r = reactor.uring.map { CReactor_uring_sendmsg_batch($0.ring, fd, batch.base + done, Int32(chunk)) } ?? -EBADF_
+            case .mmsg: r = CReactor_sendmmsg(fd, sendScratch, base + done, Int32(chunk))
+            case .uring: r = reactor.uring.map { CReactor_uring_sendmsg_batch($0.ring, fd, base + done, Int32(chunk)) } ?? -EBADF_
             }
             if r >= 0 {
+                for j in 0..<Int(r) where base[done + j].segment > 0 && base[done + j].len > UInt32(base[done + j].segment) {
+                    counters.gsoRuns += 1
+                }
                 done += Int(r)
                 counters.sent += Int(r)
                 counters.batchesOut += 1
@@ -266,10 +350,13 @@ public final class DatagramSocket {
                     wantWritable = true
                     updateInterest()
                 }
-                return done
+                return (done, false)
             case EBADF_, EFAULT_:
                 fail(SyscallError(call: backend == .mmsg ? "sendmmsg" : "io_uring sendmsg", errno: -r))
-                return done
+                return (done, false)
+            case EIO_ where gso && base[done].segment > 0 && base[done].len > UInt32(base[done].segment):
+                // UDP GSO needs checksum offload on the way out; this route's device has none.
+                return (done, true)
             default:
                 // The first datagram of the chunk was refused (EMSGSIZE, EHOSTUNREACH, EINVAL, ...).
                 counters.sendRefused += 1
@@ -277,7 +364,7 @@ public final class DatagramSocket {
                 done += 1
             }
         }
-        return done
+        return (done, false)
     }
 
     /// A bug-class error (EBADF: the fd was closed under us): drop the socket, report, keep the loop.

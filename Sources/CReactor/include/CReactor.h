@@ -80,6 +80,8 @@ int CReactor_set_pktinfo(int fd, int family, int on);
 /// UDP_SEGMENT default size on the socket (GSO); 0 probes support only.
 int CReactor_set_udp_segment(int fd, int size);
 int CReactor_set_udp_gro(int fd, int on);
+/// Is UDP_GRO on for this socket? 1, 0, or -errno (a kernel without it).
+int CReactor_get_udp_gro(int fd);
 /// SO_RCVBUFFORCE / SO_SNDBUFFORCE (root), falling back to neither: the caller decides.
 int CReactor_set_rcvbuf_force(int fd, int bytes);
 int CReactor_set_sndbuf_force(int fd, int bytes);
@@ -157,15 +159,56 @@ enum {
     CReactor_TUN_F_CSUM = 0x01,
     CReactor_TUN_F_TSO4 = 0x02,
     CReactor_TUN_F_TSO6 = 0x04,
+    CReactor_TUN_F_TSO_ECN = 0x08,
     CReactor_TUN_F_USO4 = 0x20,
     CReactor_TUN_F_USO6 = 0x40,
 };
 
+/// struct virtio_net_hdr (linux/virtio_net.h), the header in front of every
+/// packet read from or written to a TUN device opened with IFF_VNET_HDR (10
+/// bytes, the default TUNSETVNETHDRSZ). Fields are in the device's "virtio
+/// endianness": little-endian on the hosts we run on (x86_64, aarch64), so
+/// Node/Wire parses the bytes as little-endian. Mirrored, layout checked by
+/// _Static_assert in shim.c.
+typedef struct CReactor_virtio_net_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;
+    uint16_t gso_size;
+    uint16_t csum_start;
+    uint16_t csum_offset;
+} CReactor_virtio_net_hdr;
+
+enum {
+    CReactor_VIRTIO_NET_HDR_LEN = 10,
+    CReactor_VIRTIO_NET_HDR_F_NEEDS_CSUM = 1,
+    CReactor_VIRTIO_NET_HDR_F_DATA_VALID = 2,
+    CReactor_VIRTIO_NET_HDR_GSO_NONE = 0,
+    CReactor_VIRTIO_NET_HDR_GSO_TCPV4 = 1,
+    CReactor_VIRTIO_NET_HDR_GSO_UDP = 3,
+    CReactor_VIRTIO_NET_HDR_GSO_TCPV6 = 4,
+    CReactor_VIRTIO_NET_HDR_GSO_UDP_L4 = 5,
+    CReactor_VIRTIO_NET_HDR_GSO_ECN = 0x80,
+};
+
+/// struct iovec, mirrored (no Glibc import needed in Swift).
+typedef struct CReactor_iovec {
+    void *base;
+    size_t len;
+} CReactor_iovec;
+
 /// Opens /dev/net/tun with IFF_TUN|IFF_NO_PI|extra_flags (IFF_VNET_HDR, IFF_MULTI_QUEUE)
 /// as name (empty: the kernel picks), non-blocking. The actual name goes to name_out (>= 16 bytes).
 int CReactor_tun_open(const char *name, int extra_flags, char *name_out);
+/// TUNSETOFFLOAD: the offloads this side can take (TUN_F_*). -EINVAL when the kernel lacks one.
 int CReactor_tun_set_offload(int fd, unsigned flags);
 int CReactor_tun_set_vnet_hdr_size(int fd, int size);
+/// TUNGETFEATURES: the IFF_* flags this kernel's TUN driver supports (>= 0), or -errno.
+int CReactor_tun_features(int fd);
+/// writev(2): one packet gathered from n pieces (a TUN write: the vnet header,
+/// the headers, the payloads of coalesced segments where they lie). Returns the
+/// bytes written or -errno.
+int CReactor_writev(int fd, const CReactor_iovec *iov, int n);
 /// Interface flags and MTU through an ioctl socket (no netlink policy here).
 int CReactor_if_set_up(const char *name, int up);
 int CReactor_if_set_mtu(const char *name, int mtu);
