@@ -37,6 +37,8 @@ public final class Daemon {
     private let started = Daemon.now()
     /// Views for one outgoing batch (sealed TUN packets, in place).
     let out: UnsafeMutablePointer<CReactor_dgram>
+    /// The data path's buffers (DataPath.swift).
+    let fast = DataPathBuffers()
     static let batch = 64
     /// A scratch buffer for control messages from pollTransmit (not the data path).
     private let scratch: UnsafeMutableRawPointer
@@ -45,6 +47,12 @@ public final class Daemon {
 
     /// Room for our DATA header in front of every packet (and then some, for later framing).
     static let headroom = 64
+    /// The UDP socket: GRO on (GSO is per send), large buffers.
+    static var udpOptions: UDPOptions {
+        var o = UDPOptions()
+        o.gro = true
+        return o
+    }
     /// Outer IPv6 (40) + UDP (8) + DATA header (16) + tag (16), plus 16 for relay framing: 1500 - 96.
     public static let defaultMTU = 1500 - 40 - 8 - DataMessage.overhead - 16
 
@@ -108,19 +116,24 @@ public final class Daemon {
         _ = CReactor_endpoint_parse("::", config.node.listenPort, &any6)
         var opened: (fd: Int32, notes: [String])
         do {
-            opened = try UDPSocket.open(bind: any6)
+            opened = try UDPSocket.open(bind: any6, options: Self.udpOptions)
         } catch {
             logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only")
             var any4 = CReactor_endpoint()
             _ = CReactor_endpoint_parse("0.0.0.0", config.node.listenPort, &any4)
-            opened = try UDPSocket.open(bind: any4)
+            opened = try UDPSocket.open(bind: any4, options: Self.udpOptions)
         }
         for n in opened.notes { logger.notice("udp: \(n)") }
-        udp = try DatagramSocket(reactor: reactor, fd: opened.fd, batchSize: Self.batch, bufferSize: 2048,
-                                 headroom: Self.headroom, handler: UDPSide(self))
+        // With UDP GRO a receive may be a 64 KiB run of datagrams: fewer, larger buffers.
+        let gro = CReactor_get_udp_gro(opened.fd) == 1
+        udp = try DatagramSocket(reactor: reactor, fd: opened.fd, batchSize: gro ? 32 : Self.batch,
+                                 bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(self))
+        udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
 
-        tun = try TunDevice(reactor: reactor, name: config.node.interface, headroom: Self.headroom,
-                            bufferSize: 2048, batchSize: Self.batch, handler: TunSide(self))
+        tun = try TunDevice(reactor: reactor, name: config.node.interface, offloads: .all, headroom: Self.headroom,
+                            handler: TunSide(self))
+        for n in tun.notes { logger.notice("tun: \(n)") }
+        logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
         try tun.setUp(mtu: mtu)
         try InterfaceSetup.configure(interface: tun.name, address: config.node.address,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
