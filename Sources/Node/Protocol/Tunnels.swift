@@ -393,6 +393,15 @@ public struct Tunnels: Sendable {
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
 
+    /// Asks for a new handshake even though keys are live (a path manager that
+    /// finds the peer no longer answers under them: it restarted and lost the
+    /// session). Initiations stay at least REKEY_TIMEOUT apart; no-op while one
+    /// is wanted or in flight.
+    public mutating func rehandshake(_ peer: PeerID, now: Instant) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+    }
+
     /// The path manager's decision: send to `endpoint` from now on. (Roaming on
     /// authenticated packets may later move it again; see `TunnelEvent.endpointChanged`.)
     public mutating func setEndpoint(_ endpoint: Endpoint, for peer: PeerID) {

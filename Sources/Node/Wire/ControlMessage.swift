@@ -23,8 +23,11 @@
 //   0 type | 1..33 target key
 // 0x04 RENDEZVOUS          34 + 20n   anchor -> both sides: the other member and its candidates,
 //   0 type | 1..33 peer key | 33 n | n x candidate          the anchor's own observation first
-// 0x05 PATH_PING           9 bytes    liveness and RTT of one path
-//   0 type | 1..9 txid
+// 0x05 PATH_PING           10 bytes   liveness and RTT of one path
+//   0 type | 1..9 txid | 9 flags: bit 0 = "this is my active path to you" (a
+//                        keepalive: the receiver may roam to its source, as for
+//                        data); other bits zero. Hole-punching pings to
+//                        candidates leave it clear: they must not move anything.
 // 0x06 PATH_PONG           28 bytes   answer, sent back the way the ping came
 //   0 type | 1..9 txid | 9..28 observed source of the ping
 //
@@ -74,7 +77,7 @@ public enum ControlMessage: Equatable, Sendable {
     case candidates([Candidate])
     case rendezvousRequest(target: PublicKey)
     case rendezvous(peer: PublicKey, candidates: [Candidate])
-    case pathPing(txid: UInt64)
+    case pathPing(txid: UInt64, onActivePath: Bool)
     case pathPong(txid: UInt64, observed: Endpoint)
 
     public enum Kind: UInt8, Sendable {
@@ -135,8 +138,8 @@ public enum ControlMessage: Equatable, Sendable {
                   let list = Self.readCandidates(b, countAt: 33) else { return nil }
             self = .rendezvous(peer: key, candidates: list)
         case .pathPing:
-            guard length == 9 else { return nil }
-            self = .pathPing(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian)
+            guard length == 10, b[9] & ~1 == 0 else { return nil }
+            self = .pathPing(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian, onActivePath: b[9] == 1)
         case .pathPong:
             guard length == 9 + WireEndpoint.size, let ep = WireEndpoint.read(b, at: 9) else { return nil }
             self = .pathPong(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian, observed: ep)
@@ -176,8 +179,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .rendezvous(let key, let list):
             out += key.bytes
             Self.appendCandidates(list, to: &out)
-        case .pathPing(let txid):
+        case .pathPing(let txid, let active):
             Self.append64(txid, to: &out)
+            out.append(active ? 1 : 0)
         case .pathPong(let txid, let ep):
             Self.append64(txid, to: &out)
             WireEndpoint.append(ep, to: &out)

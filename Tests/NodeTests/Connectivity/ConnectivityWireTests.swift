@@ -161,7 +161,8 @@ final class ConnectivityWireTests: XCTestCase {
             (.candidates(cands), 2 + 60),
             (.rendezvousRequest(target: key), 33),
             (.rendezvous(peer: key2, candidates: cands), 34 + 60),
-            (.pathPing(txid: 0x1122_3344_5566_7788), 9),
+            (.pathPing(txid: 0x1122_3344_5566_7788, onActivePath: false), 10),
+            (.pathPing(txid: 1, onActivePath: true), 10),
             (.pathPong(txid: 7, observed: v6), 28),
         ]
         for (m, size) in messages {
@@ -174,7 +175,8 @@ final class ConnectivityWireTests: XCTestCase {
             for cut in 0..<bytes.count { XCTAssertNil(ControlMessage(bytes: Array(bytes[0..<cut])), "\(m) cut to \(cut)") }
             XCTAssertNil(ControlMessage(bytes: bytes + [0]), "\(m) + 1")
         }
-        XCTAssertEqual(ControlMessage.pathPing(txid: 0x0102).bytes, [5, 2, 1, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(ControlMessage.pathPing(txid: 0x0102, onActivePath: true).bytes, [5, 2, 1, 0, 0, 0, 0, 0, 0, 1])
+        XCTAssertNil(ControlMessage(bytes: [5, 2, 1, 0, 0, 0, 0, 0, 0, 2]), "unknown flag")
     }
 
     func testCandidateCountsAreBounded() {

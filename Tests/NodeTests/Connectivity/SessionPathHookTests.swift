@@ -72,7 +72,7 @@ final class SessionPathHookTests: XCTestCase {
         let p = sim.pid(0, 1)
         let now = sim.now
         XCTAssertNotEqual(sim.nodes[0].tunnels.pollTimeout(for: p)?.reason, .newHandshake)
-        let ping = ControlMessage.pathPing(txid: 9).bytes
+        let ping = ControlMessage.pathPing(txid: 9, onActivePath: false).bytes
         buf.replaceSubrange(16..<(16 + ping.count), with: ping)
         let s = buf.withUnsafeMutableBytes { sim.nodes[0].tunnels.seal(for: p, $0, payloadOffset: 16, payloadLength: ping.count, now: now) }
         XCTAssertEqual(s, Sealed(offset: 0, length: ping.count + 32))

@@ -1,0 +1,219 @@
+// NodeCore: anchors and address observation.
+//
+//   every 7 s (± jitter)      PATH_PROBE -> every anchor  ─┐ reply: where the anchor sees us
+//   every 20 s per anchor     PATH_PING (active-path flag) ─┤ pong: the same, authenticated, plus RTT;
+//                                                           │       it also keeps NAT mappings open and the
+//                                                           │       anchor's view of our endpoint current
+//   a missed probe           -> probe again after 1 s; 3 missed probes or 2 missed pings: unreachable
+//   an anchor's observation changed (renumbered NAT, new mapping)
+//                            -> re-announce CANDIDATES to every anchor, ping every session on its
+//                               active path from the new address (members roam to it): the heal
+//   reachable anchors 1 / 0  -> warning event (seed 2.1), `wsctl status` warnings
+//
+// NAT classification is `classifyNAT` over the anchors' latest observations
+// (the evidence is kept and shown). The probe responder (every node) answers
+// members only, in place, never with more bytes than the probe, within a
+// per-source-address budget.
+
+extension NodeCore {
+    // MARK: Probing anchors
+
+    mutating func addressProbeRound(now: Instant) {
+        nextProbeRound = now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng)
+        evaluateConnectivity(now: now)
+        guard !recovery.active else { return }
+        for a in anchorPeers {
+            guard let ep = tunnels.endpoint(of: a) ?? conns[a.rawValue].staticEndpoint else { continue }
+            sendProbe(to: a, at: ep, recovery: false, now: now)
+        }
+    }
+
+    mutating func sendProbe(to p: PeerID, at ep: Endpoint, recovery: Bool, now: Instant) {
+        if probes.contains(where: { $0.target == p && $0.to == ep }) { return }
+        let txid = rng.next()
+        probes.append(PendingProbe(txid: txid, target: p, to: ep, sentAt: now, recovery: recovery))
+        outbox.push(Transmit(to: ep, bytes: PathProbe(txid: txid, sender: publicKey).bytes))
+    }
+
+    mutating func probeTimeouts(now: Instant) {
+        var k = 0
+        while k < probes.count {
+            guard probes[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
+            let probe = probes.remove(at: k)
+            guard conns[probe.target.rawValue].anchor != nil, !probe.recovery else { continue }
+            conns[probe.target.rawValue].anchor?.missedProbes += 1
+            if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.active {
+                // "immediately when a path looks dead": probe again soon, not in a full interval.
+                let retry = now + timings.probeRetry
+                if nextProbeRound.map({ retry < $0 }) ?? true { nextProbeRound = retry }
+            }
+            updateAnchorReachability(probe.target, now: now)
+        }
+    }
+
+    // MARK: The probe responder (every node)
+
+    mutating func receiveProbe(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                               now: Instant) -> NodeInbound {
+        guard let probe = PathProbe(UnsafeRawBufferPointer(buffer), length: length) else { return drop(.badLength) }
+        // Filtering, not authentication (keys are public): a stranger cannot
+        // make us answer, and nobody gets more than it sent.
+        guard tunnels.peerID(for: probe.sender) != nil else { return drop(.probeNotMember) }
+        guard probeLimiter.allow(source.address, now: now) else { return drop(.probeRateLimited) }
+        let reply = PathProbeReply(txid: probe.txid, observed: source, responder: publicKey)
+        guard let n = reply.write(into: buffer), n <= length else { return drop(.badLength) }
+        return .transmit(source, offset: 0, length: n)
+    }
+
+    mutating func receiveProbeReply(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                                    now: Instant) -> NodeInbound {
+        guard let reply = PathProbeReply(UnsafeRawBufferPointer(buffer), length: length) else { return drop(.badLength) }
+        guard let k = probes.firstIndex(where: { $0.txid == reply.txid }),
+              conns[probes[k].target.rawValue].key == reply.responder, probes[k].to == source else {
+            return drop(.probeUnexpectedReply)
+        }
+        let probe = probes.remove(at: k)
+        let p = probe.target
+        if conns[p.rawValue].anchor != nil {
+            conns[p.rawValue].anchor?.missedProbes = 0
+            recordObservation(p, reply.observed, now: now)
+            if !tunnels.isEstablished(p, now: now), !tunnels.isHandshaking(p) {
+                if probe.to != tunnels.endpoint(of: p) { setAnchorEndpoint(p, probe.to, now: now) }
+                tunnels.connect(p, now: now)
+            }
+            updateAnchorReachability(p, now: now)
+        } else if probe.recovery {
+            // A cached endpoint answered: that is where the member is.
+            let idx = conns[p.rawValue].addPath(kind: conns[p.rawValue].directKind(for: probe.to), remote: probe.to, via: nil)
+            activate(p, idx, now: now)
+            tunnels.connect(p, now: now)
+        }
+        return .consumed
+    }
+
+    // MARK: Anchor keepalive and reachability
+
+    mutating func anchorKeepalive(_ a: PeerID, now: Instant) {
+        conns[a.rawValue].anchor?.keepaliveAt = now + timings.anchorKeepalive
+        guard !recovery.active, let st = conns[a.rawValue].anchor else { return }
+        if tunnels.isEstablished(a, now: now), st.missedPings < timings.anchorMissedPings {
+            if !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
+               let ep = tunnels.endpoint(of: a) {
+                sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
+            }
+        } else if tunnels.isEstablished(a, now: now) {
+            // Keys we think are live, but no answer under them: the anchor
+            // restarted and lost the session. A new handshake.
+            tunnels.rehandshake(a, now: now)
+        } else if !tunnels.isHandshaking(a) {
+            tunnels.connect(a, now: now)
+        }
+    }
+
+    mutating func updateAnchorReachability(_ a: PeerID, now: Instant) {
+        guard let st = conns[a.rawValue].anchor else { return }
+        let reachable = tunnels.isEstablished(a, now: now) && st.missedPings < timings.anchorMissedPings
+            && st.missedProbes < timings.anchorMissedProbes
+        guard reachable != st.reachable else { return }
+        conns[a.rawValue].anchor?.reachable = reachable
+        events.push(reachable ? .anchorReachable(a) : .anchorUnreachable(a))
+        if !reachable { rerouteRelays(avoiding: a, now: now) }
+        updateWarnings(now: now)
+        evaluateConnectivity(now: now)
+    }
+
+    func anchorReachable(_ a: PeerID) -> Bool { conns[a.rawValue].anchor?.reachable ?? false }
+
+    var reachableAnchors: [PeerID] { anchorPeers.filter { anchorReachable($0) } }
+
+    mutating func updateWarnings(now: Instant) {
+        guard let s = startedAt, now - s >= timings.warningGrace else { return }
+        let reachable = reachableAnchors
+        let total = anchorPeers.count + (isAnchor ? 1 : 0)
+        let count = reachable.count + (isAnchor ? 1 : 0)
+        let state: WarningState = total == 0 ? .none : count == 0 ? .noAnchor : count == 1 ? .onlyOne : .none
+        guard state != warningState else { return }
+        warningState = state
+        switch state {
+        case .none: break
+        case .onlyOne: events.push(.onlyOneAnchorReachable(reachable.first))
+        case .noAnchor: events.push(.noAnchorReachable)
+        }
+    }
+
+    /// An anchor answered from another address than we had (its static one
+    /// during recovery, or it moved): send there from now on.
+    mutating func setAnchorEndpoint(_ a: PeerID, _ ep: Endpoint, now: Instant) {
+        let idx = conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
+        activate(a, idx, now: now)
+    }
+
+    // MARK: Observations, candidates, NAT
+
+    mutating func recordObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
+        guard let st = conns[a.rawValue].anchor else { return }
+        let old = st.observed
+        conns[a.rawValue].anchor?.observed = ep
+        conns[a.rawValue].anchor?.observedAt = now
+        if let old, old != ep {
+            events.push(.observedEndpointChanged(anchor: a, old: old, new: ep))
+            heal(now: now)
+        }
+        candidatesMayHaveChanged(now: now)
+        let mapping = classifyNAT(natEvidence, local: locals)
+        if mapping != nat {
+            nat = mapping
+            events.push(.natMappingChanged(mapping))
+        }
+    }
+
+    var natEvidence: [NATEvidence] {
+        anchorPeers.compactMap { a in
+            guard let st = conns[a.rawValue].anchor, let ep = st.observed, let at = st.observedAt else { return nil }
+            return NATEvidence(anchor: a, observed: ep, at: at)
+        }
+    }
+
+    /// Our address changed as the world sees it: tell every anchor our
+    /// candidates (done by the caller) and every session where we are now —
+    /// anchors first, so that an anchor has moved us before a relayed ping
+    /// through it arrives (it relays only from a member's current endpoint).
+    mutating func heal(now: Instant) {
+        if let last = lastHeal, now - last < timings.probeTimeout { return }
+        lastHeal = now
+        let order = anchorPeers + conns.indices.map { PeerID(rawValue: $0) }.filter { !conns[$0.rawValue].isAnchorMember }
+        for p in order where !conns[p.rawValue].isSelf && tunnels.isEstablished(p, now: now) {
+            guard let path = conns[p.rawValue].activePath else { continue }
+            let purpose: PingPurpose = conns[p.rawValue].anchor != nil ? .anchorKeepalive : .check
+            sendPing(p, remote: path.remote, via: path.via, purpose: purpose, onActivePath: true, now: now)
+        }
+    }
+
+    /// Our candidates, best first: local, port-mapped, observed by anchors.
+    var currentCandidates: [Candidate] {
+        var out: [Candidate] = []
+        func add(_ c: Candidate) {
+            if !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
+        }
+        for l in locals { add(Candidate(l, .local)) }
+        for m in mapped { add(m) }
+        for a in anchorPeers { if let o = conns[a.rawValue].anchor?.observed { add(Candidate(o, .observed)) } }
+        return Array(out.prefix(ControlMessage.maxCandidates))
+    }
+
+    /// Re-announces our candidates to every anchor with a session when they changed.
+    mutating func candidatesMayHaveChanged(now: Instant) {
+        let list = currentCandidates
+        guard list != announced else { return }
+        announced = list
+        for a in anchorPeers where tunnels.isEstablished(a, now: now) {
+            _ = sendControl(.candidates(list), to: a, now: now)
+        }
+    }
+
+    /// Every endpoint that is ours (never a hole-punching target).
+    func isOwnEndpoint(_ ep: Endpoint) -> Bool {
+        locals.contains(ep) || mapped.contains { $0.endpoint == ep }
+            || anchorPeers.contains { conns[$0.rawValue].anchor?.observed == ep }
+    }
+}

@@ -1,0 +1,164 @@
+// Connectivity constants: anchors, address observation, hole punching, relay,
+// recovery. Each value: its unit and why it is what it is. `.default` is the
+// specification; tests may pass other values (the fields are the "values
+// tests may override" group of STYLE 6; there are no protocol-fixed values
+// here: both ends of a path never need to agree on any of these).
+
+public struct ConnectivityTimings: Sendable, Equatable {
+    // MARK: Anchors
+
+    /// Anchor keepalive, 20 s: every node pings every anchor (a PATH_PING in
+    /// the session: a keepalive that is answered) this often. Home NATs drop
+    /// idle UDP mappings after as little as 30 s; 20 s keeps them open with
+    /// margin, and keeps each anchor's view of our endpoint current (the
+    /// authenticated ping moves it after a renumbering). Anchors do the same to
+    /// each other: mutual keepalive.
+    public var anchorKeepalive: Span
+    /// Address probe interval, 7 s: PATH_PROBE to every anchor. A renumbered NAT
+    /// is only visible from outside, so this bounds how long a renumbering goes
+    /// unnoticed; the heal budget is 10 s (detection ≤ 7 s + jitter + one RTT,
+    /// then keepalives cross in one more), and a probe is 64 bytes.
+    public var addressProbeInterval: Span
+    /// Random delay subtracted from each probe interval, up to 500 ms, so that
+    /// nodes started together do not probe in lockstep.
+    public var addressProbeJitter: Span
+    /// A probe (or anchor ping) unanswered after 1 s counts as missed: anchors
+    /// are public hosts, RTTs far below this.
+    public var probeTimeout: Span
+    /// After a missed probe the next one goes this soon (1 s) instead of a
+    /// full interval: "probe at once when a path looks dead".
+    public var probeRetry: Span
+    /// Consecutive missed probes (3) or anchor pings (2) that make an anchor
+    /// unreachable: one lost datagram is not an outage.
+    public var anchorMissedProbes: Int
+    public var anchorMissedPings: Int
+    /// No warning about anchors during the first 10 s: sessions are still coming up.
+    public var warningGrace: Span
+
+    // MARK: Paths
+
+    /// Hole punching: after a RENDEZVOUS, both sides ping all of the other's
+    /// candidates for 5 s ("a few seconds"), in rounds 100 ms, 200 ms, 400 ms,
+    /// ... apart, at most 1 s: the first rounds open both NATs' mappings, the
+    /// later ones pass once the other side's mapping exists.
+    public var punchDuration: Span
+    public var punchFirstRound: Span
+    public var punchMaxRound: Span
+    /// A RENDEZVOUS_REQUEST unanswered for 2 s: ask the next anchor.
+    public var rendezvousTimeout: Span
+    /// A relayed peer retries direct paths (a new rendezvous) 10 s after a punch
+    /// failed, doubling to at most 120 s, for as long as traffic flows: NATs
+    /// change (a mapping policy, a port mapping added) and the relay costs the
+    /// anchor bandwidth (seed 3.7).
+    public var directRetryInitial: Span
+    public var directRetryMax: Span
+    /// A relayed peer whose session carried no data for 120 s is not retried
+    /// until traffic resumes (no radio wake-ups for an idle pair).
+    public var directRetryIdle: Span
+    /// Data sent on the active direct path and nothing heard on it for 3 s:
+    /// ping it. Two pings missed (each 1 s): the path is dead, fall back.
+    public var pathQuiet: Span
+    public var pathMissedPings: Int
+    /// A validated path stays eligible this long (30 s) after its last answer:
+    /// about the life of an idle NAT mapping.
+    public var pathValidFor: Span
+    /// Same-class hysteresis: switch to another path of the same kind only if
+    /// its RTT is below 80% of the active one's and at least 5 ms better.
+    public var rttSwitchRatio: Double
+    public var rttSwitchMinimum: Span
+
+    // MARK: Relay and rate limits
+
+    /// Relay budget per member, bytes/s (2.5 MB/s = 20 Mbit/s) with a burst of
+    /// 256 KiB: enough for a video call through the anchor, not enough for one
+    /// member to take an anchor's uplink.
+    public var relayBytesPerSecond: UInt64
+    public var relayBurstBytes: UInt64
+    /// Probe replies per source address: 10/s, burst 20 (a household of members
+    /// behind one address probing every 7 s, plus recovery bursts), and the
+    /// table of addresses is bounded (HandshakeRateLimiter.maxEntries).
+    public var probeRepliesPerSecond: Int
+    public var probeReplyBurst: Int
+    /// Rendezvous requests an anchor serves per member: 2/s, burst 5.
+    public var rendezvousPerSecond: Int
+    public var rendezvousBurst: Int
+
+    // MARK: Recovery (seed 3.1, 3.5)
+
+    /// After losing every path: attempts 1 s, 2 s, 4 s, ... apart, at most
+    /// 60 s, each ±10% jitter; anchors first, cached endpoints from the second
+    /// attempt on (an anchor answers a single probe with high probability).
+    public var recoveryInitial: Span
+    public var recoveryMax: Span
+    public var recoveryJitterPercent: UInt64
+    /// Attempts without any answer after which the node reports itself
+    /// partitioned (8: 1+2+4+...+60+60 s ≈ 3 min, the backoff has reached its
+    /// cap and every anchor and cached endpoint was tried several times).
+    public var recoveryPartitionAfter: Int
+
+    public init(
+        anchorKeepalive: Span = .seconds(20 as UInt64),
+        addressProbeInterval: Span = .seconds(7 as UInt64),
+        addressProbeJitter: Span = .milliseconds(500),
+        probeTimeout: Span = .seconds(1 as UInt64),
+        probeRetry: Span = .seconds(1 as UInt64),
+        anchorMissedProbes: Int = 3,
+        anchorMissedPings: Int = 2,
+        warningGrace: Span = .seconds(10 as UInt64),
+        punchDuration: Span = .seconds(5 as UInt64),
+        punchFirstRound: Span = .milliseconds(100),
+        punchMaxRound: Span = .seconds(1 as UInt64),
+        rendezvousTimeout: Span = .seconds(2 as UInt64),
+        directRetryInitial: Span = .seconds(10 as UInt64),
+        directRetryMax: Span = .seconds(120 as UInt64),
+        directRetryIdle: Span = .seconds(120 as UInt64),
+        pathQuiet: Span = .seconds(3 as UInt64),
+        pathMissedPings: Int = 2,
+        pathValidFor: Span = .seconds(30 as UInt64),
+        rttSwitchRatio: Double = 0.8,
+        rttSwitchMinimum: Span = .milliseconds(5),
+        relayBytesPerSecond: UInt64 = 2_500_000,
+        relayBurstBytes: UInt64 = 256 * 1024,
+        probeRepliesPerSecond: Int = 10,
+        probeReplyBurst: Int = 20,
+        rendezvousPerSecond: Int = 2,
+        rendezvousBurst: Int = 5,
+        recoveryInitial: Span = .seconds(1 as UInt64),
+        recoveryMax: Span = .seconds(60 as UInt64),
+        recoveryJitterPercent: UInt64 = 10,
+        recoveryPartitionAfter: Int = 8
+    ) {
+        self.anchorKeepalive = anchorKeepalive
+        self.addressProbeInterval = addressProbeInterval
+        self.addressProbeJitter = addressProbeJitter
+        self.probeTimeout = probeTimeout
+        self.probeRetry = probeRetry
+        self.anchorMissedProbes = anchorMissedProbes
+        self.anchorMissedPings = anchorMissedPings
+        self.warningGrace = warningGrace
+        self.punchDuration = punchDuration
+        self.punchFirstRound = punchFirstRound
+        self.punchMaxRound = punchMaxRound
+        self.rendezvousTimeout = rendezvousTimeout
+        self.directRetryInitial = directRetryInitial
+        self.directRetryMax = directRetryMax
+        self.directRetryIdle = directRetryIdle
+        self.pathQuiet = pathQuiet
+        self.pathMissedPings = pathMissedPings
+        self.pathValidFor = pathValidFor
+        self.rttSwitchRatio = rttSwitchRatio
+        self.rttSwitchMinimum = rttSwitchMinimum
+        self.relayBytesPerSecond = relayBytesPerSecond
+        self.relayBurstBytes = relayBurstBytes
+        self.probeRepliesPerSecond = probeRepliesPerSecond
+        self.probeReplyBurst = probeReplyBurst
+        self.rendezvousPerSecond = rendezvousPerSecond
+        self.rendezvousBurst = rendezvousBurst
+        self.recoveryInitial = recoveryInitial
+        self.recoveryMax = recoveryMax
+        self.recoveryJitterPercent = recoveryJitterPercent
+        self.recoveryPartitionAfter = recoveryPartitionAfter
+    }
+
+    public static let `default` = ConnectivityTimings()
+}

@@ -1,0 +1,140 @@
+// What `wsctl status` needs from NodeCore (DESIGN §8), as plain values. The
+// engine maps it onto `StatusReport` (names and enumeration strings are the
+// same as the JSON's: `PathKind.rawValue`, `EndpointSource.name`,
+// `NATMapping.rawValue`).
+
+public struct NodeStatus: Sendable, Equatable {
+    public struct Path: Sendable, Equatable {
+        public var kind: PathKind
+        /// The member's address; for a relay path, the anchor's.
+        public var remote: Endpoint
+        /// The relaying anchor (and its name) for a relay path.
+        public var via: PeerID?
+        public var viaName: String?
+        public var rttMs: Double?
+        public var loss: Double?
+        /// Data goes this way now.
+        public var active: Bool
+        /// Answered a ping recently (or, for a relay, its anchor is reachable).
+        public var usable: Bool
+    }
+
+    public struct Peer: Sendable, Equatable {
+        public var id: PeerID
+        public var name: String
+        public var publicKey: PublicKey
+        public var isAnchor: Bool
+        /// The session layer's view (state, keys, counters, next timer).
+        public var session: PeerStatus?
+        /// Active path first.
+        public var paths: [Path]
+        public var punching: Bool
+        public var nextDirectRetry: Instant?
+    }
+
+    public struct Anchor: Sendable, Equatable {
+        public var id: PeerID
+        public var name: String
+        public var publicKey: PublicKey
+        public var reachable: Bool
+        public var endpoint: Endpoint?
+        /// Where this anchor last saw us.
+        public var observed: Endpoint?
+        public var lastHeard: Instant?
+    }
+
+    public struct NodeEndpoint: Sendable, Equatable {
+        public var endpoint: Endpoint
+        public var source: EndpointSource
+    }
+
+    public struct NAT: Sendable, Equatable {
+        public var mapping: NATMapping
+        /// Which anchor saw what (the classification's input).
+        public var evidence: [(anchor: String, observed: Endpoint, at: Instant)]
+
+        public static func == (a: NAT, b: NAT) -> Bool {
+            a.mapping == b.mapping && a.evidence.count == b.evidence.count
+                && zip(a.evidence, b.evidence).allSatisfy { $0.anchor == $1.anchor && $0.observed == $1.observed && $0.at == $1.at }
+        }
+    }
+
+    public var publicKey: PublicKey
+    public var isAnchor: Bool
+    public var endpoints: [NodeEndpoint]
+    public var nat: NAT
+    public var anchors: [Anchor]
+    public var peers: [Peer]
+    /// Sentences for the operator (seed 2.1, 3.5).
+    public var warnings: [String]
+    /// Recovery mode: every path lost, probing with backoff.
+    public var recovering: Bool
+    /// Every anchor and cached endpoint failed: a manual re-bootstrap is needed.
+    public var partitioned: Bool
+    /// Drops by reason name, plus `relay_forwarded_packets` / `relay_forwarded_bytes` on an anchor.
+    public var counters: [String: UInt64]
+}
+
+extension NodeCore {
+    /// The picture for `wsctl status`.
+    public func status(now: Instant) -> NodeStatus {
+        var peers: [NodeStatus.Peer] = []
+        for c in conns where !c.isSelf {
+            var paths: [NodeStatus.Path] = []
+            for (k, path) in c.paths.enumerated() {
+                let usable = view(c.id, k, now: now).usable
+                paths.append(NodeStatus.Path(
+                    kind: path.kind, remote: path.remote, via: path.via, viaName: path.via.map { members[$0.rawValue].name },
+                    rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable))
+            }
+            paths.sort { $0.active && !$1.active }
+            peers.append(NodeStatus.Peer(
+                id: c.id, name: members[c.id.rawValue].name, publicKey: c.key, isAnchor: c.isAnchorMember,
+                session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: c.punchUntil != nil,
+                nextDirectRetry: c.directRetryAt))
+        }
+        let anchors = anchorPeers.map { a in
+            let st = conns[a.rawValue].anchor ?? AnchorState()
+            return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: conns[a.rawValue].key,
+                                     reachable: st.reachable, endpoint: tunnels.endpoint(of: a), observed: st.observed,
+                                     lastHeard: st.lastHeard)
+        }
+        var counters: [String: UInt64] = [:]
+        for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
+        if isAnchor {
+            counters["relay_forwarded_packets"] = relayed.packets
+            counters["relay_forwarded_bytes"] = relayed.bytes
+        }
+        return NodeStatus(
+            publicKey: publicKey, isAnchor: isAnchor,
+            endpoints: currentCandidates.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) },
+            nat: NodeStatus.NAT(mapping: nat, evidence: natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
+            anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.active,
+            partitioned: recovery.partitioned, counters: counters)
+    }
+
+    func warnings(now: Instant) -> [String] {
+        var out: [String] = []
+        let total = anchorPeers.count + (isAnchor ? 1 : 0)
+        if total == 0 {
+            out.append("no anchor is configured: members behind NAT may not reach each other, and a node that loses its peers cannot find them again")
+        } else if let s = startedAt, now - s >= timings.warningGrace {
+            let up = reachableAnchors
+            let count = up.count + (isAnchor ? 1 : 0)
+            if count == 0 {
+                out.append("no anchor is reachable")
+            } else if count == 1 {
+                let name = up.first.map { members[$0.rawValue].name } ?? "this node"
+                out.append(total == 1
+                    ? "only one anchor is configured (\(name)): if it goes down, members behind NAT lose each other; add a second anchor on another network"
+                    : "only one anchor is reachable (\(name)): if it goes down too, members behind NAT lose each other")
+            }
+        }
+        if recovery.partitioned {
+            out.append("partitioned: no anchor and no cached endpoint has answered; every address this node knows is stale. Re-bootstrap: put a reachable anchor endpoint in the config and restart")
+        } else if recovery.active {
+            out.append("every path is lost: probing anchors, then cached endpoints, with backoff")
+        }
+        return out
+    }
+}

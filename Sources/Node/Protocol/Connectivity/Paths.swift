@@ -1,0 +1,295 @@
+// NodeCore: choosing and keeping a path per member.
+//
+//   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
+//                              └─> RENDEZVOUS_REQUEST(M) to A, and punch what we already know
+//   A ──RENDEZVOUS──> both sides (the other's key and candidates, A's own observation first)
+//   both sides: PATH_PING every candidate, rounds 100, 200, 400 ms ... ≤ 1 s, for 5 s
+//   PATH_PONG back from exactly where the ping went ──> path validated ──> `prefers` ──> active
+//   punch over, still relayed ──> retry (new rendezvous) after 10 s, 20 s ... ≤ 120 s while traffic flows
+//   active path quiet 3 s while sending ──> PATH_PING it; 2 missed ──> dead: fall back (relay), re-punch
+//   anchor of a relay unreachable ──> relay through another reachable anchor
+//
+// Hole punching uses PATH_PING inside the session rather than PATH_PROBE:
+// the pong is authenticated, so a candidate address that reaches some other
+// host (every home LAN is 192.168.1.0/24) can never validate a path to the
+// wrong member; it needs keys first, but the relayed session provides them
+// within one relayed round trip, and it carries the observed source back and
+// an RTT for scoring. No port prediction, no port sweeping (seed 1.5): only
+// the candidates members announce and anchors observe are tried.
+
+extension NodeCore {
+    /// Gives a member with no active path one: relay through an anchor
+    /// (and start looking for a direct path), or its static/cached endpoint.
+    mutating func ensurePath(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        if conns[i].isAnchorMember {
+            if let ep = conns[i].staticEndpoint {
+                activate(p, conns[i].addPath(kind: .direct, remote: ep, via: nil), now: now)
+            }
+            return
+        }
+        if !isAnchor, let a = chooseRelayAnchor(for: p, now: now), let aep = tunnels.endpoint(of: a) {
+            activate(p, conns[i].addPath(kind: .relay, remote: aep, via: a), now: now)
+            beginDirectAttempt(p, now: now)
+            return
+        }
+        if let ep = conns[i].staticEndpoint ?? cache.endpoints(for: conns[i].key).first {
+            activate(p, conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil), now: now)
+            if !isAnchor { startPunch(p, now: now) }
+        }
+    }
+
+    /// The anchor to relay `p` through: the pair's hash over reachable anchors
+    /// whose relay path to `p` has not just died.
+    func chooseRelayAnchor(for p: PeerID, now: Instant) -> PeerID? {
+        let usable = reachableAnchors.filter { a in
+            guard let ep = tunnels.endpoint(of: a), let idx = conns[p.rawValue].pathIndex(remote: ep, via: a),
+                  let dead = conns[p.rawValue].paths[idx].deadAt else { return true }
+            return now - dead >= timings.pathValidFor
+        }
+        return relayAnchor(for: myID, conns[p.rawValue].memberID, among: usable.map { (conns[$0.rawValue].memberID, $0) })
+    }
+
+    /// Data goes on paths[idx] from now on.
+    mutating func activate(_ p: PeerID, _ idx: Int, now: Instant) {
+        let i = p.rawValue
+        let old = conns[i].activePath
+        conns[i].active = idx
+        let path = conns[i].paths[idx]
+        tunnels.setEndpoint(path.remote, for: p)
+        if let old, old.via == nil, directOwner[old.remote] == p { directOwner.removeValue(forKey: old.remote) }
+        if path.via == nil { directOwner[path.remote] = p }
+        conns[i].checkAt = nil
+        if old?.remote != path.remote || old?.via != path.via {
+            events.push(.pathChanged(p, kind: path.kind, remote: path.remote, via: path.via))
+        }
+        guard path.kind != .relay else { return }
+        conns[i].directRetryAt = nil
+        conns[i].directRetryAttempt = 0
+        if path.lastRx != nil || path.validatedAt != nil, cache.record(path.remote, for: conns[i].key) {
+            events.push(.endpointCacheChanged)
+        }
+        if conns[i].isAnchorMember {
+            if let k = anchorEndpoints.firstIndex(where: { $0.peer == p }), anchorEndpoints[k].endpoint != path.remote {
+                let was = anchorEndpoints[k].endpoint
+                anchorEndpoints[k].endpoint = path.remote
+                anchorMoved(p, from: was, to: path.remote, now: now)
+            }
+        } else if isAnchor, old?.remote != path.remote, tunnels.isEstablished(p, now: now) {
+            // An anchor tells a member where it sees it (authenticated), so a
+            // renumbered member learns it as soon as it says anything.
+            _ = sendControl(.observed(path.remote), to: p, now: now)
+        }
+    }
+
+    /// Relay paths through an anchor that moved follow it.
+    mutating func anchorMoved(_ a: PeerID, from old: Endpoint, to new: Endpoint, now: Instant) {
+        for i in conns.indices {
+            guard let k = conns[i].pathIndex(remote: old, via: a) else { continue }
+            conns[i].paths[k].remote = new
+            if conns[i].active == k { tunnels.setEndpoint(new, for: PeerID(rawValue: i)) }
+        }
+    }
+
+    func view(_ p: PeerID, _ idx: Int, now: Instant) -> PathView {
+        let path = conns[p.rawValue].paths[idx]
+        let usable: Bool
+        if let a = path.via {
+            usable = anchorReachable(a) && path.deadAt.map { now - $0 >= timings.pathValidFor } ?? true
+        } else {
+            usable = path.isValid(now: now, timings: timings)
+                || (path.deadAt == nil && path.lastTrafficRx.map { now - $0 < timings.pathValidFor } ?? false)
+        }
+        return PathView(kind: path.kind, usable: usable, rtt: path.rtt)
+    }
+
+    /// A path just proved itself: make it active if it is preferred.
+    mutating func considerPath(_ p: PeerID, _ idx: Int, now: Instant) {
+        guard conns[p.rawValue].active != idx else { return }
+        let active = conns[p.rawValue].active.map { view(p, $0, now: now) }
+        guard prefers(view(p, idx, now: now), over: active, ratio: timings.rttSwitchRatio,
+                      minimum: timings.rttSwitchMinimum) else { return }
+        activate(p, idx, now: now)
+        if conns[p.rawValue].activeKind == .lan { endPunch(p, now: now) }
+    }
+
+    /// The active path stopped answering (or its anchor went away): the best
+    /// other usable path, else a fresh relay or static path.
+    mutating func fallBack(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        if let a = conns[i].activePath, a.via == nil, directOwner[a.remote] == p { directOwner.removeValue(forKey: a.remote) }
+        conns[i].active = nil
+        var best: Int?
+        for k in conns[i].paths.indices {
+            let v = view(p, k, now: now)
+            if prefers(v, over: best.map { view(p, $0, now: now) }, ratio: timings.rttSwitchRatio,
+                       minimum: timings.rttSwitchMinimum) { best = k }
+        }
+        if let best {
+            activate(p, best, now: now)
+            if conns[i].activeKind == .relay { beginDirectAttempt(p, now: now) }
+        } else {
+            ensurePath(p, now: now)
+        }
+    }
+
+    mutating func rerouteRelays(avoiding a: PeerID, now: Instant) {
+        for i in conns.indices where conns[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
+    }
+
+    /// Data was sent to `p` (the data path: a few comparisons, no allocation).
+    @inline(__always)
+    mutating func noteDataSent(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        if conns[i].checkAt == nil, !conns[i].isAnchorMember { conns[i].checkAt = now + timings.pathQuiet }
+        if conns[i].activeKind == .relay, conns[i].directRetryAt == nil, conns[i].punchUntil == nil,
+           conns[i].rendezvousDeadline == nil {
+            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
+        }
+    }
+
+    /// The active path's check: heard from lately, or ping it.
+    mutating func checkPath(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        conns[i].checkAt = nil
+        guard let path = conns[i].activePath, tunnels.isEstablished(p, now: now) else { return }
+        if let rx = path.lastRx, now - rx < timings.pathQuiet { return }
+        if conns[i].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) { return }
+        sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
+    }
+
+    mutating func pingTimeouts(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        var k = 0
+        while k < conns[i].pings.count {
+            guard conns[i].pings[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
+            let ping = conns[i].pings.remove(at: k)
+            guard let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { continue }
+            conns[i].paths[idx].missed += 1
+            conns[i].paths[idx].recordPing(lost: true)
+            switch ping.purpose {
+            case .anchorKeepalive:
+                conns[i].anchor?.missedPings += 1
+                if (conns[i].anchor?.missedPings ?? 0) < timings.anchorMissedPings {
+                    conns[i].anchor?.keepaliveAt = now + timings.probeRetry
+                }
+                updateAnchorReachability(p, now: now)
+            case .check:
+                guard conns[i].active == idx else { continue }
+                if conns[i].paths[idx].missed >= timings.pathMissedPings {
+                    conns[i].paths[idx].deadAt = now
+                    conns[i].paths[idx].validatedAt = nil
+                    fallBack(p, now: now)
+                } else {
+                    sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: true, now: now)
+                }
+            case .punch:
+                break
+            }
+        }
+    }
+
+    // MARK: Rendezvous and hole punching
+
+    mutating func beginDirectAttempt(_ p: PeerID, now: Instant) {
+        guard !isAnchor, !conns[p.rawValue].isAnchorMember else { return }
+        conns[p.rawValue].rendezvousTried = []
+        requestRendezvous(p, now: now)
+        startPunch(p, now: now)
+    }
+
+    /// Asks a reachable anchor (the pair's relay anchor first) to introduce us to `p`.
+    mutating func requestRendezvous(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        let preferred = relayAnchor(for: myID, conns[i].memberID,
+                                    among: reachableAnchors.map { (conns[$0.rawValue].memberID, $0) })
+        let options = ([preferred].compactMap { $0 } + reachableAnchors).filter { !conns[i].rendezvousTried.contains($0) }
+        guard let a = options.first else {
+            conns[i].rendezvousAnchor = nil
+            conns[i].rendezvousDeadline = nil
+            return
+        }
+        conns[i].rendezvousTried.append(a)
+        conns[i].rendezvousAnchor = a
+        conns[i].rendezvousDeadline = now + timings.rendezvousTimeout
+        _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
+    }
+
+    mutating func receiveRendezvous(_ p: PeerID, candidates: [Candidate], now: Instant) {
+        let i = p.rawValue
+        conns[i].candidates = candidates
+        conns[i].rendezvousAnchor = nil
+        conns[i].rendezvousDeadline = nil
+        if conns[i].active == nil { ensurePath(p, now: now) }
+        startPunch(p, now: now)
+    }
+
+    mutating func startPunch(_ p: PeerID, now: Instant) {
+        guard !conns[p.rawValue].isAnchorMember else { return }
+        conns[p.rawValue].punchUntil = now + timings.punchDuration
+        conns[p.rawValue].punchRound = 0
+        conns[p.rawValue].punchNext = now
+    }
+
+    /// Addresses worth a punch ping: the member's candidates, what the cache
+    /// and config know; never one of ours or an anchor's, never one already valid.
+    func punchTargets(_ p: PeerID, now: Instant) -> [Endpoint] {
+        let c = conns[p.rawValue]
+        var out: [Endpoint] = []
+        let all = c.candidates.map(\.endpoint) + cache.endpoints(for: c.key) + [c.staticEndpoint].compactMap { $0 }
+        for ep in all where !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
+            if let k = c.pathIndex(remote: ep, via: nil), c.paths[k].isValid(now: now, timings: timings) { continue }
+            out.append(ep)
+        }
+        return out
+    }
+
+    mutating func punchRound(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        guard let until = conns[i].punchUntil, now < until else { return endPunch(p, now: now) }
+        guard tunnels.isEstablished(p, now: now) else {
+            // Pings need keys: make sure a session is coming up (through the
+            // relay, if that is the path). A responder holding fresh keys
+            // from the other side's initiation waits for its confirmation.
+            if conns[i].active == nil { ensurePath(p, now: now) }
+            if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
+            conns[i].punchNext = now + timings.punchFirstRound
+            return
+        }
+        for ep in punchTargets(p, now: now) {
+            sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: false, now: now)
+        }
+        // The relay path's RTT too, once per punch (for status and scoring).
+        if conns[i].punchRound == 0, let path = conns[i].activePath, let a = path.via {
+            sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
+        }
+        conns[i].punchRound += 1
+        let gap = doubling(timings.punchFirstRound, times: conns[i].punchRound - 1, cap: timings.punchMaxRound)
+        conns[i].punchNext = min(now + gap, until)
+        // A direct path is active: a few more rounds give LAN candidates their chance.
+        if conns[i].activeKind == .direct, conns[i].punchRound >= 4 { endPunch(p, now: now) }
+    }
+
+    mutating func endPunch(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        guard conns[i].punchUntil != nil else { return }
+        conns[i].punchUntil = nil
+        conns[i].punchNext = nil
+        if conns[i].activeKind == .relay {
+            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
+            conns[i].directRetryAttempt += 1
+        }
+    }
+
+    mutating func rendezvousTimedOut(_ p: PeerID, now: Instant) {
+        conns[p.rawValue].rendezvousDeadline = nil
+        requestRendezvous(p, now: now)  // the next anchor, if any
+    }
+
+    mutating func directRetry(_ p: PeerID, now: Instant) {
+        let i = p.rawValue
+        conns[i].directRetryAt = nil
+        guard conns[i].activeKind == .relay, let tx = conns[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
+        beginDirectAttempt(p, now: now)
+    }
+}

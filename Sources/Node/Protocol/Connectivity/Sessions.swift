@@ -1,0 +1,230 @@
+// NodeCore: session datagrams, in-session control messages, and the roaming
+// rule (which authenticated packets move a member's path).
+//
+// Roaming (seed 2.5: NodeCore decides, Tunnels never roams here):
+//   - authenticated *traffic* (IP packets, keepalives, control messages other
+//     than punch pings) from a direct source of the same or a better class
+//     than the active path: follow it — the member sends from where it wants
+//     to be reached (that is how a renumbered NAT heals: its first keepalive
+//     moves us);
+//   - from a worse class (LAN -> public, direct -> relay): only once the
+//     active path has gone quiet (nothing heard for `pathQuiet`): the member
+//     fell back, so do we;
+//   - punch pings (PATH_PING without the active-path flag) and pongs never
+//     roam: they validate paths, and a validated path wins by preference
+//     (`prefers`), not by arriving last.
+
+extension NodeCore {
+    /// A session datagram (types 1...4), direct or the inner part of a RELAY.
+    mutating func receiveSession(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                                 relayedBy anchor: PeerID?, relayedFor sender: MemberID? = nil,
+                                 now: Instant, underLoad: Bool) -> NodeInbound {
+        let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false)
+        absorbTunnels(now: now)
+        switch result {
+        case .data(let peer, let offset, let len):
+            if let sender, conns[peer.rawValue].memberID != sender { return drop(.relayMismatch) }
+            let payload = UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + len)])
+            switch ControlMessage.classify(payload, length: len) {
+            case .keepalive:
+                noteRx(peer, source: source, via: anchor, traffic: true, now: now)
+                return .consumed
+            case .ipPacket:
+                noteRx(peer, source: source, via: anchor, traffic: true, now: now)
+                return .packet(peer, offset: offset, length: len)
+            case .control:
+                guard let message = ControlMessage(payload, length: len) else { return drop(.controlMalformed) }
+                return handleControl(message, from: peer, source: source, via: anchor, now: now)
+            case .unknown:
+                return drop(.unknownPayload)
+            }
+        case .control:
+            return .consumed
+        case .drop(let reason):
+            return drop(.session(reason))
+        }
+    }
+
+    /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
+    mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
+        let i = p.rawValue
+        let idx: Int
+        if let found = conns[i].pathIndex(remote: source, via: via) {
+            idx = found
+        } else {
+            let kind = via != nil ? PathKind.relay : conns[i].directKind(for: source)
+            idx = conns[i].addPath(kind: kind, remote: source, via: via)
+        }
+        conns[i].paths[idx].lastRx = now
+        if traffic {
+            conns[i].paths[idx].lastTrafficRx = now
+            conns[i].paths[idx].deadAt = nil
+        }
+        if conns[i].anchor != nil { conns[i].anchor?.lastHeard = now }
+        guard traffic, conns[i].active != idx else { return }
+        if let a = conns[i].active {
+            let act = conns[i].paths[a]
+            let quiet = act.lastRx.map { now - $0 >= timings.pathQuiet } ?? true
+            if via != nil || conns[i].paths[idx].kind < act.kind {
+                guard quiet else { return }
+            }
+        }
+        activate(p, idx, now: now)
+    }
+
+    mutating func handleControl(_ message: ControlMessage, from p: PeerID, source: Endpoint, via: PeerID?,
+                                now: Instant) -> NodeInbound {
+        switch message {
+        case .pathPing(let txid, let onActive):
+            noteRx(p, source: source, via: via, traffic: onActive, now: now)
+            // The answer goes back exactly the way the ping came, whatever our active path.
+            _ = sendControl(.pathPong(txid: txid, observed: source), to: p, path: (source, via), now: now)
+            if !onActive, via == nil, conns[p.rawValue].pathIndex(remote: source, via: nil).map({
+                conns[p.rawValue].paths[$0].isValid(now: now, timings: timings)
+            }) != true, !conns[p.rawValue].pings.contains(where: { $0.remote == source && $0.via == nil }) {
+                // A triggered check (ICE's term): the member reached us from
+                // there; find out whether we reach it back the same way.
+                sendPing(p, remote: source, via: nil, purpose: .punch, onActivePath: false, now: now)
+            }
+        case .pathPong(let txid, let observed):
+            receivePong(p, txid: txid, observed: observed, source: source, via: via, now: now)
+        case .observed(let ep):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            if conns[p.rawValue].anchor != nil { recordObservation(p, ep, now: now) }
+        case .candidates(let list):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            conns[p.rawValue].candidates = list
+        case .rendezvousRequest(let target):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            guard isAnchor else { return drop(.controlNotAllowed) }
+            return serveRendezvous(from: p, target: target, now: now)
+        case .rendezvous(let key, let list):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            guard conns[p.rawValue].anchor != nil, let x = tunnels.peerID(for: key), x != p,
+                  !conns[x.rawValue].isSelf else { return drop(.controlNotAllowed) }
+            receiveRendezvous(x, candidates: list, now: now)
+        }
+        return .consumed
+    }
+
+    mutating func receivePong(_ p: PeerID, txid: UInt64, observed: Endpoint, source: Endpoint, via: PeerID?, now: Instant) {
+        let i = p.rawValue
+        guard let k = conns[i].pings.firstIndex(where: { $0.txid == txid }) else {
+            noteRx(p, source: source, via: via, traffic: false, now: now)
+            return  // late: its ping already counted as lost
+        }
+        let ping = conns[i].pings.remove(at: k)
+        noteRx(p, source: source, via: via, traffic: false, now: now)
+        // Validated only if it came back from exactly where the ping went.
+        guard ping.via == via, via != nil || ping.remote == source,
+              let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { return }
+        conns[i].paths[idx].validatedAt = now
+        conns[i].paths[idx].recordRTT(now - ping.sentAt)
+        conns[i].paths[idx].missed = 0
+        conns[i].paths[idx].deadAt = nil
+        conns[i].paths[idx].recordPing(lost: false)
+        if conns[i].anchor != nil {
+            conns[i].anchor?.missedPings = 0
+            recordObservation(p, observed, now: now)
+            updateAnchorReachability(p, now: now)
+        }
+        considerPath(p, idx, now: now)
+    }
+
+    mutating func handleSessionEvent(_ e: TunnelEvent, now: Instant) {
+        switch e {
+        case .endpointChanged(let p, let ep):
+            // With roam: false this is a first contact (the member had no
+            // endpoint): its first packet came this way, so answers go back so.
+            let i = p.rawValue
+            let idx: Int
+            if let a = relayingAnchor(to: ep, for: p) {
+                idx = conns[i].addPath(kind: .relay, remote: ep, via: a)
+            } else {
+                idx = conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil)
+            }
+            conns[i].paths[idx].lastRx = now
+            if conns[i].active == nil { activate(p, idx, now: now) }
+        case .established(let p):
+            events.push(.session(e))
+            if conns[p.rawValue].anchor != nil {
+                conns[p.rawValue].anchor?.missedPings = 0
+                conns[p.rawValue].anchor?.keepaliveAt = now  // ping at once: RTT and an authenticated observation
+                if !announced.isEmpty { _ = sendControl(.candidates(announced), to: p, now: now) }
+                updateAnchorReachability(p, now: now)
+            }
+            if conns[p.rawValue].punchUntil != nil { conns[p.rawValue].punchNext = now }
+            evaluateConnectivity(now: now)
+        case .handshakeFailed(let p), .expired(let p):
+            events.push(.session(e))
+            if conns[p.rawValue].anchor != nil { updateAnchorReachability(p, now: now) }
+            evaluateConnectivity(now: now)
+        case .rekeyed:
+            events.push(.session(e))
+        }
+    }
+
+    // MARK: Sending control messages
+
+    /// Sends a control message to `p`: on `path` (sealed for it, whatever the
+    /// session's endpoint), or else through the session like data (queued
+    /// until keys exist). False if it could not be sealed or queued.
+    @discardableResult
+    mutating func sendControl(_ message: ControlMessage, to p: PeerID, path: (remote: Endpoint, via: PeerID?)? = nil,
+                              now: Instant) -> Bool {
+        let payload = message.bytes
+        let head = DataMessage.headerSize
+        var buf = [UInt8](repeating: 0, count: head + payload.count + DataMessage.tagSize)
+        buf.replaceSubrange(head..<(head + payload.count), with: payload)
+        if let path {
+            let sealed = buf.withUnsafeMutableBytes {
+                tunnels.seal(for: p, $0, payloadOffset: head, payloadLength: payload.count, now: now)
+            }
+            guard let sealed else { return false }
+            let bytes = Array(buf[sealed.offset..<(sealed.offset + sealed.length)])
+            if path.via != nil {
+                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+            } else {
+                outbox.push(Transmit(to: path.remote, bytes: bytes, peer: p))
+            }
+            absorbTunnels(now: now)
+            return true
+        }
+        let result = buf.withUnsafeMutableBytes {
+            tunnels.send(to: p, $0, payloadOffset: head, payloadLength: payload.count, now: now)
+        }
+        switch result {
+        case .send(let to, let offset, let length):
+            let bytes = Array(buf[offset..<(offset + length)])
+            if relayingAnchor(to: to, for: p) != nil {
+                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+            } else {
+                outbox.push(Transmit(to: to, bytes: bytes, peer: p))
+            }
+            absorbTunnels(now: now)
+            return true
+        case .queued:
+            absorbTunnels(now: now)
+            return true
+        case .drop:
+            return false
+        }
+    }
+
+    /// A PATH_PING to `p` on (remote, via), remembered until answered or timed out.
+    @discardableResult
+    mutating func sendPing(_ p: PeerID, remote: Endpoint, via: PeerID?, purpose: PingPurpose, onActivePath: Bool,
+                           now: Instant) -> Bool {
+        guard conns[p.rawValue].pings.count < PeerConn.maxPings else { return false }
+        let txid = rng.next()
+        guard sendControl(.pathPing(txid: txid, onActivePath: onActivePath), to: p, path: (remote, via), now: now) else {
+            return false
+        }
+        if conns[p.rawValue].pathIndex(remote: remote, via: via) == nil {
+            let kind = via != nil ? PathKind.relay : conns[p.rawValue].directKind(for: remote)
+            _ = conns[p.rawValue].addPath(kind: kind, remote: remote, via: via)
+        }
+        conns[p.rawValue].pings.append(PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        return true
+    }
+}

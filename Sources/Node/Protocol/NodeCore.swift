@@ -1,0 +1,463 @@
+// The node's protocol core: the session layer (`Tunnels`) plus connectivity —
+// anchors, address observation, NAT classification, candidates and
+// rendezvous, hole punching, relay, recovery — as one sans-IO value. The
+// engine swaps `Tunnels` for it: it feeds datagrams, TUN packets, timer
+// wake-ups and the time, and drains what comes out.
+//
+//   engine (reactor thread)                          NodeCore
+//   ───────────────────────                          ────────
+//   UDP datagram ── receive(buf, len, from, now) ──> .packet(peer, off, len)     IP packet for the TUN (decrypted in place)
+//                                                    .transmit(to, off, len)     send buf[off..<off+len] (relay forward, probe reply; in place)
+//                                                    .consumed / .drop(reason)
+//   TUN packet ──── sendPacket(to: peer, buf, ...) ─> .send(endpoint, off, len)   direct, or RELAY-wrapped in place (12 more bytes of headroom)
+//                                                    .queued / .drop(reason)
+//   timer fired ─── handleTimeout(now, wallClock)
+//   after each batch:  pollTransmit() until nil  -> handshakes, keepalives, probes, pings, control messages (already wrapped)
+//                      pollEvent() until nil     -> session, path, anchor, NAT, recovery, cache events
+//                      pollTimeout()             -> re-arm the timer (a deadline ≤ now: call handleTimeout now)
+//
+//   datagram dispatch (first byte):
+//     1..4  session message -> Tunnels (roam: false; NodeCore moves endpoints) -> payload class:
+//           empty = keepalive, 0x4_/0x6_ = IP packet, 0x01..0x3F = control message (ControlMessage.swift)
+//     5     PATH_PROBE        -> member? rate limit per source address -> reply in place (63 ≤ 64 bytes)
+//     6     PATH_PROBE_REPLY  -> an outstanding txid to that key? -> observation (anchors), recovery
+//     7     RELAY             from an anchor's endpoint: unwrap (no copy) and receive the inner datagram;
+//                             on an anchor from a member: check and forward in place
+//
+// Ownership: NodeCore decides every endpoint (seed 2.5). Tunnels never roams
+// here; a path is a (peer, remote endpoint[, anchor]) the path manager
+// validated with an authenticated PATH_PING/PONG or saw authenticated traffic
+// on, and `setEndpoint` tells Tunnels where data goes. A relayed peer's
+// session endpoint is the anchor's endpoint: whatever Tunnels sends to an
+// anchor's endpoint on behalf of another member is wrapped in RELAY.
+//
+// The data path (DATA in, IP packet out; IP packet in, DATA or RELAY out;
+// relay forwarding) allocates nothing: buffers are the caller's, per-peer
+// state is in arrays indexed by PeerID, lookups are small scans or hash
+// lookups of existing keys. Handshakes, control messages, probes and new
+// paths allocate; they are rare.
+
+/// A configured member, as NodeCore needs it (PeerID = its index).
+public struct MemberSpec: Sendable {
+    public var publicKey: PublicKey
+    public var name: String
+    /// Static endpoint from the config (anchors have one).
+    public var endpoint: Endpoint?
+    public var isAnchor: Bool
+    /// The config's persistent keepalive for this member, if any (anchors
+    /// get NodeCore's own anchor keepalive instead).
+    public var persistentKeepalive: Span?
+
+    public init(publicKey: PublicKey, name: String, endpoint: Endpoint? = nil, isAnchor: Bool = false,
+                persistentKeepalive: Span? = nil) {
+        self.publicKey = publicKey
+        self.name = name
+        self.endpoint = endpoint
+        self.isAnchor = isAnchor
+        self.persistentKeepalive = persistentKeepalive
+    }
+}
+
+/// Result of `NodeCore.receive`.
+public enum NodeInbound: Equatable, Sendable {
+    /// An IP packet from `peer`, decrypted in place at `buffer[offset ..< offset + length]`:
+    /// write it to the TUN (after the cryptokey check of its inner source).
+    case packet(PeerID, offset: Int, length: Int)
+    /// Send `buffer[offset ..< offset + length]` to the endpoint (a relayed
+    /// datagram forwarded, a probe answered — both in place, in this batch).
+    case transmit(Endpoint, offset: Int, length: Int)
+    /// Handled (handshake, keepalive, control message, probe reply); drain the outputs.
+    case consumed
+    case drop(NodeDropReason)
+}
+
+/// Why NodeCore dropped a datagram. Counted (`NodeStatus.counters`), by `name`.
+public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
+    /// The session layer's reason (authentication, replay, ...).
+    case session(DropReason)
+    case badLength
+    case unknownType
+    /// A decrypted payload that is neither IP, keepalive nor a known control message.
+    case unknownPayload
+    /// A control message that failed its length checks.
+    case controlMalformed
+    /// A control message this node does not take from that peer (a
+    /// RENDEZVOUS_REQUEST to a non-anchor, a RENDEZVOUS from a non-anchor).
+    case controlNotAllowed
+    case rendezvousRateLimited
+    /// A PATH_PROBE from a key that is not a member: never answered.
+    case probeNotMember
+    /// This source address used up its probe-reply budget.
+    case probeRateLimited
+    /// A PATH_PROBE_REPLY for no probe of ours (late, forged, wrong key).
+    case probeUnexpectedReply
+    /// A RELAY to a node that is not an anchor, not from one of our anchors.
+    case relayNotAnchor
+    /// The RELAY's source is not the current endpoint of an authenticated
+    /// member session (a non-member, or a spoofed source): never an open relay.
+    case relaySourceNotMember
+    /// The named target is not a member (or is the sender, or us).
+    case relayUnknownTarget
+    /// The target has no live session or no direct endpoint at this anchor.
+    case relayTargetUnreachable
+    /// The sender used up its relay bytes/s budget.
+    case relayRateLimited
+    /// A relayed datagram that did not authenticate as the member the anchor named.
+    case relayMismatch
+
+    /// Snake-case counter name (`wsctl status` counters).
+    public var name: String {
+        switch self {
+        case .session(let r): r.rawValue
+        case .badLength: "bad_length"
+        case .unknownType: "unknown_type"
+        case .unknownPayload: "unknown_payload"
+        case .controlMalformed: "control_malformed"
+        case .controlNotAllowed: "control_not_allowed"
+        case .rendezvousRateLimited: "rendezvous_rate_limited"
+        case .probeNotMember: "probe_not_member"
+        case .probeRateLimited: "probe_rate_limited"
+        case .probeUnexpectedReply: "probe_unexpected_reply"
+        case .relayNotAnchor: "relay_not_anchor"
+        case .relaySourceNotMember: "relay_source_not_member"
+        case .relayUnknownTarget: "relay_unknown_target"
+        case .relayTargetUnreachable: "relay_target_unreachable"
+        case .relayRateLimited: "relay_rate_limited"
+        case .relayMismatch: "relay_mismatch"
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// What happened, for the engine's log and `wsctl`.
+public enum NodeEvent: Equatable, Sendable {
+    /// From the session layer: established, rekeyed, handshake failed, expired
+    /// (never `endpointChanged`: NodeCore reports paths as `pathChanged`).
+    case session(TunnelEvent)
+    /// Data to this peer now goes this way (`via`: the relaying anchor).
+    case pathChanged(PeerID, kind: PathKind, remote: Endpoint, via: PeerID?)
+    case anchorReachable(PeerID)
+    case anchorUnreachable(PeerID)
+    /// Seed 2.1: only this anchor is reachable (or, on an anchor, no other one is).
+    case onlyOneAnchorReachable(PeerID?)
+    case noAnchorReachable
+    /// An anchor sees us somewhere else than before (renumbered NAT, new
+    /// mapping): candidates were re-announced and every session pinged.
+    case observedEndpointChanged(anchor: PeerID, old: Endpoint, new: Endpoint)
+    case natMappingChanged(NATMapping)
+    /// Every path was lost: probing anchors, then cached endpoints, with backoff.
+    case recoveryStarted
+    case recovered
+    /// Seed 3.5: every anchor and cached endpoint was tried through the whole
+    /// backoff without an answer; a manual re-bootstrap is needed.
+    case partitioned
+    /// `endpointCacheBytes()` changed: write it to state_dir (atomically).
+    case endpointCacheChanged
+}
+
+/// Why NodeCore wants to wake up (shown by `wsctl`).
+public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
+    case session(PeerID, TimerReason)
+    case addressProbe
+    case probeTimeout
+    case anchorKeepalive(PeerID)
+    case pingTimeout(PeerID)
+    case pathCheck(PeerID)
+    case punch(PeerID)
+    case rendezvousTimeout(PeerID)
+    case directRetry(PeerID)
+    case recovery
+    case warnings
+
+    public var description: String {
+        switch self {
+        case .session(let p, let r): "\(p): \(r)"
+        case .addressProbe: "address probe"
+        case .probeTimeout: "probe timeout"
+        case .anchorKeepalive(let p): "\(p): anchor keepalive"
+        case .pingTimeout(let p): "\(p): path ping timeout"
+        case .pathCheck(let p): "\(p): path check"
+        case .punch(let p): "\(p): hole punching"
+        case .rendezvousTimeout(let p): "\(p): rendezvous timeout"
+        case .directRetry(let p): "\(p): direct path retry"
+        case .recovery: "recovery attempt"
+        case .warnings: "anchor warnings"
+        }
+    }
+}
+
+/// The node: sessions and connectivity, sans-IO. A value type; the engine owns
+/// one per reactor that handles sessions.
+///
+/// Driving it (the order matters), after every call to `receive`,
+/// `sendPacket`, `handleTimeout` or a command (in practice once per batch):
+///  1. for each `.transmit` / `.send` result of the batch: send it (it lies in
+///     the caller's buffer);
+///  2. `pollTransmit()` until nil, and send each datagram;
+///  3. `pollEvent()` until nil;
+///  4. `pollTimeout()`, and arm the timer; a deadline at or before `now` means
+///     "call `handleTimeout` now".
+/// Transmits before events, so that an event never overtakes the packet it reports.
+public struct NodeCore: Sendable {
+    public let publicKey: PublicKey
+    public let isAnchor: Bool
+    public let timings: ConnectivityTimings
+    /// The session layer (read it for per-session detail; NodeCore drives it).
+    public internal(set) var tunnels: Tunnels
+    let members: [MemberSpec]
+    let myID: MemberID
+    var conns: [PeerConn]
+    /// Anchors (not us), in config order.
+    var anchorPeers: [PeerID]
+    var byMemberID: [MemberID: PeerID]
+    /// The current endpoint of every anchor, for "is this an anchor's address?"
+    /// (a handful: scanned).
+    var anchorEndpoints: [(endpoint: Endpoint, peer: PeerID)] = []
+    /// Current direct endpoint -> member (for the relay's source check).
+    var directOwner: [Endpoint: PeerID] = [:]
+    var outbox = Outbox<Transmit>()
+    var events = Outbox<NodeEvent>()
+    var rng: SessionRandom
+    var startedAt: Instant?
+    var locals: [Endpoint] = []
+    var mapped: [Candidate] = []
+    var announced: [Candidate] = []
+    var probes: [PendingProbe] = []
+    var nextProbeRound: Instant?
+    var probeLimiter: HandshakeRateLimiter
+    var nat: NATMapping = .unknown
+    var recovery = RecoveryState()
+    var cache = EndpointCache()
+    var warningState = WarningState.none
+    var warningCheckAt: Instant?
+    var drops: [NodeDropReason: UInt64] = [:]
+    var relayed = RelayCounters()
+    var lastHeal: Instant?
+
+    /// - Parameters:
+    ///   - members: every configured member, in config order (PeerID = index).
+    ///   - isAnchor: this node is an anchor (answers rendezvous requests, relays).
+    ///   - seed: seeds txids, jitter and session indices; by default from libsodium.
+    public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
+                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed()) {
+        publicKey = identity.publicKey
+        self.isAnchor = isAnchor
+        self.timings = timings
+        self.members = members
+        myID = MemberID(publicKey: identity.publicKey)
+        // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
+        // session's persistent keepalive, so that recovery, not the session
+        // layer, decides how often a lost anchor is retried (seed 3.1).
+        let specs = members.map {
+            PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
+                     persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
+        }
+        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed)
+        rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
+        probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
+        var conns: [PeerConn] = []
+        var anchors: [PeerID] = []
+        var byID: [MemberID: PeerID] = [:]
+        for (i, m) in members.enumerated() {
+            let id = PeerID(rawValue: i)
+            let self_ = m.publicKey == identity.publicKey
+            conns.append(PeerConn(id: id, spec: m, isSelf: self_, timings: timings))
+            if self_ { continue }
+            if byID[conns[i].memberID] == nil { byID[conns[i].memberID] = id }
+            if m.isAnchor, m.endpoint != nil { anchors.append(id) }
+        }
+        self.conns = conns
+        anchorPeers = anchors
+        byMemberID = byID
+        for a in anchors {
+            guard let ep = members[a.rawValue].endpoint else { continue }
+            let i = conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
+            self.conns[a.rawValue].active = i
+            anchorEndpoints.append((ep, a))
+        }
+    }
+
+    public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
+    public var peerCount: Int { members.count }
+
+    // MARK: Inbound
+
+    /// Handles one datagram of `length` bytes at the start of `buffer`, from
+    /// `source`. `underLoad` as for `Tunnels.receive` (the engine's load meter).
+    public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                                 now: Instant, underLoad: Bool = false) -> NodeInbound {
+        start(now)
+        guard length > 0, length <= buffer.count else { return drop(.badLength) }
+        switch buffer[0] {
+        case 1...4:
+            return receiveSession(buffer, length: length, from: source, relayedBy: nil, now: now, underLoad: underLoad)
+        case MessageType.pathProbe.rawValue:
+            return receiveProbe(buffer, length: length, from: source, now: now)
+        case MessageType.pathProbeReply.rawValue:
+            return receiveProbeReply(buffer, length: length, from: source, now: now)
+        case MessageType.relay.rawValue:
+            return receiveRelay(buffer, length: length, from: source, now: now, underLoad: underLoad)
+        default:
+            return drop(.unknownType)
+        }
+    }
+
+    // MARK: Outbound
+
+    /// Seals an IP packet at `buffer[payloadOffset ..< payloadOffset + payloadLength]`
+    /// for `peer`, in place: DATA header in the 16 bytes before it, and for a
+    /// relayed peer the RELAY header in the 12 before that (so `payloadOffset`
+    /// ≥ 28; the engine's 64 bytes of headroom cover it), tag in the 16 after.
+    public mutating func sendPacket(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
+                                    payloadLength: Int, now: Instant) -> Outbound {
+        start(now)
+        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return .drop(.unknownPeer) }
+        if conns[peer.rawValue].active == nil { ensurePath(peer, now: now) }
+        let relayed = conns[peer.rawValue].activeKind == .relay
+        if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
+        let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
+        conns[peer.rawValue].lastDataTx = now
+        guard case .send(let to, let offset, let length) = result else {
+            absorbTunnels(now: now)
+            return result
+        }
+        noteDataSent(peer, now: now)
+        guard let anchor = relayingAnchor(to: to, for: peer) else { return result }
+        _ = anchor
+        RelayMessage.writeHeader(conns[peer.rawValue].memberID, into: buffer, at: offset - RelayMessage.headerSize)
+        return .send(to, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
+    }
+
+    // MARK: Timers and outputs
+
+    /// Fires everything due at `now` (pass the current time, not the deadline).
+    /// `wallClock` is the TAI64N timestamp for any handshake initiation sent now.
+    public mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp) {
+        start(now)
+        tunnels.handleTimeout(now: now, wallClock: wallClock)
+        absorbTunnels(now: now)
+        handleOwnTimers(now: now)
+        // Our timers may have asked for handshakes (connect): they need the wall clock now.
+        tunnels.handleTimeout(now: now, wallClock: wallClock)
+        absorbTunnels(now: now)
+    }
+
+    public mutating func pollTransmit() -> Transmit? { outbox.pop() }
+
+    public mutating func pollEvent() -> NodeEvent? { events.pop() }
+
+    /// The earliest deadline and why (sessions and connectivity).
+    public func pollTimeout() -> (deadline: Instant, reason: NodeTimerReason)? {
+        var best: (deadline: Instant, reason: NodeTimerReason)?
+        func consider(_ d: Instant?, _ r: @autoclosure () -> NodeTimerReason) {
+            guard let d else { return }
+            if let b = best, b.deadline <= d { return }
+            best = (d, r())
+        }
+        ownTimers(consider)
+        return best
+    }
+
+    // MARK: Commands
+
+    /// The host's interface addresses with our listening port (the engine
+    /// calls this at start and when interfaces change). Local candidates.
+    public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
+        start(now)
+        locals = endpoints
+        candidatesMayHaveChanged(now: now)
+    }
+
+    /// A port mapping (UPnP-IGD, NAT-PMP, PCP) made our endpoint reachable:
+    /// advertised as a self-attested candidate.
+    public mutating func addMappedEndpoint(_ endpoint: Endpoint, source: EndpointSource, now: Instant) {
+        start(now)
+        let c = Candidate(endpoint, source)
+        guard !mapped.contains(c) else { return }
+        mapped.append(c)
+        candidatesMayHaveChanged(now: now)
+    }
+
+    public mutating func removeMappedEndpoint(_ endpoint: Endpoint, now: Instant) {
+        mapped.removeAll { $0.endpoint == endpoint }
+        candidatesMayHaveChanged(now: now)
+    }
+
+    /// Reads the endpoint cache the engine found in state_dir. False (and
+    /// nothing loaded) if the bytes are not a cache; unknown members are skipped.
+    @discardableResult
+    public mutating func loadEndpointCache(_ bytes: [UInt8]) -> Bool {
+        guard let loaded = EndpointCache(bytes: bytes) else { return false }
+        for (key, eps) in loaded.entries {
+            guard let p = tunnels.peerID(for: key) else { continue }
+            for ep in eps.reversed() { cache.record(ep, for: key) }
+            _ = p
+        }
+        return true
+    }
+
+    /// The cache to persist (see `NodeEvent.endpointCacheChanged`).
+    public func endpointCacheBytes() -> [UInt8] { cache.bytes }
+
+    /// Brings a session with `peer` up without waiting for traffic.
+    public mutating func connect(_ peer: PeerID, now: Instant) {
+        start(now)
+        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return }
+        if conns[peer.rawValue].active == nil { ensurePath(peer, now: now) }
+        tunnels.connect(peer, now: now)
+    }
+
+    // MARK: Helpers used everywhere
+
+    mutating func start(_ now: Instant) {
+        guard startedAt == nil else { return }
+        startedAt = now
+        nextProbeRound = now
+        warningCheckAt = now + timings.warningGrace
+        for a in anchorPeers {
+            conns[a.rawValue].anchor?.keepaliveAt = now
+            tunnels.connect(a, now: now)
+        }
+    }
+
+    mutating func drop(_ reason: NodeDropReason) -> NodeInbound {
+        drops[reason, default: 0] &+= 1
+        return .drop(reason)
+    }
+
+    mutating func count(_ reason: NodeDropReason) {
+        drops[reason, default: 0] &+= 1
+    }
+
+    /// The anchor a datagram to `to` for `peer` goes through, if `to` is an
+    /// anchor's endpoint and `peer` is not that anchor.
+    @inline(__always)
+    func relayingAnchor(to: Endpoint, for peer: PeerID) -> PeerID? {
+        for e in anchorEndpoints where e.endpoint == to { return e.peer == peer ? nil : e.peer }
+        return nil
+    }
+
+    func anchorAt(_ endpoint: Endpoint) -> PeerID? {
+        for e in anchorEndpoints where e.endpoint == endpoint { return e.peer }
+        return nil
+    }
+
+    /// Moves the session layer's transmits (wrapping relayed ones) and events into ours.
+    mutating func absorbTunnels(now: Instant) {
+        while let t = tunnels.pollTransmit() {
+            if let p = t.peer, relayingAnchor(to: t.to, for: p) != nil {
+                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: conns[p.rawValue].memberID), peer: p))
+            } else {
+                outbox.push(t)
+            }
+        }
+        while let e = tunnels.pollEvent() { handleSessionEvent(e, now: now) }
+    }
+}
+
+/// Relay counters of an anchor (status, tests).
+struct RelayCounters: Sendable {
+    var packets: UInt64 = 0
+    var bytes: UInt64 = 0
+}

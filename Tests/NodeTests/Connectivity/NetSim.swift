@@ -1,0 +1,426 @@
+import XCTest
+@testable import Node
+
+/// A deterministic internet in one process, on a virtual clock, with NAT
+/// boxes that behave as RFC 4787 describes, and hosts running `NodeCore`.
+///
+///                 203.0.113.1  anchor-1        203.0.113.2  anchor-2        198.51.100.9  public host
+///                        \                          |                          /
+///   ─────────────────────────────────── internet (10 ms one way) ───────────────────────────────────
+///        |                         |                          |
+///   198.51.100.10 NAT (EIM, EIF)   198.51.100.11 NAT (EDM, APDF)   198.51.100.12 NAT (EIM, APDF)  ...
+///        |  1 ms                   |                          |   \
+///   192.168.1.2 host          192.168.1.2 host           192.168.1.2  192.168.1.3   (every LAN is 192.168.1.0/24)
+///
+/// NAT boxes:
+///  - mapping: endpoint-independent (one external port per internal endpoint)
+///    or endpoint-dependent (a new random external port per destination
+///    address and port: "symmetric");
+///  - filtering of inbound packets to a mapping: endpoint-independent,
+///    address-dependent (the inside host sent to that address) or
+///    address-and-port-dependent (to that address and port);
+///  - mappings expire after `timeout` without traffic (either direction);
+///  - unsolicited inbound (no mapping, or filtered) is dropped and counted, as
+///    home routers do; no hairpinning (a LAN pair must find its LAN path);
+///  - `renumber` gives the box a new public address and kills every mapping.
+///
+/// `drive(for:)` runs until a virtual-time limit and fails the test on
+/// livelock (too many steps, or too many steps without the clock moving);
+/// `drive(until:within:)` stops as soon as a condition holds and fails if it
+/// never does (STYLE 19).
+final class NetSim {
+    enum Mapping { case independent, dependent }
+    enum Filtering { case independent, address, addressAndPort }
+
+    final class NATBox {
+        var publicIP: IPAddressBytes
+        var mapping: Mapping
+        var filtering: Filtering
+        var timeout: Span
+        struct Entry {
+            var inside: Endpoint
+            /// The destination the mapping is for (endpoint-dependent mapping only).
+            var destination: Endpoint?
+            var port: UInt16
+            var lastUsed: Instant
+            /// Where the inside host has sent through this mapping (for filtering).
+            var sentTo: Set<Endpoint>
+        }
+        var entries: [Entry] = []
+        var droppedUnsolicited = 0
+        init(publicIP: IPAddressBytes, mapping: Mapping, filtering: Filtering, timeout: Span) {
+            self.publicIP = publicIP
+            self.mapping = mapping
+            self.filtering = filtering
+            self.timeout = timeout
+        }
+    }
+
+    struct Packet {
+        var deliverAt: Instant
+        var seq: Int
+        var from: Endpoint
+        var to: Endpoint
+        var bytes: [UInt8]
+    }
+
+    struct Host {
+        let name: String
+        let identity: Identity
+        var core: NodeCore
+        var local: Endpoint
+        var nat: Int?
+        var up = true
+        var wake: Instant?
+        /// IP packets delivered: (from host, payload, time).
+        var received: [(from: Int, payload: [UInt8], at: Instant)] = []
+        var events: [(at: Instant, event: NodeEvent)] = []
+        var drops: [NodeDropReason] = []
+    }
+
+    /// A datagram as it left a host (before any NAT), for inspection.
+    struct Sent {
+        var at: Instant
+        var host: Int
+        var to: Endpoint
+        var type: UInt8
+        var length: Int
+    }
+
+    var hosts: [Host] = []
+    var nats: [NATBox] = []
+    var now = Instant(ns: 1_000_000_000)
+    var inFlight: [Packet] = []
+    var seq = 0
+    var rng = SessionRandom(seed: 77)
+    var sent: [Sent] = []
+    var steps = 0
+    let internetDelay = Span.milliseconds(10)
+    let hopDelay = Span.milliseconds(1)
+    var timings: ConnectivityTimings
+    var sessionTimings: SessionTimings
+
+    struct HostSpec {
+        var name: String
+        var anchor = false
+        /// Nil: a public host (its address is `publicIP`).
+        var nat: Int?
+        var publicIP: IPAddressBytes?
+        var lanIP: IPAddressBytes?
+    }
+
+    init(timings: ConnectivityTimings = .default, sessionTimings: SessionTimings = .default) {
+        self.timings = timings
+        self.sessionTimings = sessionTimings
+    }
+
+    @discardableResult
+    func addNAT(_ mapping: Mapping, _ filtering: Filtering, timeout: Span = .seconds(30 as UInt64)) -> Int {
+        nats.append(NATBox(publicIP: IPAddressBytes(v4: (198, 51, 100, UInt8(10 + nats.count))), mapping: mapping,
+                           filtering: filtering, timeout: timeout))
+        return nats.count - 1
+    }
+
+    /// Creates every host with the full member list (PeerID j = host j; a
+    /// host's own entry is skipped by NodeCore). Call once, after the NATs.
+    func build(_ specs: [HostSpec], seed: UInt64 = 1) {
+        var keyRNG = SessionRandom(seed: seed ^ 0x5EED)
+        var lanNext: [Int: UInt8] = [:]
+        var pubNext: UInt8 = 9
+        var locals: [Endpoint] = []
+        for s in specs {
+            if s.anchor {
+                locals.append(Endpoint(family: .v4, address: s.publicIP ?? IPAddressBytes(v4: (203, 0, 113, UInt8(locals.count + 1))), port: 51820))
+            } else if let n = s.nat {
+                let k = lanNext[n, default: 2]
+                lanNext[n] = k + 1
+                locals.append(Endpoint(family: .v4, address: s.lanIP ?? IPAddressBytes(v4: (192, 168, 1, k)), port: 51820))
+            } else {
+                locals.append(Endpoint(family: .v4, address: s.publicIP ?? IPAddressBytes(v4: (198, 51, 100, pubNext)), port: 51820))
+                pubNext -= 1
+            }
+        }
+        let ids = specs.map { _ in SessionSim.identity(&keyRNG) }
+        let members = specs.indices.map {
+            MemberSpec(publicKey: ids[$0].publicKey, name: specs[$0].name, endpoint: specs[$0].anchor ? locals[$0] : nil,
+                       isAnchor: specs[$0].anchor)
+        }
+        for (i, s) in specs.enumerated() {
+            let core = NodeCore(identity: ids[i], members: members, isAnchor: s.anchor, timings: timings,
+                                sessionTimings: sessionTimings, seed: seed &+ UInt64(i) &* 7919)
+            hosts.append(Host(name: s.name, identity: ids[i], core: core, local: locals[i], nat: s.nat))
+        }
+        for i in hosts.indices {
+            let local = hosts[i].local
+            let now = self.now
+            hosts[i].core.setLocalEndpoints([local], now: now)
+            drain(i)
+        }
+    }
+
+    func index(_ name: String) -> Int { hosts.firstIndex { $0.name == name }! }
+    func pid(_ j: Int) -> PeerID { PeerID(rawValue: j) }
+
+    var wallClock: HandshakeTimestamp {
+        HandshakeTimestamp(unixSeconds: 1_700_000_000 + now.ns / 1_000_000_000, nanoseconds: UInt32(now.ns % 1_000_000_000))
+    }
+
+    // MARK: Hosts' inputs
+
+    /// Host i sends an IP packet to host j through NodeCore (engine layout:
+    /// 64 bytes of headroom, 32 of tailroom). Payload: 0x45, from, to, n.
+    @discardableResult
+    func sendIP(from i: Int, to j: Int, _ n: Int, size: Int = 60) -> Outbound {
+        guard hosts[i].up else { return .drop(.noEndpoint) }
+        let payload = Self.ipPayload(from: i, to: j, n, size: size)
+        var buffer = [UInt8](repeating: 0, count: 64 + payload.count + 32)
+        buffer.replaceSubrange(64..<(64 + payload.count), with: payload)
+        let now = self.now
+        let result = buffer.withUnsafeMutableBytes {
+            hosts[i].core.sendPacket(to: pid(j), $0, payloadOffset: 64, payloadLength: payload.count, now: now)
+        }
+        if case .send(let to, let off, let len) = result { emit(from: i, to: to, Array(buffer[off..<(off + len)])) }
+        drain(i)
+        return result
+    }
+
+    static func ipPayload(from i: Int, to j: Int, _ n: Int, size: Int = 60) -> [UInt8] {
+        var p = [UInt8](repeating: 0, count: max(size, 16))
+        p[0] = 0x45
+        p[1] = UInt8(i)
+        p[2] = UInt8(j)
+        withUnsafeBytes(of: UInt64(n).littleEndian) { p.replaceSubrange(8..<16, with: $0) }
+        return p
+    }
+
+    static func packetNumber(_ p: [UInt8]) -> Int { Int(p.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }) }
+
+    /// Delivers `bytes` to host i as if from `source` (also used by tests to inject).
+    @discardableResult
+    func deliver(_ bytes: [UInt8], to i: Int, from source: Endpoint) -> NodeInbound {
+        var buffer = bytes + [UInt8](repeating: 0, count: 32)
+        let now = self.now
+        let result = buffer.withUnsafeMutableBytes {
+            hosts[i].core.receive($0, length: bytes.count, from: source, now: now)
+        }
+        switch result {
+        case .packet(let peer, let off, let len):
+            hosts[i].received.append((peer.rawValue, Array(buffer[off..<(off + len)]), now))
+        case .transmit(let to, let off, let len):
+            emit(from: i, to: to, Array(buffer[off..<(off + len)]))
+        case .drop(let r):
+            hosts[i].drops.append(r)
+        case .consumed:
+            break
+        }
+        drain(i)
+        return result
+    }
+
+    func fire(_ i: Int) {
+        let now = self.now
+        hosts[i].core.handleTimeout(now: now, wallClock: wallClock)
+        drain(i)
+    }
+
+    func drain(_ i: Int) {
+        while let t = hosts[i].core.pollTransmit() { emit(from: i, to: t.to, t.bytes) }
+        while let e = hosts[i].core.pollEvent() { hosts[i].events.append((now, e)) }
+        hosts[i].wake = hosts[i].core.pollTimeout()?.deadline
+    }
+
+    // MARK: Control of the world
+
+    func stop(_ i: Int) {
+        hosts[i].up = false
+        hosts[i].wake = nil
+    }
+
+    /// Restarts host i with a fresh NodeCore (same key, no state).
+    func restart(_ i: Int, seed: UInt64 = 99) {
+        let members = hosts.indices.map {
+            MemberSpec(publicKey: hosts[$0].identity.publicKey, name: hosts[$0].name,
+                       endpoint: hosts[$0].core.isAnchor ? hosts[$0].local : nil, isAnchor: hosts[$0].core.isAnchor)
+        }
+        hosts[i].core = NodeCore(identity: hosts[i].identity, members: members, isAnchor: hosts[i].core.isAnchor,
+                                 timings: timings, sessionTimings: sessionTimings, seed: seed)
+        hosts[i].up = true
+        let local = hosts[i].local
+        let now = self.now
+        hosts[i].core.setLocalEndpoints([local], now: now)
+        drain(i)
+    }
+
+    /// The NAT gets a new public address; every mapping dies with the old one.
+    func renumber(_ n: Int, to ip: IPAddressBytes) {
+        nats[n].publicIP = ip
+        nats[n].entries.removeAll()
+    }
+
+    // MARK: The network
+
+    func emit(from i: Int, to: Endpoint, _ bytes: [UInt8]) {
+        sent.append(Sent(at: now, host: i, to: to, type: bytes.first ?? 0, length: bytes.count))
+        var src = hosts[i].local
+        var delay = internetDelay
+        if let n = hosts[i].nat {
+            if Self.isLAN(to) {
+                // Stays on this LAN.
+                enqueue(Packet(deliverAt: now + hopDelay, seq: 0, from: src, to: to, bytes: bytes), lan: n)
+                return
+            }
+            guard let out = translateOut(n, from: src, to: to) else { return }
+            src = out
+            delay = delay + hopDelay
+        } else if Self.isLAN(to) {
+            return  // a public host has no route to a private address
+        }
+        enqueue(Packet(deliverAt: now + delay, seq: 0, from: src, to: to, bytes: bytes), lan: nil)
+    }
+
+    /// Packets on a LAN carry the NAT index in the high bits of seq's sibling field.
+    private var lanOf: [Int: Int] = [:]
+
+    func enqueue(_ p: Packet, lan: Int?) {
+        var p = p
+        seq += 1
+        p.seq = seq
+        if let lan { lanOf[seq] = lan }
+        let k = inFlight.firstIndex { ($0.deliverAt, $0.seq) > (p.deliverAt, p.seq) } ?? inFlight.count
+        inFlight.insert(p, at: k)
+    }
+
+    static func isLAN(_ e: Endpoint) -> Bool { e.address[0] == 192 && e.address[1] == 168 }
+
+    func translateOut(_ n: Int, from inside: Endpoint, to: Endpoint) -> Endpoint? {
+        let nat = nats[n]
+        nat.entries.removeAll { now - $0.lastUsed >= nat.timeout }
+        let key: Endpoint? = nat.mapping == .dependent ? to : nil
+        if let k = nat.entries.firstIndex(where: { $0.inside == inside && $0.destination == key }) {
+            nat.entries[k].lastUsed = now
+            nat.entries[k].sentTo.insert(to)
+            return Endpoint(family: .v4, address: nat.publicIP, port: nat.entries[k].port)
+        }
+        var port: UInt16
+        repeat { port = UInt16(1024 + rng.next() % 64000) } while nat.entries.contains { $0.port == port }
+        nat.entries.append(NATBox.Entry(inside: inside, destination: key, port: port, lastUsed: now, sentTo: [to]))
+        return Endpoint(family: .v4, address: nat.publicIP, port: port)
+    }
+
+    /// Where an inbound packet from `from` to the NAT's `port` goes, if anywhere.
+    func translateIn(_ n: Int, from: Endpoint, port: UInt16) -> Endpoint? {
+        let nat = nats[n]
+        nat.entries.removeAll { now - $0.lastUsed >= nat.timeout }
+        guard from.address != nat.publicIP, let k = nat.entries.firstIndex(where: { $0.port == port }) else {
+            nat.droppedUnsolicited += 1
+            return nil
+        }
+        let e = nat.entries[k]
+        let allowed: Bool
+        switch nat.filtering {
+        case .independent: allowed = true
+        case .address: allowed = e.sentTo.contains { $0.address == from.address }
+        case .addressAndPort: allowed = e.sentTo.contains(from)
+        }
+        guard allowed else {
+            nat.droppedUnsolicited += 1
+            return nil
+        }
+        nat.entries[k].lastUsed = now
+        return e.inside
+    }
+
+    func arrive(_ p: Packet) {
+        if let lan = lanOf.removeValue(forKey: p.seq) {
+            if let i = hosts.indices.first(where: { hosts[$0].nat == lan && hosts[$0].local == p.to && hosts[$0].up }) {
+                deliver(p.bytes, to: i, from: p.from)
+            }
+            return
+        }
+        if let i = hosts.indices.first(where: { hosts[$0].nat == nil && hosts[$0].local == p.to }) {
+            if hosts[i].up { deliver(p.bytes, to: i, from: p.from) }
+            return
+        }
+        guard let n = nats.indices.first(where: { nats[$0].publicIP == p.to.address }),
+              let inside = translateIn(n, from: p.from, port: p.to.port),
+              let i = hosts.indices.first(where: { hosts[$0].nat == n && hosts[$0].local == inside }), hosts[i].up else { return }
+        // One more hop inside: deliver a millisecond later.
+        var q = p
+        q.deliverAt = now + hopDelay
+        q.to = inside
+        enqueue(q, lan: n)
+    }
+
+    // MARK: Driving
+
+    func nextWake() -> Instant? {
+        var best = inFlight.first?.deliverAt
+        for h in hosts where h.up {
+            if let w = h.wake, best.map({ w < $0 }) ?? true { best = w }
+        }
+        return best
+    }
+
+    func step(limit: Instant) -> Bool {
+        guard let wake = nextWake(), wake <= limit else { return false }
+        now = max(now, wake)
+        steps += 1
+        while let p = inFlight.first, p.deliverAt <= now {
+            inFlight.removeFirst()
+            arrive(p)
+        }
+        for i in hosts.indices where hosts[i].up {
+            if let w = hosts[i].wake, w <= now { fire(i) }
+        }
+        return true
+    }
+
+    /// Runs until `limit`; fails on livelock (more than `maxSteps`, or 2000 steps without the clock moving).
+    func drive(until limit: Instant, maxSteps: Int = 2_000_000, file: StaticString = #filePath, line: UInt = #line) {
+        var count = 0, stuck = 0
+        var last = now
+        while step(limit: limit) {
+            count += 1
+            if now == last { stuck += 1 } else { stuck = 0; last = now }
+            if count > maxSteps || stuck > 2000 {
+                let why = hosts.map { "\($0.name): \($0.core.pollTimeout().map { "\($0.reason) at \($0.deadline)" } ?? "-")" }
+                XCTFail("livelock at \(now): \(count) steps, \(stuck) without time moving; \(why)", file: file, line: line)
+                return
+            }
+        }
+        now = max(now, limit)
+    }
+
+    func drive(for span: Span, file: StaticString = #filePath, line: UInt = #line) {
+        drive(until: now + span, file: file, line: line)
+    }
+
+    /// Drives in small slices until `condition` holds; returns the time it took, or fails.
+    @discardableResult
+    func drive(until condition: () -> Bool, within span: Span, slice: Span = .milliseconds(50),
+               file: StaticString = #filePath, line: UInt = #line) -> Span? {
+        let start = now
+        let limit = now + span
+        while now < limit {
+            if condition() { return now - start }
+            drive(until: min(now + slice, limit), file: file, line: line)
+        }
+        if condition() { return now - start }
+        XCTFail("condition not met within \(span)", file: file, line: line)
+        return nil
+    }
+
+    // MARK: Queries
+
+    func status(_ i: Int) -> NodeStatus { hosts[i].core.status(now: now) }
+
+    func activePath(_ i: Int, _ j: Int) -> NodeStatus.Path? {
+        status(i).peers.first { $0.id == pid(j) }?.paths.first { $0.active }
+    }
+
+    func delivered(_ i: Int, from j: Int, number n: Int) -> Bool {
+        hosts[i].received.contains { $0.from == j && Self.packetNumber($0.payload) == n }
+    }
+
+    func events(_ i: Int) -> [NodeEvent] { hosts[i].events.map(\.event) }
+}
