@@ -272,7 +272,7 @@ public struct NodeCore: Sendable {
         byMemberID = byID
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
-            let i = conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
+            let i = self.conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
             self.conns[a.rawValue].active = i
             anchorEndpoints.append((ep, a))
         }

@@ -149,4 +149,152 @@ final class ConnectivitySimTests: XCTestCase {
     }
 
     static func number(_ p: [UInt8]) -> Int { NetSim.packetNumber(p) }
+
+    // MARK: Losing an anchor
+
+    func testStoppingOneAnchorKeepsEveryPairUpAndWarns() {
+        let w = world()
+        let sim = w.sim
+        sim.drive(for: .seconds(12 as UInt64))
+        var n = traffic(w, from: 1, for: .seconds(15 as UInt64))
+        let relayedViaOne = w.hosts.flatMap { i in w.hosts.filter { j in sim.activePath(i, j)?.viaName == "anchor-1" }.map { (i, $0) } }
+        XCTAssertFalse(relayedViaOne.isEmpty, "some pairs relay through anchor-1")
+
+        sim.stop(0)
+        let stopped = sim.now
+        let rest = Array(w.hosts.dropFirst())
+        n = traffic(w, from: n, for: .seconds(25 as UInt64), among: rest)
+        sendAll(w, n, among: rest)
+        sim.drive(until: { self.allDelivered(w, n, among: rest).isEmpty }, within: .seconds(5 as UInt64))
+        XCTAssertEqual(names(w, allDelivered(w, n, among: rest)), "", "every pair still exchanges packets")
+        for (i, j) in relayedViaOne {
+            XCTAssertNotEqual(sim.activePath(i, j)?.viaName, "anchor-1", "moved off the stopped anchor")
+        }
+        for i in rest {
+            let st = sim.status(i)
+            XCTAssertEqual(st.anchors.first { $0.name == "anchor-1" }?.reachable, false, sim.hosts[i].name)
+            XCTAssertTrue(st.warnings.contains { $0.contains("only one anchor is reachable") }, "\(sim.hosts[i].name): \(st.warnings)")
+            if !sim.hosts[i].core.isAnchor {
+                XCTAssertTrue(sim.hosts[i].events.contains { $0.at >= stopped && $0.event == .onlyOneAnchorReachable(sim.pid(1)) },
+                              sim.hosts[i].name)
+            }
+        }
+        let lost = sim.hosts[2].events.first { $0.event == .anchorUnreachable(sim.pid(0)) }.map { $0.at - stopped }
+        print("connectivity: anchor-1 stopped; the public host marked it unreachable after \(lost.map { "\($0.seconds) s" } ?? "-")")
+    }
+
+    // MARK: Renumbering
+
+    func testRenumberedNATHealsItsTunnelsWithinTenSeconds() {
+        let w = world()
+        let sim = w.sim
+        sim.drive(for: .seconds(12 as UInt64))
+        let h = sim.index("port-restricted")
+        // No traffic to the anchors themselves: their view of the host must
+        // move through the heal, not through data that happens to pass by.
+        let peers = w.hosts.filter { $0 != h && !sim.hosts[$0].core.isAnchor }
+        _ = traffic(w, from: 1, for: .seconds(15 as UInt64))
+        let kinds = peers.map { sim.activePath(h, $0)?.kind }
+        XCTAssertTrue(kinds.contains(.relay) && kinds.contains(.direct), "both kinds of path are exercised: \(kinds)")
+
+        // Worst case for detection: just after the host's address probe.
+        let probes = sim.sent.filter { $0.host == h && $0.type == MessageType.pathProbe.rawValue }.count
+        sim.drive(until: { sim.sent.filter { $0.host == h && $0.type == MessageType.pathProbe.rawValue }.count > probes },
+                  within: .seconds(10 as UInt64))
+        sim.drive(for: .milliseconds(30))
+        let nat = sim.hosts[h].nat!
+        let t0 = sim.now
+        sim.renumber(nat, to: IPAddressBytes(v4: (100, 64, 0, 77)))
+
+        // Traffic both ways every 250 ms for 20 s.
+        var sentAt: [Int: Instant] = [:]
+        var k = 10_000
+        while sim.now < t0 + .seconds(20 as UInt64) {
+            for j in peers {
+                sim.sendIP(from: h, to: j, k)
+                sim.sendIP(from: j, to: h, k)
+            }
+            sentAt[k] = sim.now
+            k += 1
+            sim.drive(for: .milliseconds(250))
+        }
+        sim.drive(for: .seconds(2 as UInt64))
+        // Healed at: the send time of the first packet after which nothing was lost, per pair and direction.
+        var worst = Span.zero
+        for j in peers {
+            for (from, to) in [(h, j), (j, h)] {
+                let lastLost = (10_000..<k).last { !sim.delivered(to, from: from, number: $0) }
+                let healed = lastLost.map { (sentAt[$0 + 1] ?? sim.now) - t0 } ?? .zero
+                if healed > worst { worst = healed }
+                XCTAssertLessThanOrEqual(healed, .seconds(10 as UInt64),
+                                         "\(sim.hosts[from].name)->\(sim.hosts[to].name) healed after \(healed)")
+                XCTAssertNotNil(lastLost == k - 1 ? nil : 0, "\(sim.hosts[from].name)->\(sim.hosts[to].name) never healed")
+            }
+        }
+        XCTAssertTrue(sim.hosts[h].events.contains { if case .observedEndpointChanged = $0.event { $0.at >= t0 } else { false } })
+        print("connectivity: NAT renumbered just after an address probe; every tunnel of its host healed within \(worst.seconds) s (virtual)")
+    }
+
+    func testIdleHostBehindARenumberedNATIsReachableAgainWithinTenSeconds() {
+        let w = world()
+        let sim = w.sim
+        sim.drive(for: .seconds(12 as UInt64))
+        let h = sim.index("restricted")
+        let peers = w.hosts.filter { $0 != h }
+        _ = traffic(w, from: 1, for: .seconds(10 as UInt64))
+        sim.drive(for: .seconds(5 as UInt64))  // idle from here on
+        let probes = sim.sent.filter { $0.host == h && $0.type == MessageType.pathProbe.rawValue }.count
+        sim.drive(until: { sim.sent.filter { $0.host == h && $0.type == MessageType.pathProbe.rawValue }.count > probes },
+                  within: .seconds(10 as UInt64))
+        sim.drive(for: .milliseconds(30))
+        let t0 = sim.now
+        sim.renumber(sim.hosts[h].nat!, to: IPAddressBytes(v4: (100, 64, 9, 9)))
+        sim.drive(until: t0 + .seconds(10 as UInt64))
+        // Ten seconds later, without any traffic meanwhile: one packet each way, none lost.
+        for j in peers {
+            sim.sendIP(from: j, to: h, 500)
+            sim.sendIP(from: h, to: j, 500)
+        }
+        sim.drive(for: .seconds(1 as UInt64))
+        for j in peers {
+            XCTAssertTrue(sim.delivered(h, from: j, number: 500), "\(sim.hosts[j].name) -> renumbered host")
+            XCTAssertTrue(sim.delivered(j, from: h, number: 500), "renumbered host -> \(sim.hosts[j].name)")
+        }
+        let detected = sim.hosts[h].events.first { if case .observedEndpointChanged = $0.event { $0.at >= t0 } else { false } }
+        print("connectivity: idle host noticed its NAT's renumbering after \(detected.map { ($0.at - t0).seconds } ?? -1) s")
+    }
+
+    // MARK: Upgrade
+
+    func testRelayedPairGoesDirectWhenTheNATAllowsItLater() {
+        let w = world()
+        let sim = w.sim
+        let a = sim.index("symmetric-1"), b = sim.index("symmetric-2")
+        sim.drive(for: .seconds(12 as UInt64))
+        _ = traffic(w, from: 1, for: .seconds(15 as UInt64), among: [a, b])
+        XCTAssertEqual(sim.activePath(a, b)?.kind, .relay)
+        XCTAssertEqual(sim.activePath(b, a)?.kind, .relay)
+
+        // symmetric-1's router is reconfigured (rebooted) as a full cone.
+        let nat = sim.hosts[a].nat!
+        sim.nats[nat].mapping = .independent
+        sim.nats[nat].filtering = .independent
+        sim.nats[nat].entries.removeAll()
+        let t0 = sim.now
+        var n = 1000
+        let took = sim.drive(until: {
+            sim.sendIP(from: a, to: b, n)
+            sim.sendIP(from: b, to: a, n)
+            n += 1
+            return sim.activePath(a, b)?.kind == .direct && sim.activePath(b, a)?.kind == .direct
+        }, within: .seconds(180 as UInt64), slice: .seconds(1 as UInt64))
+        XCTAssertNotNil(took)
+        XCTAssertEqual(sim.status(a).nat.mapping, .endpointIndependent)
+        // Still delivering, directly.
+        sim.sendIP(from: a, to: b, 99_999)
+        sim.sendIP(from: b, to: a, 99_999)
+        sim.drive(for: .seconds(1 as UInt64))
+        XCTAssertTrue(sim.delivered(b, from: a, number: 99_999) && sim.delivered(a, from: b, number: 99_999))
+        print("connectivity: relayed pair went direct \((sim.now - t0).seconds) s after its NAT began to allow it")
+    }
 }

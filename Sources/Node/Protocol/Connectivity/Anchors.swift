@@ -184,6 +184,16 @@ extension NodeCore {
         let order = anchorPeers + conns.indices.map { PeerID(rawValue: $0) }.filter { !conns[$0.rawValue].isAnchorMember }
         for p in order where !conns[p.rawValue].isSelf && tunnels.isEstablished(p, now: now) {
             guard let path = conns[p.rawValue].activePath else { continue }
+            if path.via != nil {
+                // Our NAT changed: a direct path may work now. Retry soon, from the start of the backoff.
+                conns[p.rawValue].directRetryAttempt = 0
+                conns[p.rawValue].directRetryAt = now + timings.directRetryInitial
+            } else if conns[p.rawValue].anchor == nil {
+                // A member behind a filtering NAT drops our packets from the new
+                // address until it sends there itself: a rendezvous makes both
+                // sides punch again (the anchor hands out our new address).
+                beginDirectAttempt(p, now: now)
+            }
             let purpose: PingPurpose = conns[p.rawValue].anchor != nil ? .anchorKeepalive : .check
             sendPing(p, remote: path.remote, via: path.via, purpose: purpose, onActivePath: true, now: now)
         }

@@ -220,6 +220,13 @@ extension NodeCore {
         conns[i].candidates = candidates
         conns[i].rendezvousAnchor = nil
         conns[i].rendezvousDeadline = nil
+        // Someone asked for this introduction because a direct path is missing
+        // or broken (or the member's NAT changed): our direct path is no longer
+        // taken on trust. It stays active until another validates (or it does again).
+        if let a = conns[i].active, conns[i].paths[a].via == nil {
+            conns[i].paths[a].validatedAt = nil
+            conns[i].paths[a].lastTrafficRx = nil
+        }
         if conns[i].active == nil { ensurePath(p, now: now) }
         startPunch(p, now: now)
     }
@@ -256,8 +263,12 @@ extension NodeCore {
             conns[i].punchNext = now + timings.punchFirstRound
             return
         }
+        let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
         for ep in punchTargets(p, now: now) {
-            sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: false, now: now)
+            // A ping to where our data goes says so: once it gets through, the
+            // member roams to our source (how a renumbered side is found again
+            // behind a filtering NAT: both sides punch, the flag moves the path).
+            sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
         }
         // The relay path's RTT too, once per punch (for status and scoring).
         if conns[i].punchRound == 0, let path = conns[i].activePath, let a = path.via {

@@ -147,6 +147,8 @@ extension NodeCore {
             if conns[i].active == nil { activate(p, idx, now: now) }
         case .established(let p):
             events.push(.session(e))
+            // The handshake answered on the active path: it is heard.
+            if let a = conns[p.rawValue].active { conns[p.rawValue].paths[a].lastRx = now }
             if conns[p.rawValue].anchor != nil {
                 conns[p.rawValue].anchor?.missedPings = 0
                 conns[p.rawValue].anchor?.keepaliveAt = now  // ping at once: RTT and an authenticated observation
