@@ -434,12 +434,17 @@ public struct NodeCore: Sendable {
     /// anchor's endpoint and `peer` is not that anchor.
     @inline(__always)
     func relayingAnchor(to: Endpoint, for peer: PeerID) -> PeerID? {
-        for e in anchorEndpoints where e.endpoint == to { return e.peer == peer ? nil : e.peer }
-        return nil
+        guard let a = anchorAt(to) else { return nil }
+        return a == peer ? nil : a
     }
 
+    @inline(__always)
     func anchorAt(_ endpoint: Endpoint) -> PeerID? {
-        for e in anchorEndpoints where e.endpoint == endpoint { return e.peer }
+        var k = 0
+        while k < anchorEndpoints.count {
+            if anchorEndpoints[k].endpoint == endpoint { return anchorEndpoints[k].peer }
+            k += 1
+        }
         return nil
     }
 

@@ -97,14 +97,15 @@ public enum ControlMessage: Equatable, Sendable {
     /// What the first byte of a decrypted payload says it is.
     public enum PayloadClass: Equatable, Sendable { case keepalive, ipPacket, control, unknown }
 
+    /// (Plain comparisons, not range patterns: this runs for every packet,
+    /// and a range pattern costs a generic call in a debug build.)
     @inlinable
     public static func classify(_ payload: UnsafeRawBufferPointer, length: Int) -> PayloadClass {
-        guard length > 0, let first = payload.first else { return .keepalive }
-        switch first >> 4 {
-        case 4, 6: return .ipPacket
-        case 0...3: return first == 0 ? .unknown : .control
-        default: return .unknown
-        }
+        guard length > 0, payload.count > 0 else { return .keepalive }
+        let first = payload[0]
+        let version = first >> 4
+        if version == 4 || version == 6 { return .ipPacket }
+        return first != 0 && first < 0x40 ? .control : .unknown
     }
 
     public var kind: Kind {
