@@ -1,7 +1,8 @@
 // NodeCore: recovery mode, and the timer table that drives everything.
 //
 // Recovery (DESIGN §5, seed 3.1, 3.5): when no anchor is reachable and no
-// member session has been heard from lately, the node has lost every path.
+// member session is alive (keys live, and heard from lately or simply idle),
+// the node has lost every path.
 // It then probes, with exponential backoff and jitter (1 s, 2 s, 4 s, ...,
 // 60 s, each ±10%):
 //   attempt 1      every anchor (its current and configured endpoints)
@@ -18,11 +19,18 @@
 
 extension NodeCore {
     mutating func evaluateConnectivity(now: Instant) {
-        guard !isAnchor, let s = startedAt, now - s >= timings.warningGrace else { return }
+        // Without anchors there is nothing to recover to: the node works like
+        // WireGuard (configured endpoints, handshakes on traffic), and says so
+        // in its warnings.
+        guard !isAnchor, !anchorPeers.isEmpty, let s = startedAt, now - s >= timings.warningGrace else { return }
         let anchorUp = anchorPeers.contains { anchorReachable($0) }
+        // A member session is a path while its keys live and it is either heard
+        // from lately or idle (nothing sent since it was last heard): data
+        // going out unanswered, or expired keys, is what "lost" looks like.
         let peerUp = conns.indices.contains { i in
-            guard !conns[i].isSelf, !conns[i].isAnchorMember, let rx = conns[i].activePath?.lastRx else { return false }
-            return now - rx < timings.pathValidFor && tunnels.isEstablished(PeerID(rawValue: i), now: now)
+            guard !conns[i].isSelf, !conns[i].isAnchorMember, let rx = conns[i].activePath?.lastRx,
+                  tunnels.isEstablished(PeerID(rawValue: i), now: now) else { return false }
+            return now - rx < timings.pathValidFor || (conns[i].lastDataTx.map { $0 <= rx } ?? true)
         }
         if anchorUp || peerUp {
             if recovery.active {
