@@ -323,8 +323,7 @@ public struct NodeCore: Sendable {
             return result
         }
         noteDataSent(peer, now: now)
-        guard let anchor = relayingAnchor(to: to, for: peer) else { return result }
-        _ = anchor
+        guard relayingAnchor(to: to, for: peer) != nil else { return result }
         RelayMessage.writeHeader(conns[peer.rawValue].memberID, into: buffer, at: offset - RelayMessage.headerSize)
         return .send(to, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
@@ -389,10 +388,8 @@ public struct NodeCore: Sendable {
     @discardableResult
     public mutating func loadEndpointCache(_ bytes: [UInt8]) -> Bool {
         guard let loaded = EndpointCache(bytes: bytes) else { return false }
-        for (key, eps) in loaded.entries {
-            guard let p = tunnels.peerID(for: key) else { continue }
-            for ep in eps.reversed() { cache.record(ep, for: key) }
-            _ = p
+        for (key, eps) in loaded.entries where tunnels.peerID(for: key) != nil {
+            for ep in eps.reversed() where PeerConn.isUsableRemote(ep) { cache.record(ep, for: key) }
         }
         return true
     }

@@ -80,6 +80,22 @@ final class ConnectivityDecisionTests: XCTestCase {
         XCTAssertEqual(relayAnchor(for: MemberID(rawValue: 1), MemberID(rawValue: 2), among: [anchors[1]]), anchors[1].peer)
     }
 
+    func testWhichAddressesAreWorthAnnouncingOrPunching() {
+        let table: [(String, Bool)] = [
+            ("198.51.100.7:51820", true), ("192.168.1.2:51820", true), ("10.0.0.1:1", true),
+            ("127.0.0.1:51820", false), ("0.0.0.0:51820", false), ("224.0.0.251:5353", false), ("198.51.100.7:0", false),
+            ("[2001:db8::1]:51820", true), ("[fd00::1]:51820", true),
+            ("[::1]:51820", false), ("[::]:51820", false), ("[fe80::1]:51820", false), ("[ff02::1]:51820", false),
+        ]
+        for (text, usable) in table {
+            XCTAssertEqual(PeerConn.isUsableRemote(Endpoint(text)!), usable, text)
+        }
+        // lan or direct, by address when the member did not say.
+        XCTAssertTrue(PeerConn.isPrivate(Endpoint("172.20.1.1:1")!))
+        XCTAssertFalse(PeerConn.isPrivate(Endpoint("172.32.1.1:1")!))
+        XCTAssertFalse(PeerConn.isPrivate(Endpoint("100.64.0.1:1")!), "CGNAT space is not a LAN")
+    }
+
     func testBackoffTables() {
         let t = ConnectivityTimings.default
         XCTAssertEqual((0..<9).map { recoveryDelay(attempt: $0, timings: t).seconds }, [1, 2, 4, 8, 16, 32, 60, 60, 60])

@@ -264,6 +264,32 @@ final class ConnectivitySimTests: XCTestCase {
         print("connectivity: idle host noticed its NAT's renumbering after \(detected.map { ($0.at - t0).seconds } ?? -1) s")
     }
 
+    // MARK: Port mapping
+
+    func testAPortMappingLetsASymmetricPairGoDirect() {
+        let w = world()
+        let sim = w.sim
+        let a = sim.index("symmetric-1"), b = sim.index("symmetric-2")
+        // symmetric-1's router grants a port mapping (as UPnP-IGD would): 198.51.100.x:40000 -> the host.
+        let nat = sim.hosts[a].nat!
+        sim.nats[nat].forwards[40000] = sim.hosts[a].local
+        let mapped = Endpoint(family: .v4, address: sim.nats[nat].publicIP, port: 40000)
+        sim.hosts[a].core.addMappedEndpoint(mapped, source: .upnp, now: sim.now)
+        sim.drain(a)
+        sim.drive(for: .seconds(12 as UInt64))
+        XCTAssertTrue(sim.status(a).endpoints.contains(.init(endpoint: mapped, source: .upnp)), "advertised, self-attested")
+        XCTAssertEqual(sim.status(a).endpoints.first?.source, .local)
+        let c = sim.index("symmetric-3")
+        _ = traffic(w, from: 1, for: .seconds(10 as UInt64), among: [a, b, c])
+        for peer in [b, c] {
+            XCTAssertEqual(sim.activePath(peer, a)?.kind, .direct, "through the mapped port")
+            XCTAssertEqual(sim.activePath(peer, a)?.remote, mapped)
+            XCTAssertEqual(sim.activePath(a, peer)?.kind, .direct)
+        }
+        XCTAssertEqual(sim.activePath(b, c)?.kind, .relay, "the pair without a mapping still relays")
+        XCTAssertEqual(sim.status(a).nat.mapping, .endpointDependent, "the NAT itself is still symmetric")
+    }
+
     // MARK: Upgrade
 
     func testRelayedPairGoesDirectWhenTheNATAllowsItLater() {

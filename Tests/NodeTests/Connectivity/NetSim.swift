@@ -47,6 +47,10 @@ final class NetSim {
             var sentTo: Set<Endpoint>
         }
         var entries: [Entry] = []
+        /// Port mappings (what UPnP-IGD/NAT-PMP/PCP would install): external port -> inside endpoint.
+        /// An inbound packet through one creates a mapping for its flow, as conntrack does,
+        /// so the replies leave through the same external port.
+        var forwards: [UInt16: Endpoint] = [:]
         var droppedUnsolicited = 0
         init(publicIP: IPAddressBytes, mapping: Mapping, filtering: Filtering, timeout: Span) {
             self.publicIP = publicIP
@@ -302,7 +306,7 @@ final class NetSim {
             return Endpoint(family: .v4, address: nat.publicIP, port: nat.entries[k].port)
         }
         var port: UInt16
-        repeat { port = UInt16(1024 + rng.next() % 64000) } while nat.entries.contains { $0.port == port }
+        repeat { port = UInt16(1024 + rng.next() % 64000) } while nat.entries.contains { $0.port == port } || nat.forwards[port] != nil
         nat.entries.append(NATBox.Entry(inside: inside, destination: key, port: port, lastUsed: now, sentTo: [to]))
         return Endpoint(family: .v4, address: nat.publicIP, port: port)
     }
@@ -311,7 +315,18 @@ final class NetSim {
     func translateIn(_ n: Int, from: Endpoint, port: UInt16) -> Endpoint? {
         let nat = nats[n]
         nat.entries.removeAll { now - $0.lastUsed >= nat.timeout }
-        guard from.address != nat.publicIP, let k = nat.entries.firstIndex(where: { $0.port == port }) else {
+        guard from.address != nat.publicIP else {
+            nat.droppedUnsolicited += 1
+            return nil
+        }
+        if let inside = nat.forwards[port] {
+            if !nat.entries.contains(where: { $0.port == port && $0.inside == inside && ($0.destination == nil || $0.destination == from) }) {
+                nat.entries.append(NATBox.Entry(inside: inside, destination: nat.mapping == .dependent ? from : nil, port: port,
+                                                lastUsed: now, sentTo: [from]))
+            }
+            return inside
+        }
+        guard let k = nat.entries.firstIndex(where: { $0.port == port }) else {
             nat.droppedUnsolicited += 1
             return nil
         }

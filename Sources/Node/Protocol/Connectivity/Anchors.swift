@@ -203,7 +203,7 @@ extension NodeCore {
     var currentCandidates: [Candidate] {
         var out: [Candidate] = []
         func add(_ c: Candidate) {
-            if !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
+            if PeerConn.isUsableRemote(c.endpoint), !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
         }
         for l in locals { add(Candidate(l, .local)) }
         for m in mapped { add(m) }

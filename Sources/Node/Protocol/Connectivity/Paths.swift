@@ -244,7 +244,7 @@ extension NodeCore {
         let c = conns[p.rawValue]
         var out: [Endpoint] = []
         let all = c.candidates.map(\.endpoint) + cache.endpoints(for: c.key) + [c.staticEndpoint].compactMap { $0 }
-        for ep in all where !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
+        for ep in all where PeerConn.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
             if let k = c.pathIndex(remote: ep, via: nil), c.paths[k].isValid(now: now, timings: timings) { continue }
             out.append(ep)
         }

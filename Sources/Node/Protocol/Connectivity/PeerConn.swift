@@ -171,6 +171,21 @@ struct PeerConn: Sendable {
         return Self.isPrivate(remote) ? .lan : .direct
     }
 
+    /// Whether another host could ever reach us at `e`: not loopback,
+    /// unspecified, multicast or IPv6 link-local (its scope means nothing
+    /// elsewhere), and a real port. Anything else is never announced or punched.
+    static func isUsableRemote(_ e: Endpoint) -> Bool {
+        guard e.port != 0 else { return false }
+        let a = e.address
+        switch e.family {
+        case .v4:
+            return a[0] != 127 && a[0] != 0 && a[0] < 224
+        case .v6:
+            let loopback = a.hi == 0 && a.lo == 1
+            return !loopback && !(a.hi == 0 && a.lo == 0) && a[0] != 0xFF && !(a[0] == 0xFE && a[1] & 0xC0 == 0x80)
+        }
+    }
+
     static func isPrivate(_ e: Endpoint) -> Bool {
         let a = e.address
         switch e.family {
