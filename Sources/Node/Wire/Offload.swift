@@ -507,6 +507,28 @@ public final class TCPCoalescer {
         openCount = 0
     }
 
+    /// Undoes `flush`'s rewrite of a super-packet's head so that it can be
+    /// written alone (a kernel that refuses GSO writes): lengths and checksums
+    /// of the head as the single segment it was. The other segments were never
+    /// touched: each piece still has its own headers in front of it.
+    public static func restoreHead(_ o: Output) {
+        let ihl = Int(o.header.checksumStart)
+        let h = o.head
+        let isV6 = o.header.gsoType == VirtioNetHeader.gsoTCPv6
+        if isV6 {
+            h.storeBytes(of: UInt16(truncatingIfNeeded: o.headLength - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
+        } else {
+            h.storeBytes(of: UInt16(truncatingIfNeeded: o.headLength).bigEndian, toByteOffset: 2, as: UInt16.self)
+            h.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
+            h.storeBytes(of: ~InternetChecksum.fold(InternetChecksum.partial(h, count: ihl)), toByteOffset: 10, as: UInt16.self)
+        }
+        let l4 = o.headLength - ihl
+        h.storeBytes(of: UInt16(0), toByteOffset: ihl + 16, as: UInt16.self)
+        let sum = InternetChecksum.partial(h + ihl, count: l4,
+                                           InternetChecksum.pseudoHeader(h, isV6: isV6, proto: 6) &+ InternetChecksum.lengthWord(l4))
+        h.storeBytes(of: ~InternetChecksum.fold(sum), toByteOffset: ihl + 16, as: UInt16.self)
+    }
+
     // MARK: Internals
 
     /// A parsed TCP segment: where its headers end and what must match.

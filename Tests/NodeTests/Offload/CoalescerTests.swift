@@ -248,6 +248,36 @@ final class CoalescerTests: XCTestCase {
         XCTAssertEqual(outs3.count, 5)
     }
 
+    /// A kernel that refuses GSO writes: the head goes back to being the segment it
+    /// was, and every other segment is still whole in front of its payload.
+    func testRestoreHeadGivesBackTheOriginalSegments() {
+        for v6 in [false, true] {
+            var spec = PacketSpec()
+            spec.isV6 = v6
+            spec.tcpOptions = timestampOption(3, 4)
+            let segs = segments(spec, sizes: [1200, 1200, 1200, 100])
+            let total = segs.reduce(0) { $0 + $1.count }
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
+            defer { buf.deallocate() }
+            let c = TCPCoalescer()
+            var off = 0
+            for p in segs {
+                p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
+                c.add(buf + off, length: p.count)
+                off += p.count
+            }
+            var written: [[UInt8]] = []
+            c.flush { o in
+                XCTAssertEqual(o.pieces.count, 3)
+                TCPCoalescer.restoreHead(o)
+                written.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
+                let hl = Int(o.header.headerLength)
+                for piece in o.pieces { written.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
+            }
+            XCTAssertEqual(written, segs, "v6=\(v6)")
+        }
+    }
+
     func testGarbageNeverCrashes() {
         var rng = SystemRandomNumberGenerator()
         let c = TCPCoalescer(maxGroups: 64, maxPieces: 64)
