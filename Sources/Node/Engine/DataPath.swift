@@ -22,6 +22,8 @@
 import CReactor
 import Reactor
 
+private let EINVAL_: Int32 = 22
+
 /// The data path's own memory, allocated once per daemon.
 final class DataPathBuffers {
     /// Views for one outgoing batch (sealed packets in the TUN slab, GSO runs in the arena).
@@ -35,6 +37,8 @@ final class DataPathBuffers {
     let iov: UnsafeMutablePointer<CReactor_iovec>
     let iovCapacity: Int
     let vnet: UnsafeMutableRawPointer
+    /// Off for good once the kernel refused a GSO write (EINVAL): then every segment is written alone.
+    var coalescing = true
 
     init(outCapacity: Int = 512, arenaSize: Int = 2 << 20) {
         self.outCapacity = outCapacity
@@ -186,7 +190,7 @@ extension Daemon {
 
     func udpReceived(_ batch: DatagramBatch) {
         let now = Self.now()
-        let coalescer = tun.vnetHeader ? fast.coalescer : nil
+        let coalescer = tun.vnetHeader && fast.coalescing ? fast.coalescer : nil
         for i in 0..<batch.count {
             let d = batch[i]
             let total = Int(d.pointee.len)
@@ -249,7 +253,20 @@ extension Daemon {
             for (j, piece) in o.pieces.enumerated() {
                 st.iov[2 + j] = CReactor_iovec(base: UnsafeMutableRawPointer(mutating: piece.base), len: piece.length)
             }
-            if !tun.writeGather(st.iov, count: 2 + o.pieces.count) { count("tun_write") }
+            if tun.writeGather(st.iov, count: 2 + o.pieces.count) { return }
+            guard tun.lastWriteErrno == EINVAL_ else {
+                count("tun_write")
+                return
+            }
+            // Degrade once, loudly: this kernel takes no GSO writes. Write this one's segments alone.
+            if st.coalescing {
+                st.coalescing = false
+                logger.notice("tun: GSO write refused (EINVAL); writing one packet per segment from now on")
+            }
+            TCPCoalescer.restoreHead(o)
+            if !tun.write(o.head, length: o.headLength) { count("tun_write") }
+            let hl = Int(o.header.headerLength)
+            for piece in o.pieces where !tun.write(piece.base - hl, length: piece.length + hl) { count("tun_write") }
         }
     }
 }
