@@ -126,7 +126,7 @@ public final class Daemon {
         for n in opened.notes { logger.notice("udp: \(n)") }
         // With UDP GRO a receive may be a 64 KiB run of datagrams: fewer, larger buffers.
         let gro = CReactor_get_udp_gro(opened.fd) == 1
-        udp = try DatagramSocket(reactor: reactor, fd: opened.fd, batchSize: gro ? 32 : Self.batch,
+        udp = try DatagramSocket(reactor: reactor, fd: opened.fd, batchSize: gro ? 16 : Self.batch,
                                  bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(self))
         udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
 
