@@ -100,7 +100,7 @@ extension Daemon {
                     used = 0
                 }
                 let buf = UnsafeMutableRawBufferPointer(start: p - Self.headroom, count: Self.headroom + batch.capacity(i))
-                switch tunnels.send(to: id, buf, payloadOffset: Self.headroom, payloadLength: len, now: now) {
+                switch core.sendPacket(to: id, buf, payloadOffset: Self.headroom, payloadLength: len, now: now) {
                 case .send(let ep, let offset, let length):
                     st.out[n] = CReactor_dgram()
                     st.out[n].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
@@ -123,7 +123,9 @@ extension Daemon {
             case .split(let pl):
                 plan = pl
             }
-            let stride = plan.segmentLength + DataMessage.overhead
+            // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
+            let room = core.headerRoom(for: id)
+            let stride = plan.segmentLength + room + DataMessage.tagSize
             let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
             var s = 0
             while s < plan.count {
@@ -134,14 +136,14 @@ extension Daemon {
                     used = 0
                 }
                 let base = st.arena + used
-                Offload.split(p, plan: plan, segments: s..<(s + k), into: base + DataMessage.headerSize, stride: stride)
+                Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride)
                 var run = -1
                 var runEndpoint = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
                 for j in 0..<k {
                     let slot = base + j * stride
                     let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
-                    switch tunnels.send(to: id, buf, payloadOffset: DataMessage.headerSize,
-                                        payloadLength: plan.length(ofSegment: s + j), now: now) {
+                    switch core.sendPacket(to: id, buf, payloadOffset: room,
+                                           payloadLength: plan.length(ofSegment: s + j), now: now) {
                     case .send(let ep, let offset, let length):
                         let d = (slot + offset).assumingMemoryBound(to: UInt8.self)
                         if run >= 0, ep == runEndpoint, st.out[run].data + Int(st.out[run].len) == d,
@@ -191,6 +193,7 @@ extension Daemon {
     func udpReceived(_ batch: DatagramBatch) {
         let now = Self.now()
         let coalescer = tun.vnetHeader && fast.coalescing ? fast.coalescer : nil
+        var forwards = 0
         for i in 0..<batch.count {
             let d = batch[i]
             let total = Int(d.pointee.len)
@@ -206,8 +209,8 @@ extension Daemon {
                 let type = length > 0 ? buf[0] : 0
                 // Handshake messages (types 1, 2) feed the load meter; under load they must carry a cookie (mac2).
                 let underLoad = (type == 1 || type == 2) ? loadMeter.record(now: now) : false
-                switch tunnels.receive(buf, length: length, from: from, now: now, underLoad: underLoad) {
-                case .data(let peer, let offset, let length):
+                switch core.receive(buf, length: length, from: from, now: now, underLoad: underLoad) {
+                case .packet(let peer, let offset, let length):
                     guard length > 0 else { continue }  // keepalive
                     let p = buf.baseAddress! + offset
                     guard let (src, fam) = IPHeader.source(p, length: length) else {
@@ -227,13 +230,25 @@ extension Daemon {
                     } else if !tun.write(p, length: length) {
                         count("tun_write")
                     }
-                case .control:
+                case .transmit(let ep, let offset, let length):
+                    // Relayed on (anchor) or a probe answered: sent from where it lies, in this batch.
+                    if forwards == Self.batch {
+                        flush(forwards)
+                        forwards = 0
+                    }
+                    out[forwards] = CReactor_dgram()
+                    out[forwards].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
+                    out[forwards].len = UInt32(length)
+                    out[forwards].peer = ep.creactor
+                    forwards += 1
+                case .consumed:
                     break
                 case .drop(let reason):
-                    count(reason.rawValue)
+                    count(reason.name)
                 }
             } while off < total
         }
+        flush(forwards)
         if let coalescer, !coalescer.isEmpty { writeCoalesced(coalescer) }
         service(now: now)
     }

@@ -1,0 +1,12 @@
+// What the engine's data path asks NodeCore before sealing a run of segments.
+
+extension NodeCore {
+    /// Bytes of header room a payload for `peer` needs in front of it: the DATA
+    /// header, plus the RELAY header when the active path goes through an anchor.
+    /// (The engine splits super-packets into slots with exactly this room, so
+    /// sealed segments lie back to back and leave in one GSO send.)
+    public func headerRoom(for peer: PeerID) -> Int {
+        guard peer.rawValue >= 0, peer.rawValue < conns.count else { return DataMessage.headerSize }
+        return conns[peer.rawValue].activeKind == .relay ? DataMessage.headerSize + RelayMessage.headerSize : DataMessage.headerSize
+    }
+}
