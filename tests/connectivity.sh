@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Connectivity with no servers, with real daemons in the netns lab (issue 4):
+# every host pair connects through any mix of NATs; cone <-> cone goes direct,
+# symmetric <-> symmetric is relayed by an anchor; losing an anchor keeps every
+# pair up and raises the warning; renumbering a NAT's public address heals.
+#
+#                       ns <P>-internet (bridge br0; no uplink)
+#     ┌──────────────┬──────────────┬──────────┴───┬──────────────┬──────────────┐
+#   a1 203.0.113.10  a2 203.0.113.20  re1 11.0.0.1 eim  re2 11.0.0.2 eim  rd1 11.0.0.3 edm  rd2 11.0.0.4 edm
+#   anchor           anchor           └ e1 .10          └ e2 .10          └ d1 .10           └ d2 .10
+#
+# Overlay ws0: a1 10.77.0.1, a2 .2, e1 .11, e2 .12, d1 .21, d2 .22.
+# Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${WS_BIN:-$here/../.build/release}
+. "$here/lib/lab.sh"
+lab_init "ws$$"
+trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+lab_internet
+lab_public a1 203.0.113.10
+lab_public a2 203.0.113.20
+lab_router re1 11.0.0.1 192.168.1.1/24 eim
+lab_router re2 11.0.0.2 192.168.2.1/24 eim
+lab_router rd1 11.0.0.3 192.168.3.1/24 edm
+lab_router rd2 11.0.0.4 192.168.4.1/24 edm
+lab_host e1 re1 192.168.1.10
+lab_host e2 re2 192.168.2.10
+lab_host d1 rd1 192.168.3.10
+lab_host d2 rd2 192.168.4.10
+
+nodes="a1 a2 e1 e2 d1 d2"
+declare -A ov=([a1]=1 [a2]=2 [e1]=11 [e2]=12 [d1]=21 [d2]=22)
+declare -A pub
+for n in $nodes; do
+  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
+  chmod 600 "$LAB_DIR/$n.key"
+  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
+done
+for n in $nodes; do
+  anchor=false; case $n in a*) anchor=true;; esac
+  {
+    printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
+      "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
+    for m in $nodes; do
+      [ "$m" = "$n" ] && continue
+      printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\n' "$m" "${pub[$m]}" "${ov[$m]}"
+      case $m in
+        a1) printf 'endpoint = "203.0.113.10:51820"\nanchor = true\n';;
+        a2) printf 'endpoint = "203.0.113.20:51820"\nanchor = true\n';;
+      esac
+    done
+  } >"$LAB_DIR/$n.toml"
+done
+
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+t0=$(ms)
+for n in $nodes; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
+
+# pingable FROM TO-NAME: one ping through the tunnel
+pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
+# wait_pair A B SECONDS: both directions answer within SECONDS
+wait_pair() {
+  local deadline=$(( $(ms) + $3 * 1000 ))
+  while [ "$(ms)" -lt "$deadline" ]; do
+    if pingable "$1" "$2" && pingable "$2" "$1"; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
+# active_kind NODE PEER: kind of the active path NODE uses to PEER (direct|lan|relay|none)
+active_kind() {
+  status "$1" | "$LAB_PY" -c "
+import json,sys
+s=json.load(sys.stdin)
+p=[p for p in s['peers'] if p['name']=='$2'][0]
+a=[x for x in p['paths'] if x['active']]
+print(a[0]['kind']+(' via '+a[0]['via'] if a[0].get('via') else '') if a else 'none')"
+}
+
+hosts="e1 e2 d1 d2"
+# Every pair of hosts, and every host with each anchor.
+pairs=()
+set -- $hosts
+for x in $hosts; do for y in $hosts; do [[ "$x" < "$y" ]] && pairs+=("$x:$y"); done; done
+for h in $hosts; do pairs+=("$h:a1" "$h:a2"); done
+worst=0
+for pr in "${pairs[@]}"; do
+  x=${pr%%:*} y=${pr##*:}
+  wait_pair "$x" "$y" 15 || fail "$x <-> $y did not connect"
+  t=$(( $(ms) - t0 ))
+  [ $t -gt $worst ] && worst=$t
+  echo "ok: $x <-> $y up ($(active_kind "$x" "$y")), $t ms after start"
+done
+echo "ok: every pair connected; the last one $worst ms after the daemons started"
+[ "$worst" -le "${WS_CONNECT_BUDGET_MS:-5000}" ] || echo "note: slower than 5 s on this run ($worst ms)"
+
+k=$(active_kind e1 e2); [[ "$k" == direct* ]] || fail "e1 -> e2 (cone <-> cone) is $k, not direct"
+k=$(active_kind e2 e1); [[ "$k" == direct* ]] || fail "e2 -> e1 (cone <-> cone) is $k, not direct"
+echo "ok: cone <-> cone is direct"
+k=$(active_kind d1 d2); [[ "$k" == relay* ]] || fail "d1 -> d2 (symmetric <-> symmetric) is $k, not relay"
+echo "ok: symmetric <-> symmetric is relayed ($k)"
+status d1 | "$LAB_PY" "$here/lib/jq.py" node.nat.mapping | grep -q endpoint-dependent || fail "d1 does not see its NAT as endpoint-dependent"
+status e1 | "$LAB_PY" "$here/lib/jq.py" node.nat.mapping | grep -q endpoint-independent || fail "e1 does not see its NAT as endpoint-independent"
+echo "ok: NAT mapping classified (e1 endpoint-independent, d1 endpoint-dependent)"
+
+# Lose an anchor: every pair stays up, and the warning is raised.
+lab_kill_tag d-a1
+for pr in "${pairs[@]}"; do
+  x=${pr%%:*} y=${pr##*:}
+  [ "$y" = a1 ] && continue
+  wait_pair "$x" "$y" 15 || fail "$x <-> $y lost after anchor a1 stopped"
+done
+deadline=$(( $(ms) + 60000 ))
+until status e1 | grep -q "only one anchor"; do
+  [ "$(ms)" -lt "$deadline" ] || fail "no 'only one anchor' warning on e1"
+  sleep 1
+done
+echo "ok: anchor a1 stopped: every pair still up, e1 warns: $(status e1 | "$LAB_PY" "$here/lib/jq.py" warnings)"
+
+# Renumber e1's NAT: its tunnels heal.
+t1=$(ms)
+lab_renumber re1 11.0.0.101
+for y in e2 d1 a2; do
+  wait_pair e1 "$y" 20 || fail "e1 <-> $y did not heal after renumbering"
+  echo "ok: e1 <-> $y healed $(( $(ms) - t1 )) ms after its NAT was renumbered"
+done
+heal=$(( $(ms) - t1 ))
+[ "$heal" -le "${WS_HEAL_BUDGET_MS:-10000}" ] || echo "note: healing took $heal ms on this run"
+echo "ok: renumbering healed in $heal ms"
