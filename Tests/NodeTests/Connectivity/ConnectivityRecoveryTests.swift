@@ -92,6 +92,23 @@ final class ConnectivityRecoveryTests: XCTestCase {
         print("recovery: back \(((sim.now - back)).seconds) s after an anchor returned")
     }
 
+    func testAnchorsStayReachableWhenOnlyProbesAreLost() {
+        let (sim, h, _) = world()
+        // A network that drops the unauthenticated probes but carries sessions.
+        sim.lose = { host, _, type in host == h && type == MessageType.pathProbe.rawValue }
+        sim.drive(for: .seconds(90 as UInt64))
+        let st = sim.status(h)
+        XCTAssertEqual(st.anchors.map(\.reachable), [true, true])
+        XCTAssertTrue(st.warnings.isEmpty, "\(st.warnings)")
+        XCTAssertEqual(st.nat.evidence.count, 2, "observations still come, authenticated, in pongs")
+        XCTAssertFalse(sim.events(h).contains(.anchorUnreachable(sim.pid(0))))
+        // Losing the session too makes it unreachable quickly.
+        sim.lose = { host, to, _ in host == h && to == sim.hosts[0].local }
+        let t0 = sim.now
+        sim.drive(until: { sim.status(h).anchors[0].reachable == false }, within: .seconds(30 as UInt64))
+        print("recovery: anchor unreachable \((sim.now - t0).seconds) s after its path broke")
+    }
+
     func started(_ sim: NetSim, _ h: Int) -> Instant? {
         sim.hosts[h].events.first { $0.event == .recoveryStarted }?.at
     }

@@ -16,8 +16,13 @@ final class ConnectivitySimTests: XCTestCase {
         var hosts: Range<Int> { 0..<sim.hosts.count }
     }
 
+    /// `WS_SIM_SEED` in the environment reruns every scenario with other keys,
+    /// ports and jitter (a sweep: `for s in 1 2 3; do WS_SIM_SEED=$s swift test ...; done`).
+    static var seed: UInt64 { ProcessInfo.processInfo.environment["WS_SIM_SEED"].flatMap { UInt64($0) } ?? 1 }
+
     func world(timings: ConnectivityTimings = .default) -> World {
         let sim = NetSim(timings: timings)
+        sim.rng = SessionRandom(seed: 77 &+ Self.seed)
         let fullCone = sim.addNAT(.independent, .independent)
         let restricted = sim.addNAT(.independent, .address)
         let portRestricted = sim.addNAT(.independent, .addressAndPort)
@@ -37,7 +42,7 @@ final class ConnectivitySimTests: XCTestCase {
             .init(name: "symmetric-3", nat: sym3),
             .init(name: "lan-1", nat: home),
             .init(name: "lan-2", nat: home),
-        ])
+        ], seed: Self.seed)
         let mapping: [NetSim.Mapping?] = sim.hosts.map { h in h.nat.map { sim.nats[$0].mapping } }
         return World(sim: sim, mapping: mapping)
     }

@@ -263,8 +263,12 @@ final class NetSim {
 
     // MARK: The network
 
+    /// Return true to lose a datagram as it leaves host `host` (after it is logged in `sent`).
+    var lose: (_ host: Int, _ to: Endpoint, _ type: UInt8) -> Bool = { _, _, _ in false }
+
     func emit(from i: Int, to: Endpoint, _ bytes: [UInt8]) {
         sent.append(Sent(at: now, host: i, to: to, type: bytes.first ?? 0, length: bytes.count))
+        if lose(i, to, bytes.first ?? 0) { return }
         var src = hosts[i].local
         var delay = internetDelay
         if let n = hosts[i].nat {

@@ -4,7 +4,8 @@
 //   every 20 s per anchor     PATH_PING (active-path flag) ─┤ pong: the same, authenticated, plus RTT;
 //                                                           │       it also keeps NAT mappings open and the
 //                                                           │       anchor's view of our endpoint current
-//   a missed probe           -> probe again after 1 s; 3 missed probes or 2 missed pings: unreachable
+//   a missed probe           -> probe again after 1 s, and ping the anchor at once
+//   2 missed pings, or 3 missed probes and no pong since: unreachable
 //   an anchor's observation changed (renumbered NAT, new mapping)
 //                            -> re-announce CANDIDATES to every anchor, ping every session on its
 //                               active path from the new address (members roam to it): the heal
@@ -29,7 +30,13 @@ extension NodeCore {
     }
 
     mutating func sendProbe(to p: PeerID, at ep: Endpoint, recovery: Bool, now: Instant) {
-        if probes.contains(where: { $0.target == p && $0.to == ep }) { return }
+        if recovery {
+            // Each recovery attempt probes everything, even if the previous
+            // attempt's probe (less than a timeout ago, early on) is unanswered.
+            probes.removeAll { $0.target == p && $0.to == ep }
+        } else if probes.contains(where: { $0.target == p && $0.to == ep }) {
+            return
+        }
         let txid = rng.next()
         probes.append(PendingProbe(txid: txid, target: p, to: ep, sentAt: now, recovery: recovery))
         outbox.push(Transmit(to: ep, bytes: PathProbe(txid: txid, sender: publicKey).bytes))
@@ -41,7 +48,15 @@ extension NodeCore {
             guard probes[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
             let probe = probes.remove(at: k)
             guard conns[probe.target.rawValue].anchor != nil, !probe.recovery else { continue }
-            conns[probe.target.rawValue].anchor?.missedProbes += 1
+            let a = probe.target
+            conns[a.rawValue].anchor?.missedProbes += 1
+            conns[a.rawValue].anchor?.lastProbeMiss = now
+            // Ask the session too, at once: an answered ping keeps the anchor
+            // reachable, two missed ones make it unreachable sooner than probes.
+            if tunnels.isEstablished(a, now: now), !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
+               let ep = tunnels.endpoint(of: a) {
+                sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
+            }
             if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.active {
                 // "immediately when a path looks dead": probe again soon, not in a full interval.
                 let retry = now + timings.probeRetry
@@ -112,8 +127,12 @@ extension NodeCore {
 
     mutating func updateAnchorReachability(_ a: PeerID, now: Instant) {
         guard let st = conns[a.rawValue].anchor else { return }
-        let reachable = tunnels.isEstablished(a, now: now) && st.missedPings < timings.anchorMissedPings
-            && st.missedProbes < timings.anchorMissedProbes
+        // Probes decide only when the session has nothing better to say: no
+        // pong since the last missed probe, and none on its way.
+        let pingPending = conns[a.rawValue].pings.contains { $0.purpose == .anchorKeepalive }
+        let probesOK = st.missedProbes < timings.anchorMissedProbes || pingPending
+            || (st.lastPong.map { p in st.lastProbeMiss.map { p > $0 } ?? true } ?? false)
+        let reachable = tunnels.isEstablished(a, now: now) && st.missedPings < timings.anchorMissedPings && probesOK
         guard reachable != st.reachable else { return }
         conns[a.rawValue].anchor?.reachable = reachable
         events.push(reachable ? .anchorReachable(a) : .anchorUnreachable(a))

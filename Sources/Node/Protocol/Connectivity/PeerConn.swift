@@ -83,6 +83,11 @@ struct AnchorState: Sendable {
     var observed: Endpoint?
     var observedAt: Instant?
     var lastHeard: Instant?
+    /// Last PATH_PONG from it, and last probe it left unanswered: a network
+    /// that drops our unauthenticated probes but carries the session does not
+    /// make an anchor unreachable.
+    var lastPong: Instant?
+    var lastProbeMiss: Instant?
 }
 
 /// One member's connectivity state.

@@ -125,6 +125,7 @@ extension NodeCore {
         conns[i].paths[idx].recordPing(lost: false)
         if conns[i].anchor != nil {
             conns[i].anchor?.missedPings = 0
+            conns[i].anchor?.lastPong = now
             recordObservation(p, observed, now: now)
             updateAnchorReachability(p, now: now)
         }
