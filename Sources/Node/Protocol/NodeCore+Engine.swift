@@ -2,11 +2,15 @@
 
 extension NodeCore {
     /// Bytes of header room a payload for `peer` needs in front of it: the DATA
-    /// header, plus the RELAY header when the active path goes through an anchor.
+    /// header, plus the RELAY header when the active path goes through an anchor
+    /// (or when there is no path yet, since the first packet is relayed).
     /// (The engine splits super-packets into slots with exactly this room, so
     /// sealed segments lie back to back and leave in one GSO send.)
     public func headerRoom(for peer: PeerID) -> Int {
         guard peer.rawValue >= 0, peer.rawValue < conns.count else { return DataMessage.headerSize }
-        return conns[peer.rawValue].activeKind == .relay ? DataMessage.headerSize + RelayMessage.headerSize : DataMessage.headerSize
+        let c = conns[peer.rawValue]
+        // No path yet: the first packet goes through an anchor (relay first, punch meanwhile).
+        let relayed = c.activeKind == .relay || (c.active == nil && !isAnchor)
+        return relayed ? DataMessage.headerSize + RelayMessage.headerSize : DataMessage.headerSize
     }
 }
