@@ -22,13 +22,15 @@ public final class Daemon {
     let identity: Identity
     var logger: Logger
     let reactor: Reactor
-    var tunnels: Tunnels
+    /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO.
+    var core: NodeCore
     let routes: CryptokeyRoutes
     private(set) var udp: DatagramSocket!
     private(set) var tun: TunDevice!
     private var control: ControlServer?
     private var signals: Registration?
     private var signalFD: Int32 = -1
+    private var stateStore: StateStore?
     private var tunnelTimer: TimerID?
     private var tunnelDeadline: Instant?
     /// Packets dropped by reason, for `wsctl status` (`counters`).
@@ -66,15 +68,16 @@ public final class Daemon {
         }
         identity = Identity(secret: secret)
         try config.checkNoPeerHasKey(identity.publicKey.base64)
-        var specs: [PeerSpec] = []
+        var members: [MemberSpec] = []
         var routeList: [(CIDR, Int)] = []
         for (i, p) in config.peers.enumerated() {
             guard let key = PublicKey(base64: p.publicKey) else { throw DaemonError("peer[\(i)].public_key: not a valid key") }
-            specs.append(PeerSpec(publicKey: key, endpoint: p.endpoint, persistentKeepalive: p.persistentKeepalive))
+            members.append(MemberSpec(publicKey: key, name: p.name, endpoint: p.endpoint, isAnchor: p.anchor,
+                                      persistentKeepalive: p.persistentKeepalive))
             for c in p.addresses { routeList.append((c, i)) }
         }
         routes = CryptokeyRoutes(routeList)
-        tunnels = Tunnels(identity: identity, peers: specs)
+        core = NodeCore(identity: identity, members: members, isAnchor: config.node.anchor)
         mtu = Self.defaultMTU
         reactor = try Reactor()
         out = .allocate(capacity: Self.batch)
@@ -141,15 +144,25 @@ public final class Daemon {
 
         control = try ControlServer(path: config.node.controlSocket, reactor: reactor) { [unowned self] in self.status() }
 
-        // Bring up sessions with every member that has an endpoint (anchors first).
         let now = Self.now()
-        for (i, p) in config.peers.enumerated() where p.endpoint != nil {
-            tunnels.connect(PeerID(rawValue: i), now: now)
+        // Where we can be reached on our own interfaces (candidates for peers on the same LAN or without NAT).
+        let port = Endpoint(udp.localEndpoint).port
+        core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
+                               now: now)
+        // Last-known endpoints from the previous run (recovery tries them after the anchors).
+        stateStore = StateStore(directory: config.node.stateDir, logger: logger)
+        if let bytes = stateStore?.load(), !core.loadEndpointCache(bytes) {
+            logger.notice("state: endpoint cache unreadable; starting without it")
+        }
+        // Bring up sessions with every member that has a static endpoint (NodeCore does the anchors itself).
+        for (i, p) in config.peers.enumerated() where p.endpoint != nil && !p.anchor {
+            core.connect(PeerID(rawValue: i), now: now)
         }
         service(now: now)
     }
 
     func shutdown() {
+        stateStore?.save(core.endpointCacheBytes())
         control?.close()
         control = nil
         tun?.close()  // a non-persistent TUN device disappears with its fd, and its routes with it
@@ -178,7 +191,7 @@ public final class Daemon {
     func service(now: Instant) {
         var n = 0
         var used = 0
-        while let t = tunnels.pollTransmit() {
+        while let t = core.pollTransmit() {
             if logger.logLevel <= .trace { logger.trace("transmit \(t.bytes.count) bytes type \(t.bytes.first ?? 0) to \(t.to)") }
             if t.bytes.count > Self.scratchSize - used || n == Self.batch {
                 flush(n)
@@ -196,18 +209,18 @@ public final class Daemon {
             used += (t.bytes.count + 15) & ~15
         }
         flush(n)
-        while let e = tunnels.pollEvent() { log(e) }
+        while let e = core.pollEvent() { log(e) }
         armTimer()
     }
 
-    private func flush(_ n: Int) {
+    func flush(_ n: Int) {
         guard n > 0 else { return }
         let sent = udp.send(DatagramBatch(base: out, count: n))
         if sent < n { drops["udp_send_full", default: 0] &+= UInt64(n - sent) }
     }
 
     private func armTimer() {
-        guard let (deadline, _) = tunnels.pollTimeout() else {
+        guard let (deadline, _) = core.pollTimeout() else {
             if let t = tunnelTimer { reactor.cancelTimer(t) }
             tunnelTimer = nil
             tunnelDeadline = nil
@@ -220,55 +233,79 @@ public final class Daemon {
             self.tunnelTimer = nil
             self.tunnelDeadline = nil
             let now = Self.now()
-            self.tunnels.handleTimeout(now: now, wallClock: Self.wallClock())
+            self.core.handleTimeout(now: now, wallClock: Self.wallClock())
             self.service(now: now)
         }
     }
 
-    private func log(_ e: TunnelEvent) {
+    private func log(_ e: NodeEvent) {
         switch e {
-        case .established(let p): logger.info("\(peerName(p)): session established")
-        case .rekeyed(let p): logger.debug("\(peerName(p)): rekeyed")
-        case .endpointChanged(let p, let ep): logger.info("\(peerName(p)): endpoint now \(ep)")
-        case .handshakeFailed(let p): logger.notice("\(peerName(p)): no handshake answer; queued packets dropped, will retry on traffic")
-        case .expired(let p): logger.notice("\(peerName(p)): keys expired")
+        case .session(.established(let p)): logger.info("\(peerName(p)): session established")
+        case .session(.rekeyed(let p)): logger.debug("\(peerName(p)): rekeyed")
+        case .session(.endpointChanged(let p, let ep)): logger.info("\(peerName(p)): endpoint now \(ep)")
+        case .session(.handshakeFailed(let p)): logger.notice("\(peerName(p)): no handshake answer; queued packets dropped")
+        case .session(.expired(let p)): logger.notice("\(peerName(p)): keys expired")
+        case .pathChanged(let p, let kind, let remote, let via):
+            logger.info("\(peerName(p)): path \(kind.rawValue) \(remote)\(via.map { " via " + peerName($0) } ?? "")")
+        case .anchorReachable(let a): logger.info("anchor \(peerName(a)) reachable")
+        case .anchorUnreachable(let a): logger.notice("anchor \(peerName(a)) unreachable")
+        case .onlyOneAnchorReachable(let a):
+            logger.warning("only one anchor is reachable\(a.map { " (" + peerName($0) + ")" } ?? ""): add or restore an anchor on another network")
+        case .noAnchorReachable: logger.warning("no anchor is reachable")
+        case .observedEndpointChanged(let a, let old, let new):
+            logger.notice("our public endpoint changed: \(old) -> \(new) (seen by \(peerName(a)))")
+        case .natMappingChanged(let m): logger.info("NAT mapping: \(m.rawValue)")
+        case .recoveryStarted: logger.warning("every path lost: recovery mode (anchors first, then cached endpoints, backoff up to 60 s)")
+        case .recovered: logger.info("recovered")
+        case .partitioned:
+            logger.error("partitioned: every anchor and cached endpoint failed; this node needs a manual re-bootstrap (a reachable anchor endpoint in the config)")
+        case .endpointCacheChanged: stateStore?.save(core.endpointCacheBytes())
         }
     }
 
     /// The status object (`wsctl status`), built on the reactor's thread.
     func status() -> StatusReport {
         let now = Self.now()
+        let st = core.status(now: now)
+        func path(_ p: NodeStatus.Path) -> StatusReport.Path {
+            StatusReport.Path(kind: StatusReport.PathKind(rawValue: p.kind.rawValue) ?? .direct, remote: "\(p.remote)",
+                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
+        }
         var peers: [StatusReport.Peer] = []
-        var anchors: [StatusReport.Anchor] = []
-        for (i, p) in config.peers.enumerated() {
-            let st = tunnels.peerStatus(PeerID(rawValue: i), now: now)
+        for p in st.peers {
             let state: StatusReport.PeerState
-            switch st?.state {
+            switch p.session?.state {
             case .established?, .rekeying?: state = .up
             case .handshaking?, .awaitingConfirmation?: state = .handshaking
             default: state = .idle
             }
-            let ep = st?.endpoint.map { "\($0)" }
-            var paths: [StatusReport.Path] = []
-            if let ep { paths.append(StatusReport.Path(kind: .direct, remote: ep, active: state == .up)) }
+            let active = p.paths.first { $0.active }
+            let cfg = config.peers[p.id.rawValue]
             peers.append(StatusReport.Peer(
-                name: p.name, publicKey: p.publicKey, address: p.addresses.map(\.description), state: state,
-                endpoint: ep, lastHandshakeSecondsAgo: st?.lastHandshake.map { UInt64((now - $0).seconds) },
-                rxBytes: st?.counters.rxBytes ?? 0, txBytes: st?.counters.txBytes ?? 0, paths: paths))
-            if p.anchor { anchors.append(StatusReport.Anchor(publicKey: p.publicKey, name: p.name, reachable: state == .up)) }
+                name: p.name, publicKey: cfg.publicKey, address: cfg.addresses.map(\.description), state: state,
+                endpoint: active.map { "\($0.remote)" },
+                lastHandshakeSecondsAgo: p.session?.lastHandshake.map { UInt64((now - $0).seconds) },
+                rxBytes: p.session?.counters.rxBytes ?? 0, txBytes: p.session?.counters.txBytes ?? 0,
+                paths: p.paths.map(path)))
         }
-        var warnings: [String] = []
-        let reachable = anchors.filter(\.reachable).count
-        if !anchors.isEmpty && reachable <= 1 && now - started > .seconds(10 as UInt64) {
-            warnings.append(reachable == 0 ? "no anchor is reachable" : "only one anchor is reachable")
+        let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
+        var warnings = st.warnings
+        if st.partitioned && !warnings.contains(where: { $0.contains("partition") }) {
+            warnings.append("partitioned: every anchor and cached endpoint failed; a manual re-bootstrap is needed")
         }
+        var counters = drops
+        for (k, v) in st.counters { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(
                 publicKey: identity.publicKey.base64, interface: config.node.interface,
                 address: config.node.address.description, listenPort: local?.port ?? config.node.listenPort,
-                anchor: config.node.anchor, endpoints: [], nat: StatusReport.NAT(mapping: .unknown)),
-            anchors: anchors, peers: peers, warnings: warnings, counters: drops)
+                anchor: config.node.anchor,
+                endpoints: st.endpoints.map {
+                    StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
+                },
+                nat: StatusReport.NAT(mapping: StatusReport.NATMapping(rawValue: st.nat.mapping.rawValue) ?? .unknown)),
+            anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 
     func peerName(_ p: PeerID) -> String { config.peers[p.rawValue].name }
