@@ -1,4 +1,7 @@
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import Node
 
 /// The offload data path without the kernel, in a loop: a 64 KiB TSO
@@ -7,11 +10,23 @@ import XCTest
 /// in place by the other, and the coalescer turns the opened segments back into
 /// one super-packet whose payload is the original's, byte for byte.
 ///
-/// Not timed. Used as the steady-state guard of the hot path: under heaptrack
-/// (`heaptrack <xctest> NodeTests.OffloadDataPathTests`) its allocation count
-/// does not grow with `rounds`; under callgrind (release build, `strip -g`) it
-/// gives instructions per super-packet (perf/results/datapath.md).
+/// Not timed. It is the steady-state guard of the hot path (STYLE 16): with
+/// perf/lib/malloccount.so preloaded it asserts that no round after the first
+/// allocates anything,
+///
+///   gcc -O2 -shared -fPIC -o /tmp/malloccount.so perf/lib/malloccount.c
+///   LD_PRELOAD=/tmp/malloccount.so <xctest> NodeTests.OffloadDataPathTests
+///
+/// and under callgrind (a `strip -g` copy of the test binary: valgrind 3.19
+/// cannot read Swift 6's DWARF 5) it gives instructions per super-packet
+/// (perf/results/datapath.md). Without the counter it still checks the bytes.
 final class OffloadDataPathTests: XCTestCase {
+    typealias Counter = @convention(c) () -> UInt64
+    static let mallocCount: Counter? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "ws_malloc_count") else { return nil }
+        return unsafeBitCast(sym, to: Counter.self)
+    }()
+
     func testSuperPacketsSealedOpenedAndCoalescedInPlace() {
         let sim = SessionSim(count: 2)
         sim.send(from: 0, to: 1, .tagged(0))
@@ -35,8 +50,10 @@ final class OffloadDataPathTests: XCTestCase {
         let rounds = Int(ProcessInfo.processInfo.environment["WS_ROUNDS"] ?? "") ?? 200
         var delivered = 0
         var segments = 0
+        var mallocsBefore: UInt64 = 0
         superPacket.withUnsafeBytes { src in
             for round in 0..<rounds {
+                if round == 2, let c = Self.mallocCount { mallocsBefore = c() }
                 guard case .split(let plan) = Offload.plan(src.baseAddress!, length: superPacket.count, header: vnet) else {
                     return XCTFail("plan")
                 }
@@ -70,6 +87,11 @@ final class OffloadDataPathTests: XCTestCase {
                 XCTAssertEqual(outputs, 1)
                 delivered += 1
             }
+        }
+        if let c = Self.mallocCount, rounds > 2 {
+            let n = c() - mallocsBefore
+            XCTAssertEqual(n, 0, "allocations in \(rounds - 2) rounds of a 64 KiB super-packet (49 segments each)")
+            print("OffloadDataPathTests: \(n) allocations in \(rounds - 2) super-packets")
         }
         XCTAssertEqual(delivered, rounds)
         XCTAssertEqual(segments, rounds * 49)
