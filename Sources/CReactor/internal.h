@@ -16,4 +16,15 @@ size_t CReactor_build_cmsgs(const CReactor_dgram *d, int v6sock, void *buf, size
 int CReactor_is_v6_socket(int fd);
 
 #define CREACTOR_CMSG_SPACE 128
+
+// Older libc headers lack these (linux/udp.h has them since 4.18 / 5.0).
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 #endif

@@ -30,12 +30,6 @@
 // <net/if.h> clashes with <linux/if.h>; this is the one declaration needed from it.
 extern unsigned int if_nametoindex(const char *ifname);
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 _Static_assert(sizeof(CReactor_endpoint) == 24, "CReactor_endpoint layout");
 _Static_assert(CReactor_EPOLLIN == EPOLLIN && CReactor_EPOLLOUT == EPOLLOUT && CReactor_EPOLLERR == EPOLLERR &&
