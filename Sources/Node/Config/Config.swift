@@ -8,6 +8,7 @@ import TOMLKit
 ///     address = "10.77.0.1/24"          # required: this node's overlay address
 ///     listen_port = 51820               # default 51820; 0 = any free port
 ///     anchor = false                    # default false
+///     relay_rate_mbit = 1000            # anchors: relay budget per member, Mbit/s; 0 = no limit
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
@@ -118,8 +119,12 @@ public struct NodeConfig: Sendable, Equatable {
     /// 0 lets the kernel choose.
     public var listenPort: UInt16
     public var anchor: Bool
+    /// An anchor's relay budget per sending member, Mbit/s (0: no limit).
+    public var relayRateMbit: Int
     public var stateDir: String
     public var controlSocket: String
+    public static let defaultRelayRateMbit = 1000
+    public static let maxRelayRateMbit = 100_000
 
     // Where the config came from, for the messages of `loadPrivateKey`.
     var configPath = "config.toml"
@@ -128,13 +133,14 @@ public struct NodeConfig: Sendable, Equatable {
     public init(
         privateKey: PrivateKey, interface: String = NodeConfig.defaultInterface, address: CIDR,
         listenPort: UInt16 = NodeConfig.defaultListenPort, anchor: Bool = false,
-        stateDir: String? = nil, controlSocket: String? = nil
+        relayRateMbit: Int = NodeConfig.defaultRelayRateMbit, stateDir: String? = nil, controlSocket: String? = nil
     ) {
         self.privateKey = privateKey
         self.interface = interface
         self.address = address
         self.listenPort = listenPort
         self.anchor = anchor
+        self.relayRateMbit = relayRateMbit
         self.stateDir = stateDir ?? NodeConfig.defaultStateDir(interface: interface)
         self.controlSocket = controlSocket ?? NodeConfig.defaultControlSocket(interface: interface)
     }
@@ -203,7 +209,7 @@ public struct PeerConfig: Sendable, Equatable {
 
 private struct ConfigParser {
     static let rootKeys = ["node", "peer"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "state_dir", "control_socket"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "state_dir", "control_socket"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
     /// sun_path is 108 bytes with the terminating NUL.
     static let maxSocketPathBytes = 107
@@ -295,6 +301,13 @@ private struct ConfigParser {
             listenPort = port
         }
         let anchor = try bool(t, "anchor", "node") ?? false
+        var relayRate = NodeConfig.defaultRelayRateMbit
+        if let r = try int(t, "relay_rate_mbit", "node") {
+            guard r >= 0 && r <= NodeConfig.maxRelayRateMbit else {
+                throw fail("node.relay_rate_mbit", "\(r) is out of range (0...\(NodeConfig.maxRelayRateMbit) Mbit/s; 0 = no limit)")
+            }
+            relayRate = r
+        }
 
         let stateDir = try string(t, "state_dir", "node") ?? NodeConfig.defaultStateDir(interface: interface)
         try checkAbsolutePath(stateDir, "node.state_dir")
@@ -305,7 +318,7 @@ private struct ConfigParser {
         }
         return NodeConfig(
             privateKey: privateKey, interface: interface, address: address, listenPort: listenPort,
-            anchor: anchor, stateDir: stateDir, controlSocket: controlSocket)
+            anchor: anchor, relayRateMbit: relayRate, stateDir: stateDir, controlSocket: controlSocket)
     }
 
     // MARK: [[peer]]
@@ -438,6 +451,9 @@ private struct ConfigParser {
         }
         for k in anchors where peers[k].endpoint == nil {
             warn("peer[\(k)]", "anchor \(quoted(peers[k].name)) has no endpoint: it is reachable only once another peer reports its address")
+        }
+        if !node.anchor && node.relayRateMbit != NodeConfig.defaultRelayRateMbit {
+            warn("node.relay_rate_mbit", "has an effect only on an anchor (anchor = true); this node relays for no one")
         }
         if node.anchor && node.listenPort == 0 {
             warn("node.listen_port", "an anchor with listen_port = 0 gets a new port at every start, breaking the endpoint peers have for it")

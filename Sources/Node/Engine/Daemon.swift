@@ -77,7 +77,8 @@ public final class Daemon {
             for c in p.addresses { routeList.append((c, i)) }
         }
         routes = CryptokeyRoutes(routeList)
-        core = NodeCore(identity: identity, members: members, isAnchor: config.node.anchor)
+        core = NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
+                        timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit))
         mtu = Self.defaultMTU
         reactor = try Reactor()
         out = .allocate(capacity: Self.batch)
@@ -216,7 +217,17 @@ public final class Daemon {
     func flush(_ n: Int) {
         guard n > 0 else { return }
         let sent = udp.send(DatagramBatch(base: out, count: n))
-        if sent < n { drops["udp_send_full", default: 0] &+= UInt64(n - sent) }
+        if sent < n { countUnsent(out, sent..<n) }
+    }
+
+    /// Counts the datagrams of views the socket did not take (a GSO run counts each of its datagrams).
+    func countUnsent(_ views: UnsafeMutablePointer<CReactor_dgram>, _ range: Range<Int>) {
+        var lost: UInt64 = 0
+        for v in range {
+            let seg = Int(views[v].segment)
+            lost += seg > 0 ? UInt64((Int(views[v].len) + seg - 1) / seg) : 1
+        }
+        drops["udp_send_full", default: 0] &+= lost
     }
 
     private func armTimer() {

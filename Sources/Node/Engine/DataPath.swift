@@ -179,13 +179,7 @@ extension Daemon {
         guard n > 0 else { return }
         let out = fast.out
         let sent = udp.send(DatagramBatch(base: out, count: n))
-        guard sent < n else { return }
-        var lost: UInt64 = 0
-        for v in sent..<n {
-            let seg = Int(out[v].segment)
-            lost += seg > 0 ? UInt64((Int(out[v].len) + seg - 1) / seg) : 1
-        }
-        drops["udp_send_full", default: 0] &+= lost
+        if sent < n { countUnsent(out, sent..<n) }
     }
 
     // MARK: UDP → TUN
@@ -232,13 +226,18 @@ extension Daemon {
                     }
                 case .transmit(let ep, let offset, let length):
                     // Relayed on (anchor) or a probe answered: sent from where it lies, in this batch.
+                    // A GRO run relayed to one member stays one run: its datagrams lie back to back,
+                    // so the run goes out as one UDP GSO send, as it came in.
+                    let data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
+                    if forwards > 0, Self.extendRun(out + (forwards - 1), data: data, length: length, to: ep) { continue }
                     if forwards == Self.batch {
                         flush(forwards)
                         forwards = 0
                     }
                     out[forwards] = CReactor_dgram()
-                    out[forwards].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
+                    out[forwards].data = data
                     out[forwards].len = UInt32(length)
+                    out[forwards].segment = UInt16(truncatingIfNeeded: length)
                     out[forwards].peer = ep.creactor
                     forwards += 1
                 case .consumed:
@@ -251,6 +250,21 @@ extension Daemon {
         flush(forwards)
         if let coalescer, !coalescer.isEmpty { writeCoalesced(coalescer) }
         service(now: now)
+    }
+
+    /// Appends a datagram to the GSO run in `v` when it can be one more of its
+    /// segments: the same destination, right behind it in memory, no longer
+    /// than the run's segment size, and the run neither closed by a shorter
+    /// datagram nor full.
+    static func extendRun(_ v: UnsafeMutablePointer<CReactor_dgram>, data: UnsafeMutablePointer<UInt8>, length: Int,
+                           to ep: Endpoint) -> Bool {
+        let seg = Int(v.pointee.segment)
+        let len = Int(v.pointee.len)
+        guard seg > 0, len % seg == 0, length <= seg, v.pointee.data + len == data,
+              len / seg < DatagramSocket.maxGSOSegments, len + length <= DatagramSocket.maxGSOBytes else { return false }
+        guard Endpoint(v.pointee.peer) == ep else { return false }
+        v.pointee.len += UInt32(length)
+        return true
     }
 
     /// One TUN write per packet or super-packet the coalescer holds, in order.

@@ -92,6 +92,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.node.interface, "ws0")
         XCTAssertEqual(c.node.listenPort, 51820)
         XCTAssertFalse(c.node.anchor)
+        XCTAssertEqual(c.node.relayRateMbit, 1000)
         XCTAssertEqual(c.node.stateDir, "/var/lib/whalescale/ws0")
         XCTAssertEqual(c.node.controlSocket, "/run/whalescale/ws0.sock")
         XCTAssertEqual(c.peers, [])
@@ -147,6 +148,19 @@ final class ConfigTests: XCTestCase {
             "config.toml:8: peer[0].anchor: warning: only one anchor: when it is down, roaming nodes cannot rejoin; add a second on another network",
             "config.toml:4: peer[0]: warning: anchor \"a\" has no endpoint: it is reachable only once another peer reports its address",
         ])
+    }
+
+    func testRelayRate() throws {
+        let anchor = try Config.parse(nodeTable + "\nanchor = true\nrelay_rate_mbit = 0")
+        XCTAssertEqual(anchor.node.relayRateMbit, 0)
+        XCTAssertEqual(anchor.warnings, [])
+        let member = try Config.parse(nodeTable + "\nrelay_rate_mbit = 50")
+        XCTAssertEqual(member.node.relayRateMbit, 50)
+        XCTAssertEqual(member.warnings, ["config.toml:4: node.relay_rate_mbit: warning: has an effect only on an anchor (anchor = true); this node relays for no one"])
+        let budget = ConnectivityTimings.relayBudget(mbit: 1000)
+        XCTAssertEqual(budget.bytesPerSecond, 125_000_000)
+        XCTAssertEqual(budget.burst, 2_500_000)
+        XCTAssertEqual(ConnectivityTimings.relayBudget(mbit: 8).burst, 1 << 20)
     }
 
     // MARK: Errors, each with its line
@@ -257,6 +271,12 @@ final class ConfigTests: XCTestCase {
         XCTAssertError(nodeTable + "\ninterface = \"\"", line: 4, field: "node.interface", message: "\"\" is empty")
         XCTAssertError(nodeTable + "\nlisten_port = 65536", line: 4, field: "node.listen_port", message: "65536 is not a port (0...65535)")
         XCTAssertError(nodeTable + "\nlisten_port = -1", line: 4, field: "node.listen_port", message: "-1 is not a port (0...65535)")
+        XCTAssertError(nodeTable + "\nrelay_rate_mbit = -5", line: 4, field: "node.relay_rate_mbit",
+                       message: "-5 is out of range (0...100000 Mbit/s; 0 = no limit)")
+        XCTAssertError(nodeTable + "\nrelay_rate_mbit = 100001", line: 4, field: "node.relay_rate_mbit",
+                       message: "100001 is out of range (0...100000 Mbit/s; 0 = no limit)")
+        XCTAssertError(nodeTable + "\nrelay_rate_mbit = \"fast\"", line: 4, field: "node.relay_rate_mbit",
+                       message: "expected an integer, found a string")
         XCTAssertError(nodeTable + "\nstate_dir = \"state\"", line: 4, field: "node.state_dir", message: "\"state\" is not an absolute path")
         let long = "/run/" + String(repeating: "x", count: 103)
         XCTAssertError(nodeTable + "\ncontrol_socket = \"\(long)\"", line: 4, field: "node.control_socket",

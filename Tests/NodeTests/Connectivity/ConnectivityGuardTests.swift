@@ -68,8 +68,8 @@ final class ConnectivityGuardTests: XCTestCase {
     }
 
     /// anchor-1 with two members that have sessions with it.
-    func relayWorld() -> (NetSim, anchor: Int, a: Int, b: Int) {
-        let sim = NetSim()
+    func relayWorld(timings: ConnectivityTimings = .default) -> (NetSim, anchor: Int, a: Int, b: Int) {
+        let sim = NetSim(timings: timings)
         let n1 = sim.addNAT(.independent, .independent)
         let n2 = sim.addNAT(.independent, .independent)
         sim.build([.init(name: "anchor-1", anchor: true), .init(name: "a", nat: n1), .init(name: "b", nat: n2)])
@@ -78,7 +78,8 @@ final class ConnectivityGuardTests: XCTestCase {
     }
 
     func testTheAnchorRelaysOnlyBetweenMembersCurrentEndpointsWithinBudget() {
-        let (sim, anchor, a, b) = relayWorld()
+        // relay_rate_mbit = 20: 2.5 MB/s, a 1 MiB burst.
+        let (sim, anchor, a, b) = relayWorld(timings: ConnectivityTimings.default.withRelayRate(mbit: 20))
         guard let aEndpoint = sim.activePath(anchor, a)?.remote, let bEndpoint = sim.activePath(anchor, b)?.remote else {
             return XCTFail("members have sessions with the anchor")
         }
@@ -121,7 +122,8 @@ final class ConnectivityGuardTests: XCTestCase {
             }
         }
         let size = UInt64(inner.count + 12)
-        let burst = ConnectivityTimings.default.relayBurstBytes
+        let burst = sim.hosts[anchor].core.timings.relayBurstBytes
+        XCTAssertEqual(burst, 1 << 20)
         XCTAssertLessThanOrEqual(UInt64(forwarded) * size, burst + size)
         XCTAssertGreaterThan(limited, 0)
         var later = RelayMessage.wrap(inner, for: idB)
@@ -134,6 +136,27 @@ final class ConnectivityGuardTests: XCTestCase {
         XCTAssertEqual(counters["relay_unknown_target"], 3)
         XCTAssertEqual(counters["relay_rate_limited"], UInt64(limited))
         XCTAssertEqual(counters["relay_forwarded_packets"], UInt64(forwarded + 1))
+    }
+
+    func testRelayRateZeroMeansNoLimitButEveryOtherCheckStays() {
+        let (sim, anchor, a, b) = relayWorld(timings: ConnectivityTimings.default.withRelayRate(mbit: 0))
+        guard let aEndpoint = sim.activePath(anchor, a)?.remote, let bEndpoint = sim.activePath(anchor, b)?.remote else {
+            return XCTFail("members have sessions with the anchor")
+        }
+        let inner = [4] + [UInt8](repeating: 0xAB, count: 1399)
+        let idB = MemberID(publicKey: sim.hosts[b].identity.publicKey)
+        let t = sim.now
+        for _ in 0..<5000 {  // 7 MB at one instant: far over any burst
+            var m = RelayMessage.wrap(inner, for: idB)
+            let r = m.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: t) }
+            guard r == .transmit(bEndpoint, offset: 0, length: m.count) else { return XCTFail("refused: \(r)") }
+        }
+        // Not an open relay: a stranger's source is still refused.
+        var stranger = RelayMessage.wrap(inner, for: idB)
+        let from = Endpoint(family: .v4, address: IPAddressBytes(v4: (198, 51, 100, 1)), port: 4000)
+        let r = stranger.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: from, now: t) }
+        XCTAssertEqual(r, .drop(.relaySourceNotMember))
+        XCTAssertNil(sim.hosts[anchor].core.status(now: t).counters["relay_rate_limited"])
     }
 
     func testAMemberTakesRelayedDatagramsOnlyFromAnAnchorAndOnlyAsTheNamedMember() {

@@ -69,9 +69,12 @@ public struct ConnectivityTimings: Sendable, Equatable {
 
     // MARK: Relay and rate limits
 
-    /// Relay budget per member, bytes/s (2.5 MB/s = 20 Mbit/s) with a burst of
-    /// 256 KiB: enough for a video call through the anchor, not enough for one
-    /// member to take an anchor's uplink.
+    /// Relay budget per sending member, bytes/s (0: no limit), and its burst.
+    /// The default, 1000 Mbit/s with a 20 ms burst, keeps one member from
+    /// taking a big anchor's whole uplink without being what caps a relayed
+    /// transfer on a typical one; `node.relay_rate_mbit` sets it (`withRelayRate`).
+    /// Members are authenticated devices of one group, so this is fairness
+    /// between them, not a defence against strangers (those never get here).
     public var relayBytesPerSecond: UInt64
     public var relayBurstBytes: UInt64
     /// Probe replies per source address: 10/s, burst 20 (a household of members
@@ -117,8 +120,8 @@ public struct ConnectivityTimings: Sendable, Equatable {
         pathValidFor: Span = .seconds(30 as UInt64),
         rttSwitchRatio: Double = 0.8,
         rttSwitchMinimum: Span = .milliseconds(5),
-        relayBytesPerSecond: UInt64 = 2_500_000,
-        relayBurstBytes: UInt64 = 256 * 1024,
+        relayBytesPerSecond: UInt64 = ConnectivityTimings.relayBudget(mbit: 1000).bytesPerSecond,
+        relayBurstBytes: UInt64 = ConnectivityTimings.relayBudget(mbit: 1000).burst,
         probeRepliesPerSecond: Int = 10,
         probeReplyBurst: Int = 20,
         rendezvousPerSecond: Int = 2,
@@ -161,4 +164,18 @@ public struct ConnectivityTimings: Sendable, Equatable {
     }
 
     public static let `default` = ConnectivityTimings()
+
+    /// A relay budget of `mbit` Mbit/s: bytes per second, and a burst of 20 ms
+    /// of it but at least 1 MiB (a few TSO runs). 0 Mbit/s means no limit.
+    public static func relayBudget(mbit: Int) -> (bytesPerSecond: UInt64, burst: UInt64) {
+        let rate = UInt64(max(0, mbit)) * 125_000
+        return (rate, max(1 << 20, rate / 50))
+    }
+
+    /// These timings with the relay budget of `node.relay_rate_mbit`.
+    public func withRelayRate(mbit: Int) -> ConnectivityTimings {
+        var t = self
+        (t.relayBytesPerSecond, t.relayBurstBytes) = Self.relayBudget(mbit: mbit)
+        return t
+    }
 }

@@ -42,7 +42,9 @@ extension NodeCore {
         guard tunnels.isEstablished(target, now: now), let path = conns[target.rawValue].activePath, path.via == nil else {
             return drop(.relayTargetUnreachable)
         }
-        guard conns[sender.rawValue].relayBucket.take(UInt64(length), now: now) else { return drop(.relayRateLimited) }
+        guard timings.relayBytesPerSecond == 0 || conns[sender.rawValue].relayBucket.take(UInt64(length), now: now) else {
+            return drop(.relayRateLimited)
+        }
         RelayMessage.rewrite(conns[sender.rawValue].memberID, in: buffer)
         relayed.packets &+= 1
         relayed.bytes &+= UInt64(length)
