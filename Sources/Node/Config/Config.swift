@@ -8,7 +8,7 @@ import TOMLKit
 ///     address = "10.77.0.1/24"          # required: this node's overlay address
 ///     listen_port = 51820               # default 51820; 0 = any free port
 ///     anchor = false                    # default false
-///     relay_rate_mbit = 1000            # anchors: relay budget per member, Mbit/s; 0 = no limit
+///     relay_rate_mbit = 10000           # anchors: relay budget per member, Mbit/s; 0 = no limit
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
@@ -123,7 +123,7 @@ public struct NodeConfig: Sendable, Equatable {
     public var relayRateMbit: Int
     public var stateDir: String
     public var controlSocket: String
-    public static let defaultRelayRateMbit = 1000
+    public static let defaultRelayRateMbit = 10_000
     public static let maxRelayRateMbit = 100_000
 
     // Where the config came from, for the messages of `loadPrivateKey`.

@@ -92,7 +92,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.node.interface, "ws0")
         XCTAssertEqual(c.node.listenPort, 51820)
         XCTAssertFalse(c.node.anchor)
-        XCTAssertEqual(c.node.relayRateMbit, 1000)
+        XCTAssertEqual(c.node.relayRateMbit, 10_000)
         XCTAssertEqual(c.node.stateDir, "/var/lib/whalescale/ws0")
         XCTAssertEqual(c.node.controlSocket, "/run/whalescale/ws0.sock")
         XCTAssertEqual(c.peers, [])
