@@ -24,6 +24,13 @@ import Reactor
 
 private let EINVAL_: Int32 = 22
 
+extension DropReason {
+    /// The counter for an outbound packet dropped for this reason ("send_" + the reason),
+    /// built once: counting a drop on the TUN path allocates nothing.
+    var sendCounter: String { Self.sendCounters[self]! }
+    private static let sendCounters = Dictionary(uniqueKeysWithValues: allCases.map { ($0, "send_" + $0.rawValue) })
+}
+
 /// The data path's own memory, allocated once per daemon.
 final class DataPathBuffers {
     /// Views for one outgoing batch (sealed packets in the TUN slab, GSO runs in the arena).
@@ -110,7 +117,7 @@ extension Daemon {
                 case .queued:
                     break
                 case .drop(let reason):
-                    count("send_" + reason.rawValue)
+                    count(reason.sendCounter)
                 }
                 continue
             }
@@ -162,7 +169,7 @@ extension Daemon {
                     case .queued:
                         run = -1
                     case .drop(let reason):
-                        count("send_" + reason.rawValue)
+                        count(reason.sendCounter)
                         run = -1
                     }
                 }
