@@ -230,6 +230,10 @@ public final class Daemon {
         drops["udp_send_full", default: 0] &+= lost
     }
 
+    /// Arms the one reactor timer for the state machines' next deadline. A
+    /// timer already armed for an earlier moment is kept: it fires early, finds
+    /// nothing due, and arms the next one then. So while traffic moves the
+    /// deadlines later with every batch, nothing is re-armed (and nothing allocated).
     private func armTimer() {
         guard let (deadline, _) = core.pollTimeout() else {
             if let t = tunnelTimer { reactor.cancelTimer(t) }
@@ -237,16 +241,19 @@ public final class Daemon {
             tunnelDeadline = nil
             return
         }
-        if tunnelDeadline == deadline { return }
+        if let armed = tunnelDeadline, armed <= deadline { return }
         if let t = tunnelTimer { reactor.cancelTimer(t) }
         tunnelDeadline = deadline
-        tunnelTimer = reactor.addTimer(at: deadline.ns) { [unowned self] in
-            self.tunnelTimer = nil
-            self.tunnelDeadline = nil
-            let now = Self.now()
-            self.core.handleTimeout(now: now, wallClock: Self.wallClock())
-            self.service(now: now)
-        }
+        tunnelTimer = reactor.addTimer(at: deadline.ns, tunnelTimerFired)
+    }
+
+    /// The timer's action, made once (a closure per arming would allocate its context each time).
+    private lazy var tunnelTimerFired: () -> Void = { [unowned self] in
+        self.tunnelTimer = nil
+        self.tunnelDeadline = nil
+        let now = Self.now()
+        self.core.handleTimeout(now: now, wallClock: Self.wallClock())
+        self.service(now: now)
     }
 
     private func log(_ e: NodeEvent) {
