@@ -72,6 +72,14 @@ public struct SessionTimings: Sendable, Equatable {
     /// (5, 10, 20, 20, … s). WireGuard retries every 5 s; Whalescale backs off because
     /// a phone whose peer is gone should not wake its radio 18 times in 90 s.
     public var rekeyTimeoutMax: Span
+    /// Expedited retry spacing, 250 ms: when the path manager learns that a
+    /// path to the peer just opened (an anchor that refused to relay our
+    /// initiation now introduces us), the unanswered initiation is sent again
+    /// at once, but never sooner than this after the previous one. A relayed
+    /// round trip across the internet fits in it, so a response already on its
+    /// way is not thrown away (a new initiation frees the old index), and the
+    /// responder's INITIATION_MIN_INTERVAL (20 ms) never drops the new one.
+    public var expediteMinInterval: Span
     /// KEEPALIVE_TIMEOUT, 10 s: having received data and sent nothing for this long,
     /// send an empty packet, so the peer knows the session is alive.
     public var keepaliveTimeout: Span
@@ -100,6 +108,7 @@ public struct SessionTimings: Sendable, Equatable {
         rekeyTimeout: Span = .seconds(5 as UInt64),
         rekeyTimeoutJitterMax: Span = .milliseconds(333),
         rekeyTimeoutMax: Span = .seconds(20 as UInt64),
+        expediteMinInterval: Span = .milliseconds(250),
         keepaliveTimeout: Span = .seconds(10 as UInt64),
         rekeyAfterMessages: UInt64 = SessionConstants.rekeyAfterMessages,
         rejectAfterMessages: UInt64 = SessionConstants.rejectAfterMessages,
@@ -114,6 +123,7 @@ public struct SessionTimings: Sendable, Equatable {
         self.rekeyTimeout = rekeyTimeout
         self.rekeyTimeoutJitterMax = rekeyTimeoutJitterMax
         self.rekeyTimeoutMax = rekeyTimeoutMax
+        self.expediteMinInterval = expediteMinInterval
         self.keepaliveTimeout = keepaliveTimeout
         self.rekeyAfterMessages = rekeyAfterMessages
         self.rejectAfterMessages = rejectAfterMessages

@@ -35,8 +35,11 @@
 //   any auth packet sent -> cancel keepalive
 //   any auth packet rcvd -> cancel newHandshake
 //   any auth traversal   -> re-arm persistentKeepalive
-//   initiation sent      -> arm handshakeRetry (backoff + jitter)
-//   handshake complete   -> cancel retry and give-up
+//   initiation sent      -> arm handshakeRetry (backoff + jitter), cancel handshakeExpedite
+//   a path opened        -> arm handshakeExpedite: now, but at least expediteMinInterval after
+//                           the last initiation (the path manager's evidence, or a crossing
+//                           initiation we win the tie-break against)
+//   handshake complete   -> cancel retry, expedite and give-up
 
 /// Keys of one session and their bookkeeping. Stored inline (the replay window
 /// too): moving between slots copies ~1 KiB, but the data path never allocates.
@@ -234,13 +237,20 @@ struct PeerSession: Sendable {
             afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
             return .send(endpoint, offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
         }
-        // No usable keys: hold the packet (bounded, oldest dropped first) until a
-        // handshake completes.
+        // No usable keys: hold the packet until a handshake completes.
+        return hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
+                    now: now, ctx: &ctx)
+    }
+
+    /// Copies a payload into the queue (bounded, oldest dropped first) and asks
+    /// for a handshake; it leaves once keys exist. Without an endpoint the
+    /// initiation waits for `Tunnels.setEndpoint`.
+    mutating func hold(_ payload: UnsafeRawBufferPointer, now: Instant, ctx: inout SessionContext) -> Outbound {
         if queue.count >= ctx.timings.handshakeQueueLimit {
             queue.removeFirst()
             counters.queueDropped += 1
         }
-        queue.append(Array(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)])))
+        queue.append(Array(payload))
         wantHandshake(now: now, ctx: &ctx)
         return .queued
     }
@@ -316,10 +326,18 @@ struct PeerSession: Sendable {
         }
         if case .initiationSent(_, let ownIndex, _, _) = handshake, let sent = lastInitiationSent,
            now - sent < ctx.timings.rekeyTimeout {
-            if Self.winsTie(ctx.identity.publicKey, over: publicKey) { return .drop(.simultaneousInitiation) }
+            if Self.winsTie(ctx.identity.publicKey, over: publicKey) {
+                // The peer reaches us and had not seen our initiation when it
+                // sent its own: ours may be lost (an anchor that refused to
+                // relay it, a NAT not open yet), and the peer waits for it now.
+                // Send it again soon, not at the retry; an answer cancels that.
+                expedite(now: now, ctx: &ctx)
+                return .drop(.simultaneousInitiation)
+            }
             ctx.freeIndex(ownIndex)
             handshake = .idle
             timers[.handshakeRetry] = nil
+            timers[.handshakeExpedite] = nil
             timers[.handshakeInitiation] = nil
             // handshakeGiveUp stays armed: if the peer never confirms, queued
             // packets are still dropped in time.
@@ -387,6 +405,8 @@ struct PeerSession: Sendable {
         if due.contains(.handshakeGiveUp) { giveUp(ctx: &ctx) }
         if due.contains(.handshakeInitiation) || due.contains(.handshakeRetry), !handshake.isIdle {
             sendInitiation(now: now, wallClock: wallClock, ctx: &ctx)
+        } else if due.contains(.handshakeExpedite), case .initiationSent = handshake {
+            sendInitiation(now: now, wallClock: wallClock, sameAttempt: true, ctx: &ctx)
         }
         if due.contains(.newHandshake) {
             // We sent data and heard nothing back: the peer may have lost our
@@ -425,8 +445,27 @@ struct PeerSession: Sendable {
         timers[.handshakeGiveUp] = now + ctx.timings.rekeyAttemptTime
     }
 
-    mutating func sendInitiation(now: Instant, wallClock: HandshakeTimestamp, ctx: inout SessionContext) {
+    /// A path to the peer just opened while our initiation is unanswered: send
+    /// a new one now instead of at the retry, but not sooner than
+    /// `expediteMinInterval` after the last one (an answer to it may be on its
+    /// way: a new initiation frees its index). No-op unless an initiation is
+    /// out, or when the retry comes first anyway. True if one is scheduled.
+    @discardableResult
+    mutating func expedite(now: Instant, ctx: inout SessionContext) -> Bool {
+        guard case .initiationSent = handshake, let sent = lastInitiationSent else { return false }
+        let at = max(now, sent + ctx.timings.expediteMinInterval)
+        if let retry = timers[.handshakeRetry], retry <= at { return false }
+        if let pending = timers[.handshakeExpedite], pending <= at { return true }
+        timers[.handshakeExpedite] = at
+        return true
+    }
+
+    /// Sends a new initiation (new ephemeral, index and timestamp). `sameAttempt`:
+    /// an expedited re-send, which keeps the attempt number and so the backoff.
+    mutating func sendInitiation(now: Instant, wallClock: HandshakeTimestamp, sameAttempt: Bool = false,
+                                 ctx: inout SessionContext) {
         let t = ctx.timings
+        timers[.handshakeExpedite] = nil
         let attempt: Int
         let since: Instant
         switch handshake {
@@ -444,7 +483,7 @@ struct PeerSession: Sendable {
             // A new initiation (new ephemeral, new index) replaces the old one: a
             // late response to the old one finds no index and is dropped.
             ctx.freeIndex(oldIndex)
-            attempt = a + 1
+            attempt = sameAttempt ? a : a + 1
             since = s
         }
         let index = ctx.allocateIndex(for: id)
@@ -482,6 +521,7 @@ struct PeerSession: Sendable {
         }
         handshake = .idle
         timers[.handshakeRetry] = nil
+        timers[.handshakeExpedite] = nil
         timers[.handshakeInitiation] = nil
         timers[.keepalive] = nil
         // "We drop all packets without a keypair ... if we try unsuccessfully for too long."
@@ -544,6 +584,7 @@ struct PeerSession: Sendable {
     mutating func handshakeComplete(now: Instant) {
         handshake = .idle
         timers[.handshakeRetry] = nil
+        timers[.handshakeExpedite] = nil
         timers[.handshakeGiveUp] = nil
         timers[.handshakeInitiation] = nil
         sentLastMinuteHandshake = false

@@ -20,6 +20,11 @@ public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
     case handshakeInitiation
     /// An initiation went unanswered: send a new one (backoff + jitter).
     case handshakeRetry
+    /// A path to the peer just opened while our initiation is unanswered (the
+    /// path manager saw the evidence: an anchor introduced us, a relay path
+    /// changed, the peer's own initiation crossed ours): send a new one now
+    /// instead of at the retry. The same attempt, so the backoff is unchanged.
+    case handshakeExpedite
     /// We sent data and heard nothing for KEEPALIVE + REKEY_TIMEOUT: re-handshake.
     case newHandshake
     /// We received data and sent nothing for KEEPALIVE_TIMEOUT: send a keepalive.
@@ -33,6 +38,7 @@ public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .handshakeGiveUp: "handshake give-up"
         case .handshakeInitiation: "handshake initiation"
         case .handshakeRetry: "handshake retry"
+        case .handshakeExpedite: "handshake retry, expedited (a path opened)"
         case .newHandshake: "no reply to data, new handshake"
         case .keepalive: "keepalive"
         case .persistentKeepalive: "persistent keepalive"
@@ -42,7 +48,7 @@ public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
 
 /// A small table of optional deadlines keyed by `TimerReason`, stored inline.
 public struct TimerTable: Sendable, Equatable {
-    private var slots = InlineArray<7, Instant?>(repeating: nil)
+    private var slots = InlineArray<8, Instant?>(repeating: nil)
 
     public init() {}
 

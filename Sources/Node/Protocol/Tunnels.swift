@@ -328,6 +328,19 @@ public struct Tunnels: Sendable {
                                          now: now, ctx: &ctx)
     }
 
+    /// Keeps the payload at `buffer[payloadOffset ..< payloadOffset + payloadLength]`
+    /// for `peer`, which has no endpoint yet, and asks for a handshake: for a
+    /// path manager that will find one soon (its anchors are still coming up).
+    /// It leaves once `setEndpoint` gave the peer an address and keys exist;
+    /// like any queued packet it is dropped if the handshake gives up.
+    public mutating func hold(for peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
+                              payloadLength: Int, now: Instant) -> Outbound {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return .drop(.unknownPeer) }
+        guard payloadOffset >= 0, payloadLength >= 0, payloadOffset + payloadLength <= buffer.count else { return .drop(.badLength) }
+        return peers[peer.rawValue].hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
+                                         now: now, ctx: &ctx)
+    }
+
     /// Seals a payload for `peer` under its current keys, in place (same
     /// geometry as `send`), whatever its endpoint: for a path manager that sends
     /// the result somewhere else than the session's endpoint (a PATH_PING to a
@@ -400,6 +413,18 @@ public struct Tunnels: Sendable {
     public mutating func rehandshake(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+    }
+
+    /// A path to `peer` just opened (an anchor that could not relay to it
+    /// before now introduces us) while our initiation is unanswered:
+    /// send a new one now instead of at the retry (REKEY_TIMEOUT and backoff),
+    /// but at least `expediteMinInterval` after the previous one. The same
+    /// attempt number: the backoff does not advance. No-op without an
+    /// initiation in flight; true if one is scheduled (pollTimeout says when).
+    @discardableResult
+    public mutating func expediteHandshake(_ peer: PeerID, now: Instant) -> Bool {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
+        return peers[peer.rawValue].expedite(now: now, ctx: &ctx)
     }
 
     /// The path manager's decision: send to `endpoint` from now on. (Roaming on
