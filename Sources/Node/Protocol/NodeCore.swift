@@ -234,6 +234,9 @@ public struct NodeCore: Sendable {
     var drops: [NodeDropReason: UInt64] = [:]
     var relayed = RelayCounters()
     var lastHeal: Instant?
+    /// On an anchor: rendezvous requests for members it had no session with
+    /// yet, answered when that session comes up (Introductions.swift).
+    var heldIntroductions: [HeldIntroduction] = []
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).

@@ -3,6 +3,8 @@
 //   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
 //                              └─> RENDEZVOUS_REQUEST(M) to A, and punch what we already know
 //   A ──RENDEZVOUS──> both sides (the other's key and candidates, A's own observation first)
+//   (A has no session with M yet, a cold start: A holds the request and answers when M's
+//    session comes up; our initiation, which A refused to relay, goes again at once, via A)
 //   both sides: PATH_PING every candidate, rounds 100, 200, 400 ms ... ≤ 1 s, for 5 s
 //   PATH_PONG back from exactly where the ping went ──> path validated ──> `prefers` ──> active
 //   punch over, still relayed ──> retry (new rendezvous) after 10 s, 20 s ... ≤ 120 s while traffic flows
@@ -215,7 +217,8 @@ extension NodeCore {
         _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
     }
 
-    mutating func receiveRendezvous(_ p: PeerID, candidates: [Candidate], now: Instant) {
+    /// `anchor` introduces us to `p`: it has live sessions with both of us now.
+    mutating func receiveRendezvous(_ p: PeerID, from anchor: PeerID, candidates: [Candidate], now: Instant) {
         let i = p.rawValue
         conns[i].candidates = candidates
         conns[i].rendezvousAnchor = nil
@@ -228,6 +231,17 @@ extension NodeCore {
             conns[i].paths[a].lastTrafficRx = nil
         }
         if conns[i].active == nil { ensurePath(p, now: now) }
+        if !tunnels.isEstablished(p, now: now) {
+            // No session yet, so nothing proves our path to p works, but
+            // relaying through `anchor` does now. Our initiation may have
+            // reached an anchor before that anchor knew p (a cold start: it
+            // refused to relay it) and nothing else would send it again before
+            // the session's retry (5 s): send it now, through `anchor`.
+            if let path = conns[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
+                activate(p, conns[i].addPath(kind: .relay, remote: aep, via: anchor), now: now)
+            }
+            tunnels.expediteHandshake(p, now: now)
+        }
         startPunch(p, now: now)
     }
 

@@ -97,12 +97,15 @@ extension NodeCore {
         case .rendezvousRequest(let target):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard isAnchor else { return drop(.controlNotAllowed) }
-            return serveRendezvous(from: p, target: target, now: now)
+            let result = serveRendezvous(from: p, target: target, now: now)
+            // Refused for now (no session with the target yet): answered when it comes up.
+            if result == .drop(.relayTargetUnreachable) { holdIntroduction(of: p, to: target, now: now) }
+            return result
         case .rendezvous(let key, let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard conns[p.rawValue].anchor != nil, let x = tunnels.peerID(for: key), x != p,
                   !conns[x.rawValue].isSelf else { return drop(.controlNotAllowed) }
-            receiveRendezvous(x, candidates: list, now: now)
+            receiveRendezvous(x, from: p, candidates: list, now: now)
         }
         return .consumed
     }
@@ -157,6 +160,7 @@ extension NodeCore {
                 updateAnchorReachability(p, now: now)
             }
             if conns[p.rawValue].punchUntil != nil { conns[p.rawValue].punchNext = now }
+            if isAnchor { introduceHeld(p, now: now) }
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
             events.push(.session(e))
