@@ -123,7 +123,7 @@ public struct NodeConfig: Sendable, Equatable {
     public var relayRateMbit: Int
     public var stateDir: String
     public var controlSocket: String
-    public static let defaultRelayRateMbit = 10_000
+    public static let defaultRelayRateMbit = ConnectivityTimings.defaultRelayRateMbit
     public static let maxRelayRateMbit = 100_000
 
     // Where the config came from, for the messages of `loadPrivateKey`.

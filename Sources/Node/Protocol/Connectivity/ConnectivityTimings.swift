@@ -123,8 +123,8 @@ public struct ConnectivityTimings: Sendable, Equatable {
         pathValidFor: Span = .seconds(30 as UInt64),
         rttSwitchRatio: Double = 0.8,
         rttSwitchMinimum: Span = .milliseconds(5),
-        relayBytesPerSecond: UInt64 = ConnectivityTimings.relayBudget(mbit: 10_000).bytesPerSecond,
-        relayBurstBytes: UInt64 = ConnectivityTimings.relayBudget(mbit: 10_000).burst,
+        relayBytesPerSecond: UInt64 = ConnectivityTimings.relayBudget(mbit: ConnectivityTimings.defaultRelayRateMbit).bytesPerSecond,
+        relayBurstBytes: UInt64 = ConnectivityTimings.relayBudget(mbit: ConnectivityTimings.defaultRelayRateMbit).burst,
         probeRepliesPerSecond: Int = 10,
         probeReplyBurst: Int = 20,
         rendezvousPerSecond: Int = 2,
@@ -167,6 +167,9 @@ public struct ConnectivityTimings: Sendable, Equatable {
     }
 
     public static let `default` = ConnectivityTimings()
+
+    /// The default relay budget, 10 Gbit/s per member (`node.relay_rate_mbit`).
+    public static let defaultRelayRateMbit = 10_000
 
     /// A relay budget of `mbit` Mbit/s: bytes per second, and a burst of 20 ms
     /// of it but at least 1 MiB (a few TSO runs). 0 Mbit/s means no limit.
