@@ -316,7 +316,16 @@ public struct NodeCore: Sendable {
                                     payloadLength: Int, now: Instant) -> Outbound {
         start(now)
         guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return .drop(.unknownPeer) }
-        if conns[peer.rawValue].active == nil { ensurePath(peer, now: now) }
+        if conns[peer.rawValue].active == nil {
+            ensurePath(peer, now: now)
+            if conns[peer.rawValue].active == nil, awaitsAnchor(peer) {
+                // No anchor reachable yet (at start their handshakes are a round
+                // trip away): the packet waits for the path the first one gives.
+                let result = tunnels.hold(for: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
+                absorbTunnels(now: now)
+                return result
+            }
+        }
         let relayed = conns[peer.rawValue].activeKind == .relay
         if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
         let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)

@@ -102,6 +102,23 @@ final class ConnectivityColdStartTests: XCTestCase {
         firstPacketsArriveSoonAfterALateTarget(lateBy: .milliseconds(2500))
     }
 
+    /// A packet sent before any anchor is reachable (the first ping of a cold
+    /// start) waits for the first anchor's session, instead of being dropped
+    /// for want of a path (the application would resend it a second later).
+    func testPacketSentBeforeAnyAnchorIsReachableWaitsForThePath() {
+        let w = world()
+        let sim = w.sim
+        XCTAssertEqual(reachable(sim, w.e1), [])
+        XCTAssertEqual(sim.sendIP(from: w.e1, to: w.e2, 1), .queued)
+        XCTAssertEqual(sim.sendIP(from: w.e1, to: w.d1, 1), .queued)
+        let took = sim.drive(until: { sim.delivered(w.e2, from: w.e1, number: 1) && sim.delivered(w.d1, from: w.e1, number: 1) },
+                             within: .seconds(1 as UInt64))
+        XCTAssertNotNil(took)
+        print("cold start: packets sent before any anchor was reachable delivered after \(took.map { "\($0.milliseconds) ms" } ?? "-") (virtual)")
+        // An anchor with no path to a member still drops (nothing would give it one).
+        XCTAssertEqual(sim.hosts[w.a1].core.awaitsAnchor(sim.pid(w.e1)), false)
+    }
+
     /// The lab's asymmetric start: e1 reaches one anchor 400 ms later than
     /// the other, and that late one is the pair's hashed anchor. e1 relays
     /// e1 -> e2 through the other (the only one it can reach), e2 relays

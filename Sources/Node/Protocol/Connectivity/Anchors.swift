@@ -136,7 +136,7 @@ extension NodeCore {
         guard reachable != st.reachable else { return }
         conns[a.rawValue].anchor?.reachable = reachable
         events.push(reachable ? .anchorReachable(a) : .anchorUnreachable(a))
-        if !reachable { rerouteRelays(avoiding: a, now: now) }
+        if reachable { givePathsToWaitingMembers(now: now) } else { rerouteRelays(avoiding: a, now: now) }
         updateWarnings(now: now)
         evaluateConnectivity(now: now)
     }

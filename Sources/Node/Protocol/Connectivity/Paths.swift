@@ -2,6 +2,8 @@
 //
 //   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
 //                              └─> RENDEZVOUS_REQUEST(M) to A, and punch what we already know
+//   (no anchor reachable yet: the packet waits in the session's queue; the first anchor
+//    that becomes reachable gives M its relay path)
 //   A ──RENDEZVOUS──> both sides (the other's key and candidates, A's own observation first)
 //   (A has no session with M yet, a cold start: A holds the request and answers when M's
 //    session comes up; our initiation, which A refused to relay, goes again at once, via A)
@@ -137,6 +139,26 @@ extension NodeCore {
 
     mutating func rerouteRelays(avoiding a: PeerID, now: Instant) {
         for i in conns.indices where conns[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
+    }
+
+    /// An anchor became reachable: a member that has a handshake waiting for
+    /// want of any path (its first packets came before any anchor's session
+    /// was up, a cold start; `sendPacket` held them) gets its relay path now,
+    /// and the initiation leaves at once.
+    mutating func givePathsToWaitingMembers(now: Instant) {
+        guard !isAnchor else { return }
+        for i in conns.indices where !conns[i].isSelf && !conns[i].isAnchorMember && conns[i].active == nil {
+            let p = PeerID(rawValue: i)
+            if tunnels.isHandshaking(p) { ensurePath(p, now: now) }
+        }
+    }
+
+    /// No path to `p` and no anchor reachable yet, on a member with anchors:
+    /// one will be (at start their sessions are a round trip away, and
+    /// recovery looks for them), so `sendPacket` holds the packet instead of
+    /// dropping it.
+    func awaitsAnchor(_ p: PeerID) -> Bool {
+        !isAnchor && !anchorPeers.isEmpty && !conns[p.rawValue].isAnchorMember && reachableAnchors.isEmpty
     }
 
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
