@@ -22,8 +22,8 @@ final class ConnectivityColdStartTests: XCTestCase {
         let a1 = 0, a2 = 1, e1 = 2, e2 = 3, d1 = 4
     }
 
-    func world() -> World {
-        let sim = NetSim()
+    func world(sessionTimings: SessionTimings = .default) -> World {
+        let sim = NetSim(sessionTimings: sessionTimings)
         sim.rng = SessionRandom(seed: 77 &+ Self.seed)
         let n1 = sim.addNAT(.independent, .addressAndPort)
         let n2 = sim.addNAT(.independent, .addressAndPort)
@@ -150,5 +150,38 @@ final class ConnectivityColdStartTests: XCTestCase {
         XCTAssertEqual(firstRelay(w.e2, w.e1), hashed)
         print("cold start: e1 relaying via \(sim.hosts[other.rawValue].name), e2 via \(sim.hosts[hashed.rawValue].name): "
               + "both first packets after \((sim.now - t1).milliseconds) ms (virtual); anchors refused \(refusals(sim))")
+    }
+
+    /// Punching needs keys: its 5 s window counts from the first round that
+    /// can ping, so a pair whose handshake took longer than the window still
+    /// punches as soon as the session is up, instead of staying relayed until
+    /// the direct retry 10 s later. Here every relayed datagram of the pair is
+    /// lost for 6 s, and the first handshake retry comes after 7 s.
+    func testPunchWindowCountsFromTheSession() {
+        let w = world(sessionTimings: SessionTimings(rekeyTimeout: .seconds(7 as UInt64)))
+        let sim = w.sim
+        sim.drive(for: .seconds(1 as UInt64))
+        let t0 = sim.now
+        let members = [w.e1, w.e2]
+        sim.lose = { host, _, type in members.contains(host) && type == MessageType.relay.rawValue && sim.now < t0 + .seconds(6 as UInt64) }
+        var n = 1
+        let established = sim.drive(until: {
+            sim.sendIP(from: w.e1, to: w.e2, n)
+            n += 1
+            return sim.hosts[w.e1].core.tunnels.isEstablished(sim.pid(w.e2), now: sim.now)
+        }, within: .seconds(20 as UInt64), slice: .milliseconds(250))
+        XCTAssertGreaterThan(established ?? .zero, .seconds(6 as UInt64), "the handshake outlasted the punch window")
+        guard let up = sim.hosts[w.e1].events.last(where: { $0.event == .session(.established(sim.pid(w.e2))) })?.at else {
+            return XCTFail("no established event")
+        }
+        let direct = sim.drive(until: {
+            sim.sendIP(from: w.e1, to: w.e2, n)
+            n += 1
+            return sim.activePath(w.e1, w.e2)?.kind == .direct && sim.activePath(w.e2, w.e1)?.kind == .direct
+        }, within: .seconds(3 as UInt64), slice: .milliseconds(100))
+        XCTAssertNotNil(direct)
+        let directAt = sim.hosts[w.e1].events.first { if case .pathChanged(_, .direct, _, _) = $0.event { $0.at >= up } else { false } }?.at
+        XCTAssertLessThan((directAt ?? sim.now) - up, .seconds(1 as UInt64))
+        print("cold start: session up after \((up - t0).milliseconds) ms, e1 direct \(directAt.map { "\(($0 - up).milliseconds) ms" } ?? "-") later (virtual)")
     }
 }

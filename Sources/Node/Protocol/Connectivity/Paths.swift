@@ -8,6 +8,7 @@
 //   (A has no session with M yet, a cold start: A holds the request and answers when M's
 //    session comes up; our initiation, which A refused to relay, goes again at once, via A)
 //   both sides: PATH_PING every candidate, rounds 100, 200, 400 ms ... ≤ 1 s, for 5 s
+//               from the first round with keys (pings need the session)
 //   PATH_PONG back from exactly where the ping went ──> path validated ──> `prefers` ──> active
 //   punch over, still relayed ──> retry (new rendezvous) after 10 s, 20 s ... ≤ 120 s while traffic flows
 //   active path quiet 3 s while sending ──> PATH_PING it; 2 missed ──> dead: fall back (relay), re-punch
@@ -289,8 +290,19 @@ extension NodeCore {
 
     mutating func punchRound(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        guard let until = conns[i].punchUntil, now < until else { return endPunch(p, now: now) }
+        guard var until = conns[i].punchUntil else { return endPunch(p, now: now) }
         guard tunnels.isEstablished(p, now: now) else {
+            guard now < until else {
+                // The whole window passed without keys. The punch has not
+                // begun (pings need keys): while a handshake is under way it
+                // waits for the session's `established`, which starts its
+                // rounds at once (a slow look every second covers a handshake
+                // that ends some other way). Ending it here would leave a pair
+                // that connects late relayed until the direct retry (10 s).
+                guard tunnels.isHandshaking(p) else { return endPunch(p, now: now) }
+                conns[i].punchNext = now + timings.punchMaxRound
+                return
+            }
             // Pings need keys: make sure a session is coming up (through the
             // relay, if that is the path). A responder holding fresh keys
             // from the other side's initiation waits for its confirmation.
@@ -299,6 +311,12 @@ extension NodeCore {
             conns[i].punchNext = now + timings.punchFirstRound
             return
         }
+        // The window counts from the first round that can send a ping.
+        if conns[i].punchRound == 0 {
+            until = now + timings.punchDuration
+            conns[i].punchUntil = until
+        }
+        guard now < until else { return endPunch(p, now: now) }
         let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
         for ep in punchTargets(p, now: now) {
             // A ping to where our data goes says so: once it gets through, the
