@@ -332,6 +332,8 @@ struct HandshakeBench {
     var macsAtoB: MacGenerator
     var macsBtoA: MacGenerator
     let checkerB: CookieChecker
+    /// B's member table as Tunnels keeps it: A's X25519 static, converted once.
+    let aStatic: [UInt8]
     let timestamp = HandshakeTimestamp(unixSeconds: 1_700_000_000, nanoseconds: 0).bytes
     let now = Instant(ns: 1_000_000_000)
     let initiation: [UInt8]
@@ -345,6 +347,7 @@ struct HandshakeBench {
         macsAtoB = MacGenerator(peer: b.publicKey)
         macsBtoA = MacGenerator(peer: a.publicKey)
         checkerB = CookieChecker(identity: b)
+        aStatic = a.publicKey.x25519!
         guard let (message, _) = InitiatorHandshake.createInitiation(
             identity: a, responder: b.publicKey, senderIndex: 1, timestamp: timestamp, macs: &macsAtoB, now: now)
         else { throw ValidationError("createInitiation failed") }
@@ -365,11 +368,14 @@ struct HandshakeBench {
     mutating func handshakeKeys() -> (a: TransportKeys, b: TransportKeys)? {
         guard let (message, state) = InitiatorHandshake.createInitiation(
                 identity: a, responder: b.publicKey, senderIndex: 1, timestamp: timestamp, macs: &macsAtoB, now: now),
-              let received = consumeInitiation(identity: b, message: message) else { return nil }
+              let received = consumeInitiation(identity: b, message: message, staticOf: memberStatic) else { return nil }
         let (response, keysB) = received.createResponse(senderIndex: 2, macs: &macsBtoA, now: now)
         guard let (index, keysA) = state.consumeResponse(response), index == 2 else { return nil }
         return (keysA, keysB)
     }
+
+    /// What Tunnels passes: the static of a known member, nil for anyone else.
+    func memberStatic(_ key: PublicKey) -> [UInt8]? { key == a.publicKey ? aStatic : nil }
 
     mutating func full(_ count: Int) {
         for _ in 0..<count where handshakeKeys() == nil { failures += 1 }
@@ -377,7 +383,7 @@ struct HandshakeBench {
 
     mutating func responder(_ count: Int) {
         for _ in 0..<count {
-            guard let received = consumeInitiation(identity: b, message: initiation) else {
+            guard let received = consumeInitiation(identity: b, message: initiation, staticOf: memberStatic) else {
                 failures += 1
                 continue
             }

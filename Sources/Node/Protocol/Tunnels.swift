@@ -195,6 +195,8 @@ public struct Tunnels: Sendable {
     public let timings: SessionTimings
     private var peers: [PeerSession]
     private var members: [PublicKey: PeerID]
+    /// Every member's X25519 static, converted once (nil for a key without one).
+    private let statics: [[UInt8]?]
     private var ctx: SessionContext
     private var cookies: CookieChecker
     private var limiter: HandshakeRateLimiter
@@ -217,6 +219,7 @@ public struct Tunnels: Sendable {
         }
         self.peers = peers
         self.members = members
+        statics = specs.map(\.publicKey.x25519)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed))
         cookies = CookieChecker(identity: identity)
         limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
@@ -289,7 +292,10 @@ public struct Tunnels: Sendable {
             guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
         }
         if initiation {
-            guard let received = consumeInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
+            let received = consumeInitiation(identity: ctx.identity, message: message) { [members, statics] key in
+                members[key].flatMap { statics[$0.rawValue] }
+            }
+            guard let received else { return .drop(.authFailed) }
             // "Nothing is accepted from a non-member": never answer one.
             guard let peer = members[received.initiator] else { return .drop(.notMember) }
             return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,

@@ -110,6 +110,17 @@ final class CryptoHandshakeTests: XCTestCase {
         XCTAssertFalse(CookieChecker(identity: carol).mac1Valid(message))
     }
 
+    /// A member table's precomputed static is only a shortcut: the initiator's
+    /// proven static must still equal it, so a table with a wrong entry refuses.
+    func testKnownStaticsSaveTheConversionButStillBind() {
+        let (message, _, _) = initiation()
+        let aliceStatic = alice.publicKey.x25519!
+        let received = consumeInitiation(identity: bob, message: message) { $0 == self.alice.publicKey ? aliceStatic : nil }
+        XCTAssertEqual(received?.initiator, alice.publicKey)
+        XCTAssertNil(consumeInitiation(identity: bob, message: message) { _ in self.carol.publicKey.x25519 })
+        XCTAssertNotNil(consumeInitiation(identity: bob, message: message) { _ in nil }, "an unknown key is converted")
+    }
+
     /// Every single-bit change of an INIT is caught: in the Noise part by Noise
     /// itself; in the header by mac1; in mac2 by mac2 (checked under load).
     func testTamperedInitiationIsRejectedAtEveryByte() throws {
