@@ -102,6 +102,14 @@ final class ConnectivityColdStartTests: XCTestCase {
         firstPacketsArriveSoonAfterALateTarget(lateBy: .milliseconds(2500))
     }
 
+    /// A member that starts long after the others asked for it (the laptop
+    /// opened later): the anchors hold the requests for `introductionHold`
+    /// (30 s), so its first packets do not wait for the requester's next
+    /// handshake retry (5, 10, 20 s apart).
+    func testTargetStartingLongAfterTheFirstPackets() {
+        firstPacketsArriveSoonAfterALateTarget(lateBy: .seconds(12 as UInt64))
+    }
+
     /// A packet sent before any anchor is reachable (the first ping of a cold
     /// start) waits for the first anchor's session, instead of being dropped
     /// for want of a path (the application would resend it a second later).

@@ -46,6 +46,12 @@ public struct ConnectivityTimings: Sendable, Equatable {
     public var punchMaxRound: Span
     /// A RENDEZVOUS_REQUEST unanswered for 2 s: ask the next anchor.
     public var rendezvousTimeout: Span
+    /// An anchor holds a rendezvous request for a member it has no session
+    /// with yet this long (30 s), and introduces the pair the moment that
+    /// member's session comes up: a member that starts late (the laptop
+    /// opened after the others) is reached at once, not at the requester's
+    /// next handshake retry (5, 10, 20 s apart). Introductions.swift.
+    public var introductionHold: Span
     /// A relayed peer retries direct paths (a new rendezvous) 10 s after a punch
     /// failed, doubling to at most 120 s, for as long as traffic flows: NATs
     /// change (a mapping policy, a port mapping added) and the relay costs the
@@ -115,6 +121,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
         punchFirstRound: Span = .milliseconds(100),
         punchMaxRound: Span = .seconds(1 as UInt64),
         rendezvousTimeout: Span = .seconds(2 as UInt64),
+        introductionHold: Span = .seconds(30 as UInt64),
         directRetryInitial: Span = .seconds(10 as UInt64),
         directRetryMax: Span = .seconds(120 as UInt64),
         directRetryIdle: Span = .seconds(120 as UInt64),
@@ -146,6 +153,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
         self.punchFirstRound = punchFirstRound
         self.punchMaxRound = punchMaxRound
         self.rendezvousTimeout = rendezvousTimeout
+        self.introductionHold = introductionHold
         self.directRetryInitial = directRetryInitial
         self.directRetryMax = directRetryMax
         self.directRetryIdle = directRetryIdle

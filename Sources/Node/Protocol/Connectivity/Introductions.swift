@@ -6,13 +6,13 @@
 // it refuses (`relay_target_unreachable`, RelayService.swift). Forgetting the
 // request there would leave the requester waiting for an event it missed:
 // its rendezvous timeout (2 s), and for its handshake initiation, which the
-// anchor refused to relay too, the session's retry (5 s). So the anchor
-// keeps the request for as long as the requester waits for an answer, and
-// answers the moment the target's session comes up:
+// anchor refused to relay too, the session's retry (5 s, then 10, 20 s apart).
+// So the anchor keeps the request, and answers the moment the target's
+// session comes up; long enough (30 s) to cover a member that starts late:
 //
-//   RENDEZVOUS_REQUEST(M) from H, no session with M   -> refused and counted; held (H, M) for 2 s
+//   RENDEZVOUS_REQUEST(M) from H, no session with M   -> refused and counted; held (H, M) for 30 s
 //   M's session established                           -> RENDEZVOUS to H and to M; forgotten
-//   2 s passed                                        -> forgotten (H asked the next anchor)
+//   30 s passed                                       -> forgotten (H's handshake retries go on)
 //
 // H takes that RENDEZVOUS as the news that relaying through us works now and
 // sends its initiation again at once (Paths.swift `receiveRendezvous`). The
@@ -27,17 +27,17 @@ struct HeldIntroduction: Sendable {
 }
 
 extension NodeCore {
-    /// Held introductions at most (the oldest goes first): far more than a
-    /// mesh's members can ask for within a rendezvous timeout.
+    /// Held introductions at most (the oldest goes first): each member's
+    /// requests are limited by its rendezvous budget (2/s) before they are held.
     static let maxHeldIntroductions = 256
 
     /// `requester` asked to meet the member with key `key`, which has no
-    /// session with us yet: remember it until the requester's rendezvous timeout.
+    /// session with us yet: remember it for `introductionHold`.
     mutating func holdIntroduction(of requester: PeerID, to key: PublicKey, now: Instant) {
         guard let target = tunnels.peerID(for: key), target != requester, !conns[target.rawValue].isSelf else { return }
         heldIntroductions.removeAll { $0.until <= now || ($0.requester == requester && $0.target == target) }
         if heldIntroductions.count >= Self.maxHeldIntroductions { heldIntroductions.removeFirst() }
-        heldIntroductions.append(HeldIntroduction(requester: requester, target: target, until: now + timings.rendezvousTimeout))
+        heldIntroductions.append(HeldIntroduction(requester: requester, target: target, until: now + timings.introductionHold))
     }
 
     /// `target`'s session just came up: introduce everyone who asked for it
