@@ -100,6 +100,11 @@ ep=$(python3 "$here/lib/jq.py" peers.0.endpoint <"$tmp/b1.json")
 [ "$state" = up ] || fail "peer state is $state"
 [ "$ep" = "10.55.0.1:51820" ] || fail "endpoint is $ep"
 "$bin/wsctl" status --socket "$tmp/b.sock" | sed 's/^/  | /'
+# The documented form, the socket before the verb (DESIGN §8), gives the same object.
+"$bin/wsctl" --socket "$tmp/b.sock" status --json | python3 "$here/lib/jq.py" node.public_key >"$tmp/b-key-before-verb" \
+  || fail "wsctl --socket PATH status"
+[ "$(cat "$tmp/b-key-before-verb")" = "$(python3 "$here/lib/jq.py" node.public_key <"$tmp/b1.json")" ] || fail "wsctl --socket PATH status: another node"
+echo "ok: wsctl --socket PATH status and wsctl status --socket PATH agree"
 [ "$(stat -c %a "$tmp/b.sock")" = 600 ] || fail "control socket is not owner-only"
 
 # Replay: capture a DATA packet A -> B on the bridge, send it again from C.

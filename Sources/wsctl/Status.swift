@@ -13,11 +13,12 @@ struct Status: ParsableCommand {
             documented in docs/status-json.md, for scripts.
             """)
 
+    @ParentCommand var wsctl: WSCtl
     @OptionGroup var socket: SocketOptions
     @Flag(help: "Print the status object as JSON.") var json = false
 
     func run() throws {
-        let response = try ControlClient.request(.status, socket: socket.path)
+        let response = try ControlClient.request(.status, socket: socket.path(else: wsctl.socket))
         switch response {
         case .status(let s):
             print(json ? ControlCodec.prettyJSON(s) : renderStatusTable(s), terminator: json ? "\n" : "")

@@ -17,15 +17,22 @@ struct WSCtl: ParsableCommand {
               wsctl status --json     # the stable object documented in docs/status-json.md
             """,
         subcommands: [GenKey.self, PubKey.self, Status.self])
+
+    /// `wsctl --socket PATH status` (the form DESIGN §8 documents) as well as `wsctl status --socket PATH`.
+    @OptionGroup var socket: SocketOptions
 }
 
-/// Where the daemon listens: --socket, else /run/whalescale/<interface>.sock.
+/// Where the daemon listens: --socket, else /run/whalescale/<interface>.sock
+/// (interface ws0 unless -i names another). Given before the verb or after it.
 struct SocketOptions: ParsableArguments {
     @Option(name: .long, help: "Control socket of the daemon (default: /run/whalescale/<interface>.sock).")
     var socket: String?
 
-    @Option(name: [.short, .long], help: "Interface name, to find the default socket.")
-    var interface: String = "ws0"
+    @Option(name: [.short, .long], help: "Interface name, to find the default socket (default: ws0).")
+    var interface: String?
 
-    var path: String { socket ?? "/run/whalescale/\(interface).sock" }
+    /// These options (after the verb) over `outer` (before it).
+    func path(else outer: SocketOptions) -> String {
+        socket ?? outer.socket ?? "/run/whalescale/\(interface ?? outer.interface ?? "ws0").sock"
+    }
 }
