@@ -138,6 +138,8 @@ public final class Daemon {
         tun = try TunDevice(reactor: reactor, name: config.node.interface, offloads: .all, headroom: Self.headroom,
                             handler: TunSide(self))
         for n in tun.notes { logger.notice("tun: \(n)") }
+        // Same-flow UDP datagrams are written as one UDP_L4 super-packet only where the TUN has USO (6.2+).
+        fast.coalescer.udp = tun.offloads.isSuperset(of: [.uso4, .uso6])
         logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
         try tun.setUp(mtu: mtu)
         try InterfaceSetup.configure(interface: tun.name, address: config.node.address,
@@ -313,6 +315,9 @@ public final class Daemon {
         }
         var counters = drops
         for (k, v) in st.counters { counters[k, default: 0] &+= v }
+        // Packets written to the TUN device inside a GSO super-packet instead of alone.
+        counters["tun_coalesced_packets"] = UInt64(fast.coalescer.merged)
+        counters["tun_coalesced_udp"] = UInt64(fast.coalescer.mergedUDP)
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(

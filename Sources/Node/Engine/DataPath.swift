@@ -12,7 +12,7 @@
 //   UDP recvmmsg (GRO: one view may be a run of equal datagrams)
 //     │ every datagram of every run: Tunnels.receive opens it in place
 //     │ cryptokey route, inbound: the inner source must be the member's
-//     ▼ TCPCoalescer: in-order segments of one flow → one super-packet (no copy)
+//     ▼ GSOCoalescer: in-order segments of one flow → one super-packet (no copy)
 //   one writev per (super-)packet to the TUN device, vnet header in front
 //
 // Memory: packets stay in the reactor's slabs (TunDevice, DatagramSocket)
@@ -39,7 +39,7 @@ final class DataPathBuffers {
     /// Where TSO segments are cut and sealed: slots of (DATA header, segment, tag).
     let arena: UnsafeMutableRawPointer
     let arenaSize: Int
-    let coalescer: TCPCoalescer
+    let coalescer: GSOCoalescer
     /// One TUN write: vnet header, head packet, payload pieces.
     let iov: UnsafeMutablePointer<CReactor_iovec>
     let iovCapacity: Int
@@ -53,8 +53,8 @@ final class DataPathBuffers {
         out.initialize(repeating: CReactor_dgram(), count: outCapacity)
         self.arenaSize = arenaSize
         arena = .allocate(byteCount: arenaSize, alignment: 64)
-        coalescer = TCPCoalescer(maxGroups: 2048, maxPieces: 4096)
-        iovCapacity = TCPCoalescer.maxSegmentsPerPacket + 2
+        coalescer = GSOCoalescer(maxGroups: 2048, maxPieces: 4096)
+        iovCapacity = GSOCoalescer.maxSegmentsPerPacket + 2
         iov = .allocate(capacity: iovCapacity)
         iov.initialize(repeating: CReactor_iovec(), count: iovCapacity)
         vnet = .allocate(byteCount: 16, alignment: 16)
@@ -275,7 +275,7 @@ extension Daemon {
     }
 
     /// One TUN write per packet or super-packet the coalescer holds, in order.
-    private func writeCoalesced(_ coalescer: TCPCoalescer) {
+    private func writeCoalesced(_ coalescer: GSOCoalescer) {
         let st = fast
         let tun = self.tun!
         coalescer.flush { o in
@@ -294,12 +294,17 @@ extension Daemon {
                 count("tun_write")
                 return
             }
-            // Degrade once, loudly: this kernel takes no GSO writes. Write this one's segments alone.
-            if st.coalescing {
+            // Degrade once, loudly: this kernel takes no GSO writes (of this kind). Write this one's segments alone.
+            if o.header.gsoType == VirtioNetHeader.gsoUDPL4 {
+                if coalescer.udp {
+                    coalescer.udp = false
+                    logger.notice("tun: UDP GSO write refused (EINVAL); writing UDP one datagram at a time from now on")
+                }
+            } else if st.coalescing {
                 st.coalescing = false
                 logger.notice("tun: GSO write refused (EINVAL); writing one packet per segment from now on")
             }
-            TCPCoalescer.restoreHead(o)
+            GSOCoalescer.restoreHead(o)
             if !tun.write(o.head, length: o.headLength) { count("tun_write") }
             let hl = Int(o.header.headerLength)
             for piece in o.pieces where !tun.write(piece.base - hl, length: piece.length + hl) { count("tun_write") }

@@ -7,7 +7,7 @@
 //   TCP ─▶ TUN read: [vnet hdr][IP|TCP|64 KiB payload]          UDP recv (GRO run)
 //            │  plan() checks the header, split() copies          │  open each segment in place
 //            ▼  each MSS chunk behind its own headers             ▼
-//          [IP|TCP|mss] [IP|TCP|mss] ... [IP|TCP|rest]          TCPCoalescer.add(segment) ...
+//          [IP|TCP|mss] [IP|TCP|mss] ... [IP|TCP|rest]          GSOCoalescer.add(segment) ...
 //            │  seal each in place (DATA header, tag)             │  flush(): head headers fixed,
 //            ▼  one UDP GSO sendmsg                               ▼  [vnet hdr][head][payload]... one writev
 //
@@ -331,17 +331,26 @@ public enum Offload {
     }
 }
 
-/// Coalesces consecutive in-order segments of one TCP flow into GSO
-/// super-packets, without copying: a super-packet is its first segment (whose
-/// headers are rewritten) followed by the payloads of the others where they
-/// lie. Packets that cannot be merged pass through alone, in order within
-/// their flow. One instance per data path, reused batch after batch.
+/// Coalesces consecutive in-order segments of one TCP flow, and consecutive
+/// equal-sized datagrams of one UDP flow, into GSO super-packets (TCPv4/v6,
+/// UDP_L4), without copying: a super-packet is its first packet (whose headers
+/// are rewritten) followed by the payloads of the others where they lie; the
+/// kernel cuts it back into the same packets (or hands it whole to a socket
+/// with GRO on). Packets that cannot be merged pass through alone, in order
+/// within their flow. One instance per data path, reused batch after batch.
+///
+/// UDP: the datagrams of a run must be equal in size (the last may be
+/// shorter, and ends the run), carry a checksum that verifies (an IPv4
+/// datagram without one is never merged: the kernel would give each part a
+/// checksum it did not have), and agree in every IP header field the kernel
+/// copies (TOS or traffic class and flow label, DF, TTL or hop limit).
+/// `udp = false` (a kernel without USO) leaves UDP alone.
 ///
 /// Use: `add` every packet of a batch (pointers must stay valid until `flush`);
 /// when `add` returns false it is full: `flush`, then `add` again. `flush`
 /// hands out every packet or super-packet in order of arrival of its first
 /// segment and resets.
-public final class TCPCoalescer {
+public final class GSOCoalescer {
     /// A payload appended to a super-packet (layout of `struct iovec`).
     public struct Piece {
         public var base: UnsafeRawPointer
@@ -362,8 +371,10 @@ public final class TCPCoalescer {
         var headLength: Int
         /// 0 when this packet is not a TCP segment we parsed (nothing can join it).
         var ipHeaderLength: Int
-        var tcpHeaderLength: Int
+        var l4HeaderLength: Int
         var isV6: Bool
+        /// 6 (TCP) or 17 (UDP); 0 for a packet that is neither.
+        var proto: UInt8
         var mergeable: Bool
         var verified: Bool
         var psh: Bool
@@ -398,9 +409,15 @@ public final class TCPCoalescer {
     private var openCount = 0
     /// Counters (for tests and `wsctl status`).
     public private(set) var merged = 0
+    /// Of those, UDP datagrams.
+    public private(set) var mergedUDP = 0
     public private(set) var badChecksums = 0
 
-    public init(maxGroups: Int = 1024, maxPieces: Int = 4096) {
+    /// Whether UDP datagrams are merged (TUN with USO: kernel 6.2+); TCP always is.
+    public var udp: Bool
+
+    public init(maxGroups: Int = 1024, maxPieces: Int = 4096, udp: Bool = true) {
+        self.udp = udp
         self.maxGroups = maxGroups
         self.maxPieces = maxPieces
         groups = .allocate(capacity: maxGroups)
@@ -424,14 +441,14 @@ public final class TCPCoalescer {
     @discardableResult
     public func add(_ p: UnsafeMutableRawPointer, length: Int) -> Bool {
         guard groupCount < maxGroups, pieceCount < maxPieces else { return false }
-        guard let s = Self.segment(p, length: length) else {
+        guard let s = Self.segment(p, length: length), s.proto == 6 || udp else {
             newGroup(p, length: length, s: nil)
             return true
         }
         // The flow's open group, if any.
         var slot = openCount - 1
         while slot >= 0 {
-            if Self.sameFlow(groups[open[slot]].head, p, s) { break }
+            if groups[open[slot]].proto == s.proto && Self.sameFlow(groups[open[slot]].head, p, s) { break }
             slot -= 1
         }
         if slot >= 0 {
@@ -487,13 +504,18 @@ public final class TCPCoalescer {
             if g.psh {
                 h.storeBytes(of: h.load(fromByteOffset: ihl + 13, as: UInt8.self) | Offload.tcpPSH, toByteOffset: ihl + 13, as: UInt8.self)
             }
+            // The transport checksum field holds the pseudo-header sum (NEEDS_CSUM); for UDP
+            // the length field holds the whole run's, as Linux's own UDP GRO leaves it.
             let l4 = g.totalLength - ihl
-            let pseudo = InternetChecksum.pseudoHeader(h, isV6: g.isV6, proto: 6) &+ InternetChecksum.lengthWord(l4)
-            h.storeBytes(of: InternetChecksum.fold(pseudo), toByteOffset: ihl + 16, as: UInt16.self)
+            let isUDP = g.proto == 17
+            let pseudo = InternetChecksum.pseudoHeader(h, isV6: g.isV6, proto: g.proto) &+ InternetChecksum.lengthWord(l4)
+            if isUDP { h.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: ihl + 4, as: UInt16.self) }
+            h.storeBytes(of: InternetChecksum.fold(pseudo), toByteOffset: ihl + (isUDP ? 6 : 16), as: UInt16.self)
             let header = VirtioNetHeader(
-                flags: VirtioNetHeader.needsChecksum, gsoType: g.isV6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
-                headerLength: UInt16(ihl + g.tcpHeaderLength), gsoSize: UInt16(g.gsoSize),
-                checksumStart: UInt16(ihl), checksumOffset: 16)
+                flags: VirtioNetHeader.needsChecksum,
+                gsoType: isUDP ? VirtioNetHeader.gsoUDPL4 : g.isV6 ? VirtioNetHeader.gsoTCPv6 : VirtioNetHeader.gsoTCPv4,
+                headerLength: UInt16(ihl + g.l4HeaderLength), gsoSize: UInt16(g.gsoSize),
+                checksumStart: UInt16(ihl), checksumOffset: isUDP ? 6 : 16)
             var k = g.firstPiece
             for j in 0..<g.pieceCount {
                 gather[j] = pieces[k]
@@ -514,7 +536,8 @@ public final class TCPCoalescer {
     public static func restoreHead(_ o: Output) {
         let ihl = Int(o.header.checksumStart)
         let h = o.head
-        let isV6 = o.header.gsoType == VirtioNetHeader.gsoTCPv6
+        let isV6 = h.load(as: UInt8.self) >> 4 == 6
+        let isUDP = o.header.gsoType == VirtioNetHeader.gsoUDPL4
         if isV6 {
             h.storeBytes(of: UInt16(truncatingIfNeeded: o.headLength - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
         } else {
@@ -523,10 +546,13 @@ public final class TCPCoalescer {
             h.storeBytes(of: ~InternetChecksum.fold(InternetChecksum.partial(h, count: ihl)), toByteOffset: 10, as: UInt16.self)
         }
         let l4 = o.headLength - ihl
-        h.storeBytes(of: UInt16(0), toByteOffset: ihl + 16, as: UInt16.self)
+        let at = ihl + (isUDP ? 6 : 16)
+        if isUDP { h.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: ihl + 4, as: UInt16.self) }
+        h.storeBytes(of: UInt16(0), toByteOffset: at, as: UInt16.self)
         let sum = InternetChecksum.partial(h + ihl, count: l4,
-                                           InternetChecksum.pseudoHeader(h, isV6: isV6, proto: 6) &+ InternetChecksum.lengthWord(l4))
-        h.storeBytes(of: ~InternetChecksum.fold(sum), toByteOffset: ihl + 16, as: UInt16.self)
+                                           InternetChecksum.pseudoHeader(h, isV6: isV6, proto: isUDP ? 17 : 6) &+ InternetChecksum.lengthWord(l4))
+        let c = ~InternetChecksum.fold(sum)
+        h.storeBytes(of: isUDP && c == 0 ? 0xffff : c, toByteOffset: at, as: UInt16.self)
     }
 
     // MARK: Internals
@@ -534,46 +560,60 @@ public final class TCPCoalescer {
     /// A parsed TCP segment: where its headers end and what must match.
     struct Segment {
         var isV6: Bool
+        var proto: UInt8
         var ipHeaderLength: Int
-        var tcpHeaderLength: Int
+        var l4HeaderLength: Int
         var payload: Int
         var seq: UInt32
         var psh: Bool
-        /// Flags ACK or ACK|PSH, a payload, no IP options or fragments: may join or start a super-packet.
+        /// May join or start a super-packet: no IP options or fragments, a payload, and for
+        /// TCP flags ACK or ACK|PSH, for UDP a checksum.
         var mergeable: Bool
     }
 
     /// Parses a TCP segment in a plain IPv4 (no options) or IPv6 (no extension
     /// headers) packet whose length fields agree with `length`; nil otherwise.
     static func segment(_ p: UnsafeRawPointer, length: Int) -> Segment? {
-        guard length >= 40 else { return nil }
+        guard length >= 28 else { return nil }
         let v = p.load(as: UInt8.self)
         let isV6: Bool
         let ihl: Int
+        let proto: UInt8
         switch v >> 4 {
         case 4:
-            guard v & 0x0f == 5, p.load(fromByteOffset: 9, as: UInt8.self) == 6,
+            proto = p.load(fromByteOffset: 9, as: UInt8.self)
+            guard v & 0x0f == 5, proto == 6 || proto == 17,
                   Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))) == length else { return nil }
             isV6 = false
             ihl = 20
         case 6:
-            guard length >= 60, p.load(fromByteOffset: 6, as: UInt8.self) == 6,
+            proto = p.load(fromByteOffset: 6, as: UInt8.self)
+            guard length >= 48, proto == 6 || proto == 17,
                   Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))) == length - 40 else { return nil }
             isV6 = true
             ihl = 40
         default:
             return nil
         }
+        var fragment = false
+        if !isV6 {
+            let frag = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+            fragment = frag & 0x3fff != 0
+        }
+        if proto == 17 {
+            let l4 = length - ihl
+            guard l4 >= 8, Int(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: ihl + 4, as: UInt16.self))) == l4 else { return nil }
+            let hasChecksum = p.loadUnaligned(fromByteOffset: ihl + 6, as: UInt16.self) != 0
+            return Segment(isV6: isV6, proto: 17, ipHeaderLength: ihl, l4HeaderLength: 8, payload: l4 - 8, seq: 0, psh: false,
+                           mergeable: l4 > 8 && !fragment && hasChecksum)
+        }
+        guard length >= ihl + 20 else { return nil }
         let thl = Int(p.load(fromByteOffset: ihl + 12, as: UInt8.self) >> 4) * 4
         guard thl >= 20, ihl + thl <= length else { return nil }
         let flags = p.load(fromByteOffset: ihl + 13, as: UInt8.self)
         let payload = length - ihl - thl
-        var mergeable = flags & ~Offload.tcpPSH == Offload.tcpACK && payload > 0
-        if !isV6 {
-            let frag = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-            if frag & 0x3fff != 0 { mergeable = false }
-        }
-        return Segment(isV6: isV6, ipHeaderLength: ihl, tcpHeaderLength: thl, payload: payload,
+        let mergeable = flags & ~Offload.tcpPSH == Offload.tcpACK && payload > 0 && !fragment
+        return Segment(isV6: isV6, proto: 6, ipHeaderLength: ihl, l4HeaderLength: thl, payload: payload,
                        seq: UInt32(bigEndian: p.loadUnaligned(fromByteOffset: ihl + 4, as: UInt32.self)),
                        psh: flags & Offload.tcpPSH != 0, mergeable: mergeable)
     }
@@ -596,7 +636,7 @@ public final class TCPCoalescer {
 
     private func canAppend(_ g: Group, _ p: UnsafeRawPointer, _ s: Segment) -> Bool {
         guard g.mergeable, !g.psh, g.lastPayload == g.gsoSize, s.payload <= g.gsoSize,
-              s.seq == g.nextSeq, s.tcpHeaderLength == g.tcpHeaderLength, s.ipHeaderLength == g.ipHeaderLength,
+              s.proto == 17 || s.seq == g.nextSeq, s.l4HeaderLength == g.l4HeaderLength, s.ipHeaderLength == g.ipHeaderLength,
               g.totalLength + s.payload <= Self.maxLength, g.pieceCount + 1 < Self.maxSegmentsPerPacket else { return false }
         let h = UnsafeRawPointer(g.head)
         if s.isV6 {
@@ -609,6 +649,14 @@ public final class TCPCoalescer {
                   h.load(fromByteOffset: 6, as: UInt8.self) >> 5 == p.load(fromByteOffset: 6, as: UInt8.self) >> 5,
                   h.load(fromByteOffset: 8, as: UInt8.self) == p.load(fromByteOffset: 8, as: UInt8.self) else { return false }
         }
+        // UDP: the ports matched (same flow); length and checksum are per datagram. The
+        // kernel numbers the parts' IPv4 IDs from the head's: merge only datagrams so
+        // numbered already, or atomic ones (DF: the ID means nothing, RFC 6864).
+        if s.proto == 17 {
+            guard !s.isV6, h.load(fromByteOffset: 6, as: UInt8.self) & 0x40 == 0 else { return true }
+            let id0 = UInt16(bigEndian: h.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+            return UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == id0 &+ UInt16(truncatingIfNeeded: g.pieceCount + 1)
+        }
         let t = s.ipHeaderLength
         // ACK number; data offset; window; urgent pointer; then the options byte for byte.
         guard h.loadUnaligned(fromByteOffset: t + 8, as: UInt32.self) == p.loadUnaligned(fromByteOffset: t + 8, as: UInt32.self),
@@ -617,7 +665,7 @@ public final class TCPCoalescer {
               h.loadUnaligned(fromByteOffset: t + 18, as: UInt16.self) == p.loadUnaligned(fromByteOffset: t + 18, as: UInt16.self)
         else { return false }
         var o = t + 20
-        let end = t + s.tcpHeaderLength
+        let end = t + s.l4HeaderLength
         while o + 4 <= end {
             guard h.loadUnaligned(fromByteOffset: o, as: UInt32.self) == p.loadUnaligned(fromByteOffset: o, as: UInt32.self) else { return false }
             o += 4
@@ -626,15 +674,15 @@ public final class TCPCoalescer {
     }
 
     static func checksumValid(_ p: UnsafeRawPointer, length: Int, _ s: Segment) -> Bool {
-        Offload.transportChecksumValid(p, length: length, transportOffset: s.ipHeaderLength, isV6: s.isV6, proto: 6)
+        Offload.transportChecksumValid(p, length: length, transportOffset: s.ipHeaderLength, isV6: s.isV6, proto: s.proto)
     }
 
     private func newGroup(_ p: UnsafeMutableRawPointer, length: Int, s: Segment?) {
         let gi = groupCount
         groupCount += 1
         groups[gi] = Group(
-            head: p, headLength: length, ipHeaderLength: s?.ipHeaderLength ?? 0, tcpHeaderLength: s?.tcpHeaderLength ?? 0,
-            isV6: s?.isV6 ?? false, mergeable: s?.mergeable ?? false, verified: false, psh: s?.psh ?? false,
+            head: p, headLength: length, ipHeaderLength: s?.ipHeaderLength ?? 0, l4HeaderLength: s?.l4HeaderLength ?? 0,
+            isV6: s?.isV6 ?? false, proto: s?.proto ?? 0, mergeable: s?.mergeable ?? false, verified: false, psh: s?.psh ?? false,
             gsoSize: s?.payload ?? 0, lastPayload: s?.payload ?? 0, totalLength: length,
             nextSeq: (s?.seq ?? 0) &+ UInt32(truncatingIfNeeded: s?.payload ?? 0), firstPiece: -1, lastPiece: -1,
             pieceCount: 0)
@@ -646,7 +694,7 @@ public final class TCPCoalescer {
 
     private func append(_ gi: Int, _ p: UnsafeRawPointer, _ s: Segment) {
         let k = pieceCount
-        pieces[k] = Piece(base: p + s.ipHeaderLength + s.tcpHeaderLength, length: s.payload)
+        pieces[k] = Piece(base: p + s.ipHeaderLength + s.l4HeaderLength, length: s.payload)
         links[k] = -1
         if groups[gi].pieceCount == 0 { groups[gi].firstPiece = k } else { links[groups[gi].lastPiece] = k }
         groups[gi].lastPiece = k
@@ -657,6 +705,7 @@ public final class TCPCoalescer {
         groups[gi].nextSeq = s.seq &+ UInt32(truncatingIfNeeded: s.payload)
         if s.psh { groups[gi].psh = true }
         merged += 1
+        if s.proto == 17 { mergedUDP += 1 }
     }
 
     private func closeOpen(_ slot: Int) {

@@ -12,7 +12,7 @@ final class CoalescerTests: XCTestCase {
     }
 
     /// Feeds `packets` (copied into one stable buffer) through a coalescer; returns what it writes.
-    func coalesce(_ packets: [[UInt8]], coalescer: TCPCoalescer = TCPCoalescer()) -> [Out] {
+    func coalesce(_ packets: [[UInt8]], coalescer: GSOCoalescer = GSOCoalescer()) -> [Out] {
         let total = packets.reduce(0) { $0 + $1.count }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: max(total, 1), alignment: 16)
         defer { buf.deallocate() }
@@ -187,19 +187,130 @@ final class CoalescerTests: XCTestCase {
         let optSegs = segments(opt, sizes: [1000, 1000])
         XCTAssertEqual(coalesce(optSegs).count, 2, "IPv4 options")
 
-        // Not TCP at all.
+        // UDP where the TUN has no USO: written alone.
         var udp = spec
         udp.proto = 17
         udp.payload = pattern(100)
         let u = udp.build()
-        XCTAssertEqual(coalesce([u, u]).map(\.header), [.none, .none])
+        XCTAssertEqual(coalesce([u, u], coalescer: GSOCoalescer(udp: false)).map(\.header), [.none, .none])
+    }
+
+    // MARK: UDP
+
+    /// Datagrams of one flow, `sizes` payload bytes each, IPv4 IDs counting up from `base.id`.
+    func datagrams(_ base: PacketSpec, sizes: [Int]) -> [[UInt8]] {
+        var spec = base
+        spec.proto = 17
+        return sizes.enumerated().map { i, n in
+            spec.payload = pattern(n, seed: 7 + i)
+            spec.id = base.id &+ UInt16(i)
+            return spec.build()
+        }
+    }
+
+    /// Equal datagrams of one flow become one UDP_L4 super-packet, and cutting
+    /// it as the kernel does (Offload.split, the read side's model of it) gives
+    /// back exactly the datagrams that went in, v4 and v6, DF or not.
+    func testUDPDatagramsOfOneFlowBecomeOneSuperPacketTheKernelCutsBackExactly() throws {
+        for (isV6, df) in [(false, true), (false, false), (true, true)] {
+            var spec = PacketSpec()
+            spec.isV6 = isV6
+            spec.df = df
+            let sizes = [1200, 1200, 1200, 1200, 700]
+            let ins = datagrams(spec, sizes: sizes)
+            let outs = coalesce(ins)
+            XCTAssertEqual(outs.count, 1, "v6 \(isV6) df \(df)")
+            let o = try XCTUnwrap(outs.first)
+            let ihl = isV6 ? 40 : 20
+            XCTAssertEqual(o.header, VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.gsoUDPL4,
+                                                     headerLength: UInt16(ihl + 8), gsoSize: 1200,
+                                                     checksumStart: UInt16(ihl), checksumOffset: 6))
+            XCTAssertEqual(o.pieces, 4)
+            XCTAssertEqual(be16(o.bytes, ihl + 4), o.bytes.count - ihl, "UDP length: the whole run")
+            let parts = try XCTUnwrap(splitAll(o.bytes, o.header).success)
+            XCTAssertEqual(parts, ins, "v6 \(isV6) df \(df)")
+        }
+    }
+
+    func testWhatUDPMustNotMerge() {
+        let spec = PacketSpec()
+        let two = datagrams(spec, sizes: [1000, 1000])
+        XCTAssertEqual(coalesce(two).map(\.pieces), [1])
+        XCTAssertEqual(coalesce(datagrams(spec, sizes: [500, 1000])).count, 2, "larger after smaller")
+        XCTAssertEqual(coalesce(datagrams(spec, sizes: [1000, 500, 500])).map(\.pieces), [1, 0], "a short datagram ends the run")
+        var other = spec
+        other.proto = 17
+        other.dstPort = 5202
+        other.payload = pattern(1000, seed: 8)
+        other.id = spec.id &+ 1
+        XCTAssertEqual(coalesce([two[0], other.build()]).count, 2, "another flow")
+        // A TCP segment with the same addresses and ports is another flow.
+        let tcp = segments(spec, sizes: [1000])[0]
+        XCTAssertEqual(coalesce([two[0], tcp]).count, 2, "TCP between the same ports")
+        // TTL, TOS, DF differ.
+        for mutate: (inout PacketSpec) -> Void in [{ $0.ttl = 1 }, { $0.tos = 4 }, { $0.df = false }] {
+            var s2 = spec
+            mutate(&s2)
+            s2.id = spec.id &+ 1
+            XCTAssertEqual(coalesce([two[0], datagrams(s2, sizes: [1000])[0]]).count, 2, "IP header field differs")
+        }
+        // Without DF, the IDs must count up (the kernel renumbers the parts from the head's).
+        var noDF = spec
+        noDF.df = false
+        let a = datagrams(noDF, sizes: [1000])[0]
+        var b = noDF
+        b.id = noDF.id &+ 5
+        XCTAssertEqual(coalesce([a, datagrams(b, sizes: [1000])[0]]).count, 2, "IDs not consecutive")
+        // With DF they may be anything (Linux sends 0 on unconnected sockets).
+        var zero = spec
+        zero.id = 0
+        XCTAssertEqual(coalesce([datagrams(zero, sizes: [1000])[0], datagrams(zero, sizes: [1000])[0]]).count, 1, "DF, IDs 0")
+        // An IPv4 datagram without a checksum is never merged; a bad checksum neither.
+        var noSum = two
+        noSum[1][26] = 0; noSum[1][27] = 0
+        XCTAssertEqual(coalesce(noSum).count, 2, "no checksum")
+        var bad = two
+        bad[1][40] ^= 1
+        XCTAssertEqual(coalesce(bad).count, 2, "bad checksum")
+        // Fragments and IPv4 options.
+        var frag = two
+        frag[1][6] |= 0x20  // more fragments
+        Naive.fixChecksums(&frag[1], l4: 20, isV6: false, proto: 17)
+        frag[1][10] = 0; frag[1][11] = 0
+        let ipsum = Naive.sum(frag[1][0..<20])
+        put16(&frag[1], 10, Int(~ipsum & 0xffff))
+        XCTAssertEqual(coalesce(frag).count, 2, "a fragment")
+    }
+
+    /// Where the kernel refuses a UDP GSO write, the head is put back as the
+    /// datagram it was, and every part keeps its own headers in front of it.
+    func testRestoredUDPHeadIsTheDatagramItWas() {
+        let ins = datagrams(PacketSpec(), sizes: [800, 800, 800])
+        let total = ins.reduce(0) { $0 + $1.count }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
+        defer { buf.deallocate() }
+        let c = GSOCoalescer()
+        var off = 0
+        for p in ins {
+            p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
+            c.add(buf + off, length: p.count)
+            off += p.count
+        }
+        var restored: [[UInt8]] = []
+        c.flush { o in
+            GSOCoalescer.restoreHead(o)
+            restored.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
+            let hl = Int(o.header.headerLength)
+            for piece in o.pieces { restored.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
+        }
+        XCTAssertEqual(restored, ins)
     }
 
     func testBadChecksumNeverHidesInASuperPacket() {
         let spec = PacketSpec()
         var segs = segments(spec, sizes: [1000, 1000, 1000])
         segs[1][100] ^= 0xff  // corrupt the payload of the second segment
-        let c = TCPCoalescer()
+        let c = GSOCoalescer()
         let outs = coalesce(segs, coalescer: c)
         XCTAssertEqual(c.badChecksums, 1)
         XCTAssertEqual(outs.map(\.pieces), [0, 0, 0], "nothing merged across the bad one")
@@ -238,11 +349,11 @@ final class CoalescerTests: XCTestCase {
         // Small segments: at most maxSegmentsPerPacket per super-packet.
         let tiny = segments(spec, sizes: Array(repeating: 10, count: 600))
         let outs2 = coalesce(tiny)
-        XCTAssertTrue(outs2.allSatisfy { $0.pieces + 1 <= TCPCoalescer.maxSegmentsPerPacket })
+        XCTAssertTrue(outs2.allSatisfy { $0.pieces + 1 <= GSOCoalescer.maxSegmentsPerPacket })
         XCTAssertEqual(outs2.reduce(0) { $0 + $1.pieces + 1 }, 600)
 
         // A full coalescer says so; after a flush it takes more.
-        let small = TCPCoalescer(maxGroups: 2, maxPieces: 2)
+        let small = GSOCoalescer(maxGroups: 2, maxPieces: 2)
         let udp: [UInt8] = { var s = PacketSpec(); s.proto = 17; return s.build() }()
         let outs3 = coalesce([udp, udp, udp, udp, udp], coalescer: small)
         XCTAssertEqual(outs3.count, 5)
@@ -259,7 +370,7 @@ final class CoalescerTests: XCTestCase {
             let total = segs.reduce(0) { $0 + $1.count }
             let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
             defer { buf.deallocate() }
-            let c = TCPCoalescer()
+            let c = GSOCoalescer()
             var off = 0
             for p in segs {
                 p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
@@ -269,7 +380,7 @@ final class CoalescerTests: XCTestCase {
             var written: [[UInt8]] = []
             c.flush { o in
                 XCTAssertEqual(o.pieces.count, 3)
-                TCPCoalescer.restoreHead(o)
+                GSOCoalescer.restoreHead(o)
                 written.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
                 let hl = Int(o.header.headerLength)
                 for piece in o.pieces { written.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
@@ -280,7 +391,7 @@ final class CoalescerTests: XCTestCase {
 
     func testGarbageNeverCrashes() {
         var rng = SystemRandomNumberGenerator()
-        let c = TCPCoalescer(maxGroups: 64, maxPieces: 64)
+        let c = GSOCoalescer(maxGroups: 64, maxPieces: 64)
         let base = segments(PacketSpec(), sizes: [1000, 1000])
         for _ in 0..<500 {
             var packets: [[UInt8]] = []

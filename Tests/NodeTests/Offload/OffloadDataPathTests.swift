@@ -46,7 +46,7 @@ final class OffloadDataPathTests: XCTestCase {
         let (superPacket, vnet) = superPacket(spec, gsoSize: 1352)
         let arena = UnsafeMutableRawPointer.allocate(byteCount: 128 << 10, alignment: 64)
         defer { arena.deallocate() }
-        let coalescer = TCPCoalescer()
+        let coalescer = GSOCoalescer()
         let rounds = Int(ProcessInfo.processInfo.environment["WS_ROUNDS"] ?? "") ?? 200
         var delivered = 0
         var segments = 0
