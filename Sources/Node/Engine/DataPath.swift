@@ -12,7 +12,7 @@
 //   UDP recvmmsg (GRO: one view may be a run of equal datagrams)
 //     │ every datagram of every run: Tunnels.receive opens it in place
 //     │ cryptokey route, inbound: the inner source must be the member's
-//     ▼ GSOCoalescer: in-order segments of one flow → one super-packet (no copy)
+//     ▼ GSOCoalescer: in-order TCP segments, or equal UDP datagrams, of one flow → one super-packet (no copy)
 //   one writev per (super-)packet to the TUN device, vnet header in front
 //
 // Memory: packets stay in the reactor's slabs (TunDevice, DatagramSocket)

@@ -1,7 +1,8 @@
 // TUN offloads, the pure part: the virtio_net_hdr in front of every TUN packet,
 // the Internet checksum, splitting a TSO/USO super-packet into wire-size
-// segments, and coalescing consecutive segments of one TCP flow back into a
-// super-packet for one TUN write (what GRO does in a NIC driver).
+// segments, and coalescing consecutive segments of one TCP flow (or equal
+// datagrams of one UDP flow) back into a super-packet for one TUN write (what
+// GRO does in a NIC driver).
 //
 //   sender                                                     receiver
 //   TCP ─▶ TUN read: [vnet hdr][IP|TCP|64 KiB payload]          UDP recv (GRO run)
