@@ -282,30 +282,6 @@ final class CoalescerTests: XCTestCase {
         XCTAssertEqual(coalesce(frag).count, 2, "a fragment")
     }
 
-    /// Where the kernel refuses a UDP GSO write, the head is put back as the
-    /// datagram it was, and every part keeps its own headers in front of it.
-    func testRestoredUDPHeadIsTheDatagramItWas() {
-        let ins = datagrams(PacketSpec(), sizes: [800, 800, 800])
-        let total = ins.reduce(0) { $0 + $1.count }
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
-        defer { buf.deallocate() }
-        let c = GSOCoalescer()
-        var off = 0
-        for p in ins {
-            p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
-            c.add(buf + off, length: p.count)
-            off += p.count
-        }
-        var restored: [[UInt8]] = []
-        c.flush { o in
-            GSOCoalescer.restoreHead(o)
-            restored.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
-            let hl = Int(o.header.headerLength)
-            for piece in o.pieces { restored.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
-        }
-        XCTAssertEqual(restored, ins)
-    }
-
     func testBadChecksumNeverHidesInASuperPacket() {
         let spec = PacketSpec()
         var segs = segments(spec, sizes: [1000, 1000, 1000])
@@ -359,34 +335,42 @@ final class CoalescerTests: XCTestCase {
         XCTAssertEqual(outs3.count, 5)
     }
 
-    /// A kernel that refuses GSO writes: the head goes back to being the segment it
-    /// was, and every other segment is still whole in front of its payload.
-    func testRestoreHeadGivesBackTheOriginalSegments() {
+    /// A kernel that refuses GSO writes: the head goes back to being the segment
+    /// (or datagram) it was, and every other one is still whole in front of its payload.
+    func testRestoreHeadGivesBackTheOriginalPackets() {
         for v6 in [false, true] {
             var spec = PacketSpec()
             spec.isV6 = v6
             spec.tcpOptions = timestampOption(3, 4)
             let segs = segments(spec, sizes: [1200, 1200, 1200, 100])
-            let total = segs.reduce(0) { $0 + $1.count }
-            let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
-            defer { buf.deallocate() }
-            let c = GSOCoalescer()
-            var off = 0
-            for p in segs {
-                p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
-                c.add(buf + off, length: p.count)
-                off += p.count
-            }
-            var written: [[UInt8]] = []
-            c.flush { o in
-                XCTAssertEqual(o.pieces.count, 3)
-                GSOCoalescer.restoreHead(o)
-                written.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
-                let hl = Int(o.header.headerLength)
-                for piece in o.pieces { written.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
-            }
-            XCTAssertEqual(written, segs, "v6=\(v6)")
+            XCTAssertEqual(writtenAfterARefusedWrite(segs), segs, "TCP v6=\(v6)")
+            let dgrams = datagrams(spec, sizes: [800, 800, 800])
+            XCTAssertEqual(writtenAfterARefusedWrite(dgrams), dgrams, "UDP v6=\(v6)")
         }
+    }
+
+    /// Coalesces `packets` into one super-packet, then writes it as the data path
+    /// does after EINVAL: the restored head, then each part with its own headers.
+    func writtenAfterARefusedWrite(_ packets: [[UInt8]]) -> [[UInt8]] {
+        let total = packets.reduce(0) { $0 + $1.count }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
+        defer { buf.deallocate() }
+        let c = GSOCoalescer()
+        var off = 0
+        for p in packets {
+            p.withUnsafeBytes { (buf + off).copyMemory(from: $0.baseAddress!, byteCount: p.count) }
+            c.add(buf + off, length: p.count)
+            off += p.count
+        }
+        var written: [[UInt8]] = []
+        c.flush { o in
+            XCTAssertEqual(o.pieces.count, packets.count - 1)
+            GSOCoalescer.restoreHead(o)
+            written.append(Array(UnsafeRawBufferPointer(start: o.head, count: o.headLength)))
+            let hl = Int(o.header.headerLength)
+            for piece in o.pieces { written.append(Array(UnsafeRawBufferPointer(start: piece.base - hl, count: piece.length + hl))) }
+        }
+        return written
     }
 
     func testGarbageNeverCrashes() {
