@@ -102,17 +102,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public init(mapping: NATMapping) { self.mapping = mapping }
     }
 
-    /// RFC 4787 mapping behaviour, from comparing what different anchors observe.
-    public enum NATMapping: String, Codable, Sendable, CaseIterable {
-        /// Same public port whoever we talk to: hole punching works.
-        case endpointIndependent = "endpoint-independent"
-        /// A new public port per destination ("symmetric"): needs a relay to a peer like it.
-        case endpointDependent = "endpoint-dependent"
-        /// Observed address equals a local one: no NAT.
-        case none
-        /// Not enough observations yet (fewer than two anchors answered).
-        case unknown
-    }
+    // `mapping` is the connectivity core's NATMapping (Protocol/Connectivity/Decisions.swift):
+    // RFC 4787 mapping behaviour, from comparing what different anchors observe.
 
     // MARK: anchors
 
@@ -278,12 +269,5 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
-    public enum PathKind: String, Codable, Sendable, CaseIterable {
-        /// Straight to the peer's public (or self-attested) endpoint.
-        case direct
-        /// To the peer's address on a shared LAN, found by LAN discovery.
-        case lan
-        /// Through an anchor, which forwards the still-encrypted packets.
-        case relay
-    }
+    // A path's `kind` is the connectivity core's PathKind (Protocol/Connectivity/Decisions.swift).
 }

@@ -288,7 +288,7 @@ public final class Daemon {
         let now = Self.now()
         let st = core.status(now: now)
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
-            StatusReport.Path(kind: StatusReport.PathKind(rawValue: p.kind.rawValue) ?? .direct, remote: "\(p.remote)",
+            StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
                               via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
         }
         var peers: [StatusReport.Peer] = []
@@ -327,7 +327,7 @@ public final class Daemon {
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                 },
-                nat: StatusReport.NAT(mapping: StatusReport.NATMapping(rawValue: st.nat.mapping.rawValue) ?? .unknown)),
+                nat: StatusReport.NAT(mapping: st.nat.mapping)),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

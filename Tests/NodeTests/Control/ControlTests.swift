@@ -109,8 +109,8 @@ final class ControlTests: XCTestCase {
 
     func testEnumSpellings() {
         XCTAssertEqual(StatusReport.EndpointSource.allCases.map(\.rawValue), ["local", "observed", "upnp", "natpmp", "pcp", "lan"])
-        XCTAssertEqual(StatusReport.NATMapping.allCases.map(\.rawValue), ["endpoint-independent", "endpoint-dependent", "none", "unknown"])
-        XCTAssertEqual(StatusReport.PathKind.allCases.map(\.rawValue), ["direct", "lan", "relay"])
+        XCTAssertEqual(NATMapping.allCases.map(\.rawValue), ["endpoint-independent", "endpoint-dependent", "none", "unknown"])
+        XCTAssertEqual(PathKind.allCases.map(\.rawValue), ["direct", "lan", "relay"])
         XCTAssertEqual([StatusReport.PeerState.idle, .handshaking, .up].map(\.rawValue), ["idle", "handshaking", "up"])
     }
 

@@ -5,7 +5,8 @@
 // MARK: - NAT classification
 
 /// RFC 4787 mapping behaviour as seen from outside (DESIGN §8 `node.nat.mapping`).
-public enum NATMapping: String, Sendable, CaseIterable {
+/// Also `node.nat.mapping` in `wsctl status --json` (its raw values are that contract).
+public enum NATMapping: String, Codable, Sendable, CaseIterable {
     /// Same public endpoint whoever we talk to: hole punching works.
     case endpointIndependent = "endpoint-independent"
     /// A new public port per destination ("symmetric"): a peer like it needs a relay.
@@ -65,7 +66,8 @@ struct EndpointKey: Hashable {
 // MARK: - Path preference
 
 /// How a path reaches a peer (DESIGN §8 `paths[].kind`).
-public enum PathKind: String, Sendable, CaseIterable, Comparable {
+/// Also `paths[].kind` in `wsctl status --json` (its raw values are that contract).
+public enum PathKind: String, Codable, Sendable, CaseIterable, Comparable {
     /// Straight to the peer's public (or self-attested) endpoint.
     case direct
     /// To the peer's address on a shared LAN (a local/lan candidate).
