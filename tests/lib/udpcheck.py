@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """UDP integrity through a tunnel: numbered datagrams with checkable payloads.
 
+  Addresses are IP:PORT or [IPv6]:PORT.
+
   udpcheck.py recv --bind IP:PORT --count N [--timeout S]
       Receive until N datagrams came, or S seconds (default 20) passed, or
       2 s passed without one; check each payload against its number. Prints
@@ -27,14 +29,18 @@ def payload(k, size):
 
 
 def addr(text):
+    """ip:port or [ipv6]:port -> (family, (host, port))."""
     host, port = text.rsplit(":", 1)
-    return host, int(port)
+    if host.startswith("["):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    return socket.AF_INET, (host, int(port))
 
 
 def recv(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family, where = addr(a.bind)
+    s = socket.socket(family, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.bind(addr(a.bind))
+    s.bind(where)
     print("listening", flush=True)
     seen, corrupt, got = set(), 0, 0
     deadline = time.time() + a.timeout
@@ -59,8 +65,9 @@ def recv(a):
 
 
 def send(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect(addr(a.to))
+    family, where = addr(a.to)
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.connect(where)
     k = 0
     while k < a.count:
         for _ in range(min(a.burst, a.count - k)):

@@ -5,7 +5,7 @@ import TOMLKit
 ///     [node]
 ///     private_key_file = "/etc/whalescale/ws0.key"   # or private_key = "base64", exactly one
 ///     interface = "ws0"                 # default "ws0"
-///     address = "10.77.0.1/24"          # required: this node's overlay address
+///     address = "10.77.0.1/24"          # required: this node's overlay address (or a list: ["10.77.0.1/24", "fd77::1/64"])
 ///     listen_port = 51820               # default 51820; 0 = any free port
 ///     anchor = false                    # default false
 ///     relay_rate_mbit = 10000           # anchors: relay budget per member, Mbit/s; 0 = no limit
@@ -114,8 +114,10 @@ public struct NodeConfig: Sendable, Equatable {
 
     public var privateKey: PrivateKey
     public var interface: String
-    /// This node's overlay address with its on-link prefix; host bits kept.
-    public var address: CIDR
+    /// This node's overlay addresses with their on-link prefixes, host bits
+    /// kept; at least one (`address` is the first).
+    public var addresses: [CIDR]
+    public var address: CIDR { addresses[0] }
     /// 0 lets the kernel choose.
     public var listenPort: UInt16
     public var anchor: Bool
@@ -137,7 +139,7 @@ public struct NodeConfig: Sendable, Equatable {
     ) {
         self.privateKey = privateKey
         self.interface = interface
-        self.address = address
+        addresses = [address]
         self.listenPort = listenPort
         self.anchor = anchor
         self.relayRateMbit = relayRateMbit
@@ -286,13 +288,18 @@ private struct ConfigParser {
             throw fail("node.interface", "\(quoted(interface)) \(problem)")
         }
 
-        guard let addressText = try string(t, "address", "node") else {
-            throw fail("node.address", "missing (this node's overlay address, e.g. \"10.77.0.1/24\")")
-        }
-        let address: CIDR
-        switch CIDR.parse(addressText) {
-        case .success(let c): address = c
-        case .failure(let e): throw fail("node.address", "\(quoted(addressText)) is not a valid CIDR: \(e)")
+        var addresses: [CIDR] = []
+        for (text, field) in try addressTexts(t, table: "node",
+                                              missing: "missing (this node's overlay address, e.g. \"10.77.0.1/24\")") {
+            switch CIDR.parse(text) {
+            case .failure(let e):
+                throw fail(field, "\(quoted(text)) is not a valid CIDR: \(e)")
+            case .success(let c):
+                if addresses.contains(where: { $0.address == c.address && $0.family == c.family }) {
+                    throw fail(field, "\(c.addressText) is already one of this node's addresses")
+                }
+                addresses.append(c)
+            }
         }
 
         var listenPort = NodeConfig.defaultListenPort
@@ -316,9 +323,11 @@ private struct ConfigParser {
         if controlSocket.utf8.count > ConfigParser.maxSocketPathBytes {
             throw fail("node.control_socket", "is longer than \(ConfigParser.maxSocketPathBytes) bytes, the limit of a UNIX socket path")
         }
-        return NodeConfig(
-            privateKey: privateKey, interface: interface, address: address, listenPort: listenPort,
+        var node = NodeConfig(
+            privateKey: privateKey, interface: interface, address: addresses[0], listenPort: listenPort,
             anchor: anchor, relayRateMbit: relayRate, stateDir: stateDir, controlSocket: controlSocket)
+        node.addresses = addresses
+        return node
     }
 
     // MARK: [[peer]]
@@ -355,8 +364,8 @@ private struct ConfigParser {
             // Every overlay address has one owner: routes must not overlap each
             // other or cover this node (DESIGN §3: the config is the network).
             for (cidr, field) in zip(peer.addresses, addressFields) {
-                if cidr.contains(node.address.address, family: node.address.family) {
-                    throw fail(field, "\(cidr) contains this node's own address \(node.address.addressText) (node.address\(lines.line(of: "node.address").map { ", line \($0)" } ?? ""))")
+                if let own = node.addresses.first(where: { cidr.contains($0.address, family: $0.family) }) {
+                    throw fail(field, "\(cidr) contains this node's own address \(own.addressText) (node.address\(lines.line(of: "node.address").map { ", line \($0)" } ?? ""))")
                 }
                 if let other = routes.first(where: { $0.cidr.overlaps(cidr) }) {
                     let owner = other.peer == k ? nil : peers[other.peer].name
@@ -382,7 +391,7 @@ private struct ConfigParser {
         }
 
         var addresses: [CIDR] = []
-        let written = try addressTexts(t, peer: f)
+        let written = try addressTexts(t, table: f, missing: "missing (the overlay addresses routed to this peer, e.g. \"10.77.0.10/32\")")
         for (text, field) in written {
             switch CIDR.parse(text) {
             case .failure(let e):
@@ -417,17 +426,15 @@ private struct ConfigParser {
         return (peer, written.map(\.1))
     }
 
-    /// `address = "a/n"` or `address = ["a/n", ...]`, each with its field name.
-    func addressTexts(_ t: TOMLTable, peer f: String) throws(ConfigError) -> [(String, String)] {
+    /// `address = "a/n"` or `address = ["a/n", ...]` in table `f`, each with its field name.
+    func addressTexts(_ t: TOMLTable, table f: String, missing: String) throws(ConfigError) -> [(String, String)] {
         let field = "\(f).address"
-        guard let v = t["address"] else {
-            throw fail(field, "missing (the overlay addresses routed to this peer, e.g. \"10.77.0.10/32\")")
-        }
+        guard let v = t["address"] else { throw fail(field, missing) }
         if v.type == .string, let s = v.string { return [(s, field)] }
         guard v.type == .array, let array = v.array else {
             throw typeError(field, expected: "a string or an array of strings", found: v)
         }
-        if array.isEmpty { throw fail(field, "is empty: a peer needs at least one address") }
+        if array.isEmpty { throw fail(field, "is empty: \(f == "node" ? "a node" : "a peer") needs at least one address") }
         var out: [(String, String)] = []
         for (n, element) in array.enumerated() {
             guard element.type == .string, let s = element.string else {

@@ -45,20 +45,23 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public struct Node: Codable, Sendable, Equatable {
         public var publicKey: String
         public var interface: String
-        /// Overlay address with prefix, "10.77.0.1/24".
+        /// Overlay address with prefix, "10.77.0.1/24" (the first of `addresses`).
         public var address: String
+        /// Every overlay address of the node (`node.address` may be a list).
+        public var addresses: [String]
         public var listenPort: UInt16
         public var anchor: Bool
         public var endpoints: [AdvertisedEndpoint]
         public var nat: NAT
 
         public init(
-            publicKey: String, interface: String, address: String, listenPort: UInt16, anchor: Bool = false,
+            publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
             endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
         ) {
             self.publicKey = publicKey
             self.interface = interface
             self.address = address
+            self.addresses = addresses ?? [address]
             self.listenPort = listenPort
             self.anchor = anchor
             self.endpoints = endpoints
@@ -67,9 +70,22 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case publicKey = "public_key"
-            case interface, address
+            case interface, address, addresses
             case listenPort = "listen_port"
             case anchor, endpoints, nat
+        }
+
+        /// `addresses` came with version 1's later daemons: from an earlier one it is `[address]`.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            publicKey = try c.decode(String.self, forKey: .publicKey)
+            interface = try c.decode(String.self, forKey: .interface)
+            address = try c.decode(String.self, forKey: .address)
+            addresses = try c.decodeIfPresent([String].self, forKey: .addresses) ?? [address]
+            listenPort = try c.decode(UInt16.self, forKey: .listenPort)
+            anchor = try c.decode(Bool.self, forKey: .anchor)
+            endpoints = try c.decode([AdvertisedEndpoint].self, forKey: .endpoints)
+            nat = try c.decode(NAT.self, forKey: .nat)
         }
     }
 

@@ -97,7 +97,7 @@ public final class Daemon {
     /// Opens everything, runs until SIGTERM/SIGINT, cleans up. Throws only for start-up failures.
     public func run() throws {
         try start()
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.address) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, key \(identity.publicKey.base64)")
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, key \(identity.publicKey.base64)")
         reactor.run()
         shutdown()
     }
@@ -142,7 +142,7 @@ public final class Daemon {
         fast.coalescer.udp = tun.offloads.isSuperset(of: [.uso4, .uso6])
         logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
         try tun.setUp(mtu: mtu)
-        try InterfaceSetup.configure(interface: tun.name, address: config.node.address,
+        try InterfaceSetup.configure(interface: tun.name, addresses: config.node.addresses,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
 
         control = try ControlServer(path: config.node.controlSocket, reactor: reactor) { [unowned self] in self.status() }
@@ -322,7 +322,7 @@ public final class Daemon {
         return StatusReport(
             node: StatusReport.Node(
                 publicKey: identity.publicKey.base64, interface: config.node.interface,
-                address: config.node.address.description, listenPort: local?.port ?? config.node.listenPort,
+                address: config.node.address.description, addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
                 anchor: config.node.anchor,
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)

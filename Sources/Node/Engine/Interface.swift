@@ -26,11 +26,13 @@ enum InterfaceSetup {
         }
     }
 
-    /// Address on the interface, and a route per peer prefix not already covered by the interface's own subnet.
-    static func configure(interface: String, address: CIDR, routes: [CIDR], logger: Logger) throws {
-        let fam = address.family == .v4 ? "-4" : "-6"
-        try ip([fam, "address", "replace", address.description, "dev", interface])
-        for r in routes where !address.network.contains(r) {
+    /// The addresses on the interface, and a route per peer prefix not already
+    /// covered by one of the interface's own subnets.
+    static func configure(interface: String, addresses: [CIDR], routes: [CIDR], logger: Logger) throws {
+        for a in addresses {
+            try ip([a.family == .v4 ? "-4" : "-6", "address", "replace", a.description, "dev", interface])
+        }
+        for r in routes where !addresses.contains(where: { $0.network.contains(r) }) {
             try ip([r.family == .v4 ? "-4" : "-6", "route", "replace", r.network.description, "dev", interface])
             logger.debug("route \(r.network) dev \(interface)")
         }

@@ -150,6 +150,37 @@ final class ConfigTests: XCTestCase {
         ])
     }
 
+    func testNodeAddressList() throws {
+        let c = try Config.parse("""
+            [node]
+            private_key = "\(nodeSecret)"
+            address = ["10.77.0.1/24", "fd77::1/64"]
+
+            [[peer]]
+            name = "a"
+            public_key = "\(keyA)"
+            address = ["10.77.0.10/32", "fd77::10/128"]
+            """)
+        XCTAssertEqual(c.node.addresses.map(\.description), ["10.77.0.1/24", "fd77::1/64"])
+        XCTAssertEqual(c.node.address.description, "10.77.0.1/24")
+        XCTAssertError("[node]\nprivate_key_file = \"/k\"\naddress = [\"10.77.0.1/24\", \"10.77.0.1/16\"]", line: 3, field: "node.address[1]",
+                       message: "10.77.0.1 is already one of this node's addresses")
+        XCTAssertError("[node]\nprivate_key_file = \"/k\"\naddress = []", line: 3, field: "node.address",
+                       message: "is empty: a node needs at least one address")
+        XCTAssertError("[node]\nprivate_key_file = \"/k\"\naddress = [\"10.77.0.1/24\", \"fd77::1\"]", line: 3, field: "node.address[1]",
+                       message: nil)
+        // A peer route may not cover any of them.
+        XCTAssertError("""
+            [node]
+            private_key_file = "/k"
+            address = ["10.77.0.1/24", "fd77::1/64"]
+            [[peer]]
+            name = "a"
+            public_key = "\(keyA)"
+            address = "fd77::/64"
+            """, line: 7, field: "peer[0].address", message: "fd77::/64 contains this node's own address fd77::1 (node.address, line 3)")
+    }
+
     func testRelayRate() throws {
         let anchor = try Config.parse(nodeTable + "\nanchor = true\nrelay_rate_mbit = 0")
         XCTAssertEqual(anchor.node.relayRateMbit, 0)
