@@ -89,6 +89,15 @@ int CReactor_set_rcvbuf(int fd, int bytes);
 int CReactor_set_sndbuf(int fd, int bytes);
 int CReactor_get_rcvbuf(int fd);
 int CReactor_get_sndbuf(int fd);
+/// Attaches (SO_ATTACH_REUSEPORT_CBPF) the steering program to fd's SO_REUSEPORT
+/// group: DATA (type 4) goes to socket byte[4] % groups (the receiver index's low
+/// byte), RELAY (type 7) carrying DATA to byte[16] % groups when relay_inner,
+/// anything else and any datagram too short for its loads to socket 0. Sockets
+/// are numbered in the order they joined the group. The engine binds one socket
+/// per reactor and steers DATA to the reactor owning the receiver index
+/// (steering.c; the Swift mirror is Steering.group). Returns 0 or -errno
+/// (-EINVAL for groups 0).
+int CReactor_attach_steering(int fd, unsigned groups, int relay_inner);
 /// A UNIX stream socket listening at path (unlinking a stale one first), mode applied.
 int CReactor_unix_listen(const char *path, unsigned mode);
 int CReactor_unix_connect(const char *path);
