@@ -49,6 +49,7 @@ let package = Package(
             name: "Node",
             dependencies: [
                 "Reactor", "CSodium", "CMiniUPnPc", "CNATPMP",
+                .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],

@@ -1,3 +1,4 @@
+import Glibc
 import TOMLKit
 
 /// A node's validated configuration (DESIGN §8; reference: docs/config.md).
@@ -9,6 +10,7 @@ import TOMLKit
 ///     listen_port = 51820               # default 51820; 0 = any free port
 ///     anchor = false                    # default false
 ///     relay_rate_mbit = 10000           # anchors: relay budget per member, Mbit/s; 0 = no limit
+///     reactors = 0                      # threads (one reactor each); default 0 = one per online core, at most 16
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
@@ -123,10 +125,20 @@ public struct NodeConfig: Sendable, Equatable {
     public var anchor: Bool
     /// An anchor's relay budget per sending member, Mbit/s (0: no limit).
     public var relayRateMbit: Int
+    /// Reactors (threads) to run, each owning its share of the sessions; 0: one per online core (at most `maxAutoReactors`).
+    public var reactors: Int = 0
     public var stateDir: String
     public var controlSocket: String
     public static let defaultRelayRateMbit = ConnectivityTimings.defaultRelayRateMbit
     public static let maxRelayRateMbit = 100_000
+    public static let maxReactors = 64
+    public static let maxAutoReactors = 16
+
+    /// The reactors the daemon runs: `reactors`, or one per online core.
+    public var reactorCount: Int {
+        if reactors > 0 { return reactors }
+        return max(1, min(Self.maxAutoReactors, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+    }
 
     // Where the config came from, for the messages of `loadPrivateKey`.
     var configPath = "config.toml"
@@ -211,7 +223,7 @@ public struct PeerConfig: Sendable, Equatable {
 
 private struct ConfigParser {
     static let rootKeys = ["node", "peer"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "state_dir", "control_socket"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
     /// sun_path is 108 bytes with the terminating NUL.
     static let maxSocketPathBytes = 107
@@ -315,6 +327,13 @@ private struct ConfigParser {
             }
             relayRate = r
         }
+        var reactors = 0
+        if let r = try int(t, "reactors", "node") {
+            guard r >= 0 && r <= NodeConfig.maxReactors else {
+                throw fail("node.reactors", "\(r) is out of range (0...\(NodeConfig.maxReactors); 0 = one per online core)")
+            }
+            reactors = r
+        }
 
         let stateDir = try string(t, "state_dir", "node") ?? NodeConfig.defaultStateDir(interface: interface)
         try checkAbsolutePath(stateDir, "node.state_dir")
@@ -327,6 +346,7 @@ private struct ConfigParser {
             privateKey: privateKey, interface: interface, address: addresses[0], listenPort: listenPort,
             anchor: anchor, relayRateMbit: relayRate, stateDir: stateDir, controlSocket: controlSocket)
         node.addresses = addresses
+        node.reactors = reactors
         return node
     }
 

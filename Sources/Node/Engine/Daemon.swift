@@ -12,35 +12,42 @@
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
 // timestamps), and drains their outputs into the reactor. Every drop is counted
 // by reason and shown by `wsctl status`.
+import Atomics
 import CReactor
 import Foundation
 import Logging
 import Reactor
 
-public final class Daemon {
+public final class Daemon: @unchecked Sendable {
     public let config: Config
     let identity: Identity
     var logger: Logger
-    let reactor: Reactor
-    /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO.
+    /// Lane 0's reactor: NodeCore, the control socket, signals (and lane 0's data).
+    var reactor: Reactor { lanes[0].reactor }
+    /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO. Lane 0 only.
     var core: NodeCore
     let routes: CryptokeyRoutes
-    private(set) var udp: DatagramSocket!
-    private(set) var tun: TunDevice!
+    /// One per reactor, one reactor per core (Lane.swift); lane 0 runs on the daemon's thread.
+    private(set) var lanes: [Lane] = []
+    var udp: DatagramSocket! { lanes[0].udp }
+    var tun: TunDevice! { lanes[0].tun }
+    private var threads: [Thread] = []
+    private let finished = DispatchSemaphore(value: 0)
     private var control: ControlServer?
     private var signals: Registration?
     private var signalFD: Int32 = -1
     private var stateStore: StateStore?
     private var tunnelTimer: TimerID?
     private var tunnelDeadline: Instant?
-    /// Packets dropped by reason, for `wsctl status` (`counters`).
-    var drops: [String: UInt64] = [:]
+    /// Counters the other lanes published last (lane 0's thread only).
+    var published: [Int: [String: UInt64]] = [:]
+    /// What each owner was last told about routes and anchors (split only).
+    private var sentRoutes: [DataRoute?] = []
+    private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
     var loadMeter = HandshakeLoadMeter()
     private let started = Daemon.now()
-    /// Views for one outgoing batch (sealed TUN packets, in place).
+    /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
     let out: UnsafeMutablePointer<CReactor_dgram>
-    /// The data path's buffers (DataPath.swift).
-    let fast = DataPathBuffers()
     static let batch = 64
     /// A scratch buffer for control messages from pollTransmit (not the data path).
     private let scratch: UnsafeMutableRawPointer
@@ -77,14 +84,23 @@ public final class Daemon {
             for c in p.addresses { routeList.append((c, i)) }
         }
         routes = CryptokeyRoutes(routeList)
+        let n = config.node.reactorCount
         core = NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
-                        timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit))
+                        timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: n)
         mtu = Self.defaultMTU
-        reactor = try Reactor()
         out = .allocate(capacity: Self.batch)
         out.initialize(repeating: CReactor_dgram(), count: Self.batch)
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
-        reactor.onError = { [logger] e in logger.debug("io: \(e)") }
+        for i in 0..<n {
+            let r = try Reactor()
+            r.onError = { [logger] e in logger.debug("io: \(e)") }
+            let lane = Lane(id: i, daemon: self, reactor: r)
+            if n > 1 {
+                lane.shard = SessionShard(index: i, owners: n, members: members.map(\.publicKey), isAnchor: config.node.anchor)
+            }
+            lanes.append(lane)
+        }
+        sentRoutes = Array(repeating: nil, count: members.count)
     }
 
     deinit {
@@ -97,9 +113,33 @@ public final class Daemon {
     /// Opens everything, runs until SIGTERM/SIGINT, cleans up. Throws only for start-up failures.
     public func run() throws {
         try start()
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, key \(identity.publicKey.base64)")
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64)")
+        startLanes()
         reactor.run()
+        stopLanes()
         shutdown()
+    }
+
+    /// Lanes 1... on their own threads, each looping until `stopLanes`.
+    private func startLanes() {
+        for lane in lanes.dropFirst() {
+            let t = Thread { [finished] in
+                while !lane.stopFlag.load(ordering: .acquiring) { lane.reactor.runOnce(timeoutMs: -1) }
+                finished.signal()
+            }
+            t.name = "whalescaled-\(lane.id)"
+            t.start()
+            threads.append(t)
+        }
+    }
+
+    private func stopLanes() {
+        for lane in lanes.dropFirst() {
+            lane.stopFlag.store(true, ordering: .releasing)
+            lane.reactor.stopHandle.stop()
+        }
+        for _ in threads { finished.wait() }
+        threads = []
     }
 
     func start() throws {
@@ -115,32 +155,7 @@ public final class Daemon {
             }
         }
 
-        // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
-        var any6 = CReactor_endpoint()
-        _ = CReactor_endpoint_parse("::", config.node.listenPort, &any6)
-        var opened: (fd: Int32, notes: [String])
-        do {
-            opened = try UDPSocket.open(bind: any6, options: Self.udpOptions)
-        } catch {
-            logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only")
-            var any4 = CReactor_endpoint()
-            _ = CReactor_endpoint_parse("0.0.0.0", config.node.listenPort, &any4)
-            opened = try UDPSocket.open(bind: any4, options: Self.udpOptions)
-        }
-        for n in opened.notes { logger.notice("udp: \(n)") }
-        // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
-        // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
-        let gro = CReactor_get_udp_gro(opened.fd) == 1
-        udp = try DatagramSocket(reactor: reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
-                                 bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(self))
-        udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
-
-        tun = try TunDevice(reactor: reactor, name: config.node.interface, offloads: .all, headroom: Self.headroom,
-                            handler: TunSide(self))
-        for n in tun.notes { logger.notice("tun: \(n)") }
-        // Same-flow UDP datagrams are written as one UDP_L4 super-packet only where the TUN has USO (6.2+).
-        fast.coalescer.udp = tun.offloads.isSuperset(of: [.uso4, .uso6])
-        logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
+        try openLanes()
         try tun.setUp(mtu: mtu)
         try InterfaceSetup.configure(interface: tun.name, addresses: config.node.addresses,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
@@ -164,12 +179,115 @@ public final class Daemon {
         service(now: now)
     }
 
+    /// Every lane's UDP socket (one SO_REUSEPORT group when there are several,
+    /// with DATA steered to the lane that owns its receiver index) and TUN
+    /// queue, and the rings and mailboxes between lanes.
+    private func openLanes() throws {
+        let n = lanes.count
+        var port = config.node.listenPort
+        for lane in lanes {
+            // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
+            var options = Self.udpOptions
+            options.reusePort = n > 1
+            var any6 = CReactor_endpoint()
+            _ = CReactor_endpoint_parse("::", port, &any6)
+            var opened: (fd: Int32, notes: [String])
+            do {
+                opened = try UDPSocket.open(bind: any6, options: options)
+            } catch {
+                if lane.id == 0 { logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only") }
+                var any4 = CReactor_endpoint()
+                _ = CReactor_endpoint_parse("0.0.0.0", port, &any4)
+                opened = try UDPSocket.open(bind: any4, options: options)
+            }
+            if lane.id == 0 {
+                for n in opened.notes { logger.notice("udp: \(n)") }
+                port = UDPSocket.localEndpoint(opened.fd).port  // the others join this port (it may have been 0)
+            }
+            // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
+            // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
+            let gro = CReactor_get_udp_gro(opened.fd) == 1
+            lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
+                                          bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
+            lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
+            lane.tun = try TunDevice(reactor: lane.reactor, name: lane.id == 0 ? config.node.interface : lanes[0].tun.name,
+                                     multiQueue: n > 1, offloads: .all, headroom: Self.headroom, handler: TunSide(lane))
+            // Same-flow UDP datagrams are written as one UDP_L4 super-packet only where the TUN has USO (6.2+).
+            lane.fast.coalescer.udp = lane.tun.offloads.isSuperset(of: [.uso4, .uso6])
+            if lane.id == 0 {
+                for n in lane.tun.notes { logger.notice("tun: \(n)") }
+                logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
+            }
+        }
+        guard n > 1 else { return }
+        do {
+            // Members unwrap a RELAY from an anchor on the lane that owns its inner DATA; anchors forward RELAY on lane 0.
+            try UDPSocket.attachSteering(fd: lanes[0].udp.fd, groups: n, relayInner: !config.node.anchor)
+        } catch {
+            logger.notice("udp: reuseport steering refused (\(error)); datagrams that land on the wrong reactor are handed over")
+        }
+        for lane in lanes {
+            lane.outbound = (0..<n).map { $0 == lane.id ? nil : ByteRing(capacity: Lane.ringCapacity) }
+            lane.written = Array(repeating: false, count: n)
+            lane.wakePending = (0..<n).map { _ in ManagedAtomic<Bool>(false) }
+        }
+        for lane in lanes {
+            lane.inbound = lanes.map { $0.id == lane.id ? nil : $0.outbound[lane.id] }
+            lane.mailboxTo = lanes.map { $0.id == lane.id ? nil : $0.reactor.makeMailbox(capacity: 4096) }
+            lane.drainJobs = Array(repeating: nil, count: n)
+            for j in 0..<n where j != lane.id {
+                let job: Mailbox.Job = { [unowned lane] in lane.drain(from: j) }
+                lane.drainJobs[j] = job
+            }
+        }
+        for lane in lanes.dropFirst() {
+            // Counters for `wsctl status`, twice a second.
+            _ = lane.reactor.addTimer(after: 500_000_000, lane.publishTick)
+        }
+    }
+
+    /// After NodeCore ran (split only): new keys, routes and anchors to the lanes that own the peers.
+    private func syncShards() {
+        let n = lanes.count
+        while let p = core.pollKeyChange() {
+            let keys = core.shardKeys(of: p)
+            let k = SessionOwnership.owner(of: p, owners: n)
+            if k == 0 {
+                lanes[0].shard!.install(keys, for: p)
+            } else {
+                let lane = lanes[k]
+                _ = lanes[0].mailboxTo[k]!.post { lane.shard!.install(keys, for: p) }
+            }
+        }
+        for i in 0..<sentRoutes.count {
+            let p = PeerID(rawValue: i)
+            let r = core.dataRoute(for: p)
+            guard r != sentRoutes[i] else { continue }
+            sentRoutes[i] = r
+            let k = SessionOwnership.owner(of: p, owners: n)
+            if k == 0 {
+                lanes[0].shard!.setRoute(r, for: p)
+            } else {
+                let lane = lanes[k]
+                _ = lanes[0].mailboxTo[k]!.post { lane.shard!.setRoute(r, for: p) }
+            }
+        }
+        let anchors = core.anchorEndpointList
+        if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
+            sentAnchors = anchors
+            lanes[0].shard!.setAnchors(anchors)
+            for lane in lanes.dropFirst() { _ = lanes[0].mailboxTo[lane.id]!.post { lane.shard!.setAnchors(anchors) } }
+        }
+    }
+
     func shutdown() {
         stateStore?.save(core.endpointCacheBytes())
         control?.close()
         control = nil
-        tun?.close()  // a non-persistent TUN device disappears with its fd, and its routes with it
-        udp?.close()
+        for lane in lanes.reversed() {
+            lane.tun?.close()  // a non-persistent TUN device disappears with its last queue's fd, and its routes with it
+            lane.udp?.close()
+        }
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { _ = CReactor_close(signalFD) }
         logger.info("whalescaled stopped")
@@ -181,11 +299,6 @@ public final class Daemon {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return HandshakeTimestamp(unixSeconds: UInt64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
-    }
-
-    func count(_ reason: String) {
-        drops[reason, default: 0] &+= 1
-        if logger.logLevel <= .trace { logger.trace("drop: \(reason)") }
     }
 
     // MARK: Outputs and timers
@@ -212,6 +325,8 @@ public final class Daemon {
             used += (t.bytes.count + 15) & ~15
         }
         flush(n)
+        // Split: the owners learn new keys and paths before the next batch.
+        if lanes.count > 1 { syncShards() }
         while let e = core.pollEvent() { log(e) }
         armTimer()
     }
@@ -229,7 +344,7 @@ public final class Daemon {
             let seg = Int(views[v].segment)
             lost += seg > 0 ? UInt64((Int(views[v].len) + seg - 1) / seg) : 1
         }
-        drops["udp_send_full", default: 0] &+= lost
+        lanes[0].drops["udp_send_full", default: 0] &+= lost
     }
 
     /// Arms the one reactor timer for the state machines' next deadline. A
@@ -313,11 +428,13 @@ public final class Daemon {
         if st.partitioned && !warnings.contains(where: { $0.contains("partition") }) {
             warnings.append("partitioned: every anchor and cached endpoint failed; a manual re-bootstrap is needed")
         }
-        var counters = drops
+        var counters = lanes[0].drops
         for (k, v) in st.counters { counters[k, default: 0] &+= v }
         // Packets written to the TUN device inside a GSO super-packet instead of alone.
-        counters["tun_coalesced_packets"] = UInt64(fast.coalescer.merged)
-        counters["tun_coalesced_udp"] = UInt64(fast.coalescer.mergedUDP)
+        counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
+        counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
+        if let shard = lanes[0].shard { for (k, v) in shard.drops { counters[k.name, default: 0] &+= v } }
+        for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(
@@ -341,15 +458,15 @@ struct DaemonError: Error, CustomStringConvertible {
 
 /// Adapters between reactor callbacks and the daemon (they hold it unowned: the daemon outlives its sockets).
 final class UDPSide: DatagramHandler {
-    unowned let d: Daemon
-    init(_ d: Daemon) { self.d = d }
-    func received(_ batch: DatagramBatch, on socket: DatagramSocket) { d.udpReceived(batch) }
+    unowned let lane: Lane
+    init(_ lane: Lane) { self.lane = lane }
+    func received(_ batch: DatagramBatch, on socket: DatagramSocket) { lane.udpReceived(batch) }
 }
 
 final class TunSide: TunHandler {
-    unowned let d: Daemon
-    init(_ d: Daemon) { self.d = d }
-    func tunRead(_ batch: TunBatch, device: TunDevice) { d.tunRead(batch) }
+    unowned let lane: Lane
+    init(_ lane: Lane) { self.lane = lane }
+    func tunRead(_ batch: TunBatch, device: TunDevice) { lane.tunRead(batch) }
 }
 
 extension Endpoint {

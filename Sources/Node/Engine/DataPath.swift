@@ -68,117 +68,196 @@ final class DataPathBuffers {
     }
 }
 
-extension Daemon {
+extension Lane {
+    // MARK: Batches
+
+    func beginBatch() {
+        outCount = 0
+        arenaUsed = 0
+        forwards = 0
+    }
+
+    /// Sends what the batch sealed and forwarded, writes what it opened, passes
+    /// on reports and wakes the lanes it handed work to; lane 0 then drains NodeCore.
+    func endBatch(now: Instant) {
+        sendOut(outCount)
+        outCount = 0
+        arenaUsed = 0
+        flushForwards()
+        if tun.vnetHeader, fast.coalescing, !fast.coalescer.isEmpty { writeCoalesced(fast.coalescer) }
+        if split { flushReports(now: now, force: false) }
+        if outbound.contains(where: { $0 != nil }) { wakeWritten() }
+        if id == 0, touchedCore || !split {
+            touchedCore = false
+            daemon.service(now: now)
+        }
+    }
+
+    /// The shard's reports: applied to NodeCore on lane 0, handed to lane 0 elsewhere.
+    func flushReports(now: Instant, force: Bool) {
+        let next = shard!.flushActivity(now: now, force: force)
+        while let r = shard!.pollReport() {
+            if id == 0 {
+                daemon.core.applyShardReport(r, now: now)
+                touchedCore = true
+            } else {
+                handoff(report: r)
+            }
+        }
+        if let next, reportTimer == nil {
+            reportTimer = reactor.addTimer(at: next.ns, reportTimerFired)
+        }
+    }
+
     // MARK: TUN → UDP
 
     func tunRead(_ batch: TunBatch) {
-        let now = Self.now()
-        let st = fast
-        var n = 0     // views in st.out
-        var used = 0  // arena bytes holding segments not yet sent
+        let now = Daemon.now()
+        beginBatch()
         for i in 0..<batch.count {
             let (p, len) = batch.packet(i)
-            var h = VirtioNetHeader.none
-            if let raw = batch.vnetHeader(i) {
-                guard let parsed = VirtioNetHeader(raw) else {
-                    count(OffloadDrop.badVnetHeader.rawValue)
+            tunPacket(p, length: len, capacity: batch.capacity(i), vnetHeader: batch.vnetHeader(i), now: now, forCore: false)
+        }
+        endBatch(now: now)
+    }
+
+    /// One TUN read: a packet, or a TSO super-packet (vnet header in front) to cut.
+    /// `forCore`: lane 0 only, a packet whose owner had no keys or path: NodeCore seals or queues it.
+    func tunPacket(_ p: UnsafeMutableRawPointer, length len: Int, capacity: Int, vnetHeader raw: UnsafeRawBufferPointer?,
+                   now: Instant, forCore: Bool) {
+        let st = fast
+        var h = VirtioNetHeader.none
+        if let raw {
+            guard let parsed = VirtioNetHeader(raw) else {
+                count(OffloadDrop.badVnetHeader.rawValue)
+                return
+            }
+            h = parsed
+        }
+        guard let (dst, fam) = IPHeader.destination(p, length: len) else {
+            count("tun_not_ip")
+            return
+        }
+        guard let peer = daemon.routes.lookup(dst, family: fam) else {
+            count("no_route")
+            return
+        }
+        let id = PeerID(rawValue: peer)
+        // Another lane owns this peer's session: the whole read goes there, vnet header and all.
+        if let shard, !forCore, !shard.owns(id) {
+            var hdr = Handoff(kind: .tun)
+            if let raw {
+                hdr.vnetLength = UInt8(min(raw.count, 16))
+                withUnsafeMutableBytes(of: &hdr.vnet) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<Int(hdr.vnetLength)])) }
+            }
+            handoff(to: SessionOwnership.owner(of: id, owners: shard.owners), hdr, p, length: len)
+            return
+        }
+        let headroom = Daemon.headroom
+        if !h.isGSO {
+            // One packet: complete its checksum if the kernel left it to us, seal where it lies.
+            guard Offload.completeChecksum(p, length: len, header: h) else {
+                count(OffloadDrop.badVnetHeader.rawValue)
+                return
+            }
+            if outCount == st.outCapacity {
+                sendOut(outCount)
+                outCount = 0
+                arenaUsed = 0
+            }
+            let buf = UnsafeMutableRawBufferPointer(start: p - headroom, count: headroom + capacity)
+            if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, now: now, forCore: forCore) {
+                st.out[outCount] = CReactor_dgram()
+                st.out[outCount].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
+                st.out[outCount].len = UInt32(length)
+                st.out[outCount].peer = ep.creactor
+                outCount += 1
+            }
+            return
+        }
+        // A super-packet: cut into segments, seal each, send equal runs with GSO.
+        let plan: Offload.Plan
+        switch Offload.plan(p, length: len, header: h) {
+        case .drop(let why):
+            count(why.rawValue)
+            return
+        case .split(let pl):
+            plan = pl
+        }
+        // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
+        let room = shard != nil && !forCore ? shard!.headerRoom(for: id) : daemon.core.headerRoom(for: id)
+        let stride = plan.segmentLength + room + DataMessage.tagSize
+        let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
+        var s = 0
+        while s < plan.count {
+            let k = min(plan.count - s, perRun)
+            if arenaUsed + k * stride > st.arenaSize || outCount + k > st.outCapacity {
+                sendOut(outCount)
+                outCount = 0
+                arenaUsed = 0
+            }
+            let base = st.arena + arenaUsed
+            Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride)
+            var run = -1
+            var runEndpoint = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+            for j in 0..<k {
+                let slot = base + j * stride
+                let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
+                guard let (ep, offset, length) = seal(id, buf, payloadOffset: room, payloadLength: plan.length(ofSegment: s + j),
+                                                      now: now, forCore: forCore) else {
+                    run = -1
                     continue
                 }
-                h = parsed
-            }
-            guard let (dst, fam) = IPHeader.destination(p, length: len) else {
-                count("tun_not_ip")
-                continue
-            }
-            guard let peer = routes.lookup(dst, family: fam) else {
-                count("no_route")
-                continue
-            }
-            let id = PeerID(rawValue: peer)
-            if !h.isGSO {
-                // One packet: complete its checksum if the kernel left it to us, seal where it lies.
-                guard Offload.completeChecksum(p, length: len, header: h) else {
-                    count(OffloadDrop.badVnetHeader.rawValue)
-                    continue
+                let d = (slot + offset).assumingMemoryBound(to: UInt8.self)
+                if run >= 0, ep == runEndpoint, st.out[run].data + Int(st.out[run].len) == d,
+                   Int(st.out[run].len) % Int(st.out[run].segment) == 0, length <= Int(st.out[run].segment) {
+                    st.out[run].len += UInt32(length)
+                } else {
+                    st.out[outCount] = CReactor_dgram()
+                    st.out[outCount].data = d
+                    st.out[outCount].len = UInt32(length)
+                    st.out[outCount].segment = UInt16(truncatingIfNeeded: length)
+                    st.out[outCount].peer = ep.creactor
+                    run = outCount
+                    runEndpoint = ep
+                    outCount += 1
                 }
-                if n == st.outCapacity {
-                    sendOut(n)
-                    n = 0
-                    used = 0
-                }
-                let buf = UnsafeMutableRawBufferPointer(start: p - Self.headroom, count: Self.headroom + batch.capacity(i))
-                switch core.sendPacket(to: id, buf, payloadOffset: Self.headroom, payloadLength: len, now: now) {
-                case .send(let ep, let offset, let length):
-                    st.out[n] = CReactor_dgram()
-                    st.out[n].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
-                    st.out[n].len = UInt32(length)
-                    st.out[n].peer = ep.creactor
-                    n += 1
-                case .queued:
-                    break
-                case .drop(let reason):
-                    count(reason.sendCounter)
-                }
-                continue
             }
-            // A super-packet: cut into segments, seal each, send equal runs with GSO.
-            let plan: Offload.Plan
-            switch Offload.plan(p, length: len, header: h) {
-            case .drop(let why):
-                count(why.rawValue)
-                continue
-            case .split(let pl):
-                plan = pl
-            }
-            // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
-            let room = core.headerRoom(for: id)
-            let stride = plan.segmentLength + room + DataMessage.tagSize
-            let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
-            var s = 0
-            while s < plan.count {
-                let k = min(plan.count - s, perRun)
-                if used + k * stride > st.arenaSize || n + k > st.outCapacity {
-                    sendOut(n)
-                    n = 0
-                    used = 0
+            arenaUsed += k * stride
+            s += k
+        }
+    }
+
+    /// Seals one packet for `peer` in place: the shard's keys when split, else
+    /// NodeCore's. Nil when it was queued, handed to lane 0, or dropped (counted).
+    @inline(__always)
+    private func seal(_ peer: PeerID, _ buf: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
+                      now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
+        if shard != nil, !forCore {
+            switch shard!.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
+            case .send(let ep, let offset, let length):
+                return (ep, offset, length)
+            case .drop(let reason):
+                count("send_" + reason.name)
+                return nil
+            case .core:
+                if id != 0 {
+                    handoff(to: 0, Handoff(kind: .tunCore, peer: Int32(peer.rawValue)), buf.baseAddress! + payloadOffset,
+                            length: payloadLength)
+                    return nil
                 }
-                let base = st.arena + used
-                Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride)
-                var run = -1
-                var runEndpoint = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
-                for j in 0..<k {
-                    let slot = base + j * stride
-                    let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
-                    switch core.sendPacket(to: id, buf, payloadOffset: room,
-                                           payloadLength: plan.length(ofSegment: s + j), now: now) {
-                    case .send(let ep, let offset, let length):
-                        let d = (slot + offset).assumingMemoryBound(to: UInt8.self)
-                        if run >= 0, ep == runEndpoint, st.out[run].data + Int(st.out[run].len) == d,
-                           Int(st.out[run].len) % Int(st.out[run].segment) == 0, length <= Int(st.out[run].segment) {
-                            st.out[run].len += UInt32(length)
-                        } else {
-                            st.out[n] = CReactor_dgram()
-                            st.out[n].data = d
-                            st.out[n].len = UInt32(length)
-                            st.out[n].segment = UInt16(truncatingIfNeeded: length)
-                            st.out[n].peer = ep.creactor
-                            run = n
-                            runEndpoint = ep
-                            n += 1
-                        }
-                    case .queued:
-                        run = -1
-                    case .drop(let reason):
-                        count(reason.sendCounter)
-                        run = -1
-                    }
-                }
-                used += k * stride
-                s += k
             }
         }
-        sendOut(n)
-        service(now: now)
+        touchedCore = true
+        switch daemon.core.sendPacket(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
+        case .send(let ep, let offset, let length):
+            return (ep, offset, length)
+        case .queued:
+            return nil
+        case .drop(let reason):
+            count(reason.sendCounter)
+            return nil
+        }
     }
 
     /// Sends views 0..<n of the outgoing batch; what the socket could not take is counted.
@@ -189,12 +268,28 @@ extension Daemon {
         if sent < n { countUnsent(out, sent..<n) }
     }
 
+    private func flushForwards() {
+        guard forwards > 0 else { return }
+        let sent = udp.send(DatagramBatch(base: out, count: forwards))
+        if sent < forwards { countUnsent(out, sent..<forwards) }
+        forwards = 0
+    }
+
+    /// Counts the datagrams of views the socket did not take (a GSO run counts each of its datagrams).
+    func countUnsent(_ views: UnsafeMutablePointer<CReactor_dgram>, _ range: Range<Int>) {
+        var lost: UInt64 = 0
+        for v in range {
+            let seg = Int(views[v].segment)
+            lost += seg > 0 ? UInt64((Int(views[v].len) + seg - 1) / seg) : 1
+        }
+        drops["udp_send_full", default: 0] &+= lost
+    }
+
     // MARK: UDP → TUN
 
     func udpReceived(_ batch: DatagramBatch) {
-        let now = Self.now()
-        let coalescer = tun.vnetHeader && fast.coalescing ? fast.coalescer : nil
-        var forwards = 0
+        let now = Daemon.now()
+        beginBatch()
         for i in 0..<batch.count {
             let d = batch[i]
             let total = Int(d.pointee.len)
@@ -207,71 +302,106 @@ extension Daemon {
                 let length = min(step, total - off)
                 let buf = UnsafeMutableRawBufferPointer(start: d.pointee.data + off, count: Int(d.pointee.cap) - off)
                 off += step
-                let type = length > 0 ? buf[0] : 0
-                // Handshake messages (types 1, 2) feed the load meter; under load they must carry a cookie (mac2).
-                let underLoad = (type == 1 || type == 2) ? loadMeter.record(now: now) : false
-                switch core.receive(buf, length: length, from: from, now: now, underLoad: underLoad) {
-                case .packet(let peer, let offset, let length):
-                    guard length > 0 else { continue }  // keepalive
-                    let p = buf.baseAddress! + offset
-                    guard let (src, fam) = IPHeader.source(p, length: length) else {
-                        count("inner_not_ip")
-                        continue
-                    }
-                    // Cryptokey routing, inbound: the inner source must be one of this member's addresses.
-                    guard routes.allows(peer: peer.rawValue, source: src, family: fam) else {
-                        count("inner_source_not_allowed")
-                        continue
-                    }
-                    if let coalescer {
-                        if !coalescer.add(p, length: length) {
-                            writeCoalesced(coalescer)
-                            coalescer.add(p, length: length)
-                        }
-                    } else if !tun.write(p, length: length) {
-                        count("tun_write")
-                    }
-                case .transmit(let ep, let offset, let length):
-                    // Relayed on (anchor) or a probe answered: sent from where it lies, in this batch.
-                    // A GRO run relayed to one member stays one run: its datagrams lie back to back,
-                    // so the run goes out as one UDP GSO send, as it came in.
-                    let data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
-                    if forwards > 0, Self.extendRun(out + (forwards - 1), data: data, length: length, to: ep) { continue }
-                    if forwards == Self.batch {
-                        flush(forwards)
-                        forwards = 0
-                    }
-                    out[forwards] = CReactor_dgram()
-                    out[forwards].data = data
-                    out[forwards].len = UInt32(length)
-                    out[forwards].segment = UInt16(truncatingIfNeeded: length)
-                    out[forwards].peer = ep.creactor
-                    forwards += 1
-                case .consumed:
-                    break
-                case .drop(let reason):
-                    count(reason.name)
-                }
+                udpDatagram(buf, length: length, from: from, now: now, handedOver: false)
             } while off < total
         }
-        flush(forwards)
-        if let coalescer, !coalescer.isEmpty { writeCoalesced(coalescer) }
-        service(now: now)
+        endBatch(now: now)
     }
 
-    /// Appends a datagram to the GSO run in `v` when it can be one more of its
-    /// segments: the same destination, right behind it in memory, no longer
-    /// than the run's segment size, and the run neither closed by a shorter
-    /// datagram nor full.
-    static func extendRun(_ v: UnsafeMutablePointer<CReactor_dgram>, data: UnsafeMutablePointer<UInt8>, length: Int,
-                           to ep: Endpoint) -> Bool {
-        let seg = Int(v.pointee.segment)
-        let len = Int(v.pointee.len)
-        guard seg > 0, len % seg == 0, length <= seg, v.pointee.data + len == data,
-              len / seg < DatagramSocket.maxGSOSegments, len + length <= DatagramSocket.maxGSOBytes else { return false }
-        guard Endpoint(v.pointee.peer) == ep else { return false }
-        v.pointee.len += UInt32(length)
-        return true
+    /// One datagram: opened here when this lane owns its session, else handed on
+    /// (once: a datagram another lane handed us is never handed on again).
+    func udpDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
+        guard shard != nil else { return coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver) }
+        switch shard!.receive(buf, length: length, from: from, now: now) {
+        case .packet(let peer, let offset, let len):
+            deliver(buf.baseAddress! + offset, length: len, from: peer)
+        case .control(let peer, let offset, let len, let via):
+            if id == 0 {
+                daemon.core.receiveOpened(from: peer, payload: UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + len)]),
+                                          source: from, via: via, now: now).countDrop(in: self)
+                touchedCore = true
+            } else {
+                handoff(to: 0, Handoff(kind: .control, peer: Int32(peer.rawValue), via: Int32(via?.rawValue ?? -1), source: from),
+                        buf.baseAddress! + offset, length: len)
+            }
+        case .core:
+            if id == 0 {
+                coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver)
+            } else if handedOver {
+                count("handoff_loop")
+            } else {
+                handoff(to: 0, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            }
+        case .elsewhere(let k):
+            if handedOver {
+                count("handoff_loop")
+            } else {
+                handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            }
+        case .consumed, .drop:
+            break  // the shard counts its drops
+        }
+    }
+
+    /// A datagram for NodeCore (lane 0): handshakes, probes, relay, and all of it with one reactor.
+    private func coreDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
+        touchedCore = true
+        let type = length > 0 ? buf[0] : 0
+        // Handshake messages (types 1, 2) feed the load meter; under load they must carry a cookie (mac2).
+        let underLoad = (type == 1 || type == 2) ? daemon.loadMeter.record(now: now) : false
+        switch daemon.core.receive(buf, length: length, from: from, now: now, underLoad: underLoad) {
+        case .packet(let peer, let offset, let len):
+            guard len > 0 else { return }  // keepalive
+            deliver(buf.baseAddress! + offset, length: len, from: peer)
+        case .transmit(let ep, let offset, let len):
+            // Relayed on (anchor) or a probe answered: sent from where it lies, in this batch.
+            // A GRO run relayed to one member stays one run: its datagrams lie back to back,
+            // so the run goes out as one UDP GSO send, as it came in.
+            let data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
+            if forwards > 0, Daemon.extendRun(out + (forwards - 1), data: data, length: len, to: ep) { return }
+            if forwards == Daemon.batch { flushForwards() }
+            out[forwards] = CReactor_dgram()
+            out[forwards].data = data
+            out[forwards].len = UInt32(len)
+            out[forwards].segment = UInt16(truncatingIfNeeded: len)
+            out[forwards].peer = ep.creactor
+            forwards += 1
+        case .consumed:
+            break
+        case .drop(let reason):
+            count(reason.name)
+        case .handoff(let k):
+            // Session data, split across reactors: its owner opens it.
+            if handedOver {
+                count("handoff_loop")
+            } else if k == id, shard != nil {
+                udpDatagram(buf, length: length, from: from, now: now, handedOver: true)
+            } else if k != id {
+                handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            }
+        }
+    }
+
+    /// An opened IP packet from `peer`: checked against its addresses, then to the TUN (coalesced).
+    private func deliver(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID) {
+        guard let (src, fam) = IPHeader.source(p, length: length) else {
+            count("inner_not_ip")
+            return
+        }
+        // Cryptokey routing, inbound: the inner source must be one of this member's addresses.
+        guard daemon.routes.allows(peer: peer.rawValue, source: src, family: fam) else {
+            count("inner_source_not_allowed")
+            return
+        }
+        if tun.vnetHeader, fast.coalescing {
+            let coalescer = fast.coalescer
+            if !coalescer.add(p, length: length) {
+                writeCoalesced(coalescer)
+                coalescer.add(p, length: length)
+            }
+        } else if !tun.write(p, length: length) {
+            count("tun_write")
+        }
     }
 
     /// One TUN write per packet or super-packet the coalescer holds, in order.
@@ -298,16 +428,33 @@ extension Daemon {
             if o.header.gsoType == VirtioNetHeader.gsoUDPL4 {
                 if coalescer.udp {
                     coalescer.udp = false
-                    logger.notice("tun: UDP GSO write refused (EINVAL); writing UDP one datagram at a time from now on")
+                    daemon.logger.notice("tun: UDP GSO write refused (EINVAL); writing UDP one datagram at a time from now on")
                 }
             } else if st.coalescing {
                 st.coalescing = false
-                logger.notice("tun: GSO write refused (EINVAL); writing one packet per segment from now on")
+                daemon.logger.notice("tun: GSO write refused (EINVAL); writing one packet per segment from now on")
             }
             GSOCoalescer.restoreHead(o)
             if !tun.write(o.head, length: o.headLength) { count("tun_write") }
             let hl = Int(o.header.headerLength)
             for piece in o.pieces where !tun.write(piece.base - hl, length: piece.length + hl) { count("tun_write") }
         }
+    }
+}
+
+extension Daemon {
+    /// Appends a datagram to the GSO run in `v` when it can be one more of its
+    /// segments: the same destination, right behind it in memory, no longer
+    /// than the run's segment size, and the run neither closed by a shorter
+    /// datagram nor full.
+    static func extendRun(_ v: UnsafeMutablePointer<CReactor_dgram>, data: UnsafeMutablePointer<UInt8>, length: Int,
+                           to ep: Endpoint) -> Bool {
+        let seg = Int(v.pointee.segment)
+        let len = Int(v.pointee.len)
+        guard seg > 0, len % seg == 0, length <= seg, v.pointee.data + len == data,
+              len / seg < DatagramSocket.maxGSOSegments, len + length <= DatagramSocket.maxGSOBytes else { return false }
+        guard Endpoint(v.pointee.peer) == ep else { return false }
+        v.pointee.len += UInt32(length)
+        return true
     }
 }

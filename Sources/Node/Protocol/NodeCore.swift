@@ -69,6 +69,9 @@ public enum NodeInbound: Equatable, Sendable {
     /// Handled (handshake, keepalive, control message, probe reply); drain the outputs.
     case consumed
     case drop(NodeDropReason)
+    /// Sessions split across reactors: session data that reactor `k` owns
+    /// (SessionShard.swift). Hand the whole datagram, as received, to its shard.
+    case handoff(reactor: Int)
 }
 
 /// Why NodeCore dropped a datagram. Counted (`NodeStatus.counters`), by `name`.
@@ -242,8 +245,9 @@ public struct NodeCore: Sendable {
     ///   - members: every configured member, in config order (PeerID = index).
     ///   - isAnchor: this node is an anchor (answers rendezvous requests, relays).
     ///   - seed: seeds txids, jitter and session indices; by default from libsodium.
+    ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: this value does everything.
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
-                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed()) {
+                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
         self.timings = timings
@@ -256,7 +260,7 @@ public struct NodeCore: Sendable {
             PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
                      persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
         }
-        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed)
+        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
         var conns: [PeerConn] = []

@@ -54,22 +54,32 @@ struct Keypair: Sendable {
     /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
     let isInitiator: Bool
     var sendCounter: UInt64 = 0
+    /// Set when sessions are split across reactors (SessionShard.swift): the
+    /// owning reactor seals data and the session layer seals keepalives and
+    /// control messages under the same keys, so the counter is one atomic both
+    /// take from. Nil (one reactor): `sendCounter` is it.
+    let shared: SharedSendCounter?
     var replay: ReplayWindow
 
-    init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool, timings: SessionTimings) {
+    init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool,
+         timings: SessionTimings, shared: SharedSendCounter? = nil) {
         self.keys = keys
         self.localIndex = localIndex
         self.remoteIndex = remoteIndex
         self.createdAt = createdAt
         self.isInitiator = isInitiator
+        self.shared = shared
         self.replay = ReplayWindow(limit: timings.rejectAfterMessages)
     }
+
+    /// The counter the next sealed packet gets.
+    var nextCounter: UInt64 { shared?.current ?? sendCounter }
 
     enum SealOutcome { case sealed(rekeyDue: Bool), expired }
     enum OpenOutcome { case opened, expired, replay, authFailed }
 
     func canSend(now: Instant, timings: SessionTimings) -> Bool {
-        sendCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
+        nextCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
     }
 
     /// Writes the DATA header in front of the payload and encrypts the payload in
@@ -77,15 +87,21 @@ struct Keypair: Sendable {
     mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
                        now: Instant, timings: SessionTimings) -> SealOutcome {
         guard canSend(now: now, timings: timings) else { return .expired }
-        let counter = sendCounter
-        sendCounter += 1
+        let counter: UInt64
+        if let shared {
+            counter = shared.take()
+            guard counter < timings.rejectAfterMessages else { return .expired }  // taken concurrently
+        } else {
+            counter = sendCounter
+            sendCounter += 1
+        }
         let header = base + (payloadOffset - DataMessage.headerSize)
         header.storeBytes(of: UInt32(DataMessage.type).littleEndian, as: UInt32.self)
         header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
         header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
         keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength)
         // keepKeyFreshSending: by count on either side, by age on the initiator's.
-        let rekey = sendCounter >= timings.rekeyAfterMessages
+        let rekey = counter + 1 >= timings.rekeyAfterMessages
             || (isInitiator && now - createdAt >= timings.rekeyAfterTime)
         return .sealed(rekeyDue: rekey)
     }
@@ -146,13 +162,35 @@ struct SessionContext: Sendable {
     var events = Outbox<TunnelEvent>()
     /// The last timestamp we put in an initiation (kept strictly increasing).
     var lastTimestamp: HandshakeTimestamp?
+    /// Reactors the sessions are split across (1: not split). See SessionShard.swift.
+    let owners: Int
+    /// Split only: peers whose keypairs changed, for the engine to install on the owning reactor.
+    var keyChanges = Outbox<PeerID>()
+
+    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1) {
+        self.identity = identity
+        self.timings = timings
+        self.rng = rng
+        self.owners = max(1, owners)
+    }
+
+    var split: Bool { owners > 1 }
+
+    mutating func keysChanged(_ peer: PeerID) {
+        if split { keyChanges.push(peer) }
+    }
+
+    /// A new keypair's send counter: shared with the owning reactor when split.
+    var newSendCounter: SharedSendCounter? { split ? SharedSendCounter() : nil }
 
     /// A random index not in use. 32 bits and a few live indices per peer: the
-    /// loop ends at once in practice.
+    /// loop ends at once in practice. Split: an index the owning reactor's
+    /// steering program sends to it (`SessionOwnership`), so about `owners` tries.
     mutating func allocateIndex(for peer: PeerID) -> UInt32 {
+        let owner = SessionOwnership.owner(of: peer, owners: owners)
         while true {
             let i = UInt32(truncatingIfNeeded: rng.next())
-            if indices[i] == nil {
+            if indices[i] == nil, SessionOwnership.owner(ofIndex: i, owners: owners) == owner {
                 indices[i] = peer
                 return i
             }
@@ -352,7 +390,8 @@ struct PeerSession: Sendable {
         let (response, keys) = received.createResponse(senderIndex: index, macs: &macs, now: now)
         if let stale = next { ctx.freeIndex(stale.localIndex) }
         next = Keypair(keys: keys, localIndex: index, remoteIndex: received.senderIndex, createdAt: now,
-                       isInitiator: false, timings: ctx.timings)
+                       isInitiator: false, timings: ctx.timings, shared: ctx.newSendCounter)
+        ctx.keysChanged(id)
         greatestTimestamp = timestamp
         lastInitiationConsumed = now
         counters.initiationsAccepted += 1
@@ -379,10 +418,11 @@ struct PeerSession: Sendable {
         let hadSession = current?.canSend(now: now, timings: ctx.timings) ?? false
         // The initiation's index becomes the keypair's: the peer will use it in DATA.
         let fresh = Keypair(keys: keys, localIndex: index, remoteIndex: responderIndex, createdAt: now,
-                            isInitiator: true, timings: ctx.timings)
+                            isInitiator: true, timings: ctx.timings, shared: ctx.newSendCounter)
         if let old = previous { ctx.freeIndex(old.localIndex) }
         previous = current
         current = fresh
+        ctx.keysChanged(id)
         handshakeComplete(now: now)
         counters.rxBytes += UInt64(message.count)
         roam(to: source, mayMove: mayMove, ctx: &ctx)
@@ -540,6 +580,7 @@ struct PeerSession: Sendable {
             current = nil
             ctx.events.push(.expired(id))
         }
+        ctx.keysChanged(id)
         scheduleKeyExpiry(timings: ctx.timings)
     }
 
@@ -566,6 +607,7 @@ struct PeerSession: Sendable {
         previous = current
         current = next
         next = nil
+        ctx.keysChanged(id)
         sentLastMinuteHandshake = false
         // Our own initiation, if one is out, is now redundant.
         switch handshake {
@@ -687,8 +729,63 @@ struct PeerSession: Sendable {
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: endpoint, lastHandshake: lastHandshake,
             handshakeAttempt: attempt, keyAge: current.map { now - $0.createdAt },
-            sendCounter: current?.sendCounter, queuedPackets: queue.count,
+            sendCounter: current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })
+    }
+}
+
+// MARK: Split sessions: what the owning reactor reports back
+
+extension PeerSession {
+    /// The owning reactor sealed and opened packets under this peer's keys
+    /// (`SessionShard`): the timer hooks and counters the data path would
+    /// have run here, once per report. Received and sent are applied in the
+    /// order they last happened, so the keepalive timer ends as it would have.
+    mutating func applyActivity(_ a: ShardActivity, now: Instant, ctx: inout SessionContext) {
+        counters.rxPackets += a.rxPackets
+        counters.rxBytes += a.rxBytes
+        counters.txPackets += a.txPackets
+        counters.txBytes += a.txBytes
+        let rxFirst = (a.lastRx ?? .zero) <= (a.lastTx ?? .zero)
+        if rxFirst {
+            appliedReceive(a, now: now, ctx: &ctx)
+            appliedSend(a, now: now, ctx: &ctx)
+        } else {
+            appliedSend(a, now: now, ctx: &ctx)
+            appliedReceive(a, now: now, ctx: &ctx)
+        }
+    }
+
+    private mutating func appliedReceive(_ a: ShardActivity, now: Instant, ctx: inout SessionContext) {
+        guard a.rxPackets > 0 else { return }
+        let t = ctx.timings
+        timers[.newHandshake] = nil
+        traversal(now: now)
+        if a.rxData {
+            if timers.isPending(.keepalive) { needAnotherKeepalive = true } else { timers[.keepalive] = now + t.keepaliveTimeout }
+        }
+        if !sentLastMinuteHandshake, current?.isInitiator == true, let created = current?.createdAt,
+           now - created >= t.rekeyOnReceiveAge {
+            sentLastMinuteHandshake = true
+            wantHandshake(now: now, ctx: &ctx)
+        }
+    }
+
+    private mutating func appliedSend(_ a: ShardActivity, now: Instant, ctx: inout SessionContext) {
+        guard a.txPackets > 0 else { return }
+        if a.txData, !timers.isPending(.newHandshake) {
+            timers[.newHandshake] = now + ctx.timings.newHandshakeTimeout
+                + retryJitter(max: ctx.timings.rekeyTimeoutJitterMax, using: &ctx.rng)
+        }
+        timers[.keepalive] = nil
+        traversal(now: now)
+    }
+
+    /// The owning reactor saw the first packet under `next` (index `localIndex`)
+    /// and switched to it: do the same here, once.
+    mutating func shardPromoted(localIndex: UInt32, now: Instant, ctx: inout SessionContext) {
+        guard next?.localIndex == localIndex else { return }
+        promoteNext(now: now, ctx: &ctx)
     }
 }

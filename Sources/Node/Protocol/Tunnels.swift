@@ -204,8 +204,9 @@ public struct Tunnels: Sendable {
     /// - Parameters:
     ///   - seed: seeds session indices and retry jitter. By default 8 bytes from
     ///     libsodium's CSPRNG; tests pass a constant to be deterministic.
+    ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: not split.
     public init(identity: Identity, peers specs: [PeerSpec], timings: SessionTimings = .default,
-                seed: UInt64 = Tunnels.randomSeed()) {
+                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1) {
         publicKey = identity.publicKey
         self.timings = timings
         var members: [PublicKey: PeerID] = [:]
@@ -220,7 +221,7 @@ public struct Tunnels: Sendable {
         self.peers = peers
         self.members = members
         statics = specs.map(\.publicKey.x25519)
-        ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed))
+        ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners)
         cookies = CookieChecker(identity: identity)
         limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
                                        burst: timings.handshakeBurstPerSource)
@@ -466,6 +467,39 @@ public struct Tunnels: Sendable {
     public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
         return peers[peer.rawValue].status(now: now, timings: timings)
+    }
+
+    // MARK: Split sessions (SessionShard.swift)
+
+    /// Reactors the sessions are split across (1: not split).
+    public var owners: Int { ctx.owners }
+
+    /// A peer whose keypairs changed since the last call: install `keys(of:)` on its owner.
+    mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
+
+    /// The peer's keypairs as they are now, for its owning reactor.
+    func keys(of peer: PeerID) -> ShardKeys {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return ShardKeys() }
+        let p = peers[peer.rawValue]
+        return ShardKeys(current: p.current, previous: p.previous, next: p.next)
+    }
+
+    /// What the owning reactor did under `peer`'s keys since its last report.
+    mutating func applyActivity(_ a: ShardActivity, for peer: PeerID, now: Instant) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].applyActivity(a, now: now, ctx: &ctx)
+    }
+
+    /// The owning reactor switched to the keypair it knew as `next`.
+    mutating func shardPromoted(_ peer: PeerID, localIndex: UInt32, now: Instant) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].shardPromoted(localIndex: localIndex, now: now, ctx: &ctx)
+    }
+
+    /// The owning reactor's sealing found the keys due for a rekey (by count or age).
+    mutating func shardRekeyDue(_ peer: PeerID, now: Instant) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
 
     // MARK: Byte helpers

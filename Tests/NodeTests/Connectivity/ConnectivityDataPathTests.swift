@@ -21,8 +21,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         return unsafeBitCast(sym, to: Counter.self)
     }()
 
-    static func makeWorld() -> NetSim {
-        let sim = NetSim()
+    static func makeWorld(owners: Int = 1) -> NetSim {
+        let sim = NetSim(owners: owners)
         let cone1 = sim.addNAT(.independent, .independent), cone2 = sim.addNAT(.independent, .independent)
         let sym1 = sim.addNAT(.dependent, .addressAndPort), sym2 = sim.addNAT(.dependent, .addressAndPort)
         sim.build([.init(name: "anchor-1", anchor: true), .init(name: "anchor-2", anchor: true),
@@ -92,5 +92,80 @@ final class ConnectivityDataPathTests: XCTestCase {
             print("datapath: malloc counter not preloaded; allocation count not checked (see the doc comment)")
         }
         XCTAssertEqual(anchor.status(now: start).counters["relay_forwarded_packets"].map { $0 >= 10_100 }, true)
+    }
+
+    /// The same loop with sessions split across two reactors (SessionShard.swift):
+    /// the owners seal and open, the anchor forwards on reactor 0, reports go back
+    /// to NodeCore every 20 ms. Also without allocation.
+    func testSplitAcrossReactorsSteadyStateInPlace() {
+        let sim = Self.makeWorld(owners: 2)
+        XCTAssertEqual(sim.activePath(2, 3)?.kind, .direct)
+        guard let relay = sim.activePath(4, 5), relay.kind == .relay, let via = relay.via?.rawValue else {
+            return XCTFail("the symmetric pair relays")
+        }
+        let cone2Peer = PeerID(rawValue: 3), cone1Peer = PeerID(rawValue: 2)
+        let sym2Peer = PeerID(rawValue: 5), sym1Peer = PeerID(rawValue: 4)
+        // Each peer's owner on each side.
+        var cone1 = sim.hosts[2].shards[SessionOwnership.owner(of: cone2Peer, owners: 2)]
+        var cone2 = sim.hosts[3].shards[SessionOwnership.owner(of: cone1Peer, owners: 2)]
+        var sym1 = sim.hosts[4].shards[SessionOwnership.owner(of: sym2Peer, owners: 2)]
+        var sym2 = sim.hosts[5].shards[SessionOwnership.owner(of: sym1Peer, owners: 2)]
+        var cone1Core = sim.hosts[2].core
+        var anchor = sim.hosts[via].core
+        let cone1Seen = sim.activePath(3, 2)!.remote, sym1Seen = sim.activePath(via, 4)!.remote
+        let anchorEndpoint = sim.hosts[via].local
+        let start = sim.now
+        let headroom = 64, payload = 1380
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + payload + 64, alignment: 16)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        buffer[headroom] = 0x45
+
+        var counted: UInt64?
+        var delivered = 0
+        var reports = 0
+        for i in 0..<10_100 {
+            if i == 100 { counted = Self.mallocCount?() }
+            let now = start + Span(ns: UInt64(i) * 1_000_000)
+            buffer.storeBytes(of: UInt64(i), toByteOffset: headroom + 8, as: UInt64.self)
+            guard case .send(_, let off, let len) = cone1.send(to: cone2Peer, buffer, payloadOffset: headroom,
+                                                             payloadLength: payload, now: now) else { break }
+            var view = UnsafeMutableRawBufferPointer(rebasing: buffer[off..<buffer.count])
+            // Steered by the receiver index to the owner on the other side.
+            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: len, owners: 2, relayInner: true)
+                    == cone2.index,
+                  case .packet(cone1Peer, let o, payload) = cone2.receive(view, length: len, from: cone1Seen, now: now),
+                  view.loadUnaligned(fromByteOffset: o + 8, as: UInt64.self) == UInt64(i) else { break }
+            buffer.storeBytes(of: UInt64(i), toByteOffset: headroom + 8, as: UInt64.self)
+            buffer[headroom] = 0x45
+            guard case .send(anchorEndpoint, let roff, let rlen) = sym1.send(to: sym2Peer, buffer, payloadOffset: headroom,
+                                                                            payloadLength: payload, now: now),
+                  rlen == payload + 32 + 12 else { break }
+            view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
+            guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
+            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: 2, relayInner: true)
+                    == sym2.index,
+                  case .packet(sym1Peer, let ro, payload) = sym2.receive(view, length: rlen, from: anchorEndpoint, now: now),
+                  view.loadUnaligned(fromByteOffset: ro + 8, as: UInt64.self) == UInt64(i) else { break }
+            buffer[headroom] = 0x45
+            // What a lane does after each batch: reports, at most one per peer per 20 ms, to NodeCore.
+            _ = cone1.flushActivity(now: now)
+            while let r = cone1.pollReport() {
+                cone1Core.applyShardReport(r, now: now)
+                reports += 1
+            }
+            while cone1Core.pollTransmit() != nil {}
+            while cone1Core.pollEvent() != nil {}
+            delivered += 1
+        }
+        let after = Self.mallocCount?()
+        XCTAssertEqual(delivered, 10_100)
+        XCTAssertTrue((400...600).contains(reports), "one report per 20 ms of traffic: \(reports)")
+        XCTAssertEqual(cone1Core.tunnels.peerStatus(cone2Peer, now: start)?.counters.txPackets ?? 0 >= 10_000, true,
+                       "the reports carried the counters")
+        if let counted, let after {
+            XCTAssertEqual(after - counted, 0, "allocations on the split data path")
+            print("datapath split: \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
+        }
     }
 }

@@ -72,6 +72,8 @@ final class NetSim {
         let name: String
         let identity: Identity
         var core: NodeCore
+        /// Sessions split across reactors (`owners` > 1): one shard per reactor, as the engine's lanes.
+        var shards: [SessionShard] = []
         var local: Endpoint
         var nat: Int?
         var up = true
@@ -113,9 +115,25 @@ final class NetSim {
         var lanIP: IPAddressBytes?
     }
 
-    init(timings: ConnectivityTimings = .default, sessionTimings: SessionTimings = .default) {
+    /// Reactors every host splits its sessions across (SessionShard.swift). 1: NodeCore alone.
+    /// WS_SIM_OWNERS in the environment sets the default, so the whole suite can run split.
+    var owners: Int
+
+    static var defaultOwners: Int { ProcessInfo.processInfo.environment["WS_SIM_OWNERS"].flatMap { Int($0) } ?? 1 }
+
+    init(timings: ConnectivityTimings = .default, sessionTimings: SessionTimings = .default, owners: Int = NetSim.defaultOwners) {
         self.timings = timings
         self.sessionTimings = sessionTimings
+        self.owners = owners
+    }
+
+    func makeCore(_ identity: Identity, _ members: [MemberSpec], anchor: Bool, seed: UInt64) -> (NodeCore, [SessionShard]) {
+        let core = NodeCore(identity: identity, members: members, isAnchor: anchor, timings: timings,
+                            sessionTimings: sessionTimings, seed: seed, owners: owners)
+        let shards = owners > 1 ? (0..<owners).map {
+            SessionShard(index: $0, owners: owners, members: members.map(\.publicKey), isAnchor: anchor, timings: sessionTimings)
+        } : []
+        return (core, shards)
     }
 
     @discardableResult
@@ -150,9 +168,8 @@ final class NetSim {
                        isAnchor: specs[$0].anchor)
         }
         for (i, s) in specs.enumerated() {
-            let core = NodeCore(identity: ids[i], members: members, isAnchor: s.anchor, timings: timings,
-                                sessionTimings: sessionTimings, seed: seed &+ UInt64(i) &* 7919)
-            hosts.append(Host(name: s.name, identity: ids[i], core: core, local: locals[i], nat: s.nat))
+            let (core, shards) = makeCore(ids[i], members, anchor: s.anchor, seed: seed &+ UInt64(i) &* 7919)
+            hosts.append(Host(name: s.name, identity: ids[i], core: core, shards: shards, local: locals[i], nat: s.nat))
         }
         for i in hosts.indices {
             let local = hosts[i].local
@@ -180,8 +197,19 @@ final class NetSim {
         var buffer = [UInt8](repeating: 0, count: 64 + payload.count + 32)
         buffer.replaceSubrange(64..<(64 + payload.count), with: payload)
         let now = self.now
-        let result = buffer.withUnsafeMutableBytes {
-            hosts[i].core.sendPacket(to: pid(j), $0, payloadOffset: 64, payloadLength: payload.count, now: now)
+        let result = buffer.withUnsafeMutableBytes { b -> Outbound in
+            if owners > 1 {
+                // The owner seals; without keys or a path there it is NodeCore's (as the engine's lanes do).
+                let k = SessionOwnership.owner(of: pid(j), owners: owners)
+                switch hosts[i].shards[k].send(to: pid(j), b, payloadOffset: 64, payloadLength: payload.count, now: now) {
+                case .send(let to, let off, let len): return .send(to, offset: off, length: len)
+                case .drop(let r):
+                    if case .session(let d) = r { return .drop(d) }
+                    return .drop(.badLength)
+                case .core: break
+                }
+            }
+            return hosts[i].core.sendPacket(to: pid(j), b, payloadOffset: 64, payloadLength: payload.count, now: now)
         }
         if case .send(let to, let off, let len) = result { emit(from: i, to: to, Array(buffer[off..<(off + len)])) }
         drain(i)
@@ -204,8 +232,30 @@ final class NetSim {
     func deliver(_ bytes: [UInt8], to i: Int, from source: Endpoint) -> NodeInbound {
         var buffer = bytes + [UInt8](repeating: 0, count: 32)
         let now = self.now
-        let result = buffer.withUnsafeMutableBytes {
-            hosts[i].core.receive($0, length: bytes.count, from: source, now: now)
+        let result = buffer.withUnsafeMutableBytes { b -> NodeInbound in
+            guard owners > 1 else { return hosts[i].core.receive(b, length: bytes.count, from: source, now: now) }
+            // As the engine: steered to a lane by the BPF rule, opened by the owner, the rest NodeCore's.
+            var k = SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(b), length: bytes.count, owners: owners,
+                                           relayInner: !hosts[i].core.isAnchor)
+            var hops = 0
+            while hops < 4 {
+                hops += 1
+                switch hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now) {
+                case .packet(let p, let off, let len): return .packet(p, offset: off, length: len)
+                case .control(let p, let off, let len, let via):
+                    return hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
+                                                       source: source, via: via, now: now)
+                case .consumed: return .consumed
+                case .drop(let r): return .drop(r)
+                case .elsewhere(let o): k = o
+                case .core:
+                    let r = hosts[i].core.receive(b, length: bytes.count, from: source, now: now)
+                    guard case .handoff(let o) = r else { return r }
+                    k = o
+                }
+            }
+            XCTFail("a datagram went round the lanes: type \(bytes.first ?? 0), \(bytes.count) bytes, to \(hosts[i].name) from \(source)")
+            return .consumed
         }
         switch result {
         case .packet(let peer, let off, let len):
@@ -216,6 +266,8 @@ final class NetSim {
             hosts[i].drops.append(r)
         case .consumed:
             break
+        case .handoff:
+            XCTFail("NodeCore handed a datagram over with one reactor")
         }
         drain(i)
         return result
@@ -223,14 +275,39 @@ final class NetSim {
 
     func fire(_ i: Int) {
         let now = self.now
-        hosts[i].core.handleTimeout(now: now, wallClock: wallClock)
+        if let w = hosts[i].core.pollTimeout()?.deadline, w <= now {
+            hosts[i].core.handleTimeout(now: now, wallClock: wallClock)
+        }
         drain(i)
     }
 
     func drain(_ i: Int) {
+        var reportsDue: Instant?
+        if owners > 1 {
+            // The shards' reports, at most one per peer per 20 ms (a new path at once), as the lanes send them.
+            for k in 0..<owners {
+                if let d = hosts[i].shards[k].flushActivity(now: now), reportsDue.map({ d < $0 }) ?? true { reportsDue = d }
+                while let r = hosts[i].shards[k].pollReport() { hosts[i].core.applyShardReport(r, now: now) }
+            }
+        }
         while let t = hosts[i].core.pollTransmit() { emit(from: i, to: t.to, t.bytes) }
+        if owners > 1 { syncShards(i) }
         while let e = hosts[i].core.pollEvent() { hosts[i].events.append((now, e)) }
         hosts[i].wake = hosts[i].core.pollTimeout()?.deadline
+        if let d = reportsDue, hosts[i].wake.map({ d < $0 }) ?? true { hosts[i].wake = d }
+    }
+
+    /// New keys, routes and anchors to the owners (the engine's `syncShards`).
+    func syncShards(_ i: Int) {
+        while let p = hosts[i].core.pollKeyChange() {
+            hosts[i].shards[SessionOwnership.owner(of: p, owners: owners)].install(hosts[i].core.shardKeys(of: p), for: p)
+        }
+        for j in hosts.indices {
+            let p = pid(j)
+            hosts[i].shards[SessionOwnership.owner(of: p, owners: owners)].setRoute(hosts[i].core.dataRoute(for: p), for: p)
+        }
+        let anchors = hosts[i].core.anchorEndpointList
+        for k in 0..<owners { hosts[i].shards[k].setAnchors(anchors) }
     }
 
     // MARK: Control of the world
@@ -246,8 +323,7 @@ final class NetSim {
             MemberSpec(publicKey: hosts[$0].identity.publicKey, name: hosts[$0].name,
                        endpoint: hosts[$0].core.isAnchor ? hosts[$0].local : nil, isAnchor: hosts[$0].core.isAnchor)
         }
-        hosts[i].core = NodeCore(identity: hosts[i].identity, members: members, isAnchor: hosts[i].core.isAnchor,
-                                 timings: timings, sessionTimings: sessionTimings, seed: seed)
+        (hosts[i].core, hosts[i].shards) = makeCore(hosts[i].identity, members, anchor: hosts[i].core.isAnchor, seed: seed)
         hosts[i].up = true
         let local = hosts[i].local
         let now = self.now

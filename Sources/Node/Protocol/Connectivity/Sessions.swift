@@ -19,6 +19,12 @@ extension NodeCore {
     mutating func receiveSession(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                  relayedBy anchor: PeerID?, relayedFor sender: MemberID? = nil,
                                  now: Instant, underLoad: Bool) -> NodeInbound {
+        // Split across reactors: DATA is opened only by the shard that owns its index.
+        if tunnels.owners > 1, buffer[0] == MessageType.data.rawValue {
+            guard length >= DataMessage.minimumSize else { return drop(.session(.badLength)) }
+            return .handoff(reactor: SessionOwnership.owner(ofIndex: buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian,
+                                                            owners: tunnels.owners))
+        }
         let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false)
         absorbTunnels(now: now)
         switch result {

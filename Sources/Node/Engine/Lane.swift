@@ -1,0 +1,239 @@
+// One reactor of the engine, on its own thread, one per core:
+//
+//   lane k:  Reactor k ── UDP socket k (one SO_REUSEPORT group, BPF steers DATA by receiver index)
+//                      ── TUN queue k  (IFF_MULTI_QUEUE: the kernel spreads flows over the queues)
+//                      ── SessionShard k: keys of the peers it owns (p mod N == k)
+//                      ── rings from every other lane (ByteRing: TUN packets, datagrams, reports)
+//   lane 0 also runs NodeCore (handshakes, timers, connectivity), the control socket and signals.
+//
+//   TUN read on lane j for peer p:   j owns p ─▶ seal (shard) ─▶ UDP
+//                                    else     ─▶ ring j→owner(p), whole read, vnet header kept
+//                                    no keys/path on the owner ─▶ ring →0: NodeCore queues, handshakes
+//   UDP datagram on lane j:          DATA owned here ─▶ open (shard) ─▶ TUN queue j
+//                                    DATA owned by k (steering missed) ─▶ ring j→k
+//                                    a control message opened here ─▶ ring j→0 (NodeCore)
+//                                    anything else (handshake, probe, relay to forward) ─▶ ring j→0
+//   reactor 0 → lane k: keys, routes, anchors through k's mailbox (closures; rare)
+//
+// A ring is single-producer single-consumer and allocated once; a lane wakes
+// another once per batch (an eventfd write, through a mailbox job made once),
+// never per packet. Records stay in the ring until the batch that read them is
+// sent, so packets are sealed and opened in place there too.
+//
+// With one reactor (node.reactors = 1) there are no shards and no rings: lane 0
+// hands every packet to NodeCore, as a single-threaded daemon.
+import Atomics
+import CReactor
+import Reactor
+
+/// The fixed header in front of every record of a ring between lanes (plain values only).
+struct Handoff {
+    enum Kind: UInt8 {
+        /// A TUN read (vnet header + packet) for a peer the receiving lane owns.
+        case tun = 1
+        /// One IP packet for NodeCore on lane 0: its owner has no keys or path for it.
+        case tunCore
+        /// A UDP datagram as it was received from `source`.
+        case datagram
+        /// A control message a lane opened: `peer`, `source`, `via`, the plaintext.
+        case control
+        /// A ShardReport, stored after the header.
+        case report
+    }
+    var kind: Kind
+    var vnetLength: UInt8 = 0
+    var peer: Int32 = -1
+    var via: Int32 = -1
+    var length: Int32 = 0
+    var capacity: Int32 = 0
+    var source = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+    var vnet: (UInt64, UInt64) = (0, 0)
+
+    /// Where the packet starts in a record: the header, then the data path's headroom.
+    static let payloadOffset = 128
+    /// Room behind the packet: the tag, when it is sealed in place there.
+    static let tailroom = 64
+}
+
+/// One reactor's share of the engine. Lane 0's belongs to the daemon's thread.
+final class Lane: @unchecked Sendable {
+    let id: Int
+    unowned let daemon: Daemon
+    let reactor: Reactor
+    var udp: DatagramSocket!
+    var tun: TunDevice!
+    /// The data path's buffers (DataPath.swift).
+    let fast = DataPathBuffers()
+    /// Views for relayed forwards and probe answers within a batch.
+    let out: UnsafeMutablePointer<CReactor_dgram>
+    /// This lane's sessions when they are split across reactors.
+    var shard: SessionShard?
+    /// Drops by reason (lane 0: also NodeCore's engine-side drops). Other lanes publish theirs to lane 0.
+    var drops: [String: UInt64] = [:]
+
+    // Per batch (DataPath.swift).
+    var outCount = 0
+    var arenaUsed = 0
+    var forwards = 0
+    var touchedCore = false
+    var reportTimer: TimerID?
+    /// The report timer's action, made once.
+    lazy var reportTimerFired: () -> Void = { [unowned self] in
+        self.reportTimer = nil
+        let now = Daemon.now()
+        self.beginBatch()
+        self.flushReports(now: now, force: false)
+        self.endBatch(now: now)
+    }
+
+    // Between lanes (all sized `daemon.lanes.count`; nil at our own index).
+    /// Rings this lane writes, to lane k.
+    var outbound: [ByteRing?] = []
+    /// Rings this lane reads, from lane j.
+    var inbound: [ByteRing?] = []
+    /// A mailbox on lane k's reactor that this lane's thread posts to.
+    var mailboxTo: [Mailbox?] = []
+    /// Set by the producer when it posted a wake-up for ring j→self not yet drained.
+    var wakePending: [ManagedAtomic<Bool>] = []
+    /// The jobs that drain ring j→self, made once (posting one allocates nothing).
+    var drainJobs: [Mailbox.Job?] = []
+    /// Rings written in this batch, to wake at its end.
+    var written: [Bool] = []
+    let stopFlag = ManagedAtomic<Bool>(false)
+
+    static let ringCapacity = 4 << 20
+
+    init(id: Int, daemon: Daemon, reactor: Reactor) {
+        self.id = id
+        self.daemon = daemon
+        self.reactor = reactor
+        out = .allocate(capacity: Daemon.batch)
+        out.initialize(repeating: CReactor_dgram(), count: Daemon.batch)
+    }
+
+    deinit { out.deallocate() }
+
+    var split: Bool { shard != nil }
+
+    func count(_ reason: String) {
+        drops[reason, default: 0] &+= 1
+    }
+
+    // MARK: Rings
+
+    /// Room for one record to lane `k` with `length` bytes of packet; nil (counted) when its ring is full.
+    func reserve(to k: Int, _ header: Handoff, length: Int) -> UnsafeMutableRawPointer? {
+        guard let ring = outbound[k] else { return nil }
+        var h = header
+        h.length = Int32(length)
+        h.capacity = Int32(length + Handoff.tailroom)
+        guard let rec = ring.reserve(Handoff.payloadOffset + length + Handoff.tailroom) else {
+            count("handoff_full")
+            return nil
+        }
+        rec.storeBytes(of: h, as: Handoff.self)
+        return rec + Handoff.payloadOffset
+    }
+
+    func commit(to k: Int) {
+        outbound[k]!.commit()
+        written[k] = true
+    }
+
+    /// Hands bytes to lane `k` (one copy).
+    func handoff(to k: Int, _ header: Handoff, _ bytes: UnsafeRawPointer, length: Int) {
+        guard let dst = reserve(to: k, header, length: length) else { return }
+        dst.copyMemory(from: bytes, byteCount: length)
+        commit(to: k)
+    }
+
+    /// Hands a shard's report to lane 0.
+    func handoff(report: ShardReport) {
+        guard let dst = reserve(to: 0, Handoff(kind: .report), length: MemoryLayout<ShardReport>.size) else { return }
+        dst.storeBytes(of: report, as: ShardReport.self)
+        commit(to: 0)
+    }
+
+    /// Wakes every lane this batch wrote to, once.
+    func wakeWritten() {
+        for k in written.indices where written[k] {
+            written[k] = false
+            let lane = daemon.lanes[k]
+            if !lane.wakePending[id].exchange(true, ordering: .acquiringAndReleasing) {
+                if !mailboxTo[k]!.post(lane.drainJobs[id]!) { lane.wakePending[id].store(false, ordering: .releasing) }
+            }
+        }
+    }
+
+    /// Runs on this lane's thread when lane `j` wrote to us: every record, as one batch.
+    func drain(from j: Int) {
+        wakePending[j].store(false, ordering: .releasing)
+        guard let ring = inbound[j] else { return }
+        let now = Daemon.now()
+        var any = false
+        while let rec = ring.readNext() {
+            if !any {
+                beginBatch()
+                any = true
+            }
+            let h = rec.baseAddress!.load(as: Handoff.self)
+            let p = rec.baseAddress! + Handoff.payloadOffset
+            let len = Int(h.length)
+            switch h.kind {
+            case .tun:
+                var vnet = h.vnet
+                withUnsafeBytes(of: &vnet) { raw in
+                    tunPacket(p, length: len, capacity: Int(h.capacity),
+                              vnetHeader: h.vnetLength > 0 ? UnsafeRawBufferPointer(rebasing: raw[0..<Int(h.vnetLength)]) : nil,
+                              now: now, forCore: false)
+                }
+            case .tunCore:
+                tunPacket(p, length: len, capacity: Int(h.capacity), vnetHeader: nil, now: now, forCore: true)
+            case .datagram:
+                udpDatagram(UnsafeMutableRawBufferPointer(start: p, count: Int(h.capacity)), length: len, from: h.source, now: now,
+                            handedOver: true)
+            case .control:
+                daemon.core.receiveOpened(from: PeerID(rawValue: Int(h.peer)), payload: UnsafeRawBufferPointer(start: p, count: len),
+                                          source: h.source, via: h.via >= 0 ? PeerID(rawValue: Int(h.via)) : nil, now: now)
+                    .countDrop(in: self)
+                touchedCore = true
+            case .report:
+                daemon.core.applyShardReport(p.loadUnaligned(as: ShardReport.self), now: now)
+                touchedCore = true
+            }
+        }
+        if any { endBatch(now: now) }
+        ring.releaseRead()
+    }
+}
+
+extension NodeInbound {
+    /// Counts a drop (the result of a control message handed to NodeCore).
+    func countDrop(in lane: Lane) {
+        if case .drop(let r) = self { lane.count(r.name) }
+    }
+}
+
+extension Lane {
+    /// Lanes other than 0: what `wsctl status` shows of them, sent to lane 0 now and then.
+    func publish() {
+        var c = drops
+        if let shard { for (k, v) in shard.drops { c[k.name, default: 0] &+= v } }
+        c["tun_coalesced_packets", default: 0] &+= UInt64(fast.coalescer.merged)
+        c["tun_coalesced_udp", default: 0] &+= UInt64(fast.coalescer.mergedUDP)
+        let me = id
+        let d = daemon
+        let snapshot = c
+        _ = mailboxTo[0]?.post { d.published[me] = snapshot }
+    }
+}
+
+extension Lane {
+    /// Publishes this lane's counters and re-arms itself (lanes other than 0).
+    var publishTick: () -> Void {
+        { [unowned self] in
+            self.publish()
+            _ = self.reactor.addTimer(after: 500_000_000, self.publishTick)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+// NodeCore's side of sessions split across reactors (SessionShard.swift): what
+// it tells the owners, and what it takes back from them. Reactor 0 only.
+
+extension NodeCore {
+    /// Reactors the sessions are split across (1: not split).
+    public var owners: Int { tunnels.owners }
+
+    /// A peer whose keypairs changed: send `shardKeys(of:)` to its owner.
+    public mutating func pollKeyChange() -> PeerID? { tunnels.pollKeyChange() }
+
+    func shardKeys(of peer: PeerID) -> ShardKeys { tunnels.keys(of: peer) }
+
+    /// Where the owner sends `peer`'s data now; nil while there is no active
+    /// path (then the owner hands packets here, and `sendPacket` finds one).
+    public func dataRoute(for peer: PeerID) -> DataRoute? {
+        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf,
+              conns[peer.rawValue].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
+        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? conns[peer.rawValue].memberID : nil)
+    }
+
+    /// Every anchor's current endpoint (an owner unwraps RELAY only from these).
+    public var anchorEndpointList: [(endpoint: Endpoint, peer: PeerID)] { anchorEndpoints }
+
+    /// A control message an owner opened: `payload` is the decrypted payload
+    /// of an authenticated DATA from `peer` that came from `source` (through
+    /// the anchor `via`).
+    public mutating func receiveOpened(from peer: PeerID, payload: UnsafeRawBufferPointer, source: Endpoint, via: PeerID?,
+                                       now: Instant) -> NodeInbound {
+        start(now)
+        guard peer.rawValue >= 0, peer.rawValue < conns.count else { return drop(.session(.unknownPeer)) }
+        switch ControlMessage.classify(payload, length: payload.count) {
+        case .control:
+            guard let message = ControlMessage(payload, length: payload.count) else { return drop(.controlMalformed) }
+            let r = handleControl(message, from: peer, source: source, via: via, now: now)
+            absorbTunnels(now: now)
+            return r
+        case .keepalive, .ipPacket:
+            noteRx(peer, source: source, via: via, traffic: true, now: now)
+            return .consumed
+        case .unknown:
+            return drop(.unknownPayload)
+        }
+    }
+
+    /// What an owner did and saw under a peer's keys.
+    public mutating func applyShardReport(_ report: ShardReport, now: Instant) {
+        start(now)
+        switch report {
+        case .activity(let p, let a):
+            guard p.rawValue >= 0, p.rawValue < conns.count else { return }
+            tunnels.applyActivity(a, for: p, now: now)
+            if a.rxPackets > 0, let source = a.source { noteRx(p, source: source, via: a.via, traffic: true, now: a.lastRx ?? now) }
+            if a.txPackets > 0 {
+                conns[p.rawValue].lastDataTx = a.lastTx ?? now
+                if a.txData { noteDataSent(p, now: a.lastTx ?? now) }
+            }
+        case .promoted(let p, let idx):
+            tunnels.shardPromoted(p, localIndex: idx, now: now)
+        case .rekeyDue(let p):
+            tunnels.shardRekeyDue(p, now: now)
+        }
+        absorbTunnels(now: now)
+    }
+}

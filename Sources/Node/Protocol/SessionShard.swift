@@ -1,0 +1,394 @@
+// Sessions split across reactors: one reactor per core, each session owned by one.
+//
+//   reactor 0 (NodeCore: handshakes, timers, connectivity)     reactor k (SessionShard k)
+//   ──────────────────────────────────────────────────────     ─────────────────────────
+//   handshake completes, keys rotate ── keys(of:) ───────────▶ install: current/previous/next
+//   path manager picks a path ───────── dataRoute(for:) ─────▶ setRoute: endpoint [+ RELAY label]
+//   anchors move ────────────────────── anchorEndpoints ─────▶ setAnchors
+//                                                               DATA in (steered by receiver index):
+//                                                                 open in place, replay window here only
+//                                                               TUN packet for an owned peer: seal in place
+//   applyShardReport ◀── activity (≤ every 20 ms per peer), promoted(next), rekeyDue ──┘
+//   receiveOpened    ◀── a control message it opened (PATH_PING/PONG, RENDEZVOUS, ...)
+//   sendPacket       ◀── a TUN packet it has no keys or path for (queue + handshake there)
+//   keepalives, control messages: sealed on reactor 0 under the same keys
+//
+// Ownership: peer p belongs to reactor `p mod N`. We choose the receiver
+// indices our peers put in DATA, so every index of p's keypairs is one whose
+// low byte (its first byte on the wire) is ≡ p's owner mod N; the UDP sockets
+// of the N reactors form one SO_REUSEPORT group with a classic BPF program
+// that returns exactly `SessionOwnership.owner(ofIndex:)`. Every DATA for p
+// lands on p's owner, which alone holds the replay windows. A datagram that
+// lands elsewhere anyway (no BPF, a GRO run that mixed peers) is handed over.
+//
+// The one counter both sides seal under is a `SharedSendCounter`: an atomic
+// add per sealed packet, no lock. Nothing else is shared: everything else
+// crosses reactors as messages (the engine's mailboxes and rings).
+//
+// Sans-IO like everything in Protocol: buffers are the caller's, `now` is a
+// parameter, outputs (`pollReport`) are drained by the engine.
+import Atomics
+
+/// A keypair's send counter when two reactors seal under the keys.
+public final class SharedSendCounter: Sendable {
+    private let value = ManagedAtomic<UInt64>(0)
+    public init() {}
+    /// The counter for one packet (never the same twice).
+    @inline(__always) func take() -> UInt64 { value.loadThenWrappingIncrement(ordering: .relaxed) }
+    var current: UInt64 { value.load(ordering: .relaxed) }
+}
+
+/// Which reactor owns what (see the header comment).
+public enum SessionOwnership {
+    /// The reactor that owns `peer`'s session.
+    @inline(__always)
+    public static func owner(of peer: PeerID, owners: Int) -> Int { owners > 1 ? peer.rawValue % owners : 0 }
+
+    /// The reactor DATA with receiver index `index` is steered to: the index's
+    /// low byte (first on the wire) mod `owners`, as the engine's BPF program.
+    @inline(__always)
+    public static func owner(ofIndex index: UInt32, owners: Int) -> Int { owners > 1 ? Int(index & 0xFF) % owners : 0 }
+
+    /// Where a whole datagram goes: DATA by its receiver index; a RELAY
+    /// carrying DATA by the inner index when `relayInner` (members: a RELAY
+    /// comes from an anchor and is for us; anchors forward RELAY on reactor 0);
+    /// anything else to reactor 0. What the BPF program computes, byte for byte.
+    public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool) -> Int {
+        guard owners > 1, length > 0 else { return 0 }
+        if p[0] == MessageType.data.rawValue, length > 4 { return Int(p[4]) % owners }
+        if relayInner, p[0] == MessageType.relay.rawValue, length > 16, p[12] == MessageType.data.rawValue {
+            return Int(p[16]) % owners
+        }
+        return 0
+    }
+}
+
+/// One peer's keypairs as the session layer has them (installed on the owner).
+struct ShardKeys: Sendable {
+    var current: Keypair?
+    var previous: Keypair?
+    var next: Keypair?
+}
+
+/// Where the owner sends a peer's data: the session's endpoint, wrapped in
+/// RELAY for `relayFor` (the peer's label) when that endpoint is an anchor's.
+public struct DataRoute: Equatable, Sendable {
+    public var endpoint: Endpoint
+    public var relayFor: MemberID?
+    public init(endpoint: Endpoint, relayFor: MemberID?) {
+        self.endpoint = endpoint
+        self.relayFor = relayFor
+    }
+}
+
+/// What the owner did under one peer's keys since its last report.
+public struct ShardActivity: Equatable, Sendable {
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    /// A received packet had a payload (not only keepalives).
+    public var rxData = false
+    /// A sent packet had a payload.
+    public var txData = false
+    public var lastRx: Instant?
+    public var lastTx: Instant?
+    /// Where the last authenticated IP packet or keepalive came from (and through which anchor).
+    public var source: Endpoint?
+    public var via: PeerID?
+    public init() {}
+}
+
+/// From an owner to reactor 0. Plain values only: the engine copies it between threads as bytes.
+public enum ShardReport: Equatable, Sendable {
+    case activity(PeerID, ShardActivity)
+    /// The first packet under `next` arrived: the owner switched to it.
+    case promoted(PeerID, localIndex: UInt32)
+    /// Sealing found the current keys due for a rekey (count or age).
+    case rekeyDue(PeerID)
+}
+
+/// Result of `SessionShard.receive`.
+public enum ShardInbound: Equatable, Sendable {
+    /// An IP packet from `peer`, decrypted in place at `buffer[offset ..< offset + length]`.
+    case packet(PeerID, offset: Int, length: Int)
+    /// A control message from `peer`, decrypted in place: reactor 0's (`NodeCore.receiveOpened`).
+    case control(PeerID, offset: Int, length: Int, via: PeerID?)
+    /// Not session data (handshake, probe, a RELAY to forward): the whole datagram is reactor 0's.
+    case core
+    /// Session data of a peer reactor `k` owns: hand the whole datagram over.
+    case elsewhere(Int)
+    /// Handled (a keepalive).
+    case consumed
+    case drop(NodeDropReason)
+}
+
+/// Result of `SessionShard.send`.
+public enum ShardOutbound: Equatable, Sendable {
+    /// Sealed in place (RELAY-wrapped if relayed): send `buffer[offset ..< offset + length]`.
+    case send(Endpoint, offset: Int, length: Int)
+    /// No keys or no path here: reactor 0's NodeCore takes the packet (queue, handshake, path).
+    case core
+    case drop(NodeDropReason)
+}
+
+/// One reactor's share of the sessions: the keys it seals and opens under.
+public struct SessionShard: Sendable {
+    public let index: Int
+    public let owners: Int
+    let timings: SessionTimings
+    /// On an anchor, RELAY datagrams are forwarded by reactor 0 (budgets, sources).
+    let isAnchor: Bool
+    var peers: [ShardPeer]
+    var indices: [UInt32: PeerID] = [:]
+    var anchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    let byMemberID: [MemberID: PeerID]
+    var reports = Outbox<ShardReport>()
+    var dirty: [PeerID] = []
+    public private(set) var drops: [NodeDropReason: UInt64] = [:]
+    /// How often a peer's activity is reported at most (a new path is reported at once).
+    public static let reportInterval = Span.milliseconds(20)
+
+    struct ShardPeer: Sendable {
+        var keys = ShardKeys()
+        var route: DataRoute?
+        var activity = ShardActivity()
+        var dirty = false
+        var lastReport: Instant?
+        var reportedSource: Endpoint?
+        var reportedVia: PeerID?
+        /// The keypair (local index) a rekey was last asked for: once per keypair.
+        var rekeyAskedFor: UInt32?
+    }
+
+    /// - Parameters:
+    ///   - members: every member's key in config order (PeerID = position).
+    public init(index: Int, owners: Int, members: [PublicKey], isAnchor: Bool, timings: SessionTimings = .default) {
+        self.index = index
+        self.owners = owners
+        self.isAnchor = isAnchor
+        self.timings = timings
+        peers = Array(repeating: ShardPeer(), count: members.count)
+        var by: [MemberID: PeerID] = [:]
+        for (i, k) in members.enumerated() where by[MemberID(publicKey: k)] == nil { by[MemberID(publicKey: k)] = PeerID(rawValue: i) }
+        byMemberID = by
+    }
+
+    public func owns(_ peer: PeerID) -> Bool { SessionOwnership.owner(of: peer, owners: owners) == index }
+
+    // MARK: From reactor 0
+
+    /// The session layer's keypairs for `peer`. Windows of keypairs already
+    /// here are kept (this shard is the only one that opens under them).
+    mutating func install(_ keys: ShardKeys, for peer: PeerID) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        let old = peers[peer.rawValue].keys
+        func keep(_ k: Keypair?) -> Keypair? {
+            guard var k else { return nil }
+            for o in [old.current, old.previous, old.next] {
+                if let o, o.localIndex == k.localIndex { k.replay = o.replay }
+            }
+            return k
+        }
+        for o in [old.current, old.previous, old.next] {
+            if let o, indices[o.localIndex] == peer { indices.removeValue(forKey: o.localIndex) }
+        }
+        let new = ShardKeys(current: keep(keys.current), previous: keep(keys.previous), next: keep(keys.next))
+        for k in [new.current, new.previous, new.next] {
+            if let k { indices[k.localIndex] = peer }
+        }
+        peers[peer.rawValue].keys = new
+    }
+
+    public mutating func setRoute(_ route: DataRoute?, for peer: PeerID) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        peers[peer.rawValue].route = route
+    }
+
+    public mutating func setAnchors(_ list: [(endpoint: Endpoint, peer: PeerID)]) { anchors = list }
+
+    // MARK: Data path
+
+    /// Header room a payload for `peer` needs: DATA, plus RELAY when relayed
+    /// (or when there is no route here yet: the packet then goes to reactor 0, which may relay it).
+    public func headerRoom(for peer: PeerID) -> Int {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count, let r = peers[peer.rawValue].route, r.relayFor == nil else {
+            return DataMessage.headerSize + RelayMessage.headerSize
+        }
+        return DataMessage.headerSize
+    }
+
+    /// Seals an IP packet for `peer` in place (geometry as `NodeCore.sendPacket`).
+    public mutating func send(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
+                              payloadLength: Int, now: Instant) -> ShardOutbound {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count, let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
+        let i = peer.rawValue
+        guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
+        let room = DataMessage.headerSize + (route.relayFor != nil ? RelayMessage.headerSize : 0)
+        guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
+            return .drop(.badLength)
+        }
+        let outcome = peers[i].keys.current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                                  now: now, timings: timings)
+        guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
+        if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {
+            peers[i].rekeyAskedFor = idx
+            reports.push(.rekeyDue(peer))
+        }
+        let length = payloadLength + DataMessage.overhead
+        peers[i].activity.txPackets += 1
+        peers[i].activity.txBytes += UInt64(length)
+        if payloadLength > 0 { peers[i].activity.txData = true }
+        peers[i].activity.lastTx = now
+        markDirty(peer)
+        let offset = payloadOffset - DataMessage.headerSize
+        guard let label = route.relayFor else { return .send(route.endpoint, offset: offset, length: length) }
+        RelayMessage.writeHeader(label, into: buffer, at: offset - RelayMessage.headerSize)
+        return .send(route.endpoint, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
+    }
+
+    /// Handles one datagram of `length` bytes at the start of `buffer`, from `source`.
+    public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                                 now: Instant) -> ShardInbound {
+        guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return drop(.badLength) }
+        switch buffer[0] {
+        case MessageType.data.rawValue:
+            return receiveData(base, length: length, from: source, via: nil, relayedFor: nil, now: now)
+        case MessageType.relay.rawValue:
+            // A RELAY from an anchor carries a datagram for us; one from a member is to forward (reactor 0).
+            guard let anchor = anchorAt(source),
+                  let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
+                  buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
+            guard let sender = byMemberID[label] else { return drop(.relayUnknownTarget) }
+            let h = RelayMessage.headerSize
+            let r = receiveData(base + h, length: length - h, from: source, via: anchor, relayedFor: sender, now: now)
+            switch r {
+            case .packet(let p, let o, let l): return .packet(p, offset: o + h, length: l)
+            case .control(let p, let o, let l, let v): return .control(p, offset: o + h, length: l, via: v)
+            default: return r
+            }
+        default:
+            return .core
+        }
+    }
+
+    private mutating func receiveData(_ base: UnsafeMutableRawPointer, length: Int, from source: Endpoint, via: PeerID?,
+                                      relayedFor sender: PeerID?, now: Instant) -> ShardInbound {
+        guard length >= DataMessage.minimumSize else { return drop(.session(.badLength)) }
+        guard let header = DataMessage.parseHeader(UnsafeRawBufferPointer(start: base, count: length), length: length) else {
+            return drop(.session(.unknownType))
+        }
+        let owner = SessionOwnership.owner(ofIndex: header.receiverIndex, owners: owners)
+        if owner != index { return .elsewhere(owner) }
+        guard let peer = indices[header.receiverIndex] else { return drop(.session(.unknownIndex)) }
+        let i = peer.rawValue
+        let outcome: Keypair.OpenOutcome?
+        var viaNext = false
+        let idx = header.receiverIndex
+        if peers[i].keys.current?.localIndex == idx {
+            outcome = peers[i].keys.current?.open(base, length: length, counter: header.counter, now: now, timings: timings)
+        } else if peers[i].keys.next?.localIndex == idx {
+            outcome = peers[i].keys.next?.open(base, length: length, counter: header.counter, now: now, timings: timings)
+            viaNext = true
+        } else if peers[i].keys.previous?.localIndex == idx {
+            outcome = peers[i].keys.previous?.open(base, length: length, counter: header.counter, now: now, timings: timings)
+        } else {
+            outcome = nil
+        }
+        switch outcome {
+        case nil: return drop(.session(.unknownIndex))
+        case .expired?: return drop(.session(.keyExpired))
+        case .replay?: return drop(.session(.replay))
+        case .authFailed?: return drop(.session(.authFailed))
+        case .opened?: break
+        }
+        // Authenticated: a relayed datagram must be from the member the anchor named.
+        if let sender, sender != peer { return drop(.relayMismatch) }
+        if viaNext {
+            if let old = peers[i].keys.previous, indices[old.localIndex] == peer { indices.removeValue(forKey: old.localIndex) }
+            peers[i].keys.previous = peers[i].keys.current
+            peers[i].keys.current = peers[i].keys.next
+            peers[i].keys.next = nil
+            reports.push(.promoted(peer, localIndex: idx))
+        }
+        let payloadLength = length - DataMessage.overhead
+        peers[i].activity.rxPackets += 1
+        peers[i].activity.rxBytes += UInt64(length)
+        if payloadLength > 0 { peers[i].activity.rxData = true }
+        peers[i].activity.lastRx = now
+        markDirty(peer)
+        let payload = UnsafeRawBufferPointer(start: base + DataMessage.headerSize, count: payloadLength)
+        let kind = ControlMessage.classify(payload, length: payloadLength)
+        if kind == .keepalive || kind == .ipPacket {
+            // Traffic: it may move the path (NodeCore's noteRx). A control message
+            // says itself what it proves about its path (a ping off the active path
+            // does not make it active): NodeCore reads it.
+            peers[i].activity.source = source
+            peers[i].activity.via = via
+        }
+        switch kind {
+        case .keepalive: return .consumed
+        case .ipPacket: return .packet(peer, offset: DataMessage.headerSize, length: payloadLength)
+        case .control: return .control(peer, offset: DataMessage.headerSize, length: payloadLength, via: via)
+        case .unknown: return drop(.unknownPayload)
+        }
+    }
+
+    // MARK: Outputs
+
+    /// Queues the activity reports that are due: a peer's first, one from a
+    /// new path, and otherwise at most one per `reportInterval` (`force`: all).
+    /// Returns when the next one is due, if any waits.
+    public mutating func flushActivity(now: Instant, force: Bool = false) -> Instant? {
+        var k = 0
+        var nextDue: Instant?
+        while k < dirty.count {
+            let p = dirty[k]
+            let i = p.rawValue
+            let a = peers[i].activity
+            let moved = a.source != nil && (a.source != peers[i].reportedSource || a.via != peers[i].reportedVia)
+            let due = peers[i].lastReport.map { $0 + Self.reportInterval } ?? now
+            if force || moved || due <= now {
+                reports.push(.activity(p, a))
+                if a.source != nil {
+                    peers[i].reportedSource = a.source
+                    peers[i].reportedVia = a.via
+                }
+                peers[i].activity = ShardActivity()
+                peers[i].lastReport = now
+                peers[i].dirty = false
+                dirty.swapAt(k, dirty.count - 1)
+                dirty.removeLast()
+            } else {
+                if nextDue.map({ due < $0 }) ?? true { nextDue = due }
+                k += 1
+            }
+        }
+        return nextDue
+    }
+
+    public mutating func pollReport() -> ShardReport? { reports.pop() }
+
+    // MARK: Helpers
+
+    private mutating func markDirty(_ p: PeerID) {
+        guard !peers[p.rawValue].dirty else { return }
+        peers[p.rawValue].dirty = true
+        dirty.append(p)
+    }
+
+    private mutating func drop(_ r: NodeDropReason) -> ShardInbound {
+        drops[r, default: 0] &+= 1
+        return .drop(r)
+    }
+
+    mutating func count(_ r: NodeDropReason) { drops[r, default: 0] &+= 1 }
+
+    private func anchorAt(_ ep: Endpoint) -> PeerID? {
+        for a in anchors where a.endpoint == ep { return a.peer }
+        return nil
+    }
+
+    /// Whether `peer` has keys here (tests, status).
+    public func hasKeys(_ peer: PeerID) -> Bool { peers[peer.rawValue].keys.current != nil }
+}
