@@ -51,12 +51,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var addresses: [String]
         public var listenPort: UInt16
         public var anchor: Bool
+        /// Reactors (threads) the daemon runs, each owning a share of the sessions.
+        public var reactors: Int
         public var endpoints: [AdvertisedEndpoint]
         public var nat: NAT
 
         public init(
             publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
-            endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
+            reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
         ) {
             self.publicKey = publicKey
             self.interface = interface
@@ -64,6 +66,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.addresses = addresses ?? [address]
             self.listenPort = listenPort
             self.anchor = anchor
+            self.reactors = reactors
             self.endpoints = endpoints
             self.nat = nat
         }
@@ -72,10 +75,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case publicKey = "public_key"
             case interface, address, addresses
             case listenPort = "listen_port"
-            case anchor, endpoints, nat
+            case anchor, reactors, endpoints, nat
         }
 
-        /// `addresses` came with version 1's later daemons: from an earlier one it is `[address]`.
+        /// `addresses` and `reactors` came with version 1's later daemons: from an
+        /// earlier one they are `[address]` and 1.
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             publicKey = try c.decode(String.self, forKey: .publicKey)
@@ -84,6 +88,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             addresses = try c.decodeIfPresent([String].self, forKey: .addresses) ?? [address]
             listenPort = try c.decode(UInt16.self, forKey: .listenPort)
             anchor = try c.decode(Bool.self, forKey: .anchor)
+            reactors = try c.decodeIfPresent(Int.self, forKey: .reactors) ?? 1
             endpoints = try c.decode([AdvertisedEndpoint].self, forKey: .endpoints)
             nat = try c.decode(NAT.self, forKey: .nat)
         }

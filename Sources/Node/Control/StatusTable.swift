@@ -22,7 +22,7 @@
 public func renderStatusTable(_ s: StatusReport) -> String {
     var out: [String] = []
     let n = s.node
-    out.append("\(n.interface)  \(n.addresses.joined(separator: ","))  listening on \(n.listenPort)\(n.anchor ? "  anchor" : "")")
+    out.append("\(n.interface)  \(n.addresses.joined(separator: ","))  listening on \(n.listenPort)\(n.anchor ? "  anchor" : "")\(n.reactors > 1 ? "  \(n.reactors) reactors" : "")")
     out.append("public key: \(n.publicKey)")
     out.append("nat: \(n.nat.mapping.rawValue)")
     if n.endpoints.isEmpty {

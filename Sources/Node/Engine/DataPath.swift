@@ -151,6 +151,7 @@ extension Lane {
                 withUnsafeMutableBytes(of: &hdr.vnet) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<Int(hdr.vnetLength)])) }
             }
             handoff(to: SessionOwnership.owner(of: id, owners: shard.owners), hdr, p, length: len)
+            count("handoff_tun_reads")
             return
         }
         let headroom = Daemon.headroom
@@ -337,6 +338,7 @@ extension Lane {
                 count("handoff_loop")
             } else {
                 handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+                count("handoff_datagrams")
             }
         case .consumed, .drop:
             break  // the shard counts its drops
