@@ -247,7 +247,10 @@ final class NetSim {
                                                        source: source, via: via, now: now)
                 case .consumed: return .consumed
                 case .drop(let r): return .drop(r)
-                case .elsewhere(let o): k = o
+                case .elsewhere(let o):
+                    // Steering by the receiver index sends DATA to its owner: we chose every index so.
+                    XCTFail("DATA for reactor \(o) was steered to reactor \(k) at \(hosts[i].name)")
+                    k = o
                 case .core:
                     let r = hosts[i].core.receive(b, length: bytes.count, from: source, now: now)
                     guard case .handoff(let o) = r else { return r }

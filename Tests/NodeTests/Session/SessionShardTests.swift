@@ -1,0 +1,62 @@
+import XCTest
+import Reactor
+@testable import Node
+
+/// The pieces of sessions split across reactors that the simulations do not
+/// show on their own (NetSim with WS_SIM_OWNERS runs everything else split).
+final class SessionShardTests: XCTestCase {
+    /// The engine attaches Reactor's BPF program; NodeCore chooses indices and
+    /// the shards check ownership with Node's mirror of it. They must agree on every datagram.
+    func testOwnershipRuleIsTheSteeringProgram() {
+        var rng = SessionRandom(seed: 9)
+        for owners in 1...5 {
+            for k in 0..<4000 {
+                var d = (0..<Int(rng.next() % 40)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                if !d.isEmpty, k % 2 == 0 { d[0] = [4, 7, 1, 5][k / 2 % 4] }
+                if d.count > 12, k % 3 == 0 { d[12] = 4 }
+                for relayInner in [false, true] {
+                    d.withUnsafeBytes { b in
+                        XCTAssertEqual(SessionOwnership.owner(ofDatagram: b, length: b.count, owners: owners, relayInner: relayInner),
+                                       owners > 1 ? Steering.group(of: b, groups: owners, relayInner: relayInner) : 0, "\(d)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every receiver index a split session layer hands out is steered to the peer's owner.
+    func testIndicesAreChosenForTheOwner() {
+        var ctx = SessionContext(identity: Identity(secret: SecretKey(bytes: [UInt8](repeating: 7, count: 32))!),
+                                 timings: .default, rng: SessionRandom(seed: 3), owners: 3)
+        for p in 0..<30 {
+            for _ in 0..<20 {
+                let i = ctx.allocateIndex(for: PeerID(rawValue: p))
+                XCTAssertEqual(SessionOwnership.owner(ofIndex: i, owners: 3), p % 3)
+                var le = i.littleEndian
+                withUnsafeBytes(of: &le) { XCTAssertEqual(Int($0[0]) % 3, p % 3, "the index's first byte on the wire") }
+            }
+        }
+    }
+
+    /// A keypair both reactors seal under never gives one counter twice,
+    /// however the two interleave (two threads, one atomic).
+    func testSharedSendCounterNeverRepeats() {
+        let c = SharedSendCounter()
+        let n = 100_000
+        let a = UnsafeMutablePointer<UInt64>.allocate(capacity: n), b = UnsafeMutablePointer<UInt64>.allocate(capacity: n)
+        defer { a.deallocate(); b.deallocate() }
+        let done = DispatchSemaphore(value: 0)
+        let bits = UInt(bitPattern: b)
+        Thread {
+            let b = UnsafeMutablePointer<UInt64>(bitPattern: bits)!
+            for i in 0..<n { b[i] = c.take() }
+            done.signal()
+        }.start()
+        for i in 0..<n { a[i] = c.take() }
+        done.wait()
+        var seen = Set<UInt64>()
+        for i in 0..<n { seen.insert(a[i]); seen.insert(b[i]) }
+        XCTAssertEqual(seen.count, 2 * n)
+        XCTAssertEqual(c.current, UInt64(2 * n))
+    }
+}
