@@ -44,6 +44,8 @@ public final class Daemon: @unchecked Sendable {
     /// What each owner was last told about routes and anchors (split only).
     private var sentRoutes: [DataRoute?] = []
     private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    /// Peers whose new keys an owner has not taken yet (its mailbox was full).
+    private var keysToSend = Set<PeerID>()
     var loadMeter = HandshakeLoadMeter()
     private let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
@@ -246,37 +248,42 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// After NodeCore ran (split only): new keys, routes and anchors to the lanes that own the peers.
+    /// After NodeCore ran (split only): new keys, routes and anchors to the lanes
+    /// that own the peers. What a full mailbox refused is sent again next time
+    /// (a lane without a peer's keys would drop its DATA).
     private func syncShards() {
         let n = lanes.count
-        while let p = core.pollKeyChange() {
+        while let p = core.pollKeyChange() { keysToSend.insert(p) }
+        for p in keysToSend {
             let keys = core.shardKeys(of: p)
             let k = SessionOwnership.owner(of: p, owners: n)
             if k == 0 {
                 lanes[0].shard!.install(keys, for: p)
             } else {
                 let lane = lanes[k]
-                _ = lanes[0].mailboxTo[k]!.post { lane.shard!.install(keys, for: p) }
+                guard lanes[0].mailboxTo[k]!.post({ lane.shard!.install(keys, for: p) }) else { continue }
             }
+            keysToSend.remove(p)
         }
         for i in 0..<sentRoutes.count {
             let p = PeerID(rawValue: i)
             let r = core.dataRoute(for: p)
             guard r != sentRoutes[i] else { continue }
-            sentRoutes[i] = r
             let k = SessionOwnership.owner(of: p, owners: n)
             if k == 0 {
                 lanes[0].shard!.setRoute(r, for: p)
             } else {
                 let lane = lanes[k]
-                _ = lanes[0].mailboxTo[k]!.post { lane.shard!.setRoute(r, for: p) }
+                guard lanes[0].mailboxTo[k]!.post({ lane.shard!.setRoute(r, for: p) }) else { continue }
             }
+            sentRoutes[i] = r
         }
         let anchors = core.anchorEndpointList
         if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
-            sentAnchors = anchors
+            var all = true
             lanes[0].shard!.setAnchors(anchors)
-            for lane in lanes.dropFirst() { _ = lanes[0].mailboxTo[lane.id]!.post { lane.shard!.setAnchors(anchors) } }
+            for lane in lanes.dropFirst() where !lanes[0].mailboxTo[lane.id]!.post({ lane.shard!.setAnchors(anchors) }) { all = false }
+            if all { sentAnchors = anchors }
         }
     }
 
