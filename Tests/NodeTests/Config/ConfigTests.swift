@@ -181,6 +181,21 @@ final class ConfigTests: XCTestCase {
             """, line: 7, field: "peer[0].address", message: "fd77::/64 contains this node's own address fd77::1 (node.address, line 3)")
     }
 
+    func testReactors() throws {
+        let auto = try Config.parse(nodeTable)
+        XCTAssertEqual(auto.node.reactors, 0)
+        XCTAssertGreaterThanOrEqual(auto.node.reactorCount, 1, "0: one per online core")
+        XCTAssertLessThanOrEqual(auto.node.reactorCount, NodeConfig.maxAutoReactors)
+        let three = try Config.parse(nodeTable + "\nreactors = 3")
+        XCTAssertEqual(three.node.reactorCount, 3, "more reactors than cores is allowed (and useless)")
+        XCTAssertError(nodeTable + "\nreactors = 65", line: 4, field: "node.reactors",
+                       message: "65 is out of range (0...64; 0 = one per online core)")
+        XCTAssertError(nodeTable + "\nreactors = -1", line: 4, field: "node.reactors",
+                       message: "-1 is out of range (0...64; 0 = one per online core)")
+        XCTAssertError(nodeTable + "\nreactors = \"all\"", line: 4, field: "node.reactors",
+                       message: "expected an integer, found a string")
+    }
+
     func testRelayRate() throws {
         let anchor = try Config.parse(nodeTable + "\nanchor = true\nrelay_rate_mbit = 0")
         XCTAssertEqual(anchor.node.relayRateMbit, 0)
