@@ -180,3 +180,21 @@ wait "${pids[0]}" || fail "whalescaled exited non-zero on SIGTERM"
 [ ! -e "$tmp/a.sock" ] || fail "control socket left behind"
 ip -n $A link show ws0 >/dev/null 2>&1 && fail "interface left behind"
 echo "ok: SIGTERM cleaned up and exited 0"
+
+# A kernel that refuses a multi-queue TUN gets fewer reactors, with a log line, and
+# still carries traffic: A's interface made beforehand as a persistent single-queue
+# device (TUNSETIFF with IFF_MULTI_QUEUE on it fails with EINVAL).
+ip -n $A tuntap add dev ws0 mode tun || fail "ip tuntap add"
+ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a2.log" & pids[0]=$!
+up=0
+for _ in $(seq 1 50); do
+  if ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; then up=1; break; fi
+  sleep 0.1
+done
+[ $up = 1 ] || fail "no ping after the restart on a single-queue device"
+grep -q "tun: queue 0 refused" "$tmp/a2.log" || fail "no log line for the refused multi-queue TUN"
+got=$("$bin/wsctl" status --socket "$tmp/a.sock" --json | python3 "$here/lib/jq.py" node.reactors)
+[ "$got" = 1 ] || fail "on a single-queue device A runs $got reactors, not 1"
+echo "ok: multi-queue TUN refused: $(grep -o 'running 1 reactor instead of 3' "$tmp/a2.log"), ping passes"
+kill -TERM "${pids[0]}"
+wait "${pids[0]}" || fail "whalescaled exited non-zero on SIGTERM (single-queue)"

@@ -27,6 +27,7 @@ public final class Daemon: @unchecked Sendable {
     /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO. Lane 0 only.
     var core: NodeCore
     let routes: CryptokeyRoutes
+    private let members: [MemberSpec]
     /// One per reactor, one reactor per core (Lane.swift); lane 0 runs on the daemon's thread.
     private(set) var lanes: [Lane] = []
     var udp: DatagramSocket! { lanes[0].udp }
@@ -87,8 +88,8 @@ public final class Daemon: @unchecked Sendable {
         }
         routes = CryptokeyRoutes(routeList)
         let n = config.node.reactorCount
-        core = NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
-                        timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: n)
+        self.members = members
+        core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
         mtu = Self.defaultMTU
         out = .allocate(capacity: Self.batch)
         out.initialize(repeating: CReactor_dgram(), count: Self.batch)
@@ -97,12 +98,34 @@ public final class Daemon: @unchecked Sendable {
             let r = try Reactor()
             r.onError = { [logger] e in logger.debug("io: \(e)") }
             let lane = Lane(id: i, daemon: self, reactor: r)
-            if n > 1 {
-                lane.shard = SessionShard(index: i, owners: n, members: members.map(\.publicKey), isAnchor: config.node.anchor)
-            }
             lanes.append(lane)
         }
+        splitSessions(across: n)
         sentRoutes = Array(repeating: nil, count: members.count)
+    }
+
+    static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
+        NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
+                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: owners)
+    }
+
+    /// One shard per lane when there are several lanes.
+    private func splitSessions(across n: Int) {
+        for lane in lanes {
+            lane.shard = n > 1 ? SessionShard(index: lane.id, owners: n, members: members.map(\.publicKey), isAnchor: config.node.anchor) : nil
+        }
+    }
+
+    /// Fewer reactors than configured (the kernel refused a TUN queue): before
+    /// anything ran, so NodeCore is made again for the new split.
+    private func shrink(to n: Int) {
+        for lane in lanes[n...] {
+            lane.tun?.close()
+            lane.udp?.close()
+        }
+        lanes.removeSubrange(n...)
+        core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
+        splitSessions(across: n)
     }
 
     deinit {
@@ -185,12 +208,12 @@ public final class Daemon: @unchecked Sendable {
     /// with DATA steered to the lane that owns its receiver index) and TUN
     /// queue, and the rings and mailboxes between lanes.
     private func openLanes() throws {
-        let n = lanes.count
+        let wanted = lanes.count
         var port = config.node.listenPort
-        for lane in lanes {
+        for lane in lanes where lane.id < lanes.count {
             // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
             var options = Self.udpOptions
-            options.reusePort = n > 1
+            options.reusePort = wanted > 1
             var any6 = CReactor_endpoint()
             _ = CReactor_endpoint_parse("::", port, &any6)
             var opened: (fd: Int32, notes: [String])
@@ -212,8 +235,22 @@ public final class Daemon: @unchecked Sendable {
             lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
                                           bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
             lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
-            lane.tun = try TunDevice(reactor: lane.reactor, name: lane.id == 0 ? config.node.interface : lanes[0].tun.name,
-                                     multiQueue: n > 1, offloads: .all, headroom: Self.headroom, handler: TunSide(lane))
+            do {
+                lane.tun = try TunDevice(reactor: lane.reactor, name: lane.id == 0 ? config.node.interface : lanes[0].tun.name,
+                                         multiQueue: wanted > 1, offloads: .all, headroom: Self.headroom, handler: TunSide(lane))
+            } catch {
+                // Degrade once, loudly: a kernel without multi-queue TUN (or with fewer queues) gets fewer reactors.
+                guard wanted > 1 else { throw error }
+                let keep = max(1, lane.id)
+                logger.notice("tun: queue \(lane.id) refused (\(error)); running \(keep) reactor\(keep == 1 ? "" : "s") instead of \(wanted)")
+                if lane.id > 0 {
+                    shrink(to: keep)
+                    break
+                }
+                shrink(to: 1)
+                lane.tun = try TunDevice(reactor: lane.reactor, name: config.node.interface, offloads: .all,
+                                         headroom: Self.headroom, handler: TunSide(lane))
+            }
             // Same-flow UDP datagrams are written as one UDP_L4 super-packet only where the TUN has USO (6.2+).
             lane.fast.coalescer.udp = lane.tun.offloads.isSuperset(of: [.uso4, .uso6])
             if lane.id == 0 {
@@ -221,6 +258,7 @@ public final class Daemon: @unchecked Sendable {
                 logger.info("offloads: tun \(tun.vnetHeader ? tun.offloads.description : "off"), udp gso \(udp.gso ? "on" : "off"), gro \(gro ? "on" : "off")")
             }
         }
+        let n = lanes.count
         guard n > 1 else { return }
         do {
             // Members unwrap a RELAY from an anchor on the lane that owns its inner DATA; anchors forward RELAY on lane 0.
