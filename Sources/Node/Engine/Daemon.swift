@@ -1,17 +1,23 @@
 // The node's engine: the only part of Node that imports Reactor.
 //
-//   TUN ──tunRead(batch)──▶ cryptokey route ──▶ Tunnels.send (seal in place) ──▶ one sendmmsg ──▶ UDP
-//   UDP ──received(batch)─▶ Tunnels.receive (open in place) ──▶ inner source check ──▶ write ──▶ TUN
+//   TUN ──tunRead(batch)──▶ cryptokey route ──▶ seal in place (the peer's owner) ──▶ one sendmmsg ──▶ UDP
+//   UDP ──received(batch)─▶ open in place (the peer's owner) ──▶ inner source check ──▶ write ──▶ TUN
 //                                   │
-//                 handshakes, cookies, keepalives: Tunnels.pollTransmit ──▶ UDP
-//                 timers: one reactor timer at Tunnels.pollTimeout's deadline
+//                 handshakes, cookies, keepalives: NodeCore.pollTransmit ──▶ UDP
+//                 timers: one reactor timer at NodeCore.pollTimeout's deadline
 //                 control: UNIX socket ──▶ ControlCodec ──▶ StatusReport
-//                 SIGTERM/SIGINT: signalfd ──▶ stop; the TUN device, routes and socket go with it
+//                 SIGTERM/SIGINT: signalfd ──▶ stop; the TUN device, routes and sockets go with it
+//
+// One lane per reactor, one reactor per core (Lane.swift, docs/engine.md):
+// each lane owns the sessions of a share of the peers; lane 0, on this
+// thread, also runs NodeCore (handshakes, timers, connectivity), the control
+// socket and the signals, and tells the other lanes their peers' keys and
+// routes. With one reactor, lane 0 hands every packet to NodeCore.
 //
 // It owns the state machines, feeds them reactor events and the clock
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
-// timestamps), and drains their outputs into the reactor. Every drop is counted
-// by reason and shown by `wsctl status`.
+// timestamps), and drains their outputs into the reactors. Every drop is
+// counted by reason and shown by `wsctl status`.
 import Atomics
 import CReactor
 import Foundation

@@ -1,24 +1,30 @@
-// The data path: TUN → seal → UDP, and UDP → open → TUN, in batches, in place,
-// with the kernel's offloads doing the per-packet work wherever it can.
+// The data path of one lane (Lane.swift): TUN → seal → UDP, and UDP → open →
+// TUN, in batches, in place, with the kernel's offloads doing the per-packet
+// work wherever it can. Sealing and opening are the owning lane's
+// (SessionShard) when sessions are split across reactors, NodeCore's otherwise.
 //
 //   TUN read (TSO: one 64 KiB TCP super-packet per read, vnet header in front)
 //     │ vnet header parsed; NEEDS_CSUM completed; cryptokey route on the destination
+//     │ a peer another lane owns: the whole read to its ring (Lane.swift), done here
 //     │ super-packet: Offload.plan + split, segment by segment into the arena,
 //     │   each at DATA-header offset in a slot of (16 + segment + 16) bytes
-//     │ Tunnels.send seals each segment in place (header before, tag after)
+//     │ the owner seals each segment in place (header before, tag after)
 //     ▼ equal consecutive datagrams to one endpoint become one UDP GSO view
 //   one sendmmsg for the batch (each GSO view one sendmsg's worth: up to 64 datagrams)
 //
 //   UDP recvmmsg (GRO: one view may be a run of equal datagrams)
-//     │ every datagram of every run: Tunnels.receive opens it in place
+//     │ every datagram of every run: its owner opens it in place (DATA of another
+//     │   lane's peer, or anything for NodeCore from lanes 1...: to that lane's ring)
 //     │ cryptokey route, inbound: the inner source must be the member's
 //     ▼ GSOCoalescer: in-order TCP segments, or equal UDP datagrams, of one flow → one super-packet (no copy)
 //   one writev per (super-)packet to the TUN device, vnet header in front
 //
 // Memory: packets stay in the reactor's slabs (TunDevice, DatagramSocket)
 // except TSO segments, which are cut into `DataPathBuffers.arena` (headers must
-// go in front of every segment, so one copy there is unavoidable); sealing and
-// opening are in place. Nothing here allocates. Every drop is counted by reason.
+// go in front of every segment, so one copy there is unavoidable), and packets
+// handed to another lane (one copy into the ring, sealed or opened in place
+// there); sealing and opening are in place. Nothing here allocates. Every
+// drop is counted by reason.
 import CReactor
 import Reactor
 
