@@ -273,7 +273,7 @@ public final class Daemon: @unchecked Sendable {
             logger.notice("udp: reuseport steering refused (\(error)); datagrams that land on the wrong reactor are handed over")
         }
         for lane in lanes {
-            lane.outbound = (0..<n).map { $0 == lane.id ? nil : ByteRing(capacity: Lane.ringCapacity) }
+            lane.outbound = (0..<n).map { $0 == lane.id ? nil : ByteRing(capacity: Lane.ringCapacity(lanes: n)) }
             lane.written = Array(repeating: false, count: n)
             lane.wakePending = (0..<n).map { _ in ManagedAtomic<Bool>(false) }
         }

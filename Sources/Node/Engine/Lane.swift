@@ -101,7 +101,10 @@ final class Lane: @unchecked Sendable {
     var written: [Bool] = []
     let stopFlag = ManagedAtomic<Bool>(false)
 
-    static let ringCapacity = 4 << 20
+    /// Bytes of one ring between two lanes: 4 MiB with two lanes (64 TSO reads
+    /// in flight), less with more so that a lane's inbound rings stay about 8 MiB
+    /// in all, but never under 1 MiB. (Memory is touched only as far as the rings fill.)
+    static func ringCapacity(lanes n: Int) -> Int { max(1 << 20, min(4 << 20, (8 << 20) / max(1, n - 1))) }
 
     init(id: Int, daemon: Daemon, reactor: Reactor) {
         self.id = id
