@@ -286,10 +286,6 @@ public final class Daemon: @unchecked Sendable {
                 lane.drainJobs[j] = job
             }
         }
-        for lane in lanes.dropFirst() {
-            // Counters for `wsctl status`, twice a second.
-            _ = lane.reactor.addTimer(after: 500_000_000, lane.publishTick)
-        }
     }
 
     /// After NodeCore ran (split only): new keys, routes and anchors to the lanes

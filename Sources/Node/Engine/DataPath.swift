@@ -93,6 +93,7 @@ extension Lane {
         if tun.vnetHeader, fast.coalescing, !fast.coalescer.isEmpty { writeCoalesced(fast.coalescer) }
         if split { flushReports(now: now, force: false) }
         if outbound.contains(where: { $0 != nil }) { wakeWritten() }
+        publishSoon(now: now)
         if id == 0, touchedCore || !split {
             touchedCore = false
             daemon.service(now: now)

@@ -77,6 +77,14 @@ final class Lane: @unchecked Sendable {
     var forwards = 0
     var touchedCore = false
     var reportTimer: TimerID?
+    var publishTimer: TimerID?
+    var lastPublish = Instant.zero
+    /// The publish timer's action, made once.
+    lazy var publishFired: () -> Void = { [unowned self] in
+        self.publishTimer = nil
+        self.lastPublish = Daemon.now()
+        self.publish()
+    }
     /// The report timer's action, made once.
     lazy var reportTimerFired: () -> Void = { [unowned self] in
         self.reportTimer = nil
@@ -232,11 +240,18 @@ extension Lane {
 }
 
 extension Lane {
-    /// Publishes this lane's counters and re-arms itself (lanes other than 0).
-    var publishTick: () -> Void {
-        { [unowned self] in
-            self.publish()
-            _ = self.reactor.addTimer(after: 500_000_000, self.publishTick)
+    /// Lanes other than 0, after a batch: counters to lane 0 at most twice a
+    /// second, the last ones by a one-shot timer. An idle lane is never woken.
+    func publishSoon(now: Instant) {
+        guard id != 0, publishTimer == nil else { return }
+        let due = lastPublish + Self.publishInterval
+        if due <= now {
+            lastPublish = now
+            publish()
+        } else {
+            publishTimer = reactor.addTimer(at: due.ns, publishFired)
         }
     }
+
+    static let publishInterval = Span.milliseconds(500)
 }
