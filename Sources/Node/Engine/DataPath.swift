@@ -245,8 +245,11 @@ extension Lane {
             switch shard!.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
             case .send(let ep, let offset, let length):
                 return (ep, offset, length)
+            case .drop(.session(let reason)):
+                count(reason.sendCounter)
+                return nil
             case .drop(let reason):
-                count("send_" + reason.name)
+                count("send_" + reason.name)  // bad geometry: a bug, not traffic
                 return nil
             case .core:
                 if id != 0 {
