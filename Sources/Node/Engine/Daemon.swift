@@ -118,7 +118,9 @@ public final class Daemon: @unchecked Sendable {
     /// One shard per lane when there are several lanes.
     private func splitSessions(across n: Int) {
         for lane in lanes {
-            lane.shard = n > 1 ? SessionShard(index: lane.id, owners: n, members: members.map(\.publicKey), isAnchor: config.node.anchor) : nil
+            lane.split = n > 1
+            lane.owners = n
+            lane.shard = SessionShard(index: lane.id, owners: n, members: n > 1 ? members.map(\.publicKey) : [], isAnchor: config.node.anchor)
         }
     }
 
@@ -298,10 +300,10 @@ public final class Daemon: @unchecked Sendable {
             let keys = core.shardKeys(of: p)
             let k = SessionOwnership.owner(of: p, owners: n)
             if k == 0 {
-                lanes[0].shard!.install(keys, for: p)
+                lanes[0].shard.install(keys, for: p)
             } else {
                 let lane = lanes[k]
-                guard lanes[0].mailboxTo[k]!.post({ lane.shard!.install(keys, for: p) }) else { continue }
+                guard lanes[0].mailboxTo[k]!.post({ lane.shard.install(keys, for: p) }) else { continue }
             }
             keysToSend.remove(p)
         }
@@ -311,18 +313,18 @@ public final class Daemon: @unchecked Sendable {
             guard r != sentRoutes[i] else { continue }
             let k = SessionOwnership.owner(of: p, owners: n)
             if k == 0 {
-                lanes[0].shard!.setRoute(r, for: p)
+                lanes[0].shard.setRoute(r, for: p)
             } else {
                 let lane = lanes[k]
-                guard lanes[0].mailboxTo[k]!.post({ lane.shard!.setRoute(r, for: p) }) else { continue }
+                guard lanes[0].mailboxTo[k]!.post({ lane.shard.setRoute(r, for: p) }) else { continue }
             }
             sentRoutes[i] = r
         }
         let anchors = core.anchorEndpointList
         if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
             var all = true
-            lanes[0].shard!.setAnchors(anchors)
-            for lane in lanes.dropFirst() where !lanes[0].mailboxTo[lane.id]!.post({ lane.shard!.setAnchors(anchors) }) { all = false }
+            lanes[0].shard.setAnchors(anchors)
+            for lane in lanes.dropFirst() where !lanes[0].mailboxTo[lane.id]!.post({ lane.shard.setAnchors(anchors) }) { all = false }
             if all { sentAnchors = anchors }
         }
     }
@@ -480,7 +482,7 @@ public final class Daemon: @unchecked Sendable {
         // Packets written to the TUN device inside a GSO super-packet instead of alone.
         counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
         counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
-        if let shard = lanes[0].shard { for (k, v) in shard.drops { counters[k.name, default: 0] &+= v } }
+        if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(

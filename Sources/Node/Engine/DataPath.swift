@@ -102,8 +102,8 @@ extension Lane {
 
     /// The shard's reports: applied to NodeCore on lane 0, handed to lane 0 elsewhere.
     func flushReports(now: Instant, force: Bool) {
-        let next = shard!.flushActivity(now: now, force: force)
-        while let r = shard!.pollReport() {
+        let next = shard.flushActivity(now: now, force: force)
+        while let r = shard.pollReport() {
             if id == 0 {
                 daemon.core.applyShardReport(r, now: now)
                 touchedCore = true
@@ -151,13 +151,13 @@ extension Lane {
         }
         let id = PeerID(rawValue: peer)
         // Another lane owns this peer's session: the whole read goes there, vnet header and all.
-        if let shard, !forCore, !shard.owns(id) {
+        if split, !forCore, SessionOwnership.owner(of: id, owners: owners) != self.id {
             var hdr = Handoff(kind: .tun)
             if let raw {
                 hdr.vnetLength = UInt8(min(raw.count, 16))
                 withUnsafeMutableBytes(of: &hdr.vnet) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<Int(hdr.vnetLength)])) }
             }
-            handoff(to: SessionOwnership.owner(of: id, owners: shard.owners), hdr, p, length: len)
+            handoff(to: SessionOwnership.owner(of: id, owners: owners), hdr, p, length: len)
             count("handoff_tun_reads")
             return
         }
@@ -193,7 +193,7 @@ extension Lane {
             plan = pl
         }
         // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
-        let room = shard != nil && !forCore ? shard!.headerRoom(for: id) : daemon.core.headerRoom(for: id)
+        let room = split && !forCore ? shard.headerRoom(for: id) : daemon.core.headerRoom(for: id)
         let stride = plan.segmentLength + room + DataMessage.tagSize
         let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
         var s = 0
@@ -241,8 +241,8 @@ extension Lane {
     @inline(__always)
     private func seal(_ peer: PeerID, _ buf: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
                       now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
-        if shard != nil, !forCore {
-            switch shard!.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
+        if split, !forCore {
+            switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
             case .send(let ep, let offset, let length):
                 return (ep, offset, length)
             case .drop(.session(let reason)):
@@ -322,8 +322,8 @@ extension Lane {
     /// One datagram: opened here when this lane owns its session, else handed on
     /// (once: a datagram another lane handed us is never handed on again).
     func udpDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
-        guard shard != nil else { return coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver) }
-        switch shard!.receive(buf, length: length, from: from, now: now) {
+        guard split else { return coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver) }
+        switch shard.receive(buf, length: length, from: from, now: now) {
         case .packet(let peer, let offset, let len):
             deliver(buf.baseAddress! + offset, length: len, from: peer)
         case .control(let peer, let offset, let len, let via):
@@ -386,7 +386,7 @@ extension Lane {
             // Session data, split across reactors: its owner opens it.
             if handedOver {
                 count("handoff_loop")
-            } else if k == id, shard != nil {
+            } else if k == id, split {
                 udpDatagram(buf, length: length, from: from, now: now, handedOver: true)
             } else if k != id {
                 handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)

@@ -66,8 +66,12 @@ final class Lane: @unchecked Sendable {
     let fast = DataPathBuffers()
     /// Views for relayed forwards and probe answers within a batch.
     let out: UnsafeMutablePointer<CReactor_dgram>
-    /// This lane's sessions when they are split across reactors.
-    var shard: SessionShard?
+    /// This lane's sessions when they are split across reactors (`split`);
+    /// an empty shard otherwise. Not optional: unwrapping an optional struct on
+    /// the packet path copied it (and retained its storage) per packet.
+    var shard = SessionShard(index: 0, owners: 1, members: [], isAnchor: false)
+    var split = false
+    var owners = 1
     /// Drops by reason (lane 0: also NodeCore's engine-side drops). Other lanes publish theirs to lane 0.
     var drops: [String: UInt64] = [:]
 
@@ -124,7 +128,6 @@ final class Lane: @unchecked Sendable {
 
     deinit { out.deallocate() }
 
-    var split: Bool { shard != nil }
 
     func count(_ reason: String) {
         drops[reason, default: 0] &+= 1
@@ -229,7 +232,7 @@ extension Lane {
     /// Lanes other than 0: what `wsctl status` shows of them, sent to lane 0 now and then.
     func publish() {
         var c = drops
-        if let shard { for (k, v) in shard.drops { c[k.name, default: 0] &+= v } }
+        if split { for (k, v) in shard.drops { c[k.name, default: 0] &+= v } }
         c["tun_coalesced_packets", default: 0] &+= UInt64(fast.coalescer.merged)
         c["tun_coalesced_udp", default: 0] &+= UInt64(fast.coalescer.mergedUDP)
         let me = id

@@ -165,10 +165,11 @@ public struct SessionShard: Sendable {
     ///   - members: every member's key in config order (PeerID = position).
     public init(index: Int, owners: Int, members: [PublicKey], isAnchor: Bool, timings: SessionTimings = .default) {
         self.index = index
-        self.owners = owners
+        self.owners = max(1, owners)
         self.isAnchor = isAnchor
         self.timings = timings
-        peers = Array(repeating: ShardPeer(), count: members.count)
+        // Only the peers this shard owns (p mod owners == index) have a slot: p / owners.
+        peers = Array(repeating: ShardPeer(), count: (max(0, members.count - index) + self.owners - 1) / self.owners)
         var by: [MemberID: PeerID] = [:]
         for (i, k) in members.enumerated() where by[MemberID(publicKey: k)] == nil { by[MemberID(publicKey: k)] = PeerID(rawValue: i) }
         byMemberID = by
@@ -176,13 +177,21 @@ public struct SessionShard: Sendable {
 
     public func owns(_ peer: PeerID) -> Bool { SessionOwnership.owner(of: peer, owners: owners) == index }
 
+    /// `peer`'s slot in `peers`, if this shard owns it.
+    @inline(__always)
+    func slot(_ peer: PeerID) -> Int? {
+        guard peer.rawValue >= 0, owns(peer) else { return nil }
+        let i = peer.rawValue / owners
+        return i < peers.count ? i : nil
+    }
+
     // MARK: From reactor 0
 
     /// The session layer's keypairs for `peer`. Windows of keypairs already
     /// here are kept (this shard is the only one that opens under them).
     mutating func install(_ keys: ShardKeys, for peer: PeerID) {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        let old = peers[peer.rawValue].keys
+        guard let i = slot(peer) else { return }
+        let old = peers[i].keys
         func keep(_ k: Keypair?) -> Keypair? {
             guard var k else { return nil }
             for o in [old.current, old.previous, old.next] {
@@ -197,12 +206,12 @@ public struct SessionShard: Sendable {
         for k in [new.current, new.previous, new.next] {
             if let k { indices[k.localIndex] = peer }
         }
-        peers[peer.rawValue].keys = new
+        peers[i].keys = new
     }
 
     public mutating func setRoute(_ route: DataRoute?, for peer: PeerID) {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        peers[peer.rawValue].route = route
+        guard let i = slot(peer) else { return }
+        peers[i].route = route
     }
 
     public mutating func setAnchors(_ list: [(endpoint: Endpoint, peer: PeerID)]) { anchors = list }
@@ -212,7 +221,7 @@ public struct SessionShard: Sendable {
     /// Header room a payload for `peer` needs: DATA, plus RELAY when relayed
     /// (or when there is no route here yet: the packet then goes to reactor 0, which may relay it).
     public func headerRoom(for peer: PeerID) -> Int {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count, let r = peers[peer.rawValue].route, r.relayFor == nil else {
+        guard let i = slot(peer), let r = peers[i].route, r.relayFor == nil else {
             return DataMessage.headerSize + RelayMessage.headerSize
         }
         return DataMessage.headerSize
@@ -221,8 +230,7 @@ public struct SessionShard: Sendable {
     /// Seals an IP packet for `peer` in place (geometry as `NodeCore.sendPacket`).
     public mutating func send(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
                               payloadLength: Int, now: Instant) -> ShardOutbound {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count, let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
-        let i = peer.rawValue
+        guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
         let room = DataMessage.headerSize + (route.relayFor != nil ? RelayMessage.headerSize : 0)
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
@@ -280,8 +288,7 @@ public struct SessionShard: Sendable {
         }
         let owner = SessionOwnership.owner(ofIndex: header.receiverIndex, owners: owners)
         if owner != index { return .elsewhere(owner) }
-        guard let peer = indices[header.receiverIndex] else { return drop(.session(.unknownIndex)) }
-        let i = peer.rawValue
+        guard let peer = indices[header.receiverIndex], let i = slot(peer) else { return drop(.session(.unknownIndex)) }
         let outcome: Keypair.OpenOutcome?
         var viaNext = false
         let idx = header.receiverIndex
@@ -344,7 +351,7 @@ public struct SessionShard: Sendable {
         var nextDue: Instant?
         while k < dirty.count {
             let p = dirty[k]
-            let i = p.rawValue
+            let i = p.rawValue / owners
             let a = peers[i].activity
             let moved = a.source != nil && (a.source != peers[i].reportedSource || a.via != peers[i].reportedVia)
             let due = peers[i].lastReport.map { $0 + Self.reportInterval } ?? now
@@ -372,8 +379,9 @@ public struct SessionShard: Sendable {
     // MARK: Helpers
 
     private mutating func markDirty(_ p: PeerID) {
-        guard !peers[p.rawValue].dirty else { return }
-        peers[p.rawValue].dirty = true
+        let i = p.rawValue / owners
+        guard !peers[i].dirty else { return }
+        peers[i].dirty = true
         dirty.append(p)
     }
 
@@ -390,5 +398,5 @@ public struct SessionShard: Sendable {
     }
 
     /// Whether `peer` has keys here (tests, status).
-    public func hasKeys(_ peer: PeerID) -> Bool { peers[peer.rawValue].keys.current != nil }
+    public func hasKeys(_ peer: PeerID) -> Bool { slot(peer).map { peers[$0].keys.current != nil } ?? false }
 }

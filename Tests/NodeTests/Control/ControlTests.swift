@@ -75,10 +75,18 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"last_handshake_s_ago":null,"name":"anchor-1","paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","rx_bytes":1,"state":"handshaking","tx_bytes":2}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"last_handshake_s_ago":null,"name":"anchor-1","paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","rx_bytes":1,"state":"handshaking","tx_bytes":2}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
+    }
+
+    /// A reader of a daemon from before `addresses` and `reactors` existed.
+    func testNodeFromAnEarlierDaemon() throws {
+        let json = #"{"address":"10.77.0.1/24","anchor":false,"endpoints":[],"interface":"ws0","listen_port":51820,"nat":{"mapping":"unknown"},"public_key":"k"}"#
+        let node = try JSONDecoder().decode(StatusReport.Node.self, from: Data(json.utf8))
+        XCTAssertEqual(node.addresses, ["10.77.0.1/24"])
+        XCTAssertEqual(node.reactors, 1)
     }
 
     /// Every object has exactly its documented keys, even when values are unknown.
@@ -89,7 +97,7 @@ final class ControlTests: XCTestCase {
         let root = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         XCTAssertEqual(Set(root.keys), ["version", "node", "anchors", "peers", "warnings", "counters"])
         let node = try XCTUnwrap(root["node"] as? [String: Any])
-        XCTAssertEqual(Set(node.keys), ["public_key", "interface", "address", "addresses", "listen_port", "anchor", "endpoints", "nat"])
+        XCTAssertEqual(Set(node.keys), ["public_key", "interface", "address", "addresses", "listen_port", "anchor", "reactors", "endpoints", "nat"])
         let endpoint = try XCTUnwrap((node["endpoints"] as? [[String: Any]])?.first)
         XCTAssertEqual(Set(endpoint.keys), ["addr", "source"])
         XCTAssertEqual(Set(try XCTUnwrap(node["nat"] as? [String: Any]).keys), ["mapping"])
