@@ -122,6 +122,24 @@ if [ "$uso" -gt 0 ]; then
 fi
 echo "ok: UDP through the tunnel intact: $(tail -1 "$tmp/udp-recv.log"); $coalesced datagrams written inside UDP GSO super-packets"
 
+# Overload through A's 3 reactors: 8 UDP flows at 2 Gbit/s offered spread over A's TUN queues,
+# most of them another reactor's than the owner's. A reactor whose ring to the owner is
+# full stops reading its queue until the owner drained it (backpressure); afterwards
+# everything must flow again (no reactor left paused). (6 s: the kernel steers a flow to the
+# queue that last wrote its packets, here iperf3's start-up reply, for 3 s, then by hash.)
+ip netns exec $B iperf3 -s -1 -B 10.77.0.2 -p 5202 >"$tmp/iperf-u-s.log" 2>&1 & pids+=($!)
+sleep 0.3
+ip netns exec $A iperf3 -c 10.77.0.2 -p 5202 -u -b 250M -P 8 -l 1200 -t 6 >"$tmp/iperf-u.log" 2>&1 || fail "iperf3 UDP overload: $(tail -3 "$tmp/iperf-u.log")"
+sleep 0.6
+"$bin/wsctl" status --socket "$tmp/a.sock" --json >"$tmp/a-u.json"
+reads=$(python3 "$here/lib/jq.py" counters.handoff_tun_reads <"$tmp/a-u.json")
+full=$(python3 "$here/lib/jq.py" counters.handoff_full <"$tmp/a-u.json")
+ip netns exec $A ping -c 3 -i 0.2 -W 1 10.77.0.2 >/dev/null || fail "no ping after the UDP overload (a reactor left paused?)"
+ip netns exec $B iperf3 -s -1 -B 10.77.0.2 -p 5203 >/dev/null 2>&1 & pids+=($!)
+sleep 0.3
+ip netns exec $A iperf3 -c 10.77.0.2 -p 5203 -P 4 -n 8M >/dev/null 2>&1 || fail "TCP on 4 flows after the UDP overload"
+echo "ok: UDP overload on 8 flows: TUN reads handed to the owner ${reads/null/0}, dropped at a full ring ${full/null/0}; ping and TCP on 4 flows pass afterwards"
+
 # wsctl status on B shows A up, at A's real endpoint.
 ip netns exec $B "$bin/wsctl" --help >/dev/null
 "$bin/wsctl" status --socket "$tmp/b.sock" --json >"$tmp/b1.json" || fail "wsctl status"

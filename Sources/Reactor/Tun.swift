@@ -209,6 +209,20 @@ public final class TunDevice {
         iov.deallocate()
     }
 
+    /// Stops reading (the handler has nowhere to put packets now) or starts
+    /// again. While paused, the kernel holds what arrives in the device's queue
+    /// and drops past it (counted as the device's tx drops), as when a reader is slow.
+    public var paused = false {
+        didSet {
+            guard paused != oldValue, let reg = registration else { return }
+            do throws(SyscallError) {
+                try reactor.modify(reg, events: paused ? [] : .readable)
+            } catch {
+                reactor.report(error)
+            }
+        }
+    }
+
     public func close() {
         handler = nil
         guard let reg = registration else { return }
@@ -260,7 +274,7 @@ public final class TunDevice {
                 handler?.tunRead(TunBatch(base: slab, offsets: offsets, lengths: lengths, capacities: capacities,
                                           vnetHeaderLength: vlen, count: n), device: self)
             }
-            if !more || registration == nil { return }
+            if !more || registration == nil || paused { return }
         }
     }
 

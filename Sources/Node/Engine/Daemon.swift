@@ -278,14 +278,19 @@ public final class Daemon: @unchecked Sendable {
             lane.outbound = (0..<n).map { $0 == lane.id ? nil : ByteRing(capacity: Lane.ringCapacity(lanes: n)) }
             lane.written = Array(repeating: false, count: n)
             lane.wakePending = (0..<n).map { _ in ManagedAtomic<Bool>(false) }
+            lane.producerWaiting = (0..<n).map { _ in ManagedAtomic<Bool>(false) }
         }
         for lane in lanes {
             lane.inbound = lanes.map { $0.id == lane.id ? nil : $0.outbound[lane.id] }
             lane.mailboxTo = lanes.map { $0.id == lane.id ? nil : $0.reactor.makeMailbox(capacity: 4096) }
             lane.drainJobs = Array(repeating: nil, count: n)
+            lane.resumeJobs = Array(repeating: nil, count: n)
             for j in 0..<n where j != lane.id {
                 let job: Mailbox.Job = { [unowned lane] in lane.drain(from: j) }
                 lane.drainJobs[j] = job
+                let producer = lanes[j], me = lane.id
+                let resume: Mailbox.Job = { [unowned producer] in producer.resume(from: me) }
+                lane.resumeJobs[j] = resume
             }
         }
     }

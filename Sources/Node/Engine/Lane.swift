@@ -111,6 +111,13 @@ final class Lane: @unchecked Sendable {
     var drainJobs: [Mailbox.Job?] = []
     /// Rings written in this batch, to wake at its end.
     var written: [Bool] = []
+    /// Set by producer lane j when its ring to us was full and it stopped
+    /// reading its TUN queue; we clear it and resume lane j once we drained.
+    var producerWaiting: [ManagedAtomic<Bool>] = []
+    /// The jobs that resume lane j's TUN reading, made once (posted to j by us).
+    var resumeJobs: [Mailbox.Job?] = []
+    /// Rings (by consumer) this lane waits on with its TUN reading paused.
+    var waitingOn: UInt64 = 0
     let stopFlag = ManagedAtomic<Bool>(false)
 
     /// Bytes of one ring between two lanes: 4 MiB with two lanes (64 TSO reads
@@ -141,12 +148,38 @@ final class Lane: @unchecked Sendable {
         var h = header
         h.length = Int32(length)
         h.capacity = Int32(length + Handoff.tailroom)
-        guard let rec = ring.reserve(Handoff.payloadOffset + length + Handoff.tailroom) else {
+        let size = Handoff.payloadOffset + length + Handoff.tailroom
+        guard let rec = ring.reserve(size) ?? waitForRoom(to: k, ring, size, tun: header.kind == .tun) else {
             count("handoff_full")
             return nil
         }
         rec.storeBytes(of: h, as: Handoff.self)
         return rec + Handoff.payloadOffset
+    }
+
+    /// The ring to lane `k` is full. For TUN reads: stop reading the TUN queue
+    /// until `k` drained (backpressure: the kernel queues, then drops, as for a
+    /// slow reader, instead of this lane reading packets only to drop them).
+    /// The flag is set before one more try, and `k` looks at it after it freed
+    /// room, so one of the two always sees the other (both fenced).
+    private func waitForRoom(to k: Int, _ ring: ByteRing, _ size: Int, tun waits: Bool) -> UnsafeMutableRawPointer? {
+        guard waits else { return nil }
+        let consumer = daemon.lanes[k]
+        consumer.producerWaiting[id].store(true, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if let rec = ring.reserve(size) {
+            consumer.producerWaiting[id].store(false, ordering: .sequentiallyConsistent)
+            return rec
+        }
+        waitingOn |= 1 << UInt64(k)
+        tun.paused = true
+        return nil
+    }
+
+    /// Lane `k` drained its ring from us: read the TUN again once no ring is full.
+    func resume(from k: Int) {
+        waitingOn &= ~(1 << UInt64(k))
+        if waitingOn == 0 { tun.paused = false }
     }
 
     func commit(to k: Int) {
@@ -218,6 +251,15 @@ final class Lane: @unchecked Sendable {
         }
         if any { endBatch(now: now) }
         ring.releaseRead()
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if producerWaiting[j].exchange(false, ordering: .sequentiallyConsistent) { postResume(to: j) }
+    }
+
+    /// Resumes lane `j`'s TUN reading; a full mailbox is tried again in a millisecond
+    /// (nothing else would: a paused lane writes no more records that would wake us).
+    private func postResume(to j: Int) {
+        if mailboxTo[j]!.post(resumeJobs[j]!) { return }
+        _ = reactor.addTimer(after: 1_000_000) { [unowned self] in self.postResume(to: j) }
     }
 }
 
