@@ -76,6 +76,8 @@ int CReactor_bind(int fd, const CReactor_endpoint *ep);
 int CReactor_connect(int fd, const CReactor_endpoint *ep);
 int CReactor_local_endpoint(int fd, CReactor_endpoint *out);
 int CReactor_set_reuseport(int fd, int on);
+/* The calling thread's kernel name (PR_SET_NAME; 15 bytes kept). 0 or -errno. */
+int CReactor_set_thread_name(const char *name);
 int CReactor_set_pktinfo(int fd, int family, int on);
 /// UDP_SEGMENT default size on the socket (GSO); 0 probes support only.
 int CReactor_set_udp_segment(int fd, int size);

@@ -156,11 +156,14 @@ public final class Daemon: @unchecked Sendable {
     /// Lanes 1... on their own threads, each looping until `stopLanes`.
     private func startLanes() {
         for lane in lanes.dropFirst() {
+            let name = "wsreactor-\(lane.id)"
             let t = Thread { [finished] in
+                // The kernel's name (top -H, /proc/PID/task/*/comm); Thread.name does not reach it.
+                _ = CReactor_set_thread_name(name)
                 while !lane.stopFlag.load(ordering: .acquiring) { lane.reactor.runOnce(timeoutMs: -1) }
                 finished.signal()
             }
-            t.name = "whalescaled-\(lane.id)"
+            t.name = name
             t.start()
             threads.append(t)
         }
