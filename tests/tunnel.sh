@@ -88,13 +88,18 @@ start=$(date +%s%N)
 ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
 ip netns exec $B "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/b.toml" 2>"$tmp/b.log" & pids+=($!)
 
+# A pings B through the tunnel within about 5 s (50 tries), or the test fails with $1.
+wait_ping() {
+  local _
+  for _ in $(seq 1 50); do
+    ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fail "$1"
+}
+
 # Ping through the tunnel within seconds of start.
-up=0
-for _ in $(seq 1 50); do
-  if ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; then up=1; break; fi
-  sleep 0.1
-done
-[ $up = 1 ] || fail "no ping through the tunnel"
+wait_ping "no ping through the tunnel"
 echo "ok: first ping through the tunnel after $(( ($(date +%s%N) - start) / 1000000 )) ms"
 ip netns exec $B ping -c 3 -i 0.2 -W 1 10.77.0.1 >/dev/null || fail "ping B -> A"
 echo "ok: ping both ways"
@@ -204,12 +209,7 @@ echo "ok: SIGTERM cleaned up and exited 0"
 # device (TUNSETIFF with IFF_MULTI_QUEUE on it fails with EINVAL).
 ip -n $A tuntap add dev ws0 mode tun || fail "ip tuntap add"
 ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a2.log" & pids[0]=$!
-up=0
-for _ in $(seq 1 50); do
-  if ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; then up=1; break; fi
-  sleep 0.1
-done
-[ $up = 1 ] || fail "no ping after the restart on a single-queue device"
+wait_ping "no ping after the restart on a single-queue device"
 grep -q "tun: queue 0 refused" "$tmp/a2.log" || fail "no log line for the refused multi-queue TUN"
 got=$("$bin/wsctl" status --socket "$tmp/a.sock" --json | python3 "$here/lib/jq.py" node.reactors)
 [ "$got" = 1 ] || fail "on a single-queue device A runs $got reactors, not 1"
