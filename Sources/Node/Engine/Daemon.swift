@@ -302,31 +302,15 @@ public final class Daemon: @unchecked Sendable {
     /// that own the peers. What a full mailbox refused is sent again next time
     /// (a lane without a peer's keys would drop its DATA).
     private func syncShards() {
-        let n = lanes.count
         while let p = core.pollKeyChange() { keysToSend.insert(p) }
         for p in keysToSend {
             let keys = core.shardKeys(of: p)
-            let k = SessionOwnership.owner(of: p, owners: n)
-            if k == 0 {
-                lanes[0].shard.install(keys, for: p)
-            } else {
-                let lane = lanes[k]
-                guard lanes[0].mailboxTo[k]!.post({ lane.shard.install(keys, for: p) }) else { continue }
-            }
-            keysToSend.remove(p)
+            if onOwner(of: p, { $0.shard.install(keys, for: p) }) { keysToSend.remove(p) }
         }
         for i in 0..<sentRoutes.count {
             let p = PeerID(rawValue: i)
             let r = core.dataRoute(for: p)
-            guard r != sentRoutes[i] else { continue }
-            let k = SessionOwnership.owner(of: p, owners: n)
-            if k == 0 {
-                lanes[0].shard.setRoute(r, for: p)
-            } else {
-                let lane = lanes[k]
-                guard lanes[0].mailboxTo[k]!.post({ lane.shard.setRoute(r, for: p) }) else { continue }
-            }
-            sentRoutes[i] = r
+            if r != sentRoutes[i], onOwner(of: p, { $0.shard.setRoute(r, for: p) }) { sentRoutes[i] = r }
         }
         let anchors = core.anchorEndpointList
         if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
@@ -335,6 +319,18 @@ public final class Daemon: @unchecked Sendable {
             for lane in lanes.dropFirst() where !lanes[0].mailboxTo[lane.id]!.post({ lane.shard.setAnchors(anchors) }) { all = false }
             if all { sentAnchors = anchors }
         }
+    }
+
+    /// Runs `job` on the lane that owns `peer`: at once on lane 0, else through
+    /// its mailbox. False when that mailbox was full (the caller tries again later).
+    private func onOwner(of peer: PeerID, _ job: @escaping @Sendable (Lane) -> Void) -> Bool {
+        let k = SessionOwnership.owner(of: peer, owners: lanes.count)
+        let lane = lanes[k]
+        if k == 0 {
+            job(lane)
+            return true
+        }
+        return lanes[0].mailboxTo[k]!.post { job(lane) }
     }
 
     func shutdown() {
