@@ -12,7 +12,7 @@ let package = Package(
         .executable(name: "whalescaled", targets: ["whalescaled"]),
         .executable(name: "wsctl", targets: ["wsctl"]),
         .executable(name: "ws-bench", targets: ["ws-bench"]),
-        .library(name: "Node", targets: ["Node"]),
+        .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Reactor", targets: ["Reactor"]),
     ],
     dependencies: [
@@ -34,31 +34,55 @@ let package = Package(
             cSettings: gnu + [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("uring")]
         ),
-        // The per-core event loop. Knows nothing of Whalescale's protocols.
+        // The per-core event loop and the TUN offloads (virtio header, TSO/GSO split, GRO coalescing).
+        // Knows nothing of Whalescale's protocols.
         .target(
             name: "Reactor",
             dependencies: [
                 "CReactor",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
-            path: "Sources/Reactor",
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            path: "Sources/Reactor"
         ),
-        // The node: wire formats, crypto, sans-IO protocol state machines, config, control, engine.
+
+        // The node, one target per layer so the compiler keeps the arrows one way
+        // (docs/DESIGN.md draws the graph). Nothing below Engine imports Reactor or CReactor.
+        //
+        //   Support <- Wire <- Crypto <- Protocol <- Control
+        //                         ^---- Config       ^
+        //   Reactor <------------------------------ Engine <- whalescaled
+        //
+        // Support: time values and small helpers shared by every layer.
+        .target(name: "Support", path: "Sources/Node/Support"),
+        // Wire: byte layouts, parse + serialize, no state.
+        .target(name: "Wire", dependencies: ["Support"], path: "Sources/Node/Wire"),
+        // Crypto: the only code that calls libsodium.
+        .target(name: "Crypto", dependencies: ["Support", "Wire", "CSodium"], path: "Sources/Node/Crypto"),
+        // Protocol: sans-IO state machines (no file descriptor, no clock, no thread).
+        .target(name: "Protocol", dependencies: ["Support", "Wire", "Crypto"], path: "Sources/Node/Protocol"),
+        // Config: TOML text -> validated values, errors with lines.
         .target(
-            name: "Node",
+            name: "Config",
+            dependencies: ["Support", "Wire", "Crypto", .product(name: "TOMLKit", package: "TOMLKit")],
+            path: "Sources/Node/Config"
+        ),
+        // Control: the control socket's requests and answers, and the status model.
+        .target(name: "Control", dependencies: ["Support", "Wire", "Crypto", "Protocol"], path: "Sources/Node/Control"),
+        // Engine: the only part of the node that imports Reactor: lanes, the core's driver, I/O adapters.
+        .target(
+            name: "Engine",
             dependencies: [
-                "Reactor", "CSodium", "CMiniUPnPc", "CNATPMP",
+                "Support", "Wire", "Crypto", "Protocol", "Config", "Control", "Reactor",
+                "CMiniUPnPc", "CNATPMP",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
-            path: "Sources/Node"
+            path: "Sources/Node/Engine"
         ),
         .executableTarget(
             name: "whalescaled",
             dependencies: [
-                "Node",
+                "Engine", "Config",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -67,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "wsctl",
             dependencies: [
-                "Node",
+                "Control", "Crypto", "Reactor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/wsctl"
@@ -76,13 +100,17 @@ let package = Package(
         .executableTarget(
             name: "ws-bench",
             dependencies: [
-                "Node", "Reactor", "CReactor", "CSodium",
+                "Engine", "Config", "Control", "Protocol", "Crypto", "Wire", "Support", "Reactor", "CReactor", "CSodium",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/ws-bench"
         ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CReactor"], path: "Tests/ReactorTests"),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "CSodium"], path: "Tests/NodeTests"),
+        .testTarget(
+            name: "NodeTests",
+            dependencies: ["Support", "Wire", "Crypto", "Protocol", "Config", "Control", "Engine", "Reactor", "CSodium"],
+            path: "Tests/NodeTests"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

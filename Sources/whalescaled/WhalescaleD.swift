@@ -3,7 +3,8 @@
 import ArgumentParser
 import Foundation
 import Logging
-import Node
+import Engine
+import Config
 
 @main
 struct WhalescaleD: ParsableCommand {

@@ -24,7 +24,13 @@ import ArgumentParser
 import CSodium
 import Foundation
 import Glibc
-import Node
+import Engine
+import Config
+import Control
+import Protocol
+import Crypto
+import Wire
+import Support
 
 struct CryptoBench: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Node
+import Control
+import Crypto
 
 struct GenKey: ParsableCommand {
     static let configuration = CommandConfiguration(

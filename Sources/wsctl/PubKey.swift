@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Node
+import Control
+import Crypto
 
 struct PubKey: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,8 @@
 import ArgumentParser
 import CReactor
 import Foundation
-import Node
+import Control
+import Crypto
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,3 +1,6 @@
+import Support
+import Wire
+import Crypto
 import Glibc
 import TOMLKit
 
@@ -129,7 +132,8 @@ public struct NodeConfig: Sendable, Equatable {
     public var reactors: Int = 0
     public var stateDir: String
     public var controlSocket: String
-    public static let defaultRelayRateMbit = ConnectivityTimings.defaultRelayRateMbit
+    /// The same as `ConnectivityTimings.defaultRelayRateMbit` (Protocol's; ConfigTests keeps them equal).
+    public static let defaultRelayRateMbit = 10_000
     public static let maxRelayRateMbit = 100_000
     public static let maxReactors = 64
     public static let maxAutoReactors = 16

@@ -1,3 +1,7 @@
+import Support
+import Wire
+import Crypto
+
 /// A configuration problem, located for a human: file, line, the field's path
 /// as written in the error (`node.address`, `peer[1].address[0]`), and what is
 /// wrong with it.

@@ -1,3 +1,6 @@
+import Support
+import Wire
+import Crypto
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -1,3 +1,7 @@
+import Support
+import Wire
+import Crypto
+
 /// Which line each key of a TOML document is written on.
 ///
 /// TOMLKit gives positions only for syntax errors, but a validation error is

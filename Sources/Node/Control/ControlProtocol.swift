@@ -1,3 +1,7 @@
+import Support
+import Wire
+import Crypto
+import Protocol
 import Foundation
 
 // The control socket protocol (UNIX stream socket, owner-only; DESIGN §8):

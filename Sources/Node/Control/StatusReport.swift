@@ -1,3 +1,8 @@
+import Support
+import Wire
+import Crypto
+import Protocol
+
 /// What `wsctl status --json` prints: a stable, documented object
 /// (DESIGN §8; every field is described in docs/status-json.md).
 ///

@@ -1,3 +1,8 @@
+import Support
+import Wire
+import Crypto
+import Protocol
+
 /// `wsctl status` without `--json`: what a person wants at a glance, in the
 /// spirit of `tailscale status`. The question it answers first is *how* each
 /// peer is reached (STYLE 18), so that column reads like a sentence:

@@ -30,6 +30,9 @@
 //   cookie reply: XChaCha20-Poly1305(key = BLAKE2b-256("cookie--" || responder's X25519 static),
 //                                    random 24-byte nonce, AD = mac1 of the message answered)
 
+import Support
+import Wire
+
 /// Values of the handshake that both ends must agree on.
 public enum HandshakeConstants {
     public static let protocolName = "Noise_IK_25519_ChaChaPoly_BLAKE2b"

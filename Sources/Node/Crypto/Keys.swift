@@ -17,6 +17,8 @@
 //
 // Text form: 32 bytes as standard, padded base64 (44 characters), like WireGuard.
 
+import Support
+import Wire
 import CSodium
 
 /// A node's secret: the 32-byte Ed25519 seed. Held in wiped storage; never printed.
@@ -55,26 +57,15 @@ public struct SecretKey: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "SecretKey(redacted)" }
 }
 
-/// A node's 32-byte Ed25519 public key: its name in the network.
-public struct PublicKey: Hashable, Sendable, CustomStringConvertible {
-    public static let length = 32
-    public let bytes: [UInt8]
-
-    /// Exactly 32 bytes. Not checked to be a valid curve point here (see `x25519`).
-    public init?(bytes: [UInt8]) {
-        guard bytes.count == Self.length else { return nil }
-        self.bytes = bytes
-    }
-
+/// The crypto half of a member's public key (the value itself is in Wire/PublicKey.swift,
+/// where byte layouts carry it): its base64 text and its X25519 form.
+extension PublicKey: CustomStringConvertible {
     /// Standard padded base64 of exactly 32 bytes; surrounding whitespace and newlines are ignored.
     public init?(base64: String) {
         Sodium.initialize()
         guard let decoded = Sodium.base64Decode(base64, count: Self.length) else { return nil }
-        bytes = decoded.array
+        self.init(exactly32: decoded.array)
     }
-
-    /// For 32 bytes this module produced itself (no check needed).
-    init(exactly32 bytes: [UInt8]) { self.bytes = bytes }
 
     public var base64: String { Sodium.base64Encode(bytes) }
     public var description: String { base64 }
@@ -181,5 +172,17 @@ public struct Identity: Sendable {
                 }
             }
         }
+    }
+}
+
+/// A member's relay label (`Wire/Relay.swift`) is a hash of its key: hashing is Crypto's.
+extension MemberID {
+    /// First 8 bytes of BLAKE2b-256 of the key, computed once per member at start,
+    /// never per packet.
+    public init(publicKey: PublicKey) {
+        let hash = Sodium.blake2b(outputLength: 32, publicKey.bytes)
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(hash[i]) << (8 * UInt64(i)) }
+        self.init(rawValue: v)
     }
 }

@@ -20,6 +20,9 @@
 // Secrets (ck, k, private keys, psks, DH outputs) live in `SecretBytes`, wiped
 // when released; HMAC pads and hash states are wiped in Sodium.swift.
 
+import Support
+import Wire
+
 /// Why a Noise operation failed.
 public enum NoiseError: Error, Equatable, Sendable {
     /// DH, cipher or hash we do not implement (e.g. BLAKE2s, AESGCM, 448).

@@ -15,6 +15,8 @@
 //
 // Public values (public keys, handshake hashes, ciphertexts) stay in [UInt8].
 
+import Support
+import Wire
 import CSodium
 
 /// libsodium's one-time setup, and the wrappers the rest of Crypto/ uses.
@@ -34,7 +36,7 @@ public enum Sodium {
 
     // MARK: Random, wiping, comparing
 
-    static func randomBytes(_ count: Int) -> [UInt8] {
+    package static func randomBytes(_ count: Int) -> [UInt8] {
         initialize()
         var out = [UInt8](repeating: 0, count: count)
         out.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, $0.count) }

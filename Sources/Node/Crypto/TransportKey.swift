@@ -20,6 +20,8 @@
 // The price is that copies of this struct cannot be wiped; TransportKey lives
 // as long as its session and is replaced, not erased, on rekey.
 
+import Support
+import Wire
 import CSodium
 
 /// One direction's 32-byte ChaCha20-Poly1305 key, stored inline.

@@ -2,6 +2,12 @@
 // directory), one request line per connection (Control/ControlProtocol.swift).
 // Each connection is read through the reactor without blocking; a client that
 // stalls is cut off after 5 s, one that sends too much gets an error answer.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import CReactor
 import Foundation
 import Reactor

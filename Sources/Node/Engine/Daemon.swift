@@ -18,6 +18,12 @@
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
 // timestamps), and drains their outputs into the reactors. Every drop is
 // counted by reason and shown by `wsctl status`.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import Atomics
 import CReactor
 import Foundation
@@ -112,7 +118,8 @@ public final class Daemon: @unchecked Sendable {
 
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
         NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
-                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: owners)
+                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: owners,
+                 sendCounters: { AtomicSendCounter() })
     }
 
     /// One shard per lane when there are several lanes.

@@ -25,6 +25,12 @@
 // handed to another lane (one copy into the ring, sealed or opened in place
 // there); sealing and opening are in place. Nothing here allocates. Every
 // drop is counted by reason.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import CReactor
 import Reactor
 

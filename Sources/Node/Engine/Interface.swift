@@ -1,6 +1,12 @@
 // Configures the TUN interface's address and routes with iproute2, once at
 // start-up (never on the packet path). wg-quick does the same; netlink would
 // save a fork per route, which matters only with thousands of routes.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import Foundation
 import Logging
 

@@ -22,6 +22,12 @@
 //
 // With one reactor (node.reactors = 1) there are no shards and no rings: lane 0
 // hands every packet to NodeCore, as a single-threaded daemon.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import Atomics
 import CReactor
 import Reactor

@@ -3,6 +3,12 @@
 // Written atomically — a temporary file in the same directory, fsync, rename,
 // fsync of the directory — so a crash leaves either the old file or the new
 // one, never half of one.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
 import Foundation
 import Logging
 

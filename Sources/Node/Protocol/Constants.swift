@@ -9,6 +9,10 @@
 //    the specification; tests shrink them (`SessionTimings(rekeyAfterTime: .seconds(2), ...)`)
 //    to watch many rekeys in a second of virtual time.
 
+import Support
+import Wire
+import Crypto
+
 /// Values fixed by the protocol.
 public enum SessionConstants {
     /// REKEY_AFTER_MESSAGES, messages per keypair: start a new handshake once this

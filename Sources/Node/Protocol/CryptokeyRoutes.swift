@@ -6,6 +6,10 @@
 // Pure and allocation-free per packet: prefixes are kept longest first, so the
 // first match is the longest; `CIDR.contains` is two masked compares.
 
+import Support
+import Wire
+import Crypto
+
 public struct CryptokeyRoutes: Sendable {
     private var entries: [(cidr: CIDR, peer: Int)] = []
 

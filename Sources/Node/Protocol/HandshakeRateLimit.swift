@@ -13,6 +13,10 @@
 // mac2 (has a fresh cookie for its source address) -> per-address bucket ->
 // the expensive Noise work.
 
+import Support
+import Wire
+import Crypto
+
 /// Decides when the node is "under load" from the rate of handshake messages.
 public struct HandshakeLoadMeter: Sendable {
     public let threshold: Int

@@ -10,6 +10,10 @@
 // The engine builds one from CLOCK_REALTIME and passes it to
 // `Tunnels.handleTimeout(now:wallClock:)`; tests pass a virtual one.
 
+import Support
+import Wire
+import Crypto
+
 /// A TAI64N handshake timestamp. Compares as the 12 bytes compare.
 public struct HandshakeTimestamp: Comparable, Hashable, Sendable, CustomStringConvertible {
     /// TAI64 label: 2^62 + 10 s (the TAI−UTC offset WireGuard uses) + unix seconds.

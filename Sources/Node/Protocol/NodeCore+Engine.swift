@@ -1,5 +1,9 @@
 // What the engine's data path asks NodeCore before sealing a run of segments.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     /// Bytes of header room a payload for `peer` needs in front of it: the DATA
     /// header, plus the RELAY header when the active path goes through an anchor

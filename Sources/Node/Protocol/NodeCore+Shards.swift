@@ -1,6 +1,10 @@
 // NodeCore's side of sessions split across reactors (SessionShard.swift): what
 // it tells the owners, and what it takes back from them. Reactor 0 only.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     /// Reactors the sessions are split across (1: not split).
     public var owners: Int { tunnels.owners }
@@ -8,7 +12,7 @@ extension NodeCore {
     /// A peer whose keypairs changed: send `shardKeys(of:)` to its owner.
     public mutating func pollKeyChange() -> PeerID? { tunnels.pollKeyChange() }
 
-    func shardKeys(of peer: PeerID) -> ShardKeys { tunnels.keys(of: peer) }
+    package func shardKeys(of peer: PeerID) -> ShardKeys { tunnels.keys(of: peer) }
 
     /// Where the owner sends `peer`'s data now; nil while there is no active
     /// path (then the owner hands packets here, and `sendPacket` finds one).

@@ -37,6 +37,10 @@
 // lookups of existing keys. Handshakes, control messages, probes and new
 // paths allocate; they are rare.
 
+import Support
+import Wire
+import Crypto
+
 /// A configured member, as NodeCore needs it (PeerID = its index).
 public struct MemberSpec: Sendable {
     public var publicKey: PublicKey
@@ -246,8 +250,10 @@ public struct NodeCore: Sendable {
     ///   - isAnchor: this node is an anchor (answers rendezvous requests, relays).
     ///   - seed: seeds txids, jitter and session indices; by default from libsodium.
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: this value does everything.
+    ///   - sendCounters: split only: the shared send counter of each new keypair (the engine's is atomic).
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
-                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1) {
+                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
+                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
         self.timings = timings
@@ -260,7 +266,8 @@ public struct NodeCore: Sendable {
             PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
                      persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
         }
-        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners)
+        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners,
+                          sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
         var conns: [PeerConn] = []

@@ -41,6 +41,10 @@
 //                           initiation we win the tie-break against)
 //   handshake complete   -> cancel retry, expedite and give-up
 
+import Support
+import Wire
+import Crypto
+
 /// Keys of one session and their bookkeeping. Stored inline (the replay window
 /// too): moving between slots copies ~1 KiB, but the data path never allocates.
 struct Keypair: Sendable {
@@ -58,11 +62,11 @@ struct Keypair: Sendable {
     /// owning reactor seals data and the session layer seals keepalives and
     /// control messages under the same keys, so the counter is one atomic both
     /// take from. Nil (one reactor): `sendCounter` is it.
-    let shared: SharedSendCounter?
+    let shared: (any SharedSendCounter)?
     var replay: ReplayWindow
 
     init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool,
-         timings: SessionTimings, shared: SharedSendCounter? = nil) {
+         timings: SessionTimings, shared: (any SharedSendCounter)? = nil) {
         self.keys = keys
         self.localIndex = localIndex
         self.remoteIndex = remoteIndex
@@ -167,11 +171,16 @@ struct SessionContext: Sendable {
     /// Split only: peers whose keypairs changed, for the engine to install on the owning reactor.
     var keyChanges = Outbox<PeerID>()
 
-    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1) {
+    /// Split only: makes each new keypair's shared send counter (the engine's is atomic).
+    let sendCounters: SendCounterFactory
+
+    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1,
+         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         self.identity = identity
         self.timings = timings
         self.rng = rng
         self.owners = max(1, owners)
+        self.sendCounters = sendCounters
     }
 
     var split: Bool { owners > 1 }
@@ -181,7 +190,7 @@ struct SessionContext: Sendable {
     }
 
     /// A new keypair's send counter: shared with the owning reactor when split.
-    var newSendCounter: SharedSendCounter? { split ? SharedSendCounter() : nil }
+    var newSendCounter: (any SharedSendCounter)? { split ? sendCounters() : nil }
 
     /// A random index not in use. 32 bits and a few live indices per peer: the
     /// loop ends at once in practice. Split: an index the owning reactor's

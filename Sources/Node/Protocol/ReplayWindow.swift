@@ -13,6 +13,10 @@
 //
 // Stored inline (InlineArray): no heap, no copy-on-write check on the data path.
 
+import Support
+import Wire
+import Crypto
+
 /// Sliding replay window for one receive key. Call `check` before decrypting (a
 /// cheap reject of obvious replays) and `accept` only after the packet
 /// authenticated: an unauthenticated counter must never move the window.

@@ -27,16 +27,30 @@
 //
 // Sans-IO like everything in Protocol: buffers are the caller's, `now` is a
 // parameter, outputs (`pollReport`) are drained by the engine.
-import Atomics
+import Support
+import Wire
+import Crypto
 
-/// A keypair's send counter when two reactors seal under the keys.
-public final class SharedSendCounter: Sendable {
-    private let value = ManagedAtomic<UInt64>(0)
-    public init() {}
+/// A keypair's send counter when two reactors seal under the keys. Protocol holds
+/// no atomics and no threads: the engine supplies a thread-safe counter
+/// (`Engine/AtomicSendCounter.swift`); a single-threaded driver (the simulator)
+/// can use `LocalSendCounter`.
+public protocol SharedSendCounter: AnyObject, Sendable {
     /// The counter for one packet (never the same twice).
-    @inline(__always) func take() -> UInt64 { value.loadThenWrappingIncrement(ordering: .relaxed) }
-    var current: UInt64 { value.load(ordering: .relaxed) }
+    func take() -> UInt64
+    var current: UInt64 { get }
 }
+
+/// A send counter for one thread: what the simulator runs split sessions with.
+public final class LocalSendCounter: SharedSendCounter, @unchecked Sendable {
+    private var value: UInt64 = 0
+    public init() {}
+    public func take() -> UInt64 { defer { value &+= 1 }; return value }
+    public var current: UInt64 { value }
+}
+
+/// Makes the counter of each new keypair when sessions are split.
+public typealias SendCounterFactory = @Sendable () -> any SharedSendCounter
 
 /// Which reactor owns what (see the header comment).
 public enum SessionOwnership {
@@ -64,7 +78,7 @@ public enum SessionOwnership {
 }
 
 /// One peer's keypairs as the session layer has them (installed on the owner).
-struct ShardKeys: Sendable {
+package struct ShardKeys: Sendable {
     var current: Keypair?
     var previous: Keypair?
     var next: Keypair?
@@ -189,7 +203,7 @@ public struct SessionShard: Sendable {
 
     /// The session layer's keypairs for `peer`. Windows of keypairs already
     /// here are kept (this shard is the only one that opens under them).
-    mutating func install(_ keys: ShardKeys, for peer: PeerID) {
+    package mutating func install(_ keys: ShardKeys, for peer: PeerID) {
         guard let i = slot(peer) else { return }
         let old = peers[i].keys
         func keep(_ k: Keypair?) -> Keypair? {

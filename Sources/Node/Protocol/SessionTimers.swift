@@ -6,6 +6,10 @@
 // ("data sent", "any authenticated packet received", ...); the next deadline is
 // the minimum over the slots. Nothing here reads a clock.
 
+import Support
+import Wire
+import Crypto
+
 /// Why a peer wants to wake up. The raw order is also the order in which due
 /// timers are handled within one `handleTimeout` (expiry and give-up first, so a
 /// retry never fires for a handshake that just timed out).

@@ -30,6 +30,10 @@
 // caller's, keys and replay windows are inline, the index table is a lookup.
 // Handshakes, cookie replies and queued packets allocate; they are rare.
 
+import Support
+import Wire
+import Crypto
+
 /// A configured member, by its position in the `peers` array given to `Tunnels`.
 public struct PeerID: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
@@ -205,8 +209,11 @@ public struct Tunnels: Sendable {
     ///   - seed: seeds session indices and retry jitter. By default 8 bytes from
     ///     libsodium's CSPRNG; tests pass a constant to be deterministic.
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: not split.
+    ///   - sendCounters: split only: each new keypair's send counter, shared by the
+    ///     reactors that seal under it (the engine passes an atomic one).
     public init(identity: Identity, peers specs: [PeerSpec], timings: SessionTimings = .default,
-                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1) {
+                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
+                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
         self.timings = timings
         var members: [PublicKey: PeerID] = [:]
@@ -221,7 +228,8 @@ public struct Tunnels: Sendable {
         self.peers = peers
         self.members = members
         statics = specs.map(\.publicKey.x25519)
-        ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners)
+        ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
+                             sendCounters: sendCounters)
         cookies = CookieChecker(identity: identity)
         limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
                                        burst: timings.handshakeBurstPerSource)

@@ -33,6 +33,8 @@
 //
 // candidate, 20 bytes: 0 source (EndpointSource) | 1..20 endpoint
 
+import Support
+
 /// How a node knows one of its endpoints (DESIGN §8 `node.endpoints[].source`).
 public enum EndpointSource: UInt8, Sendable, CaseIterable, Comparable {
     /// A local interface address and the listening port.

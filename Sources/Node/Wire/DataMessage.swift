@@ -22,6 +22,8 @@
 // Every read is preceded by a length check; reserved bytes must be zero (as
 // wireguard-go reads the first four bytes as one little-endian type word).
 
+import Support
+
 /// Layout constants and header parse/serialize for DATA messages.
 public enum DataMessage {
     /// Message type byte (matches Crypto's `MessageType.data`).

@@ -1,3 +1,5 @@
+import Support
+
 /// A UDP endpoint (IPv4 or IPv6 address and port). Same fields as the shim's
 /// `CReactor_endpoint`; the engine converts at the edge, so Wire, Crypto and
 /// Protocol never see a socket type.

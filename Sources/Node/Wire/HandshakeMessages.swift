@@ -47,6 +47,8 @@
 // Parsing is exact: a message of another length, type or with non-zero reserved
 // bytes is nil. The length check comes before every read.
 
+import Support
+
 /// Layout shared by the two messages that carry mac1/mac2 (INIT and RESP): the
 /// macs are always the last 32 bytes.
 public enum HandshakeMACs {

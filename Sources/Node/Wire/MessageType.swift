@@ -11,6 +11,8 @@
 // HandshakeMessages.swift (1, 2, 3), DataMessage.swift (4), the path probe (5, 6)
 // and relay (7) files.
 
+import Support
+
 /// The type byte at offset 0 of every datagram.
 public enum MessageType: UInt8, Sendable, CaseIterable {
     /// Noise_IK message 1 (HandshakeMessages.swift).

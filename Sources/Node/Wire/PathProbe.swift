@@ -37,6 +37,8 @@
 //   3 .. 19   address 16 bytes in network order; IPv4 uses bytes 0..<4 and
 //             the other 12 must be zero
 
+import Support
+
 /// The 19-byte endpoint encoding shared by the probe and control families.
 public enum WireEndpoint {
     public static let size = 19

@@ -28,20 +28,13 @@
 // chance of collision; it is a routing label, not a secret and not an
 // authenticator (the inner packet authenticates itself).
 
+import Support
+
 /// A member's 8-byte relay label (see the header comment).
 public struct MemberID: Hashable, Sendable, CustomStringConvertible {
     /// The 8 id bytes read as one little-endian word (wire order is the hash's byte order).
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
-
-    /// First 8 bytes of BLAKE2b-256 of the key (hashing is Crypto's; computed
-    /// once per member at start, never per packet).
-    public init(publicKey: PublicKey) {
-        let hash = Sodium.blake2b(outputLength: 32, publicKey.bytes)
-        var v: UInt64 = 0
-        for i in 0..<8 { v |= UInt64(hash[i]) << (8 * UInt64(i)) }
-        rawValue = v
-    }
 
     public var description: String {
         let hex = String(rawValue.byteSwapped, radix: 16)

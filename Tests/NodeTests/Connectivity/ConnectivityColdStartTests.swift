@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// Cold start in the simulated internet: every daemon starting at once, so
 /// that a member's first packet can reach an anchor before the anchor knows

@@ -2,7 +2,14 @@ import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// NodeCore's data path in a loop, in one caller-owned buffer: direct, and
 /// relayed through an anchor (sender wraps in place, anchor forwards in place,

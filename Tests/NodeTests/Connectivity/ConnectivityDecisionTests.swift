@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// The pure choices, from tables (STYLE 8): NAT classification, path
 /// preference and its hysteresis, relay anchor choice, backoff schedules,

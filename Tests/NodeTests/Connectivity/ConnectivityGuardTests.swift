@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// What NodeCore refuses: the probe responder (members only, never more bytes
 /// than the probe, rate-limited) and the relay (never an open relay).

@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// Recovery mode, the partition report and the endpoint cache, in NetSim.
 final class ConnectivityRecoveryTests: XCTestCase {

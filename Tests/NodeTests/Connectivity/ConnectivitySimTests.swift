@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// Connectivity in the simulated internet (`NetSim`): two anchors and hosts
 /// behind every kind of NAT. Assertions are on behaviour with generous bounds

@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// PATH_PROBE / PATH_PROBE_REPLY, RELAY and in-session control messages:
 /// layouts, length checks, round trips.

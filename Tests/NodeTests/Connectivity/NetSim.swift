@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// A deterministic internet in one process, on a virtual clock, with NAT
 /// boxes that behave as RFC 4787 describes, and hosts running `NodeCore`.

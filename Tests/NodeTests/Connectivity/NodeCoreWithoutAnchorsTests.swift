@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// NodeCore as the engine configures it (the member list is the config's
 /// peers, without the node itself) in a network without anchors: two members

@@ -1,6 +1,13 @@
 import XCTest
 
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// Bad input never crashes a node and never costs it state: real datagrams of
 /// every kind, captured in flight in a running mesh, are mutated (bit flips,

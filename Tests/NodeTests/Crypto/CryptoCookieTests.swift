@@ -1,7 +1,14 @@
 // mac1 / mac2 and cookie replies with a virtual clock.
 
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class CryptoCookieTests: XCTestCase {
     let alice = cryptoTestIdentity(0xa1)

@@ -1,7 +1,14 @@
 // Whalescale's handshake, step by step between two parties, and what it refuses.
 
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class CryptoHandshakeTests: XCTestCase {
     let alice = cryptoTestIdentity(0xa1)

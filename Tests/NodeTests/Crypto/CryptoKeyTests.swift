@@ -2,7 +2,14 @@
 
 import CSodium
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class CryptoKeyTests: XCTestCase {
     func testSecretKeyBase64RoundTrip() throws {

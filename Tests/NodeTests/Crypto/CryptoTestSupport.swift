@@ -1,7 +1,14 @@
 // Small helpers shared by the Crypto tests (prefixed to stay clear of other test files' helpers).
 
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 extension Array where Element == UInt8 {
     /// Bytes from a hex string; fails the test on bad hex.

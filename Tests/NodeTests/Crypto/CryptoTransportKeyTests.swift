@@ -3,7 +3,14 @@
 
 import CSodium
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class CryptoTransportKeyTests: XCTestCase {
     let key = TransportKey(bytes: (0..<32).map { UInt8($0) })

@@ -2,7 +2,14 @@
 // round trips, exact lengths, type and reserved bytes.
 
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class HandshakeMessageTests: XCTestCase {
     func bytes(_ count: Int, from start: UInt8) -> [UInt8] { (0..<count).map { start &+ UInt8(truncatingIfNeeded: $0) } }

@@ -3,7 +3,14 @@
 // state as it was, names and keys are validated.
 
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class NoiseFrameworkTests: XCTestCase {
     static let suite = "_25519_ChaChaPoly_BLAKE2b"

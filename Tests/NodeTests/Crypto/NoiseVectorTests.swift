@@ -14,7 +14,14 @@
 
 import Foundation
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 final class NoiseVectorTests: XCTestCase {
     struct VectorFile: Decodable { let vectors: [Vector] }

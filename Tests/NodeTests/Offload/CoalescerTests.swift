@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// TCP coalescing for the TUN write side: what merges, what must not, and that
 /// a super-packet, once the kernel completes its checksum (NEEDS_CSUM), is a

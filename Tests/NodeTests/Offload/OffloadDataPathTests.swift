@@ -2,7 +2,14 @@ import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// The offload data path without the kernel, in a loop: a 64 KiB TSO
 /// super-packet is planned and split into an arena (DATA-header room in front of

@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// Splitting TSO/USO super-packets: every segment checked field by field and
 /// its checksums verified by the independent RFC 1071 in OffloadTestSupport.

@@ -3,7 +3,14 @@
 // The checksum here is RFC 1071 written the plain way (big-endian 16-bit words
 // summed in a UInt32, carries folded), sharing nothing with InternetChecksum,
 // so the split/coalesce tests verify headers against a second implementation.
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 enum Naive {
     /// The folded ones'-complement sum of `bytes` as big-endian 16-bit words (not complemented).

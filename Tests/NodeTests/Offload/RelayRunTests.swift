@@ -2,7 +2,14 @@ import CReactor
 import Reactor
 import XCTest
 
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// An anchor forwards a GRO run of RELAY datagrams as one GSO run
 /// (`Daemon.extendRun`): only datagrams that the kernel would cut back into

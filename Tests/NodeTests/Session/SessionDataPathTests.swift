@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// The established data path in a loop: one caller-owned buffer, sealed and
 /// opened in place, many times. (Run under heaptrack to see that it does not

@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// The expedited handshake retry (`Tunnels.expediteHandshake`): an unanswered
 /// initiation goes again as soon as a path to the peer opens, not at the

@@ -1,6 +1,13 @@
 import XCTest
 import Reactor
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// The pieces of sessions split across reactors that the simulations do not
 /// show on their own (NetSim with WS_SIM_OWNERS runs everything else split).
@@ -41,7 +48,7 @@ final class SessionShardTests: XCTestCase {
     /// A keypair both reactors seal under never gives one counter twice,
     /// however the two interleave (two threads, one atomic).
     func testSharedSendCounterNeverRepeats() {
-        let c = SharedSendCounter()
+        let c = AtomicSendCounter()
         let n = 100_000
         let a = UnsafeMutablePointer<UInt64>.allocate(capacity: n), b = UnsafeMutablePointer<UInt64>.allocate(capacity: n)
         defer { a.deallocate(); b.deallocate() }

@@ -1,5 +1,12 @@
 import XCTest
-@testable import Node
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+@testable import Config
+@testable import Control
+@testable import Engine
+import Reactor
 
 /// A deterministic network of `Tunnels` on a virtual clock (quinn-proto's
 /// `tests/util.rs` pattern): datagrams carry a delivery time, `step()` jumps to

@@ -16,6 +16,10 @@
 // members only, in place, never with more bytes than the probe, within a
 // per-source-address budget.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     // MARK: Probing anchors
 

@@ -4,6 +4,10 @@
 // tests may override" group of STYLE 6; there are no protocol-fixed values
 // here: both ends of a path never need to agree on any of these).
 
+import Support
+import Wire
+import Crypto
+
 public struct ConnectivityTimings: Sendable, Equatable {
     // MARK: Anchors
 

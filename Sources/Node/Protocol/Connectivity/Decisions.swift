@@ -4,6 +4,10 @@
 
 // MARK: - NAT classification
 
+import Support
+import Wire
+import Crypto
+
 /// RFC 4787 mapping behaviour as seen from outside (DESIGN §8 `node.nat.mapping`).
 /// Also `node.nat.mapping` in `wsctl status --json` (its raw values are that contract).
 public enum NATMapping: String, Codable, Sendable, CaseIterable {

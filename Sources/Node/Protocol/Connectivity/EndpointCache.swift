@@ -18,6 +18,9 @@
 // direct endpoints that authenticated are cached (a relay is not an endpoint
 // of the member). Unknown keys are ignored; a member not in the config, a
 // malformed key or endpoint is skipped, so an old cache never stops a start.
+import Support
+import Wire
+import Crypto
 import Foundation
 
 public struct EndpointCache: Equatable, Sendable {

@@ -19,6 +19,10 @@
 // held list is small and bounded: each member's requests are already limited
 // by its rendezvous budget (2/s, burst 5) before they are held.
 
+import Support
+import Wire
+import Crypto
+
 /// A rendezvous request an anchor could not serve yet.
 struct HeldIntroduction: Sendable {
     let requester: PeerID

@@ -3,6 +3,10 @@
 // same as the JSON's: `PathKind.rawValue`, `EndpointSource.name`,
 // `NATMapping.rawValue`).
 
+import Support
+import Wire
+import Crypto
+
 public struct NodeStatus: Sendable, Equatable {
     public struct Path: Sendable, Equatable {
         public var kind: PathKind

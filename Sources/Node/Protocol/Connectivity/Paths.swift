@@ -22,6 +22,10 @@
 // an RTT for scoring. No port prediction, no port sweeping (seed 1.5): only
 // the candidates members announce and anchors observe are tried.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     /// Gives a member with no active path one: relay through an anchor
     /// (and start looking for a direct path), or its static/cached endpoint.

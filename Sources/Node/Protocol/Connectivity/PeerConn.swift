@@ -13,6 +13,10 @@
 // PATH_PING went (so both NATs let that 5-tuple through in both directions);
 // it is *heard* when any authenticated packet arrived over it.
 
+import Support
+import Wire
+import Crypto
+
 /// One way of reaching a member.
 struct PathState: Sendable {
     var kind: PathKind

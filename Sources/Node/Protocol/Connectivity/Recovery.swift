@@ -17,6 +17,10 @@
 // endpoint in the config) is needed. It keeps trying every 60 s.
 // Anchors do not enter recovery: they are the fixed points others find.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     mutating func evaluateConnectivity(now: Instant) {
         // Without anchors there is nothing to recover to: the node works like

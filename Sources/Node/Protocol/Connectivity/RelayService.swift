@@ -16,6 +16,10 @@
 // sends each side the other's key and candidates, its own observation of
 // that member first (the endpoint it actually hears the member from).
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     mutating func receiveRelay(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                now: Instant, underLoad: Bool) -> NodeInbound {

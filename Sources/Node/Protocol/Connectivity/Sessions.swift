@@ -14,6 +14,10 @@
 //     roam: they validate paths, and a validated path wins by preference
 //     (`prefers`), not by arriving last.
 
+import Support
+import Wire
+import Crypto
+
 extension NodeCore {
     /// A session datagram (types 1...4), direct or the inner part of a RELAY.
     mutating func receiveSession(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,

@@ -1,3 +1,5 @@
+import Support
+
 /// An IP prefix, "10.77.0.0/24" or "fd00:77::/64".
 ///
 /// Cryptokey routing asks "which peer owns this destination?" for every packet
@@ -79,7 +81,7 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(addressText)/\(prefixLength)" }
 
     /// Parses with a reason on failure, for configuration messages.
-    static func parse(_ text: String) -> Result<CIDR, CIDRParseError> {
+    package static func parse(_ text: String) -> Result<CIDR, CIDRParseError> {
         guard let slash = text.lastIndex(of: "/") else { return .failure(.noPrefixLength) }
         let host = String(text[..<slash])
         let digits = text[text.index(after: slash)...]
@@ -123,12 +125,12 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// Why a CIDR did not parse; the text goes into a config error after the value.
-enum CIDRParseError: Error, Equatable, CustomStringConvertible {
+package enum CIDRParseError: Error, Equatable, CustomStringConvertible {
     case noPrefixLength
     case badAddress(String)
     case badPrefixLength(String, Endpoint.Family)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .noPrefixLength:
             return "missing /prefix-length (write 10.77.0.10/32 or fd00::10/128 for a single address)"
