@@ -1,5 +1,5 @@
 import ArgumentParser
-import CReactor
+import Reactor
 import Foundation
 import Control
 import Crypto
@@ -36,7 +36,7 @@ enum ControlClient {
     }
 
     static func request(_ req: ControlRequest, socket path: String) throws -> ControlResponse {
-        let fd = CReactor_unix_connect(path)
+        let fd = UnixStream.connect(path: path)
         guard fd >= 0 else {
             throw Failure(description: "cannot reach the daemon at \(path): \(String(cString: strerror(-fd))) (is whalescaled running? try --socket)")
         }

@@ -8,7 +8,6 @@ import Crypto
 import Protocol
 import Config
 import Control
-import CReactor
 import Foundation
 import Reactor
 
@@ -40,7 +39,7 @@ final class ControlServer {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o755])
         }
-        fd = try syscallValue("listen(control socket)") { CReactor_unix_listen(path, 0o600) }
+        fd = try UnixStream.listen(path: path, mode: 0o600)
         registration = try reactor.register(fd: fd, events: .readable) { [unowned self] _ in self.accept() }
     }
 
@@ -48,16 +47,16 @@ final class ControlServer {
         for (_, c) in clients { drop(c) }
         if let r = registration { reactor.deregister(r) }
         registration = nil
-        _ = CReactor_close(fd)
+        FileDescriptor.close(fd)
         unlink(path)
     }
 
     private func accept() {
         while true {
-            let c = CReactor_accept(fd)
+            let c = UnixStream.accept(fd)
             if c < 0 { return }  // EAGAIN, or a failed accept: nothing to do until the next event
             if clients.count >= Self.maxClients {
-                _ = CReactor_close(c)
+                FileDescriptor.close(c)
                 continue
             }
             let client = Client(fd: c)
@@ -83,7 +82,7 @@ final class ControlServer {
         }
         var buf = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = buf.withUnsafeMutableBytes { CReactor_read(c.fd, $0.baseAddress, 4096) }
+            let n = buf.withUnsafeMutableBytes { FileDescriptor.read(c.fd, into: UnsafeMutableRawBufferPointer(rebasing: $0.prefix(4096))) }
             if n == -EAGAIN_ { return }
             let outcome: ControlLineReader.Outcome
             if n <= 0 {
@@ -116,7 +115,7 @@ final class ControlServer {
 
     private func writePending(_ c: Client) {
         while !c.pending.isEmpty {
-            let n = c.pending.withUnsafeBytes { CReactor_write(c.fd, $0.baseAddress, $0.count) }
+            let n = c.pending.withUnsafeBytes { FileDescriptor.write(c.fd, $0) }
             if n == -EAGAIN_ {
                 if let r = c.registration { try? reactor.modify(r, events: .writable) }
                 return
@@ -131,7 +130,7 @@ final class ControlServer {
         guard clients.removeValue(forKey: c.fd) != nil else { return }
         if let r = c.registration { reactor.deregister(r) }
         if let t = c.timer { reactor.cancelTimer(t) }
-        _ = CReactor_close(c.fd)
+        FileDescriptor.close(c.fd)
     }
 }
 

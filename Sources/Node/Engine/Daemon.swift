@@ -25,7 +25,6 @@ import Protocol
 import Config
 import Control
 import Atomics
-import CReactor
 import Foundation
 import Logging
 import Reactor
@@ -62,7 +61,7 @@ public final class Daemon: @unchecked Sendable {
     var loadMeter = HandshakeLoadMeter()
     private let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
-    let out: UnsafeMutablePointer<CReactor_dgram>
+    let out: UnsafeMutablePointer<DatagramView>
     static let batch = 64
     /// A scratch buffer for control messages from pollTransmit (not the data path).
     private let scratch: UnsafeMutableRawPointer
@@ -104,7 +103,7 @@ public final class Daemon: @unchecked Sendable {
         core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
         mtu = Self.defaultMTU
         out = .allocate(capacity: Self.batch)
-        out.initialize(repeating: CReactor_dgram(), count: Self.batch)
+        out.initialize(repeating: DatagramView(), count: Self.batch)
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
         for i in 0..<n {
             let r = try Reactor()
@@ -166,7 +165,7 @@ public final class Daemon: @unchecked Sendable {
             let name = "wsreactor-\(lane.id)"
             let t = Thread { [finished] in
                 // The kernel's name (top -H, /proc/PID/task/*/comm); Thread.name does not reach it.
-                _ = CReactor_set_thread_name(name)
+                setThreadName(name)
                 while !lane.stopFlag.load(ordering: .acquiring) { lane.reactor.runOnce(timeoutMs: -1) }
                 finished.signal()
             }
@@ -187,11 +186,10 @@ public final class Daemon: @unchecked Sendable {
 
     func start() throws {
         // Signals first, so a SIGTERM during start-up is not lost.
-        var sigs: [Int32] = [SIGTERM, SIGINT]
-        signalFD = try syscallValue("signalfd") { CReactor_signalfd(&sigs, 2) }
+        signalFD = try SignalSource.open([SIGTERM, SIGINT])
         let sfd = signalFD
         signals = try reactor.register(fd: sfd, events: .readable) { [unowned self] _ in
-            let s = CReactor_signalfd_read(sfd)
+            let s = SignalSource.read(sfd)
             if s > 0 {
                 self.logger.info("signal \(s): shutting down")
                 self.reactor.stop()
@@ -232,15 +230,13 @@ public final class Daemon: @unchecked Sendable {
             // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
             var options = Self.udpOptions
             options.reusePort = wanted > 1
-            var any6 = CReactor_endpoint()
-            _ = CReactor_endpoint_parse("::", port, &any6)
+            let any6 = SocketAddress.any(v6: true, port: port)
             var opened: (fd: Int32, notes: [String])
             do {
                 opened = try UDPSocket.open(bind: any6, options: options)
             } catch {
                 if lane.id == 0 { logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only") }
-                var any4 = CReactor_endpoint()
-                _ = CReactor_endpoint_parse("0.0.0.0", port, &any4)
+                let any4 = SocketAddress.any(v6: false, port: port)
                 opened = try UDPSocket.open(bind: any4, options: options)
             }
             if lane.id == 0 {
@@ -249,7 +245,7 @@ public final class Daemon: @unchecked Sendable {
             }
             // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
             // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
-            let gro = CReactor_get_udp_gro(opened.fd) == 1
+            let gro = UDPSocket.groEnabled(opened.fd)
             lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
                                           bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
             lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
@@ -349,7 +345,7 @@ public final class Daemon: @unchecked Sendable {
             lane.udp?.close()
         }
         if let s = signals { reactor.deregister(s) }
-        if signalFD >= 0 { _ = CReactor_close(signalFD) }
+        if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
     }
 
@@ -377,10 +373,10 @@ public final class Daemon: @unchecked Sendable {
             guard t.bytes.count <= Self.scratchSize else { continue }
             let dst = scratch + used
             t.bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            out[n] = CReactor_dgram()
+            out[n] = DatagramView()
             out[n].data = dst.assumingMemoryBound(to: UInt8.self)
             out[n].len = UInt32(t.bytes.count)
-            out[n].peer = t.to.creactor
+            out[n].peer = t.to.socketAddress
             n += 1
             used += (t.bytes.count + 15) & ~15
         }
@@ -398,7 +394,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Counts the datagrams of views the socket did not take (a GSO run counts each of its datagrams).
-    func countUnsent(_ views: UnsafeMutablePointer<CReactor_dgram>, _ range: Range<Int>) {
+    func countUnsent(_ views: UnsafeMutablePointer<DatagramView>, _ range: Range<Int>) {
         var lost: UInt64 = 0
         for v in range {
             let seg = Int(views[v].segment)
@@ -530,18 +526,18 @@ final class TunSide: TunHandler {
 }
 
 extension Endpoint {
-    init(_ c: CReactor_endpoint) {
+    init(_ c: SocketAddress) {
         var a = IPAddressBytes()
         withUnsafeBytes(of: c.addr) { raw in
             a.hi = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
             a.lo = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         }
-        self.init(family: c.family == 10 ? .v6 : .v4, address: a, port: c.port, scopeID: c.scope_id)
+        self.init(family: c.isV6 ? .v6 : .v4, address: a, port: c.port, scopeID: c.scope_id)
     }
 
-    var creactor: CReactor_endpoint {
-        var c = CReactor_endpoint()
-        c.family = family == .v6 ? 10 : 2
+    var socketAddress: SocketAddress {
+        var c = SocketAddress()
+        c.family = family == .v6 ? SocketAddress.inet6 : SocketAddress.inet
         c.port = port
         c.scope_id = scopeID
         withUnsafeMutableBytes(of: &c.addr) { raw in

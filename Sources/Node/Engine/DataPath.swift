@@ -31,7 +31,6 @@ import Crypto
 import Protocol
 import Config
 import Control
-import CReactor
 import Reactor
 
 private let EINVAL_: Int32 = 22
@@ -46,14 +45,14 @@ extension DropReason {
 /// The data path's own memory, allocated once per daemon.
 final class DataPathBuffers {
     /// Views for one outgoing batch (sealed packets in the TUN slab, GSO runs in the arena).
-    let out: UnsafeMutablePointer<CReactor_dgram>
+    let out: UnsafeMutablePointer<DatagramView>
     let outCapacity: Int
     /// Where TSO segments are cut and sealed: slots of (DATA header, segment, tag).
     let arena: UnsafeMutableRawPointer
     let arenaSize: Int
     let coalescer: GSOCoalescer
     /// One TUN write: vnet header, head packet, payload pieces.
-    let iov: UnsafeMutablePointer<CReactor_iovec>
+    let iov: UnsafeMutablePointer<IOVector>
     let iovCapacity: Int
     let vnet: UnsafeMutableRawPointer
     /// Off for good once the kernel refused a GSO write (EINVAL): then every segment is written alone.
@@ -62,13 +61,13 @@ final class DataPathBuffers {
     init(outCapacity: Int = 512, arenaSize: Int = 2 << 20) {
         self.outCapacity = outCapacity
         out = .allocate(capacity: outCapacity)
-        out.initialize(repeating: CReactor_dgram(), count: outCapacity)
+        out.initialize(repeating: DatagramView(), count: outCapacity)
         self.arenaSize = arenaSize
         arena = .allocate(byteCount: arenaSize, alignment: 64)
         coalescer = GSOCoalescer(maxGroups: 2048, maxPieces: 4096)
         iovCapacity = GSOCoalescer.maxSegmentsPerPacket + 2
         iov = .allocate(capacity: iovCapacity)
-        iov.initialize(repeating: CReactor_iovec(), count: iovCapacity)
+        iov.initialize(repeating: IOVector(), count: iovCapacity)
         vnet = .allocate(byteCount: 16, alignment: 16)
     }
 
@@ -181,10 +180,10 @@ extension Lane {
             }
             let buf = UnsafeMutableRawBufferPointer(start: p - headroom, count: headroom + capacity)
             if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, now: now, forCore: forCore) {
-                st.out[outCount] = CReactor_dgram()
+                st.out[outCount] = DatagramView()
                 st.out[outCount].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
                 st.out[outCount].len = UInt32(length)
-                st.out[outCount].peer = ep.creactor
+                st.out[outCount].peer = ep.socketAddress
                 outCount += 1
             }
             return
@@ -227,11 +226,11 @@ extension Lane {
                    Int(st.out[run].len) % Int(st.out[run].segment) == 0, length <= Int(st.out[run].segment) {
                     st.out[run].len += UInt32(length)
                 } else {
-                    st.out[outCount] = CReactor_dgram()
+                    st.out[outCount] = DatagramView()
                     st.out[outCount].data = d
                     st.out[outCount].len = UInt32(length)
                     st.out[outCount].segment = UInt16(truncatingIfNeeded: length)
-                    st.out[outCount].peer = ep.creactor
+                    st.out[outCount].peer = ep.socketAddress
                     run = outCount
                     runEndpoint = ep
                     outCount += 1
@@ -293,7 +292,7 @@ extension Lane {
     }
 
     /// Counts the datagrams of views the socket did not take (a GSO run counts each of its datagrams).
-    func countUnsent(_ views: UnsafeMutablePointer<CReactor_dgram>, _ range: Range<Int>) {
+    func countUnsent(_ views: UnsafeMutablePointer<DatagramView>, _ range: Range<Int>) {
         var lost: UInt64 = 0
         for v in range {
             let seg = Int(views[v].segment)
@@ -378,11 +377,11 @@ extension Lane {
             let data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
             if forwards > 0, Daemon.extendRun(out + (forwards - 1), data: data, length: len, to: ep) { return }
             if forwards == Daemon.batch { flushForwards() }
-            out[forwards] = CReactor_dgram()
+            out[forwards] = DatagramView()
             out[forwards].data = data
             out[forwards].len = UInt32(len)
             out[forwards].segment = UInt16(truncatingIfNeeded: len)
-            out[forwards].peer = ep.creactor
+            out[forwards].peer = ep.socketAddress
             forwards += 1
         case .consumed:
             break
@@ -432,10 +431,10 @@ extension Lane {
                 return
             }
             o.header.write(to: st.vnet)
-            st.iov[0] = CReactor_iovec(base: st.vnet, len: VirtioNetHeader.size)
-            st.iov[1] = CReactor_iovec(base: o.head, len: o.headLength)
+            st.iov[0] = IOVector(base: st.vnet, len: VirtioNetHeader.size)
+            st.iov[1] = IOVector(base: o.head, len: o.headLength)
             for (j, piece) in o.pieces.enumerated() {
-                st.iov[2 + j] = CReactor_iovec(base: UnsafeMutableRawPointer(mutating: piece.base), len: piece.length)
+                st.iov[2 + j] = IOVector(base: UnsafeMutableRawPointer(mutating: piece.base), len: piece.length)
             }
             if tun.writeGather(st.iov, count: 2 + o.pieces.count) { return }
             guard tun.lastWriteErrno == EINVAL_ else {
@@ -465,7 +464,7 @@ extension Daemon {
     /// segments: the same destination, right behind it in memory, no longer
     /// than the run's segment size, and the run neither closed by a shorter
     /// datagram nor full.
-    static func extendRun(_ v: UnsafeMutablePointer<CReactor_dgram>, data: UnsafeMutablePointer<UInt8>, length: Int,
+    static func extendRun(_ v: UnsafeMutablePointer<DatagramView>, data: UnsafeMutablePointer<UInt8>, length: Int,
                            to ep: Endpoint) -> Bool {
         let seg = Int(v.pointee.segment)
         let len = Int(v.pointee.len)

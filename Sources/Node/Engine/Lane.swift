@@ -29,7 +29,6 @@ import Protocol
 import Config
 import Control
 import Atomics
-import CReactor
 import Reactor
 
 /// The fixed header in front of every record of a ring between lanes (plain values only).
@@ -71,7 +70,7 @@ final class Lane: @unchecked Sendable {
     /// The data path's buffers (DataPath.swift).
     let fast = DataPathBuffers()
     /// Views for relayed forwards and probe answers within a batch.
-    let out: UnsafeMutablePointer<CReactor_dgram>
+    let out: UnsafeMutablePointer<DatagramView>
     /// This lane's sessions when they are split across reactors (`split`);
     /// an empty shard otherwise. Not optional: unwrapping an optional struct on
     /// the packet path copied it (and retained its storage) per packet.
@@ -136,7 +135,7 @@ final class Lane: @unchecked Sendable {
         self.daemon = daemon
         self.reactor = reactor
         out = .allocate(capacity: Daemon.batch)
-        out.initialize(repeating: CReactor_dgram(), count: Daemon.batch)
+        out.initialize(repeating: DatagramView(), count: Daemon.batch)
     }
 
     deinit { out.deallocate() }

@@ -1,7 +1,7 @@
 import Support
 
 /// A UDP endpoint (IPv4 or IPv6 address and port). Same fields as the shim's
-/// `CReactor_endpoint`; the engine converts at the edge, so Wire, Crypto and
+/// `SocketAddress` (Reactor); the engine converts at the edge, so Wire, Crypto and
 /// Protocol never see a socket type.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     public enum Family: UInt8, Sendable { case v4 = 4, v6 = 6 }

@@ -1,4 +1,4 @@
-import CReactor
+import Reactor
 import Reactor
 import XCTest
 
@@ -21,12 +21,12 @@ final class RelayRunTests: XCTestCase {
 
     deinit { buffer.deallocate() }
 
-    func view(at offset: Int, length: Int, to ep: Endpoint) -> CReactor_dgram {
-        var v = CReactor_dgram()
+    func view(at offset: Int, length: Int, to ep: Endpoint) -> DatagramView {
+        var v = DatagramView()
         v.data = buffer + offset
         v.len = UInt32(length)
         v.segment = UInt16(length)
-        v.peer = ep.creactor
+        v.peer = ep.socketAddress
         return v
     }
 

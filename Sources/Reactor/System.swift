@@ -1,0 +1,88 @@
+// The kernel facilities the node needs besides the event loop, each a thin
+// Swift face over one CReactor call, so that Engine and wsctl reach the kernel
+// only through Reactor (nothing above Reactor imports CReactor).
+//
+// Types the shim defines are named here once:
+//   SocketAddress = CReactor_endpoint (family, 16 address bytes, port, scope)
+//   DatagramView  = CReactor_dgram    (one datagram of a batch: buffer, length, peer, GSO size)
+//   IOVector      = CReactor_iovec
+import CReactor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public typealias SocketAddress = CReactor_endpoint
+public typealias DatagramView = CReactor_dgram
+public typealias IOVector = CReactor_iovec
+
+extension SocketAddress {
+    /// `family` values (Linux AF_INET, AF_INET6).
+    public static let inet: UInt16 = UInt16(AF_INET)
+    public static let inet6: UInt16 = UInt16(AF_INET6)
+
+    public var isV6: Bool { family == Self.inet6 }
+
+    /// The wildcard address of a family with `port`: `[::]:port` (dual-stack
+    /// where the kernel allows) or `0.0.0.0:port`.
+    public static func any(v6: Bool, port: UInt16) -> SocketAddress {
+        var a = SocketAddress()
+        _ = CReactor_endpoint_parse(v6 ? "::" : "0.0.0.0", port, &a)
+        return a
+    }
+
+    /// A numeric IPv4 or IPv6 address and a port; nil when `ip` is not one.
+    public static func parse(_ ip: String, port: UInt16) -> SocketAddress? {
+        var a = SocketAddress()
+        return CReactor_endpoint_parse(ip, port, &a) == 0 ? a : nil
+    }
+}
+
+/// File descriptors the node opens through Reactor.
+public enum FileDescriptor {
+    /// close(2); errors (EBADF is our bug, EINTR leaves the fd closed on Linux) are ignored.
+    public static func close(_ fd: Int32) { _ = CReactor_close(fd) }
+
+    /// read(2): bytes read, 0 at end of file, or -errno.
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        Int(CReactor_read(fd, buffer.baseAddress, buffer.count))
+    }
+
+    /// write(2): bytes written or -errno.
+    public static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        Int(CReactor_write(fd, bytes.baseAddress, bytes.count))
+    }
+}
+
+/// UNIX stream sockets: the control socket (non-blocking, for the reactor) and its client.
+public enum UnixStream {
+    /// Binds and listens at `path` (an old socket file there is replaced) with
+    /// permission bits `mode`; non-blocking, close-on-exec.
+    public static func listen(path: String, mode: UInt32) throws(SyscallError) -> Int32 {
+        try syscallValue("listen(unix)") { CReactor_unix_listen(path, mode) }
+    }
+
+    /// accept4 non-blocking: the new fd, or -errno (-EAGAIN when none is waiting).
+    public static func accept(_ listener: Int32) -> Int32 { CReactor_accept(listener) }
+
+    /// A blocking connection to `path`, or -errno.
+    public static func connect(path: String) -> Int32 { CReactor_unix_connect(path) }
+}
+
+/// Termination signals as a readable fd (signalfd), so the reactor handles them like any event.
+public enum SignalSource {
+    /// Blocks `signals` in the calling thread (threads made later inherit the mask) and returns a signalfd.
+    public static func open(_ signals: [Int32]) throws(SyscallError) -> Int32 {
+        try syscallValue("signalfd") { signals.withUnsafeBufferPointer { CReactor_signalfd($0.baseAddress, Int32($0.count)) } }
+    }
+
+    /// The number of the signal read, or 0 when none was pending.
+    public static func read(_ fd: Int32) -> Int32 { CReactor_signalfd_read(fd) }
+}
+
+/// The calling thread's name as the kernel shows it (top -H, /proc/PID/task/*/comm; at most 15 bytes).
+public func setThreadName(_ name: String) { _ = CReactor_set_thread_name(name) }
+
+extension UDPSocket {
+    /// True when UDP GRO is on for `fd` (a receive may then carry a run of datagrams).
+    public static func groEnabled(_ fd: Int32) -> Bool { CReactor_get_udp_gro(fd) == 1 }
+}
