@@ -481,7 +481,7 @@ private struct ConfigParser {
             warn("peer[\(anchors[0])].anchor", "only one anchor: when it is down, roaming nodes cannot rejoin; add a second on another network")
         }
         for k in anchors where peers[k].endpoint == nil {
-            warn("peer[\(k)]", "anchor \(quoted(peers[k].name)) has no endpoint: it is reachable only once another peer reports its address")
+            warn("peer[\(k)]", "anchor \(quoted(peers[k].name)) has no endpoint: without a static endpoint it is not treated as an anchor (no relay, rendezvous or anchor probes through it)")
         }
         if !node.anchor && node.relayRateMbit != NodeConfig.defaultRelayRateMbit {
             warn("node.relay_rate_mbit", "has an effect only on an anchor (anchor = true); this node relays for no one")

@@ -25,7 +25,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var peers: [Peer]
     /// Sentences for the operator ("only one anchor is reachable").
     public var warnings: [String]
-    /// Packets dropped, by reason ("not_a_member", "replay", ...); flat so
+    /// Packets dropped, by reason (session reasons such as "authFailed", "replay"; connectivity ones such as "relay_source_not_member"; docs/status-json.md lists them); flat so
     /// a monitoring script can read any counter without knowing the others.
     public var counters: [String: UInt64]
 

@@ -153,7 +153,7 @@ final class ConfigTests: XCTestCase {
             """)
         XCTAssertEqual(one.warnings, [
             "config.toml:8: peer[0].anchor: warning: only one anchor: when it is down, roaming nodes cannot rejoin; add a second on another network",
-            "config.toml:4: peer[0]: warning: anchor \"a\" has no endpoint: it is reachable only once another peer reports its address",
+            "config.toml:4: peer[0]: warning: anchor \"a\" has no endpoint: without a static endpoint it is not treated as an anchor (no relay, rendezvous or anchor probes through it)",
         ])
     }
 
@@ -750,5 +750,13 @@ private struct TempDir {
         let p = path + "/" + name
         try Data(text.utf8).write(to: URL(fileURLWithPath: p))
         try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: p)
+    }
+}
+
+/// Config keeps its own copy of the relay budget's default (Config does not
+/// import Protocol); this holds the two equal.
+final class ConfigDefaultsTests: XCTestCase {
+    func testRelayRateDefaultIsProtocols() {
+        XCTAssertEqual(NodeConfig.defaultRelayRateMbit, ConnectivityTimings.defaultRelayRateMbit)
     }
 }
