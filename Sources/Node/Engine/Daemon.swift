@@ -54,10 +54,9 @@ public final class Daemon: @unchecked Sendable {
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What each owner was last told about routes and anchors (split only).
-    private var sentRoutes: [DataRoute?] = []
-    private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    /// What the lanes that own the sessions were told (split only).
+    private var shardSync: ShardSync
     /// Peers whose new keys an owner has not taken yet (its mailbox was full).
-    private var keysToSend = Set<PeerID>()
     var loadMeter = HandshakeLoadMeter()
     private let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
@@ -101,6 +100,7 @@ public final class Daemon: @unchecked Sendable {
         let n = config.node.reactorCount
         self.members = members
         core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
+        shardSync = ShardSync(router: LaneRouter(lanes: n, isAnchor: config.node.anchor), peers: members.count)
         mtu = Self.defaultMTU
         out = .allocate(capacity: Self.batch)
         out.initialize(repeating: DatagramView(), count: Self.batch)
@@ -112,7 +112,6 @@ public final class Daemon: @unchecked Sendable {
             lanes.append(lane)
         }
         splitSessions(across: n)
-        sentRoutes = Array(repeating: nil, count: members.count)
     }
 
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
@@ -123,9 +122,12 @@ public final class Daemon: @unchecked Sendable {
 
     /// One shard per lane when there are several lanes.
     private func splitSessions(across n: Int) {
+        let router = LaneRouter(lanes: n, isAnchor: config.node.anchor)
+        shardSync = ShardSync(router: router, peers: members.count)
         for lane in lanes {
             lane.split = n > 1
             lane.owners = n
+            lane.router = router
             lane.shard = SessionShard(index: lane.id, owners: n, members: n > 1 ? members.map(\.publicKey) : [], isAnchor: config.node.anchor)
         }
     }
@@ -304,36 +306,16 @@ public final class Daemon: @unchecked Sendable {
     /// After NodeCore ran (split only): new keys, routes and anchors to the lanes
     /// that own the peers. What a full mailbox refused is sent again next time
     /// (a lane without a peer's keys would drop its DATA).
+    /// The rules are `ShardSync`'s (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.
     private func syncShards() {
-        while let p = core.pollKeyChange() { keysToSend.insert(p) }
-        for p in keysToSend {
-            let keys = core.shardKeys(of: p)
-            if onOwner(of: p, { $0.shard.install(keys, for: p) }) { keysToSend.remove(p) }
+        shardSync.sync(&core) { k, push in
+            let lane = lanes[k]
+            if k == 0 {
+                lane.shard.apply(push)
+                return true
+            }
+            return lanes[0].mailboxTo[k]!.post { lane.shard.apply(push) }
         }
-        for i in 0..<sentRoutes.count {
-            let p = PeerID(rawValue: i)
-            let r = core.dataRoute(for: p)
-            if r != sentRoutes[i], onOwner(of: p, { $0.shard.setRoute(r, for: p) }) { sentRoutes[i] = r }
-        }
-        let anchors = core.anchorEndpointList
-        if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
-            var all = true
-            lanes[0].shard.setAnchors(anchors)
-            for lane in lanes.dropFirst() where !lanes[0].mailboxTo[lane.id]!.post({ lane.shard.setAnchors(anchors) }) { all = false }
-            if all { sentAnchors = anchors }
-        }
-    }
-
-    /// Runs `job` on the lane that owns `peer`: at once on lane 0, else through
-    /// its mailbox. False when that mailbox was full (the caller tries again later).
-    private func onOwner(of peer: PeerID, _ job: @escaping @Sendable (Lane) -> Void) -> Bool {
-        let k = SessionOwnership.owner(of: peer, owners: lanes.count)
-        let lane = lanes[k]
-        if k == 0 {
-            job(lane)
-            return true
-        }
-        return lanes[0].mailboxTo[k]!.post { job(lane) }
     }
 
     func shutdown() {

@@ -328,8 +328,9 @@ extension Lane {
     /// (once: a datagram another lane handed us is never handed on again).
     func udpDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
         guard split else { return coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver) }
-        switch shard.receive(buf, length: length, from: from, now: now) {
-        case .packet(let peer, let offset, let len):
+        // The rules are LaneRouter's (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.
+        switch router.afterShard(shard.receive(buf, length: length, from: from, now: now), handedOver: handedOver) {
+        case .deliver(let peer, let offset, let len):
             deliver(buf.baseAddress! + offset, length: len, from: peer)
         case .control(let peer, let offset, let len, let via):
             if id == 0 {
@@ -341,22 +342,18 @@ extension Lane {
                         buf.baseAddress! + offset, length: len)
             }
         case .core:
-            if id == 0 {
-                coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver)
-            } else if handedOver {
-                count("handoff_loop")
-            } else {
-                handoff(to: 0, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            switch router.toCore(at: id, handedOver: handedOver) {
+            case .core: coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver)
+            case .handTo(let k): handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            default: count("handoff_loop")
             }
-        case .elsewhere(let k):
-            if handedOver {
-                count("handoff_loop")
-            } else {
-                handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
-                count("handoff_datagrams")
-            }
-        case .consumed, .drop:
-            break  // the shard counts its drops
+        case .handTo(let k):
+            handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            count("handoff_datagrams")
+        case .loop:
+            count("handoff_loop")
+        case .done:
+            break  // consumed, or dropped and counted by the shard
         }
     }
 
@@ -389,12 +386,10 @@ extension Lane {
             count(reason.name)
         case .handoff(let k):
             // Session data, split across reactors: its owner opens it.
-            if handedOver {
-                count("handoff_loop")
-            } else if k == id, split {
-                udpDatagram(buf, length: length, from: from, now: now, handedOver: true)
-            } else if k != id {
-                handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            switch router.afterCoreHandoff(to: k, at: id, handedOver: handedOver) {
+            case .handTo(let k): handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
+            case .loop: count("handoff_loop")
+            default: if split { udpDatagram(buf, length: length, from: from, now: now, handedOver: true) }
             }
         }
     }

@@ -76,6 +76,8 @@ final class Lane: @unchecked Sendable {
     /// the packet path copied it (and retained its storage) per packet.
     var shard = SessionShard(index: 0, owners: 1, members: [], isAnchor: false)
     var split = false
+    /// The rules between lanes (Protocol/Lanes/LaneRouter.swift), shared with the simulator.
+    var router = LaneRouter(lanes: 1, isAnchor: false)
     var owners = 1
     /// Drops by reason (lane 0: also NodeCore's engine-side drops). Other lanes publish theirs to lane 0.
     var drops: [String: UInt64] = [:]

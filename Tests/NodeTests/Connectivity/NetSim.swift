@@ -81,6 +81,8 @@ final class NetSim {
         var core: NodeCore
         /// Sessions split across reactors (`owners` > 1): one shard per reactor, as the engine's lanes.
         var shards: [SessionShard] = []
+        /// What NodeCore told the shards: the engine's own `ShardSync` (Protocol/Lanes/LaneRouter.swift).
+        var sync: ShardSync?
         var local: Endpoint
         var nat: Int?
         var up = true
@@ -176,7 +178,9 @@ final class NetSim {
         }
         for (i, s) in specs.enumerated() {
             let (core, shards) = makeCore(ids[i], members, anchor: s.anchor, seed: seed &+ UInt64(i) &* 7919)
-            hosts.append(Host(name: s.name, identity: ids[i], core: core, shards: shards, local: locals[i], nat: s.nat))
+            hosts.append(Host(name: s.name, identity: ids[i], core: core, shards: shards,
+                              sync: ShardSync(router: LaneRouter(lanes: owners, isAnchor: s.anchor), peers: members.count),
+                              local: locals[i], nat: s.nat))
         }
         for i in hosts.indices {
             let local = hosts[i].local
@@ -241,30 +245,57 @@ final class NetSim {
         let now = self.now
         let result = buffer.withUnsafeMutableBytes { b -> NodeInbound in
             guard owners > 1 else { return hosts[i].core.receive(b, length: bytes.count, from: source, now: now) }
-            // As the engine: steered to a lane by the BPF rule, opened by the owner, the rest NodeCore's.
-            var k = SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(b), length: bytes.count, owners: owners,
-                                           relayInner: !hosts[i].core.isAnchor)
+            // As the engine's lanes, by the same rules (LaneRouter): steered to a lane by the BPF
+            // rule, opened by the owner, the rest NodeCore's on lane 0; handed over at most once.
+            let router = LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor)
+            var k = router.steer(UnsafeRawBufferPointer(b), length: bytes.count)
+            var handedOver = false
             var hops = 0
             while hops < 4 {
                 hops += 1
-                switch hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now) {
-                case .packet(let p, let off, let len): return .packet(p, offset: off, length: len)
+                let shardResult = hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now)
+                if case .drop(let r) = shardResult { return .drop(r) }
+                switch router.afterShard(shardResult, handedOver: handedOver) {
+                case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
                 case .control(let p, let off, let len, let via):
                     return hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
                                                        source: source, via: via, now: now)
-                case .consumed: return .consumed
-                case .drop(let r): return .drop(r)
-                case .elsewhere(let o):
+                case .done: return .consumed
+                case .loop:
+                    XCTFail("a datagram handed over was to be handed on again at \(hosts[i].name): type \(bytes.first ?? 0)")
+                    return .consumed
+                case .handTo(let o):
                     // Steering by the receiver index sends DATA to its owner: we chose every index so.
                     // (An anchor steers no RELAY by its inner index: one from another anchor is handed over.)
                     if bytes.first == MessageType.data.rawValue || !hosts[i].core.isAnchor {
                         XCTFail("DATA for reactor \(o) was steered to reactor \(k) at \(hosts[i].name)")
                     }
                     k = o
+                    handedOver = true
                 case .core:
+                    switch router.toCore(at: k, handedOver: handedOver) {
+                    case .handTo(let o):
+                        k = o
+                        handedOver = true
+                        continue
+                    case .loop:
+                        XCTFail("a datagram for NodeCore was handed over twice at \(hosts[i].name)")
+                        return .consumed
+                    default:
+                        break
+                    }
                     let r = hosts[i].core.receive(b, length: bytes.count, from: source, now: now)
                     guard case .handoff(let o) = r else { return r }
-                    k = o
+                    switch router.afterCoreHandoff(to: o, at: k, handedOver: handedOver) {
+                    case .handTo(let o):
+                        k = o
+                        handedOver = true
+                    case .loop:
+                        XCTFail("NodeCore handed over a datagram that was handed over already at \(hosts[i].name)")
+                        return .consumed
+                    default:
+                        handedOver = true  // its owner is this lane: opened here (as the daemon does)
+                    }
                 }
             }
             XCTFail("a datagram went round the lanes: type \(bytes.first ?? 0), \(bytes.count) bytes, to \(hosts[i].name) from \(source)")
@@ -310,17 +341,17 @@ final class NetSim {
         if let d = reportsDue, hosts[i].wake.map({ d < $0 }) ?? true { hosts[i].wake = d }
     }
 
-    /// New keys, routes and anchors to the owners (the engine's `syncShards`).
+    /// New keys, routes and anchors to the owners: the engine's `ShardSync`, every push delivered.
     func syncShards(_ i: Int) {
-        while let p = hosts[i].core.pollKeyChange() {
-            hosts[i].shards[SessionOwnership.owner(of: p, owners: owners)].install(hosts[i].core.shardKeys(of: p), for: p)
+        guard var sync = hosts[i].sync else { return }
+        var shards = hosts[i].shards
+        hosts[i].shards = []  // moved out, so the closure does not touch hosts[i] while its core is borrowed
+        sync.sync(&hosts[i].core) { k, push in
+            shards[k].apply(push)
+            return true
         }
-        for j in hosts.indices {
-            let p = pid(j)
-            hosts[i].shards[SessionOwnership.owner(of: p, owners: owners)].setRoute(hosts[i].core.dataRoute(for: p), for: p)
-        }
-        let anchors = hosts[i].core.anchorEndpointList
-        for k in 0..<owners { hosts[i].shards[k].setAnchors(anchors) }
+        hosts[i].shards = shards
+        hosts[i].sync = sync
     }
 
     // MARK: Control of the world
@@ -337,6 +368,7 @@ final class NetSim {
                        endpoint: hosts[$0].core.isAnchor ? hosts[$0].local : nil, isAnchor: hosts[$0].core.isAnchor)
         }
         (hosts[i].core, hosts[i].shards) = makeCore(hosts[i].identity, members, anchor: hosts[i].core.isAnchor, seed: seed)
+        hosts[i].sync = ShardSync(router: LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor), peers: members.count)
         hosts[i].up = true
         let local = hosts[i].local
         let now = self.now

@@ -1,0 +1,138 @@
+// The rules between lanes, as one sans-IO type that the daemon's lanes
+// (Engine/DataPath.swift, Engine/Daemon.swift) and the simulator
+// (Tests/NodeTests/Connectivity/NetSim.swift) both run, so the simulator
+// tests the glue the daemon runs.
+//
+//   datagram ─▶ kernel steering (BPF, `steer`) ─▶ lane k ─▶ SessionShard k
+//        .packet             ─▶ deliver to the TUN here
+//        .control            ─▶ NodeCore (lane 0; another lane hands the plaintext over)
+//        .core               ─▶ NodeCore (lane 0; another lane hands the datagram over)
+//        .elsewhere(o)       ─▶ hand the datagram to lane o, once
+//   NodeCore .handoff(o)     ─▶ hand the datagram to lane o, once
+//
+// A datagram handed over once is never handed on again (`.loop`, counted as
+// `handoff_loop`): the rules cannot send one round the lanes.
+//
+// And after NodeCore ran, `ShardSync` says what the owners must be told:
+// new keys, changed routes, a changed anchor list. What the driver could not
+// deliver (a full mailbox) is offered again next time.
+import Support
+import Wire
+
+/// Where a datagram goes next, for a lane that just ran its shard (or NodeCore) on it.
+public enum LaneStep: Equatable, Sendable {
+    /// An IP packet for the TUN, decrypted in place.
+    case deliver(PeerID, offset: Int, length: Int)
+    /// A control message (plaintext in place) for NodeCore: run it here on lane 0, else hand it to lane 0.
+    case control(PeerID, offset: Int, length: Int, via: PeerID?)
+    /// The whole datagram is NodeCore's: run it here on lane 0, else hand it to lane 0.
+    case core
+    /// Hand the whole datagram to lane `k`.
+    case handTo(Int)
+    /// It was handed over already and would be handed on again: drop and count.
+    case loop
+    /// Nothing more to do (consumed, or dropped and counted by the shard).
+    case done
+}
+
+/// The rules between `lanes` lanes (see the header). N = 1 is the same rules with one lane.
+public struct LaneRouter: Sendable {
+    public let lanes: Int
+    /// An anchor forwards RELAY on lane 0 (budgets and sources are NodeCore's), so
+    /// its steering does not look inside a RELAY; a member's steers it by the inner DATA.
+    public let isAnchor: Bool
+
+    public init(lanes: Int, isAnchor: Bool) {
+        self.lanes = max(1, lanes)
+        self.isAnchor = isAnchor
+    }
+
+    /// The lane that owns `peer`'s session.
+    @inline(__always)
+    public func owner(of peer: PeerID) -> Int { SessionOwnership.owner(of: peer, owners: lanes) }
+
+    /// The lane the kernel's steering program delivers this datagram to (`CReactor/steering.c`).
+    @inline(__always)
+    public func steer(_ p: UnsafeRawBufferPointer, length: Int) -> Int {
+        SessionOwnership.owner(ofDatagram: p, length: length, owners: lanes, relayInner: !isAnchor)
+    }
+
+    /// What lane `lane` does after its shard answered `result`.
+    public func afterShard(_ result: ShardInbound, handedOver: Bool) -> LaneStep {
+        switch result {
+        case .packet(let peer, let offset, let length): return .deliver(peer, offset: offset, length: length)
+        case .control(let peer, let offset, let length, let via): return .control(peer, offset: offset, length: length, via: via)
+        case .core: return .core
+        case .elsewhere(let k): return handedOver ? .loop : .handTo(k)
+        case .consumed, .drop: return .done
+        }
+    }
+
+    /// What lane `lane` does when NodeCore answered `.handoff(k)` (session data another lane owns).
+    public func afterCoreHandoff(to k: Int, at lane: Int, handedOver: Bool) -> LaneStep {
+        if handedOver { return .loop }
+        return k == lane ? .done : .handTo(k)
+    }
+
+    /// Whether lane `lane` may hand a datagram to lane 0 for NodeCore (false: it was handed over already).
+    public func toCore(at lane: Int, handedOver: Bool) -> LaneStep {
+        if lane == 0 { return .core }
+        return handedOver ? .loop : .handTo(0)
+    }
+}
+
+/// What the control plane (NodeCore, lane 0) must push to the lanes that own the
+/// sessions, computed as a difference from what was delivered before.
+package struct ShardSync: Sendable {
+    /// One thing for one lane to apply.
+    package enum Push: Sendable {
+        case keys(PeerID, ShardKeys)
+        case route(PeerID, DataRoute?)
+        case anchors([(endpoint: Endpoint, peer: PeerID)])
+    }
+
+    package let router: LaneRouter
+    private var keysToSend = Set<PeerID>()
+    private var sentRoutes: [DataRoute?]
+    private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    private var anchorsSentTo: [Bool]
+
+    package init(router: LaneRouter, peers: Int) {
+        self.router = router
+        sentRoutes = Array(repeating: nil, count: peers)
+        anchorsSentTo = Array(repeating: true, count: router.lanes)
+    }
+
+    /// Runs every push NodeCore's state calls for; `apply(lane, push)` returns false
+    /// when it could not deliver (offered again on the next call).
+    package mutating func sync(_ core: inout NodeCore, _ apply: (Int, Push) -> Bool) {
+        while let p = core.pollKeyChange() { keysToSend.insert(p) }
+        for p in keysToSend where apply(router.owner(of: p), .keys(p, core.shardKeys(of: p))) {
+            keysToSend.remove(p)
+        }
+        for i in sentRoutes.indices {
+            let p = PeerID(rawValue: i)
+            let r = core.dataRoute(for: p)
+            if r != sentRoutes[i], apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
+        }
+        let anchors = core.anchorEndpointList
+        if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
+            sentAnchors = anchors
+            anchorsSentTo = Array(repeating: false, count: router.lanes)
+        }
+        for k in anchorsSentTo.indices where !anchorsSentTo[k] {
+            anchorsSentTo[k] = apply(k, .anchors(anchors))
+        }
+    }
+}
+
+extension SessionShard {
+    /// Applies one push from `ShardSync` (on the lane that owns this shard).
+    package mutating func apply(_ push: ShardSync.Push) {
+        switch push {
+        case .keys(let p, let keys): install(keys, for: p)
+        case .route(let p, let r): setRoute(r, for: p)
+        case .anchors(let list): setAnchors(list)
+        }
+    }
+}

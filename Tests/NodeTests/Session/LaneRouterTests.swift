@@ -1,0 +1,44 @@
+import XCTest
+@testable import Support
+@testable import Wire
+@testable import Crypto
+@testable import Protocol
+
+/// The rules between lanes that the daemon and NetSim both run.
+final class LaneRouterTests: XCTestCase {
+    func testAHandedOverDatagramIsNeverHandedOnAgain() {
+        let r = LaneRouter(lanes: 3, isAnchor: false)
+        XCTAssertEqual(r.afterShard(.elsewhere(2), handedOver: false), .handTo(2))
+        XCTAssertEqual(r.afterShard(.elsewhere(2), handedOver: true), .loop)
+        XCTAssertEqual(r.toCore(at: 1, handedOver: false), .handTo(0))
+        XCTAssertEqual(r.toCore(at: 1, handedOver: true), .loop)
+        XCTAssertEqual(r.toCore(at: 0, handedOver: true), .core)
+        XCTAssertEqual(r.afterCoreHandoff(to: 2, at: 0, handedOver: false), .handTo(2))
+        XCTAssertEqual(r.afterCoreHandoff(to: 2, at: 0, handedOver: true), .loop)
+        XCTAssertEqual(r.afterCoreHandoff(to: 0, at: 0, handedOver: false), .done)
+        let p = PeerID(rawValue: 4)
+        XCTAssertEqual(r.afterShard(.packet(p, offset: 16, length: 100), handedOver: true), .deliver(p, offset: 16, length: 100))
+        XCTAssertEqual(r.afterShard(.drop(.relayNotAnchor), handedOver: false), .done)
+    }
+
+    func testOneLaneIsTheSameRulesWithOneLane() {
+        let r = LaneRouter(lanes: 1, isAnchor: true)
+        var d = [UInt8](repeating: 0, count: 48)
+        d[0] = MessageType.data.rawValue
+        d[4] = 0xFF
+        XCTAssertEqual(d.withUnsafeBytes { r.steer($0, length: d.count) }, 0)
+        XCTAssertEqual(r.owner(of: PeerID(rawValue: 7)), 0)
+    }
+
+    /// Steering is the kernel's BPF rule: DATA by its receiver index; a RELAY by its inner
+    /// DATA on a member only (an anchor forwards RELAY on lane 0).
+    func testSteeringIsByReceiverIndexAndAnchorsKeepRelayOnLaneZero() {
+        var relay = [UInt8](repeating: 0, count: 60)
+        relay[0] = MessageType.relay.rawValue
+        relay[12] = MessageType.data.rawValue
+        relay[16] = 5
+        let member = LaneRouter(lanes: 3, isAnchor: false), anchor = LaneRouter(lanes: 3, isAnchor: true)
+        XCTAssertEqual(relay.withUnsafeBytes { member.steer($0, length: relay.count) }, 2)
+        XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 0)
+    }
+}
