@@ -14,6 +14,14 @@
 // socket and the signals, and tells the other lanes their peers' keys and
 // routes. With one reactor, lane 0 hands every packet to NodeCore.
 //
+// The engine by job, one file each:
+//   Daemon.swift          lifecycle: configure, open the lanes, run, stop, clean up
+//   Lane.swift            one reactor's lane: rings and mailboxes between lanes
+//   DataPath.swift        a lane's packet path (TUN ⇄ seal/open ⇄ UDP), routed by LaneRouter
+//   CoreDriver.swift      lane 0 driving NodeCore: drain order, shard sync, the one timer, events
+//   StatusAssembly.swift  the status object for the control socket
+//   IOAdapters.swift, ControlServer.swift, StateStore.swift, Interface.swift: one adapter per I/O source
+//
 // It owns the state machines, feeds them reactor events and the clock
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
 // timestamps), and drains their outputs into the reactors. Every drop is
@@ -38,33 +46,33 @@ public final class Daemon: @unchecked Sendable {
     /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO. Lane 0 only.
     var core: NodeCore
     let routes: CryptokeyRoutes
-    private let members: [MemberSpec]
+    let members: [MemberSpec]
     /// One per reactor, one reactor per core (Lane.swift); lane 0 runs on the daemon's thread.
     private(set) var lanes: [Lane] = []
     var udp: DatagramSocket! { lanes[0].udp }
     var tun: TunDevice! { lanes[0].tun }
-    private var threads: [Thread] = []
-    private let finished = DispatchSemaphore(value: 0)
-    private var control: ControlServer?
-    private var signals: Registration?
-    private var signalFD: Int32 = -1
-    private var stateStore: StateStore?
-    private var tunnelTimer: TimerID?
-    private var tunnelDeadline: Instant?
+    var threads: [Thread] = []
+    let finished = DispatchSemaphore(value: 0)
+    var control: ControlServer?
+    var signals: Registration?
+    var signalFD: Int32 = -1
+    var stateStore: StateStore?
+    var tunnelTimer: TimerID?
+    var tunnelDeadline: Instant?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What each owner was last told about routes and anchors (split only).
     /// What the lanes that own the sessions were told (split only).
-    private var shardSync: ShardSync
+    var shardSync: ShardSync
     /// Peers whose new keys an owner has not taken yet (its mailbox was full).
     var loadMeter = HandshakeLoadMeter()
-    private let started = Daemon.now()
+    let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
     let out: UnsafeMutablePointer<DatagramView>
     static let batch = 64
     /// A scratch buffer for control messages from pollTransmit (not the data path).
-    private let scratch: UnsafeMutableRawPointer
-    private static let scratchSize = 65536
+    let scratch: UnsafeMutableRawPointer
+    static let scratchSize = 65536
     public let mtu: Int
 
     /// Room for our DATA header in front of every packet (and then some, for later framing).
@@ -303,21 +311,6 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// After NodeCore ran (split only): new keys, routes and anchors to the lanes
-    /// that own the peers. What a full mailbox refused is sent again next time
-    /// (a lane without a peer's keys would drop its DATA).
-    /// The rules are `ShardSync`'s (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.
-    private func syncShards() {
-        shardSync.sync(&core) { k, push in
-            let lane = lanes[k]
-            if k == 0 {
-                lane.shard.apply(push)
-                return true
-            }
-            return lanes[0].mailboxTo[k]!.post { lane.shard.apply(push) }
-        }
-    }
-
     func shutdown() {
         stateStore?.save(core.endpointCacheBytes())
         control?.close()
@@ -339,154 +332,14 @@ public final class Daemon: @unchecked Sendable {
         return HandshakeTimestamp(unixSeconds: UInt64(ts.tv_sec), nanoseconds: UInt32(ts.tv_nsec))
     }
 
-    // MARK: Outputs and timers
-
-    /// Drains the state machines' outputs: transmits, events, and the next deadline.
-    func service(now: Instant) {
-        var n = 0
-        var used = 0
-        while let t = core.pollTransmit() {
-            if logger.logLevel <= .trace { logger.trace("transmit \(t.bytes.count) bytes type \(t.bytes.first ?? 0) to \(t.to)") }
-            if t.bytes.count > Self.scratchSize - used || n == Self.batch {
-                flush(n)
-                n = 0
-                used = 0
-            }
-            guard t.bytes.count <= Self.scratchSize else { continue }
-            let dst = scratch + used
-            t.bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            out[n] = DatagramView()
-            out[n].data = dst.assumingMemoryBound(to: UInt8.self)
-            out[n].len = UInt32(t.bytes.count)
-            out[n].peer = t.to.socketAddress
-            n += 1
-            used += (t.bytes.count + 15) & ~15
-        }
-        flush(n)
-        // Split: the owners learn new keys and paths before the next batch.
-        if lanes.count > 1 { syncShards() }
-        while let e = core.pollEvent() { log(e) }
-        armTimer()
-    }
-
-    func flush(_ n: Int) {
-        guard n > 0 else { return }
-        let sent = udp.send(DatagramBatch(base: out, count: n))
-        if sent < n { countUnsent(out, sent..<n) }
-    }
-
-    /// Counts the datagrams of views the socket did not take (a GSO run counts each of its datagrams).
-    func countUnsent(_ views: UnsafeMutablePointer<DatagramView>, _ range: Range<Int>) {
-        var lost: UInt64 = 0
-        for v in range {
-            let seg = Int(views[v].segment)
-            lost += seg > 0 ? UInt64((Int(views[v].len) + seg - 1) / seg) : 1
-        }
-        lanes[0].drops["udp_send_full", default: 0] &+= lost
-    }
-
-    /// Arms the one reactor timer for the state machines' next deadline. A
-    /// timer already armed for an earlier moment is kept: it fires early, finds
-    /// nothing due, and arms the next one then. So while traffic moves the
-    /// deadlines later with every batch, nothing is re-armed (and nothing allocated).
-    private func armTimer() {
-        guard let (deadline, _) = core.pollTimeout() else {
-            if let t = tunnelTimer { reactor.cancelTimer(t) }
-            tunnelTimer = nil
-            tunnelDeadline = nil
-            return
-        }
-        if let armed = tunnelDeadline, armed <= deadline { return }
-        if let t = tunnelTimer { reactor.cancelTimer(t) }
-        tunnelDeadline = deadline
-        tunnelTimer = reactor.addTimer(at: deadline.ns, tunnelTimerFired)
-    }
-
     /// The timer's action, made once (a closure per arming would allocate its context each time).
-    private lazy var tunnelTimerFired: () -> Void = { [unowned self] in
+    lazy var tunnelTimerFired: () -> Void = { [unowned self] in
         self.tunnelTimer = nil
         self.tunnelDeadline = nil
         let now = Self.now()
         self.core.handleTimeout(now: now, wallClock: Self.wallClock())
         self.service(now: now)
     }
-
-    private func log(_ e: NodeEvent) {
-        switch e {
-        case .session(.established(let p)): logger.info("\(peerName(p)): session established")
-        case .session(.rekeyed(let p)): logger.debug("\(peerName(p)): rekeyed")
-        case .session(.endpointChanged(let p, let ep)): logger.info("\(peerName(p)): endpoint now \(ep)")
-        case .session(.handshakeFailed(let p)): logger.notice("\(peerName(p)): no handshake answer; queued packets dropped")
-        case .session(.expired(let p)): logger.notice("\(peerName(p)): keys expired")
-        case .pathChanged(let p, let kind, let remote, let via):
-            logger.info("\(peerName(p)): path \(kind.rawValue) \(remote)\(via.map { " via " + peerName($0) } ?? "")")
-        case .anchorReachable(let a): logger.info("anchor \(peerName(a)) reachable")
-        case .anchorUnreachable(let a): logger.notice("anchor \(peerName(a)) unreachable")
-        case .onlyOneAnchorReachable(let a):
-            logger.warning("only one anchor is reachable\(a.map { " (" + peerName($0) + ")" } ?? ""): add or restore an anchor on another network")
-        case .noAnchorReachable: logger.warning("no anchor is reachable")
-        case .observedEndpointChanged(let a, let old, let new):
-            logger.notice("our public endpoint changed: \(old) -> \(new) (seen by \(peerName(a)))")
-        case .natMappingChanged(let m): logger.info("NAT mapping: \(m.rawValue)")
-        case .recoveryStarted: logger.warning("every path lost: recovery mode (anchors first, then cached endpoints, backoff up to 60 s)")
-        case .recovered: logger.info("recovered")
-        case .partitioned:
-            logger.error("partitioned: every anchor and cached endpoint failed; this node needs a manual re-bootstrap (a reachable anchor endpoint in the config)")
-        case .endpointCacheChanged: stateStore?.save(core.endpointCacheBytes())
-        }
-    }
-
-    /// The status object (`wsctl status`), built on the reactor's thread.
-    func status() -> StatusReport {
-        let now = Self.now()
-        let st = core.status(now: now)
-        func path(_ p: NodeStatus.Path) -> StatusReport.Path {
-            StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
-                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
-        }
-        var peers: [StatusReport.Peer] = []
-        for p in st.peers {
-            let state: StatusReport.PeerState
-            switch p.session?.state {
-            case .established?, .rekeying?: state = .up
-            case .handshaking?, .awaitingConfirmation?: state = .handshaking
-            default: state = .idle
-            }
-            let active = p.paths.first { $0.active }
-            let cfg = config.peers[p.id.rawValue]
-            peers.append(StatusReport.Peer(
-                name: p.name, publicKey: cfg.publicKey, address: cfg.addresses.map(\.description), state: state,
-                endpoint: active.map { "\($0.remote)" },
-                lastHandshakeSecondsAgo: p.session?.lastHandshake.map { UInt64((now - $0).seconds) },
-                rxBytes: p.session?.counters.rxBytes ?? 0, txBytes: p.session?.counters.txBytes ?? 0,
-                paths: p.paths.map(path)))
-        }
-        let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
-        var warnings = st.warnings
-        if st.partitioned && !warnings.contains(where: { $0.contains("partition") }) {
-            warnings.append("partitioned: every anchor and cached endpoint failed; a manual re-bootstrap is needed")
-        }
-        var counters = lanes[0].drops
-        for (k, v) in st.counters { counters[k, default: 0] &+= v }
-        // Packets written to the TUN device inside a GSO super-packet instead of alone.
-        counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
-        counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
-        if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
-        for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
-        let local = udp.map { Endpoint($0.localEndpoint) }
-        return StatusReport(
-            node: StatusReport.Node(
-                publicKey: identity.publicKey.base64, interface: config.node.interface,
-                address: config.node.address.description, addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
-                anchor: config.node.anchor, reactors: lanes.count,
-                endpoints: st.endpoints.map {
-                    StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
-                },
-                nat: StatusReport.NAT(mapping: st.nat.mapping)),
-            anchors: anchors, peers: peers, warnings: warnings, counters: counters)
-    }
-
-    func peerName(_ p: PeerID) -> String { config.peers[p.rawValue].name }
 }
 
 struct DaemonError: Error, CustomStringConvertible {
@@ -495,18 +348,6 @@ struct DaemonError: Error, CustomStringConvertible {
 }
 
 /// Adapters between reactor callbacks and the daemon (they hold it unowned: the daemon outlives its sockets).
-final class UDPSide: DatagramHandler {
-    unowned let lane: Lane
-    init(_ lane: Lane) { self.lane = lane }
-    func received(_ batch: DatagramBatch, on socket: DatagramSocket) { lane.udpReceived(batch) }
-}
-
-final class TunSide: TunHandler {
-    unowned let lane: Lane
-    init(_ lane: Lane) { self.lane = lane }
-    func tunRead(_ batch: TunBatch, device: TunDevice) { lane.tunRead(batch) }
-}
-
 extension Endpoint {
     init(_ c: SocketAddress) {
         var a = IPAddressBytes()

@@ -1,0 +1,64 @@
+// The status object (`wsctl status`, docs/status-json.md): the config, NodeCore's
+// status and the lanes' counters assembled into one `StatusReport`.
+import Support
+import Wire
+import Crypto
+import Protocol
+import Config
+import Control
+import Reactor
+import Logging
+
+extension Daemon {
+    /// The status object (`wsctl status`), built on the reactor's thread.
+    func status() -> StatusReport {
+        let now = Self.now()
+        let st = core.status(now: now)
+        func path(_ p: NodeStatus.Path) -> StatusReport.Path {
+            StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
+                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
+        }
+        var peers: [StatusReport.Peer] = []
+        for p in st.peers {
+            let state: StatusReport.PeerState
+            switch p.session?.state {
+            case .established?, .rekeying?: state = .up
+            case .handshaking?, .awaitingConfirmation?: state = .handshaking
+            default: state = .idle
+            }
+            let active = p.paths.first { $0.active }
+            let cfg = config.peers[p.id.rawValue]
+            peers.append(StatusReport.Peer(
+                name: p.name, publicKey: cfg.publicKey, address: cfg.addresses.map(\.description), state: state,
+                endpoint: active.map { "\($0.remote)" },
+                lastHandshakeSecondsAgo: p.session?.lastHandshake.map { UInt64((now - $0).seconds) },
+                rxBytes: p.session?.counters.rxBytes ?? 0, txBytes: p.session?.counters.txBytes ?? 0,
+                paths: p.paths.map(path)))
+        }
+        let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
+        var warnings = st.warnings
+        if st.partitioned && !warnings.contains(where: { $0.contains("partition") }) {
+            warnings.append("partitioned: every anchor and cached endpoint failed; a manual re-bootstrap is needed")
+        }
+        var counters = lanes[0].drops
+        for (k, v) in st.counters { counters[k, default: 0] &+= v }
+        // Packets written to the TUN device inside a GSO super-packet instead of alone.
+        counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
+        counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
+        if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
+        for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
+        let local = udp.map { Endpoint($0.localEndpoint) }
+        return StatusReport(
+            node: StatusReport.Node(
+                publicKey: identity.publicKey.base64, interface: config.node.interface,
+                address: config.node.address.description, addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
+                anchor: config.node.anchor, reactors: lanes.count,
+                endpoints: st.endpoints.map {
+                    StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
+                },
+                nat: StatusReport.NAT(mapping: st.nat.mapping)),
+            anchors: anchors, peers: peers, warnings: warnings, counters: counters)
+    }
+
+    func peerName(_ p: PeerID) -> String { config.peers[p.rawValue].name }
+}
