@@ -87,7 +87,7 @@ extension Daemon {
         case .recovered: logger.info("recovered")
         case .partitioned:
             logger.error("partitioned: every anchor and cached endpoint failed; this node needs a manual re-bootstrap (a reachable anchor endpoint in the config)")
-        case .endpointCacheChanged: stateStore?.save(core.endpointCacheBytes())
+        case .endpointCacheChanged: endpointCacheChanged(now: Self.now())
         }
     }
 
@@ -103,6 +103,23 @@ extension Daemon {
                 return true
             }
             return lanes[0].mailboxTo[k]!.post { lane.shard.apply(push) }
+        }
+    }
+
+    /// The endpoint cache changed: hand a snapshot to the writer now, or once the
+    /// schedule allows (one reactor timer, armed once per interval).
+    func endpointCacheChanged(now: Instant) {
+        guard let writer = stateWriter else { return }
+        switch saveSchedule.changed(now: now) {
+        case .writeNow:
+            writer.submit(core.endpointCacheBytes())
+        case .writeAt(let at):
+            _ = reactor.addTimer(at: at.ns) { [unowned self] in
+                self.saveSchedule.fired(now: Self.now())
+                writer.submit(self.core.endpointCacheBytes())
+            }
+        case .alreadyScheduled:
+            break
         }
     }
 }

@@ -57,6 +57,9 @@ public final class Daemon: @unchecked Sendable {
     var signals: Registration?
     var signalFD: Int32 = -1
     var stateStore: StateStore?
+    /// Writes the state file off the reactors (M5); lane 0 hands it snapshots per `saveSchedule`.
+    var stateWriter: StateWriter?
+    var saveSchedule = SaveSchedule(interval: SaveSchedule.defaultInterval)
     var tunnelTimer: TimerID?
     var tunnelDeadline: Instant?
     /// Counters the other lanes published last (lane 0's thread only).
@@ -223,6 +226,7 @@ public final class Daemon: @unchecked Sendable {
         if let bytes = stateStore?.load(), !core.loadEndpointCache(bytes) {
             logger.notice("state: endpoint cache unreadable; starting without it")
         }
+        stateWriter = stateStore.map { StateWriter(store: $0) }
         // Bring up sessions with every member that has a static endpoint (NodeCore does the anchors itself).
         for (i, p) in config.peers.enumerated() where p.endpoint != nil && !p.anchor {
             core.connect(PeerID(rawValue: i), now: now)
@@ -312,7 +316,11 @@ public final class Daemon: @unchecked Sendable {
     }
 
     func shutdown() {
-        stateStore?.save(core.endpointCacheBytes())
+        // The newest cache, written before we exit (the reactors have stopped: nothing races it).
+        if let w = stateWriter {
+            w.submit(core.endpointCacheBytes())
+            w.finish()
+        }
         control?.close()
         control = nil
         for lane in lanes.reversed() {

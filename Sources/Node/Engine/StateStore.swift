@@ -11,11 +11,16 @@ import Config
 import Control
 import Foundation
 import Logging
+import Reactor
 
-struct StateStore {
+/// The state directory and its one file. `save` is synchronous: it runs on the
+/// writer's thread (`StateWriter`), never on a reactor.
+struct StateStore: Sendable {
     let directory: String
     let logger: Logger
     var path: String { directory + "/endpoints.json" }
+    /// A cache larger than this is not ours (a few hundred members' endpoints are a few KiB): refused unread.
+    static let maxFileSize = 1 << 20
 
     init?(directory: String, logger: Logger) {
         self.directory = directory
@@ -27,32 +32,163 @@ struct StateStore {
             logger.warning("state: cannot create \(directory): \(error); endpoints will not survive a restart")
             return nil
         }
+        // A directory someone else made may be wider: the cache says where members are.
+        _ = chmod(directory, 0o700)
+        // A temporary file left by a crash between create and rename is garbage.
+        _ = unlink(path + ".tmp")
     }
 
+    /// The file's bytes, or nil (missing, too large, a symlink, unreadable).
     func load() -> [UInt8]? {
-        guard let d = FileManager.default.contents(atPath: path) else { return nil }
-        return [UInt8](d)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size <= Self.maxFileSize else {
+            logger.notice("state: \(path) is not a regular file of at most \(Self.maxFileSize) bytes; ignored")
+            return nil
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var got = 0
+        while got < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, $0.count - got) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            got += n
+        }
+        return Array(bytes[..<got])
     }
 
-    func save(_ bytes: [UInt8]) {
+    /// Atomically replaces the file: a new temporary file (never following a
+    /// symlink, mode 0600), every byte written, fsync, rename, fsync of the
+    /// directory. A crash at any point leaves the old file or the new one.
+    @discardableResult
+    func save(_ bytes: [UInt8]) -> Bool {
         let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        _ = unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             logger.warning("state: cannot write \(tmp): \(String(cString: strerror(errno)))")
-            return
+            return false
         }
-        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count && fsync(fd) == 0
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { break }
+            done += n
+        }
+        let ok = done == bytes.count && fsync(fd) == 0
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
             logger.warning("state: cannot replace \(path): \(String(cString: strerror(errno)))")
             unlink(tmp)
-            return
+            return false
         }
         let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
             fsync(dfd)
             close(dfd)
         }
+        return true
+    }
+}
+
+/// When lane 0 hands the endpoint cache to the writer: at once after a quiet
+/// spell, else at most once per `interval` (a path that flaps A, B, A, B — or an
+/// on-path attacker racing a member's packets — costs one write per interval,
+/// not one per flip). Pure: `now` is a parameter.
+struct SaveSchedule: Sendable {
+    enum Decision: Equatable { case writeNow, writeAt(Instant), alreadyScheduled }
+    let interval: Span
+    private(set) var lastWrite: Instant?
+    private(set) var scheduled: Instant?
+
+    init(interval: Span) { self.interval = interval }
+
+    /// The cache changed at `now`.
+    mutating func changed(now: Instant) -> Decision {
+        if scheduled != nil { return .alreadyScheduled }
+        if let last = lastWrite, now < last + interval {
+            scheduled = last + interval
+            return .writeAt(last + interval)
+        }
+        lastWrite = now
+        return .writeNow
+    }
+
+    /// The scheduled write was handed over at `now`.
+    mutating func fired(now: Instant) {
+        scheduled = nil
+        lastWrite = now
+    }
+
+    /// How often the cache is written at most while it keeps changing.
+    static let defaultInterval = Span.seconds(30 as UInt64)
+}
+
+/// The state file's writer thread: lane 0 hands it the newest bytes and goes on;
+/// the disk I/O (write, fsync, rename, fsync) happens here, never on a reactor.
+/// Only the newest bytes are written: a newer snapshot replaces one not yet written.
+final class StateWriter: @unchecked Sendable {
+    private let store: StateStore
+    private let lock = NSCondition()
+    private var pending: [UInt8]?
+    private var stopping = false
+    private var thread: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    /// Files written (for tests and status).
+    private(set) var writes = 0
+
+    init(store: StateStore) {
+        self.store = store
+        let t = Thread { [unowned self] in self.loop() }
+        t.name = "wsstate"
+        thread = t
+        t.start()
+    }
+
+    /// Hands `bytes` to the writer; returns at once.
+    func submit(_ bytes: [UInt8]) {
+        lock.lock()
+        pending = bytes
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// Writes what is pending, then ends the thread (at shutdown: after the reactors stopped).
+    func finish() {
+        lock.lock()
+        stopping = true
+        lock.signal()
+        lock.unlock()
+        done.wait()
+    }
+
+    private func loop() {
+        setThreadName("wsstate")
+        while true {
+            lock.lock()
+            while pending == nil && !stopping { lock.wait() }
+            let bytes = pending
+            pending = nil
+            let stop = stopping
+            lock.unlock()
+            if let bytes, store.save(bytes) {
+                lock.lock()
+                writes += 1
+                lock.unlock()
+            }
+            if stop {
+                lock.lock()
+                let more = pending
+                pending = nil
+                lock.unlock()
+                if let more { store.save(more) }
+                break
+            }
+        }
+        done.signal()
     }
 }
 

@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import XCTest
+@testable import Support
+@testable import Engine
+
+/// The endpoint cache on disk (security review M5): debounced, written off the
+/// reactor, atomic, never following a planted symlink, bounded when read.
+final class StateStoreTests: XCTestCase {
+    var dir = ""
+
+    override func setUp() {
+        dir = NSTemporaryDirectory() + "ws-state-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    func at(_ s: UInt64) -> Instant { Instant(ns: s * 1_000_000_000) }
+
+    /// A path flapping every second for a minute costs three writes, not sixty.
+    func testSaveScheduleWritesAtMostOncePerInterval() {
+        var s = SaveSchedule(interval: .seconds(30 as UInt64))
+        XCTAssertEqual(s.changed(now: at(100)), .writeNow)
+        XCTAssertEqual(s.changed(now: at(101)), .writeAt(at(130)))
+        XCTAssertEqual(s.changed(now: at(102)), .alreadyScheduled)
+        s.fired(now: at(130))
+        XCTAssertEqual(s.changed(now: at(131)), .writeAt(at(160)))
+        s.fired(now: at(160))
+        XCTAssertEqual(s.changed(now: at(500)), .writeNow, "after a quiet spell the change is written at once")
+
+        var flaps = SaveSchedule(interval: .seconds(30 as UInt64))
+        var writes = 0
+        var due: Instant?
+        for t in 0..<60 as Range<UInt64> {
+            if let d = due, d <= at(t) { flaps.fired(now: at(t)); writes += 1; due = nil }
+            switch flaps.changed(now: at(t)) {
+            case .writeNow: writes += 1
+            case .writeAt(let d): due = d
+            case .alreadyScheduled: break
+            }
+        }
+        XCTAssertLessThanOrEqual(writes, 3)
+    }
+
+    func testSaveIsAtomicPrivateAndRoundTrips() throws {
+        let store = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))
+        XCTAssertTrue(store.save(Array("{\"a\":1}".utf8)))
+        XCTAssertEqual(store.load(), Array("{\"a\":1}".utf8))
+        let attrs = try FileManager.default.attributesOfItem(atPath: store.path)
+        XCTAssertEqual((attrs[.posixPermissions] as? NSNumber)?.intValue, 0o600)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: store.path + ".tmp"))
+    }
+
+    /// A symlink planted at the temporary name is replaced, not followed.
+    func testAPlantedSymlinkIsNotFollowed() throws {
+        let store = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))
+        let victim = dir + "/victim"
+        try "precious".write(toFile: victim, atomically: false, encoding: .utf8)
+        XCTAssertEqual(symlink(victim, store.path + ".tmp"), 0)
+        XCTAssertTrue(store.save(Array("new".utf8)))
+        XCTAssertEqual(try String(contentsOfFile: victim, encoding: .utf8), "precious")
+        XCTAssertEqual(store.load(), Array("new".utf8))
+    }
+
+    func testAnOversizedOrSymlinkedCacheIsNotRead() throws {
+        let store = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))
+        let big = [UInt8](repeating: 0x20, count: StateStore.maxFileSize + 1)
+        XCTAssertTrue(store.save(big))
+        XCTAssertNil(store.load())
+        try FileManager.default.removeItem(atPath: store.path)
+        XCTAssertEqual(symlink("/etc/hostname", store.path), 0)
+        XCTAssertNil(store.load())
+    }
+
+    /// The writer thread writes the newest snapshot; `finish` flushes what is pending.
+    func testWriterWritesTheNewestSnapshotOffTheCallersThread() throws {
+        let store = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))
+        let w = StateWriter(store: store)
+        for i in 0..<100 { w.submit(Array("snapshot \(i)".utf8)) }
+        w.finish()
+        XCTAssertEqual(store.load(), Array("snapshot 99".utf8))
+        XCTAssertGreaterThanOrEqual(w.writes, 1)
+        XCTAssertLessThanOrEqual(w.writes, 100)
+    }
+}
