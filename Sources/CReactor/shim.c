@@ -457,3 +457,6 @@ int CReactor_setns_net(const char *path) {
 
 /* The calling thread's name as the kernel shows it (top -H, /proc/PID/task/TID/comm); at most 15 bytes kept. */
 int CReactor_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) < 0 ? -errno : 0; }
+
+int CReactor_set_dumpable(int on) { return prctl(PR_SET_DUMPABLE, (unsigned long)on, 0, 0, 0) < 0 ? -errno : 0; }
+int CReactor_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }

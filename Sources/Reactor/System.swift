@@ -86,3 +86,30 @@ extension UDPSocket {
     /// True when UDP GRO is on for `fd` (a receive may then carry a run of datagrams).
     public static func groEnabled(_ fd: Int32) -> Bool { CReactor_get_udp_gro(fd) == 1 }
 }
+
+extension FileDescriptor {
+    /// When `fd` is a regular file (`wsctl genkey > node.key`), makes it owner-only
+    /// (0600) before any secret is written to it. Other kinds (a pipe, a terminal) are left alone.
+    public static func restrictToOwnerIfRegularFile(_ fd: Int32) {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }
+        _ = fchmod(fd, 0o600)
+    }
+}
+
+/// The process holds the node's secret key: no core dump may carry it.
+public enum ProcessHardening {
+    /// Core dumps off (RLIMIT_CORE 0) and the process not dumpable (PR_SET_DUMPABLE 0:
+    /// no core, no ptrace attach by other users' processes, /proc/PID/mem root-only).
+    /// Returns false if the kernel refused either.
+    @discardableResult
+    public static func disableCoreDumps() -> Bool {
+        var none = rlimit(rlim_cur: 0, rlim_max: 0)
+        let a = setrlimit(__rlimit_resource_t(RLIMIT_CORE.rawValue), &none) == 0
+        let b = CReactor_set_dumpable(0) == 0
+        return a && b
+    }
+
+    /// Whether the process is dumpable now (for tests: 0 after `disableCoreDumps`).
+    public static var dumpable: Int32 { CReactor_get_dumpable() }
+}

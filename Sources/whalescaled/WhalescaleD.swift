@@ -30,6 +30,7 @@ struct WhalescaleD: ParsableCommand {
             return h
         }
         let logger = Logger(label: "whalescaled")
+        if !Daemon.hardenProcess() { logger.warning("could not turn core dumps off; a core dump would hold the secret key") }
         let cfg: Config
         do {
             cfg = try Config.load(path: config)

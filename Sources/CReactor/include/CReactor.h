@@ -78,6 +78,9 @@ int CReactor_local_endpoint(int fd, CReactor_endpoint *out);
 int CReactor_set_reuseport(int fd, int on);
 /* The calling thread's kernel name (PR_SET_NAME; 15 bytes kept). 0 or -errno. */
 int CReactor_set_thread_name(const char *name);
+/// PR_SET_DUMPABLE (0: no core dump, no ptrace attach by other users) and PR_GET_DUMPABLE (prctl is variadic: Swift cannot call it).
+int CReactor_set_dumpable(int on);
+int CReactor_get_dumpable(void);
 int CReactor_set_pktinfo(int fd, int family, int on);
 /// UDP_SEGMENT default size on the socket (GSO); 0 probes support only.
 int CReactor_set_udp_segment(int fd, int size);

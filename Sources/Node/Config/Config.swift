@@ -66,12 +66,17 @@ public struct Config: Sendable {
         guard let text = String(validating: file.bytes, as: UTF8.self) else {
             throw ConfigError(path: path, line: nil, field: "", message: "is not valid UTF-8")
         }
-        var config = try parse(text, path: path)
+        let config = try parse(text, path: path)
+        // Who may write the config decides who is a member: only its owner.
+        if file.mode & 0o022 != 0 {
+            throw ConfigError(path: path, line: nil, field: "",
+                              message: "is writable by group or others (mode \(String(file.mode, radix: 8))), who could add a member or an anchor: refused; run chmod go-w on it")
+        }
+        // A secret others can read is refused, as ssh refuses such a key.
         if case .inline = config.node.privateKey, file.mode & 0o077 != 0 {
-            let w = ConfigError(
+            throw ConfigError(
                 path: path, line: config.node.privateKeyLine, field: "node.private_key",
-                message: "a secret key in a file others can read (mode \(String(file.mode, radix: 8))); chmod 600 it or use private_key_file")
-            config.warnings.append(w.description)
+                message: "a secret key in a file others can read (mode \(String(file.mode, radix: 8))): refused; chmod 600 it or use private_key_file")
         }
         return config
     }
@@ -166,9 +171,9 @@ public struct NodeConfig: Sendable, Equatable {
     /// The secret key as base64 text: the inline value, or the file's content
     /// with surrounding whitespace trimmed (`wsctl genkey > file` ends in a newline).
     ///
-    /// A key file that group or others may access still loads, as with `wg`,
-    /// but `warning` is called with a sentence saying so: refusing would turn
-    /// a permissions slip into an outage. Errors never include the file's content.
+    /// A key file that group or others may access is refused, as ssh refuses
+    /// such a key (`wg` only warns): the seed signs and decrypts for the whole
+    /// network. Errors never include the file's content.
     public func loadPrivateKey(warning: (String) -> Void = { _ in }) throws(ConfigError) -> String {
         let keyPath: String
         switch privateKey {
@@ -189,7 +194,7 @@ public struct NodeConfig: Sendable, Equatable {
             throw fail("\"\(keyPath)\" does not hold a base64 key of 32 bytes (as printed by wsctl genkey)")
         }
         if file.mode & 0o077 != 0 {
-            warning("\(configPath): warning: key file \"\(keyPath)\" is accessible by group or others (mode \(String(file.mode, radix: 8))); run chmod 600 on it")
+            throw fail("key file \"\(keyPath)\" is accessible by group or others (mode \(String(file.mode, radix: 8))): refused; run chmod 600 on it")
         }
         return trimmed
     }

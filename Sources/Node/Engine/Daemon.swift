@@ -162,6 +162,11 @@ public final class Daemon: @unchecked Sendable {
 
     public var publicKey: PublicKey { identity.publicKey }
 
+    /// Before the config (which may hold the key inline) is read: no core dump
+    /// and no ptrace by other users may carry the secret key out of the process.
+    @discardableResult
+    public static func hardenProcess() -> Bool { ProcessHardening.disableCoreDumps() }
+
     /// Opens everything, runs until SIGTERM/SIGINT, cleans up. Throws only for start-up failures.
     public func run() throws {
         try start()

@@ -470,10 +470,14 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(try c.node.loadPrivateKey { warnings.append($0) }, nodeSecret)
         XCTAssertEqual(warnings, [])
 
-        // Readable by others: loads, with a warning, as wg does.
-        try dir.write("ws0.key", nodeSecret, mode: 0o644)
-        XCTAssertEqual(try c.node.loadPrivateKey { warnings.append($0) }, nodeSecret)
-        XCTAssertEqual(warnings, ["ws.toml: warning: key file \"\(keyPath)\" is accessible by group or others (mode 644); run chmod 600 on it"])
+        // Readable by others: refused, as ssh refuses such a key (wg only warns).
+        for mode in [0o644, 0o640, 0o604] {
+            try dir.write("ws0.key", nodeSecret, mode: mode)
+            XCTAssertThrowsError(try c.node.loadPrivateKey { warnings.append($0) }) { e in
+                XCTAssertEqual("\(e)", "ws.toml:2: node.private_key_file: key file \"\(keyPath)\" is accessible by group or others (mode \(String(mode, radix: 8))): refused; run chmod 600 on it")
+            }
+        }
+        XCTAssertEqual(warnings, [])
 
         try dir.write("ws0.key", "not a key\n", mode: 0o600)
         XCTAssertThrowsError(try c.node.loadPrivateKey()) { e in
@@ -497,10 +501,16 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual("\(e)", "\(dir.path)/missing.toml: cannot read: No such file or directory")
         }
         try dir.write("ws0.toml", "[node]\naddress = \"10.77.0.1/24\"\nprivate_key = \"\(nodeSecret)\"\n", mode: 0o644)
-        let c = try Config.load(path: dir.path + "/ws0.toml")
-        XCTAssertEqual(c.warnings, [
-            "\(dir.path)/ws0.toml:3: node.private_key: a secret key in a file others can read (mode 644); chmod 600 it or use private_key_file",
-        ])
+        XCTAssertThrowsError(try Config.load(path: dir.path + "/ws0.toml")) { e in
+            XCTAssertEqual("\(e)", "\(dir.path)/ws0.toml:3: node.private_key: a secret key in a file others can read (mode 644): refused; chmod 600 it or use private_key_file")
+        }
+        try dir.write("ws0.toml", "[node]\naddress = \"10.77.0.1/24\"\nprivate_key = \"\(nodeSecret)\"\n", mode: 0o600)
+        XCTAssertEqual(try Config.load(path: dir.path + "/ws0.toml").warnings, [])
+        // A config others may write decides who is a member: refused.
+        try dir.write("open.toml", "[node]\naddress = \"10.77.0.1/24\"\nprivate_key_file = \"/k\"\n", mode: 0o664)
+        XCTAssertThrowsError(try Config.load(path: dir.path + "/open.toml")) { e in
+            XCTAssertEqual("\(e)", "\(dir.path)/open.toml: is writable by group or others (mode 664), who could add a member or an anchor: refused; run chmod go-w on it")
+        }
         try dir.write("bad.toml", "[node]\naddress = \"10.77.0.1/99\"\nprivate_key_file = \"/k\"\n", mode: 0o600)
         XCTAssertThrowsError(try Config.load(path: dir.path + "/bad.toml")) { e in
             XCTAssertEqual((e as? ConfigError)?.line, 2)
