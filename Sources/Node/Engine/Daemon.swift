@@ -59,7 +59,6 @@ public final class Daemon: @unchecked Sendable {
     private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
     /// Peers whose new keys an owner has not taken yet (its mailbox was full).
     private var keysToSend = Set<PeerID>()
-    var loadMeter = HandshakeLoadMeter()
     private let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
     let out: UnsafeMutablePointer<CReactor_dgram>
