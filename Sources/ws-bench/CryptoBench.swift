@@ -375,8 +375,8 @@ struct HandshakeBench {
         guard let (message, state) = InitiatorHandshake.createInitiation(
                 identity: a, responder: b.publicKey, senderIndex: 1, timestamp: timestamp, macs: &macsAtoB, now: now),
               let received = consumeInitiation(identity: b, message: message, staticOf: memberStatic) else { return nil }
-        let (response, keysB) = received.createResponse(senderIndex: 2, macs: &macsBtoA, now: now)
-        guard let (index, keysA) = state.consumeResponse(response), index == 2 else { return nil }
+        guard let (response, keysB) = received.createResponse(senderIndex: 2, macs: &macsBtoA, now: now),
+              let (index, keysA) = state.consumeResponse(response), index == 2 else { return nil }
         return (keysA, keysB)
     }
 
@@ -393,7 +393,7 @@ struct HandshakeBench {
                 failures += 1
                 continue
             }
-            sink &+= received.createResponse(senderIndex: 2, macs: &macsBtoA, now: now).message.count
+            sink &+= received.createResponse(senderIndex: 2, macs: &macsBtoA, now: now)?.message.count ?? 0
         }
     }
 

@@ -3,8 +3,10 @@
 //
 //   initiator                                                 responder
 //   createInitiation ──── HANDSHAKE_INIT (e, es, s, ss) ────> [mac1Valid, mac2Valid under load]
-//                                                              consumeInitiation
-//                                                              [session layer: member? timestamp newer?]
+//                                                              openInitiation (es: 1 DH)
+//                                                              [session layer: static a member's?]
+//                                                              authenticate (ss precomputed)
+//                                                              [session layer: timestamp newer?]
 //   consumeResponse <──── HANDSHAKE_RESP (e, ee, se) ──────── createResponse
 //   keys: send = c1, receive = c2                              keys: send = c2, receive = c1
 //
@@ -20,13 +22,15 @@
 //    reserved bytes, receiver_index of a response, that the Ed25519 key an initiator
 //    names converts to the static it authenticated with;
 //  - the caller: mac1 (cheap, first), mac2 when under load, membership of the
-//    initiator, and that its timestamp is newer than the last one accepted (the
-//    replay defence: a replayed INIT decrypts fine, and must not reset a session).
+//    initiator (after the es DH, before anything else), and that its timestamp is
+//    newer than the last one accepted (the replay defence: a replayed INIT
+//    decrypts fine, and must not reset a session), before the response's DHs.
 //
 // mac1/mac2 (WireGuard §5.4.4, with BLAKE2b in place of BLAKE2s):
 //   mac1 = BLAKE2b-128(key = BLAKE2b-256("mac1----" || receiver's X25519 static), message up to mac1)
 //   mac2 = BLAKE2b-128(key = cookie, message up to mac2), zeros without a fresh cookie
 //   cookie = BLAKE2b-128(key = responder's secret (rotated every 120 s), source address || port (big-endian))
+//            for a relayed message: source (the anchor) address || port || the relaying member's id (8 bytes)
 //   cookie reply: XChaCha20-Poly1305(key = BLAKE2b-256("cookie--" || responder's X25519 static),
 //                                    random 24-byte nonce, AD = mac1 of the message answered)
 
@@ -103,9 +107,107 @@ public struct InitiatorHandshake: Sendable {
 
 // MARK: - Responder
 
-/// An initiation that decrypted and authenticated. The response's Noise part and
-/// the session keys are computed already (in `consumeInitiation`), so that every
-/// fallible step happens there and `createResponse` cannot fail.
+// The responder consumes an initiation in two steps, in WireGuard's order
+// (wireguard-go `ConsumeMessageInitiation`), so that a message from a stranger
+// or a replay costs one DH and nothing more:
+//
+//   openInitiation          e, es (1 DH), decrypt s       -> who claims to send it
+//   [caller: is that static a member's? if not, stop]
+//   OpenedInitiation        ss (precomputed per member, 0 DH), decrypt the payload
+//     .authenticate         -> ReceivedInitiation: authenticated, timestamp readable
+//   [caller: timestamp newer? 20 ms since the last one? if not, stop]
+//   ReceivedInitiation      e (1 base mult), ee, se (2 DH), encrypt empty, split
+//     .createResponse
+//
+// The timestamp is encrypted under the key ss yields, so it cannot be read
+// before ss; that is why ss is computed once per member (`staticStatic`) and
+// not per message, as WireGuard does (`precomputedStaticStatic`).
+// Each step works on its own copy of the transcript; nothing is kept from a
+// message that failed, and DH outputs are `SecretBytes`, wiped when released.
+
+/// The X25519 DH of our static and a peer's static (Noise token ss): the same
+/// for every initiation from that peer, so the caller computes it once per
+/// member and passes it to `OpenedInitiation.authenticate`. Opaque: the secret
+/// stays in Crypto (wiped when the last copy goes).
+public struct StaticStatic: Sendable {
+    let secret: SecretBytes
+}
+
+/// ss with `peerStatic` (one DH). Nil for a small-order key (no handshake with it can succeed).
+public func staticStatic(identity: Identity, peerStatic: [UInt8]) -> StaticStatic? {
+    Sodium.x25519(identity.staticKeyPair.privateKey, peerStatic).map(StaticStatic.init)
+}
+
+/// An initiation after its first DH (es): it decrypted, and names the X25519
+/// static `initiatorStatic`. Not authenticated yet: anyone who knows our public
+/// key can make one naming any static. The caller looks the static up among
+/// its members before paying for anything else.
+public struct OpenedInitiation: Sendable {
+    public let senderIndex: UInt32
+    /// The initiator's X25519 static key, as claimed (proven by `authenticate`).
+    public let initiatorStatic: [UInt8]
+    let symmetric: NoiseSymmetricState
+    let remoteEphemeral: [UInt8]
+    let encryptedPayload: [UInt8]
+    /// Tests only: the responder ephemeral `createResponse` will use.
+    let fixedEphemeral: DHKeyPair?
+
+    /// ss with the precomputed `staticStatic` (no DH here), then the payload:
+    /// nil unless it decrypts and carries exactly `initiator`, the Ed25519 key
+    /// the caller knows to belong to `initiatorStatic`.
+    public func authenticate(staticStatic: StaticStatic, initiator: PublicKey) -> ReceivedInitiation? {
+        guard let (state, timestamp, carried) = decryptPayload(staticStatic: staticStatic), carried == initiator else {
+            return nil
+        }
+        return ReceivedInitiation(initiator: initiator, senderIndex: senderIndex, timestamp: timestamp,
+                                  symmetric: state, remoteEphemeral: remoteEphemeral,
+                                  remoteStatic: initiatorStatic, fixedEphemeral: fixedEphemeral)
+    }
+
+    /// "ss: MixKey(DH(s, rs))", then "DecryptAndHash(payload)" on a copy of the transcript.
+    func decryptPayload(staticStatic: StaticStatic) -> (NoiseSymmetricState, [UInt8], PublicKey)? {
+        var state = symmetric
+        state.mixKey(staticStatic.secret)
+        guard let payload = try? state.decryptAndHash(encryptedPayload),
+              payload.count == HandshakeInitiationMessage.payloadSize,
+              let key = PublicKey(bytes: Array(payload[HandshakeConstants.timestampLength...])) else { return nil }
+        return (state, Array(payload[..<HandshakeConstants.timestampLength]), key)
+    }
+}
+
+/// Reads an initiation addressed to `identity` up to the initiator's static:
+/// e, es (one DH), s. Nil when it is not an INIT of the right size or does not
+/// decrypt. mac1/mac2 are the caller's, and come first.
+public func openInitiation(identity: Identity, message: [UInt8]) -> OpenedInitiation? {
+    openInitiation(identity: identity, message: message, ephemeral: nil)
+}
+
+/// As above, with a fixed responder ephemeral for tests.
+func openInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPair?) -> OpenedInitiation? {
+    guard let wire = HandshakeInitiationMessage(bytes: message) else { return nil }
+    let noise = wire.noise
+    let dh = noiseDHLength, tag = noiseTagLength
+    guard noise.count == HandshakeInitiationMessage.noiseSize else { return nil }
+    // The responder's side of IK message 1 (Noise §5.3, §7.5): h = HASH(name),
+    // MixHash(prologue), MixHash(responder's s) from the pre-message, then the tokens.
+    var state = NoiseSymmetricState(protocolName: Array(HandshakeConstants.protocolName.utf8))
+    state.mixHash(HandshakeConstants.prologue)
+    state.mixHash(identity.staticPublic)
+    // e: "Sets re to the next DHLEN bytes from the message. Calls MixHash(re.public_key)."
+    let re = Array(noise[0..<dh])
+    state.mixHash(re)
+    // es (responder: DH(s, re)). A small-order re gives all zeros: refused.
+    guard let es = Sodium.x25519(identity.staticKeyPair.privateKey, re) else { return nil }
+    state.mixKey(es)
+    // s: "Sets rs to DecryptAndHash(temp)" (DHLEN + 16 bytes: a key is set).
+    guard let rs = try? state.decryptAndHash(Array(noise[dh..<(2 * dh + tag)])) else { return nil }
+    return OpenedInitiation(senderIndex: wire.senderIndex, initiatorStatic: rs, symmetric: state, remoteEphemeral: re,
+                            encryptedPayload: Array(noise[(2 * dh + tag)...]), fixedEphemeral: ephemeral)
+}
+
+/// An initiation that decrypted and authenticated (es, s, ss, payload). The
+/// response's Noise part (a new ephemeral, ee, se) is left to `createResponse`,
+/// so that the caller checks the timestamp before paying for it.
 public struct ReceivedInitiation: Sendable {
     /// The initiator's Ed25519 key, proven to match the static it authenticated with.
     public let initiator: PublicKey
@@ -113,29 +215,43 @@ public struct ReceivedInitiation: Sendable {
     /// 12-byte TAI64N: the caller accepts the initiation only if this is greater
     /// than the last timestamp it accepted from `initiator`.
     public let timestamp: [UInt8]
-    /// Noise message 2 (e || enc(empty)), already written.
-    let responseNoise: [UInt8]
-    let keys: TransportKeys
+    let symmetric: NoiseSymmetricState
+    let remoteEphemeral: [UInt8]
+    let remoteStatic: [UInt8]
+    let fixedEphemeral: DHKeyPair?
 
-    /// Builds HANDSHAKE_RESP. Call it once: every call answers with the same
-    /// ephemeral and yields the same keys.
+    /// Builds HANDSHAKE_RESP (e, ee, se, empty payload) and the session keys.
+    /// Nil only if a DH gives all zeros, which es and ss already excluded.
+    /// Every call makes a new ephemeral (tests fix it): call it once.
     public func createResponse(senderIndex: UInt32, macs: inout MacGenerator, now: Instant)
-        -> (message: [UInt8], keys: TransportKeys) {
+        -> (message: [UInt8], keys: TransportKeys)? {
         assert(macs.peer == initiator, "MacGenerator is for another peer: the initiator will drop this response")
+        var state = symmetric
+        // e: "Sets e = GENERATE_KEYPAIR(). Appends e.public_key to the buffer. Calls MixHash(e.public_key)."
+        let e = fixedEphemeral ?? DHKeyPair.generate()
+        state.mixHash(e.publicKey)
+        // ee, then se (responder: DH(e, rs)); then the empty payload's tag.
+        guard let ee = Sodium.x25519(e.privateKey, remoteEphemeral) else { return nil }
+        state.mixKey(ee)
+        guard let se = Sodium.x25519(e.privateKey, remoteStatic) else { return nil }
+        state.mixKey(se)
+        guard let tag = try? state.encryptAndHash([]) else { return nil }
+        let noiseOut = e.publicKey + tag
+        // Split: the initiator sends with c1, so the responder sends with c2.
+        let (c1, c2) = state.split()
+        guard let k1 = c1.transportKey, let k2 = c2.transportKey else { return nil }
         var message = HandshakeResponseMessage(senderIndex: senderIndex, receiverIndex: self.senderIndex,
-                                               noise: responseNoise).bytes
+                                               noise: noiseOut).bytes
         macs.stamp(&message, now: now)
-        return (message, keys)
+        return (message, TransportKeys(send: k2, receive: k1))
     }
 }
 
-/// Decrypts and authenticates an initiation addressed to `identity`; nil on any failure. Membership
-/// and mac checks are the caller's (they are separate so the caller can check mac1 first, cheaply).
-///
-/// `staticOf` gives the X25519 form of a key the caller already knows (its
-/// members', converted once), which saves converting the initiator's Ed25519
-/// key on every initiation (a quarter of the responder's work); a key it does
-/// not know is converted here.
+/// Decrypts and authenticates an initiation addressed to `identity` in one go;
+/// nil on any failure. For one-off callers (tests, the benchmark); the session
+/// layer uses the steps (`openInitiation`, `authenticate`) so that it refuses a
+/// stranger after one DH. Here ss is computed, and a key `staticOf` does not
+/// know is converted from the Ed25519 key the payload carries.
 public func consumeInitiation(identity: Identity, message: [UInt8],
                               staticOf: (PublicKey) -> [UInt8]? = { _ in nil }) -> ReceivedInitiation? {
     consumeInitiation(identity: identity, message: message, ephemeral: nil, staticOf: staticOf)
@@ -144,23 +260,14 @@ public func consumeInitiation(identity: Identity, message: [UInt8],
 /// As above, with a fixed responder ephemeral for tests.
 func consumeInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPair?,
                        staticOf: (PublicKey) -> [UInt8]? = { _ in nil }) -> ReceivedInitiation? {
-    guard let wire = HandshakeInitiationMessage(bytes: message) else { return nil }
-    do {
-        var noise = try NoiseHandshakeState(
-            protocolName: HandshakeConstants.protocolName, role: .responder, prologue: HandshakeConstants.prologue,
-            localStatic: identity.staticKeyPair, remoteStatic: nil, psks: [], fixedEphemeral: ephemeral)
-        let payload = try noise.readMessage(wire.noise)
-        guard payload.count == HandshakeInitiationMessage.payloadSize,
-              let initiator = PublicKey(bytes: Array(payload[HandshakeConstants.timestampLength...])),
-              let claimedStatic = staticOf(initiator) ?? initiator.x25519, let provenStatic = noise.remoteStatic,
-              Sodium.constantTimeEqual(claimedStatic, provenStatic) else { return nil }
-        let responseNoise = try noise.writeMessage(payload: [])
-        return ReceivedInitiation(initiator: initiator, senderIndex: wire.senderIndex,
-                                  timestamp: Array(payload[..<HandshakeConstants.timestampLength]),
-                                  responseNoise: responseNoise, keys: try noise.transportKeys())
-    } catch {
-        return nil
-    }
+    guard let opened = openInitiation(identity: identity, message: message, ephemeral: ephemeral),
+          let ss = staticStatic(identity: identity, peerStatic: opened.initiatorStatic),
+          let (state, timestamp, carried) = opened.decryptPayload(staticStatic: ss),
+          let claimed = staticOf(carried) ?? carried.x25519,
+          Sodium.constantTimeEqual(claimed, opened.initiatorStatic) else { return nil }
+    return ReceivedInitiation(initiator: carried, senderIndex: opened.senderIndex, timestamp: timestamp, symmetric: state,
+                              remoteEphemeral: opened.remoteEphemeral, remoteStatic: opened.initiatorStatic,
+                              fixedEphemeral: ephemeral)
 }
 
 // MARK: - mac1 / mac2, sending side
@@ -246,33 +353,43 @@ public struct CookieChecker: Sendable {
 
     /// True when mac2 was made with the cookie we would give `source` now: the sender
     /// receives at that address. Check it (under load) only after `mac1Valid`.
-    public mutating func mac2Valid(_ message: [UInt8], source: Endpoint, now: Instant) -> Bool {
+    /// `relayedFor`: the message came inside a RELAY from the anchor at `source`,
+    /// naming this member as its sender; the cookie is then the one for that
+    /// (anchor, member) pair, so members behind one anchor do not share one.
+    public mutating func mac2Valid(_ message: [UInt8], source: Endpoint, relayedFor: MemberID? = nil, now: Instant) -> Bool {
         guard let mac1At = HandshakeMACs.mac1Offset(message) else { return false }
         let mac2At = mac1At + HandshakeMACs.macLength
         rotateSecret(now: now)
-        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie(for: source), Array(message[..<mac2At]))
+        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie(for: source, relayedFor: relayedFor),
+                                      Array(message[..<mac2At]))
         return Sodium.constantTimeEqual(expected, message[mac2At...])
     }
 
     /// COOKIE_REPLY to `message` (whose sender_index is `receiverIndex`), for the
     /// sender at `source`. Empty when `message` is not an INIT or RESP of the right
-    /// length (never so after `mac1Valid` returned true).
-    public mutating func createCookieReply(to message: [UInt8], receiverIndex: UInt32, source: Endpoint, now: Instant) -> [UInt8] {
+    /// length (never so after `mac1Valid` returned true). `relayedFor` as for `mac2Valid`.
+    public mutating func createCookieReply(to message: [UInt8], receiverIndex: UInt32, source: Endpoint,
+                                           relayedFor: MemberID? = nil, now: Instant) -> [UInt8] {
         guard let mac1At = HandshakeMACs.mac1Offset(message) else { return [] }
         rotateSecret(now: now)
         let mac1 = Array(message[mac1At..<(mac1At + HandshakeMACs.macLength)])
         let nonce = Sodium.randomBytes(CookieReplyMessage.nonceSize)
-        var cookie = cookie(for: source)
+        var cookie = cookie(for: source, relayedFor: relayedFor)
         defer { Sodium.wipe(&cookie) }
         let sealed = Sodium.xchachaPolySeal(key: cookieKey, nonce: nonce, ad: mac1, plaintext: cookie)
         return CookieReplyMessage(receiverIndex: receiverIndex, nonce: nonce, encryptedCookie: sealed).bytes
     }
 
-    /// cookie = BLAKE2b-128(key = secret, address bytes (4 or 16) || port (big-endian)).
-    func cookie(for source: Endpoint) -> [UInt8] {
+    /// cookie = BLAKE2b-128(key = secret, address bytes (4 or 16) || port (big-endian)),
+    /// and for a relayed sender `|| member id (8 bytes, wire order)` after the anchor's address and port.
+    func cookie(for source: Endpoint, relayedFor: MemberID? = nil) -> [UInt8] {
         let address = Array(source.address.bytes.prefix(source.family == .v4 ? 4 : 16))
         let port: [UInt8] = [UInt8(source.port >> 8), UInt8(source.port & 0xff)]
-        return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port)
+        guard let relayedFor else {
+            return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port)
+        }
+        let id = (0..<8).map { UInt8(truncatingIfNeeded: relayedFor.rawValue >> (8 * UInt64($0))) }
+        return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port, id)
     }
 
     /// A new random secret every 120 s, so a cookie stops working soon after its

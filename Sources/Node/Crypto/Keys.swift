@@ -74,6 +74,7 @@ extension PublicKey: CustomStringConvertible {
     /// 32 bytes are not a point of the main subgroup (libsodium refuses small-order
     /// and off-curve points): such a key can never complete a handshake.
     public var x25519: [UInt8]? {
+        CurveOperations.conversions.wrappingAdd(1, ordering: .relaxed)
         var out = [UInt8](repeating: 0, count: 32)
         let status = out.withUnsafeMutableBytes { o in
             bytes.withUnsafeBytes { crypto_sign_ed25519_pk_to_curve25519(o.baseAddress!.assumingMemoryBound(to: UInt8.self), $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }

@@ -18,6 +18,34 @@
 import Support
 import Wire
 import CSodium
+import Synchronization
+
+/// Curve operations done by this process, by kind: what a handshake message
+/// costs is counted, not estimated (tests assert that a refused initiation
+/// stops after the es DH). A relaxed atomic add next to a ~50 µs scalar
+/// multiplication costs nothing measurable, so it is counted in every build.
+enum CurveOperations {
+    /// X25519(private, public): a Noise DH token (es, ss, ee, se).
+    static let dh = Atomic<Int>(0)
+    /// X25519 with the base point: a key pair generated (Noise's e token).
+    static let base = Atomic<Int>(0)
+    /// Ed25519 public key -> X25519 (libsodium's main-subgroup check costs about a scalar multiplication).
+    static let conversions = Atomic<Int>(0)
+
+    /// The three counts at one moment; subtract two to get what happened in between.
+    struct Snapshot: Equatable, CustomStringConvertible {
+        var dh = 0, base = 0, conversions = 0
+        static func - (a: Snapshot, b: Snapshot) -> Snapshot {
+            Snapshot(dh: a.dh - b.dh, base: a.base - b.base, conversions: a.conversions - b.conversions)
+        }
+        var description: String { "dh \(dh), base \(base), conversions \(conversions)" }
+    }
+
+    static var snapshot: Snapshot {
+        Snapshot(dh: dh.load(ordering: .relaxed), base: base.load(ordering: .relaxed),
+                 conversions: conversions.load(ordering: .relaxed))
+    }
+}
 
 /// libsodium's one-time setup, and the wrappers the rest of Crypto/ uses.
 public enum Sodium {
@@ -102,6 +130,7 @@ public enum Sodium {
 
     /// X25519 public key for a private scalar (libsodium clamps the scalar).
     static func x25519Base(_ privateKey: SecretBytes) -> [UInt8] {
+        CurveOperations.base.wrappingAdd(1, ordering: .relaxed)
         var out = [UInt8](repeating: 0, count: 32)
         _ = privateKey.withBytes { sk in
             out.withUnsafeMutableBytes { crypto_scalarmult_curve25519_base($0.baseAddress!, sk.baseAddress!) }
@@ -114,6 +143,7 @@ public enum Sodium {
     /// is refused (as WireGuard does; the Noise spec allows it).
     static func x25519(_ privateKey: SecretBytes, _ publicKey: some ByteView) -> SecretBytes? {
         guard privateKey.count == 32, publicKey.count == 32 else { return nil }
+        CurveOperations.dh.wrappingAdd(1, ordering: .relaxed)
         let result = SecretBytes.make(count: 32) { out in
             privateKey.withBytes { sk in
                 publicKey.withBytes { pk in

@@ -64,11 +64,8 @@ public final class Daemon: @unchecked Sendable {
     var tunnelDeadline: Instant?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
-    /// What each owner was last told about routes and anchors (split only).
     /// What the lanes that own the sessions were told (split only).
     var shardSync: ShardSync
-    /// Peers whose new keys an owner has not taken yet (its mailbox was full).
-    var loadMeter = HandshakeLoadMeter()
     let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
     let out: UnsafeMutablePointer<DatagramView>

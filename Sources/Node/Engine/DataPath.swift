@@ -360,10 +360,9 @@ extension Lane {
     /// A datagram for NodeCore (lane 0): handshakes, probes, relay, and all of it with one reactor.
     private func coreDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
         touchedCore = true
-        let type = length > 0 ? buf[0] : 0
-        // Handshake messages (types 1, 2) feed the load meter; under load they must carry a cookie (mac2).
-        let underLoad = (type == 1 || type == 2) ? daemon.loadMeter.record(now: now) : false
-        switch daemon.core.receive(buf, length: length, from: from, now: now, underLoad: underLoad) {
+        // Handshake load is metered inside the session layer (Tunnels), after
+        // the length and mac1 checks, for direct and relayed handshakes alike.
+        switch daemon.core.receive(buf, length: length, from: from, now: now) {
         case .packet(let peer, let offset, let len):
             guard len > 0 else { return }  // keepalive
             deliver(buf.baseAddress! + offset, length: len, from: peer)

@@ -41,13 +41,15 @@ public enum SessionConstants {
     /// here so that the whole timer picture is in one file.
     public static let cookieRefreshTime = Span.seconds(120 as UInt64)
 
-    /// UNDER_LOAD_AFTER_TIME, 1 s: once the engine sees handshake load, it keeps
+    /// UNDER_LOAD_AFTER_TIME, 1 s: once `Tunnels` sees handshake load, it keeps
     /// `underLoad` set this long (wireguard-go `UnderLoadAfterTime`), so an attacker
     /// cannot flip it off with a short pause.
     public static let underLoadAfterTime = Span.seconds(1 as UInt64)
 
     /// Handshake messages per second that put the node under load, messages/s: a
     /// legitimate mesh of a few dozen members never approaches this; a flood does.
+    /// Only well-formed messages whose mac1 is valid count (direct or relayed):
+    /// junk that merely starts with byte 1 or 2 must not force cookies on everyone.
     public static let underLoadHandshakesPerSecond = 128
 }
 
@@ -83,6 +85,8 @@ public struct SessionTimings: Sendable, Equatable {
     /// round trip across the internet fits in it, so a response already on its
     /// way is not thrown away (a new initiation frees the old index), and the
     /// responder's INITIATION_MIN_INTERVAL (20 ms) never drops the new one.
+    /// The same spacing applies to the retry a COOKIE_REPLY triggers (the
+    /// responder is under load and wants our next initiation to carry mac2).
     public var expediteMinInterval: Span
     /// KEEPALIVE_TIMEOUT, 10 s: having received data and sent nothing for this long,
     /// send an empty packet, so the peer knows the session is alive.
@@ -102,6 +106,8 @@ public struct SessionTimings: Sendable, Equatable {
     public var initiationMinInterval: Span
     /// Handshakes accepted per source IP address per second while under load
     /// (wireguard-go's ratelimiter: 20/s with a burst of 5), after the cookie check.
+    /// The same budget applies per relaying member to relayed handshakes (whose
+    /// source address is the anchor's, shared by every member it relays for).
     public var handshakesPerSecondPerSource: Int
     public var handshakeBurstPerSource: Int
 

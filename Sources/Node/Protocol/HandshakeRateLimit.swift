@@ -1,9 +1,9 @@
 // Handshake load control. Two pieces, both sans-IO:
 //
-//  - `HandshakeLoadMeter` (for the engine): counts handshake messages per second
-//    and says whether the node is under load; the engine passes the answer as
-//    `underLoad` to `Tunnels.receive`. Sticky for UNDER_LOAD_AFTER_TIME so a
-//    flood cannot toggle it off with a short pause.
+//  - `HandshakeLoadMeter` (inside `Tunnels`): counts handshake messages per
+//    second and says whether the node is under load. `Tunnels` records only
+//    well-formed, mac1-valid INIT/RESP, direct or relayed. Sticky for
+//    UNDER_LOAD_AFTER_TIME so a flood cannot toggle it off with a short pause.
 //  - `HandshakeRateLimiter` (inside `Tunnels`): under load, after the cookie
 //    check proved the source address is real, a token bucket per source IP
 //    (port ignored: one host, one budget) caps the DH work one address can cause
@@ -31,7 +31,7 @@ public struct HandshakeLoadMeter: Sendable {
         self.stickiness = stickiness
     }
 
-    /// Records one handshake message (type 1 or 2) arriving at `now`, and returns
+    /// Records one handshake message (a well-formed INIT or RESP with a valid mac1) arriving at `now`, and returns
     /// whether the node is under load for it.
     public mutating func record(now: Instant) -> Bool {
         if now - windowStart >= .seconds(1 as UInt64) {

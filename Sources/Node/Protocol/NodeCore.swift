@@ -298,7 +298,8 @@ public struct NodeCore: Sendable {
     // MARK: Inbound
 
     /// Handles one datagram of `length` bytes at the start of `buffer`, from
-    /// `source`. `underLoad` as for `Tunnels.receive` (the engine's load meter).
+    /// `source`. `underLoad` forces the load state on, as for `Tunnels.receive`
+    /// (which meters handshakes itself, direct and relayed).
     public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                  now: Instant, underLoad: Bool = false) -> NodeInbound {
         start(now)

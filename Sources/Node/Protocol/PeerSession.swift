@@ -371,6 +371,7 @@ struct PeerSession: Sendable {
         if current?.isInitiator == true, let created = current?.createdAt, now - created < ctx.timings.rekeyTimeout {
             return .drop(.simultaneousInitiation)
         }
+        var loseTieTo: UInt32?
         if case .initiationSent(_, let ownIndex, _, _) = handshake, let sent = lastInitiationSent,
            now - sent < ctx.timings.rekeyTimeout {
             if Self.winsTie(ctx.identity.publicKey, over: publicKey) {
@@ -381,6 +382,17 @@ struct PeerSession: Sendable {
                 expedite(now: now, ctx: &ctx)
                 return .drop(.simultaneousInitiation)
             }
+            loseTieTo = ownIndex
+        }
+
+        // Every refusal is behind us: only now the response's DH work (a new
+        // ephemeral, ee, se), and only after it succeeded does state change.
+        let index = ctx.allocateIndex(for: id)
+        guard let (response, keys) = received.createResponse(senderIndex: index, macs: &macs, now: now) else {
+            ctx.freeIndex(index)
+            return .drop(.authFailed)
+        }
+        if let ownIndex = loseTieTo {
             ctx.freeIndex(ownIndex)
             handshake = .idle
             timers[.handshakeRetry] = nil
@@ -395,8 +407,6 @@ struct PeerSession: Sendable {
             timers[.handshakeInitiation] = nil
         }
 
-        let index = ctx.allocateIndex(for: id)
-        let (response, keys) = received.createResponse(senderIndex: index, macs: &macs, now: now)
         if let stale = next { ctx.freeIndex(stale.localIndex) }
         next = Keypair(keys: keys, localIndex: index, remoteIndex: received.senderIndex, createdAt: now,
                        isInitiator: false, timings: ctx.timings, shared: ctx.newSendCounter)

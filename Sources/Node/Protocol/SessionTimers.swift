@@ -42,7 +42,7 @@ public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .handshakeGiveUp: "handshake give-up"
         case .handshakeInitiation: "handshake initiation"
         case .handshakeRetry: "handshake retry"
-        case .handshakeExpedite: "handshake retry, expedited (a path opened)"
+        case .handshakeExpedite: "handshake retry, expedited (a path opened, or a cookie came)"
         case .newHandshake: "no reply to data, new handshake"
         case .keepalive: "keepalive"
         case .persistentKeepalive: "persistent keepalive"

@@ -15,10 +15,12 @@
 //
 // Dispatch of inbound datagrams (first byte = type):
 //   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
-//   1 INIT       length -> mac1 -> [under load: mac2 else cookie reply; per-address bucket]
-//                -> Noise (consumeInitiation) -> member? -> timestamp newer? -> response
-//   2 RESP       length -> mac1 -> [under load: as above] -> receiver index -> our initiation? -> Noise
-//   3 COOKIE     length -> receiver index -> that peer's MacGenerator
+//   1 INIT       length -> mac1 -> load meter -> [under load: mac2 else cookie reply;
+//                per-address bucket, or per-member bucket if relayed]
+//                -> es, decrypt s (1 DH) -> member? -> ss (precomputed), payload
+//                -> timestamp newer? 20 ms since the last? -> ephemeral, ee, se -> response
+//   2 RESP       length -> mac1 -> load meter -> [under load: as above] -> receiver index -> our initiation? -> Noise
+//   3 COOKIE     length -> receiver index -> that peer's MacGenerator -> expedite our retry
 //   5, 6, 7      not ours (path probe, relay): NodeCore handles them; here .unknownType
 //
 // Hooks for a path manager (NodeCore): `receive(..., roam: false)` leaves the
@@ -114,13 +116,26 @@ public enum Outbound: Equatable, Sendable {
     case drop(DropReason)
 }
 
+/// Who sent the inner datagram of a RELAY: the member the anchor names, by
+/// PeerID and relay label. Set by the path manager (NodeCore), which knows
+/// which sources are anchors.
+public struct RelayOrigin: Equatable, Sendable {
+    public let sender: PeerID
+    public let memberID: MemberID
+    public init(sender: PeerID, memberID: MemberID) {
+        self.sender = sender
+        self.memberID = memberID
+    }
+}
+
 /// A datagram to send that the session layer made itself.
 public struct Transmit: Equatable, Sendable {
     public let to: Endpoint
     public let bytes: [UInt8]
-    /// The member whose session made it (nil for a cookie reply, which answers
-    /// an address, not a member). A path manager uses it to send the datagram
-    /// another way than `to`, e.g. wrapped in RELAY through an anchor.
+    /// The member whose session made it (nil for a cookie reply to a direct
+    /// handshake, which answers an address, not a member; a cookie reply to a
+    /// relayed one names the relaying member). A path manager uses it to send
+    /// the datagram another way than `to`, e.g. wrapped in RELAY through an anchor.
     public let peer: PeerID?
     public init(to: Endpoint, bytes: [UInt8], peer: PeerID? = nil) {
         self.to = to
@@ -199,11 +214,23 @@ public struct Tunnels: Sendable {
     public let timings: SessionTimings
     private var peers: [PeerSession]
     private var members: [PublicKey: PeerID]
-    /// Every member's X25519 static, converted once (nil for a key without one).
-    private let statics: [[UInt8]?]
+    /// Members by X25519 static, converted once: an initiation names its static
+    /// after the first DH, and a stranger's is refused there.
+    private let memberStatics: [[UInt8]: PeerID]
+    /// ss (our static with each member's), computed at that member's first
+    /// initiation and kept: a replayed or flooded initiation then costs one DH.
+    private var staticStatics: [StaticStatic?]
     private var ctx: SessionContext
     private var cookies: CookieChecker
+    /// Counts well-formed, mac1-valid handshake messages (direct and relayed):
+    /// above UNDER_LOAD_HANDSHAKES_PER_SECOND, handshakes must carry mac2.
+    private var loadMeter: HandshakeLoadMeter
+    /// Under load, per source address (direct handshakes).
     private var limiter: HandshakeRateLimiter
+    /// Under load, per relaying member (relayed handshakes: their source is the
+    /// anchor, shared by everyone it relays for). Members are configured, so
+    /// one bucket each, indexed by PeerID: bounded, no table to evict.
+    private var relayedLimiter: [TokenBucket]
 
     /// - Parameters:
     ///   - seed: seeds session indices and retry jitter. By default 8 bytes from
@@ -227,12 +254,21 @@ public struct Tunnels: Sendable {
         }
         self.peers = peers
         self.members = members
-        statics = specs.map(\.publicKey.x25519)
+        var memberStatics: [[UInt8]: PeerID] = [:]
+        for (key, id) in members {
+            if let x = key.x25519, memberStatics[x] == nil { memberStatics[x] = id }
+        }
+        self.memberStatics = memberStatics
+        staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
                              sendCounters: sendCounters)
         cookies = CookieChecker(identity: identity)
+        loadMeter = HandshakeLoadMeter()
         limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
                                        burst: timings.handshakeBurstPerSource)
+        relayedLimiter = Array(repeating: TokenBucket(rate: UInt64(max(1, timings.handshakesPerSecondPerSource)),
+                                                      burst: UInt64(max(1, timings.handshakeBurstPerSource))),
+                               count: specs.count)
     }
 
     public var peerCount: Int { peers.count }
@@ -256,8 +292,18 @@ public struct Tunnels: Sendable {
     /// of a RELAY (whose `source` is the anchor, not the peer), passes false:
     /// the endpoint is then only set when the peer has none yet, so that the
     /// answer to a first contact goes back the way it came.
+    ///
+    /// `relayed`: the datagram is the inner part of a RELAY from the anchor at
+    /// `source`, which names the member that sent it. Under load a relayed
+    /// handshake then proves (anchor endpoint, member) with mac2, its cookie
+    /// reply goes back through the anchor to that member, and the per-member
+    /// budget applies instead of the per-address one.
+    ///
+    /// `underLoad` forces the load state on (tests, a driver that knows
+    /// better); `Tunnels` also meters handshakes itself (`HandshakeLoadMeter`).
     public mutating func receive(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
-                                 now: Instant, underLoad: Bool, roam: Bool = true) -> Inbound {
+                                 now: Instant, underLoad: Bool = false, roam: Bool = true,
+                                 relayed: RelayOrigin? = nil) -> Inbound {
         guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return .drop(.badLength) }
         switch MessageType(rawValue: buffer[0]) {
         case .data?:
@@ -271,11 +317,11 @@ public struct Tunnels: Sendable {
         case .handshakeInit?:
             guard length == HandshakeInitiationMessage.size else { return .drop(.badLength) }
             return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: true,
-                                    from: source, now: now, underLoad: underLoad, roam: roam)
+                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
         case .handshakeResp?:
             guard length == HandshakeResponseMessage.size else { return .drop(.badLength) }
             return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: false,
-                                    from: source, now: now, underLoad: underLoad, roam: roam)
+                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
         case .cookieReply?:
             guard length == CookieReplyMessage.size else { return .drop(.badLength) }
             return receiveCookieReply(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), now: now)
@@ -285,28 +331,44 @@ public struct Tunnels: Sendable {
     }
 
     private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
-                                           now: Instant, underLoad: Bool, roam: Bool) -> Inbound {
+                                           now: Instant, underLoad: Bool, roam: Bool, relayed: RelayOrigin?) -> Inbound {
         guard Self.reservedZero(message) else { return .drop(.unknownType) }
         // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
         guard cookies.mac1Valid(message) else { return .drop(.mac1) }
-        if underLoad {
-            guard cookies.mac2Valid(message, source: source, now: now) else {
+        // Only now does it count as load: exact length, type word and mac1 all
+        // passed, so junk starting with byte 1 or 2 cannot put us under load.
+        // Relayed ones count too (they cost the same DH work).
+        let loaded = loadMeter.record(now: now) || underLoad
+        if loaded {
+            let relayedFor = relayed?.memberID
+            guard cookies.mac2Valid(message, source: source, relayedFor: relayedFor, now: now) else {
                 // Answer with a cookie for this source instead of doing DH work:
                 // the sender proves it receives at `source` by using it in mac2.
+                // A relayed sender's cookie is for (anchor, member) and goes back
+                // wrapped through the anchor to that member (`peer` says so).
                 let senderIndex = Self.load32(message, at: 4)
-                let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source, now: now)
-                if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply)) }
+                let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
+                                                      relayedFor: relayedFor, now: now)
+                if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply, peer: relayed?.sender)) }
                 return .drop(.cookieRequired)
             }
-            guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
+            if let relayed {
+                guard relayed.sender.rawValue >= 0, relayed.sender.rawValue < relayedLimiter.count,
+                      relayedLimiter[relayed.sender.rawValue].take(1, now: now) else { return .drop(.rateLimited) }
+            } else {
+                guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
+            }
         }
         if initiation {
-            let received = consumeInitiation(identity: ctx.identity, message: message) { [members, statics] key in
-                members[key].flatMap { statics[$0.rawValue] }
+            // es (one DH) and the static: a stranger stops here, before ss, the
+            // ephemeral and the response (WireGuard's order).
+            guard let opened = openInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
+            guard let peer = memberStatics[opened.initiatorStatic] else { return .drop(.notMember) }
+            guard let ss = staticStatic(of: peer),
+                  let received = opened.authenticate(staticStatic: ss, initiator: peers[peer.rawValue].publicKey) else {
+                return .drop(.authFailed)
             }
-            guard let received else { return .drop(.authFailed) }
-            // "Nothing is accepted from a non-member": never answer one.
-            guard let peer = members[received.initiator] else { return .drop(.notMember) }
+            // Timestamp and flood checks, then the response's DHs (PeerSession).
             return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,
                                                           now: now, ctx: &ctx)
         } else {
@@ -317,6 +379,15 @@ public struct Tunnels: Sendable {
         }
     }
 
+    /// ss with `peer`, computed at its first initiation and kept (a member's key does not change).
+    private mutating func staticStatic(of peer: PeerID) -> StaticStatic? {
+        if let ss = staticStatics[peer.rawValue] { return ss }
+        guard let x = peers[peer.rawValue].publicKey.x25519,
+              let ss = Crypto.staticStatic(identity: ctx.identity, peerStatic: x) else { return nil }
+        staticStatics[peer.rawValue] = ss
+        return ss
+    }
+
     private mutating func receiveCookieReply(_ message: [UInt8], now: Instant) -> Inbound {
         guard Self.reservedZero(message) else { return .drop(.unknownType) }
         let receiverIndex = Self.load32(message, at: 4)
@@ -325,6 +396,10 @@ public struct Tunnels: Sendable {
         // saw our message and knows the peer's public key could make one), so it
         // never moves the endpoint; it only feeds mac2 of our next message.
         guard peers[peer.rawValue].macs.consumeCookieReply(message, now: now) else { return .drop(.authFailed) }
+        // The peer is under load and drops our message until it carries mac2:
+        // send the initiation again now (at least `expediteMinInterval` after
+        // the last one), not at the retry 5 s later.
+        peers[peer.rawValue].expedite(now: now, ctx: &ctx)
         return .control
     }
 

@@ -51,7 +51,7 @@ final class CryptoHandshakeTests: XCTestCase {
 
         // 3. bob responds.
         var bobMacs = MacGenerator(peer: alice.publicKey)
-        let (respMessage, bobKeys) = received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0)
+        let (respMessage, bobKeys) = try XCTUnwrap(received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0))
         XCTAssertEqual(respMessage.count, HandshakeResponseMessage.size)
         XCTAssertEqual(Array(respMessage.prefix(12)), [2, 0, 0, 0, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11])
 
@@ -78,7 +78,7 @@ final class CryptoHandshakeTests: XCTestCase {
             identity: alice, responder: bob.publicKey, senderIndex: 1, timestamp: timestamp, macs: &macs, now: t0, ephemeral: ei))
         let received = try XCTUnwrap(consumeInitiation(identity: bob, message: initMessage, ephemeral: er))
         var bobMacs = MacGenerator(peer: alice.publicKey)
-        let (respMessage, bobKeys) = received.createResponse(senderIndex: 2, macs: &bobMacs, now: t0)
+        let (respMessage, bobKeys) = try XCTUnwrap(received.createResponse(senderIndex: 2, macs: &bobMacs, now: t0))
         let aliceKeys = try XCTUnwrap(state.consumeResponse(respMessage)).keys
 
         var i = try NoiseHandshakeState(protocolName: "Noise_IK_25519_ChaChaPoly_BLAKE2b", role: .initiator,
@@ -167,10 +167,10 @@ final class CryptoHandshakeTests: XCTestCase {
         var aliceChecker = CookieChecker(identity: alice)
         var bobMacs = MacGenerator(peer: alice.publicKey)
         // bob, under alice's load, first gets a cookie from her.
-        let probe = received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0).message
+        let probe = try XCTUnwrap(received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0)).message
         XCTAssertTrue(bobMacs.consumeCookieReply(
             aliceChecker.createCookieReply(to: probe, receiverIndex: bobIndex, source: source, now: t0), now: t0))
-        let message = received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0).message
+        let message = try XCTUnwrap(received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0)).message
         XCTAssertTrue(aliceChecker.mac1Valid(message))
         XCTAssertTrue(aliceChecker.mac2Valid(message, source: source, now: t0))
         XCTAssertNotNil(state.consumeResponse(message))
@@ -195,7 +195,7 @@ final class CryptoHandshakeTests: XCTestCase {
         let (_, otherState, _) = initiation()
         let received = try XCTUnwrap(consumeInitiation(identity: bob, message: initMessage))
         var bobMacs = MacGenerator(peer: alice.publicKey)
-        let response = received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0).message
+        let response = try XCTUnwrap(received.createResponse(senderIndex: bobIndex, macs: &bobMacs, now: t0)).message
         // Same sender index, different ephemeral: Noise refuses it.
         XCTAssertNil(otherState.consumeResponse(response))
     }

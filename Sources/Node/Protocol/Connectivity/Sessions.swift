@@ -29,7 +29,11 @@ extension NodeCore {
             return .handoff(reactor: SessionOwnership.owner(ofIndex: buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian,
                                                             owners: tunnels.owners))
         }
-        let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false)
+        // A relayed handshake meets the same defences as a direct one, keyed to
+        // the member the anchor names (Tunnels: mac2, cookie reply, budget).
+        let origin = sender.flatMap { id in byMemberID[id].map { RelayOrigin(sender: $0, memberID: id) } }
+        let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false,
+                                     relayed: origin)
         absorbTunnels(now: now)
         switch result {
         case .data(let peer, let offset, let len):
