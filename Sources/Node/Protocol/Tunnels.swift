@@ -298,7 +298,7 @@ public struct Tunnels: Sendable {
                 if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply)) }
                 return .drop(.cookieRequired)
             }
-            guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
+            guard limiter.allow(source, now: now) else { return .drop(.rateLimited) }
         }
         if initiation {
             let received = consumeInitiation(identity: ctx.identity, message: message) { [members, statics] key in
