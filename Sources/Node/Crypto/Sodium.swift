@@ -71,6 +71,14 @@ public enum Sodium {
         return out
     }
 
+    /// 8 random bytes as one integer, without an allocation.
+    package static func randomUInt64() -> UInt64 {
+        initialize()
+        var x: UInt64 = 0
+        withUnsafeMutableBytes(of: &x) { randombytes_buf($0.baseAddress!, $0.count) }
+        return x
+    }
+
     /// Overwrites the array's storage with zeros (sodium_memzero is not optimised away).
     static func wipe(_ bytes: inout [UInt8]) {
         bytes.withUnsafeMutableBytes { raw in

@@ -92,9 +92,12 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
     /// RENDEZVOUS_REQUEST to a non-anchor, a RENDEZVOUS from a non-anchor).
     case controlNotAllowed
     case rendezvousRateLimited
+    /// A member sent CANDIDATES more often than its budget (1/s, burst 5).
+    case candidatesRateLimited
     /// A PATH_PROBE from a key that is not a member: never answered.
     case probeNotMember
-    /// This source address used up its probe-reply budget.
+    /// This source address (IPv6: /64) used up its probe-reply budget, or the
+    /// global one for sources that are not where a member is known to be.
     case probeRateLimited
     /// A PATH_PROBE_REPLY for no probe of ours (late, forged, wrong key).
     case probeUnexpectedReply
@@ -122,6 +125,7 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
         case .controlMalformed: "control_malformed"
         case .controlNotAllowed: "control_not_allowed"
         case .rendezvousRateLimited: "rendezvous_rate_limited"
+        case .candidatesRateLimited: "candidates_rate_limited"
         case .probeNotMember: "probe_not_member"
         case .probeRateLimited: "probe_rate_limited"
         case .probeUnexpectedReply: "probe_unexpected_reply"
@@ -233,6 +237,10 @@ public struct NodeCore: Sendable {
     var probes: [PendingProbe] = []
     var nextProbeRound: Instant?
     var probeLimiter: HandshakeRateLimiter
+    /// Probe replies to sources that are not a member's known endpoint, in all.
+    var probeReplyBudget: TokenBucket
+    /// Probe txids: the only authenticator of a PATH_PROBE_REPLY (review M6).
+    var txids: SecretRandom
     var nat: NATMapping = .unknown
     var recovery = RecoveryState()
     var cache = EndpointCache()
@@ -248,14 +256,18 @@ public struct NodeCore: Sendable {
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
     ///   - isAnchor: this node is an anchor (answers rendezvous requests, relays).
-    ///   - seed: seeds txids, jitter and session indices; by default from libsodium.
+    ///   - seed: seeds jitter, ping txids and session indices; by default from libsodium.
+    ///   - txids: where probe txids come from: libsodium by default; tests may
+    ///     pass `.seeded(_:)` to be deterministic.
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: this value does everything.
     ///   - sendCounters: split only: the shared send counter of each new keypair (the engine's is atomic).
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
                 sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
-                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
+                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() },
+                txids: SecretRandom = .sodium) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
+        self.txids = txids
         self.timings = timings
         self.members = members
         myID = MemberID(publicKey: identity.publicKey)
@@ -270,6 +282,8 @@ public struct NodeCore: Sendable {
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
+        probeReplyBudget = TokenBucket(rate: UInt64(max(0, timings.probeRepliesTotalPerSecond)),
+                                       burst: UInt64(max(0, timings.probeRepliesTotalBurst)))
         var conns: [PeerConn] = []
         var anchors: [PeerID] = []
         var byID: [MemberID: PeerID] = [:]

@@ -122,11 +122,33 @@ public func retryJitter(max: Span, using rng: inout SessionRandom) -> Span {
     max.ns == 0 ? .zero : Span(ns: rng.next() % max.ns)
 }
 
+/// Unpredictable 64-bit values, for what authenticates something: a probe
+/// txid is all that ties a PATH_PROBE_REPLY to our probe (review M6), so it
+/// must not be guessable from other txids or indices. libsodium's CSPRNG
+/// (randombytes_buf) in production; a test may ask for a seeded one to be
+/// deterministic. (A concrete type, not an existential: NodeCore stays a
+/// plain loadable struct.)
+public struct SecretRandom: Sendable {
+    private var seeded: SessionRandom?
+
+    /// libsodium's CSPRNG.
+    public static var sodium: SecretRandom { SecretRandom(seeded: nil) }
+    /// Deterministic, for tests only: xoshiro is predictable from its output.
+    public static func seeded(_ seed: UInt64) -> SecretRandom { SecretRandom(seeded: SessionRandom(seed: seed)) }
+
+    public mutating func next() -> UInt64 {
+        if seeded != nil { return seeded!.next() }
+        return Sodium.randomUInt64()
+    }
+}
+
 /// xoshiro256** seeded by SplitMix64: deterministic for tests, fast for jitter and
 /// session indices. The engine seeds it from libsodium's CSPRNG. Indices are not
 /// secrets (they travel in clear in every packet), so a non-cryptographic
 /// generator costs nothing in security; predictability only lets an attacker
-/// send packets that fail authentication, which it can do anyway.
+/// send packets that fail authentication, which it can do anyway. Not for
+/// anything that authenticates (the output function is invertible and the
+/// state update linear: a few outputs give the state): see `SecretRandom`.
 public struct SessionRandom: RandomNumberGenerator, Sendable {
     private var s0, s1, s2, s3: UInt64
 

@@ -356,7 +356,7 @@ public struct Tunnels: Sendable {
                 guard relayed.sender.rawValue >= 0, relayed.sender.rawValue < relayedLimiter.count,
                       relayedLimiter[relayed.sender.rawValue].take(1, now: now) else { return .drop(.rateLimited) }
             } else {
-                guard limiter.allow(source.address, now: now) else { return .drop(.rateLimited) }
+                guard limiter.allow(source, now: now) else { return .drop(.rateLimited) }
             }
         }
         if initiation {

@@ -238,13 +238,44 @@ final class SessionTimerTests: XCTestCase {
 
     func testRateLimiterBucket() {
         var r = HandshakeRateLimiter(perSecond: 20, burst: 5)
-        let a = IPAddressBytes(v4: (192, 0, 2, 1)), b = IPAddressBytes(v4: (192, 0, 2, 2))
+        let a = Endpoint.v4(192, 0, 2, 1, port: 1), b = Endpoint.v4(192, 0, 2, 2, port: 1)
         let t0 = Instant(ns: 1_000_000_000)
         for i in 0..<5 { XCTAssertTrue(r.allow(a, now: t0), "burst \(i)") }
         XCTAssertFalse(r.allow(a, now: t0))
         XCTAssertTrue(r.allow(b, now: t0), "budgets are per address")
         XCTAssertFalse(r.allow(a, now: t0 + .milliseconds(40)))
         XCTAssertTrue(r.allow(a, now: t0 + .milliseconds(60)), "one token per 50 ms")
+        XCTAssertFalse(r.allow(Endpoint.v4(192, 0, 2, 1, port: 2), now: t0 + .milliseconds(60)), "the port is ignored")
+    }
+
+    /// Review H2: 10,000 distinct sources within one second. Every new source
+    /// gets its first use (the old table refused everyone new once 4,096 fresh
+    /// entries filled it), each call looks at a fixed number of slots (the old
+    /// one rebuilt the whole table per call), and the table does not grow.
+    func testRateLimiterManySourcesBoundedWork() {
+        var r = HandshakeRateLimiter(perSecond: 10, burst: 20)
+        let t0 = Instant(ns: 1_000_000_000)
+        for k in 0..<10_000 {
+            let src = Endpoint.v4(10, UInt8(k >> 16), UInt8((k >> 8) & 0xff), UInt8(k & 0xff), port: 9)
+            XCTAssertTrue(r.allow(src, now: t0 + Span(ns: UInt64(k) * 100_000)), "new source \(k) is not locked out")
+        }
+        XCTAssertEqual(r.slotsVisited, 10_000 * HandshakeRateLimiter.ways, "O(1): one set of slots per call")
+        // A source seen a moment ago keeps its (spent) budget unless its set was reused.
+        let last = Endpoint.v4(10, 0, 0x27, 0x0F, port: 9)  // k = 9,999
+        for _ in 0..<19 { XCTAssertTrue(r.allow(last, now: t0 + .seconds(1 as UInt64))) }
+        XCTAssertFalse(r.allow(last, now: t0 + .seconds(1 as UInt64)), "its burst is spent")
+    }
+
+    /// Review M3: IPv6 sources share a budget per /64; IPv4-mapped addresses are hosts.
+    func testSourceKeyMasksIPv6ToSlash64() {
+        func v6(_ s: String) -> Endpoint { Endpoint(family: .v6, address: IPAddressBytes(v6: s)!, port: 1) }
+        XCTAssertEqual(SourceKey(v6("2001:db8:1:2::1")), SourceKey(v6("2001:db8:1:2:ffff:1:2:3")))
+        XCTAssertNotEqual(SourceKey(v6("2001:db8:1:2::1")), SourceKey(v6("2001:db8:1:3::1")))
+        XCTAssertNotEqual(SourceKey(v6("::ffff:192.0.2.1")), SourceKey(v6("::ffff:192.0.2.2")))
+        XCTAssertNotEqual(SourceKey(.v4(192, 0, 2, 1, port: 1)), SourceKey(.v4(192, 0, 2, 2, port: 1)))
+        XCTAssertEqual(SourceKey(.v4(192, 0, 2, 1, port: 1)), SourceKey(.v4(192, 0, 2, 1, port: 2)))
+        // An IPv4 address and an IPv6 /64 with the same first bytes are different sources.
+        XCTAssertNotEqual(SourceKey(.v4(192, 0, 2, 1, port: 1)), SourceKey(v6("c000:201::")))
     }
 
     func testLoadMeterIsSticky() {

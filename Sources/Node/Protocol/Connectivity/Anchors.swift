@@ -12,9 +12,13 @@
 //   reachable anchors 1 / 0  -> warning event (seed 2.1), `wsctl status` warnings
 //
 // NAT classification is `classifyNAT` over the anchors' latest observations
-// (the evidence is kept and shown). The probe responder (every node) answers
-// members only, in place, never with more bytes than the probe, within a
-// per-source-address budget.
+// (the evidence is kept and shown). An observation moves that state only when
+// authenticated (a PATH_PONG, an OBSERVED) or agreed on: a PATH_PROBE_REPLY,
+// which only its random txid ties to our probe, is a hint until a second
+// probe reply or a pong says the same (`recordProbeObservation`). The probe
+// responder (every node) answers members only, in place, never with more
+// bytes than the probe, within a per-source budget (IPv6: per /64) and, for
+// sources that are not where a member is known to be, a global one.
 
 import Support
 import Wire
@@ -41,7 +45,8 @@ extension NodeCore {
         } else if probes.contains(where: { $0.target == p && $0.to == ep }) {
             return
         }
-        let txid = rng.next()
+        // From libsodium, not `rng`: the txid is the reply's only authenticator.
+        let txid = txids.next()
         probes.append(PendingProbe(txid: txid, target: p, to: ep, sentAt: now, recovery: recovery))
         outbox.push(Transmit(to: ep, bytes: PathProbe(txid: txid, sender: publicKey).bytes))
     }
@@ -77,8 +82,16 @@ extension NodeCore {
         guard let probe = PathProbe(UnsafeRawBufferPointer(buffer), length: length) else { return drop(.badLength) }
         // Filtering, not authentication (keys are public): a stranger cannot
         // make us answer, and nobody gets more than it sent.
-        guard tunnels.peerID(for: probe.sender) != nil else { return drop(.probeNotMember) }
-        guard probeLimiter.allow(source.address, now: now) else { return drop(.probeRateLimited) }
+        guard let sender = tunnels.peerID(for: probe.sender) else { return drop(.probeNotMember) }
+        guard probeLimiter.allow(source, now: now) else { return drop(.probeRateLimited) }
+        // A flood from many sources passes the per-source budget (each new
+        // source starts full): all of them share one global budget. A probe
+        // from where a member is known to be does not, so members are still
+        // answered during such a flood (one whose address changed waits for
+        // the flood to end, or heals through its session's pings).
+        let known = tunnels.endpoint(of: sender) == source || conns[sender.rawValue].staticEndpoint == source
+            || directOwner[source] != nil
+        guard known || probeReplyBudget.take(1, now: now) else { return drop(.probeRateLimited) }
         let reply = PathProbeReply(txid: probe.txid, observed: source, responder: publicKey)
         guard let n = reply.write(into: buffer), n <= length else { return drop(.badLength) }
         return .transmit(source, offset: 0, length: n)
@@ -95,7 +108,7 @@ extension NodeCore {
         let p = probe.target
         if conns[p.rawValue].anchor != nil {
             conns[p.rawValue].anchor?.missedProbes = 0
-            recordObservation(p, reply.observed, now: now)
+            recordProbeObservation(p, reply.observed, now: now)
             if !tunnels.isEstablished(p, now: now), !tunnels.isHandshaking(p) {
                 if probe.to != tunnels.endpoint(of: p) { setAnchorEndpoint(p, probe.to, now: now) }
                 tunnels.connect(p, now: now)
@@ -173,8 +186,32 @@ extension NodeCore {
 
     // MARK: Observations, candidates, NAT
 
+    /// What a PATH_PROBE_REPLY says anchor `a` sees. Only the txid (64 random
+    /// bits) ties the reply to our probe, and anyone on the path can forge
+    /// one, so by itself it never changes the observed endpoint, the
+    /// candidates we announce or the NAT class (review M6). It counts when
+    ///  - it agrees with what we hold (a refresh), or
+    ///  - the previous probe reply from this anchor said the same: two
+    ///    independent probes (different txids, sent seconds apart) agree;
+    /// otherwise it is kept as a hint, and the anchor is pinged at once: the
+    /// PATH_PONG's observation is authenticated (`recordObservation`) and
+    /// settles it within one round trip — how a renumbered NAT still heals
+    /// within the probe interval.
+    mutating func recordProbeObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
+        guard let st = conns[a.rawValue].anchor else { return }
+        if st.observed == ep || st.probeHint == ep { return recordObservation(a, ep, now: now) }
+        conns[a.rawValue].anchor?.probeHint = ep
+        if tunnels.isEstablished(a, now: now), let path = conns[a.rawValue].activePath,
+           !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }) {
+            sendPing(a, remote: path.remote, via: path.via, purpose: .anchorKeepalive, onActivePath: true, now: now)
+        }
+    }
+
+    /// An authenticated observation (PATH_PONG, OBSERVED), or one two probe
+    /// replies agreed on: where anchor `a` sees us now.
     mutating func recordObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
         guard let st = conns[a.rawValue].anchor else { return }
+        conns[a.rawValue].anchor?.probeHint = nil
         let old = st.observed
         conns[a.rawValue].anchor?.observed = ep
         conns[a.rawValue].anchor?.observedAt = now

@@ -90,14 +90,37 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// not a defence against strangers (those never get here).
     public var relayBytesPerSecond: UInt64
     public var relayBurstBytes: UInt64
-    /// Probe replies per source address: 10/s, burst 20 (a household of members
-    /// behind one address probing every 7 s, plus recovery bursts), and the
-    /// table of addresses is bounded (HandshakeRateLimiter.maxEntries).
+    /// Probe replies per source address (IPv6: per /64): 10/s, burst 20 (a
+    /// household of members behind one address probing every 7 s, plus
+    /// recovery bursts). The table of addresses is fixed
+    /// (HandshakeRateLimiter.maxEntries) and evicts the least recently used.
     public var probeRepliesPerSecond: Int
     public var probeReplyBurst: Int
+    /// Probe replies in all, to sources that are not a member's known
+    /// endpoint: 1,000/s, burst 1,000. Members probe each anchor every 7 s, so
+    /// this serves about 7,000 members' routine probes; it caps what a flood
+    /// from many sources (one IPv6 /48 is 65,536 budgets) costs us and sends,
+    /// while probes from where a member is known to be bypass it (review H2).
+    public var probeRepliesTotalPerSecond: Int
+    public var probeRepliesTotalBurst: Int
     /// Rendezvous requests an anchor serves per member: 2/s, burst 5.
     public var rendezvousPerSecond: Int
     public var rendezvousBurst: Int
+    /// CANDIDATES messages a node accepts per member: 1/s, burst 5. A member
+    /// announces when its addresses change (a renumbering, a new anchor
+    /// session): rarely; more is churn in what anchors hand out (review M8).
+    public var candidateUpdatesPerSecond: Int
+    public var candidateUpdateBurst: Int
+    /// Hole punching to addresses no one vouched for (a member's own claims,
+    /// neither an anchor's observation, nor heard from, nor cached or
+    /// configured): at most 8 distinct such addresses per member per 30 s,
+    /// however many RENDEZVOUS arrive. 8 covers a host's locals, port
+    /// mappings and other anchors' observations; 30 s spans a punch (5 s) and
+    /// the first direct retry (10 s). Without it one RENDEZVOUS_REQUEST made
+    /// each introduced member ping 16 attacker-chosen addresses ~9 times each
+    /// (review M8: 100-150x amplification toward hosts outside the mesh).
+    public var unattestedPunchTargets: Int
+    public var unattestedPunchWindow: Span
 
     // MARK: Recovery (seed 3.1, 3.5)
 
@@ -140,6 +163,12 @@ public struct ConnectivityTimings: Sendable, Equatable {
         probeReplyBurst: Int = 20,
         rendezvousPerSecond: Int = 2,
         rendezvousBurst: Int = 5,
+        probeRepliesTotalPerSecond: Int = 1000,
+        probeRepliesTotalBurst: Int = 1000,
+        candidateUpdatesPerSecond: Int = 1,
+        candidateUpdateBurst: Int = 5,
+        unattestedPunchTargets: Int = 8,
+        unattestedPunchWindow: Span = .seconds(30 as UInt64),
         recoveryInitial: Span = .seconds(1 as UInt64),
         recoveryMax: Span = .seconds(60 as UInt64),
         recoveryJitterPercent: UInt64 = 10,
@@ -172,6 +201,12 @@ public struct ConnectivityTimings: Sendable, Equatable {
         self.probeReplyBurst = probeReplyBurst
         self.rendezvousPerSecond = rendezvousPerSecond
         self.rendezvousBurst = rendezvousBurst
+        self.probeRepliesTotalPerSecond = probeRepliesTotalPerSecond
+        self.probeRepliesTotalBurst = probeRepliesTotalBurst
+        self.candidateUpdatesPerSecond = candidateUpdatesPerSecond
+        self.candidateUpdateBurst = candidateUpdateBurst
+        self.unattestedPunchTargets = unattestedPunchTargets
+        self.unattestedPunchWindow = unattestedPunchWindow
         self.recoveryInitial = recoveryInitial
         self.recoveryMax = recoveryMax
         self.recoveryJitterPercent = recoveryJitterPercent

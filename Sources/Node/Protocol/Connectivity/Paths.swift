@@ -247,7 +247,9 @@ extension NodeCore {
     /// `anchor` introduces us to `p`: it has live sessions with both of us now.
     mutating func receiveRendezvous(_ p: PeerID, from anchor: PeerID, candidates: [Candidate], now: Instant) {
         let i = p.rawValue
-        conns[i].candidates = candidates
+        // The anchor puts where it hears `p` from first (RelayService `introduce`).
+        let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
+        conns[i].candidates = admitCandidates(p, candidates, attested: observed, now: now)
         conns[i].rendezvousAnchor = nil
         conns[i].rendezvousDeadline = nil
         // Someone asked for this introduction because a direct path is missing
@@ -270,6 +272,41 @@ extension NodeCore {
             tunnels.expediteHandshake(p, now: now)
         }
         startPunch(p, now: now)
+    }
+
+    /// The part of `list` (a member's announced candidates, or an anchor's
+    /// introduction) we will punch. Vouched-for addresses always: `attested`
+    /// (the introducing anchor's own observation), `p`'s configured or cached
+    /// endpoints, and addresses we have heard `p` from. Every other address is
+    /// only `p`'s word, and a member could name any host on the Internet: at
+    /// most `unattestedPunchTargets` distinct ones per `unattestedPunchWindow`,
+    /// however many introductions arrive (review M8). Within the budget,
+    /// observed addresses are taken first (they are public), then the rest in
+    /// the member's order; the result keeps the list's order.
+    mutating func admitCandidates(_ p: PeerID, _ list: [Candidate], attested: Endpoint?, now: Instant) -> [Candidate] {
+        let i = p.rawValue
+        if conns[i].unattestedSince.map({ now - $0 >= timings.unattestedPunchWindow }) ?? true {
+            conns[i].unattested = []
+            conns[i].unattestedSince = now
+        }
+        let list = Array(list.prefix(ControlMessage.maxCandidates))
+        let cached = cache.endpoints(for: conns[i].key)
+        func vouched(_ ep: Endpoint) -> Bool {
+            ep == attested || ep == conns[i].staticEndpoint || cached.contains(ep)
+                || conns[i].paths.contains { $0.via == nil && $0.remote == ep && $0.lastRx != nil }
+        }
+        var admitted: [Endpoint] = []
+        for c in list.filter({ $0.source == .observed }) + list.filter({ $0.source != .observed }) {
+            let ep = c.endpoint
+            if admitted.contains(ep) { continue }
+            if vouched(ep) || conns[i].unattested.contains(ep) {
+                admitted.append(ep)
+            } else if conns[i].unattested.count < timings.unattestedPunchTargets {
+                conns[i].unattested.append(ep)
+                admitted.append(ep)
+            }
+        }
+        return list.filter { admitted.contains($0.endpoint) }
     }
 
     mutating func startPunch(_ p: PeerID, now: Instant) {

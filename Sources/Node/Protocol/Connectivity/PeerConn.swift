@@ -86,6 +86,9 @@ struct AnchorState: Sendable {
     /// The address this anchor last saw us at, and when (NAT evidence).
     var observed: Endpoint?
     var observedAt: Instant?
+    /// The last PATH_PROBE_REPLY's observation when it differed from
+    /// `observed`: unauthenticated, it waits for agreement (Anchors.swift).
+    var probeHint: Endpoint?
     var lastHeard: Instant?
     /// Last PATH_PONG from it, and last probe it left unanswered: a network
     /// that drops our unauthenticated probes but carries the session does not
@@ -126,6 +129,13 @@ struct PeerConn: Sendable {
     /// Per-member budgets on an anchor.
     var relayBucket: TokenBucket
     var rendezvousBucket: TokenBucket
+    /// CANDIDATES messages from this member (every node: review M8).
+    var candidatesBucket: TokenBucket
+    /// Addresses only the member itself vouched for that we took as punch
+    /// targets in the window that began at `unattestedSince` (Paths.swift
+    /// `admitCandidates`).
+    var unattested: [Endpoint] = []
+    var unattestedSince: Instant?
 
     static let maxPaths = 16
     static let maxPings = 64
@@ -140,6 +150,8 @@ struct PeerConn: Sendable {
         anchor = isAnchorMember && !isSelf ? AnchorState() : nil
         relayBucket = TokenBucket(rate: timings.relayBytesPerSecond, burst: timings.relayBurstBytes)
         rendezvousBucket = TokenBucket(rate: UInt64(timings.rendezvousPerSecond), burst: UInt64(timings.rendezvousBurst))
+        candidatesBucket = TokenBucket(rate: UInt64(max(0, timings.candidateUpdatesPerSecond)),
+                                       burst: UInt64(max(0, timings.candidateUpdateBurst)))
     }
 
     var activeKind: PathKind? { active.map { paths[$0].kind } }

@@ -107,7 +107,13 @@ extension NodeCore {
             if conns[p.rawValue].anchor != nil { recordObservation(p, ep, now: now) }
         case .candidates(let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
-            conns[p.rawValue].candidates = list
+            // Bounded by the parser (maxCandidates) and rate-limited here: an
+            // anchor hands them out, a member punches them (review M8).
+            guard conns[p.rawValue].candidatesBucket.take(1, now: now) else { return drop(.candidatesRateLimited) }
+            let list = Array(list.prefix(ControlMessage.maxCandidates))
+            // An anchor stores what the member says (it never punches it); a
+            // member punches only within the unattested-address budget.
+            conns[p.rawValue].candidates = isAnchor ? list : admitCandidates(p, list, attested: nil, now: now)
         case .rendezvousRequest(let target):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard isAnchor else { return drop(.controlNotAllowed) }
