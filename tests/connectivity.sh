@@ -103,8 +103,18 @@ k=$(active_kind e2 e1); [[ "$k" == direct* ]] || fail "e2 -> e1 (cone <-> cone) 
 echo "ok: cone <-> cone is direct"
 k=$(active_kind d1 d2); [[ "$k" == relay* ]] || fail "d1 -> d2 (symmetric <-> symmetric) is $k, not relay"
 echo "ok: symmetric <-> symmetric is relayed ($k)"
-status d1 | "$LAB_PY" "$here/lib/jq.py" node.nat.mapping | grep -q endpoint-dependent || fail "d1 does not see its NAT as endpoint-dependent"
-status e1 | "$LAB_PY" "$here/lib/jq.py" node.nat.mapping | grep -q endpoint-independent || fail "e1 does not see its NAT as endpoint-independent"
+# A probe reply alone moves no state (security review M6): the class settles once
+# each anchor's authenticated pong agrees, a round trip after the sessions are up.
+nat_is() { # host mapping: waits up to 10 s for host's status to show the mapping
+  local i
+  for i in $(seq 100); do
+    status "$1" | "$LAB_PY" "$here/lib/jq.py" node.nat.mapping | grep -qx "$2" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+nat_is d1 endpoint-dependent || fail "d1 does not see its NAT as endpoint-dependent"
+nat_is e1 endpoint-independent || fail "e1 does not see its NAT as endpoint-independent"
 echo "ok: NAT mapping classified (e1 endpoint-independent, d1 endpoint-dependent)"
 
 # Lose an anchor: every pair stays up, and the warning is raised.
