@@ -7,9 +7,12 @@
 #   ns wsB-$$ ── vB ─┼── br0 (ns wsN-$$)       A 10.77.0.1/24  ⇄  B 10.77.0.2/24
 #   ns wsC-$$ ── vC ─┘   10.55.0.0/24          C: the replayer, no daemon
 #
-# Everything it makes is removed on exit, also on failure.
+# Everything it makes is removed on exit, also on failure. A check this kernel
+# cannot support is reported as "SKIP: ..." (scripts/test counts those), never
+# as passed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib/wait.sh"
 bin=${WS_BIN:-$here/../.build/release}
 A=wsA-$$ B=wsB-$$ C=wsC-$$ N=wsN-$$
 tmp=$(mktemp -d)
@@ -23,6 +26,47 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
+
+# status NODE FILE: NODE's `wsctl status --json` (NODE a or b) into FILE.
+status() { "$bin/wsctl" status --socket "$tmp/$1.sock" --json >"$2" || fail "wsctl status $1"; }
+# counter VAR FILE NAME: VAR = the counter NAME of the status in FILE. It must be
+# there: a missing counter is a failure, never read as 0 (a reason is absent
+# until it first counts, and another reactor's counts are absent until it
+# published them).
+counter() {
+  local v
+  v=$(python3 "$here/lib/jq.py" "counters.$3" <"$2")
+  [[ $v =~ ^[0-9]+$ ]] || fail "counter $3 missing from the status ($2: $v)"
+  printf -v "$1" %s "$v"
+}
+# counter0 VAR FILE NAME: the same for a counter that may never have counted,
+# which the status leaves out: 0. Only after `settled`, so that "absent" means
+# "never counted", not "not published yet".
+counter0() {
+  local v
+  v=$(python3 "$here/lib/jq.py" "counters.$3" <"$2")
+  [ "$v" = null ] && v=0
+  [[ $v =~ ^[0-9]+$ ]] || fail "counter $3 is not a count ($2: $v)"
+  printf -v "$1" %s "$v"
+}
+# settled NODE FILE: a status of NODE whose counters include every reactor's
+# last counts. Reactors other than the first publish theirs after a batch, at
+# most twice a second (the last ones by a timer, 0.5 s later), so a status
+# read at once may lack them. Waits until two statuses 1 s apart have the same
+# counters (at most 15 s), and leaves the second in FILE.
+settled() {
+  local prev cur i
+  status "$1" "$2"
+  prev=$(python3 "$here/lib/jq.py" counters <"$2")
+  for i in $(seq 15); do
+    sleep 1
+    status "$1" "$2"
+    cur=$(python3 "$here/lib/jq.py" counters <"$2")
+    [ "$cur" = "$prev" ] && return 0
+    prev=$cur
+  done
+  fail "$1: counters still moving after 15 s of no traffic: $cur"
+}
 
 ip netns add $N
 ip -n $N link add br0 type bridge
@@ -88,15 +132,10 @@ start=$(date +%s%N)
 ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
 ip netns exec $B "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/b.toml" 2>"$tmp/b.log" & pids+=($!)
 
-# A pings B through the tunnel within about 5 s (50 tries), or the test fails with $1.
-wait_ping() {
-  local _
-  for _ in $(seq 1 50); do
-    ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  fail "$1"
-}
+# A pings B through the tunnel within 10 s (one ping at a time, each waiting
+# up to 1 s for its reply), or the test fails with $1.
+ping_b() { ip netns exec $A ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; }
+wait_ping() { wait_until 10 ping_b || fail "$1"; }
 
 # Ping through the tunnel within seconds of start.
 wait_ping "no ping through the tunnel"
@@ -106,7 +145,7 @@ echo "ok: ping both ways"
 
 # TCP through the tunnel.
 ip netns exec $B iperf3 -s -1 -B 10.77.0.2 >"$tmp/iperf-s.log" 2>&1 & pids+=($!)
-sleep 0.5
+wait_tcp_listen $B 5201 || fail "iperf3 server not listening"
 ip netns exec $A iperf3 -c 10.77.0.2 -n 20M -J >"$tmp/iperf.json" 2>"$tmp/iperf-c.log" || fail "iperf3 TCP transfer"
 bps=$(python3 -c "import json;d=json.load(open('$tmp/iperf.json'));print(int(d['end']['sum_received']['bits_per_second']))")
 echo "ok: 20 MB of TCP through the tunnel ($((bps / 1000000)) Mbit/s, not a benchmark)"
@@ -115,35 +154,52 @@ echo "ok: 20 MB of TCP through the tunnel ($((bps / 1000000)) Mbit/s, not a benc
 # device as UDP GSO super-packets (where the kernel has USO), and the kernel must
 # hand the receiver exactly the datagrams A sent.
 ip netns exec $B python3 "$here/lib/udpcheck.py" recv --bind 10.77.0.2:5300 --count 4000 >"$tmp/udp-recv.log" 2>&1 & udp_pid=$!
-for _ in $(seq 50); do grep -q listening "$tmp/udp-recv.log" && break; sleep 0.1; done
+wait_until 5 grep -qs listening "$tmp/udp-recv.log" || fail "UDP receiver did not start"
 ip netns exec $A python3 "$here/lib/udpcheck.py" send --to 10.77.0.2:5300 --count 4000 --size 1200 --burst 32 || fail "UDP sender"
 wait $udp_pid || fail "UDP through the tunnel: $(tail -1 "$tmp/udp-recv.log")"
-got=$(sed -n 's/^received \([0-9]*\) of.*/\1/p' "$tmp/udp-recv.log")
-[ "${got:-0}" -ge 3600 ] || fail "UDP through the tunnel: $(tail -1 "$tmp/udp-recv.log") (fewer than 90%)"
-coalesced=$("$bin/wsctl" status --socket "$tmp/b.sock" --json | python3 "$here/lib/jq.py" counters.tun_coalesced_udp)
-uso=$(grep -c "uso4" "$tmp/b.log" || true)
-if [ "$uso" -gt 0 ]; then
-  [ "${coalesced:-0}" -gt 0 ] || fail "UDP: the TUN device has USO but no datagram was coalesced"
+# Distinct datagrams: "received" would count a duplicate twice.
+got=$(sed -n 's/^received [0-9]* of [0-9]*, distinct \([0-9]*\),.*/\1/p' "$tmp/udp-recv.log")
+[ "${got:-0}" -ge 3600 ] || fail "UDP through the tunnel: $(tail -1 "$tmp/udp-recv.log") (fewer than 90% distinct)"
+echo "ok: UDP through the tunnel intact: $(tail -1 "$tmp/udp-recv.log")"
+settled b "$tmp/b-udp.json"
+counter coalesced "$tmp/b-udp.json" tun_coalesced_udp
+if grep -q "uso4,uso6" "$tmp/b.log"; then  # the coalescer writes UDP only with both
+  [ "$coalesced" -gt 0 ] || fail "UDP: the TUN device has USO but no datagram was coalesced"
+  echo "ok: $coalesced datagrams written inside UDP GSO super-packets"
+else
+  echo "SKIP: UDP GSO coalescing not checked: B's TUN device has no USO (Linux 6.2+); $coalesced datagrams coalesced"
 fi
-echo "ok: UDP through the tunnel intact: $(tail -1 "$tmp/udp-recv.log"); $coalesced datagrams written inside UDP GSO super-packets"
 
 # Overload through A's 3 reactors: 8 UDP flows at 2 Gbit/s offered spread over A's TUN queues,
 # most of them another reactor's than the owner's. A reactor whose ring to the owner is
 # full stops reading its queue until the owner drained it (backpressure); afterwards
 # everything must flow again (no reactor left paused). (6 s: the kernel steers a flow to the
 # queue that last wrote its packets, here iperf3's start-up reply, for 3 s, then by hash.)
+settled a "$tmp/a-u0.json"
+counter0 reads0 "$tmp/a-u0.json" handoff_tun_reads
+counter0 full0 "$tmp/a-u0.json" handoff_full
 ip netns exec $B iperf3 -s -1 -B 10.77.0.2 -p 5202 >"$tmp/iperf-u-s.log" 2>&1 & pids+=($!)
-sleep 0.3
+wait_tcp_listen $B 5202 || fail "iperf3 server (UDP overload) not listening"
 ip netns exec $A iperf3 -c 10.77.0.2 -p 5202 -u -b 250M -P 8 -l 1200 -t 6 >"$tmp/iperf-u.log" 2>&1 || fail "iperf3 UDP overload: $(tail -3 "$tmp/iperf-u.log")"
-sleep 0.6
-"$bin/wsctl" status --socket "$tmp/a.sock" --json >"$tmp/a-u.json"
-reads=$(python3 "$here/lib/jq.py" counters.handoff_tun_reads <"$tmp/a-u.json")
-full=$(python3 "$here/lib/jq.py" counters.handoff_full <"$tmp/a-u.json")
+settled a "$tmp/a-u.json"
+counter reads "$tmp/a-u.json" handoff_tun_reads
+counter0 full "$tmp/a-u.json" handoff_full
+reads=$((reads - reads0)) full=$((full - full0))
+# The overload must have crossed reactors, or it tested nothing of the hand-over.
+[ "$reads" -gt 0 ] || fail "UDP overload: no TUN read handed to the owner (8 flows all on the owner's queue?)"
+# Backpressure: a reactor that finds its ring to the owner full stops reading its
+# TUN queue until the owner drained it, so only the reads of that moment are
+# dropped (docs/engine.md: about 1% of the reads handed over; 26-44% when it
+# kept reading). More than 10% means it no longer pauses.
+[ $((full * 10)) -le "$reads" ] || fail "UDP overload: $full of $reads TUN reads dropped at a full ring (backpressure?)"
+# A ring that never filled paused nothing: then "everything flows afterwards" below
+# says nothing about resuming (the owner kept up on this run).
+[ "$full" -gt 0 ] || echo "SKIP: backpressure not exercised: the ring to the owner never filled on this run"
 ip netns exec $A ping -c 3 -i 0.2 -W 1 10.77.0.2 >/dev/null || fail "no ping after the UDP overload (a reactor left paused?)"
 ip netns exec $B iperf3 -s -1 -B 10.77.0.2 -p 5203 >/dev/null 2>&1 & pids+=($!)
-sleep 0.3
+wait_tcp_listen $B 5203 || fail "iperf3 server (TCP after the overload) not listening"
 ip netns exec $A iperf3 -c 10.77.0.2 -p 5203 -P 4 -n 8M >/dev/null 2>&1 || fail "TCP on 4 flows after the UDP overload"
-echo "ok: UDP overload on 8 flows: TUN reads handed to the owner ${reads/null/0}, dropped at a full ring ${full/null/0}; ping and TCP on 4 flows pass afterwards"
+echo "ok: UDP overload on 8 flows: TUN reads handed to the owner $reads, dropped at a full ring $full; ping and TCP on 4 flows pass afterwards"
 
 # wsctl status on B shows A up, at A's real endpoint.
 ip netns exec $B "$bin/wsctl" --help >/dev/null
@@ -154,22 +210,23 @@ ep=$(python3 "$here/lib/jq.py" peers.1.endpoint <"$tmp/b1.json")
 [ "$ep" = "10.55.0.1:51820" ] || fail "endpoint is $ep"
 "$bin/wsctl" status --socket "$tmp/b.sock" | sed 's/^/  | /'
 # Reactors: as configured, and session data arrived on the owner's socket (the steering program).
-sleep 0.6  # other reactors publish their counters twice a second
+# The zero counters are read once every reactor has published its last counts: read
+# early, a count not published yet would look like "none".
 for side in a:3 b:2; do
   n=${side%:*} want=${side#*:}
-  "$bin/wsctl" status --socket "$tmp/$n.sock" --json >"$tmp/$n-r.json" || fail "wsctl status $n"
+  settled $n "$tmp/$n-r.json"
   got=$(python3 "$here/lib/jq.py" node.reactors <"$tmp/$n-r.json")
   [ "$got" = "$want" ] || fail "$n runs $got reactors, not $want"
-  missed=$(python3 "$here/lib/jq.py" counters.handoff_datagrams <"$tmp/$n-r.json")
-  reads=$(python3 "$here/lib/jq.py" counters.handoff_tun_reads <"$tmp/$n-r.json")
-  loops=$(python3 "$here/lib/jq.py" counters.handoff_loop <"$tmp/$n-r.json")
-  [ "$loops" = null ] || fail "$n: $loops datagrams went round the reactors"
+  counter0 missed "$tmp/$n-r.json" handoff_datagrams
+  counter0 reads "$tmp/$n-r.json" handoff_tun_reads
+  counter0 loops "$tmp/$n-r.json" handoff_loop
+  [ "$loops" -eq 0 ] || fail "$n: $loops datagrams went round the reactors"
   if grep -q "steering refused" "$tmp/$n.log"; then
-    echo "note: $n: the kernel refused the steering program; $missed datagrams handed to their owner"
+    echo "SKIP: $n: steering not checked: the kernel refused the steering program; $missed datagrams handed to their owner"
   else
-    [ "$missed" = null ] || fail "$n: $missed session datagrams landed on a reactor that does not own them"
+    [ "$missed" -eq 0 ] || fail "$n: $missed session datagrams landed on a reactor that does not own them"
   fi
-  echo "ok: $n runs $want reactors; session datagrams on the wrong reactor: ${missed/null/0}; TUN reads handed to the owner: ${reads/null/0}"
+  echo "ok: $n runs $want reactors; session datagrams on the wrong reactor: $missed; TUN reads handed to the owner: $reads"
 done
 # The documented form, the socket before the verb (DESIGN §8), gives the same object.
 "$bin/wsctl" --socket "$tmp/b.sock" status --json | python3 "$here/lib/jq.py" node.public_key >"$tmp/b-key-before-verb" \
@@ -178,21 +235,31 @@ done
 echo "ok: wsctl --socket PATH status and wsctl status --socket PATH agree"
 [ "$(stat -c %a "$tmp/b.sock")" = 600 ] || fail "control socket is not owner-only"
 
-# Replay: capture a DATA packet A -> B on the bridge, send it again from C.
-ip netns exec $N python3 "$here/lib/sniff.py" p1 51820 "$tmp/data.bin" 5 & sniffer=$!
-sleep 0.3
+# Replay: capture a DATA packet A -> B on the bridge (from A's address to B's: both
+# listen on 51820, and a packet B sent would be "unknown index" at B, not a replay),
+# send it again from C.
+ip netns exec $N python3 "$here/lib/sniff.py" p1 51820 "$tmp/data.bin" 5 10.55.0.1 10.55.0.2 >"$tmp/sniff.out" 2>&1 & sniffer=$!
+wait_until 5 grep -qs listening "$tmp/sniff.out" || fail "sniffer did not start: $(cat "$tmp/sniff.out")"
 ip netns exec $A ping -c 3 -i 0.2 -W 1 10.77.0.2 >/dev/null || true
-wait $sniffer || fail "no DATA packet captured"
-before=$(python3 "$here/lib/jq.py" counters.replay <"$tmp/b1.json")
-[ "$before" = null ] && before=0
-rx_before=$("$bin/wsctl" status --socket "$tmp/b.sock" --json | python3 "$here/lib/jq.py" peers.1.rx_bytes)
+wait $sniffer || fail "no DATA packet A -> B captured: $(cat "$tmp/sniff.out")"
+# The counter's "before" right before the replay, with every reactor's counts in
+# (B's peer session, and so its replay window, is on reactor 1, which publishes late).
+settled b "$tmp/b2-before.json"
+counter0 before "$tmp/b2-before.json" replay
+rx_before=$(python3 "$here/lib/jq.py" peers.1.rx_bytes <"$tmp/b2-before.json")
 ip netns exec $C python3 "$here/lib/send.py" 10.55.0.2 51820 "$tmp/data.bin" 51820
-sleep 0.5
-"$bin/wsctl" status --socket "$tmp/b.sock" --json >"$tmp/b2.json"
-after=$(python3 "$here/lib/jq.py" counters.replay <"$tmp/b2.json")
+replay_counted() {
+  status b "$tmp/b2.json"
+  after=$(python3 "$here/lib/jq.py" counters.replay <"$tmp/b2.json")
+  [[ $after =~ ^[0-9]+$ ]] && [ "$after" -gt "$before" ]
+}
+wait_until 5 replay_counted || fail "replayed packet not counted as replay (before $before, after $after)"
+# Nothing else of it may show, once every reactor has reported.
+settled b "$tmp/b2.json"
+counter after "$tmp/b2.json" replay
 ep2=$(python3 "$here/lib/jq.py" peers.1.endpoint <"$tmp/b2.json")
 rx_after=$(python3 "$here/lib/jq.py" peers.1.rx_bytes <"$tmp/b2.json")
-[ "$after" != null ] && [ "$after" -gt "$before" ] || fail "replayed packet not counted as replay (before $before, after $after)"
+[ "$after" -eq $((before + 1)) ] || fail "one replayed packet counted $((after - before)) times as replay"
 [ "$ep2" = "10.55.0.1:51820" ] || fail "replayed packet moved the endpoint to $ep2"
 [ "$rx_after" = "$rx_before" ] || fail "replayed packet was accepted (rx $rx_before -> $rx_after)"
 echo "ok: replayed DATA packet from a third namespace dropped (replay counter $before -> $after), endpoint kept"

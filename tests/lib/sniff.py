@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
 """Capture one Whalescale DATA datagram (type 4, non-empty payload) to a UDP port,
 seen on an interface, and write its UDP payload to a file. Used by tests to
-replay a real packet. Usage: sniff.py IFACE PORT OUTFILE TIMEOUT_S"""
+replay a real packet. Usage: sniff.py IFACE PORT OUTFILE TIMEOUT_S [SRC_IP DST_IP]
+
+With SRC_IP and DST_IP only a datagram from SRC_IP to DST_IP is taken: when
+both ends listen on PORT, the port alone does not say which way a packet went,
+and a packet the replay target sent itself is not one it received.
+Prints "listening" once the socket is bound (the caller waits for it)."""
 import socket, struct, sys, time
 
 iface, port, out, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+src = socket.inet_aton(sys.argv[5]) if len(sys.argv) > 6 else None
+dst = socket.inet_aton(sys.argv[6]) if len(sys.argv) > 6 else None
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
 s.bind((iface, 0))
 s.settimeout(0.2)
+print("listening", flush=True)
 end = time.time() + timeout
 while time.time() < end:
     try:
@@ -19,6 +27,8 @@ while time.time() < end:
     ip = frame[14:]
     ihl = (ip[0] & 0x0F) * 4
     if ip[9] != 17:
+        continue
+    if src is not None and (ip[12:16] != src or ip[16:20] != dst):
         continue
     udp = ip[ihl:]
     dport = struct.unpack("!H", udp[2:4])[0]

@@ -19,7 +19,8 @@ import Reactor
 ///   gcc -O2 -shared -fPIC -o /tmp/malloccount.so perf/lib/malloccount.c
 ///   LD_PRELOAD=/tmp/malloccount.so .build/debug/WhalescalePackageTests.xctest NodeTests.ConnectivityDataPathTests
 ///
-/// Without it the loop still checks every packet arrives intact.
+/// Without it the loop still checks every packet arrives intact; with
+/// WS_REQUIRE_MALLOC_COUNT=1 (scripts/test's preloaded run) a missing counter fails.
 final class ConnectivityDataPathTests: XCTestCase {
     typealias Counter = @convention(c) () -> UInt64
 
@@ -95,6 +96,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         if let counted, let after {
             XCTAssertEqual(after - counted, 0, "allocations on the data path (10 000 direct + 10 000 relayed packets)")
             print("datapath: \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
+        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
+            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
         } else {
             print("datapath: malloc counter not preloaded; allocation count not checked (see the doc comment)")
         }
@@ -173,6 +176,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         if let counted, let after {
             XCTAssertEqual(after - counted, 0, "allocations on the split data path")
             print("datapath split: \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
+        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
+            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
         }
     }
 }

@@ -26,7 +26,8 @@ import Reactor
 ///
 /// and under callgrind (a `strip -g` copy of the test binary: valgrind 3.19
 /// cannot read Swift 6's DWARF 5) it gives instructions per super-packet
-/// (perf/results/datapath.md). Without the counter it still checks the bytes.
+/// (perf/results/datapath.md). Without the counter it still checks the bytes;
+/// with WS_REQUIRE_MALLOC_COUNT=1 (scripts/test's preloaded run) a missing counter fails.
 final class OffloadDataPathTests: XCTestCase {
     typealias Counter = @convention(c) () -> UInt64
     static let mallocCount: Counter? = {
@@ -99,6 +100,8 @@ final class OffloadDataPathTests: XCTestCase {
             let n = c() - mallocsBefore
             XCTAssertEqual(n, 0, "allocations in \(rounds - 2) rounds of a 64 KiB super-packet (49 segments each)")
             print("OffloadDataPathTests: \(n) allocations in \(rounds - 2) super-packets")
+        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
+            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but allocations were not counted (counter not preloaded, or WS_ROUNDS < 3)")
         }
         XCTAssertEqual(delivered, rounds)
         XCTAssertEqual(segments, rounds * 49)
