@@ -406,8 +406,15 @@ public struct SessionShard: Sendable {
 
     mutating func count(_ r: NodeDropReason) { drops[r, default: 0] &+= 1 }
 
+    /// An index loop over the (few) anchors: the `for … where` form over an array of
+    /// tuples went through unspecialised generic code and allocated per step in a
+    /// debug build (found by the preloaded allocation counter, scripts/test).
     private func anchorAt(_ ep: Endpoint) -> PeerID? {
-        for a in anchors where a.endpoint == ep { return a.peer }
+        var i = 0
+        while i < anchors.count {
+            if anchors[i].endpoint == ep { return anchors[i].peer }
+            i += 1
+        }
         return nil
     }
 
