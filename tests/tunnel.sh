@@ -127,6 +127,17 @@ sed 's/^listen_port = 51820/listen_port = "many"/' "$tmp/a.toml" >"$tmp/bad.toml
 if ip netns exec $A "$bin/whalescaled" --config "$tmp/bad.toml" 2>"$tmp/bad.err"; then fail "bad config accepted"; fi
 grep -q 'bad.toml:5' "$tmp/bad.err" && grep -q 'listen_port' "$tmp/bad.err" || fail "bad config error lacks line/field: $(cat "$tmp/bad.err")"
 echo "ok: bad config refused: $(head -1 "$tmp/bad.err")"
+# --check-config says the same without starting anything, and accepts the good one.
+if "$bin/whalescaled" --check-config "$tmp/bad.toml" 2>"$tmp/check.err"; then fail "--check-config accepted a bad config"; fi
+grep -q 'bad.toml:5' "$tmp/check.err" || fail "--check-config error lacks the line: $(cat "$tmp/check.err")"
+"$bin/whalescaled" --check-config "$tmp/a.toml" >"$tmp/check.out" || fail "--check-config refused a good config"
+# A key file others can read is refused (wsctl genkey made it 0600 itself).
+[ "$(stat -c %a "$tmp/a.key")" = 600 ] || fail "wsctl genkey left the key file mode $(stat -c %a "$tmp/a.key")"
+cp "$tmp/a.key" "$tmp/loose.key"; chmod 644 "$tmp/loose.key"
+sed "s|$tmp/a.key|$tmp/loose.key|" "$tmp/a.toml" >"$tmp/loose.toml"
+if "$bin/whalescaled" --check-config "$tmp/loose.toml" 2>"$tmp/loose.err"; then fail "a world-readable key file was accepted"; fi
+grep -q 'accessible by group or others' "$tmp/loose.err" || fail "loose key refused without saying why: $(cat "$tmp/loose.err")"
+echo "ok: --check-config: $(cat "$tmp/check.out"); a world-readable key file refused"
 
 start=$(date +%s%N)
 ip netns exec $A "$bin/whalescaled" --log-level ${WS_LOG:-info} --config "$tmp/a.toml" 2>"$tmp/a.log" & pids+=($!)
@@ -233,6 +244,14 @@ done
   || fail "wsctl --socket PATH status"
 [ "$(cat "$tmp/b-key-before-verb")" = "$(python3 "$here/lib/jq.py" node.public_key <"$tmp/b1.json")" ] || fail "wsctl --socket PATH status: another node"
 echo "ok: wsctl --socket PATH status and wsctl status --socket PATH agree"
+# wsctl metrics: Prometheus text from the same daemon, with A up and the counters.
+"$bin/wsctl" metrics --socket "$tmp/b.sock" >"$tmp/metrics.txt" || fail "wsctl metrics"
+grep -q '^whalescale_peer_up{peer="node-a"} 1$' "$tmp/metrics.txt" || fail "wsctl metrics: node-a not up: $(head -20 "$tmp/metrics.txt")"
+grep -q '^# TYPE whalescale_counter_total counter$' "$tmp/metrics.txt" || fail "wsctl metrics: no counter family"
+echo "ok: wsctl metrics: $(grep -vc '^#' "$tmp/metrics.txt") samples, node-a up"
+# The daemon holds the secret key: no core dump may carry it.
+grep -q "Max core file size *0 *0" "/proc/${pids[1]}/limits" || fail "core dumps are not off in whalescaled: $(grep -i core "/proc/${pids[1]}/limits")"
+echo "ok: core dumps off in whalescaled"
 [ "$(stat -c %a "$tmp/b.sock")" = 600 ] || fail "control socket is not owner-only"
 
 # Replay: capture a DATA packet A -> B on the bridge (from A's address to B's: both

@@ -19,10 +19,19 @@ struct WhalescaleD: ParsableCommand {
             socket and exits 0. Logs go to stderr.
             """)
 
-    @Option(name: .long, help: "Path of the TOML configuration file.") var config: String
+    @Option(name: .long, help: "Path of the TOML configuration file.") var config: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "Validate FILE (syntax, every field, the key file and its permissions) and exit: 0 if the node would start with it, 2 if not.",
+        valueName: "FILE")) var checkConfig: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
+    func validate() throws {
+        if config == nil && checkConfig == nil { throw ValidationError("--config FILE is required (or --check-config FILE)") }
+    }
+
     func run() throws {
+        if let path = checkConfig { return try check(path) }
+        let config = self.config!
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -45,6 +54,23 @@ struct WhalescaleD: ParsableCommand {
         } catch {
             FileHandle.standardError.write("whalescaled: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)
+        }
+    }
+
+    /// `--check-config FILE`: what the daemon would refuse at start, without starting it:
+    /// the config's syntax and fields (with file, line and field), the key (file, mode,
+    /// format). Prints the warnings and one line saying it is fine.
+    func check(_ path: String) throws {
+        do {
+            let cfg = try Config.load(path: path)
+            var warnings = cfg.warnings
+            _ = try cfg.node.loadPrivateKey { warnings.append($0) }
+            for w in warnings { FileHandle.standardError.write("\(w)\n".data(using: .utf8)!) }
+            let anchors = cfg.peers.filter(\.anchor).count
+            print("\(path): ok (interface \(cfg.node.interface), \(cfg.peers.count) peer\(cfg.peers.count == 1 ? "" : "s"), \(anchors) anchor\(anchors == 1 ? "" : "s")\(warnings.isEmpty ? "" : ", \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"))")
+        } catch {
+            FileHandle.standardError.write("whalescaled: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(2)
         }
     }
 }

@@ -11,12 +11,13 @@ struct WSCtl: ParsableCommand {
             Keys are 32-byte values in standard base64, like WireGuard's. A node's secret is an \
             Ed25519 seed; its Noise static key is the X25519 key derived from it.
 
-              wsctl genkey > node.key && chmod 600 node.key
+              (umask 077; wsctl genkey > node.key)
               wsctl pubkey < node.key
               wsctl status            # peers, how each is reached, warnings
               wsctl status --json     # the stable object documented in docs/status-json.md
+              wsctl metrics           # Prometheus text
             """,
-        subcommands: [GenKey.self, PubKey.self, Status.self])
+        subcommands: [GenKey.self, PubKey.self, Status.self, Metrics.self])
 
     /// `wsctl --socket PATH status` (the form DESIGN §8 documents) as well as `wsctl status --socket PATH`.
     @OptionGroup var socket: SocketOptions

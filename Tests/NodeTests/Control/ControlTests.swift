@@ -304,3 +304,34 @@ final class ControlTests: XCTestCase {
         for (b, text) in sizes { XCTAssertEqual(StatusText.bytes(b), text) }
     }
 }
+
+/// `wsctl metrics`: the status object as Prometheus text.
+final class PrometheusTextTests: XCTestCase {
+    func testFamiliesAndSamples() {
+        var r = sampleReport()
+        r.peers[2].name = "phone \"2\"\\x\ny"
+        let text = PrometheusText.render(r)
+        let lines = text.split(separator: "\n").map(String.init)
+        XCTAssertTrue(text.hasSuffix("\n"))
+        // Every family has HELP and TYPE, once, and every sample belongs to a declared family.
+        let types = lines.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+        XCTAssertEqual(Set(types).count, types.count)
+        for l in lines where !l.hasPrefix("#") {
+            let name = l.prefix { $0 != "{" && $0 != " " }
+            XCTAssertTrue(types.contains(Substring(name)), "sample of an undeclared family: \(l)")
+            XCTAssertNotNil(Double(l.split(separator: " ").last!), "value is not a number: \(l)")
+        }
+        XCTAssertTrue(lines.contains("whalescale_peer_up{peer=\"anchor-1\"} 1"))
+        XCTAssertTrue(lines.contains("whalescale_peer_rx_bytes_total{peer=\"anchor-1\"} 1258291"))
+        XCTAssertTrue(lines.contains("whalescale_peer_last_handshake_seconds{peer=\"laptop\"} 63"))
+        XCTAssertTrue(lines.contains("whalescale_path_rtt_seconds{peer=\"anchor-1\",kind=\"direct\",remote=\"203.0.113.10:51820\"} 0.0235"))
+        XCTAssertTrue(lines.contains("whalescale_anchor_reachable{anchor=\"anchor-2\"} 0"))
+        XCTAssertTrue(lines.contains("whalescale_nat_mapping{mapping=\"endpoint-independent\"} 1"))
+        XCTAssertTrue(lines.contains("whalescale_counter_total{name=\"replay\"} 3"))
+        XCTAssertTrue(lines.contains("whalescale_warnings 1"))
+        // A label value with quotes, a backslash and a newline is escaped, never breaks a line.
+        XCTAssertTrue(lines.contains("whalescale_peer_up{peer=\"phone \\\"2\\\"\\\\x\\ny\"} 0"))
+        // The idle phone has no handshake age: no sample rather than a made-up value.
+        XCTAssertFalse(text.contains("whalescale_peer_last_handshake_seconds{peer=\"phone"))
+    }
+}

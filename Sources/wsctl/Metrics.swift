@@ -1,0 +1,25 @@
+import ArgumentParser
+import Control
+
+struct Metrics: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "metrics",
+        abstract: "Print the node's metrics in Prometheus' text format.",
+        discussion: """
+            Reads the status from the daemon's control socket and prints it as Prometheus \
+            exposition text (families whalescale_…: peers up, bytes per peer, the active path's RTT \
+            and loss, anchors reachable, the NAT mapping, and every status counter as \
+            whalescale_counter_total{name=…}: drops by reason, relay, handoffs). Use it from a \
+            textfile collector or a cron job; the daemon does not serve HTTP yet.
+            """)
+
+    @ParentCommand var wsctl: WSCtl
+    @OptionGroup var socket: SocketOptions
+
+    func run() throws {
+        switch try ControlClient.request(.status, socket: socket.path(else: wsctl.socket)) {
+        case .status(let s): print(PrometheusText.render(s), terminator: "")
+        case .error(let e): throw ValidationError("daemon refused: \(e)")
+        }
+    }
+}
