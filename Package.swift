@@ -68,6 +68,9 @@ let package = Package(
         ),
         // Control: the control socket's requests and answers, and the status model.
         .target(name: "Control", dependencies: ["Support", "Wire", "Crypto", "Protocol"], path: "Sources/Node/Control"),
+        // Simulation: a modelled network (latency, jitter, loss, partitions, churn) and a virtual
+        // clock driving the real protocol machines, for tests and perf/ (never the daemon).
+        .target(name: "Simulation", dependencies: ["Support", "Wire", "Crypto", "Protocol"], path: "Sources/Simulation"),
         // Engine: the only part of the node that imports Reactor: lanes, the core's driver, I/O adapters.
         .target(
             name: "Engine",
@@ -100,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "ws-bench",
             dependencies: [
-                "Engine", "Config", "Control", "Protocol", "Crypto", "Wire", "Support", "Reactor", "CReactor", "CSodium",
+                "Engine", "Config", "Control", "Protocol", "Crypto", "Wire", "Support", "Simulation", "Reactor", "CReactor", "CSodium",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/ws-bench"
@@ -108,7 +111,7 @@ let package = Package(
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CReactor"], path: "Tests/ReactorTests"),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Support", "Wire", "Crypto", "Protocol", "Config", "Control", "Engine", "Reactor", "CSodium"],
+            dependencies: ["Support", "Wire", "Crypto", "Protocol", "Config", "Control", "Engine", "Simulation", "Reactor", "CSodium"],
             path: "Tests/NodeTests"
         ),
     ],
