@@ -77,13 +77,6 @@ public enum SessionOwnership {
     }
 }
 
-/// One peer's keypairs as the session layer has them (installed on the owner).
-package struct ShardKeys: Sendable {
-    var current: Keypair?
-    var previous: Keypair?
-    var next: Keypair?
-}
-
 /// Where the owner sends a peer's data: the session's endpoint, wrapped in
 /// RELAY for `relayFor` (the peer's label) when that endpoint is an anchor's.
 public struct DataRoute: Equatable, Sendable {
@@ -164,7 +157,7 @@ public struct SessionShard: Sendable {
     public static let reportInterval = Span.milliseconds(20)
 
     struct ShardPeer: Sendable {
-        var keys = ShardKeys()
+        var keys = KeypairSlots()
         var route: DataRoute?
         var activity = ShardActivity()
         var dirty = false
@@ -203,7 +196,7 @@ public struct SessionShard: Sendable {
 
     /// The session layer's keypairs for `peer`. Windows of keypairs already
     /// here are kept (this shard is the only one that opens under them).
-    package mutating func install(_ keys: ShardKeys, for peer: PeerID) {
+    package mutating func install(_ keys: KeypairSlots, for peer: PeerID) {
         guard let i = slot(peer) else { return }
         let old = peers[i].keys
         func keep(_ k: Keypair?) -> Keypair? {
@@ -216,7 +209,7 @@ public struct SessionShard: Sendable {
         for o in [old.current, old.previous, old.next] {
             if let o, indices[o.localIndex] == peer { indices.removeValue(forKey: o.localIndex) }
         }
-        let new = ShardKeys(current: keep(keys.current), previous: keep(keys.previous), next: keep(keys.next))
+        let new = KeypairSlots(current: keep(keys.current), previous: keep(keys.previous), next: keep(keys.next))
         for k in [new.current, new.previous, new.next] {
             if let k { indices[k.localIndex] = peer }
         }
@@ -250,8 +243,8 @@ public struct SessionShard: Sendable {
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
             return .drop(.badLength)
         }
-        let outcome = peers[i].keys.current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                                  now: now, timings: timings)
+        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                         now: now, timings: timings)
         guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
         if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {
             peers[i].rekeyAskedFor = idx
@@ -303,33 +296,16 @@ public struct SessionShard: Sendable {
         let owner = SessionOwnership.owner(ofIndex: header.receiverIndex, owners: owners)
         if owner != index { return .elsewhere(owner) }
         guard let peer = indices[header.receiverIndex], let i = slot(peer) else { return drop(.session(.unknownIndex)) }
-        let outcome: Keypair.OpenOutcome?
-        var viaNext = false
         let idx = header.receiverIndex
-        if peers[i].keys.current?.localIndex == idx {
-            outcome = peers[i].keys.current?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-        } else if peers[i].keys.next?.localIndex == idx {
-            outcome = peers[i].keys.next?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-            viaNext = true
-        } else if peers[i].keys.previous?.localIndex == idx {
-            outcome = peers[i].keys.previous?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-        } else {
-            outcome = nil
-        }
-        switch outcome {
-        case nil: return drop(.session(.unknownIndex))
-        case .expired?: return drop(.session(.keyExpired))
-        case .replay?: return drop(.session(.replay))
-        case .authFailed?: return drop(.session(.authFailed))
-        case .opened?: break
+        let underNext: Bool
+        switch peers[i].keys.open(index: idx, counter: header.counter, base, length: length, now: now, timings: timings) {
+        case .rejected(let reason): return drop(.session(reason))
+        case .opened(let n): underNext = n
         }
         // Authenticated: a relayed datagram must be from the member the anchor named.
         if let sender, sender != peer { return drop(.relayMismatch) }
-        if viaNext {
-            if let old = peers[i].keys.previous, indices[old.localIndex] == peer { indices.removeValue(forKey: old.localIndex) }
-            peers[i].keys.previous = peers[i].keys.current
-            peers[i].keys.current = peers[i].keys.next
-            peers[i].keys.next = nil
+        if underNext {
+            if let old = peers[i].keys.promote(), indices[old] == peer { indices.removeValue(forKey: old) }
             reports.push(.promoted(peer, localIndex: idx))
         }
         let payloadLength = length - DataMessage.overhead

@@ -492,7 +492,7 @@ public struct Tunnels: Sendable {
     /// `handleTimeout` (pollTimeout says `now`).
     public mutating func connect(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        if peers[peer.rawValue].current?.canSend(now: now, timings: timings) == true { return }
+        if peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) == true { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
 
@@ -532,7 +532,7 @@ public struct Tunnels: Sendable {
     /// Whether `peer` has keys it can send under now (cheap; for the data path).
     public func isEstablished(_ peer: PeerID, now: Instant) -> Bool {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return peers[peer.rawValue].current?.canSend(now: now, timings: timings) ?? false
+        return peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) ?? false
     }
 
     /// Whether a handshake with `peer` is wanted or in flight.
@@ -561,10 +561,9 @@ public struct Tunnels: Sendable {
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
 
     /// The peer's keypairs as they are now, for its owning reactor.
-    func keys(of peer: PeerID) -> ShardKeys {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return ShardKeys() }
-        let p = peers[peer.rawValue]
-        return ShardKeys(current: p.current, previous: p.previous, next: p.next)
+    func keys(of peer: PeerID) -> KeypairSlots {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return KeypairSlots() }
+        return peers[peer.rawValue].keys
     }
 
     /// What the owning reactor did under `peer`'s keys since its last report.
