@@ -149,7 +149,8 @@ public struct SessionShard: Sendable {
     var peers: [ShardPeer]
     var indices: [UInt32: PeerID] = [:]
     var anchors: [(endpoint: Endpoint, peer: PeerID)] = []
-    let byMemberID: [MemberID: PeerID]
+    /// The members (RELAY label -> sender), shared with reactor 0.
+    let roster: Roster
     var reports = Outbox<ShardReport>()
     var dirty: [PeerID] = []
     public private(set) var drops: [NodeDropReason: UInt64] = [:]
@@ -169,17 +170,15 @@ public struct SessionShard: Sendable {
     }
 
     /// - Parameters:
-    ///   - members: every member's key in config order (PeerID = position).
-    public init(index: Int, owners: Int, members: [PublicKey], isAnchor: Bool, timings: SessionTimings = .default) {
+    ///   - roster: the node's roster (`NodeCore.roster`); empty on a lane that holds no sessions.
+    public init(index: Int, owners: Int, roster: Roster, isAnchor: Bool, timings: SessionTimings = .default) {
         self.index = index
         self.owners = max(1, owners)
         self.isAnchor = isAnchor
         self.timings = timings
         // Only the peers this shard owns (p mod owners == index) have a slot: p / owners.
-        peers = Array(repeating: ShardPeer(), count: (max(0, members.count - index) + self.owners - 1) / self.owners)
-        var by: [MemberID: PeerID] = [:]
-        for (i, k) in members.enumerated() where by[MemberID(publicKey: k)] == nil { by[MemberID(publicKey: k)] = PeerID(rawValue: i) }
-        byMemberID = by
+        peers = Array(repeating: ShardPeer(), count: (max(0, roster.count - index) + self.owners - 1) / self.owners)
+        self.roster = roster
     }
 
     public func owns(_ peer: PeerID) -> Bool { SessionOwnership.owner(of: peer, owners: owners) == index }
@@ -274,7 +273,7 @@ public struct SessionShard: Sendable {
             guard let anchor = anchorAt(source),
                   let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
                   buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
-            guard let sender = byMemberID[label] else { return drop(.relayUnknownTarget) }
+            guard let sender = roster.peer(relayLabel: label) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let r = receiveData(base + h, length: length - h, from: source, via: anchor, relayedFor: sender, now: now)
             switch r {

@@ -36,7 +36,8 @@ import Support
 import Wire
 import Crypto
 
-/// A configured member, by its position in the `peers` array given to `Tunnels`.
+/// A member's id. The roster assigns it (Roster.swift): ask it, do not read
+/// meaning into the number. Sessions are kept in an array indexed by it.
 public struct PeerID: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
@@ -213,10 +214,8 @@ public struct Tunnels: Sendable {
     public let publicKey: PublicKey
     public let timings: SessionTimings
     private var peers: [PeerSession]
-    private var members: [PublicKey: PeerID]
-    /// Members by X25519 static, converted once: an initiation names its static
-    /// after the first DH, and a stranger's is refused there.
-    private let memberStatics: [[UInt8]: PeerID]
+    /// Who the members are: key and X25519 static -> PeerID (shared with NodeCore).
+    public let roster: Roster
     /// ss (our static with each member's), computed at that member's first
     /// initiation and kept: a replayed or flooded initiation then costs one DH.
     private var staticStatics: [StaticStatic?]
@@ -238,27 +237,20 @@ public struct Tunnels: Sendable {
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: not split.
     ///   - sendCounters: split only: each new keypair's send counter, shared by the
     ///     reactors that seal under it (the engine passes an atomic one).
-    public init(identity: Identity, peers specs: [PeerSpec], timings: SessionTimings = .default,
+    ///   - roster: the members, `peers[i]` being the session of the roster's
+    ///     `PeerID(rawValue: i)`. Nil: one is built from `peers` (tests, benchmarks).
+    ///     Our own key or a duplicate is never a handshake partner (the roster finds neither).
+    public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
         self.timings = timings
-        var members: [PublicKey: PeerID] = [:]
-        var peers: [PeerSession] = []
-        for (i, spec) in specs.enumerated() {
-            let id = PeerID(rawValue: i)
-            peers.append(PeerSession(id: id, spec: spec))
-            // Our own key or a duplicate is never a handshake partner (config
-            // validation reports them; here the first entry wins).
-            if spec.publicKey != identity.publicKey, members[spec.publicKey] == nil { members[spec.publicKey] = id }
-        }
-        self.peers = peers
-        self.members = members
-        var memberStatics: [[UInt8]: PeerID] = [:]
-        for (key, id) in members {
-            if let x = key.x25519, memberStatics[x] == nil { memberStatics[x] = id }
-        }
-        self.memberStatics = memberStatics
+        let roster = roster ?? Roster(local: identity.publicKey, members: specs.enumerated().map {
+            MemberSpec(publicKey: $0.element.publicKey, name: PeerID(rawValue: $0.offset).description)
+        })
+        precondition(roster.count == specs.count, "Tunnels: one PeerSpec per roster member")
+        self.roster = roster
+        peers = specs.enumerated().map { PeerSession(id: PeerID(rawValue: $0.offset), spec: $0.element) }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
                              sendCounters: sendCounters)
@@ -278,7 +270,7 @@ public struct Tunnels: Sendable {
         Sodium.randomBytes(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    public func peerID(for key: PublicKey) -> PeerID? { members[key] }
+    public func peerID(for key: PublicKey) -> PeerID? { roster.peer(for: key) }
 
     // MARK: Inbound
 
@@ -332,7 +324,7 @@ public struct Tunnels: Sendable {
 
     private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
                                            now: Instant, underLoad: Bool, roam: Bool, relayed: RelayOrigin?) -> Inbound {
-        guard Self.reservedZero(message) else { return .drop(.unknownType) }
+        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
         // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
         guard cookies.mac1Valid(message) else { return .drop(.mac1) }
         // Only now does it count as load: exact length, type word and mac1 all
@@ -346,7 +338,7 @@ public struct Tunnels: Sendable {
                 // the sender proves it receives at `source` by using it in mac2.
                 // A relayed sender's cookie is for (anchor, member) and goes back
                 // wrapped through the anchor to that member (`peer` says so).
-                let senderIndex = Self.load32(message, at: 4)
+                let senderIndex = wireLoad32(message, at: 4)
                 let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
                                                       relayedFor: relayedFor, now: now)
                 if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply, peer: relayed?.sender)) }
@@ -363,7 +355,7 @@ public struct Tunnels: Sendable {
             // es (one DH) and the static: a stranger stops here, before ss, the
             // ephemeral and the response (WireGuard's order).
             guard let opened = openInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
-            guard let peer = memberStatics[opened.initiatorStatic] else { return .drop(.notMember) }
+            guard let peer = roster.peer(staticKey: opened.initiatorStatic) else { return .drop(.notMember) }
             guard let ss = staticStatic(of: peer),
                   let received = opened.authenticate(staticStatic: ss, initiator: peers[peer.rawValue].publicKey) else {
                 return .drop(.authFailed)
@@ -372,7 +364,7 @@ public struct Tunnels: Sendable {
             return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,
                                                           now: now, ctx: &ctx)
         } else {
-            let receiverIndex = Self.load32(message, at: 8)
+            let receiverIndex = wireLoad32(message, at: 8)
             guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
             return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, roam: roam,
                                                         now: now, ctx: &ctx)
@@ -389,8 +381,8 @@ public struct Tunnels: Sendable {
     }
 
     private mutating func receiveCookieReply(_ message: [UInt8], now: Instant) -> Inbound {
-        guard Self.reservedZero(message) else { return .drop(.unknownType) }
-        let receiverIndex = Self.load32(message, at: 4)
+        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
+        let receiverIndex = wireLoad32(message, at: 4)
         guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
         // A cookie reply is not authenticated by the peer's static key (anyone who
         // saw our message and knows the peer's public key could make one), so it
@@ -583,13 +575,4 @@ public struct Tunnels: Sendable {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
-
-    // MARK: Byte helpers
-
-    static func load32(_ m: [UInt8], at i: Int) -> UInt32 {
-        guard m.count >= i + 4 else { return 0 }
-        return UInt32(m[i]) | UInt32(m[i + 1]) << 8 | UInt32(m[i + 2]) << 16 | UInt32(m[i + 3]) << 24
-    }
-
-    static func reservedZero(_ m: [UInt8]) -> Bool { m.count >= 4 && m[1] == 0 && m[2] == 0 && m[3] == 0 }
 }
