@@ -359,7 +359,7 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        guard let (response, transport) = received.createResponse(senderIndex: index, macs: &macs, now: now) else {
+        guard let (response, transport) = WhalescaleIK.createResponse(to: received, senderIndex: index, macs: &macs, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -404,7 +404,7 @@ struct PeerSession: Sendable {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
-        guard let (responderIndex, transport) = state.consumeResponse(message) else { return .drop(.authFailed) }
+        guard let (responderIndex, transport) = WhalescaleIK.consumeResponse(message, state: state) else { return .drop(.authFailed) }
         let hadSession = keys.current?.canSend(now: now, timings: ctx.timings) ?? false
         // The initiation's index becomes the keypair's: the peer will use it in DATA.
         let fresh = Keypair(keys: transport, localIndex: index, remoteIndex: responderIndex, createdAt: now,
@@ -517,7 +517,7 @@ struct PeerSession: Sendable {
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
         guard let endpoint,
-              let (message, state) = InitiatorHandshake.createInitiation(
+              let (message, state) = WhalescaleIK.createInitiation(
                 identity: ctx.identity, responder: publicKey, senderIndex: index,
                 timestamp: timestamp.bytes, macs: &macs, now: now)
         else {

@@ -15,6 +15,7 @@
 //
 // Dispatch of inbound datagrams (first byte = type):
 //   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
+//   (handshakes: suite and message by (type, length), Crypto/HandshakeSuite.swift)
 //   1 INIT       length -> mac1 -> load meter -> [under load: mac2 else cookie reply;
 //                per-address bucket, or per-member bucket if relayed]
 //                -> es, decrypt s (1 DH) -> member? -> ss (precomputed), payload
@@ -297,8 +298,8 @@ public struct Tunnels: Sendable {
                                  now: Instant, underLoad: Bool = false, roam: Bool = true,
                                  relayed: RelayOrigin? = nil) -> Inbound {
         guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return .drop(.badLength) }
-        switch MessageType(rawValue: buffer[0]) {
-        case .data?:
+        let type = buffer[0]
+        if type == MessageType.data.rawValue {
             guard length >= DataMessage.minimumSize else { return .drop(.badLength) }
             guard let header = DataMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else {
                 return .drop(.unknownType)
@@ -306,19 +307,22 @@ public struct Tunnels: Sendable {
             guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
             return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, roam: roam,
                                                     now: now, ctx: &ctx)
-        case .handshakeInit?:
-            guard length == HandshakeInitiationMessage.size else { return .drop(.badLength) }
-            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: true,
-                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
-        case .handshakeResp?:
-            guard length == HandshakeResponseMessage.size else { return .drop(.badLength) }
-            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: false,
-                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
-        case .cookieReply?:
-            guard length == CookieReplyMessage.size else { return .drop(.badLength) }
-            return receiveCookieReply(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), now: now)
-        default:
-            return .drop(.unknownType)
+        }
+        // A handshake message: its suite and kind by (type, length), as boringtun's
+        // parse_incoming_packet (Crypto/HandshakeSuite.swift). Only then is it copied.
+        guard let (suite, kind) = HandshakeSuites.classify(type: type, length: length) else {
+            return .drop(HandshakeSuites.isHandshakeType(type) ? .badLength : .unknownType)
+        }
+        let message = Array(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
+        switch suite {
+        case .whalescaleIK:
+            switch kind {
+            case .initiation, .response:
+                return receiveHandshake(message, initiation: kind == .initiation, from: source, now: now,
+                                        underLoad: underLoad, roam: roam, relayed: relayed)
+            case .cookieReply:
+                return receiveCookieReply(message, now: now)
+            }
         }
     }
 
@@ -354,10 +358,13 @@ public struct Tunnels: Sendable {
         if initiation {
             // es (one DH) and the static: a stranger stops here, before ss, the
             // ephemeral and the response (WireGuard's order).
-            guard let opened = openInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
-            guard let peer = roster.peer(staticKey: opened.initiatorStatic) else { return .drop(.notMember) }
+            guard let opened = WhalescaleIK.openInitiation(identity: ctx.identity, message: message) else {
+                return .drop(.authFailed)
+            }
+            guard let peer = roster.peer(staticKey: WhalescaleIK.initiatorStatic(of: opened)) else { return .drop(.notMember) }
             guard let ss = staticStatic(of: peer),
-                  let received = opened.authenticate(staticStatic: ss, initiator: peers[peer.rawValue].publicKey) else {
+                  let received = WhalescaleIK.authenticate(opened, staticStatic: ss,
+                                                           initiator: peers[peer.rawValue].publicKey) else {
                 return .drop(.authFailed)
             }
             // Timestamp and flood checks, then the response's DHs (PeerSession).
