@@ -136,7 +136,7 @@ public final class Daemon: @unchecked Sendable {
             lane.split = n > 1
             lane.owners = n
             lane.router = router
-            lane.shard = SessionShard(index: lane.id, owners: n, members: n > 1 ? members.map(\.publicKey) : [], isAnchor: config.node.anchor)
+            lane.shard = SessionShard(index: lane.id, owners: n, roster: n > 1 ? core.roster : Roster(), isAnchor: config.node.anchor)
         }
     }
 

@@ -74,7 +74,7 @@ final class Lane: @unchecked Sendable {
     /// This lane's sessions when they are split across reactors (`split`);
     /// an empty shard otherwise. Not optional: unwrapping an optional struct on
     /// the packet path copied it (and retained its storage) per packet.
-    var shard = SessionShard(index: 0, owners: 1, members: [], isAnchor: false)
+    var shard = SessionShard(index: 0, owners: 1, roster: Roster(), isAnchor: false)
     var split = false
     /// The rules between lanes (Protocol/Lanes/LaneRouter.swift), shared with the simulator.
     var router = LaneRouter(lanes: 1, isAnchor: false)

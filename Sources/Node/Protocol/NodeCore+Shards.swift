@@ -12,7 +12,7 @@ extension NodeCore {
     /// A peer whose keypairs changed: send `shardKeys(of:)` to its owner.
     public mutating func pollKeyChange() -> PeerID? { tunnels.pollKeyChange() }
 
-    package func shardKeys(of peer: PeerID) -> ShardKeys { tunnels.keys(of: peer) }
+    package func shardKeys(of peer: PeerID) -> KeypairSlots { tunnels.keys(of: peer) }
 
     /// Where the owner sends `peer`'s data now; nil while there is no active
     /// path (then the owner hands packets here, and `sendPacket` finds one).

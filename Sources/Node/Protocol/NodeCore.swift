@@ -221,7 +221,8 @@ public struct NodeCore: Sendable {
     var conns: [PeerConn]
     /// Anchors (not us), in config order.
     var anchorPeers: [PeerID]
-    var byMemberID: [MemberID: PeerID]
+    /// Who the members are (Roster.swift); the same value Tunnels and the shards hold.
+    public var roster: Roster { tunnels.roster }
     /// The current endpoint of every anchor, for "is this an anchor's address?"
     /// (a handful: scanned).
     var anchorEndpoints: [(endpoint: Endpoint, peer: PeerID)] = []
@@ -278,7 +279,8 @@ public struct NodeCore: Sendable {
             PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
                      persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
         }
-        tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners,
+        tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
+                          timings: sessionTimings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
@@ -286,18 +288,15 @@ public struct NodeCore: Sendable {
                                        burst: UInt64(max(0, timings.probeRepliesTotalBurst)))
         var conns: [PeerConn] = []
         var anchors: [PeerID] = []
-        var byID: [MemberID: PeerID] = [:]
         for (i, m) in members.enumerated() {
             let id = PeerID(rawValue: i)
             let self_ = m.publicKey == identity.publicKey
             conns.append(PeerConn(id: id, spec: m, isSelf: self_, timings: timings))
             if self_ { continue }
-            if byID[conns[i].memberID] == nil { byID[conns[i].memberID] = id }
             if m.isAnchor, m.endpoint != nil { anchors.append(id) }
         }
         self.conns = conns
         anchorPeers = anchors
-        byMemberID = byID
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
             let i = self.conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)

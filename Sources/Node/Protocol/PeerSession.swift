@@ -29,12 +29,9 @@
 //     `current` (wireguard-go drops `current` then): `current` is what the
 //     peer is sending under right now.
 
-// Timer hooks (wireguard-go `timers.go`), called from the paths below:
-//   data sent            -> arm newHandshake (KEEPALIVE + REKEY_TIMEOUT + jitter) if unarmed
-//   data received        -> arm keepalive (KEEPALIVE) if unarmed, else "need another"
-//   any auth packet sent -> cancel keepalive
-//   any auth packet rcvd -> cancel newHandshake
-//   any auth traversal   -> re-arm persistentKeepalive
+// Timer hooks (wireguard-go `timers.go`): the "authenticated packet received /
+// sent" ones are in Session/SessionHooks.swift (shared with the split data
+// path); the handshake ones are here:
 //   initiation sent      -> arm handshakeRetry (backoff + jitter), cancel handshakeExpedite
 //   a path opened        -> arm handshakeExpedite: now, but at least expediteMinInterval after
 //                           the last initiation (the path manager's evidence, or a crossing
@@ -244,9 +241,8 @@ struct PeerSession: Sendable {
     /// mac1/mac2 for messages we send to this peer; holds its cookie.
     var macs: MacGenerator
     var handshake: HandshakeState = .idle
-    var current: Keypair?
-    var previous: Keypair?
-    var next: Keypair?
+    /// current / previous / next (KeypairSlots.swift).
+    var keys = KeypairSlots()
     var timers = TimerTable()
     var needAnotherKeepalive = false
     /// The receive-side "last minute" rekey was asked for under `current`.
@@ -278,8 +274,8 @@ struct PeerSession: Sendable {
     mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
                        payloadLength: Int, now: Instant, ctx: inout SessionContext) -> Outbound {
         guard let endpoint else { return .drop(.noEndpoint) }
-        let outcome = current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                    now: now, timings: ctx.timings)
+        let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                now: now, timings: ctx.timings)
         if case .sealed(let rekeyDue)? = outcome {
             afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
             return .send(endpoint, offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
@@ -306,44 +302,19 @@ struct PeerSession: Sendable {
     mutating func receiveData(_ base: UnsafeMutableRawPointer, length: Int, header: DataMessage.Header,
                               from source: Endpoint, roam mayMove: Bool = true, now: Instant,
                               ctx: inout SessionContext) -> Inbound {
-        let index = header.receiverIndex
-        let t = ctx.timings
-        let outcome: Keypair.OpenOutcome?
-        var viaNext = false
-        if current?.localIndex == index {
-            outcome = current?.open(base, length: length, counter: header.counter, now: now, timings: t)
-        } else if next?.localIndex == index {
-            outcome = next?.open(base, length: length, counter: header.counter, now: now, timings: t)
-            viaNext = true
-        } else if previous?.localIndex == index {
-            outcome = previous?.open(base, length: length, counter: header.counter, now: now, timings: t)
-        } else {
-            outcome = nil
-        }
-        switch outcome {
-        case nil: return .drop(.unknownIndex)
-        case .expired?: return .drop(.keyExpired)
-        case .replay?: return .drop(.replay)
-        case .authFailed?: return .drop(.authFailed)
-        case .opened?: break
+        let underNext: Bool
+        switch keys.open(index: header.receiverIndex, counter: header.counter, base, length: length,
+                         now: now, timings: ctx.timings) {
+        case .rejected(let reason): return .drop(reason)
+        case .opened(let n): underNext = n
         }
         // Authenticated and not replayed: only now may this packet change state.
         counters.rxPackets += 1
         counters.rxBytes += UInt64(length)
-        if viaNext { promoteNext(now: now, ctx: &ctx) }
+        if underNext { promoteNext(now: now, ctx: &ctx) }
         roam(to: source, mayMove: mayMove, ctx: &ctx)
-        timers[.newHandshake] = nil  // any authenticated packet received
-        traversal(now: now)
         let payloadLength = length - DataMessage.overhead
-        if payloadLength > 0 {
-            if timers.isPending(.keepalive) { needAnotherKeepalive = true } else { timers[.keepalive] = now + t.keepaliveTimeout }
-        }
-        // keepKeyFreshReceiving: an initiator that only listens still rekeys in time.
-        if !sentLastMinuteHandshake, current?.isInitiator == true, let created = current?.createdAt,
-           now - created >= t.rekeyOnReceiveAge {
-            sentLastMinuteHandshake = true
-            wantHandshake(now: now, ctx: &ctx)
-        }
+        received(data: payloadLength > 0, now: now, ctx: &ctx)
         return .data(id, payloadOffset: DataMessage.headerSize, payloadLength: payloadLength)
     }
 
@@ -368,7 +339,7 @@ struct PeerSession: Sendable {
         // The same crossing seen late: our handshake already completed (we are
         // the initiator of fresh keys) and the peer's initiation, sent before
         // ours reached it, arrives now. The peer has our keys as `next`.
-        if current?.isInitiator == true, let created = current?.createdAt, now - created < ctx.timings.rekeyTimeout {
+        if keys.current?.isInitiator == true, let created = keys.current?.createdAt, now - created < ctx.timings.rekeyTimeout {
             return .drop(.simultaneousInitiation)
         }
         var loseTieTo: UInt32?
@@ -388,7 +359,7 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        guard let (response, keys) = received.createResponse(senderIndex: index, macs: &macs, now: now) else {
+        guard let (response, transport) = WhalescaleIK.createResponse(to: received, senderIndex: index, macs: &macs, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -407,9 +378,9 @@ struct PeerSession: Sendable {
             timers[.handshakeInitiation] = nil
         }
 
-        if let stale = next { ctx.freeIndex(stale.localIndex) }
-        next = Keypair(keys: keys, localIndex: index, remoteIndex: received.senderIndex, createdAt: now,
-                       isInitiator: false, timings: ctx.timings, shared: ctx.newSendCounter)
+        let fresh = Keypair(keys: transport, localIndex: index, remoteIndex: received.senderIndex, createdAt: now,
+                            isInitiator: false, timings: ctx.timings, shared: ctx.newSendCounter)
+        if let stale = keys.installResponded(fresh) { ctx.freeIndex(stale) }
         ctx.keysChanged(id)
         greatestTimestamp = timestamp
         lastInitiationConsumed = now
@@ -433,14 +404,12 @@ struct PeerSession: Sendable {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
-        guard let (responderIndex, keys) = state.consumeResponse(message) else { return .drop(.authFailed) }
-        let hadSession = current?.canSend(now: now, timings: ctx.timings) ?? false
+        guard let (responderIndex, transport) = WhalescaleIK.consumeResponse(message, state: state) else { return .drop(.authFailed) }
+        let hadSession = keys.current?.canSend(now: now, timings: ctx.timings) ?? false
         // The initiation's index becomes the keypair's: the peer will use it in DATA.
-        let fresh = Keypair(keys: keys, localIndex: index, remoteIndex: responderIndex, createdAt: now,
+        let fresh = Keypair(keys: transport, localIndex: index, remoteIndex: responderIndex, createdAt: now,
                             isInitiator: true, timings: ctx.timings, shared: ctx.newSendCounter)
-        if let old = previous { ctx.freeIndex(old.localIndex) }
-        previous = current
-        current = fresh
+        if let old = keys.installInitiated(fresh) { ctx.freeIndex(old) }
         ctx.keysChanged(id)
         handshakeComplete(now: now)
         counters.rxBytes += UInt64(message.count)
@@ -480,7 +449,7 @@ struct PeerSession: Sendable {
             }
         }
         if due.contains(.persistentKeepalive), endpoint != nil {
-            if current?.canSend(now: now, timings: t) == true {
+            if keys.current?.canSend(now: now, timings: t) == true {
                 sendKeepalive(now: now, ctx: &ctx)
             } else {
                 // No session to keep alive: make one (its initiation re-arms this timer).
@@ -496,7 +465,7 @@ struct PeerSession: Sendable {
         // A fresh unconfirmed `next` means the peer just initiated: its first
         // packet under the new keys is a round trip away. A handshake of our
         // own now would only cross it.
-        if let n = next, now - n.createdAt < ctx.timings.rekeyTimeout { return }
+        if let n = keys.next, now - n.createdAt < ctx.timings.rekeyTimeout { return }
         handshake = .wanted(since: now)
         var at = now
         if let last = lastInitiationSent, now - last < ctx.timings.rekeyTimeout { at = last + ctx.timings.rekeyTimeout }
@@ -531,7 +500,7 @@ struct PeerSession: Sendable {
         case .idle:
             return
         case .wanted(let s):
-            if let n = next, now - n.createdAt < t.rekeyTimeout {
+            if let n = keys.next, now - n.createdAt < t.rekeyTimeout {
                 // The peer initiated meanwhile; its confirmation is on the way.
                 handshake = .idle
                 return
@@ -548,7 +517,7 @@ struct PeerSession: Sendable {
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
         guard let endpoint,
-              let (message, state) = InitiatorHandshake.createInitiation(
+              let (message, state) = WhalescaleIK.createInitiation(
                 identity: ctx.identity, responder: publicKey, senderIndex: index,
                 timestamp: timestamp.bytes, macs: &macs, now: now)
         else {
@@ -592,11 +561,11 @@ struct PeerSession: Sendable {
 
     mutating func expireKeys(now: Instant, ctx: inout SessionContext) {
         let limit = ctx.timings.rejectAfterTime
-        if let k = previous, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); previous = nil }
-        if let k = next, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); next = nil }
-        if let k = current, now - k.createdAt >= limit {
+        if let k = keys.previous, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); keys.previous = nil }
+        if let k = keys.next, now - k.createdAt >= limit { ctx.freeIndex(k.localIndex); keys.next = nil }
+        if let k = keys.current, now - k.createdAt >= limit {
             ctx.freeIndex(k.localIndex)
-            current = nil
+            keys.current = nil
             ctx.events.push(.expired(id))
         }
         ctx.keysChanged(id)
@@ -607,25 +576,13 @@ struct PeerSession: Sendable {
 
     /// Arms keyExpiry for the oldest keypair held.
     mutating func scheduleKeyExpiry(timings: SessionTimings) {
-        var earliest: Instant?
-        func consider(_ c: Instant?) {
-            guard let c else { return }
-            if let e = earliest, e <= c { return }
-            earliest = c
-        }
-        consider(previous?.createdAt)
-        consider(current?.createdAt)
-        consider(next?.createdAt)
-        timers[.keyExpiry] = earliest.map { $0 + timings.rejectAfterTime }
+        timers[.keyExpiry] = keys.oldestCreatedAt.map { $0 + timings.rejectAfterTime }
     }
 
     /// The first packet under `next` arrived: the peer has these keys.
     mutating func promoteNext(now: Instant, ctx: inout SessionContext) {
-        let hadSession = current?.canSend(now: now, timings: ctx.timings) ?? false
-        if let old = previous { ctx.freeIndex(old.localIndex) }
-        previous = current
-        current = next
-        next = nil
+        let hadSession = keys.current?.canSend(now: now, timings: ctx.timings) ?? false
+        if let old = keys.promote() { ctx.freeIndex(old) }
         ctx.keysChanged(id)
         sentLastMinuteHandshake = false
         // Our own initiation, if one is out, is now redundant.
@@ -674,8 +631,8 @@ struct PeerSession: Sendable {
     /// Seals under `current` for a path the caller picked (Tunnels.seal).
     mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
                        now: Instant, ctx: inout SessionContext) -> Sealed? {
-        guard case .sealed(let rekeyDue)? = current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                                           now: now, timings: ctx.timings) else { return nil }
+        guard case .sealed(let rekeyDue)? = keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                                       now: now, timings: ctx.timings) else { return nil }
         afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue,
                   expectReply: false, now: now, ctx: &ctx)
         return Sealed(offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
@@ -687,12 +644,7 @@ struct PeerSession: Sendable {
                             now: Instant, ctx: inout SessionContext) {
         counters.txPackets += 1
         counters.txBytes += UInt64(length)
-        if expectReply, payloadLength > 0, !timers.isPending(.newHandshake) {
-            timers[.newHandshake] = now + ctx.timings.newHandshakeTimeout
-                + retryJitter(max: ctx.timings.rekeyTimeoutJitterMax, using: &ctx.rng)
-        }
-        timers[.keepalive] = nil
-        traversal(now: now)
+        sent(data: expectReply && payloadLength > 0, now: now, ctx: &ctx)
         if rekeyDue { wantHandshake(now: now, ctx: &ctx) }
     }
 
@@ -710,8 +662,8 @@ struct PeerSession: Sendable {
                         .copyMemory(from: p)
                 }
             }
-            return current?.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: payload.count,
-                                 now: now, timings: timings)
+            return keys.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: payload.count,
+                             now: now, timings: timings)
         }
         guard case .sealed(let rekeyDue)? = outcome else { return false }
         ctx.transmits.push(Transmit(to: endpoint, bytes: packet, peer: id))
@@ -735,20 +687,20 @@ struct PeerSession: Sendable {
     }
 
     func status(now: Instant, timings: SessionTimings) -> PeerStatus {
-        let live = current?.canSend(now: now, timings: timings) ?? false
+        let live = keys.current?.canSend(now: now, timings: timings) ?? false
         let state: PeerStatus.State
         switch (live, handshake) {
         case (true, .idle): state = .established
         case (true, _): state = .rekeying
-        case (false, .idle): state = next != nil ? .awaitingConfirmation : .idle
+        case (false, .idle): state = keys.next != nil ? .awaitingConfirmation : .idle
         case (false, _): state = .handshaking
         }
         var attempt = 0
         if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: endpoint, lastHandshake: lastHandshake,
-            handshakeAttempt: attempt, keyAge: current.map { now - $0.createdAt },
-            sendCounter: current?.nextCounter, queuedPackets: queue.count,
+            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt },
+            sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })
     }
@@ -778,33 +730,18 @@ extension PeerSession {
 
     private mutating func appliedReceive(_ a: ShardActivity, now: Instant, ctx: inout SessionContext) {
         guard a.rxPackets > 0 else { return }
-        let t = ctx.timings
-        timers[.newHandshake] = nil
-        traversal(now: now)
-        if a.rxData {
-            if timers.isPending(.keepalive) { needAnotherKeepalive = true } else { timers[.keepalive] = now + t.keepaliveTimeout }
-        }
-        if !sentLastMinuteHandshake, current?.isInitiator == true, let created = current?.createdAt,
-           now - created >= t.rekeyOnReceiveAge {
-            sentLastMinuteHandshake = true
-            wantHandshake(now: now, ctx: &ctx)
-        }
+        received(data: a.rxData, now: now, ctx: &ctx)
     }
 
     private mutating func appliedSend(_ a: ShardActivity, now: Instant, ctx: inout SessionContext) {
         guard a.txPackets > 0 else { return }
-        if a.txData, !timers.isPending(.newHandshake) {
-            timers[.newHandshake] = now + ctx.timings.newHandshakeTimeout
-                + retryJitter(max: ctx.timings.rekeyTimeoutJitterMax, using: &ctx.rng)
-        }
-        timers[.keepalive] = nil
-        traversal(now: now)
+        sent(data: a.txData, now: now, ctx: &ctx)
     }
 
     /// The owning reactor saw the first packet under `next` (index `localIndex`)
     /// and switched to it: do the same here, once.
     mutating func shardPromoted(localIndex: UInt32, now: Instant, ctx: inout SessionContext) {
-        guard next?.localIndex == localIndex else { return }
+        guard keys.next?.localIndex == localIndex else { return }
         promoteNext(now: now, ctx: &ctx)
     }
 }

@@ -77,13 +77,6 @@ public enum SessionOwnership {
     }
 }
 
-/// One peer's keypairs as the session layer has them (installed on the owner).
-package struct ShardKeys: Sendable {
-    var current: Keypair?
-    var previous: Keypair?
-    var next: Keypair?
-}
-
 /// Where the owner sends a peer's data: the session's endpoint, wrapped in
 /// RELAY for `relayFor` (the peer's label) when that endpoint is an anchor's.
 public struct DataRoute: Equatable, Sendable {
@@ -156,7 +149,8 @@ public struct SessionShard: Sendable {
     var peers: [ShardPeer]
     var indices: [UInt32: PeerID] = [:]
     var anchors: [(endpoint: Endpoint, peer: PeerID)] = []
-    let byMemberID: [MemberID: PeerID]
+    /// The members (RELAY label -> sender), shared with reactor 0.
+    let roster: Roster
     var reports = Outbox<ShardReport>()
     var dirty: [PeerID] = []
     public private(set) var drops: [NodeDropReason: UInt64] = [:]
@@ -164,7 +158,7 @@ public struct SessionShard: Sendable {
     public static let reportInterval = Span.milliseconds(20)
 
     struct ShardPeer: Sendable {
-        var keys = ShardKeys()
+        var keys = KeypairSlots()
         var route: DataRoute?
         var activity = ShardActivity()
         var dirty = false
@@ -176,17 +170,15 @@ public struct SessionShard: Sendable {
     }
 
     /// - Parameters:
-    ///   - members: every member's key in config order (PeerID = position).
-    public init(index: Int, owners: Int, members: [PublicKey], isAnchor: Bool, timings: SessionTimings = .default) {
+    ///   - roster: the node's roster (`NodeCore.roster`); empty on a lane that holds no sessions.
+    public init(index: Int, owners: Int, roster: Roster, isAnchor: Bool, timings: SessionTimings = .default) {
         self.index = index
         self.owners = max(1, owners)
         self.isAnchor = isAnchor
         self.timings = timings
         // Only the peers this shard owns (p mod owners == index) have a slot: p / owners.
-        peers = Array(repeating: ShardPeer(), count: (max(0, members.count - index) + self.owners - 1) / self.owners)
-        var by: [MemberID: PeerID] = [:]
-        for (i, k) in members.enumerated() where by[MemberID(publicKey: k)] == nil { by[MemberID(publicKey: k)] = PeerID(rawValue: i) }
-        byMemberID = by
+        peers = Array(repeating: ShardPeer(), count: (max(0, roster.count - index) + self.owners - 1) / self.owners)
+        self.roster = roster
     }
 
     public func owns(_ peer: PeerID) -> Bool { SessionOwnership.owner(of: peer, owners: owners) == index }
@@ -203,7 +195,7 @@ public struct SessionShard: Sendable {
 
     /// The session layer's keypairs for `peer`. Windows of keypairs already
     /// here are kept (this shard is the only one that opens under them).
-    package mutating func install(_ keys: ShardKeys, for peer: PeerID) {
+    package mutating func install(_ keys: KeypairSlots, for peer: PeerID) {
         guard let i = slot(peer) else { return }
         let old = peers[i].keys
         func keep(_ k: Keypair?) -> Keypair? {
@@ -216,7 +208,7 @@ public struct SessionShard: Sendable {
         for o in [old.current, old.previous, old.next] {
             if let o, indices[o.localIndex] == peer { indices.removeValue(forKey: o.localIndex) }
         }
-        let new = ShardKeys(current: keep(keys.current), previous: keep(keys.previous), next: keep(keys.next))
+        let new = KeypairSlots(current: keep(keys.current), previous: keep(keys.previous), next: keep(keys.next))
         for k in [new.current, new.previous, new.next] {
             if let k { indices[k.localIndex] = peer }
         }
@@ -250,8 +242,8 @@ public struct SessionShard: Sendable {
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
             return .drop(.badLength)
         }
-        let outcome = peers[i].keys.current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                                  now: now, timings: timings)
+        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                         now: now, timings: timings)
         guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
         if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {
             peers[i].rekeyAskedFor = idx
@@ -281,7 +273,7 @@ public struct SessionShard: Sendable {
             guard let anchor = anchorAt(source),
                   let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
                   buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
-            guard let sender = byMemberID[label] else { return drop(.relayUnknownTarget) }
+            guard let sender = roster.peer(relayLabel: label) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let r = receiveData(base + h, length: length - h, from: source, via: anchor, relayedFor: sender, now: now)
             switch r {
@@ -303,33 +295,16 @@ public struct SessionShard: Sendable {
         let owner = SessionOwnership.owner(ofIndex: header.receiverIndex, owners: owners)
         if owner != index { return .elsewhere(owner) }
         guard let peer = indices[header.receiverIndex], let i = slot(peer) else { return drop(.session(.unknownIndex)) }
-        let outcome: Keypair.OpenOutcome?
-        var viaNext = false
         let idx = header.receiverIndex
-        if peers[i].keys.current?.localIndex == idx {
-            outcome = peers[i].keys.current?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-        } else if peers[i].keys.next?.localIndex == idx {
-            outcome = peers[i].keys.next?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-            viaNext = true
-        } else if peers[i].keys.previous?.localIndex == idx {
-            outcome = peers[i].keys.previous?.open(base, length: length, counter: header.counter, now: now, timings: timings)
-        } else {
-            outcome = nil
-        }
-        switch outcome {
-        case nil: return drop(.session(.unknownIndex))
-        case .expired?: return drop(.session(.keyExpired))
-        case .replay?: return drop(.session(.replay))
-        case .authFailed?: return drop(.session(.authFailed))
-        case .opened?: break
+        let underNext: Bool
+        switch peers[i].keys.open(index: idx, counter: header.counter, base, length: length, now: now, timings: timings) {
+        case .rejected(let reason): return drop(.session(reason))
+        case .opened(let n): underNext = n
         }
         // Authenticated: a relayed datagram must be from the member the anchor named.
         if let sender, sender != peer { return drop(.relayMismatch) }
-        if viaNext {
-            if let old = peers[i].keys.previous, indices[old.localIndex] == peer { indices.removeValue(forKey: old.localIndex) }
-            peers[i].keys.previous = peers[i].keys.current
-            peers[i].keys.current = peers[i].keys.next
-            peers[i].keys.next = nil
+        if underNext {
+            if let old = peers[i].keys.promote(), indices[old] == peer { indices.removeValue(forKey: old) }
             reports.push(.promoted(peer, localIndex: idx))
         }
         let payloadLength = length - DataMessage.overhead

@@ -15,6 +15,7 @@
 //
 // Dispatch of inbound datagrams (first byte = type):
 //   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
+//   (handshakes: suite and message by (type, length), Crypto/HandshakeSuite.swift)
 //   1 INIT       length -> mac1 -> load meter -> [under load: mac2 else cookie reply;
 //                per-address bucket, or per-member bucket if relayed]
 //                -> es, decrypt s (1 DH) -> member? -> ss (precomputed), payload
@@ -36,7 +37,8 @@ import Support
 import Wire
 import Crypto
 
-/// A configured member, by its position in the `peers` array given to `Tunnels`.
+/// A member's id. The roster assigns it (Roster.swift): ask it, do not read
+/// meaning into the number. Sessions are kept in an array indexed by it.
 public struct PeerID: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
@@ -213,10 +215,8 @@ public struct Tunnels: Sendable {
     public let publicKey: PublicKey
     public let timings: SessionTimings
     private var peers: [PeerSession]
-    private var members: [PublicKey: PeerID]
-    /// Members by X25519 static, converted once: an initiation names its static
-    /// after the first DH, and a stranger's is refused there.
-    private let memberStatics: [[UInt8]: PeerID]
+    /// Who the members are: key and X25519 static -> PeerID (shared with NodeCore).
+    public let roster: Roster
     /// ss (our static with each member's), computed at that member's first
     /// initiation and kept: a replayed or flooded initiation then costs one DH.
     private var staticStatics: [StaticStatic?]
@@ -238,27 +238,20 @@ public struct Tunnels: Sendable {
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: not split.
     ///   - sendCounters: split only: each new keypair's send counter, shared by the
     ///     reactors that seal under it (the engine passes an atomic one).
-    public init(identity: Identity, peers specs: [PeerSpec], timings: SessionTimings = .default,
+    ///   - roster: the members, `peers[i]` being the session of the roster's
+    ///     `PeerID(rawValue: i)`. Nil: one is built from `peers` (tests, benchmarks).
+    ///     Our own key or a duplicate is never a handshake partner (the roster finds neither).
+    public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
         self.timings = timings
-        var members: [PublicKey: PeerID] = [:]
-        var peers: [PeerSession] = []
-        for (i, spec) in specs.enumerated() {
-            let id = PeerID(rawValue: i)
-            peers.append(PeerSession(id: id, spec: spec))
-            // Our own key or a duplicate is never a handshake partner (config
-            // validation reports them; here the first entry wins).
-            if spec.publicKey != identity.publicKey, members[spec.publicKey] == nil { members[spec.publicKey] = id }
-        }
-        self.peers = peers
-        self.members = members
-        var memberStatics: [[UInt8]: PeerID] = [:]
-        for (key, id) in members {
-            if let x = key.x25519, memberStatics[x] == nil { memberStatics[x] = id }
-        }
-        self.memberStatics = memberStatics
+        let roster = roster ?? Roster(local: identity.publicKey, members: specs.enumerated().map {
+            MemberSpec(publicKey: $0.element.publicKey, name: PeerID(rawValue: $0.offset).description)
+        })
+        precondition(roster.count == specs.count, "Tunnels: one PeerSpec per roster member")
+        self.roster = roster
+        peers = specs.enumerated().map { PeerSession(id: PeerID(rawValue: $0.offset), spec: $0.element) }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
                              sendCounters: sendCounters)
@@ -278,7 +271,7 @@ public struct Tunnels: Sendable {
         Sodium.randomBytes(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    public func peerID(for key: PublicKey) -> PeerID? { members[key] }
+    public func peerID(for key: PublicKey) -> PeerID? { roster.peer(for: key) }
 
     // MARK: Inbound
 
@@ -305,8 +298,8 @@ public struct Tunnels: Sendable {
                                  now: Instant, underLoad: Bool = false, roam: Bool = true,
                                  relayed: RelayOrigin? = nil) -> Inbound {
         guard length > 0, length <= buffer.count, let base = buffer.baseAddress else { return .drop(.badLength) }
-        switch MessageType(rawValue: buffer[0]) {
-        case .data?:
+        let type = buffer[0]
+        if type == MessageType.data.rawValue {
             guard length >= DataMessage.minimumSize else { return .drop(.badLength) }
             guard let header = DataMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else {
                 return .drop(.unknownType)
@@ -314,25 +307,28 @@ public struct Tunnels: Sendable {
             guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
             return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, roam: roam,
                                                     now: now, ctx: &ctx)
-        case .handshakeInit?:
-            guard length == HandshakeInitiationMessage.size else { return .drop(.badLength) }
-            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: true,
-                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
-        case .handshakeResp?:
-            guard length == HandshakeResponseMessage.size else { return .drop(.badLength) }
-            return receiveHandshake(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), initiation: false,
-                                    from: source, now: now, underLoad: underLoad, roam: roam, relayed: relayed)
-        case .cookieReply?:
-            guard length == CookieReplyMessage.size else { return .drop(.badLength) }
-            return receiveCookieReply(Array(UnsafeRawBufferPointer(rebasing: buffer[..<length])), now: now)
-        default:
-            return .drop(.unknownType)
+        }
+        // A handshake message: its suite and kind by (type, length), as boringtun's
+        // parse_incoming_packet (Crypto/HandshakeSuite.swift). Only then is it copied.
+        guard let (suite, kind) = HandshakeSuites.classify(type: type, length: length) else {
+            return .drop(HandshakeSuites.isHandshakeType(type) ? .badLength : .unknownType)
+        }
+        let message = Array(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
+        switch suite {
+        case .whalescaleIK:
+            switch kind {
+            case .initiation, .response:
+                return receiveHandshake(message, initiation: kind == .initiation, from: source, now: now,
+                                        underLoad: underLoad, roam: roam, relayed: relayed)
+            case .cookieReply:
+                return receiveCookieReply(message, now: now)
+            }
         }
     }
 
     private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
                                            now: Instant, underLoad: Bool, roam: Bool, relayed: RelayOrigin?) -> Inbound {
-        guard Self.reservedZero(message) else { return .drop(.unknownType) }
+        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
         // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
         guard cookies.mac1Valid(message) else { return .drop(.mac1) }
         // Only now does it count as load: exact length, type word and mac1 all
@@ -346,7 +342,7 @@ public struct Tunnels: Sendable {
                 // the sender proves it receives at `source` by using it in mac2.
                 // A relayed sender's cookie is for (anchor, member) and goes back
                 // wrapped through the anchor to that member (`peer` says so).
-                let senderIndex = Self.load32(message, at: 4)
+                let senderIndex = wireLoad32(message, at: 4)
                 let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
                                                       relayedFor: relayedFor, now: now)
                 if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply, peer: relayed?.sender)) }
@@ -362,17 +358,20 @@ public struct Tunnels: Sendable {
         if initiation {
             // es (one DH) and the static: a stranger stops here, before ss, the
             // ephemeral and the response (WireGuard's order).
-            guard let opened = openInitiation(identity: ctx.identity, message: message) else { return .drop(.authFailed) }
-            guard let peer = memberStatics[opened.initiatorStatic] else { return .drop(.notMember) }
+            guard let opened = WhalescaleIK.openInitiation(identity: ctx.identity, message: message) else {
+                return .drop(.authFailed)
+            }
+            guard let peer = roster.peer(staticKey: WhalescaleIK.initiatorStatic(of: opened)) else { return .drop(.notMember) }
             guard let ss = staticStatic(of: peer),
-                  let received = opened.authenticate(staticStatic: ss, initiator: peers[peer.rawValue].publicKey) else {
+                  let received = WhalescaleIK.authenticate(opened, staticStatic: ss,
+                                                           initiator: peers[peer.rawValue].publicKey) else {
                 return .drop(.authFailed)
             }
             // Timestamp and flood checks, then the response's DHs (PeerSession).
             return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,
                                                           now: now, ctx: &ctx)
         } else {
-            let receiverIndex = Self.load32(message, at: 8)
+            let receiverIndex = wireLoad32(message, at: 8)
             guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
             return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, roam: roam,
                                                         now: now, ctx: &ctx)
@@ -389,8 +388,8 @@ public struct Tunnels: Sendable {
     }
 
     private mutating func receiveCookieReply(_ message: [UInt8], now: Instant) -> Inbound {
-        guard Self.reservedZero(message) else { return .drop(.unknownType) }
-        let receiverIndex = Self.load32(message, at: 4)
+        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
+        let receiverIndex = wireLoad32(message, at: 4)
         guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
         // A cookie reply is not authenticated by the peer's static key (anyone who
         // saw our message and knows the peer's public key could make one), so it
@@ -492,7 +491,7 @@ public struct Tunnels: Sendable {
     /// `handleTimeout` (pollTimeout says `now`).
     public mutating func connect(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        if peers[peer.rawValue].current?.canSend(now: now, timings: timings) == true { return }
+        if peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) == true { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
 
@@ -532,7 +531,7 @@ public struct Tunnels: Sendable {
     /// Whether `peer` has keys it can send under now (cheap; for the data path).
     public func isEstablished(_ peer: PeerID, now: Instant) -> Bool {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return peers[peer.rawValue].current?.canSend(now: now, timings: timings) ?? false
+        return peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) ?? false
     }
 
     /// Whether a handshake with `peer` is wanted or in flight.
@@ -561,10 +560,9 @@ public struct Tunnels: Sendable {
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
 
     /// The peer's keypairs as they are now, for its owning reactor.
-    func keys(of peer: PeerID) -> ShardKeys {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return ShardKeys() }
-        let p = peers[peer.rawValue]
-        return ShardKeys(current: p.current, previous: p.previous, next: p.next)
+    func keys(of peer: PeerID) -> KeypairSlots {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return KeypairSlots() }
+        return peers[peer.rawValue].keys
     }
 
     /// What the owning reactor did under `peer`'s keys since its last report.
@@ -584,13 +582,4 @@ public struct Tunnels: Sendable {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
     }
-
-    // MARK: Byte helpers
-
-    static func load32(_ m: [UInt8], at i: Int) -> UInt32 {
-        guard m.count >= i + 4 else { return 0 }
-        return UInt32(m[i]) | UInt32(m[i + 1]) << 8 | UInt32(m[i + 2]) << 16 | UInt32(m[i + 3]) << 24
-    }
-
-    static func reservedZero(_ m: [UInt8]) -> Bool { m.count >= 4 && m[1] == 0 && m[2] == 0 && m[3] == 0 }
 }

@@ -204,11 +204,16 @@ public struct CookieReplyMessage: Equatable, Sendable {
 }
 
 // MARK: - Little-endian helpers (callers have checked the length)
+//
+// Public: the session layer (Protocol/Tunnels.swift) reads indices of messages
+// whose size it checked with these too, rather than with byte helpers of its own.
 
-/// Bytes 0..<4 as one LE word: the type with its three reserved zero bytes.
-private func wireTypeWord(_ bytes: [UInt8]) -> UInt32 { wireLoad32(bytes, at: 0) }
+/// Bytes 0..<4 as one LE word: the type with its three reserved zero bytes
+/// (equal to the type byte exactly when the reserved bytes are zero).
+public func wireTypeWord(_ bytes: [UInt8]) -> UInt32 { wireLoad32(bytes, at: 0) }
 
-private func wireLoad32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+/// Bytes `offset ..< offset + 4` as one LE word (a sender or receiver index).
+public func wireLoad32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
     UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
 }
 

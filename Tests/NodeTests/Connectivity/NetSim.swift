@@ -140,7 +140,7 @@ final class NetSim {
         let core = NodeCore(identity: identity, members: members, isAnchor: anchor, timings: timings,
                             sessionTimings: sessionTimings, seed: seed, owners: owners)
         let shards = owners > 1 ? (0..<owners).map {
-            SessionShard(index: $0, owners: owners, members: members.map(\.publicKey), isAnchor: anchor, timings: sessionTimings)
+            SessionShard(index: $0, owners: owners, roster: core.roster, isAnchor: anchor, timings: sessionTimings)
         } : []
         return (core, shards)
     }

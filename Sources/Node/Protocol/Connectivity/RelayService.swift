@@ -28,7 +28,7 @@ extension NodeCore {
         }
         if let anchor = anchorAt(source) {
             // Delivery: an anchor forwards a member's datagram to us; `id` names that member.
-            guard let sender = byMemberID[id], !conns[sender.rawValue].isSelf else { return drop(.relayUnknownTarget) }
+            guard let sender = roster.peer(relayLabel: id), !conns[sender.rawValue].isSelf else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[h...])
             let result = receiveSession(inner, length: length - h, from: source, relayedBy: anchor, relayedFor: id,
@@ -40,7 +40,7 @@ extension NodeCore {
         // Forwarding: the source must be a member's current, authenticated endpoint.
         guard let sender = directOwner[source], tunnels.isEstablished(sender, now: now),
               tunnels.endpoint(of: sender) == source else { return drop(.relaySourceNotMember) }
-        guard let target = byMemberID[id], target != sender, !conns[target.rawValue].isSelf else {
+        guard let target = roster.peer(relayLabel: id), target != sender, !conns[target.rawValue].isSelf else {
             return drop(.relayUnknownTarget)
         }
         guard tunnels.isEstablished(target, now: now), let path = conns[target.rawValue].activePath, path.via == nil else {

@@ -86,7 +86,7 @@ public struct LaneRouter: Sendable {
 package struct ShardSync: Sendable {
     /// One thing for one lane to apply.
     package enum Push: Sendable {
-        case keys(PeerID, ShardKeys)
+        case keys(PeerID, KeypairSlots)
         case route(PeerID, DataRoute?)
         case anchors([(endpoint: Endpoint, peer: PeerID)])
     }
