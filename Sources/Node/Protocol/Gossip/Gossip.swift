@@ -203,9 +203,11 @@ public struct Gossip: Sendable {
         if let t = pushAt, t <= now { pushRound(now: now) }
         if let t = antiEntropyAt, t <= now {
             if let p = randomMember() { sendSummary(to: p) }
-            // ±10% so that rounds do not fall into lock step.
+            // 80...100% of the period: never later than one period (so a node that
+            // missed a rumour holds it within one period of the change, from its own
+            // round), and jittered so that rounds do not fall into lock step.
             let period = timings.antiEntropy.ns
-            antiEntropyAt = now + Span(ns: period - period / 10 + rng.next() % max(1, period / 5))
+            antiEntropyAt = now + Span(ns: period - period / 5 + rng.next() % max(1, period / 5 + 1))
         }
     }
 
