@@ -234,8 +234,8 @@ public struct NodeCore: Sendable {
     var locals: [Endpoint] = []
     var mapped: [Candidate] = []
     var announced: [Candidate] = []
-    var probes: [PendingProbe] = []
-    var nextProbeRound: Instant?
+    /// PATH_PROBEs awaiting an answer (the probe-timeout timer follows the oldest).
+    var probes: [PendingProbe] = [] { didSet { syncProbeTimer() } }
     var probeLimiter: HandshakeRateLimiter
     /// Probe replies to sources that are not a member's known endpoint, in all.
     var probeReplyBudget: TokenBucket
@@ -245,8 +245,11 @@ public struct NodeCore: Sendable {
     var recovery = RecoveryState()
     var cache = EndpointCache()
     var warningState = WarningState.none
-    var warningCheckAt: Instant?
     var drops: [NodeDropReason: UInt64] = [:]
+    /// Every connectivity timer (NodeTimers.swift).
+    var timers = DeadlineHeap<NodeTimer>()
+    /// The timers recovery pauses, while it runs.
+    var parkedTimers: [NodeTimer: Instant] = [:]
     var relayed = RelayCounters()
     var lastHeal: Instant?
     /// On an anchor: rendezvous requests for members it had no session with
@@ -385,15 +388,17 @@ public struct NodeCore: Sendable {
     public mutating func pollEvent() -> NodeEvent? { events.pop() }
 
     /// The earliest deadline and why (sessions and connectivity).
+    /// Our own timers are one deadline heap (O(1) here); the session layer's
+    /// deadline is Tunnels' own minimum.
     public func pollTimeout() -> (deadline: Instant, reason: NodeTimerReason)? {
-        var best: (deadline: Instant, reason: NodeTimerReason)?
-        func consider(_ d: Instant?, _ r: @autoclosure () -> NodeTimerReason) {
-            guard let d else { return }
-            if let b = best, b.deadline <= d { return }
-            best = (d, r())
+        let own = ownTimeout
+        guard let session = tunnels.pollTimeout(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
+        // The session layer's deadline wins: find whose it is (for the reason only).
+        for i in conns.indices where !conns[i].isSelf {
+            let p = PeerID(rawValue: i)
+            if let t = tunnels.pollTimeout(for: p), t.deadline == session.deadline { return (t.deadline, .session(p, t.reason)) }
         }
-        ownTimers(consider)
-        return best
+        return own
     }
 
     // MARK: Commands
@@ -448,10 +453,10 @@ public struct NodeCore: Sendable {
     mutating func start(_ now: Instant) {
         guard startedAt == nil else { return }
         startedAt = now
-        nextProbeRound = now
-        warningCheckAt = now + timings.warningGrace
+        arm(.addressProbe, at: now)
+        arm(.warnings, at: now + timings.warningGrace)
         for a in anchorPeers {
-            conns[a.rawValue].anchor?.keepaliveAt = now
+            if conns[a.rawValue].anchor != nil { arm(.anchorKeepalive(a), at: now) }
             tunnels.connect(a, now: now)
         }
     }

@@ -28,7 +28,7 @@ extension NodeCore {
     // MARK: Probing anchors
 
     mutating func addressProbeRound(now: Instant) {
-        nextProbeRound = now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng)
+        arm(.addressProbe, at: now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng))
         evaluateConnectivity(now: now)
         guard !recovery.active else { return }
         for a in anchorPeers {
@@ -69,7 +69,7 @@ extension NodeCore {
             if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.active {
                 // "immediately when a path looks dead": probe again soon, not in a full interval.
                 let retry = now + timings.probeRetry
-                if nextProbeRound.map({ retry < $0 }) ?? true { nextProbeRound = retry }
+                if deadline(.addressProbe).map({ retry < $0 }) ?? true { arm(.addressProbe, at: retry) }
             }
             updateAnchorReachability(probe.target, now: now)
         }
@@ -116,7 +116,7 @@ extension NodeCore {
             updateAnchorReachability(p, now: now)
         } else if probe.recovery {
             // A cached endpoint answered: that is where the member is.
-            let idx = conns[p.rawValue].addPath(kind: conns[p.rawValue].directKind(for: probe.to), remote: probe.to, via: nil)
+            let idx = addPath(p, kind: conns[p.rawValue].directKind(for: probe.to), remote: probe.to, via: nil)
             activate(p, idx, now: now)
             tunnels.connect(p, now: now)
         }
@@ -126,7 +126,7 @@ extension NodeCore {
     // MARK: Anchor keepalive and reachability
 
     mutating func anchorKeepalive(_ a: PeerID, now: Instant) {
-        conns[a.rawValue].anchor?.keepaliveAt = now + timings.anchorKeepalive
+        if conns[a.rawValue].anchor != nil { arm(.anchorKeepalive(a), at: now + timings.anchorKeepalive) }
         guard !recovery.active, let st = conns[a.rawValue].anchor else { return }
         if tunnels.isEstablished(a, now: now), st.missedPings < timings.anchorMissedPings {
             if !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
@@ -180,7 +180,7 @@ extension NodeCore {
     /// An anchor answered from another address than we had (its static one
     /// during recovery, or it moved): send there from now on.
     mutating func setAnchorEndpoint(_ a: PeerID, _ ep: Endpoint, now: Instant) {
-        let idx = conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
+        let idx = addPath(a, kind: .direct, remote: ep, via: nil)
         activate(a, idx, now: now)
     }
 
@@ -247,7 +247,7 @@ extension NodeCore {
             if path.via != nil {
                 // Our NAT changed: a direct path may work now. Retry soon, from the start of the backoff.
                 conns[p.rawValue].directRetryAttempt = 0
-                conns[p.rawValue].directRetryAt = now + timings.directRetryInitial
+                arm(.directRetry(p), at: now + timings.directRetryInitial)
             } else if conns[p.rawValue].anchor == nil {
                 // A member behind a filtering NAT drops our packets from the new
                 // address until it sends there itself: a rendezvous makes both

@@ -95,7 +95,7 @@ extension NodeCore {
             peers.append(NodeStatus.Peer(
                 id: c.id, name: members[c.id.rawValue].name, publicKey: c.key, isAnchor: c.isAnchorMember,
                 session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: c.punchUntil != nil,
-                nextDirectRetry: c.directRetryAt))
+                nextDirectRetry: deadline(.directRetry(c.id))))
         }
         let anchors = anchorPeers.map { a in
             let st = conns[a.rawValue].anchor ?? AnchorState()

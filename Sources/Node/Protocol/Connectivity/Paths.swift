@@ -33,17 +33,17 @@ extension NodeCore {
         let i = p.rawValue
         if conns[i].isAnchorMember {
             if let ep = conns[i].staticEndpoint {
-                activate(p, conns[i].addPath(kind: .direct, remote: ep, via: nil), now: now)
+                activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
             }
             return
         }
         if !isAnchor, let a = chooseRelayAnchor(for: p, now: now), let aep = tunnels.endpoint(of: a) {
-            activate(p, conns[i].addPath(kind: .relay, remote: aep, via: a), now: now)
+            activate(p, addPath(p, kind: .relay, remote: aep, via: a), now: now)
             beginDirectAttempt(p, now: now)
             return
         }
         if let ep = conns[i].staticEndpoint ?? cache.endpoints(for: conns[i].key).first {
-            activate(p, conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil), now: now)
+            activate(p, addPath(p, kind: conns[i].directKind(for: ep), remote: ep, via: nil), now: now)
             if !isAnchor { startPunch(p, now: now) }
         }
     }
@@ -68,12 +68,12 @@ extension NodeCore {
         tunnels.setEndpoint(path.remote, for: p)
         if let old, old.via == nil, directOwner[old.remote] == p { directOwner.removeValue(forKey: old.remote) }
         if path.via == nil { directOwner[path.remote] = p }
-        conns[i].checkAt = nil
+        arm(.pathCheck(p), at: nil)
         if old?.remote != path.remote || old?.via != path.via {
             events.push(.pathChanged(p, kind: path.kind, remote: path.remote, via: path.via))
         }
         guard path.kind != .relay else { return }
-        conns[i].directRetryAt = nil
+        arm(.directRetry(p), at: nil)
         conns[i].directRetryAttempt = 0
         if path.lastRx != nil || path.validatedAt != nil, cache.record(path.remote, for: conns[i].key) {
             events.push(.endpointCacheChanged)
@@ -170,17 +170,17 @@ extension NodeCore {
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        if conns[i].checkAt == nil, !conns[i].isAnchorMember { conns[i].checkAt = now + timings.pathQuiet }
-        if conns[i].activeKind == .relay, conns[i].directRetryAt == nil, conns[i].punchUntil == nil,
-           conns[i].rendezvousDeadline == nil {
-            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
+        if deadline(.pathCheck(p)) == nil, !conns[i].isAnchorMember { arm(.pathCheck(p), at: now + timings.pathQuiet) }
+        if conns[i].activeKind == .relay, deadline(.directRetry(p)) == nil, conns[i].punchUntil == nil,
+           deadline(.rendezvousTimeout(p)) == nil {
+            arm(.directRetry(p), at: now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings))
         }
     }
 
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        conns[i].checkAt = nil
+        arm(.pathCheck(p), at: nil)
         guard let path = conns[i].activePath, tunnels.isEstablished(p, now: now) else { return }
         if let rx = path.lastRx, now - rx < timings.pathQuiet { return }
         if conns[i].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) { return }
@@ -193,6 +193,7 @@ extension NodeCore {
         while k < conns[i].pings.count {
             guard conns[i].pings[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
             let ping = conns[i].pings.remove(at: k)
+            syncPingTimer(p)
             guard let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { continue }
             conns[i].paths[idx].missed += 1
             conns[i].paths[idx].recordPing(lost: true)
@@ -200,7 +201,7 @@ extension NodeCore {
             case .anchorKeepalive:
                 conns[i].anchor?.missedPings += 1
                 if (conns[i].anchor?.missedPings ?? 0) < timings.anchorMissedPings {
-                    conns[i].anchor?.keepaliveAt = now + timings.probeRetry
+                    if conns[i].anchor != nil { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 }
                 updateAnchorReachability(p, now: now)
             case .check:
@@ -235,12 +236,12 @@ extension NodeCore {
         let options = ([preferred].compactMap { $0 } + reachableAnchors).filter { !conns[i].rendezvousTried.contains($0) }
         guard let a = options.first else {
             conns[i].rendezvousAnchor = nil
-            conns[i].rendezvousDeadline = nil
+            arm(.rendezvousTimeout(p), at: nil)
             return
         }
         conns[i].rendezvousTried.append(a)
         conns[i].rendezvousAnchor = a
-        conns[i].rendezvousDeadline = now + timings.rendezvousTimeout
+        arm(.rendezvousTimeout(p), at: now + timings.rendezvousTimeout)
         _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
     }
 
@@ -251,7 +252,7 @@ extension NodeCore {
         let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
         conns[i].candidates = admitCandidates(p, candidates, attested: observed, now: now)
         conns[i].rendezvousAnchor = nil
-        conns[i].rendezvousDeadline = nil
+        arm(.rendezvousTimeout(p), at: nil)
         // Someone asked for this introduction because a direct path is missing
         // or broken (or the member's NAT changed): our direct path is no longer
         // taken on trust. It stays active until another validates (or it does again).
@@ -267,7 +268,7 @@ extension NodeCore {
             // refused to relay it) and nothing else would send it again before
             // the session's retry (5 s): send it now, through `anchor`.
             if let path = conns[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
-                activate(p, conns[i].addPath(kind: .relay, remote: aep, via: anchor), now: now)
+                activate(p, addPath(p, kind: .relay, remote: aep, via: anchor), now: now)
             }
             tunnels.expediteHandshake(p, now: now)
         }
@@ -313,7 +314,7 @@ extension NodeCore {
         guard !conns[p.rawValue].isAnchorMember else { return }
         conns[p.rawValue].punchUntil = now + timings.punchDuration
         conns[p.rawValue].punchRound = 0
-        conns[p.rawValue].punchNext = now
+        arm(.punch(p), at: now)
     }
 
     /// Addresses worth a punch ping: the member's candidates, what the cache
@@ -341,7 +342,7 @@ extension NodeCore {
                 // that ends some other way). Ending it here would leave a pair
                 // that connects late relayed until the direct retry (10 s).
                 guard tunnels.isHandshaking(p) else { return endPunch(p, now: now) }
-                conns[i].punchNext = now + timings.punchMaxRound
+                arm(.punch(p), at: now + timings.punchMaxRound)
                 return
             }
             // Pings need keys: make sure a session is coming up (through the
@@ -349,7 +350,7 @@ extension NodeCore {
             // from the other side's initiation waits for its confirmation.
             if conns[i].active == nil { ensurePath(p, now: now) }
             if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
-            conns[i].punchNext = now + timings.punchFirstRound
+            arm(.punch(p), at: now + timings.punchFirstRound)
             return
         }
         // The window counts from the first round that can send a ping.
@@ -371,7 +372,7 @@ extension NodeCore {
         }
         conns[i].punchRound += 1
         let gap = doubling(timings.punchFirstRound, times: conns[i].punchRound - 1, cap: timings.punchMaxRound)
-        conns[i].punchNext = min(now + gap, until)
+        arm(.punch(p), at: min(now + gap, until))
         // A direct path is active: a few more rounds give LAN candidates their chance.
         if conns[i].activeKind == .direct, conns[i].punchRound >= 4 { endPunch(p, now: now) }
     }
@@ -380,21 +381,21 @@ extension NodeCore {
         let i = p.rawValue
         guard conns[i].punchUntil != nil else { return }
         conns[i].punchUntil = nil
-        conns[i].punchNext = nil
+        arm(.punch(p), at: nil)
         if conns[i].activeKind == .relay {
-            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
+            arm(.directRetry(p), at: now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings))
             conns[i].directRetryAttempt += 1
         }
     }
 
     mutating func rendezvousTimedOut(_ p: PeerID, now: Instant) {
-        conns[p.rawValue].rendezvousDeadline = nil
+        arm(.rendezvousTimeout(p), at: nil)
         requestRendezvous(p, now: now)  // the next anchor, if any
     }
 
     mutating func directRetry(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        conns[i].directRetryAt = nil
+        arm(.directRetry(p), at: nil)
         guard conns[i].activeKind == .relay, let tx = conns[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
         beginDirectAttempt(p, now: now)
     }

@@ -81,8 +81,6 @@ struct AnchorState: Sendable {
     var reachable = false
     var missedProbes = 0
     var missedPings = 0
-    /// Next anchor keepalive (PATH_PING, or a handshake if the session is down).
-    var keepaliveAt: Instant?
     /// The address this anchor last saw us at, and when (NAT evidence).
     var observed: Endpoint?
     var observedAt: Instant?
@@ -111,19 +109,14 @@ struct PeerConn: Sendable {
     /// What the member (or an anchor on its behalf) says it may be reached at.
     var candidates: [Candidate] = []
     var pings: [PendingPing] = []
-    /// Hole punching in progress until this instant; next round then.
+    /// Hole punching in progress until this instant (next round: `NodeTimer.punch`).
     var punchUntil: Instant?
-    var punchNext: Instant?
     var punchRound = 0
-    /// A RENDEZVOUS_REQUEST is out to this anchor, unanswered until the deadline.
+    /// A RENDEZVOUS_REQUEST is out to this anchor (deadline: `NodeTimer.rendezvousTimeout`).
     var rendezvousAnchor: PeerID?
-    var rendezvousDeadline: Instant?
     var rendezvousTried: [PeerID] = []
-    /// A relayed member's next direct-path retry.
-    var directRetryAt: Instant?
+    /// A relayed member's direct-path retries so far (next: `NodeTimer.directRetry`).
     var directRetryAttempt = 0
-    /// Check the active path at this time (armed when data is sent).
-    var checkAt: Instant?
     var lastDataTx: Instant?
     var anchor: AnchorState?
     /// Per-member budgets on an anchor.
@@ -223,7 +216,6 @@ struct RecoveryState: Sendable {
     var active = false
     /// Attempts made since recovery started.
     var attempt = 0
-    var nextAt: Instant?
     var since: Instant?
     var partitioned = false
 }

@@ -1,4 +1,4 @@
-// NodeCore: recovery mode, and the timer table that drives everything.
+// NodeCore: recovery mode.
 //
 // Recovery (DESIGN §5, seed 3.1, 3.5): when no anchor is reachable and no
 // member session is alive (keys live, and heard from lately or simply idle),
@@ -39,13 +39,17 @@ extension NodeCore {
         if anchorUp || peerUp {
             if recovery.active {
                 recovery = RecoveryState()
+                arm(.recovery, at: nil)
+                unparkRecoveryPausedTimers()
                 events.push(.recovered)
-                nextProbeRound = now
+                arm(.addressProbe, at: now)
             }
             return
         }
         guard !recovery.active else { return }
-        recovery = RecoveryState(active: true, attempt: 0, nextAt: now, since: now, partitioned: false)
+        recovery = RecoveryState(active: true, attempt: 0, since: now, partitioned: false)
+        parkRecoveryPausedTimers()
+        arm(.recovery, at: now)
         probes.removeAll { !$0.recovery }
         events.push(.recoveryStarted)
     }
@@ -72,58 +76,6 @@ extension NodeCore {
             events.push(.partitioned)
         }
         let delay = recoveryDelay(attempt: recovery.attempt - 1, timings: timings)
-        recovery.nextAt = now + jittered(delay, percent: timings.recoveryJitterPercent, using: &rng)
-    }
-
-    // MARK: Timer table
-
-    /// Every deadline NodeCore holds, with its reason (the minimum is `pollTimeout`).
-    func ownTimers(_ consider: (Instant?, @autoclosure () -> NodeTimerReason) -> Void) {
-        for i in conns.indices where !conns[i].isSelf {
-            let p = PeerID(rawValue: i)
-            if let (d, r) = tunnels.pollTimeout(for: p) { consider(d, .session(p, r)) }
-            let c = conns[i]
-            if !recovery.active { consider(c.anchor?.keepaliveAt, .anchorKeepalive(p)) }
-            var earliestPing: Instant?
-            for ping in c.pings {
-                let d = ping.sentAt + timings.probeTimeout
-                if earliestPing.map({ d < $0 }) ?? true { earliestPing = d }
-            }
-            consider(earliestPing, .pingTimeout(p))
-            consider(c.checkAt, .pathCheck(p))
-            consider(c.punchNext, .punch(p))
-            consider(c.rendezvousDeadline, .rendezvousTimeout(p))
-            consider(c.directRetryAt, .directRetry(p))
-        }
-        if !recovery.active { consider(nextProbeRound, .addressProbe) }
-        var earliestProbe: Instant?
-        for probe in probes {
-            let d = probe.sentAt + timings.probeTimeout
-            if earliestProbe.map({ d < $0 }) ?? true { earliestProbe = d }
-        }
-        consider(earliestProbe, .probeTimeout)
-        if recovery.active { consider(recovery.nextAt, .recovery) }
-        consider(warningCheckAt, .warnings)
-    }
-
-    /// Runs every NodeCore timer due at `now`; each handler re-arms or clears its own deadline.
-    mutating func handleOwnTimers(now: Instant) {
-        probeTimeouts(now: now)
-        for i in conns.indices where !conns[i].isSelf {
-            let p = PeerID(rawValue: i)
-            if conns[i].pings.contains(where: { $0.sentAt + timings.probeTimeout <= now }) { pingTimeouts(p, now: now) }
-            if !recovery.active, let d = conns[i].anchor?.keepaliveAt, d <= now { anchorKeepalive(p, now: now) }
-            if let d = conns[i].checkAt, d <= now { checkPath(p, now: now) }
-            if let d = conns[i].punchNext, d <= now { punchRound(p, now: now) }
-            if let d = conns[i].rendezvousDeadline, d <= now { rendezvousTimedOut(p, now: now) }
-            if let d = conns[i].directRetryAt, d <= now { directRetry(p, now: now) }
-        }
-        if !recovery.active, let d = nextProbeRound, d <= now { addressProbeRound(now: now) }
-        if recovery.active, let d = recovery.nextAt, d <= now { recoveryAttempt(now: now) }
-        if let d = warningCheckAt, d <= now {
-            warningCheckAt = nil
-            updateWarnings(now: now)
-            evaluateConnectivity(now: now)
-        }
+        arm(.recovery, at: now + jittered(delay, percent: timings.recoveryJitterPercent, using: &rng))
     }
 }

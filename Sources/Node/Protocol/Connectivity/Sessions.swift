@@ -67,7 +67,7 @@ extension NodeCore {
             idx = found
         } else {
             let kind = via != nil ? PathKind.relay : conns[i].directKind(for: source)
-            idx = conns[i].addPath(kind: kind, remote: source, via: via)
+            idx = addPath(p, kind: kind, remote: source, via: via)
         }
         conns[i].paths[idx].lastRx = now
         if traffic {
@@ -137,6 +137,7 @@ extension NodeCore {
             return  // late: its ping already counted as lost
         }
         let ping = conns[i].pings.remove(at: k)
+        syncPingTimer(p)
         noteRx(p, source: source, via: via, traffic: false, now: now)
         // Validated only if it came back from exactly where the ping went.
         guard ping.via == via, via != nil || ping.remote == source,
@@ -163,9 +164,9 @@ extension NodeCore {
             let i = p.rawValue
             let idx: Int
             if let a = relayingAnchor(to: ep, for: p) {
-                idx = conns[i].addPath(kind: .relay, remote: ep, via: a)
+                idx = addPath(p, kind: .relay, remote: ep, via: a)
             } else {
-                idx = conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil)
+                idx = addPath(p, kind: conns[i].directKind(for: ep), remote: ep, via: nil)
             }
             conns[i].paths[idx].lastRx = now
             if conns[i].active == nil { activate(p, idx, now: now) }
@@ -175,11 +176,11 @@ extension NodeCore {
             if let a = conns[p.rawValue].active { conns[p.rawValue].paths[a].lastRx = now }
             if conns[p.rawValue].anchor != nil {
                 conns[p.rawValue].anchor?.missedPings = 0
-                conns[p.rawValue].anchor?.keepaliveAt = now  // ping at once: RTT and an authenticated observation
+                arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
                 if !announced.isEmpty { _ = sendControl(.candidates(announced), to: p, now: now) }
                 updateAnchorReachability(p, now: now)
             }
-            if conns[p.rawValue].punchUntil != nil { conns[p.rawValue].punchNext = now }
+            if conns[p.rawValue].punchUntil != nil { arm(.punch(p), at: now) }
             if isAnchor { introduceHeld(p, now: now) }
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
@@ -249,9 +250,10 @@ extension NodeCore {
         }
         if conns[p.rawValue].pathIndex(remote: remote, via: via) == nil {
             let kind = via != nil ? PathKind.relay : conns[p.rawValue].directKind(for: remote)
-            _ = conns[p.rawValue].addPath(kind: kind, remote: remote, via: via)
+            _ = addPath(p, kind: kind, remote: remote, via: via)
         }
         conns[p.rawValue].pings.append(PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        syncPingTimer(p)
         return true
     }
 }
