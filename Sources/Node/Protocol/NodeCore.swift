@@ -242,7 +242,7 @@ public struct NodeCore: Sendable {
     /// Probe txids: the only authenticator of a PATH_PROBE_REPLY (review M6).
     var txids: SecretRandom
     var nat: NATMapping = .unknown
-    var recovery = RecoveryState()
+    var recovery: Recovery
     var cache = EndpointCache()
     var warningState = WarningState.none
     var drops: [NodeDropReason: UInt64] = [:]
@@ -250,11 +250,9 @@ public struct NodeCore: Sendable {
     var timers = DeadlineHeap<NodeTimer>()
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
-    var relayed = RelayCounters()
     var lastHeal: Instant?
-    /// On an anchor: rendezvous requests for members it had no session with
-    /// yet, answered when that session comes up (Introductions.swift).
-    var heldIntroductions: [HeldIntroduction] = []
+    /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
+    var relay: RelayService
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
@@ -273,6 +271,8 @@ public struct NodeCore: Sendable {
         self.txids = txids
         self.timings = timings
         self.members = members
+        recovery = Recovery(timings: timings)
+        relay = RelayService(members: members.count, timings: timings)
         myID = MemberID(publicKey: identity.publicKey)
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
         // session's persistent keepalive, so that recovery, not the session
@@ -310,6 +310,10 @@ public struct NodeCore: Sendable {
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
+
+    /// The member with this id (the first configured, if two collide).
+    @inline(__always)
+    func member(_ id: MemberID) -> PeerID? { byMemberID[id] }
     public var peerCount: Int { members.count }
 
     // MARK: Inbound
@@ -501,8 +505,3 @@ public struct NodeCore: Sendable {
     }
 }
 
-/// Relay counters of an anchor (status, tests).
-struct RelayCounters: Sendable {
-    var packets: UInt64 = 0
-    var bytes: UInt64 = 0
-}

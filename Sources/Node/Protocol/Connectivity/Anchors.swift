@@ -30,7 +30,7 @@ extension NodeCore {
     mutating func addressProbeRound(now: Instant) {
         arm(.addressProbe, at: now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng))
         evaluateConnectivity(now: now)
-        guard !recovery.active else { return }
+        guard !recovery.isActive else { return }
         for a in anchorPeers {
             guard let ep = tunnels.endpoint(of: a) ?? conns[a.rawValue].staticEndpoint else { continue }
             sendProbe(to: a, at: ep, recovery: false, now: now)
@@ -66,7 +66,7 @@ extension NodeCore {
                let ep = tunnels.endpoint(of: a) {
                 sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
             }
-            if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.active {
+            if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.isActive {
                 // "immediately when a path looks dead": probe again soon, not in a full interval.
                 let retry = now + timings.probeRetry
                 if deadline(.addressProbe).map({ retry < $0 }) ?? true { arm(.addressProbe, at: retry) }
@@ -127,7 +127,7 @@ extension NodeCore {
 
     mutating func anchorKeepalive(_ a: PeerID, now: Instant) {
         if conns[a.rawValue].anchor != nil { arm(.anchorKeepalive(a), at: now + timings.anchorKeepalive) }
-        guard !recovery.active, let st = conns[a.rawValue].anchor else { return }
+        guard !recovery.isActive, let st = conns[a.rawValue].anchor else { return }
         if tunnels.isEstablished(a, now: now), st.missedPings < timings.anchorMissedPings {
             if !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
                let ep = tunnels.endpoint(of: a) {

@@ -106,15 +106,15 @@ extension NodeCore {
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
         if isAnchor {
-            counters["relay_forwarded_packets"] = relayed.packets
-            counters["relay_forwarded_bytes"] = relayed.bytes
+            counters["relay_forwarded_packets"] = relay.counters.packets
+            counters["relay_forwarded_bytes"] = relay.counters.bytes
         }
         return NodeStatus(
             publicKey: publicKey, isAnchor: isAnchor,
             endpoints: currentCandidates.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) },
             nat: NodeStatus.NAT(mapping: nat, evidence: natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
-            anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.active,
-            partitioned: recovery.partitioned, counters: counters)
+            anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.isActive,
+            partitioned: recovery.isPartitioned, counters: counters)
     }
 
     func warnings(now: Instant) -> [String] {
@@ -134,9 +134,9 @@ extension NodeCore {
                     : "only one anchor is reachable (\(name)): if it goes down too, members behind NAT lose each other")
             }
         }
-        if recovery.partitioned {
+        if recovery.isPartitioned {
             out.append("partitioned: no anchor and no cached endpoint has answered; every address this node knows is stale. Re-bootstrap: put a reachable anchor endpoint in the config and restart")
-        } else if recovery.active {
+        } else if recovery.isActive {
             out.append("every path is lost: probing anchors, then cached endpoints, with backoff")
         }
         return out

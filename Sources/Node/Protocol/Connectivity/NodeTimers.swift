@@ -108,7 +108,7 @@ extension NodeCore {
     /// Arms `key` for `deadline` (nil: cancels it). A key recovery pauses is
     /// parked while recovery runs.
     mutating func arm(_ key: NodeTimer, at deadline: Instant?) {
-        if key.pausedByRecovery, recovery.active {
+        if key.pausedByRecovery, recovery.isActive {
             parkedTimers[key] = deadline
         } else {
             timers.set(key, at: deadline)
@@ -117,7 +117,7 @@ extension NodeCore {
 
     /// The deadline `key` is armed for (parked or not).
     func deadline(_ key: NodeTimer) -> Instant? {
-        key.pausedByRecovery && recovery.active ? parkedTimers[key] : timers[key]
+        key.pausedByRecovery && recovery.isActive ? parkedTimers[key] : timers[key]
     }
 
     /// Recovery started: park the keys it pauses.

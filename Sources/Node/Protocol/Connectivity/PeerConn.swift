@@ -119,9 +119,6 @@ struct PeerConn: Sendable {
     var directRetryAttempt = 0
     var lastDataTx: Instant?
     var anchor: AnchorState?
-    /// Per-member budgets on an anchor.
-    var relayBucket: TokenBucket
-    var rendezvousBucket: TokenBucket
     /// CANDIDATES messages from this member (every node: review M8).
     var candidatesBucket: TokenBucket
     /// Addresses only the member itself vouched for that we took as punch
@@ -141,8 +138,6 @@ struct PeerConn: Sendable {
         self.isSelf = isSelf
         staticEndpoint = spec.endpoint
         anchor = isAnchorMember && !isSelf ? AnchorState() : nil
-        relayBucket = TokenBucket(rate: timings.relayBytesPerSecond, burst: timings.relayBurstBytes)
-        rendezvousBucket = TokenBucket(rate: UInt64(timings.rendezvousPerSecond), burst: UInt64(timings.rendezvousBurst))
         candidatesBucket = TokenBucket(rate: UInt64(max(0, timings.candidateUpdatesPerSecond)),
                                        burst: UInt64(max(0, timings.candidateUpdateBurst)))
     }
@@ -209,15 +204,6 @@ struct PeerConn: Sendable {
             return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
         }
     }
-}
-
-/// Recovery mode (DESIGN §5, seed 3.1, 3.5).
-struct RecoveryState: Sendable {
-    var active = false
-    /// Attempts made since recovery started.
-    var attempt = 0
-    var since: Instant?
-    var partitioned = false
 }
 
 /// Which anchor warning is in force (events are emitted on changes).

@@ -31,7 +31,7 @@ extension NodeCore {
         }
         // A relayed handshake meets the same defences as a direct one, keyed to
         // the member the anchor names (Tunnels: mac2, cookie reply, budget).
-        let origin = sender.flatMap { id in byMemberID[id].map { RelayOrigin(sender: $0, memberID: id) } }
+        let origin = sender.flatMap { id in member(id).map { RelayOrigin(sender: $0, memberID: id) } }
         let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false,
                                      relayed: origin)
         absorbTunnels(now: now)

@@ -1,0 +1,100 @@
+import XCTest
+@testable import Support
+@testable import Wire
+@testable import Protocol
+
+/// NodeCore's machines on their own, without NodeCore: each takes values and
+/// `now`, and says what to do (Recovery.swift, RelayService.swift).
+final class NodeCoreMachineTests: XCTestCase {
+    private func t(_ ms: UInt64) -> Instant { Instant(ns: ms * 1_000_000) }
+    private let a = PeerID(rawValue: 1), m = PeerID(rawValue: 2), h = PeerID(rawValue: 3)
+    private let epA = Endpoint("192.0.2.1:51820")!, epM = Endpoint("198.51.100.7:40001")!
+
+    // MARK: Recovery
+
+    func testRecoveryPhasesAndAttempts() {
+        var timings = ConnectivityTimings.default
+        timings.recoveryPartitionAfter = 3
+        timings.recoveryJitterPercent = 0
+        var r = Recovery(timings: timings)
+        var rng = SessionRandom(seed: 1)
+        XCTAssertNil(r.evaluate(pathsUp: true, now: t(0)), "up and idle: nothing")
+        XCTAssertEqual(r.evaluate(pathsUp: false, now: t(0)), .started)
+        XCTAssertNil(r.evaluate(pathsUp: false, now: t(1)), "already recovering")
+        XCTAssertEqual(r.pollEvent(), .recoveryStarted)
+        XCTAssertNil(r.pollEvent())
+        // attempt: (members probed?, targets, next after (ms), partitioned event?)
+        let table: [(Bool, Int, UInt64, Bool)] = [
+            (false, 1, 1000, false),  // attempt 1: anchors only
+            (true, 2, 2000, false),   // attempt 2: anchors, then members
+            (true, 2, 4000, true),    // attempt 3 = recoveryPartitionAfter: partitioned
+            (true, 2, 8000, false),   // said once
+        ]
+        var now = t(0)
+        for (n, (members, count, delay, partitioned)) in table.enumerated() {
+            XCTAssertEqual(r.probesMembers, members, "attempt \(n + 1)")
+            let (targets, next) = r.attempt(anchors: [(a, [epA])], members: r.probesMembers ? [(m, [epM])] : [], now: now, rng: &rng)
+            XCTAssertEqual(targets.count, count, "attempt \(n + 1)")
+            XCTAssertEqual(targets.first, Recovery.Target(peer: a, endpoint: epA), "anchors first")
+            XCTAssertEqual(next, now + Span.milliseconds(delay), "attempt \(n + 1)")
+            XCTAssertEqual(r.pollEvent() == .partitioned, partitioned, "attempt \(n + 1)")
+            now = next
+        }
+        XCTAssertTrue(r.isPartitioned)
+        XCTAssertEqual(r.evaluate(pathsUp: true, now: now), .recovered)
+        XCTAssertEqual(r.pollEvent(), .recovered)
+        XCTAssertFalse(r.isActive)
+        XCTAssertFalse(r.isPartitioned)
+    }
+
+    func testRecoveryWithNothingToProbeIsPartitionedOnTheSecondAttempt() {
+        var r = Recovery(timings: .default)
+        var rng = SessionRandom(seed: 1)
+        _ = r.evaluate(pathsUp: false, now: t(0))
+        _ = r.pollEvent()
+        _ = r.attempt(anchors: [], members: [], now: t(0), rng: &rng)
+        XCTAssertNil(r.pollEvent())
+        _ = r.attempt(anchors: [], members: [], now: t(1000), rng: &rng)
+        XCTAssertEqual(r.pollEvent(), .partitioned)
+    }
+
+    // MARK: RelayService
+
+    func testRelayForwardingDecisions() {
+        var timings = ConnectivityTimings.default
+        timings.relayBytesPerSecond = 1000
+        timings.relayBurstBytes = 1500
+        var relay = RelayService(members: 4, timings: timings)
+        typealias R = RelayService.Request
+        let table: [(R, Int, RelayService.Forward)] = [
+            (R(sender: nil, target: m, targetRemote: epM), 100, .refuse(.relaySourceNotMember)),
+            (R(sender: h, target: nil, targetRemote: nil), 100, .refuse(.relayUnknownTarget)),
+            (R(sender: h, target: m, targetRemote: nil), 100, .refuse(.relayTargetUnreachable)),
+            (R(sender: h, target: m, targetRemote: epM), 1000, .forward(epM)),
+            (R(sender: h, target: m, targetRemote: epM), 1000, .refuse(.relayRateLimited)),  // burst spent
+            (R(sender: a, target: m, targetRemote: epM), 1000, .forward(epM)),  // another sender's budget
+        ]
+        for (n, (request, length, expected)) in table.enumerated() {
+            XCTAssertEqual(relay.forward(request, length: length, now: t(0)), expected, "row \(n)")
+        }
+        XCTAssertEqual(relay.counters.packets, 2)
+        XCTAssertEqual(relay.counters.bytes, 2000)
+        XCTAssertEqual(relay.forward(R(sender: h, target: m, targetRemote: epM), length: 1000, now: t(1000)), .forward(epM),
+                       "the budget refills at its rate")
+    }
+
+    func testHeldIntroductions() {
+        var timings = ConnectivityTimings.default
+        timings.introductionHold = .seconds(30 as UInt64)
+        var relay = RelayService(members: 4, timings: timings)
+        relay.hold(requester: h, target: m, now: t(0))
+        relay.hold(requester: h, target: m, now: t(10))  // again: one entry
+        relay.hold(requester: a, target: m, now: t(20))
+        XCTAssertEqual(relay.held.count, 2)
+        XCTAssertEqual(relay.takeHeld(for: h, now: t(100)), [], "nobody waits for h")
+        XCTAssertEqual(relay.takeHeld(for: m, now: t(30_015)), [a], "h's request expired at 30.01 s")
+        XCTAssertTrue(relay.held.isEmpty, "answered ones are forgotten")
+        for _ in 0..<(RelayService.maxHeldIntroductions + 5) { relay.hold(requester: h, target: m, now: t(0)) }
+        XCTAssertEqual(relay.held.count, 1)
+    }
+}
