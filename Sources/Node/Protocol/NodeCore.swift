@@ -231,9 +231,8 @@ public struct NodeCore: Sendable {
     var events = Outbox<NodeEvent>()
     var rng: SessionRandom
     var startedAt: Instant?
-    var locals: [Endpoint] = []
-    var mapped: [Candidate] = []
-    var announced: [Candidate] = []
+    /// Where every member might be, and where we might be (EndpointBook.swift).
+    var book: EndpointBook
     /// PATH_PROBEs awaiting an answer (the probe-timeout timer follows the oldest).
     var probes: [PendingProbe] = [] { didSet { syncProbeTimer() } }
     var probeLimiter: HandshakeRateLimiter
@@ -243,7 +242,6 @@ public struct NodeCore: Sendable {
     var txids: SecretRandom
     var nat: NATMapping = .unknown
     var recovery: Recovery
-    var cache = EndpointCache()
     var warningState = WarningState.none
     var drops: [NodeDropReason: UInt64] = [:]
     /// Every connectivity timer (NodeTimers.swift).
@@ -272,6 +270,7 @@ public struct NodeCore: Sendable {
         self.timings = timings
         self.members = members
         recovery = Recovery(timings: timings)
+        book = EndpointBook(members: members, timings: timings)
         relay = RelayService(members: members.count, timings: timings)
         myID = MemberID(publicKey: identity.publicKey)
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
@@ -411,7 +410,7 @@ public struct NodeCore: Sendable {
     /// calls this at start and when interfaces change). Local candidates.
     public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
         start(now)
-        locals = endpoints
+        book.setLocals(endpoints)
         candidatesMayHaveChanged(now: now)
     }
 
@@ -420,13 +419,12 @@ public struct NodeCore: Sendable {
     public mutating func addMappedEndpoint(_ endpoint: Endpoint, source: EndpointSource, now: Instant) {
         start(now)
         let c = Candidate(endpoint, source)
-        guard !mapped.contains(c) else { return }
-        mapped.append(c)
+        guard book.addMapped(c) else { return }
         candidatesMayHaveChanged(now: now)
     }
 
     public mutating func removeMappedEndpoint(_ endpoint: Endpoint, now: Instant) {
-        mapped.removeAll { $0.endpoint == endpoint }
+        book.removeMapped(endpoint)
         candidatesMayHaveChanged(now: now)
     }
 
@@ -434,15 +432,12 @@ public struct NodeCore: Sendable {
     /// nothing loaded) if the bytes are not a cache; unknown members are skipped.
     @discardableResult
     public mutating func loadEndpointCache(_ bytes: [UInt8]) -> Bool {
-        guard let loaded = EndpointCache(bytes: bytes) else { return false }
-        for (key, eps) in loaded.entries where tunnels.peerID(for: key) != nil {
-            for ep in eps.reversed() where PeerConn.isUsableRemote(ep) { cache.record(ep, for: key) }
-        }
-        return true
+        let keys = Set(members.map(\.publicKey))
+        return book.loadCache(bytes) { keys.contains($0) }
     }
 
     /// The cache to persist (see `NodeEvent.endpointCacheChanged`).
-    public func endpointCacheBytes() -> [UInt8] { cache.bytes }
+    public func endpointCacheBytes() -> [UInt8] { book.cache.bytes }
 
     /// Brings a session with `peer` up without waiting for traffic.
     public mutating func connect(_ peer: PeerID, now: Instant) {

@@ -131,7 +131,7 @@ final class ConnectivityLimitTests: XCTestCase {
         core.recordObservation(a1, good, now: t0)
         core.recordObservation(a2, good, now: t0)
         XCTAssertEqual(core.nat, .endpointIndependent)
-        let announcedBefore = core.announced
+        let announcedBefore = core.book.announced
 
         core.addressProbeRound(now: t0 + .seconds(1 as UInt64))
         let sent = core.probes
@@ -141,7 +141,7 @@ final class ConnectivityLimitTests: XCTestCase {
         XCTAssertEqual(r, .consumed)
         XCTAssertEqual(core.conns[a1.rawValue].anchor?.observed, good, "one probe reply does not override an authenticated observation")
         XCTAssertEqual(core.nat, .endpointIndependent)
-        XCTAssertEqual(core.announced, announcedBefore)
+        XCTAssertEqual(core.book.announced, announcedBefore)
         XCTAssertFalse(core.isOwnEndpoint(forged))
 
         // A second, independent probe (another txid, later) that agrees: the
@@ -174,7 +174,7 @@ final class ConnectivityLimitTests: XCTestCase {
         for k in 0..<50 {
             let list = candidates(2, base: UInt8(k))
             _ = core.handleControl(.candidates(list), from: p, source: src, via: nil, now: t0)
-            if core.conns[p.rawValue].candidates == list { accepted += 1 }
+            if core.book.candidates(p) == list { accepted += 1 }
         }
         XCTAssertLessThan(accepted, 50)
         XCTAssertEqual(accepted, ConnectivityTimings.default.candidateUpdateBurst)
@@ -182,7 +182,7 @@ final class ConnectivityLimitTests: XCTestCase {
         // An anchor keeps a member's list as announced (it hands it out, never punches it).
         let sixteen = candidates(16, base: 200)
         _ = core.handleControl(.candidates(sixteen), from: p, source: src, via: nil, now: t0 + .seconds(10 as UInt64))
-        XCTAssertEqual(core.conns[p.rawValue].candidates, sixteen)
+        XCTAssertEqual(core.book.candidates(p), sixteen)
     }
 
     /// Addresses no member attested (announced, not observed by an anchor,
@@ -205,9 +205,9 @@ final class ConnectivityLimitTests: XCTestCase {
         core.noteRx(p, source: heard, via: nil, traffic: true, now: t0 + .seconds(5 as UInt64))
         core.receiveRendezvous(p, from: a1, candidates: [observed, Candidate(heard, .local)] + candidates(3, base: 99),
                                now: t0 + .seconds(6 as UInt64))
-        XCTAssertEqual(core.conns[p.rawValue].candidates.map(\.endpoint), [observed.endpoint, heard])
+        XCTAssertEqual(core.book.candidates(p).map(\.endpoint), [observed.endpoint, heard])
         let later = t0 + ConnectivityTimings.default.unattestedPunchWindow + .seconds(1 as UInt64)
         core.receiveRendezvous(p, from: a1, candidates: [observed] + candidates(3, base: 99), now: later)
-        XCTAssertEqual(core.conns[p.rawValue].candidates.count, 4)
+        XCTAssertEqual(core.book.candidates(p).count, 4)
     }
 }

@@ -97,4 +97,49 @@ final class NodeCoreMachineTests: XCTestCase {
         for _ in 0..<(RelayService.maxHeldIntroductions + 5) { relay.hold(requester: h, target: m, now: t(0)) }
         XCTAssertEqual(relay.held.count, 1)
     }
+
+    // MARK: EndpointBook
+
+    func testEndpointBookSourcesAndAges() throws {
+        let keys = (0..<3).map { PublicKey(bytes: [UInt8](repeating: UInt8($0 + 1), count: 32))! }
+        let members = [MemberSpec(publicKey: keys[0], name: "us"),
+                       MemberSpec(publicKey: keys[1], name: "anchor", endpoint: epA, isAnchor: true),
+                       MemberSpec(publicKey: keys[2], name: "m")]
+        var book = EndpointBook(members: members, timings: .default)
+        let lan = Endpoint("192.168.1.7:51820")!, pub = Endpoint("203.0.113.9:40000")!
+        XCTAssertTrue(book.allowUpdate(from: m, now: t(0)))
+        book.setCandidates(m, [Candidate(lan, .local), Candidate(pub, .observed)], now: t(5))
+        XCTAssertTrue(book.recordWorking(m, epM))
+        XCTAssertFalse(book.recordWorking(m, epM), "already the most recent")
+        XCTAssertEqual(book.entries(for: m), [
+            .init(endpoint: lan, source: .announced(.local), since: t(5)),
+            .init(endpoint: pub, source: .announced(.observed), since: t(5)),
+            .init(endpoint: epM, source: .cache, since: nil),
+        ])
+        XCTAssertEqual(book.entries(for: a), [.init(endpoint: epA, source: .config, since: nil)])
+        XCTAssertEqual(book.directKind(m, for: lan), .lan, "the member said local")
+        XCTAssertEqual(book.directKind(m, for: pub), .direct)
+        XCTAssertEqual(book.punchable(m), [lan, pub, epM])
+        // Reloaded from the bytes the engine persists.
+        var again = EndpointBook(members: members, timings: .default)
+        XCTAssertTrue(again.loadCache(book.cache.bytes) { $0 == keys[2] })
+        XCTAssertEqual(again.cached(m), [epM])
+    }
+
+    func testEndpointBookOwnCandidates() {
+        var book = EndpointBook(members: [], timings: .default)
+        let local = Endpoint("192.168.1.2:51820")!, loopback = Endpoint("127.0.0.1:51820")!
+        let mapped = Endpoint("203.0.113.1:40000")!, observed = Endpoint("198.51.100.1:6000")!
+        book.setLocals([local, loopback])
+        XCTAssertTrue(book.addMapped(Candidate(mapped, .upnp)))
+        XCTAssertFalse(book.addMapped(Candidate(mapped, .upnp)))
+        let list = book.ownCandidates(observed: [observed, mapped])
+        XCTAssertEqual(list, [Candidate(local, .local), Candidate(mapped, .upnp), Candidate(observed, .observed)],
+                       "local, mapped, observed; loopback never; each address once")
+        XCTAssertTrue(book.announce(list))
+        XCTAssertFalse(book.announce(list), "unchanged: nothing to announce")
+        XCTAssertTrue(book.isOwn(observed, observed: [observed]))
+        book.removeMapped(mapped)
+        XCTAssertFalse(book.isOwn(mapped, observed: []))
+    }
 }

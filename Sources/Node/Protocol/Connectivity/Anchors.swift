@@ -32,7 +32,7 @@ extension NodeCore {
         evaluateConnectivity(now: now)
         guard !recovery.isActive else { return }
         for a in anchorPeers {
-            guard let ep = tunnels.endpoint(of: a) ?? conns[a.rawValue].staticEndpoint else { continue }
+            guard let ep = tunnels.endpoint(of: a) ?? book.staticEndpoint(a) else { continue }
             sendProbe(to: a, at: ep, recovery: false, now: now)
         }
     }
@@ -89,7 +89,7 @@ extension NodeCore {
         // from where a member is known to be does not, so members are still
         // answered during such a flood (one whose address changed waits for
         // the flood to end, or heals through its session's pings).
-        let known = tunnels.endpoint(of: sender) == source || conns[sender.rawValue].staticEndpoint == source
+        let known = tunnels.endpoint(of: sender) == source || book.staticEndpoint(sender) == source
             || directOwner[source] != nil
         guard known || probeReplyBudget.take(1, now: now) else { return drop(.probeRateLimited) }
         let reply = PathProbeReply(txid: probe.txid, observed: source, responder: publicKey)
@@ -116,7 +116,7 @@ extension NodeCore {
             updateAnchorReachability(p, now: now)
         } else if probe.recovery {
             // A cached endpoint answered: that is where the member is.
-            let idx = addPath(p, kind: conns[p.rawValue].directKind(for: probe.to), remote: probe.to, via: nil)
+            let idx = addPath(p, kind: book.directKind(p, for: probe.to), remote: probe.to, via: nil)
             activate(p, idx, now: now)
             tunnels.connect(p, now: now)
         }
@@ -220,7 +220,7 @@ extension NodeCore {
             heal(now: now)
         }
         candidatesMayHaveChanged(now: now)
-        let mapping = classifyNAT(natEvidence, local: locals)
+        let mapping = classifyNAT(natEvidence, local: book.locals)
         if mapping != nat {
             nat = mapping
             events.push(.natMappingChanged(mapping))
@@ -259,23 +259,16 @@ extension NodeCore {
         }
     }
 
-    /// Our candidates, best first: local, port-mapped, observed by anchors.
-    var currentCandidates: [Candidate] {
-        var out: [Candidate] = []
-        func add(_ c: Candidate) {
-            if PeerConn.isUsableRemote(c.endpoint), !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
-        }
-        for l in locals { add(Candidate(l, .local)) }
-        for m in mapped { add(m) }
-        for a in anchorPeers { if let o = conns[a.rawValue].anchor?.observed { add(Candidate(o, .observed)) } }
-        return Array(out.prefix(ControlMessage.maxCandidates))
-    }
+    /// Where the anchors see us, in anchor order.
+    var observedByAnchors: [Endpoint] { anchorPeers.compactMap { conns[$0.rawValue].anchor?.observed } }
+
+    /// Our candidates, best first: local, port-mapped, observed by anchors (the EndpointBook's).
+    var currentCandidates: [Candidate] { book.ownCandidates(observed: observedByAnchors) }
 
     /// Re-announces our candidates to every anchor with a session when they changed.
     mutating func candidatesMayHaveChanged(now: Instant) {
         let list = currentCandidates
-        guard list != announced else { return }
-        announced = list
+        guard book.announce(list) else { return }
         for a in anchorPeers where tunnels.isEstablished(a, now: now) {
             _ = sendControl(.candidates(list), to: a, now: now)
         }
@@ -283,7 +276,6 @@ extension NodeCore {
 
     /// Every endpoint that is ours (never a hole-punching target).
     func isOwnEndpoint(_ ep: Endpoint) -> Bool {
-        locals.contains(ep) || mapped.contains { $0.endpoint == ep }
-            || anchorPeers.contains { conns[$0.rawValue].anchor?.observed == ep }
+        book.isOwn(ep, observed: observedByAnchors)
     }
 }

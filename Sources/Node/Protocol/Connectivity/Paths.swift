@@ -32,7 +32,7 @@ extension NodeCore {
     mutating func ensurePath(_ p: PeerID, now: Instant) {
         let i = p.rawValue
         if conns[i].isAnchorMember {
-            if let ep = conns[i].staticEndpoint {
+            if let ep = book.staticEndpoint(p) {
                 activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
             }
             return
@@ -42,8 +42,8 @@ extension NodeCore {
             beginDirectAttempt(p, now: now)
             return
         }
-        if let ep = conns[i].staticEndpoint ?? cache.endpoints(for: conns[i].key).first {
-            activate(p, addPath(p, kind: conns[i].directKind(for: ep), remote: ep, via: nil), now: now)
+        if let ep = book.staticEndpoint(p) ?? book.cached(p).first {
+            activate(p, addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil), now: now)
             if !isAnchor { startPunch(p, now: now) }
         }
     }
@@ -75,7 +75,7 @@ extension NodeCore {
         guard path.kind != .relay else { return }
         arm(.directRetry(p), at: nil)
         conns[i].directRetryAttempt = 0
-        if path.lastRx != nil || path.validatedAt != nil, cache.record(path.remote, for: conns[i].key) {
+        if path.lastRx != nil || path.validatedAt != nil, book.recordWorking(p, path.remote) {
             events.push(.endpointCacheChanged)
         }
         if conns[i].isAnchorMember {
@@ -250,7 +250,7 @@ extension NodeCore {
         let i = p.rawValue
         // The anchor puts where it hears `p` from first (RelayService `introduce`).
         let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
-        conns[i].candidates = admitCandidates(p, candidates, attested: observed, now: now)
+        book.setCandidates(p, admitCandidates(p, candidates, attested: observed, now: now), now: now)
         conns[i].rendezvousAnchor = nil
         arm(.rendezvousTimeout(p), at: nil)
         // Someone asked for this introduction because a direct path is missing
@@ -285,29 +285,8 @@ extension NodeCore {
     /// observed addresses are taken first (they are public), then the rest in
     /// the member's order; the result keeps the list's order.
     mutating func admitCandidates(_ p: PeerID, _ list: [Candidate], attested: Endpoint?, now: Instant) -> [Candidate] {
-        let i = p.rawValue
-        if conns[i].unattestedSince.map({ now - $0 >= timings.unattestedPunchWindow }) ?? true {
-            conns[i].unattested = []
-            conns[i].unattestedSince = now
-        }
-        let list = Array(list.prefix(ControlMessage.maxCandidates))
-        let cached = cache.endpoints(for: conns[i].key)
-        func vouched(_ ep: Endpoint) -> Bool {
-            ep == attested || ep == conns[i].staticEndpoint || cached.contains(ep)
-                || conns[i].paths.contains { $0.via == nil && $0.remote == ep && $0.lastRx != nil }
-        }
-        var admitted: [Endpoint] = []
-        for c in list.filter({ $0.source == .observed }) + list.filter({ $0.source != .observed }) {
-            let ep = c.endpoint
-            if admitted.contains(ep) { continue }
-            if vouched(ep) || conns[i].unattested.contains(ep) {
-                admitted.append(ep)
-            } else if conns[i].unattested.count < timings.unattestedPunchTargets {
-                conns[i].unattested.append(ep)
-                admitted.append(ep)
-            }
-        }
-        return list.filter { admitted.contains($0.endpoint) }
+        let heard = conns[p.rawValue].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
+        return book.admit(p, list, attested: attested, heard: heard, now: now)
     }
 
     mutating func startPunch(_ p: PeerID, now: Instant) {
@@ -322,7 +301,7 @@ extension NodeCore {
     func punchTargets(_ p: PeerID, now: Instant) -> [Endpoint] {
         let c = conns[p.rawValue]
         var out: [Endpoint] = []
-        let all = c.candidates.map(\.endpoint) + cache.endpoints(for: c.key) + [c.staticEndpoint].compactMap { $0 }
+        let all = book.punchable(p)
         for ep in all where PeerConn.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
             if let k = c.pathIndex(remote: ep, via: nil), c.paths[k].isValid(now: now, timings: timings) { continue }
             out.append(ep)

@@ -103,11 +103,8 @@ struct PeerConn: Sendable {
     let isAnchorMember: Bool
     /// Our own entry in the member list (never a peer).
     let isSelf: Bool
-    let staticEndpoint: Endpoint?
     var paths: [PathState] = []
     var active: Int?
-    /// What the member (or an anchor on its behalf) says it may be reached at.
-    var candidates: [Candidate] = []
     var pings: [PendingPing] = []
     /// Hole punching in progress until this instant (next round: `NodeTimer.punch`).
     var punchUntil: Instant?
@@ -119,13 +116,6 @@ struct PeerConn: Sendable {
     var directRetryAttempt = 0
     var lastDataTx: Instant?
     var anchor: AnchorState?
-    /// CANDIDATES messages from this member (every node: review M8).
-    var candidatesBucket: TokenBucket
-    /// Addresses only the member itself vouched for that we took as punch
-    /// targets in the window that began at `unattestedSince` (Paths.swift
-    /// `admitCandidates`).
-    var unattested: [Endpoint] = []
-    var unattestedSince: Instant?
 
     static let maxPaths = 16
     static let maxPings = 64
@@ -136,10 +126,7 @@ struct PeerConn: Sendable {
         memberID = MemberID(publicKey: spec.publicKey)
         isAnchorMember = spec.isAnchor && spec.endpoint != nil
         self.isSelf = isSelf
-        staticEndpoint = spec.endpoint
         anchor = isAnchorMember && !isSelf ? AnchorState() : nil
-        candidatesBucket = TokenBucket(rate: UInt64(max(0, timings.candidateUpdatesPerSecond)),
-                                       burst: UInt64(max(0, timings.candidateUpdateBurst)))
     }
 
     var activeKind: PathKind? { active.map { paths[$0].kind } }
@@ -170,14 +157,6 @@ struct PeerConn: Sendable {
         pings.removeAll { $0.remote == old.remote && $0.via == old.via }
         paths[i] = fresh
         return i
-    }
-
-    /// The kind of a direct path to `remote`: lan when the member said it is
-    /// a local/lan address of theirs, or the address is private (RFC 1918,
-    /// link-local, ULA); direct otherwise.
-    func directKind(for remote: Endpoint) -> PathKind {
-        for c in candidates where c.endpoint == remote { return c.source == .local || c.source == .lan ? .lan : .direct }
-        return Self.isPrivate(remote) ? .lan : .direct
     }
 
     /// Whether another host could ever reach us at `e`: not loopback,

@@ -54,11 +54,10 @@ extension NodeCore {
             return eps
         }
         let anchors = anchorPeers.map { a in
-            (a, unique([tunnels.endpoint(of: a), conns[a.rawValue].staticEndpoint].compactMap { $0 }
-                + cache.endpoints(for: conns[a.rawValue].key)))
+            (a, unique([tunnels.endpoint(of: a), book.staticEndpoint(a)].compactMap { $0 } + book.cached(a)))
         }
         let members = !recovery.probesMembers ? [] : conns.indices.filter { !conns[$0].isSelf && !conns[$0].isAnchorMember }.map { i in
-            (PeerID(rawValue: i), unique(cache.endpoints(for: conns[i].key) + [conns[i].staticEndpoint].compactMap { $0 }))
+            (PeerID(rawValue: i), unique(book.cached(PeerID(rawValue: i)) + [book.staticEndpoint(PeerID(rawValue: i))].compactMap { $0 }))
         }
         let (targets, next) = recovery.attempt(anchors: anchors, members: members, now: now, rng: &rng)
         for t in targets { sendProbe(to: t.peer, at: t.endpoint, recovery: true, now: now) }
@@ -124,7 +123,7 @@ extension NodeCore {
     func introduce(_ p: PeerID) -> [Candidate] {
         var out: [Candidate] = []
         if let path = conns[p.rawValue].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
-        for c in conns[p.rawValue].candidates where !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
+        for c in book.candidates(p) where !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
         return Array(out.prefix(ControlMessage.maxCandidates))
     }
 

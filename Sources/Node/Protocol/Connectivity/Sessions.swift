@@ -66,7 +66,7 @@ extension NodeCore {
         if let found = conns[i].pathIndex(remote: source, via: via) {
             idx = found
         } else {
-            let kind = via != nil ? PathKind.relay : conns[i].directKind(for: source)
+            let kind = via != nil ? PathKind.relay : book.directKind(p, for: source)
             idx = addPath(p, kind: kind, remote: source, via: via)
         }
         conns[i].paths[idx].lastRx = now
@@ -109,11 +109,11 @@ extension NodeCore {
             noteRx(p, source: source, via: via, traffic: true, now: now)
             // Bounded by the parser (maxCandidates) and rate-limited here: an
             // anchor hands them out, a member punches them (review M8).
-            guard conns[p.rawValue].candidatesBucket.take(1, now: now) else { return drop(.candidatesRateLimited) }
+            guard book.allowUpdate(from: p, now: now) else { return drop(.candidatesRateLimited) }
             let list = Array(list.prefix(ControlMessage.maxCandidates))
             // An anchor stores what the member says (it never punches it); a
             // member punches only within the unattested-address budget.
-            conns[p.rawValue].candidates = isAnchor ? list : admitCandidates(p, list, attested: nil, now: now)
+            book.setCandidates(p, isAnchor ? list : admitCandidates(p, list, attested: nil, now: now), now: now)
         case .rendezvousRequest(let target):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard isAnchor else { return drop(.controlNotAllowed) }
@@ -166,7 +166,7 @@ extension NodeCore {
             if let a = relayingAnchor(to: ep, for: p) {
                 idx = addPath(p, kind: .relay, remote: ep, via: a)
             } else {
-                idx = addPath(p, kind: conns[i].directKind(for: ep), remote: ep, via: nil)
+                idx = addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil)
             }
             conns[i].paths[idx].lastRx = now
             if conns[i].active == nil { activate(p, idx, now: now) }
@@ -177,7 +177,7 @@ extension NodeCore {
             if conns[p.rawValue].anchor != nil {
                 conns[p.rawValue].anchor?.missedPings = 0
                 arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
-                if !announced.isEmpty { _ = sendControl(.candidates(announced), to: p, now: now) }
+                if !book.announced.isEmpty { _ = sendControl(.candidates(book.announced), to: p, now: now) }
                 updateAnchorReachability(p, now: now)
             }
             if conns[p.rawValue].punchUntil != nil { arm(.punch(p), at: now) }
@@ -249,7 +249,7 @@ extension NodeCore {
             return false
         }
         if conns[p.rawValue].pathIndex(remote: remote, via: via) == nil {
-            let kind = via != nil ? PathKind.relay : conns[p.rawValue].directKind(for: remote)
+            let kind = via != nil ? PathKind.relay : book.directKind(p, for: remote)
             _ = addPath(p, kind: kind, remote: remote, via: via)
         }
         conns[p.rawValue].pings.append(PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
