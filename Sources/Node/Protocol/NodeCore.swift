@@ -233,22 +233,14 @@ public struct NodeCore: Sendable {
     var startedAt: Instant?
     /// Where every member might be, and where we might be (EndpointBook.swift).
     var book: EndpointBook
-    /// PATH_PROBEs awaiting an answer (the probe-timeout timer follows the oldest).
-    var probes: [PendingProbe] = [] { didSet { syncProbeTimer() } }
-    var probeLimiter: HandshakeRateLimiter
-    /// Probe replies to sources that are not a member's known endpoint, in all.
-    var probeReplyBudget: TokenBucket
-    /// Probe txids: the only authenticator of a PATH_PROBE_REPLY (review M6).
-    var txids: SecretRandom
-    var nat: NATMapping = .unknown
+    /// Anchors, probes, our observed address, the NAT, warnings (AnchorTracker.swift).
+    var anchorTracker: AnchorTracker
     var recovery: Recovery
-    var warningState = WarningState.none
     var drops: [NodeDropReason: UInt64] = [:]
     /// Every connectivity timer (NodeTimers.swift).
     var timers = DeadlineHeap<NodeTimer>()
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
-    var lastHeal: Instant?
     /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
     var relay: RelayService
 
@@ -266,7 +258,6 @@ public struct NodeCore: Sendable {
                 txids: SecretRandom = .sodium) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
-        self.txids = txids
         self.timings = timings
         self.members = members
         recovery = Recovery(timings: timings)
@@ -283,9 +274,6 @@ public struct NodeCore: Sendable {
         tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
-        probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
-        probeReplyBudget = TokenBucket(rate: UInt64(max(0, timings.probeRepliesTotalPerSecond)),
-                                       burst: UInt64(max(0, timings.probeRepliesTotalBurst)))
         var conns: [PeerConn] = []
         var anchors: [PeerID] = []
         var byID: [MemberID: PeerID] = [:]
@@ -299,6 +287,8 @@ public struct NodeCore: Sendable {
         }
         self.conns = conns
         anchorPeers = anchors
+        anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
+                                      txids: txids)
         byMemberID = byID
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
@@ -455,7 +445,7 @@ public struct NodeCore: Sendable {
         arm(.addressProbe, at: now)
         arm(.warnings, at: now + timings.warningGrace)
         for a in anchorPeers {
-            if conns[a.rawValue].anchor != nil { arm(.anchorKeepalive(a), at: now) }
+            if anchorTracker.tracks(a) { arm(.anchorKeepalive(a), at: now) }
             tunnels.connect(a, now: now)
         }
     }

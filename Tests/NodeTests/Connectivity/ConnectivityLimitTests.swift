@@ -58,7 +58,7 @@ final class ConnectivityLimitTests: XCTestCase {
         XCTAssertLessThanOrEqual(answered, t.probeRepliesTotalBurst + t.probeRepliesTotalPerSecond)
         XCTAssertGreaterThanOrEqual(answered, t.probeRepliesTotalBurst)
         // O(1) per probe: one set of the fixed table per call, never a rebuild.
-        XCTAssertEqual(core.probeLimiter.slotsVisited, 10_001 * HandshakeRateLimiter.ways)
+        XCTAssertEqual(core.anchorTracker.probeLimiter.slotsVisited, 10_001 * HandshakeRateLimiter.ways)
     }
 
     // MARK: M3
@@ -130,17 +130,17 @@ final class ConnectivityLimitTests: XCTestCase {
         // Authenticated observations (PATH_PONG / OBSERVED) from both anchors: endpoint-independent.
         core.recordObservation(a1, good, now: t0)
         core.recordObservation(a2, good, now: t0)
-        XCTAssertEqual(core.nat, .endpointIndependent)
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
         let announcedBefore = core.book.announced
 
         core.addressProbeRound(now: t0 + .seconds(1 as UInt64))
-        let sent = core.probes
+        let sent = core.anchorTracker.probes
         XCTAssertEqual(sent.count, 2)
         var reply = PathProbeReply(txid: sent[0].txid, observed: forged, responder: anchors[0].publicKey).bytes
         let r = reply.withUnsafeMutableBytes { core.receive($0, length: $0.count, from: sent[0].to, now: t0 + .seconds(1 as UInt64)) }
         XCTAssertEqual(r, .consumed)
-        XCTAssertEqual(core.conns[a1.rawValue].anchor?.observed, good, "one probe reply does not override an authenticated observation")
-        XCTAssertEqual(core.nat, .endpointIndependent)
+        XCTAssertEqual(core.anchorTracker.state(a1)?.observed, good, "one probe reply does not override an authenticated observation")
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
         XCTAssertEqual(core.book.announced, announcedBefore)
         XCTAssertFalse(core.isOwnEndpoint(forged))
 
@@ -148,14 +148,14 @@ final class ConnectivityLimitTests: XCTestCase {
         // NAT really moved (no session to ask here), so it counts now.
         let t2 = t0 + .seconds(9 as UInt64)
         core.addressProbeRound(now: t2)
-        let again = core.probes.first { $0.target == a1 }!
+        let again = core.anchorTracker.probes.first { $0.target == a1 }!
         var reply2 = PathProbeReply(txid: again.txid, observed: forged, responder: anchors[0].publicKey).bytes
         _ = reply2.withUnsafeMutableBytes { core.receive($0, length: $0.count, from: again.to, now: t2) }
-        XCTAssertEqual(core.conns[a1.rawValue].anchor?.observed, forged)
-        XCTAssertEqual(core.nat, .endpointDependent)
+        XCTAssertEqual(core.anchorTracker.state(a1)?.observed, forged)
+        XCTAssertEqual(core.anchorTracker.nat, .endpointDependent)
         // And an authenticated observation settles it whatever probes said.
         core.recordObservation(a1, good, now: t2)
-        XCTAssertEqual(core.nat, .endpointIndependent)
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
     }
 
     // MARK: M8

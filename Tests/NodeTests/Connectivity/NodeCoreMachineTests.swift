@@ -142,4 +142,82 @@ final class NodeCoreMachineTests: XCTestCase {
         book.removeMapped(mapped)
         XCTAssertFalse(book.isOwn(mapped, observed: []))
     }
+
+    // MARK: AnchorTracker
+
+    private func tracker(anchors: [PeerID] = [PeerID(rawValue: 1), PeerID(rawValue: 3)], selfIsAnchor: Bool = false) -> AnchorTracker {
+        AnchorTracker(anchors: anchors, members: 4, selfIsAnchor: selfIsAnchor, timings: .default, txids: .seeded(3))
+    }
+
+    func testAnchorReachabilityFromSessionPingsAndProbes() {
+        var tr = tracker()
+        let a2 = PeerID(rawValue: 3)
+        XCTAssertTrue(tr.tracks(a))
+        XCTAssertFalse(tr.tracks(m), "a member, not an anchor")
+        XCTAssertNil(tr.updateReachability(a, established: false, keepalivePending: false), "down, and it was")
+        XCTAssertEqual(tr.updateReachability(a, established: true, keepalivePending: false), true)
+        XCTAssertEqual(tr.pollEvent(), .anchorReachable(a))
+        XCTAssertTrue(tr.pingLost(a), "one lost ping: ping again soon")
+        XCTAssertNil(tr.updateReachability(a, established: true, keepalivePending: false), "still reachable")
+        XCTAssertFalse(tr.pingLost(a), "two: written off")
+        XCTAssertEqual(tr.updateReachability(a, established: true, keepalivePending: false), false)
+        XCTAssertEqual(tr.pollEvent(), .anchorUnreachable(a))
+        XCTAssertEqual(tr.keepalive(a, established: true), .rehandshake, "live keys, no answer: the anchor lost them")
+        tr.ponged(a, now: t(0))
+        XCTAssertEqual(tr.keepalive(a, established: true), .ping)
+        XCTAssertEqual(tr.keepalive(a, established: false), .connect)
+        // Missed probes write an anchor off only without a pong since the last miss.
+        _ = tr.updateReachability(a2, established: true, keepalivePending: false)
+        for k in 0..<3 { _ = tr.probeMissed(a2, now: t(UInt64(k) * 1000)) }
+        XCTAssertNil(tr.updateReachability(a2, established: true, keepalivePending: true), "a keepalive is out: it decides")
+        XCTAssertEqual(tr.updateReachability(a2, established: true, keepalivePending: false), false)
+        tr.ponged(a2, now: t(5000))
+        XCTAssertEqual(tr.updateReachability(a2, established: true, keepalivePending: false), true, "a pong after the misses")
+    }
+
+    func testAnchorWarnings() {
+        let table: [(selfIsAnchor: Bool, reachable: Int, expected: WarningState)] = [
+            (false, 0, .noAnchor), (false, 1, .onlyOne), (false, 2, .none), (true, 0, .onlyOne), (true, 1, .none),
+        ]
+        for (n, row) in table.enumerated() {
+            var tr = tracker(selfIsAnchor: row.selfIsAnchor)
+            for p in [a, PeerID(rawValue: 3)].prefix(row.reachable) {
+                _ = tr.updateReachability(p, established: true, keepalivePending: false)
+            }
+            tr.updateWarnings(startedAt: t(0), now: t(1))
+            XCTAssertEqual(tr.warning, .none, "row \(n): within the grace period")
+            tr.updateWarnings(startedAt: t(0), now: t(0) + ConnectivityTimings.default.warningGrace)
+            XCTAssertEqual(tr.warning, row.expected, "row \(n)")
+        }
+    }
+
+    func testProbeObservationsNeedAgreementOrAuthentication() {
+        var tr = tracker()
+        let first = Endpoint("203.0.113.5:40000")!, forged = Endpoint("203.0.113.66:1")!
+        XCTAssertNil(tr.observe(a, first, now: t(0)), "the first observation moves nothing")
+        XCTAssertTrue(tr.observeByProbe(a, first), "agrees with what we hold: a refresh")
+        XCTAssertFalse(tr.observeByProbe(a, forged), "differs: a hint only")
+        XCTAssertEqual(tr.state(a)?.observed, first)
+        XCTAssertTrue(tr.observeByProbe(a, forged), "a second probe reply agrees with the hint")
+        XCTAssertEqual(tr.observe(a, forged, now: t(1)), first, "moved: the old one back (NodeCore heals)")
+        XCTAssertEqual(tr.pollEvent(), .observedEndpointChanged(anchor: a, old: first, new: forged))
+        XCTAssertEqual(tr.observed, [forged])
+        XCTAssertTrue(tr.mayHeal(now: t(1)))
+        XCTAssertFalse(tr.mayHeal(now: t(2)), "at most once per probe timeout")
+    }
+
+    func testProbesAreAnsweredOnceAndExpire() {
+        var tr = tracker()
+        let key = PublicKey(bytes: [UInt8](repeating: 9, count: 32))!
+        XCTAssertNotNil(tr.makeProbe(to: a, at: epA, recovery: false, from: key, now: t(0)))
+        XCTAssertNil(tr.makeProbe(to: a, at: epA, recovery: false, from: key, now: t(1)), "one out there already")
+        XCTAssertNotNil(tr.makeProbe(to: a, at: epA, recovery: true, from: key, now: t(2)), "recovery probes anew")
+        XCTAssertEqual(tr.probes.count, 1)
+        let txid = tr.probes[0].txid
+        XCTAssertNotNil(tr.probe(txid: txid))
+        XCTAssertNil(tr.expireProbe(now: t(2)))
+        let late = t(2) + ConnectivityTimings.default.probeTimeout
+        XCTAssertEqual(tr.expireProbe(now: late)?.txid, txid)
+        XCTAssertNil(tr.probe(txid: txid), "expired: its reply is unexpected now")
+    }
 }

@@ -98,7 +98,7 @@ extension NodeCore {
                 nextDirectRetry: deadline(.directRetry(c.id))))
         }
         let anchors = anchorPeers.map { a in
-            let st = conns[a.rawValue].anchor ?? AnchorState()
+            let st = anchorTracker.state(a) ?? AnchorState()
             return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: conns[a.rawValue].key,
                                      reachable: st.reachable, endpoint: tunnels.endpoint(of: a), observed: st.observed,
                                      lastHeard: st.lastHeard)
@@ -112,7 +112,7 @@ extension NodeCore {
         return NodeStatus(
             publicKey: publicKey, isAnchor: isAnchor,
             endpoints: currentCandidates.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) },
-            nat: NodeStatus.NAT(mapping: nat, evidence: natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
+            nat: NodeStatus.NAT(mapping: anchorTracker.nat, evidence: anchorTracker.natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
             anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.isActive,
             partitioned: recovery.isPartitioned, counters: counters)
     }

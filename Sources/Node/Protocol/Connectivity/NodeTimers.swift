@@ -144,7 +144,7 @@ extension NodeCore {
     /// The probe-timeout deadline follows the oldest probe.
     mutating func syncProbeTimer() {
         var earliest: Instant?
-        for probe in probes where earliest.map({ probe.sentAt < $0 }) ?? true { earliest = probe.sentAt }
+        for probe in anchorTracker.probes where earliest.map({ probe.sentAt < $0 }) ?? true { earliest = probe.sentAt }
         arm(.probeTimeout, at: earliest.map { $0 + timings.probeTimeout })
     }
 

@@ -199,10 +199,7 @@ extension NodeCore {
             conns[i].paths[idx].recordPing(lost: true)
             switch ping.purpose {
             case .anchorKeepalive:
-                conns[i].anchor?.missedPings += 1
-                if (conns[i].anchor?.missedPings ?? 0) < timings.anchorMissedPings {
-                    if conns[i].anchor != nil { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
-                }
+                if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
                 guard conns[i].active == idx else { continue }

@@ -1,7 +1,9 @@
-// Per-member connectivity state held by NodeCore: the member's paths, its
-// candidates, the pings in flight, the punch and retry schedule, and for an
-// anchor its reachability. Plain data; the logic is in NodeCore's extensions
-// (Anchors.swift, Paths.swift, RelayService.swift, Recovery.swift, Sessions.swift).
+// Per-member path state held by NodeCore: the member's paths, the pings in
+// flight, the punch and retry schedule. Plain data; the logic is in NodeCore's
+// extensions (Paths.swift, Sessions.swift). What used to live here too has its
+// own machine now: addresses and candidates (EndpointBook), anchor
+// reachability (AnchorTracker), relay and rendezvous budgets (RelayService),
+// deadlines (NodeCore's DeadlineHeap, NodeTimers.swift).
 //
 // One member's paths:
 //
@@ -76,25 +78,6 @@ struct PendingPing: Sendable {
     let purpose: PingPurpose
 }
 
-/// Reachability of an anchor (seed 2.1: tracked, warned about).
-struct AnchorState: Sendable {
-    var reachable = false
-    var missedProbes = 0
-    var missedPings = 0
-    /// The address this anchor last saw us at, and when (NAT evidence).
-    var observed: Endpoint?
-    var observedAt: Instant?
-    /// The last PATH_PROBE_REPLY's observation when it differed from
-    /// `observed`: unauthenticated, it waits for agreement (Anchors.swift).
-    var probeHint: Endpoint?
-    var lastHeard: Instant?
-    /// Last PATH_PONG from it, and last probe it left unanswered: a network
-    /// that drops our unauthenticated probes but carries the session does not
-    /// make an anchor unreachable.
-    var lastPong: Instant?
-    var lastProbeMiss: Instant?
-}
-
 /// One member's connectivity state.
 struct PeerConn: Sendable {
     let id: PeerID
@@ -115,7 +98,6 @@ struct PeerConn: Sendable {
     /// A relayed member's direct-path retries so far (next: `NodeTimer.directRetry`).
     var directRetryAttempt = 0
     var lastDataTx: Instant?
-    var anchor: AnchorState?
 
     static let maxPaths = 16
     static let maxPings = 64
@@ -126,7 +108,6 @@ struct PeerConn: Sendable {
         memberID = MemberID(publicKey: spec.publicKey)
         isAnchorMember = spec.isAnchor && spec.endpoint != nil
         self.isSelf = isSelf
-        anchor = isAnchorMember && !isSelf ? AnchorState() : nil
     }
 
     var activeKind: PathKind? { active.map { paths[$0].kind } }
@@ -183,21 +164,4 @@ struct PeerConn: Sendable {
             return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
         }
     }
-}
-
-/// Which anchor warning is in force (events are emitted on changes).
-enum WarningState: Equatable, Sendable {
-    case none
-    case onlyOne
-    case noAnchor
-}
-
-/// A PATH_PROBE we wait an answer for.
-struct PendingProbe: Sendable {
-    let txid: UInt64
-    let target: PeerID
-    let to: Endpoint
-    let sentAt: Instant
-    /// Sent by recovery (an answer ends it) rather than address observation.
-    let recovery: Bool
 }

@@ -39,7 +39,8 @@ extension NodeCore {
         case .started:
             parkRecoveryPausedTimers()
             arm(.recovery, at: now)
-            probes.removeAll { !$0.recovery }
+            anchorTracker.dropObservationProbes()
+            syncProbeTimer()
             drainRecoveryEvents()
         case nil:
             break

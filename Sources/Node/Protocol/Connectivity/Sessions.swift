@@ -74,7 +74,7 @@ extension NodeCore {
             conns[i].paths[idx].lastTrafficRx = now
             conns[i].paths[idx].deadAt = nil
         }
-        if conns[i].anchor != nil { conns[i].anchor?.lastHeard = now }
+        anchorTracker.heard(p, now: now)
         guard traffic, conns[i].active != idx else { return }
         if let a = conns[i].active {
             let act = conns[i].paths[a]
@@ -104,7 +104,7 @@ extension NodeCore {
             receivePong(p, txid: txid, observed: observed, source: source, via: via, now: now)
         case .observed(let ep):
             noteRx(p, source: source, via: via, traffic: true, now: now)
-            if conns[p.rawValue].anchor != nil { recordObservation(p, ep, now: now) }
+            if anchorTracker.tracks(p) { recordObservation(p, ep, now: now) }
         case .candidates(let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             // Bounded by the parser (maxCandidates) and rate-limited here: an
@@ -123,7 +123,7 @@ extension NodeCore {
             return result
         case .rendezvous(let key, let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
-            guard conns[p.rawValue].anchor != nil, let x = tunnels.peerID(for: key), x != p,
+            guard anchorTracker.tracks(p), let x = tunnels.peerID(for: key), x != p,
                   !conns[x.rawValue].isSelf else { return drop(.controlNotAllowed) }
             receiveRendezvous(x, from: p, candidates: list, now: now)
         }
@@ -147,9 +147,8 @@ extension NodeCore {
         conns[i].paths[idx].missed = 0
         conns[i].paths[idx].deadAt = nil
         conns[i].paths[idx].recordPing(lost: false)
-        if conns[i].anchor != nil {
-            conns[i].anchor?.missedPings = 0
-            conns[i].anchor?.lastPong = now
+        if anchorTracker.tracks(p) {
+            anchorTracker.ponged(p, now: now)
             recordObservation(p, observed, now: now)
             updateAnchorReachability(p, now: now)
         }
@@ -174,8 +173,8 @@ extension NodeCore {
             events.push(.session(e))
             // The handshake answered on the active path: it is heard.
             if let a = conns[p.rawValue].active { conns[p.rawValue].paths[a].lastRx = now }
-            if conns[p.rawValue].anchor != nil {
-                conns[p.rawValue].anchor?.missedPings = 0
+            if anchorTracker.tracks(p) {
+                anchorTracker.established(p)
                 arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
                 if !book.announced.isEmpty { _ = sendControl(.candidates(book.announced), to: p, now: now) }
                 updateAnchorReachability(p, now: now)
@@ -185,7 +184,7 @@ extension NodeCore {
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
             events.push(.session(e))
-            if conns[p.rawValue].anchor != nil { updateAnchorReachability(p, now: now) }
+            if anchorTracker.tracks(p) { updateAnchorReachability(p, now: now) }
             evaluateConnectivity(now: now)
         case .rekeyed:
             events.push(.session(e))
