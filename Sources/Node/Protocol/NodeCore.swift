@@ -243,6 +243,8 @@ public struct NodeCore: Sendable {
     var parkedTimers: [NodeTimer: Instant] = [:]
     /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
     var relay: RelayService
+    /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
+    var holePunch: HolePunch
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
@@ -263,6 +265,7 @@ public struct NodeCore: Sendable {
         recovery = Recovery(timings: timings)
         book = EndpointBook(members: members, timings: timings)
         relay = RelayService(members: members.count, timings: timings)
+        holePunch = HolePunch(members: members.count, timings: timings)
         myID = MemberID(publicKey: identity.publicKey)
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
         // session's persistent keepalive, so that recovery, not the session

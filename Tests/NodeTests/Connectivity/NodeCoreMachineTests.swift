@@ -220,4 +220,58 @@ final class NodeCoreMachineTests: XCTestCase {
         XCTAssertEqual(tr.expireProbe(now: late)?.txid, txid)
         XCTAssertNil(tr.probe(txid: txid), "expired: its reply is unexpected now")
     }
+
+    // MARK: HolePunch
+
+    func testPunchSchedule() {
+        let tm = ConnectivityTimings.default
+        var hp = HolePunch(members: 4, timings: tm)
+        XCTAssertEqual(hp.round(m, established: true, handshaking: false, now: t(0)), .end, "not punching")
+        hp.start(m, now: t(0))
+        XCTAssertTrue(hp.isPunching(m))
+        XCTAssertEqual(hp.round(m, established: false, handshaking: true, now: t(0)),
+                       .wait(until: t(0) + tm.punchFirstRound, prepare: true), "no keys yet: bring a session up, look again soon")
+        let late = t(0) + tm.punchDuration
+        XCTAssertEqual(hp.round(m, established: false, handshaking: true, now: late),
+                       .wait(until: late + tm.punchMaxRound, prepare: false), "window over, a handshake under way: slow looks")
+        XCTAssertEqual(hp.round(m, established: false, handshaking: false, now: late), .end)
+        // Keys at last: the window counts from this first round.
+        let k = late + Span.milliseconds(1)
+        XCTAssertEqual(hp.round(m, established: true, handshaking: false, now: k), .punch(first: true, until: k + tm.punchDuration))
+        // Rounds 100, 200, 400 ms ... capped at punchMaxRound; a direct path ends it after 4.
+        var now = k
+        var gaps: [Span] = []
+        for n in 1...4 {
+            guard case .punch(let first, let until) = hp.round(m, established: true, handshaking: false, now: now) else {
+                return XCTFail("round \(n)")
+            }
+            XCTAssertEqual(first, n == 1)
+            let (next, end) = hp.roundDone(m, until: until, directActive: true, now: now)
+            XCTAssertEqual(end, n == 4, "round \(n)")
+            gaps.append(next - now)
+            now = next
+        }
+        XCTAssertEqual(gaps, [1, 2, 4, 8].map { min(tm.punchFirstRound * $0, tm.punchMaxRound) })
+        let (was, retry) = hp.end(m, relayed: true, now: now)
+        XCTAssertTrue(was)
+        XCTAssertEqual(retry, now + directRetryDelay(attempt: 0, timings: tm))
+        XCTAssertEqual(hp.end(m, relayed: true, now: now).wasPunching, false, "ended once")
+        XCTAssertEqual(hp.retryAt(m, now: now), now + directRetryDelay(attempt: 1, timings: tm), "the backoff grew")
+        hp.resetRetry(m)
+        XCTAssertEqual(hp.retryAt(m, now: now), now + directRetryDelay(attempt: 0, timings: tm))
+    }
+
+    func testRendezvousAnchorsAreAskedOncePerAttempt() {
+        var hp = HolePunch(members: 4, timings: .default)
+        let a2 = PeerID(rawValue: 3)
+        hp.beginAttempt(m)
+        XCTAssertEqual(hp.chooseRendezvousAnchor(m, options: [a2, a, a2]), a2, "the preferred one first")
+        XCTAssertEqual(hp.chooseRendezvousAnchor(m, options: [a2, a, a2]), a)
+        XCTAssertNil(hp.chooseRendezvousAnchor(m, options: [a2, a]), "every anchor asked")
+        XCTAssertNil(hp.rendezvousAnchor(m))
+        hp.beginAttempt(m)
+        XCTAssertEqual(hp.chooseRendezvousAnchor(m, options: [a2, a]), a2, "a new attempt asks again")
+        hp.rendezvousAnswered(m)
+        XCTAssertNil(hp.rendezvousAnchor(m))
+    }
 }

@@ -181,7 +181,7 @@ extension NodeCore {
             let isAnchor = anchorTracker.tracks(p)
             if path.via != nil {
                 // Our NAT changed: a direct path may work now. Retry soon, from the start of the backoff.
-                conns[p.rawValue].directRetryAttempt = 0
+                holePunch.resetRetry(p)
                 arm(.directRetry(p), at: now + timings.directRetryInitial)
             } else if !isAnchor {
                 // A member behind a filtering NAT drops our packets from the new

@@ -94,7 +94,7 @@ extension NodeCore {
             paths.sort { $0.active && !$1.active }
             peers.append(NodeStatus.Peer(
                 id: c.id, name: members[c.id.rawValue].name, publicKey: c.key, isAnchor: c.isAnchorMember,
-                session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: c.punchUntil != nil,
+                session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: holePunch.isPunching(c.id),
                 nextDirectRetry: deadline(.directRetry(c.id))))
         }
         let anchors = anchorPeers.map { a in

@@ -74,7 +74,7 @@ extension NodeCore {
         }
         guard path.kind != .relay else { return }
         arm(.directRetry(p), at: nil)
-        conns[i].directRetryAttempt = 0
+        holePunch.resetRetry(p)
         if path.lastRx != nil || path.validatedAt != nil, book.recordWorking(p, path.remote) {
             events.push(.endpointCacheChanged)
         }
@@ -171,9 +171,9 @@ extension NodeCore {
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         let i = p.rawValue
         if deadline(.pathCheck(p)) == nil, !conns[i].isAnchorMember { arm(.pathCheck(p), at: now + timings.pathQuiet) }
-        if conns[i].activeKind == .relay, deadline(.directRetry(p)) == nil, conns[i].punchUntil == nil,
+        if conns[i].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
-            arm(.directRetry(p), at: now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings))
+            arm(.directRetry(p), at: holePunch.retryAt(p, now: now))
         }
     }
 
@@ -220,7 +220,7 @@ extension NodeCore {
 
     mutating func beginDirectAttempt(_ p: PeerID, now: Instant) {
         guard !isAnchor, !conns[p.rawValue].isAnchorMember else { return }
-        conns[p.rawValue].rendezvousTried = []
+        holePunch.beginAttempt(p)
         requestRendezvous(p, now: now)
         startPunch(p, now: now)
     }
@@ -230,14 +230,10 @@ extension NodeCore {
         let i = p.rawValue
         let preferred = relayAnchor(for: myID, conns[i].memberID,
                                     among: reachableAnchors.map { (conns[$0.rawValue].memberID, $0) })
-        let options = ([preferred].compactMap { $0 } + reachableAnchors).filter { !conns[i].rendezvousTried.contains($0) }
-        guard let a = options.first else {
-            conns[i].rendezvousAnchor = nil
+        guard let a = holePunch.chooseRendezvousAnchor(p, options: [preferred].compactMap { $0 } + reachableAnchors) else {
             arm(.rendezvousTimeout(p), at: nil)
             return
         }
-        conns[i].rendezvousTried.append(a)
-        conns[i].rendezvousAnchor = a
         arm(.rendezvousTimeout(p), at: now + timings.rendezvousTimeout)
         _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
     }
@@ -248,7 +244,7 @@ extension NodeCore {
         // The anchor puts where it hears `p` from first (RelayService `introduce`).
         let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
         book.setCandidates(p, admitCandidates(p, candidates, attested: observed, now: now), now: now)
-        conns[i].rendezvousAnchor = nil
+        holePunch.rendezvousAnswered(p)
         arm(.rendezvousTimeout(p), at: nil)
         // Someone asked for this introduction because a direct path is missing
         // or broken (or the member's NAT changed): our direct path is no longer
@@ -288,8 +284,7 @@ extension NodeCore {
 
     mutating func startPunch(_ p: PeerID, now: Instant) {
         guard !conns[p.rawValue].isAnchorMember else { return }
-        conns[p.rawValue].punchUntil = now + timings.punchDuration
-        conns[p.rawValue].punchRound = 0
+        holePunch.start(p, now: now)
         arm(.punch(p), at: now)
     }
 
@@ -308,60 +303,38 @@ extension NodeCore {
 
     mutating func punchRound(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        guard var until = conns[i].punchUntil else { return endPunch(p, now: now) }
-        guard tunnels.isEstablished(p, now: now) else {
-            guard now < until else {
-                // The whole window passed without keys. The punch has not
-                // begun (pings need keys): while a handshake is under way it
-                // waits for the session's `established`, which starts its
-                // rounds at once (a slow look every second covers a handshake
-                // that ends some other way). Ending it here would leave a pair
-                // that connects late relayed until the direct retry (10 s).
-                guard tunnels.isHandshaking(p) else { return endPunch(p, now: now) }
-                arm(.punch(p), at: now + timings.punchMaxRound)
-                return
+        switch holePunch.round(p, established: tunnels.isEstablished(p, now: now), handshaking: tunnels.isHandshaking(p), now: now) {
+        case .end:
+            endPunch(p, now: now)
+        case .wait(let next, let prepare):
+            if prepare {
+                if conns[i].active == nil { ensurePath(p, now: now) }
+                if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
             }
-            // Pings need keys: make sure a session is coming up (through the
-            // relay, if that is the path). A responder holding fresh keys
-            // from the other side's initiation waits for its confirmation.
-            if conns[i].active == nil { ensurePath(p, now: now) }
-            if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
-            arm(.punch(p), at: now + timings.punchFirstRound)
-            return
+            arm(.punch(p), at: next)
+        case .punch(let first, let until):
+            let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
+            for ep in punchTargets(p, now: now) {
+                // A ping to where our data goes says so: once it gets through, the
+                // member roams to our source (how a renumbered side is found again
+                // behind a filtering NAT: both sides punch, the flag moves the path).
+                sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
+            }
+            // The relay path's RTT too, once per punch (for status and scoring).
+            if first, let path = conns[i].activePath, let a = path.via {
+                sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
+            }
+            let (next, end) = holePunch.roundDone(p, until: until, directActive: conns[i].activeKind == .direct, now: now)
+            arm(.punch(p), at: next)
+            if end { endPunch(p, now: now) }
         }
-        // The window counts from the first round that can send a ping.
-        if conns[i].punchRound == 0 {
-            until = now + timings.punchDuration
-            conns[i].punchUntil = until
-        }
-        guard now < until else { return endPunch(p, now: now) }
-        let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
-        for ep in punchTargets(p, now: now) {
-            // A ping to where our data goes says so: once it gets through, the
-            // member roams to our source (how a renumbered side is found again
-            // behind a filtering NAT: both sides punch, the flag moves the path).
-            sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
-        }
-        // The relay path's RTT too, once per punch (for status and scoring).
-        if conns[i].punchRound == 0, let path = conns[i].activePath, let a = path.via {
-            sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
-        }
-        conns[i].punchRound += 1
-        let gap = doubling(timings.punchFirstRound, times: conns[i].punchRound - 1, cap: timings.punchMaxRound)
-        arm(.punch(p), at: min(now + gap, until))
-        // A direct path is active: a few more rounds give LAN candidates their chance.
-        if conns[i].activeKind == .direct, conns[i].punchRound >= 4 { endPunch(p, now: now) }
     }
 
     mutating func endPunch(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        guard conns[i].punchUntil != nil else { return }
-        conns[i].punchUntil = nil
+        let (wasPunching, retryAt) = holePunch.end(p, relayed: conns[p.rawValue].activeKind == .relay, now: now)
+        guard wasPunching else { return }
         arm(.punch(p), at: nil)
-        if conns[i].activeKind == .relay {
-            arm(.directRetry(p), at: now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings))
-            conns[i].directRetryAttempt += 1
-        }
+        if let retryAt { arm(.directRetry(p), at: retryAt) }
     }
 
     mutating func rendezvousTimedOut(_ p: PeerID, now: Instant) {

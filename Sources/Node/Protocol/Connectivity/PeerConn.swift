@@ -1,8 +1,9 @@
 // Per-member path state held by NodeCore: the member's paths, the pings in
-// flight, the punch and retry schedule. Plain data; the logic is in NodeCore's
+// flight. Plain data; the logic is in NodeCore's
 // extensions (Paths.swift, Sessions.swift). What used to live here too has its
 // own machine now: addresses and candidates (EndpointBook), anchor
 // reachability (AnchorTracker), relay and rendezvous budgets (RelayService),
+// the punch and retry schedule (HolePunch),
 // deadlines (NodeCore's DeadlineHeap, NodeTimers.swift).
 //
 // One member's paths:
@@ -89,14 +90,6 @@ struct PeerConn: Sendable {
     var paths: [PathState] = []
     var active: Int?
     var pings: [PendingPing] = []
-    /// Hole punching in progress until this instant (next round: `NodeTimer.punch`).
-    var punchUntil: Instant?
-    var punchRound = 0
-    /// A RENDEZVOUS_REQUEST is out to this anchor (deadline: `NodeTimer.rendezvousTimeout`).
-    var rendezvousAnchor: PeerID?
-    var rendezvousTried: [PeerID] = []
-    /// A relayed member's direct-path retries so far (next: `NodeTimer.directRetry`).
-    var directRetryAttempt = 0
     var lastDataTx: Instant?
 
     static let maxPaths = 16

@@ -179,7 +179,7 @@ extension NodeCore {
                 if !book.announced.isEmpty { _ = sendControl(.candidates(book.announced), to: p, now: now) }
                 updateAnchorReachability(p, now: now)
             }
-            if conns[p.rawValue].punchUntil != nil { arm(.punch(p), at: now) }
+            if holePunch.isPunching(p) { arm(.punch(p), at: now) }
             if isAnchor { introduceHeld(p, now: now) }
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
