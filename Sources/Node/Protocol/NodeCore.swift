@@ -198,6 +198,16 @@ public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A member as NodeCore needs it.
+struct RosterEntry: Sendable {
+    let key: PublicKey
+    let memberID: MemberID
+    /// Configured as an anchor, with an endpoint.
+    let isAnchor: Bool
+    /// Our own entry in the member list (never a peer).
+    let isSelf: Bool
+}
+
 /// The node: sessions and connectivity, sans-IO. A value type; the engine owns
 /// one per reactor that handles sessions.
 ///
@@ -218,15 +228,16 @@ public struct NodeCore: Sendable {
     public internal(set) var tunnels: Tunnels
     let members: [MemberSpec]
     let myID: MemberID
-    var conns: [PeerConn]
+    /// Every member, by PeerID (`isSelf`, `key(of:)`, ... below; the roster work may replace it).
+    let roster: [RosterEntry]
+    /// Every member's paths (PathManager.swift).
+    var paths: PathManager
     /// Anchors (not us), in config order.
     var anchorPeers: [PeerID]
     var byMemberID: [MemberID: PeerID]
     /// The current endpoint of every anchor, for "is this an anchor's address?"
     /// (a handful: scanned).
     var anchorEndpoints: [(endpoint: Endpoint, peer: PeerID)] = []
-    /// Current direct endpoint -> member (for the relay's source check).
-    var directOwner: [Endpoint: PeerID] = [:]
     var outbox = Outbox<Transmit>()
     var events = Outbox<NodeEvent>()
     var rng: SessionRandom
@@ -277,31 +288,44 @@ public struct NodeCore: Sendable {
         tunnels = Tunnels(identity: identity, peers: specs, timings: sessionTimings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
-        var conns: [PeerConn] = []
+        var roster: [RosterEntry] = []
         var anchors: [PeerID] = []
         var byID: [MemberID: PeerID] = [:]
         for (i, m) in members.enumerated() {
             let id = PeerID(rawValue: i)
             let self_ = m.publicKey == identity.publicKey
-            conns.append(PeerConn(id: id, spec: m, isSelf: self_, timings: timings))
+            roster.append(RosterEntry(key: m.publicKey, memberID: MemberID(publicKey: m.publicKey),
+                                      isAnchor: m.isAnchor && m.endpoint != nil, isSelf: self_))
             if self_ { continue }
-            if byID[conns[i].memberID] == nil { byID[conns[i].memberID] = id }
+            if byID[roster[i].memberID] == nil { byID[roster[i].memberID] = id }
             if m.isAnchor, m.endpoint != nil { anchors.append(id) }
         }
-        self.conns = conns
+        self.roster = roster
+        paths = PathManager(members: members.count, timings: timings)
         anchorPeers = anchors
         anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
                                       txids: txids)
         byMemberID = byID
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
-            let i = self.conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
-            self.conns[a.rawValue].active = i
+            let (i, _) = paths.addPath(a, kind: .direct, remote: ep, via: nil)
+            _ = paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
+
+    // MARK: The roster (small helpers: the roster work may replace the table)
+
+    /// Our own entry in the member list (never a peer).
+    @inline(__always) func isSelf(_ p: PeerID) -> Bool { roster[p.rawValue].isSelf }
+    /// A configured anchor with an endpoint (us included, when we are one).
+    @inline(__always) func isAnchorMember(_ p: PeerID) -> Bool { roster[p.rawValue].isAnchor }
+    @inline(__always) func key(of p: PeerID) -> PublicKey { roster[p.rawValue].key }
+    @inline(__always) func memberID(of p: PeerID) -> MemberID { roster[p.rawValue].memberID }
+    /// A member that is not us.
+    @inline(__always) func isPeer(_ p: PeerID) -> Bool { p.rawValue >= 0 && p.rawValue < roster.count && !roster[p.rawValue].isSelf }
 
     /// The member with this id (the first configured, if two collide).
     @inline(__always)
@@ -340,10 +364,10 @@ public struct NodeCore: Sendable {
     public mutating func sendPacket(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
                                     payloadLength: Int, now: Instant) -> Outbound {
         start(now)
-        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return .drop(.unknownPeer) }
-        if conns[peer.rawValue].active == nil {
+        guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer) else { return .drop(.unknownPeer) }
+        if paths[peer].active == nil {
             ensurePath(peer, now: now)
-            if conns[peer.rawValue].active == nil, awaitsAnchor(peer) {
+            if paths[peer].active == nil, awaitsAnchor(peer) {
                 // No anchor reachable yet (at start their handshakes are a round
                 // trip away): the packet waits for the path the first one gives.
                 let result = tunnels.hold(for: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
@@ -351,17 +375,17 @@ public struct NodeCore: Sendable {
                 return result
             }
         }
-        let relayed = conns[peer.rawValue].activeKind == .relay
+        let relayed = paths[peer].activeKind == .relay
         if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
         let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
-        conns[peer.rawValue].lastDataTx = now
+        paths.noteDataTx(peer, at: now)
         guard case .send(let to, let offset, let length) = result else {
             absorbTunnels(now: now)
             return result
         }
         noteDataSent(peer, now: now)
         guard relayingAnchor(to: to, for: peer) != nil else { return result }
-        RelayMessage.writeHeader(conns[peer.rawValue].memberID, into: buffer, at: offset - RelayMessage.headerSize)
+        RelayMessage.writeHeader(memberID(of: peer), into: buffer, at: offset - RelayMessage.headerSize)
         return .send(to, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
 
@@ -390,7 +414,7 @@ public struct NodeCore: Sendable {
         let own = ownTimeout
         guard let session = tunnels.pollTimeout(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
         // The session layer's deadline wins: find whose it is (for the reason only).
-        for i in conns.indices where !conns[i].isSelf {
+        for i in roster.indices where !roster[i].isSelf {
             let p = PeerID(rawValue: i)
             if let t = tunnels.pollTimeout(for: p), t.deadline == session.deadline { return (t.deadline, .session(p, t.reason)) }
         }
@@ -435,8 +459,8 @@ public struct NodeCore: Sendable {
     /// Brings a session with `peer` up without waiting for traffic.
     public mutating func connect(_ peer: PeerID, now: Instant) {
         start(now)
-        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return }
-        if conns[peer.rawValue].active == nil { ensurePath(peer, now: now) }
+        guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer) else { return }
+        if paths[peer].active == nil { ensurePath(peer, now: now) }
         tunnels.connect(peer, now: now)
     }
 
@@ -484,7 +508,7 @@ public struct NodeCore: Sendable {
     mutating func absorbTunnels(now: Instant) {
         while let t = tunnels.pollTransmit() {
             if let p = t.peer, relayingAnchor(to: t.to, for: p) != nil {
-                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(t)
             }

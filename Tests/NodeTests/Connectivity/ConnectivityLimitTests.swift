@@ -42,7 +42,7 @@ final class ConnectivityLimitTests: XCTestCase {
         var (core, member, _) = world(isAnchor: true)
         let p = core.peerID(for: member.publicKey)!
         let memberEP = Endpoint.v4(203, 0, 113, 9, port: 51820)
-        core.activate(p, core.conns[p.rawValue].addPath(kind: .direct, remote: memberEP, via: nil), now: t0)
+        core.activate(p, core.addPath(p, kind: .direct, remote: memberEP, via: nil), now: t0)
         var answered = 0
         for k in 0..<10_000 {
             let src = Endpoint.v4(10, UInt8(k >> 16), UInt8((k >> 8) & 0xff), UInt8(k & 0xff), port: 4000)

@@ -274,4 +274,69 @@ final class NodeCoreMachineTests: XCTestCase {
         hp.rendezvousAnswered(m)
         XCTAssertNil(hp.rendezvousAnchor(m))
     }
+
+    // MARK: PathManager
+
+    func testPathActivationAndDirectOwner() {
+        var pm = PathManager(members: 4, timings: .default)
+        let (d, _) = pm.addPath(m, kind: .direct, remote: epM, via: nil)
+        let (r, _) = pm.addPath(m, kind: .relay, remote: epA, via: a)
+        XCTAssertEqual(pm.addPath(m, kind: .direct, remote: epM, via: nil).index, d, "found, not added twice")
+        XCTAssertNil(pm.activate(m, r))
+        XCTAssertNil(pm.directOwner[epA], "a relay's endpoint is the anchor's, nobody's own")
+        XCTAssertEqual(pm.activate(m, d)?.via, a, "the old active path comes back")
+        XCTAssertEqual(pm.directOwner[epM], m)
+        pm.deactivate(m)
+        XCTAssertNil(pm.directOwner[epM])
+        XCTAssertNil(pm[m].active)
+        // The anchor moved: relay paths through it follow.
+        _ = pm.activate(m, r)
+        let moved = Endpoint("192.0.2.99:51820")!
+        XCTAssertEqual(pm.anchorMoved(a, from: epA, to: moved), [m])
+        XCTAssertEqual(pm[m].activePath?.remote, moved)
+    }
+
+    func testRoamingRule() {
+        let tm = ConnectivityTimings.default
+        // (active kind, new kind, relayed, active heard ms ago, roams)
+        let table: [(PathKind, PathKind, Bool, UInt64?, Bool)] = [
+            (.direct, .direct, false, 0, true),       // same class: at once
+            (.direct, .lan, false, 0, true),          // better: at once
+            (.lan, .direct, false, 0, false),         // worse: only once quiet
+            (.lan, .direct, false, tm.pathQuiet.ns / 1_000_000, true),
+            (.direct, .relay, true, 0, false),        // a relay: only once quiet
+            (.direct, .relay, true, nil, true),       // never heard: quiet
+        ]
+        for (n, (activeKind, newKind, relayed, ago, roams)) in table.enumerated() {
+            var pm = PathManager(members: 4, timings: tm)
+            let now = t(100_000)
+            let (act, _) = pm.addPath(m, kind: activeKind, remote: epM, via: nil)
+            _ = pm.activate(m, act)
+            if let ago { pm.heard(m, act, traffic: true, now: now - Span.milliseconds(ago)) }
+            let (new, _) = pm.addPath(m, kind: newKind, remote: relayed ? epA : Endpoint("203.0.113.3:9")!, via: relayed ? a : nil)
+            XCTAssertEqual(pm.roams(m, to: new, relayed: relayed, now: now), roams, "row \(n)")
+        }
+    }
+
+    func testPingsValidationAndLoss() {
+        let tm = ConnectivityTimings.default
+        var pm = PathManager(members: 4, timings: tm)
+        let (d, _) = pm.addPath(m, kind: .direct, remote: epM, via: nil)
+        _ = pm.activate(m, d)
+        pm.addPing(m, PendingPing(txid: 1, remote: epM, via: nil, sentAt: t(0), purpose: .check))
+        pm.addPing(m, PendingPing(txid: 2, remote: epM, via: nil, sentAt: t(10), purpose: .check))
+        XCTAssertEqual(pm.pingDeadline(m), t(0) + tm.probeTimeout)
+        XCTAssertNil(pm.checkWanted(m, now: t(20_000)), "a check ping is out already")
+        XCTAssertEqual(pm.takePing(m, txid: 1)?.txid, 1)
+        XCTAssertNil(pm.takePing(m, txid: 1), "answered once")
+        pm.validated(m, d, rtt: Span.milliseconds(20), now: t(30))
+        XCTAssertTrue(pm.view(m, d, now: t(40), anchorUp: { _ in false }).usable)
+        XCTAssertEqual(pm.expirePing(m, now: t(10) + tm.probeTimeout)?.txid, 2)
+        XCTAssertEqual(pm.lost(m, d), 1)
+        XCTAssertEqual(pm.lost(m, d), 2)
+        pm.markDead(m, d, now: t(50))
+        XCTAssertFalse(pm.view(m, d, now: t(60), anchorUp: { _ in true }).usable)
+        XCTAssertEqual(pm[m].activePath?.loss, 2.0 / 3.0)
+        XCTAssertEqual(pm.checkWanted(m, now: t(60) + tm.pathQuiet)?.remote, epM, "quiet and no ping out: check it")
+    }
 }

@@ -91,7 +91,7 @@ struct EndpointBook: Sendable {
     func ownCandidates(observed: [Endpoint]) -> [Candidate] {
         var out: [Candidate] = []
         func add(_ c: Candidate) {
-            if PeerConn.isUsableRemote(c.endpoint), !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
+            if PathManager.isUsableRemote(c.endpoint), !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
         }
         for l in locals { add(Candidate(l, .local)) }
         for m in mapped { add(m) }
@@ -134,7 +134,7 @@ struct EndpointBook: Sendable {
         for c in members[p.rawValue].candidates where c.endpoint == remote {
             return c.source == .local || c.source == .lan ? .lan : .direct
         }
-        return PeerConn.isPrivate(remote) ? .lan : .direct
+        return PathManager.isPrivate(remote) ? .lan : .direct
     }
 
     /// Addresses of `p` worth a punch ping, before NodeCore's own filters:
@@ -192,7 +192,7 @@ struct EndpointBook: Sendable {
     mutating func loadCache(_ bytes: [UInt8], isMember: (PublicKey) -> Bool) -> Bool {
         guard let loaded = EndpointCache(bytes: bytes) else { return false }
         for (key, eps) in loaded.entries where isMember(key) {
-            for ep in eps.reversed() where PeerConn.isUsableRemote(ep) { cache.record(ep, for: key) }
+            for ep in eps.reversed() where PathManager.isUsableRemote(ep) { cache.record(ep, for: key) }
         }
         return true
     }

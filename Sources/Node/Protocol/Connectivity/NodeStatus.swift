@@ -83,23 +83,25 @@ extension NodeCore {
     /// The picture for `wsctl status`.
     public func status(now: Instant) -> NodeStatus {
         var peers: [NodeStatus.Peer] = []
-        for c in conns where !c.isSelf {
+        for i in roster.indices where !roster[i].isSelf {
+            let id = PeerID(rawValue: i)
+            let c = self.paths[id]
             var paths: [NodeStatus.Path] = []
             for (k, path) in c.paths.enumerated() {
-                let usable = view(c.id, k, now: now).usable
+                let usable = view(id, k, now: now).usable
                 paths.append(NodeStatus.Path(
                     kind: path.kind, remote: path.remote, via: path.via, viaName: path.via.map { members[$0.rawValue].name },
                     rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable))
             }
             paths.sort { $0.active && !$1.active }
             peers.append(NodeStatus.Peer(
-                id: c.id, name: members[c.id.rawValue].name, publicKey: c.key, isAnchor: c.isAnchorMember,
-                session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: holePunch.isPunching(c.id),
-                nextDirectRetry: deadline(.directRetry(c.id))))
+                id: id, name: members[i].name, publicKey: roster[i].key, isAnchor: roster[i].isAnchor,
+                session: tunnels.peerStatus(id, now: now), paths: paths, punching: holePunch.isPunching(id),
+                nextDirectRetry: deadline(.directRetry(id))))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()
-            return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: conns[a.rawValue].key,
+            return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: key(of: a),
                                      reachable: st.reachable, endpoint: tunnels.endpoint(of: a), observed: st.observed,
                                      lastHeard: st.lastHeard)
         }

@@ -135,11 +135,7 @@ extension NodeCore {
     }
 
     /// The pending-ping deadline of `p` follows its oldest ping.
-    mutating func syncPingTimer(_ p: PeerID) {
-        var earliest: Instant?
-        for ping in conns[p.rawValue].pings where earliest.map({ ping.sentAt < $0 }) ?? true { earliest = ping.sentAt }
-        arm(.pingTimeout(p), at: earliest.map { $0 + timings.probeTimeout })
-    }
+    mutating func syncPingTimer(_ p: PeerID) { arm(.pingTimeout(p), at: paths.pingDeadline(p)) }
 
     /// The probe-timeout deadline follows the oldest probe.
     mutating func syncProbeTimer() {
@@ -150,9 +146,8 @@ extension NodeCore {
 
     /// Adds a path to `p`'s table (a full table replaces one, and forgets its pings).
     mutating func addPath(_ p: PeerID, kind: PathKind, remote: Endpoint, via: PeerID?) -> Int {
-        let pings = conns[p.rawValue].pings.count
-        let idx = conns[p.rawValue].addPath(kind: kind, remote: remote, via: via)
-        if conns[p.rawValue].pings.count != pings { syncPingTimer(p) }
+        let (idx, forgotPings) = paths.addPath(p, kind: kind, remote: remote, via: via)
+        if forgotPings { syncPingTimer(p) }
         return idx
     }
 

@@ -30,8 +30,7 @@ extension NodeCore {
     /// Gives a member with no active path one: relay through an anchor
     /// (and start looking for a direct path), or its static/cached endpoint.
     mutating func ensurePath(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if conns[i].isAnchorMember {
+        if isAnchorMember(p) {
             if let ep = book.staticEndpoint(p) {
                 activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
             }
@@ -52,22 +51,18 @@ extension NodeCore {
     /// whose relay path to `p` has not just died.
     func chooseRelayAnchor(for p: PeerID, now: Instant) -> PeerID? {
         let usable = reachableAnchors.filter { a in
-            guard let ep = tunnels.endpoint(of: a), let idx = conns[p.rawValue].pathIndex(remote: ep, via: a),
-                  let dead = conns[p.rawValue].paths[idx].deadAt else { return true }
+            guard let ep = tunnels.endpoint(of: a), let idx = paths[p].pathIndex(remote: ep, via: a),
+                  let dead = paths[p].paths[idx].deadAt else { return true }
             return now - dead >= timings.pathValidFor
         }
-        return relayAnchor(for: myID, conns[p.rawValue].memberID, among: usable.map { (conns[$0.rawValue].memberID, $0) })
+        return relayAnchor(for: myID, memberID(of: p), among: usable.map { (memberID(of: $0), $0) })
     }
 
     /// Data goes on paths[idx] from now on.
     mutating func activate(_ p: PeerID, _ idx: Int, now: Instant) {
-        let i = p.rawValue
-        let old = conns[i].activePath
-        conns[i].active = idx
-        let path = conns[i].paths[idx]
+        let old = paths.activate(p, idx)
+        let path = paths[p].paths[idx]
         tunnels.setEndpoint(path.remote, for: p)
-        if let old, old.via == nil, directOwner[old.remote] == p { directOwner.removeValue(forKey: old.remote) }
-        if path.via == nil { directOwner[path.remote] = p }
         arm(.pathCheck(p), at: nil)
         if old?.remote != path.remote || old?.via != path.via {
             events.push(.pathChanged(p, kind: path.kind, remote: path.remote, via: path.via))
@@ -78,7 +73,7 @@ extension NodeCore {
         if path.lastRx != nil || path.validatedAt != nil, book.recordWorking(p, path.remote) {
             events.push(.endpointCacheChanged)
         }
-        if conns[i].isAnchorMember {
+        if isAnchorMember(p) {
             if let k = anchorEndpoints.firstIndex(where: { $0.peer == p }), anchorEndpoints[k].endpoint != path.remote {
                 let was = anchorEndpoints[k].endpoint
                 anchorEndpoints[k].endpoint = path.remote
@@ -93,57 +88,36 @@ extension NodeCore {
 
     /// Relay paths through an anchor that moved follow it.
     mutating func anchorMoved(_ a: PeerID, from old: Endpoint, to new: Endpoint, now: Instant) {
-        for i in conns.indices {
-            guard let k = conns[i].pathIndex(remote: old, via: a) else { continue }
-            conns[i].paths[k].remote = new
-            if conns[i].active == k { tunnels.setEndpoint(new, for: PeerID(rawValue: i)) }
-        }
+        for p in paths.anchorMoved(a, from: old, to: new) { tunnels.setEndpoint(new, for: p) }
     }
 
     func view(_ p: PeerID, _ idx: Int, now: Instant) -> PathView {
-        let path = conns[p.rawValue].paths[idx]
-        let usable: Bool
-        if let a = path.via {
-            usable = anchorReachable(a) && path.deadAt.map { now - $0 >= timings.pathValidFor } ?? true
-        } else {
-            usable = path.isValid(now: now, timings: timings)
-                || (path.deadAt == nil && path.lastTrafficRx.map { now - $0 < timings.pathValidFor } ?? false)
-        }
-        return PathView(kind: path.kind, usable: usable, rtt: path.rtt)
+        paths.view(p, idx, now: now) { anchorTracker.isReachable($0) }
     }
 
     /// A path just proved itself: make it active if it is preferred.
     mutating func considerPath(_ p: PeerID, _ idx: Int, now: Instant) {
-        guard conns[p.rawValue].active != idx else { return }
-        let active = conns[p.rawValue].active.map { view(p, $0, now: now) }
-        guard prefers(view(p, idx, now: now), over: active, ratio: timings.rttSwitchRatio,
-                      minimum: timings.rttSwitchMinimum) else { return }
+        guard paths[p].active != idx, paths.preferredOverActive(p, idx, now: now, anchorUp: { anchorTracker.isReachable($0) }) else {
+            return
+        }
         activate(p, idx, now: now)
-        if conns[p.rawValue].activeKind == .lan { endPunch(p, now: now) }
+        if paths[p].activeKind == .lan { endPunch(p, now: now) }
     }
 
     /// The active path stopped answering (or its anchor went away): the best
     /// other usable path, else a fresh relay or static path.
     mutating func fallBack(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if let a = conns[i].activePath, a.via == nil, directOwner[a.remote] == p { directOwner.removeValue(forKey: a.remote) }
-        conns[i].active = nil
-        var best: Int?
-        for k in conns[i].paths.indices {
-            let v = view(p, k, now: now)
-            if prefers(v, over: best.map { view(p, $0, now: now) }, ratio: timings.rttSwitchRatio,
-                       minimum: timings.rttSwitchMinimum) { best = k }
-        }
-        if let best {
+        paths.deactivate(p)
+        if let best = paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
             activate(p, best, now: now)
-            if conns[i].activeKind == .relay { beginDirectAttempt(p, now: now) }
+            if paths[p].activeKind == .relay { beginDirectAttempt(p, now: now) }
         } else {
             ensurePath(p, now: now)
         }
     }
 
     mutating func rerouteRelays(avoiding a: PeerID, now: Instant) {
-        for i in conns.indices where conns[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
+        for i in roster.indices where paths.peers[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
     }
 
     /// An anchor became reachable: a member that has a handshake waiting for
@@ -152,7 +126,7 @@ extension NodeCore {
     /// and the initiation leaves at once.
     mutating func givePathsToWaitingMembers(now: Instant) {
         guard !isAnchor else { return }
-        for i in conns.indices where !conns[i].isSelf && !conns[i].isAnchorMember && conns[i].active == nil {
+        for i in roster.indices where !roster[i].isSelf && !roster[i].isAnchor && paths.peers[i].active == nil {
             let p = PeerID(rawValue: i)
             if tunnels.isHandshaking(p) { ensurePath(p, now: now) }
         }
@@ -163,15 +137,15 @@ extension NodeCore {
     /// recovery looks for them), so `sendPacket` holds the packet instead of
     /// dropping it.
     func awaitsAnchor(_ p: PeerID) -> Bool {
-        !isAnchor && !anchorPeers.isEmpty && !conns[p.rawValue].isAnchorMember && reachableAnchors.isEmpty
+        !isAnchor && !anchorPeers.isEmpty && !isAnchorMember(p) && reachableAnchors.isEmpty
     }
 
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        if deadline(.pathCheck(p)) == nil, !conns[i].isAnchorMember { arm(.pathCheck(p), at: now + timings.pathQuiet) }
-        if conns[i].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
+        if deadline(.pathCheck(p)) == nil, !roster[i].isAnchor { arm(.pathCheck(p), at: now + timings.pathQuiet) }
+        if paths.peers[i].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
             arm(.directRetry(p), at: holePunch.retryAt(p, now: now))
         }
@@ -179,33 +153,24 @@ extension NodeCore {
 
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
         arm(.pathCheck(p), at: nil)
-        guard let path = conns[i].activePath, tunnels.isEstablished(p, now: now) else { return }
-        if let rx = path.lastRx, now - rx < timings.pathQuiet { return }
-        if conns[i].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) { return }
+        guard tunnels.isEstablished(p, now: now), let path = paths.checkWanted(p, now: now) else { return }
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        var k = 0
-        while k < conns[i].pings.count {
-            guard conns[i].pings[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
-            let ping = conns[i].pings.remove(at: k)
+        while let ping = paths.expirePing(p, now: now) {
             syncPingTimer(p)
-            guard let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { continue }
-            conns[i].paths[idx].missed += 1
-            conns[i].paths[idx].recordPing(lost: true)
+            guard let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { continue }
+            let missed = paths.lost(p, idx)
             switch ping.purpose {
             case .anchorKeepalive:
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                guard conns[i].active == idx else { continue }
-                if conns[i].paths[idx].missed >= timings.pathMissedPings {
-                    conns[i].paths[idx].deadAt = now
-                    conns[i].paths[idx].validatedAt = nil
+                guard paths[p].active == idx else { continue }
+                if missed >= timings.pathMissedPings {
+                    paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {
                     sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: true, now: now)
@@ -219,7 +184,7 @@ extension NodeCore {
     // MARK: Rendezvous and hole punching
 
     mutating func beginDirectAttempt(_ p: PeerID, now: Instant) {
-        guard !isAnchor, !conns[p.rawValue].isAnchorMember else { return }
+        guard !isAnchor, !isAnchorMember(p) else { return }
         holePunch.beginAttempt(p)
         requestRendezvous(p, now: now)
         startPunch(p, now: now)
@@ -228,14 +193,14 @@ extension NodeCore {
     /// Asks a reachable anchor (the pair's relay anchor first) to introduce us to `p`.
     mutating func requestRendezvous(_ p: PeerID, now: Instant) {
         let i = p.rawValue
-        let preferred = relayAnchor(for: myID, conns[i].memberID,
-                                    among: reachableAnchors.map { (conns[$0.rawValue].memberID, $0) })
+        let preferred = relayAnchor(for: myID, roster[i].memberID,
+                                    among: reachableAnchors.map { (memberID(of: $0), $0) })
         guard let a = holePunch.chooseRendezvousAnchor(p, options: [preferred].compactMap { $0 } + reachableAnchors) else {
             arm(.rendezvousTimeout(p), at: nil)
             return
         }
         arm(.rendezvousTimeout(p), at: now + timings.rendezvousTimeout)
-        _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
+        _ = sendControl(.rendezvousRequest(target: roster[i].key), to: a, now: now)
     }
 
     /// `anchor` introduces us to `p`: it has live sessions with both of us now.
@@ -249,18 +214,15 @@ extension NodeCore {
         // Someone asked for this introduction because a direct path is missing
         // or broken (or the member's NAT changed): our direct path is no longer
         // taken on trust. It stays active until another validates (or it does again).
-        if let a = conns[i].active, conns[i].paths[a].via == nil {
-            conns[i].paths[a].validatedAt = nil
-            conns[i].paths[a].lastTrafficRx = nil
-        }
-        if conns[i].active == nil { ensurePath(p, now: now) }
+        paths.distrustDirect(p)
+        if paths.peers[i].active == nil { ensurePath(p, now: now) }
         if !tunnels.isEstablished(p, now: now) {
             // No session yet, so nothing proves our path to p works, but
             // relaying through `anchor` does now. Our initiation may have
             // reached an anchor before that anchor knew p (a cold start: it
             // refused to relay it) and nothing else would send it again before
             // the session's retry (5 s): send it now, through `anchor`.
-            if let path = conns[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
+            if let path = paths.peers[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
                 activate(p, addPath(p, kind: .relay, remote: aep, via: anchor), now: now)
             }
             tunnels.expediteHandshake(p, now: now)
@@ -278,12 +240,12 @@ extension NodeCore {
     /// observed addresses are taken first (they are public), then the rest in
     /// the member's order; the result keeps the list's order.
     mutating func admitCandidates(_ p: PeerID, _ list: [Candidate], attested: Endpoint?, now: Instant) -> [Candidate] {
-        let heard = conns[p.rawValue].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
+        let heard = paths[p].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
         return book.admit(p, list, attested: attested, heard: heard, now: now)
     }
 
     mutating func startPunch(_ p: PeerID, now: Instant) {
-        guard !conns[p.rawValue].isAnchorMember else { return }
+        guard !isAnchorMember(p) else { return }
         holePunch.start(p, now: now)
         arm(.punch(p), at: now)
     }
@@ -291,10 +253,10 @@ extension NodeCore {
     /// Addresses worth a punch ping: the member's candidates, what the cache
     /// and config know; never one of ours or an anchor's, never one already valid.
     func punchTargets(_ p: PeerID, now: Instant) -> [Endpoint] {
-        let c = conns[p.rawValue]
+        let c = paths[p]
         var out: [Endpoint] = []
         let all = book.punchable(p)
-        for ep in all where PeerConn.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
+        for ep in all where PathManager.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
             if let k = c.pathIndex(remote: ep, via: nil), c.paths[k].isValid(now: now, timings: timings) { continue }
             out.append(ep)
         }
@@ -308,12 +270,12 @@ extension NodeCore {
             endPunch(p, now: now)
         case .wait(let next, let prepare):
             if prepare {
-                if conns[i].active == nil { ensurePath(p, now: now) }
+                if paths.peers[i].active == nil { ensurePath(p, now: now) }
                 if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
             }
             arm(.punch(p), at: next)
         case .punch(let first, let until):
-            let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
+            let activeRemote = paths.peers[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
             for ep in punchTargets(p, now: now) {
                 // A ping to where our data goes says so: once it gets through, the
                 // member roams to our source (how a renumbered side is found again
@@ -321,17 +283,17 @@ extension NodeCore {
                 sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
             }
             // The relay path's RTT too, once per punch (for status and scoring).
-            if first, let path = conns[i].activePath, let a = path.via {
+            if first, let path = paths.peers[i].activePath, let a = path.via {
                 sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
             }
-            let (next, end) = holePunch.roundDone(p, until: until, directActive: conns[i].activeKind == .direct, now: now)
+            let (next, end) = holePunch.roundDone(p, until: until, directActive: paths.peers[i].activeKind == .direct, now: now)
             arm(.punch(p), at: next)
             if end { endPunch(p, now: now) }
         }
     }
 
     mutating func endPunch(_ p: PeerID, now: Instant) {
-        let (wasPunching, retryAt) = holePunch.end(p, relayed: conns[p.rawValue].activeKind == .relay, now: now)
+        let (wasPunching, retryAt) = holePunch.end(p, relayed: paths[p].activeKind == .relay, now: now)
         guard wasPunching else { return }
         arm(.punch(p), at: nil)
         if let retryAt { arm(.directRetry(p), at: retryAt) }
@@ -345,7 +307,7 @@ extension NodeCore {
     mutating func directRetry(_ p: PeerID, now: Instant) {
         let i = p.rawValue
         arm(.directRetry(p), at: nil)
-        guard conns[i].activeKind == .relay, let tx = conns[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
+        guard paths.peers[i].activeKind == .relay, let tx = paths.peers[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
         beginDirectAttempt(p, now: now)
     }
 }

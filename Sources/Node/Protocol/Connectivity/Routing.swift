@@ -25,10 +25,10 @@ extension NodeCore {
         // A member session is a path while its keys live and it is either heard
         // from lately or idle (nothing sent since it was last heard): data
         // going out unanswered, or expired keys, is what "lost" looks like.
-        let peerUp = conns.indices.contains { i in
-            guard !conns[i].isSelf, !conns[i].isAnchorMember, let rx = conns[i].activePath?.lastRx,
+        let peerUp = roster.indices.contains { i in
+            guard !roster[i].isSelf, !roster[i].isAnchor, let rx = paths.peers[i].activePath?.lastRx,
                   tunnels.isEstablished(PeerID(rawValue: i), now: now) else { return false }
-            return now - rx < timings.pathValidFor || (conns[i].lastDataTx.map { $0 <= rx } ?? true)
+            return now - rx < timings.pathValidFor || (paths.peers[i].lastDataTx.map { $0 <= rx } ?? true)
         }
         switch recovery.evaluate(pathsUp: anchorUp || peerUp, now: now) {
         case .recovered:
@@ -57,7 +57,7 @@ extension NodeCore {
         let anchors = anchorPeers.map { a in
             (a, unique([tunnels.endpoint(of: a), book.staticEndpoint(a)].compactMap { $0 } + book.cached(a)))
         }
-        let members = !recovery.probesMembers ? [] : conns.indices.filter { !conns[$0].isSelf && !conns[$0].isAnchorMember }.map { i in
+        let members = !recovery.probesMembers ? [] : roster.indices.filter { !roster[$0].isSelf && !roster[$0].isAnchor }.map { i in
             (PeerID(rawValue: i), unique(book.cached(PeerID(rawValue: i)) + [book.staticEndpoint(PeerID(rawValue: i))].compactMap { $0 }))
         }
         let (targets, next) = recovery.attempt(anchors: anchors, members: members, now: now, rng: &rng)
@@ -79,7 +79,7 @@ extension NodeCore {
         }
         if let anchor = anchorAt(source) {
             // Delivery: an anchor forwards a member's datagram to us; `id` names that member.
-            guard let sender = member(id), !conns[sender.rawValue].isSelf else { return drop(.relayUnknownTarget) }
+            guard let sender = member(id), !isSelf(sender) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[h...])
             let result = receiveSession(inner, length: length - h, from: source, relayedBy: anchor, relayedFor: id,
@@ -90,11 +90,11 @@ extension NodeCore {
         guard isAnchor else { return drop(.relayNotAnchor) }
         // Forwarding: the source must be a member's current, authenticated endpoint.
         var request = RelayService.Request()
-        if let sender = directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
+        if let sender = paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
             request.sender = sender
-            if let target = member(id), target != sender, !conns[target.rawValue].isSelf {
+            if let target = member(id), target != sender, !isSelf(target) {
                 request.target = target
-                if tunnels.isEstablished(target, now: now), let path = conns[target.rawValue].activePath, path.via == nil {
+                if tunnels.isEstablished(target, now: now), let path = paths[target].activePath, path.via == nil {
                     request.targetRemote = path.remote
                 }
             }
@@ -103,7 +103,7 @@ extension NodeCore {
         case .refuse(let reason):
             return drop(reason)
         case .forward(let remote):
-            RelayMessage.rewrite(conns[request.sender!.rawValue].memberID, in: buffer)
+            RelayMessage.rewrite(memberID(of: request.sender!), in: buffer)
             return .transmit(remote, offset: 0, length: length)
         }
     }
@@ -111,19 +111,19 @@ extension NodeCore {
     /// An anchor introduces `requester` and the member with key `target` to each other.
     mutating func serveRendezvous(from requester: PeerID, target key: PublicKey, now: Instant) -> NodeInbound {
         guard relay.admitRendezvous(from: requester, now: now) else { return drop(.rendezvousRateLimited) }
-        guard let target = tunnels.peerID(for: key), target != requester, !conns[target.rawValue].isSelf,
-              tunnels.isEstablished(target, now: now), conns[target.rawValue].activePath?.via == nil else {
+        guard let target = tunnels.peerID(for: key), target != requester, !isSelf(target),
+              tunnels.isEstablished(target, now: now), paths[target].activePath?.via == nil else {
             return drop(.relayTargetUnreachable)
         }
         _ = sendControl(.rendezvous(peer: key, candidates: introduce(target)), to: requester, now: now)
-        _ = sendControl(.rendezvous(peer: conns[requester.rawValue].key, candidates: introduce(requester)), to: target, now: now)
+        _ = sendControl(.rendezvous(peer: self.key(of: requester), candidates: introduce(requester)), to: target, now: now)
         return .consumed
     }
 
     /// What we tell others about `p`: where we hear it from, then what it announced.
     func introduce(_ p: PeerID) -> [Candidate] {
         var out: [Candidate] = []
-        if let path = conns[p.rawValue].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
+        if let path = paths[p].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
         for c in book.candidates(p) where !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
         return Array(out.prefix(ControlMessage.maxCandidates))
     }
@@ -131,7 +131,7 @@ extension NodeCore {
     /// `requester` asked to meet the member with key `key`, which has no
     /// session with us yet: RelayService holds it.
     mutating func holdIntroduction(of requester: PeerID, to key: PublicKey, now: Instant) {
-        guard let target = tunnels.peerID(for: key), target != requester, !conns[target.rawValue].isSelf else { return }
+        guard let target = tunnels.peerID(for: key), target != requester, !isSelf(target) else { return }
         relay.hold(requester: requester, target: target, now: now)
     }
 
@@ -139,10 +139,10 @@ extension NodeCore {
     /// (as `serveRendezvous` would have, the rendezvous budget already paid).
     mutating func introduceHeld(_ target: PeerID, now: Instant) {
         let waiting = relay.takeHeld(for: target, now: now)
-        guard !waiting.isEmpty, let path = conns[target.rawValue].activePath, path.via == nil else { return }
+        guard !waiting.isEmpty, let path = paths[target].activePath, path.via == nil else { return }
         for h in waiting where tunnels.isEstablished(h, now: now) {
-            _ = sendControl(.rendezvous(peer: conns[target.rawValue].key, candidates: introduce(target)), to: h, now: now)
-            _ = sendControl(.rendezvous(peer: conns[h.rawValue].key, candidates: introduce(h)), to: target, now: now)
+            _ = sendControl(.rendezvous(peer: key(of: target), candidates: introduce(target)), to: h, now: now)
+            _ = sendControl(.rendezvous(peer: key(of: h), candidates: introduce(h)), to: target, now: now)
         }
     }
 }

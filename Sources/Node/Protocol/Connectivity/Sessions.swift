@@ -37,7 +37,7 @@ extension NodeCore {
         absorbTunnels(now: now)
         switch result {
         case .data(let peer, let offset, let len):
-            if let sender, conns[peer.rawValue].memberID != sender { return drop(.relayMismatch) }
+            if let sender, memberID(of: peer) != sender { return drop(.relayMismatch) }
             let payload = UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + len)])
             switch ControlMessage.classify(payload, length: len) {
             case .keepalive:
@@ -61,28 +61,16 @@ extension NodeCore {
 
     /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
     mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
-        let i = p.rawValue
         let idx: Int
-        if let found = conns[i].pathIndex(remote: source, via: via) {
+        if let found = paths[p].pathIndex(remote: source, via: via) {
             idx = found
         } else {
             let kind = via != nil ? PathKind.relay : book.directKind(p, for: source)
             idx = addPath(p, kind: kind, remote: source, via: via)
         }
-        conns[i].paths[idx].lastRx = now
-        if traffic {
-            conns[i].paths[idx].lastTrafficRx = now
-            conns[i].paths[idx].deadAt = nil
-        }
+        paths.heard(p, idx, traffic: traffic, now: now)
         anchorTracker.heard(p, now: now)
-        guard traffic, conns[i].active != idx else { return }
-        if let a = conns[i].active {
-            let act = conns[i].paths[a]
-            let quiet = act.lastRx.map { now - $0 >= timings.pathQuiet } ?? true
-            if via != nil || conns[i].paths[idx].kind < act.kind {
-                guard quiet else { return }
-            }
-        }
+        guard traffic, paths[p].active != idx, paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
         activate(p, idx, now: now)
     }
 
@@ -93,9 +81,9 @@ extension NodeCore {
             noteRx(p, source: source, via: via, traffic: onActive, now: now)
             // The answer goes back exactly the way the ping came, whatever our active path.
             _ = sendControl(.pathPong(txid: txid, observed: source), to: p, path: (source, via), now: now)
-            if !onActive, via == nil, conns[p.rawValue].pathIndex(remote: source, via: nil).map({
-                conns[p.rawValue].paths[$0].isValid(now: now, timings: timings)
-            }) != true, !conns[p.rawValue].pings.contains(where: { $0.remote == source && $0.via == nil }) {
+            if !onActive, via == nil, paths[p].pathIndex(remote: source, via: nil).map({
+                paths[p].paths[$0].isValid(now: now, timings: timings)
+            }) != true, !paths[p].pings.contains(where: { $0.remote == source && $0.via == nil }) {
                 // A triggered check (ICE's term): the member reached us from
                 // there; find out whether we reach it back the same way.
                 sendPing(p, remote: source, via: nil, purpose: .punch, onActivePath: false, now: now)
@@ -124,29 +112,23 @@ extension NodeCore {
         case .rendezvous(let key, let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard anchorTracker.tracks(p), let x = tunnels.peerID(for: key), x != p,
-                  !conns[x.rawValue].isSelf else { return drop(.controlNotAllowed) }
+                  !isSelf(x) else { return drop(.controlNotAllowed) }
             receiveRendezvous(x, from: p, candidates: list, now: now)
         }
         return .consumed
     }
 
     mutating func receivePong(_ p: PeerID, txid: UInt64, observed: Endpoint, source: Endpoint, via: PeerID?, now: Instant) {
-        let i = p.rawValue
-        guard let k = conns[i].pings.firstIndex(where: { $0.txid == txid }) else {
+        guard let ping = paths.takePing(p, txid: txid) else {
             noteRx(p, source: source, via: via, traffic: false, now: now)
             return  // late: its ping already counted as lost
         }
-        let ping = conns[i].pings.remove(at: k)
         syncPingTimer(p)
         noteRx(p, source: source, via: via, traffic: false, now: now)
         // Validated only if it came back from exactly where the ping went.
         guard ping.via == via, via != nil || ping.remote == source,
-              let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { return }
-        conns[i].paths[idx].validatedAt = now
-        conns[i].paths[idx].recordRTT(now - ping.sentAt)
-        conns[i].paths[idx].missed = 0
-        conns[i].paths[idx].deadAt = nil
-        conns[i].paths[idx].recordPing(lost: false)
+              let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { return }
+        paths.validated(p, idx, rtt: now - ping.sentAt, now: now)
         if anchorTracker.tracks(p) {
             anchorTracker.ponged(p, now: now)
             recordObservation(p, observed, now: now)
@@ -160,19 +142,18 @@ extension NodeCore {
         case .endpointChanged(let p, let ep):
             // With roam: false this is a first contact (the member had no
             // endpoint): its first packet came this way, so answers go back so.
-            let i = p.rawValue
             let idx: Int
             if let a = relayingAnchor(to: ep, for: p) {
                 idx = addPath(p, kind: .relay, remote: ep, via: a)
             } else {
                 idx = addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil)
             }
-            conns[i].paths[idx].lastRx = now
-            if conns[i].active == nil { activate(p, idx, now: now) }
+            paths.heard(p, idx, traffic: false, now: now)
+            if paths[p].active == nil { activate(p, idx, now: now) }
         case .established(let p):
             events.push(.session(e))
             // The handshake answered on the active path: it is heard.
-            if let a = conns[p.rawValue].active { conns[p.rawValue].paths[a].lastRx = now }
+            if let a = paths[p].active { paths.heard(p, a, traffic: false, now: now) }
             if anchorTracker.tracks(p) {
                 anchorTracker.established(p)
                 arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
@@ -210,7 +191,7 @@ extension NodeCore {
             guard let sealed else { return false }
             let bytes = Array(buf[sealed.offset..<(sealed.offset + sealed.length)])
             if path.via != nil {
-                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(Transmit(to: path.remote, bytes: bytes, peer: p))
             }
@@ -224,7 +205,7 @@ extension NodeCore {
         case .send(let to, let offset, let length):
             let bytes = Array(buf[offset..<(offset + length)])
             if relayingAnchor(to: to, for: p) != nil {
-                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(Transmit(to: to, bytes: bytes, peer: p))
             }
@@ -242,16 +223,16 @@ extension NodeCore {
     @discardableResult
     mutating func sendPing(_ p: PeerID, remote: Endpoint, via: PeerID?, purpose: PingPurpose, onActivePath: Bool,
                            now: Instant) -> Bool {
-        guard conns[p.rawValue].pings.count < PeerConn.maxPings else { return false }
+        guard paths.canPing(p) else { return false }
         let txid = rng.next()
         guard sendControl(.pathPing(txid: txid, onActivePath: onActivePath), to: p, path: (remote, via), now: now) else {
             return false
         }
-        if conns[p.rawValue].pathIndex(remote: remote, via: via) == nil {
+        if paths[p].pathIndex(remote: remote, via: via) == nil {
             let kind = via != nil ? PathKind.relay : book.directKind(p, for: remote)
             _ = addPath(p, kind: kind, remote: remote, via: via)
         }
-        conns[p.rawValue].pings.append(PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        paths.addPing(p, PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
         syncPingTimer(p)
         return true
     }
