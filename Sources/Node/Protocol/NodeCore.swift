@@ -4,6 +4,23 @@
 // engine swaps `Tunnels` for it: it feeds datagrams, TUN packets, timer
 // wake-ups and the time, and drains what comes out.
 //
+// NodeCore is a router: this file keeps the dispatch (by message type below,
+// by control kind in Sessions.swift `handleControl`), the roster of members
+// and the drain order. The state is in small machines, each a struct in its
+// own file under Connectivity/ that says what it owns, takes and gives back:
+//
+//   AnchorTracker  anchors' reachability, probes, observations, NAT class, warnings
+//   PathManager    every member's path table, active path, pings in flight
+//   HolePunch      punch rounds, rendezvous requests, direct retries
+//   RelayService   relay forwarding and budgets, held introductions (anchors)
+//   Recovery       the way back when every path is lost
+//   EndpointBook   where every member (and we) might be: config, cache, candidates
+//
+// A machine never reads another's state: NodeCore hands each the values it
+// needs and routes its outputs (Anchors.swift, Paths.swift, Sessions.swift,
+// Routing.swift). Every connectivity deadline is one entry of one
+// `DeadlineHeap<NodeTimer>` (NodeTimers.swift).
+//
 //   engine (reactor thread)                          NodeCore
 //   ───────────────────────                          ────────
 //   UDP datagram ── receive(buf, len, from, now) ──> .packet(peer, off, len)     IP packet for the TUN (decrypted in place)
@@ -220,6 +237,8 @@ struct RosterEntry: Sendable {
 ///  4. `pollTimeout()`, and arm the timer; a deadline at or before `now` means
 ///     "call `handleTimeout` now".
 /// Transmits before events, so that an event never overtakes the packet it reports.
+/// Inside, the machines' events are drained into NodeCore's own right after
+/// the input that caused them, so `pollEvent` gives them in the order they happened.
 public struct NodeCore: Sendable {
     public let publicKey: PublicKey
     public let isAnchor: Bool

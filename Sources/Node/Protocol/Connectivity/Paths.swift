@@ -1,4 +1,8 @@
-// NodeCore: choosing and keeping a path per member.
+// NodeCore's side of PathManager and HolePunch: choosing and keeping a path
+// per member, and looking for a direct one. The machines hold the state and
+// make the choices (PathManager.swift, HolePunch.swift); here NodeCore
+// applies them to the session layer (its endpoint), the EndpointBook (the
+// cache, the addresses to punch) and the AnchorTracker's reachability.
 //
 //   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
 //                              └─> RENDEZVOUS_REQUEST(M) to A, and punch what we already know

@@ -13,6 +13,7 @@
 //   - punch pings (PATH_PING without the active-path flag) and pongs never
 //     roam: they validate paths, and a validated path wins by preference
 //     (`prefers`), not by arriving last.
+// (The rule itself is PathManager's `roams`; `noteRx` below applies it.)
 
 import Support
 import Wire

@@ -11,11 +11,11 @@
 //   popDue(now)         remove and return the earliest if due O(log n)
 //
 // Each key is armed at most once: arming it again moves its deadline. There is
-// no second list of deadlines to keep in step (Recovery.swift's old
-// `ownTimers` / `handleOwnTimers` pair): whoever arms a timer arms it here, and
-// whoever handles it reads it from here. Equal deadlines come out in no
+// no second list of deadlines to keep in step: whoever arms a timer arms it
+// here, and whoever handles it reads it from here. Equal deadlines come out in no
 // promised order; a caller that needs one (NodeCore: its documented handler
-// order) sorts `due(now)` itself.
+// order) sorts `due(now)` itself. (One session's handful of timers is a
+// fixed inline table instead: `TimerTable` in SessionTimers.swift.)
 
 import Support
 
