@@ -183,6 +183,7 @@ extension NodeCore {
                 break
             }
         }
+        syncPingTimer(p)  // a deadline that went stale costs one wake-up, never a spin
     }
 
     // MARK: Rendezvous and hole punching
