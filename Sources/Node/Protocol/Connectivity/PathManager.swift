@@ -137,6 +137,8 @@ struct PathManager: Sendable {
         peers = Array(repeating: PeerPaths(), count: members)
     }
 
+    /// `p`'s paths. A plain getter: a `_read` coroutine allocates its frame in
+    /// a debug build (the preloaded allocation counter caught it on the data path).
     @inline(__always)
     subscript(p: PeerID) -> PeerPaths { peers[p.rawValue] }
 

@@ -147,9 +147,8 @@ extension NodeCore {
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if deadline(.pathCheck(p)) == nil, !roster[i].isAnchor { arm(.pathCheck(p), at: now + timings.pathQuiet) }
-        if paths.peers[i].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
+        if deadline(.pathCheck(p)) == nil, !isAnchorMember(p) { arm(.pathCheck(p), at: now + timings.pathQuiet) }
+        if paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
             arm(.directRetry(p), at: holePunch.retryAt(p, now: now))
         }
@@ -197,20 +196,18 @@ extension NodeCore {
 
     /// Asks a reachable anchor (the pair's relay anchor first) to introduce us to `p`.
     mutating func requestRendezvous(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        let preferred = relayAnchor(for: myID, roster[i].memberID,
+        let preferred = relayAnchor(for: myID, memberID(of: p),
                                     among: reachableAnchors.map { (memberID(of: $0), $0) })
         guard let a = holePunch.chooseRendezvousAnchor(p, options: [preferred].compactMap { $0 } + reachableAnchors) else {
             arm(.rendezvousTimeout(p), at: nil)
             return
         }
         arm(.rendezvousTimeout(p), at: now + timings.rendezvousTimeout)
-        _ = sendControl(.rendezvousRequest(target: roster[i].key), to: a, now: now)
+        _ = sendControl(.rendezvousRequest(target: key(of: p)), to: a, now: now)
     }
 
     /// `anchor` introduces us to `p`: it has live sessions with both of us now.
     mutating func receiveRendezvous(_ p: PeerID, from anchor: PeerID, candidates: [Candidate], now: Instant) {
-        let i = p.rawValue
         // The anchor puts where it hears `p` from first (RelayService `introduce`).
         let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
         book.setCandidates(p, admitCandidates(p, candidates, attested: observed, now: now), now: now)
@@ -220,14 +217,14 @@ extension NodeCore {
         // or broken (or the member's NAT changed): our direct path is no longer
         // taken on trust. It stays active until another validates (or it does again).
         paths.distrustDirect(p)
-        if paths.peers[i].active == nil { ensurePath(p, now: now) }
+        if paths[p].active == nil { ensurePath(p, now: now) }
         if !tunnels.isEstablished(p, now: now) {
             // No session yet, so nothing proves our path to p works, but
             // relaying through `anchor` does now. Our initiation may have
             // reached an anchor before that anchor knew p (a cold start: it
             // refused to relay it) and nothing else would send it again before
             // the session's retry (5 s): send it now, through `anchor`.
-            if let path = paths.peers[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
+            if let path = paths[p].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
                 activate(p, addPath(p, kind: .relay, remote: aep, via: anchor), now: now)
             }
             tunnels.expediteHandshake(p, now: now)
@@ -269,18 +266,17 @@ extension NodeCore {
     }
 
     mutating func punchRound(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
         switch holePunch.round(p, established: tunnels.isEstablished(p, now: now), handshaking: tunnels.isHandshaking(p), now: now) {
         case .end:
             endPunch(p, now: now)
         case .wait(let next, let prepare):
             if prepare {
-                if paths.peers[i].active == nil { ensurePath(p, now: now) }
+                if paths[p].active == nil { ensurePath(p, now: now) }
                 if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
             }
             arm(.punch(p), at: next)
         case .punch(let first, let until):
-            let activeRemote = paths.peers[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
+            let activeRemote = paths[p].activePath.flatMap { $0.via == nil ? $0.remote : nil }
             for ep in punchTargets(p, now: now) {
                 // A ping to where our data goes says so: once it gets through, the
                 // member roams to our source (how a renumbered side is found again
@@ -288,10 +284,10 @@ extension NodeCore {
                 sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
             }
             // The relay path's RTT too, once per punch (for status and scoring).
-            if first, let path = paths.peers[i].activePath, let a = path.via {
+            if first, let path = paths[p].activePath, let a = path.via {
                 sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
             }
-            let (next, end) = holePunch.roundDone(p, until: until, directActive: paths.peers[i].activeKind == .direct, now: now)
+            let (next, end) = holePunch.roundDone(p, until: until, directActive: paths[p].activeKind == .direct, now: now)
             arm(.punch(p), at: next)
             if end { endPunch(p, now: now) }
         }
@@ -310,9 +306,8 @@ extension NodeCore {
     }
 
     mutating func directRetry(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
         arm(.directRetry(p), at: nil)
-        guard paths.peers[i].activeKind == .relay, let tx = paths.peers[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
+        guard paths[p].activeKind == .relay, let tx = paths[p].lastDataTx, now - tx < timings.directRetryIdle else { return }
         beginDirectAttempt(p, now: now)
     }
 }
