@@ -245,36 +245,44 @@ public struct NodeCore: Sendable {
     public let timings: ConnectivityTimings
     /// The session layer (read it for per-session detail; NodeCore drives it).
     public internal(set) var tunnels: Tunnels
+
+    // The roster (the roster work may replace these tables; lookups go through
+    // the helpers below: isSelf, isAnchorMember, key(of:), memberID(of:), member(_:)).
     let members: [MemberSpec]
     let myID: MemberID
-    /// Every member, by PeerID (`isSelf`, `key(of:)`, ... below; the roster work may replace it).
+    /// Every member, by PeerID.
     let roster: [RosterEntry]
-    /// Every member's paths (PathManager.swift).
-    var paths: PathManager
     /// Anchors (not us), in config order.
     var anchorPeers: [PeerID]
     var byMemberID: [MemberID: PeerID]
     /// The current endpoint of every anchor, for "is this an anchor's address?"
     /// (a handful: scanned).
     var anchorEndpoints: [(endpoint: Endpoint, peer: PeerID)] = []
-    var outbox = Outbox<Transmit>()
-    var events = Outbox<NodeEvent>()
-    var rng: SessionRandom
-    var startedAt: Instant?
-    /// Where every member might be, and where we might be (EndpointBook.swift).
-    var book: EndpointBook
+
+    // The machines: each owns its state; NodeCore routes between them.
     /// Anchors, probes, our observed address, the NAT, warnings (AnchorTracker.swift).
     var anchorTracker: AnchorTracker
+    /// Every member's paths (PathManager.swift).
+    var paths: PathManager
+    /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
+    var holePunch: HolePunch
+    /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
+    var relay: RelayService
+    /// The way back when every path is lost (Recovery.swift).
     var recovery: Recovery
-    var drops: [NodeDropReason: UInt64] = [:]
+    /// Where every member might be, and where we might be (EndpointBook.swift).
+    var book: EndpointBook
+
+    // The router's own: outputs, timers, counters.
+    var outbox = Outbox<Transmit>()
+    var events = Outbox<NodeEvent>()
     /// Every connectivity timer (NodeTimers.swift).
     var timers = DeadlineHeap<NodeTimer>()
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
-    /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
-    var relay: RelayService
-    /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
-    var holePunch: HolePunch
+    var drops: [NodeDropReason: UInt64] = [:]
+    var rng: SessionRandom
+    var startedAt: Instant?
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
