@@ -11,8 +11,8 @@ extension NodeCore {
     /// (The engine splits super-packets into slots with exactly this room, so
     /// sealed segments lie back to back and leave in one GSO send.)
     public func headerRoom(for peer: PeerID) -> Int {
-        guard peer.rawValue >= 0, peer.rawValue < conns.count else { return DataMessage.headerSize }
-        let c = conns[peer.rawValue]
+        guard peer.rawValue >= 0, peer.rawValue < roster.count else { return DataMessage.headerSize }
+        let c = paths[peer]
         // No path yet: the first packet goes through an anchor (relay first, punch meanwhile).
         let relayed = c.activeKind == .relay || (c.active == nil && !isAnchor)
         return relayed ? DataMessage.headerSize + RelayMessage.headerSize : DataMessage.headerSize

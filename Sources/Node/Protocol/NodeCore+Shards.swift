@@ -17,9 +17,9 @@ extension NodeCore {
     /// Where the owner sends `peer`'s data now; nil while there is no active
     /// path (then the owner hands packets here, and `sendPacket` finds one).
     public func dataRoute(for peer: PeerID) -> DataRoute? {
-        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf,
-              conns[peer.rawValue].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
-        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? conns[peer.rawValue].memberID : nil)
+        guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer),
+              paths[peer].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
+        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil)
     }
 
     /// Every anchor's current endpoint (an owner unwraps RELAY only from these).
@@ -31,7 +31,7 @@ extension NodeCore {
     public mutating func receiveOpened(from peer: PeerID, payload: UnsafeRawBufferPointer, source: Endpoint, via: PeerID?,
                                        now: Instant) -> NodeInbound {
         start(now)
-        guard peer.rawValue >= 0, peer.rawValue < conns.count else { return drop(.session(.unknownPeer)) }
+        guard peer.rawValue >= 0, peer.rawValue < roster.count else { return drop(.session(.unknownPeer)) }
         switch ControlMessage.classify(payload, length: payload.count) {
         case .control:
             guard let message = ControlMessage(payload, length: payload.count) else { return drop(.controlMalformed) }
@@ -51,11 +51,11 @@ extension NodeCore {
         start(now)
         switch report {
         case .activity(let p, let a):
-            guard p.rawValue >= 0, p.rawValue < conns.count else { return }
+            guard p.rawValue >= 0, p.rawValue < roster.count else { return }
             tunnels.applyActivity(a, for: p, now: now)
             if a.rxPackets > 0, let source = a.source { noteRx(p, source: source, via: a.via, traffic: true, now: a.lastRx ?? now) }
             if a.txPackets > 0 {
-                conns[p.rawValue].lastDataTx = a.lastTx ?? now
+                paths.noteDataTx(p, at: a.lastTx ?? now)
                 if a.txData { noteDataSent(p, now: a.lastTx ?? now) }
             }
         case .promoted(let p, let idx):

@@ -4,6 +4,23 @@
 // engine swaps `Tunnels` for it: it feeds datagrams, TUN packets, timer
 // wake-ups and the time, and drains what comes out.
 //
+// NodeCore is a router: this file keeps the dispatch (by message type below,
+// by control kind in Sessions.swift `handleControl`), the roster of members
+// and the drain order. The state is in small machines, each a struct in its
+// own file under Connectivity/ that says what it owns, takes and gives back:
+//
+//   AnchorTracker  anchors' reachability, probes, observations, NAT class, warnings
+//   PathManager    every member's path table, active path, pings in flight
+//   HolePunch      punch rounds, rendezvous requests, direct retries
+//   RelayService   relay forwarding and budgets, held introductions (anchors)
+//   Recovery       the way back when every path is lost
+//   EndpointBook   where every member (and we) might be: config, cache, candidates
+//
+// A machine never reads another's state: NodeCore hands each the values it
+// needs and routes its outputs (Anchors.swift, Paths.swift, Sessions.swift,
+// Routing.swift). Every connectivity deadline is one entry of one
+// `DeadlineHeap<NodeTimer>` (NodeTimers.swift).
+//
 //   engine (reactor thread)                          NodeCore
 //   ───────────────────────                          ────────
 //   UDP datagram ── receive(buf, len, from, now) ──> .packet(peer, off, len)     IP packet for the TUN (decrypted in place)
@@ -198,6 +215,16 @@ public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A member as NodeCore needs it.
+struct RosterEntry: Sendable {
+    let key: PublicKey
+    let memberID: MemberID
+    /// Configured as an anchor, with an endpoint.
+    let isAnchor: Bool
+    /// Our own entry in the member list (never a peer).
+    let isSelf: Bool
+}
+
 /// The node: sessions and connectivity, sans-IO. A value type; the engine owns
 /// one per reactor that handles sessions.
 ///
@@ -210,15 +237,22 @@ public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
 ///  4. `pollTimeout()`, and arm the timer; a deadline at or before `now` means
 ///     "call `handleTimeout` now".
 /// Transmits before events, so that an event never overtakes the packet it reports.
+/// Inside, the machines' events are drained into NodeCore's own right after
+/// the input that caused them, so `pollEvent` gives them in the order they happened.
 public struct NodeCore: Sendable {
     public let publicKey: PublicKey
     public let isAnchor: Bool
     public let timings: ConnectivityTimings
     /// The session layer (read it for per-session detail; NodeCore drives it).
     public internal(set) var tunnels: Tunnels
+
+    // The roster (the roster work may replace these tables; lookups go through
+    // the helpers below: isSelf, isAnchorMember, key(of:), memberID(of:), member(_:)).
     let members: [MemberSpec]
     let myID: MemberID
-    var conns: [PeerConn]
+    /// Every member, by PeerID, as the connectivity machines need them (an anchor
+    /// here is one with an endpoint). Lookups by key or label go to `roster`.
+    let entries: [RosterEntry]
     /// Anchors (not us), in config order.
     var anchorPeers: [PeerID]
     /// Who the members are (Roster.swift); the same value Tunnels and the shards hold.
@@ -226,33 +260,31 @@ public struct NodeCore: Sendable {
     /// The current endpoint of every anchor, for "is this an anchor's address?"
     /// (a handful: scanned).
     var anchorEndpoints: [(endpoint: Endpoint, peer: PeerID)] = []
-    /// Current direct endpoint -> member (for the relay's source check).
-    var directOwner: [Endpoint: PeerID] = [:]
+
+    // The machines: each owns its state; NodeCore routes between them.
+    /// Anchors, probes, our observed address, the NAT, warnings (AnchorTracker.swift).
+    var anchorTracker: AnchorTracker
+    /// Every member's paths (PathManager.swift).
+    var paths: PathManager
+    /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
+    var holePunch: HolePunch
+    /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
+    var relay: RelayService
+    /// The way back when every path is lost (Recovery.swift).
+    var recovery: Recovery
+    /// Where every member might be, and where we might be (EndpointBook.swift).
+    var book: EndpointBook
+
+    // The router's own: outputs, timers, counters.
     var outbox = Outbox<Transmit>()
     var events = Outbox<NodeEvent>()
+    /// Every connectivity timer (NodeTimers.swift).
+    var timers = DeadlineHeap<NodeTimer>()
+    /// The timers recovery pauses, while it runs.
+    var parkedTimers: [NodeTimer: Instant] = [:]
+    var drops: [NodeDropReason: UInt64] = [:]
     var rng: SessionRandom
     var startedAt: Instant?
-    var locals: [Endpoint] = []
-    var mapped: [Candidate] = []
-    var announced: [Candidate] = []
-    var probes: [PendingProbe] = []
-    var nextProbeRound: Instant?
-    var probeLimiter: HandshakeRateLimiter
-    /// Probe replies to sources that are not a member's known endpoint, in all.
-    var probeReplyBudget: TokenBucket
-    /// Probe txids: the only authenticator of a PATH_PROBE_REPLY (review M6).
-    var txids: SecretRandom
-    var nat: NATMapping = .unknown
-    var recovery = RecoveryState()
-    var cache = EndpointCache()
-    var warningState = WarningState.none
-    var warningCheckAt: Instant?
-    var drops: [NodeDropReason: UInt64] = [:]
-    var relayed = RelayCounters()
-    var lastHeal: Instant?
-    /// On an anchor: rendezvous requests for members it had no session with
-    /// yet, answered when that session comes up (Introductions.swift).
-    var heldIntroductions: [HeldIntroduction] = []
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
@@ -268,9 +300,12 @@ public struct NodeCore: Sendable {
                 txids: SecretRandom = .sodium) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
-        self.txids = txids
         self.timings = timings
         self.members = members
+        recovery = Recovery(timings: timings)
+        book = EndpointBook(members: members, timings: timings)
+        relay = RelayService(members: members.count, timings: timings)
+        holePunch = HolePunch(members: members.count, timings: timings)
         myID = MemberID(publicKey: identity.publicKey)
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
         // session's persistent keepalive, so that recovery, not the session
@@ -283,29 +318,45 @@ public struct NodeCore: Sendable {
                           timings: sessionTimings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
-        probeLimiter = HandshakeRateLimiter(perSecond: timings.probeRepliesPerSecond, burst: timings.probeReplyBurst)
-        probeReplyBudget = TokenBucket(rate: UInt64(max(0, timings.probeRepliesTotalPerSecond)),
-                                       burst: UInt64(max(0, timings.probeRepliesTotalBurst)))
-        var conns: [PeerConn] = []
+        var entries: [RosterEntry] = []
         var anchors: [PeerID] = []
         for (i, m) in members.enumerated() {
             let id = PeerID(rawValue: i)
             let self_ = m.publicKey == identity.publicKey
-            conns.append(PeerConn(id: id, spec: m, isSelf: self_, timings: timings))
+            entries.append(RosterEntry(key: m.publicKey, memberID: MemberID(publicKey: m.publicKey),
+                                      isAnchor: m.isAnchor && m.endpoint != nil, isSelf: self_))
             if self_ { continue }
             if m.isAnchor, m.endpoint != nil { anchors.append(id) }
         }
-        self.conns = conns
+        self.entries = entries
+        paths = PathManager(members: members.count, timings: timings)
         anchorPeers = anchors
+        anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
+                                      txids: txids)
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
-            let i = self.conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
-            self.conns[a.rawValue].active = i
+            let (i, _) = paths.addPath(a, kind: .direct, remote: ep, via: nil)
+            _ = paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
+
+    // MARK: The roster (small helpers: the roster work may replace the table)
+
+    /// Our own entry in the member list (never a peer).
+    @inline(__always) func isSelf(_ p: PeerID) -> Bool { entries[p.rawValue].isSelf }
+    /// A configured anchor with an endpoint (us included, when we are one).
+    @inline(__always) func isAnchorMember(_ p: PeerID) -> Bool { entries[p.rawValue].isAnchor }
+    @inline(__always) func key(of p: PeerID) -> PublicKey { entries[p.rawValue].key }
+    @inline(__always) func memberID(of p: PeerID) -> MemberID { entries[p.rawValue].memberID }
+    /// A member that is not us.
+    @inline(__always) func isPeer(_ p: PeerID) -> Bool { p.rawValue >= 0 && p.rawValue < entries.count && !entries[p.rawValue].isSelf }
+
+    /// The member with this relay label (the first configured, if two collide; never us).
+    @inline(__always)
+    func member(_ id: MemberID) -> PeerID? { roster.peer(relayLabel: id) }
     public var peerCount: Int { members.count }
 
     // MARK: Inbound
@@ -340,10 +391,10 @@ public struct NodeCore: Sendable {
     public mutating func sendPacket(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
                                     payloadLength: Int, now: Instant) -> Outbound {
         start(now)
-        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return .drop(.unknownPeer) }
-        if conns[peer.rawValue].active == nil {
+        guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return .drop(.unknownPeer) }
+        if paths[peer].active == nil {
             ensurePath(peer, now: now)
-            if conns[peer.rawValue].active == nil, awaitsAnchor(peer) {
+            if paths[peer].active == nil, awaitsAnchor(peer) {
                 // No anchor reachable yet (at start their handshakes are a round
                 // trip away): the packet waits for the path the first one gives.
                 let result = tunnels.hold(for: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
@@ -351,17 +402,17 @@ public struct NodeCore: Sendable {
                 return result
             }
         }
-        let relayed = conns[peer.rawValue].activeKind == .relay
+        let relayed = paths[peer].activeKind == .relay
         if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
         let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
-        conns[peer.rawValue].lastDataTx = now
+        paths.noteDataTx(peer, at: now)
         guard case .send(let to, let offset, let length) = result else {
             absorbTunnels(now: now)
             return result
         }
         noteDataSent(peer, now: now)
         guard relayingAnchor(to: to, for: peer) != nil else { return result }
-        RelayMessage.writeHeader(conns[peer.rawValue].memberID, into: buffer, at: offset - RelayMessage.headerSize)
+        RelayMessage.writeHeader(memberID(of: peer), into: buffer, at: offset - RelayMessage.headerSize)
         return .send(to, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
 
@@ -384,15 +435,17 @@ public struct NodeCore: Sendable {
     public mutating func pollEvent() -> NodeEvent? { events.pop() }
 
     /// The earliest deadline and why (sessions and connectivity).
+    /// Our own timers are one deadline heap (O(1) here); the session layer's
+    /// deadline is Tunnels' own minimum.
     public func pollTimeout() -> (deadline: Instant, reason: NodeTimerReason)? {
-        var best: (deadline: Instant, reason: NodeTimerReason)?
-        func consider(_ d: Instant?, _ r: @autoclosure () -> NodeTimerReason) {
-            guard let d else { return }
-            if let b = best, b.deadline <= d { return }
-            best = (d, r())
+        let own = ownTimeout
+        guard let session = tunnels.pollTimeout(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
+        // The session layer's deadline wins: find whose it is (for the reason only).
+        for i in entries.indices where !entries[i].isSelf {
+            let p = PeerID(rawValue: i)
+            if let t = tunnels.pollTimeout(for: p), t.deadline == session.deadline { return (t.deadline, .session(p, t.reason)) }
         }
-        ownTimers(consider)
-        return best
+        return own
     }
 
     // MARK: Commands
@@ -401,7 +454,7 @@ public struct NodeCore: Sendable {
     /// calls this at start and when interfaces change). Local candidates.
     public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
         start(now)
-        locals = endpoints
+        book.setLocals(endpoints)
         candidatesMayHaveChanged(now: now)
     }
 
@@ -410,13 +463,12 @@ public struct NodeCore: Sendable {
     public mutating func addMappedEndpoint(_ endpoint: Endpoint, source: EndpointSource, now: Instant) {
         start(now)
         let c = Candidate(endpoint, source)
-        guard !mapped.contains(c) else { return }
-        mapped.append(c)
+        guard book.addMapped(c) else { return }
         candidatesMayHaveChanged(now: now)
     }
 
     public mutating func removeMappedEndpoint(_ endpoint: Endpoint, now: Instant) {
-        mapped.removeAll { $0.endpoint == endpoint }
+        book.removeMapped(endpoint)
         candidatesMayHaveChanged(now: now)
     }
 
@@ -424,21 +476,18 @@ public struct NodeCore: Sendable {
     /// nothing loaded) if the bytes are not a cache; unknown members are skipped.
     @discardableResult
     public mutating func loadEndpointCache(_ bytes: [UInt8]) -> Bool {
-        guard let loaded = EndpointCache(bytes: bytes) else { return false }
-        for (key, eps) in loaded.entries where tunnels.peerID(for: key) != nil {
-            for ep in eps.reversed() where PeerConn.isUsableRemote(ep) { cache.record(ep, for: key) }
-        }
-        return true
+        let keys = Set(members.map(\.publicKey))
+        return book.loadCache(bytes) { keys.contains($0) }
     }
 
     /// The cache to persist (see `NodeEvent.endpointCacheChanged`).
-    public func endpointCacheBytes() -> [UInt8] { cache.bytes }
+    public func endpointCacheBytes() -> [UInt8] { book.cache.bytes }
 
     /// Brings a session with `peer` up without waiting for traffic.
     public mutating func connect(_ peer: PeerID, now: Instant) {
         start(now)
-        guard peer.rawValue >= 0, peer.rawValue < conns.count, !conns[peer.rawValue].isSelf else { return }
-        if conns[peer.rawValue].active == nil { ensurePath(peer, now: now) }
+        guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return }
+        if paths[peer].active == nil { ensurePath(peer, now: now) }
         tunnels.connect(peer, now: now)
     }
 
@@ -447,10 +496,10 @@ public struct NodeCore: Sendable {
     mutating func start(_ now: Instant) {
         guard startedAt == nil else { return }
         startedAt = now
-        nextProbeRound = now
-        warningCheckAt = now + timings.warningGrace
+        arm(.addressProbe, at: now)
+        arm(.warnings, at: now + timings.warningGrace)
         for a in anchorPeers {
-            conns[a.rawValue].anchor?.keepaliveAt = now
+            if anchorTracker.tracks(a) { arm(.anchorKeepalive(a), at: now) }
             tunnels.connect(a, now: now)
         }
     }
@@ -486,7 +535,7 @@ public struct NodeCore: Sendable {
     mutating func absorbTunnels(now: Instant) {
         while let t = tunnels.pollTransmit() {
             if let p = t.peer, relayingAnchor(to: t.to, for: p) != nil {
-                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(t)
             }
@@ -495,8 +544,3 @@ public struct NodeCore: Sendable {
     }
 }
 
-/// Relay counters of an anchor (status, tests).
-struct RelayCounters: Sendable {
-    var packets: UInt64 = 0
-    var bytes: UInt64 = 0
-}

@@ -93,12 +93,12 @@ final class ConnectivityDecisionTests: XCTestCase {
             ("[::1]:51820", false), ("[::]:51820", false), ("[fe80::1]:51820", false), ("[ff02::1]:51820", false),
         ]
         for (text, usable) in table {
-            XCTAssertEqual(PeerConn.isUsableRemote(Endpoint(text)!), usable, text)
+            XCTAssertEqual(PathManager.isUsableRemote(Endpoint(text)!), usable, text)
         }
         // lan or direct, by address when the member did not say.
-        XCTAssertTrue(PeerConn.isPrivate(Endpoint("172.20.1.1:1")!))
-        XCTAssertFalse(PeerConn.isPrivate(Endpoint("172.32.1.1:1")!))
-        XCTAssertFalse(PeerConn.isPrivate(Endpoint("100.64.0.1:1")!), "CGNAT space is not a LAN")
+        XCTAssertTrue(PathManager.isPrivate(Endpoint("172.20.1.1:1")!))
+        XCTAssertFalse(PathManager.isPrivate(Endpoint("172.32.1.1:1")!))
+        XCTAssertFalse(PathManager.isPrivate(Endpoint("100.64.0.1:1")!), "CGNAT space is not a LAN")
     }
 
     func testBackoffTables() {

@@ -42,7 +42,7 @@ final class ConnectivityLimitTests: XCTestCase {
         var (core, member, _) = world(isAnchor: true)
         let p = core.peerID(for: member.publicKey)!
         let memberEP = Endpoint.v4(203, 0, 113, 9, port: 51820)
-        core.activate(p, core.conns[p.rawValue].addPath(kind: .direct, remote: memberEP, via: nil), now: t0)
+        core.activate(p, core.addPath(p, kind: .direct, remote: memberEP, via: nil), now: t0)
         var answered = 0
         for k in 0..<10_000 {
             let src = Endpoint.v4(10, UInt8(k >> 16), UInt8((k >> 8) & 0xff), UInt8(k & 0xff), port: 4000)
@@ -58,7 +58,7 @@ final class ConnectivityLimitTests: XCTestCase {
         XCTAssertLessThanOrEqual(answered, t.probeRepliesTotalBurst + t.probeRepliesTotalPerSecond)
         XCTAssertGreaterThanOrEqual(answered, t.probeRepliesTotalBurst)
         // O(1) per probe: one set of the fixed table per call, never a rebuild.
-        XCTAssertEqual(core.probeLimiter.slotsVisited, 10_001 * HandshakeRateLimiter.ways)
+        XCTAssertEqual(core.anchorTracker.probeLimiter.slotsVisited, 10_001 * HandshakeRateLimiter.ways)
     }
 
     // MARK: M3
@@ -130,32 +130,32 @@ final class ConnectivityLimitTests: XCTestCase {
         // Authenticated observations (PATH_PONG / OBSERVED) from both anchors: endpoint-independent.
         core.recordObservation(a1, good, now: t0)
         core.recordObservation(a2, good, now: t0)
-        XCTAssertEqual(core.nat, .endpointIndependent)
-        let announcedBefore = core.announced
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
+        let announcedBefore = core.book.announced
 
         core.addressProbeRound(now: t0 + .seconds(1 as UInt64))
-        let sent = core.probes
+        let sent = core.anchorTracker.probes
         XCTAssertEqual(sent.count, 2)
         var reply = PathProbeReply(txid: sent[0].txid, observed: forged, responder: anchors[0].publicKey).bytes
         let r = reply.withUnsafeMutableBytes { core.receive($0, length: $0.count, from: sent[0].to, now: t0 + .seconds(1 as UInt64)) }
         XCTAssertEqual(r, .consumed)
-        XCTAssertEqual(core.conns[a1.rawValue].anchor?.observed, good, "one probe reply does not override an authenticated observation")
-        XCTAssertEqual(core.nat, .endpointIndependent)
-        XCTAssertEqual(core.announced, announcedBefore)
+        XCTAssertEqual(core.anchorTracker.state(a1)?.observed, good, "one probe reply does not override an authenticated observation")
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
+        XCTAssertEqual(core.book.announced, announcedBefore)
         XCTAssertFalse(core.isOwnEndpoint(forged))
 
         // A second, independent probe (another txid, later) that agrees: the
         // NAT really moved (no session to ask here), so it counts now.
         let t2 = t0 + .seconds(9 as UInt64)
         core.addressProbeRound(now: t2)
-        let again = core.probes.first { $0.target == a1 }!
+        let again = core.anchorTracker.probes.first { $0.target == a1 }!
         var reply2 = PathProbeReply(txid: again.txid, observed: forged, responder: anchors[0].publicKey).bytes
         _ = reply2.withUnsafeMutableBytes { core.receive($0, length: $0.count, from: again.to, now: t2) }
-        XCTAssertEqual(core.conns[a1.rawValue].anchor?.observed, forged)
-        XCTAssertEqual(core.nat, .endpointDependent)
+        XCTAssertEqual(core.anchorTracker.state(a1)?.observed, forged)
+        XCTAssertEqual(core.anchorTracker.nat, .endpointDependent)
         // And an authenticated observation settles it whatever probes said.
         core.recordObservation(a1, good, now: t2)
-        XCTAssertEqual(core.nat, .endpointIndependent)
+        XCTAssertEqual(core.anchorTracker.nat, .endpointIndependent)
     }
 
     // MARK: M8
@@ -174,7 +174,7 @@ final class ConnectivityLimitTests: XCTestCase {
         for k in 0..<50 {
             let list = candidates(2, base: UInt8(k))
             _ = core.handleControl(.candidates(list), from: p, source: src, via: nil, now: t0)
-            if core.conns[p.rawValue].candidates == list { accepted += 1 }
+            if core.book.candidates(p) == list { accepted += 1 }
         }
         XCTAssertLessThan(accepted, 50)
         XCTAssertEqual(accepted, ConnectivityTimings.default.candidateUpdateBurst)
@@ -182,7 +182,7 @@ final class ConnectivityLimitTests: XCTestCase {
         // An anchor keeps a member's list as announced (it hands it out, never punches it).
         let sixteen = candidates(16, base: 200)
         _ = core.handleControl(.candidates(sixteen), from: p, source: src, via: nil, now: t0 + .seconds(10 as UInt64))
-        XCTAssertEqual(core.conns[p.rawValue].candidates, sixteen)
+        XCTAssertEqual(core.book.candidates(p), sixteen)
     }
 
     /// Addresses no member attested (announced, not observed by an anchor,
@@ -205,9 +205,9 @@ final class ConnectivityLimitTests: XCTestCase {
         core.noteRx(p, source: heard, via: nil, traffic: true, now: t0 + .seconds(5 as UInt64))
         core.receiveRendezvous(p, from: a1, candidates: [observed, Candidate(heard, .local)] + candidates(3, base: 99),
                                now: t0 + .seconds(6 as UInt64))
-        XCTAssertEqual(core.conns[p.rawValue].candidates.map(\.endpoint), [observed.endpoint, heard])
+        XCTAssertEqual(core.book.candidates(p).map(\.endpoint), [observed.endpoint, heard])
         let later = t0 + ConnectivityTimings.default.unattestedPunchWindow + .seconds(1 as UInt64)
         core.receiveRendezvous(p, from: a1, candidates: [observed] + candidates(3, base: 99), now: later)
-        XCTAssertEqual(core.conns[p.rawValue].candidates.count, 4)
+        XCTAssertEqual(core.book.candidates(p).count, 4)
     }
 }

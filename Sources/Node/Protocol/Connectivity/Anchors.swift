@@ -1,24 +1,11 @@
-// NodeCore: anchors and address observation.
-//
-//   every 7 s (± jitter)      PATH_PROBE -> every anchor  ─┐ reply: where the anchor sees us
-//   every 20 s per anchor     PATH_PING (active-path flag) ─┤ pong: the same, authenticated, plus RTT;
-//                                                           │       it also keeps NAT mappings open and the
-//                                                           │       anchor's view of our endpoint current
-//   a missed probe           -> probe again after 1 s, and ping the anchor at once
-//   2 missed pings, or 3 missed probes and no pong since: unreachable
-//   an anchor's observation changed (renumbered NAT, new mapping)
-//                            -> re-announce CANDIDATES to every anchor, ping every session on its
-//                               active path from the new address (members roam to it): the heal
-//   reachable anchors 1 / 0  -> warning event (seed 2.1), `wsctl status` warnings
-//
-// NAT classification is `classifyNAT` over the anchors' latest observations
-// (the evidence is kept and shown). An observation moves that state only when
-// authenticated (a PATH_PONG, an OBSERVED) or agreed on: a PATH_PROBE_REPLY,
-// which only its random txid ties to our probe, is a hint until a second
-// probe reply or a pong says the same (`recordProbeObservation`). The probe
-// responder (every node) answers members only, in place, never with more
-// bytes than the probe, within a per-source budget (IPv6: per /64) and, for
-// sources that are not where a member is known to be, a global one.
+// NodeCore's side of the AnchorTracker (AnchorTracker.swift has the picture):
+// it gives the tracker what the session layer and the paths know (is the
+// session up, is a keepalive ping out), sends what it decides (probes, pings,
+// handshakes), and routes its verdicts to the other machines: a reachable
+// anchor gives waiting members their relay path, an unreachable one moves the
+// relays through it, an observation that moved heals every session and
+// re-announces our candidates (EndpointBook), and every change is a verdict
+// for Recovery.
 
 import Support
 import Wire
@@ -28,51 +15,40 @@ extension NodeCore {
     // MARK: Probing anchors
 
     mutating func addressProbeRound(now: Instant) {
-        nextProbeRound = now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng)
+        arm(.addressProbe, at: now + timings.addressProbeInterval - retryJitter(max: timings.addressProbeJitter, using: &rng))
         evaluateConnectivity(now: now)
-        guard !recovery.active else { return }
+        guard !recovery.isActive else { return }
         for a in anchorPeers {
-            guard let ep = tunnels.endpoint(of: a) ?? conns[a.rawValue].staticEndpoint else { continue }
+            guard let ep = tunnels.endpoint(of: a) ?? book.staticEndpoint(a) else { continue }
             sendProbe(to: a, at: ep, recovery: false, now: now)
         }
     }
 
     mutating func sendProbe(to p: PeerID, at ep: Endpoint, recovery: Bool, now: Instant) {
-        if recovery {
-            // Each recovery attempt probes everything, even if the previous
-            // attempt's probe (less than a timeout ago, early on) is unanswered.
-            probes.removeAll { $0.target == p && $0.to == ep }
-        } else if probes.contains(where: { $0.target == p && $0.to == ep }) {
-            return
-        }
-        // From libsodium, not `rng`: the txid is the reply's only authenticator.
-        let txid = txids.next()
-        probes.append(PendingProbe(txid: txid, target: p, to: ep, sentAt: now, recovery: recovery))
-        outbox.push(Transmit(to: ep, bytes: PathProbe(txid: txid, sender: publicKey).bytes))
+        guard let bytes = anchorTracker.makeProbe(to: p, at: ep, recovery: recovery, from: publicKey, now: now) else { return }
+        syncProbeTimer()
+        outbox.push(Transmit(to: ep, bytes: bytes))
     }
 
     mutating func probeTimeouts(now: Instant) {
-        var k = 0
-        while k < probes.count {
-            guard probes[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
-            let probe = probes.remove(at: k)
-            guard conns[probe.target.rawValue].anchor != nil, !probe.recovery else { continue }
+        while let probe = anchorTracker.expireProbe(now: now) {
+            syncProbeTimer()
+            guard anchorTracker.tracks(probe.target), !probe.recovery else { continue }
             let a = probe.target
-            conns[a.rawValue].anchor?.missedProbes += 1
-            conns[a.rawValue].anchor?.lastProbeMiss = now
+            let retrySoon = anchorTracker.probeMissed(a, now: now)
             // Ask the session too, at once: an answered ping keeps the anchor
             // reachable, two missed ones make it unreachable sooner than probes.
-            if tunnels.isEstablished(a, now: now), !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
-               let ep = tunnels.endpoint(of: a) {
+            if tunnels.isEstablished(a, now: now), !keepalivePending(a), let ep = tunnels.endpoint(of: a) {
                 sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
             }
-            if (conns[probe.target.rawValue].anchor?.missedProbes ?? 0) < timings.anchorMissedProbes, !recovery.active {
+            if retrySoon, !recovery.isActive {
                 // "immediately when a path looks dead": probe again soon, not in a full interval.
                 let retry = now + timings.probeRetry
-                if nextProbeRound.map({ retry < $0 }) ?? true { nextProbeRound = retry }
+                if deadline(.addressProbe).map({ retry < $0 }) ?? true { arm(.addressProbe, at: retry) }
             }
-            updateAnchorReachability(probe.target, now: now)
+            updateAnchorReachability(a, now: now)
         }
+        syncProbeTimer()
     }
 
     // MARK: The probe responder (every node)
@@ -83,15 +59,9 @@ extension NodeCore {
         // Filtering, not authentication (keys are public): a stranger cannot
         // make us answer, and nobody gets more than it sent.
         guard let sender = tunnels.peerID(for: probe.sender) else { return drop(.probeNotMember) }
-        guard probeLimiter.allow(source, now: now) else { return drop(.probeRateLimited) }
-        // A flood from many sources passes the per-source budget (each new
-        // source starts full): all of them share one global budget. A probe
-        // from where a member is known to be does not, so members are still
-        // answered during such a flood (one whose address changed waits for
-        // the flood to end, or heals through its session's pings).
-        let known = tunnels.endpoint(of: sender) == source || conns[sender.rawValue].staticEndpoint == source
-            || directOwner[source] != nil
-        guard known || probeReplyBudget.take(1, now: now) else { return drop(.probeRateLimited) }
+        let known = tunnels.endpoint(of: sender) == source || book.staticEndpoint(sender) == source
+            || paths.directOwner[source] != nil
+        guard anchorTracker.allowProbeReply(from: source, known: known, now: now) else { return drop(.probeRateLimited) }
         let reply = PathProbeReply(txid: probe.txid, observed: source, responder: publicKey)
         guard let n = reply.write(into: buffer), n <= length else { return drop(.badLength) }
         return .transmit(source, offset: 0, length: n)
@@ -100,14 +70,15 @@ extension NodeCore {
     mutating func receiveProbeReply(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                     now: Instant) -> NodeInbound {
         guard let reply = PathProbeReply(UnsafeRawBufferPointer(buffer), length: length) else { return drop(.badLength) }
-        guard let k = probes.firstIndex(where: { $0.txid == reply.txid }),
-              conns[probes[k].target.rawValue].key == reply.responder, probes[k].to == source else {
+        guard let probe = anchorTracker.probe(txid: reply.txid), key(of: probe.target) == reply.responder,
+              probe.to == source else {
             return drop(.probeUnexpectedReply)
         }
-        let probe = probes.remove(at: k)
+        anchorTracker.takeProbe(txid: reply.txid)
+        syncProbeTimer()
         let p = probe.target
-        if conns[p.rawValue].anchor != nil {
-            conns[p.rawValue].anchor?.missedProbes = 0
+        if anchorTracker.tracks(p) {
+            anchorTracker.probeAnswered(p)
             recordProbeObservation(p, reply.observed, now: now)
             if !tunnels.isEstablished(p, now: now), !tunnels.isHandshaking(p) {
                 if probe.to != tunnels.endpoint(of: p) { setAnchorEndpoint(p, probe.to, now: now) }
@@ -116,7 +87,7 @@ extension NodeCore {
             updateAnchorReachability(p, now: now)
         } else if probe.recovery {
             // A cached endpoint answered: that is where the member is.
-            let idx = conns[p.rawValue].addPath(kind: conns[p.rawValue].directKind(for: probe.to), remote: probe.to, via: nil)
+            let idx = addPath(p, kind: book.directKind(p, for: probe.to), remote: probe.to, via: nil)
             activate(p, idx, now: now)
             tunnels.connect(p, now: now)
         }
@@ -125,84 +96,63 @@ extension NodeCore {
 
     // MARK: Anchor keepalive and reachability
 
+    /// An anchor keepalive (PATH_PING) to `a` is out, unanswered.
+    func keepalivePending(_ a: PeerID) -> Bool { paths[a].pings.contains { $0.purpose == .anchorKeepalive } }
+
     mutating func anchorKeepalive(_ a: PeerID, now: Instant) {
-        conns[a.rawValue].anchor?.keepaliveAt = now + timings.anchorKeepalive
-        guard !recovery.active, let st = conns[a.rawValue].anchor else { return }
-        if tunnels.isEstablished(a, now: now), st.missedPings < timings.anchorMissedPings {
-            if !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }),
-               let ep = tunnels.endpoint(of: a) {
+        guard anchorTracker.tracks(a) else { return }
+        arm(.anchorKeepalive(a), at: now + timings.anchorKeepalive)
+        guard !recovery.isActive else { return }
+        switch anchorTracker.keepalive(a, established: tunnels.isEstablished(a, now: now)) {
+        case .ping:
+            if !keepalivePending(a), let ep = tunnels.endpoint(of: a) {
                 sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
             }
-        } else if tunnels.isEstablished(a, now: now) {
-            // Keys we think are live, but no answer under them: the anchor
-            // restarted and lost the session. A new handshake.
+        case .rehandshake:
             tunnels.rehandshake(a, now: now)
-        } else if !tunnels.isHandshaking(a) {
-            tunnels.connect(a, now: now)
+        case .connect:
+            if !tunnels.isHandshaking(a) { tunnels.connect(a, now: now) }
         }
     }
 
     mutating func updateAnchorReachability(_ a: PeerID, now: Instant) {
-        guard let st = conns[a.rawValue].anchor else { return }
-        // Probes decide only when the session has nothing better to say: no
-        // pong since the last missed probe, and none on its way.
-        let pingPending = conns[a.rawValue].pings.contains { $0.purpose == .anchorKeepalive }
-        let probesOK = st.missedProbes < timings.anchorMissedProbes || pingPending
-            || (st.lastPong.map { p in st.lastProbeMiss.map { p > $0 } ?? true } ?? false)
-        let reachable = tunnels.isEstablished(a, now: now) && st.missedPings < timings.anchorMissedPings && probesOK
-        guard reachable != st.reachable else { return }
-        conns[a.rawValue].anchor?.reachable = reachable
-        events.push(reachable ? .anchorReachable(a) : .anchorUnreachable(a))
+        guard let reachable = anchorTracker.updateReachability(a, established: tunnels.isEstablished(a, now: now),
+                                                                keepalivePending: keepalivePending(a)) else { return }
+        drainAnchorEvents()
         if reachable { givePathsToWaitingMembers(now: now) } else { rerouteRelays(avoiding: a, now: now) }
         updateWarnings(now: now)
         evaluateConnectivity(now: now)
     }
 
-    func anchorReachable(_ a: PeerID) -> Bool { conns[a.rawValue].anchor?.reachable ?? false }
+    func anchorReachable(_ a: PeerID) -> Bool { anchorTracker.isReachable(a) }
 
-    var reachableAnchors: [PeerID] { anchorPeers.filter { anchorReachable($0) } }
+    var reachableAnchors: [PeerID] { anchorTracker.reachable }
 
     mutating func updateWarnings(now: Instant) {
-        guard let s = startedAt, now - s >= timings.warningGrace else { return }
-        let reachable = reachableAnchors
-        let total = anchorPeers.count + (isAnchor ? 1 : 0)
-        let count = reachable.count + (isAnchor ? 1 : 0)
-        let state: WarningState = total == 0 ? .none : count == 0 ? .noAnchor : count == 1 ? .onlyOne : .none
-        guard state != warningState else { return }
-        warningState = state
-        switch state {
-        case .none: break
-        case .onlyOne: events.push(.onlyOneAnchorReachable(reachable.first))
-        case .noAnchor: events.push(.noAnchorReachable)
-        }
+        anchorTracker.updateWarnings(startedAt: startedAt, now: now)
+        drainAnchorEvents()
+    }
+
+    mutating func drainAnchorEvents() {
+        while let e = anchorTracker.pollEvent() { events.push(e) }
     }
 
     /// An anchor answered from another address than we had (its static one
     /// during recovery, or it moved): send there from now on.
     mutating func setAnchorEndpoint(_ a: PeerID, _ ep: Endpoint, now: Instant) {
-        let idx = conns[a.rawValue].addPath(kind: .direct, remote: ep, via: nil)
+        let idx = addPath(a, kind: .direct, remote: ep, via: nil)
         activate(a, idx, now: now)
     }
 
     // MARK: Observations, candidates, NAT
 
-    /// What a PATH_PROBE_REPLY says anchor `a` sees. Only the txid (64 random
-    /// bits) ties the reply to our probe, and anyone on the path can forge
-    /// one, so by itself it never changes the observed endpoint, the
-    /// candidates we announce or the NAT class (review M6). It counts when
-    ///  - it agrees with what we hold (a refresh), or
-    ///  - the previous probe reply from this anchor said the same: two
-    ///    independent probes (different txids, sent seconds apart) agree;
-    /// otherwise it is kept as a hint, and the anchor is pinged at once: the
-    /// PATH_PONG's observation is authenticated (`recordObservation`) and
-    /// settles it within one round trip — how a renumbered NAT still heals
-    /// within the probe interval.
+    /// A PATH_PROBE_REPLY's observation: counted if it agrees (AnchorTracker
+    /// `observeByProbe`), else the anchor is pinged at once so that a
+    /// PATH_PONG, authenticated, settles it.
     mutating func recordProbeObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
-        guard let st = conns[a.rawValue].anchor else { return }
-        if st.observed == ep || st.probeHint == ep { return recordObservation(a, ep, now: now) }
-        conns[a.rawValue].anchor?.probeHint = ep
-        if tunnels.isEstablished(a, now: now), let path = conns[a.rawValue].activePath,
-           !conns[a.rawValue].pings.contains(where: { $0.purpose == .anchorKeepalive }) {
+        guard anchorTracker.tracks(a) else { return }
+        if anchorTracker.observeByProbe(a, ep) { return recordObservation(a, ep, now: now) }
+        if tunnels.isEstablished(a, now: now), let path = paths[a].activePath, !keepalivePending(a) {
             sendPing(a, remote: path.remote, via: path.via, purpose: .anchorKeepalive, onActivePath: true, now: now)
         }
     }
@@ -210,28 +160,13 @@ extension NodeCore {
     /// An authenticated observation (PATH_PONG, OBSERVED), or one two probe
     /// replies agreed on: where anchor `a` sees us now.
     mutating func recordObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
-        guard let st = conns[a.rawValue].anchor else { return }
-        conns[a.rawValue].anchor?.probeHint = nil
-        let old = st.observed
-        conns[a.rawValue].anchor?.observed = ep
-        conns[a.rawValue].anchor?.observedAt = now
-        if let old, old != ep {
-            events.push(.observedEndpointChanged(anchor: a, old: old, new: ep))
-            heal(now: now)
-        }
+        guard anchorTracker.tracks(a) else { return }
+        let moved = anchorTracker.observe(a, ep, now: now)
+        drainAnchorEvents()
+        if moved != nil { heal(now: now) }
         candidatesMayHaveChanged(now: now)
-        let mapping = classifyNAT(natEvidence, local: locals)
-        if mapping != nat {
-            nat = mapping
-            events.push(.natMappingChanged(mapping))
-        }
-    }
-
-    var natEvidence: [NATEvidence] {
-        anchorPeers.compactMap { a in
-            guard let st = conns[a.rawValue].anchor, let ep = st.observed, let at = st.observedAt else { return nil }
-            return NATEvidence(anchor: a, observed: ep, at: at)
-        }
+        anchorTracker.classify(locals: book.locals)
+        drainAnchorEvents()
     }
 
     /// Our address changed as the world sees it: tell every anchor our
@@ -239,51 +174,37 @@ extension NodeCore {
     /// anchors first, so that an anchor has moved us before a relayed ping
     /// through it arrives (it relays only from a member's current endpoint).
     mutating func heal(now: Instant) {
-        if let last = lastHeal, now - last < timings.probeTimeout { return }
-        lastHeal = now
-        let order = anchorPeers + conns.indices.map { PeerID(rawValue: $0) }.filter { !conns[$0.rawValue].isAnchorMember }
-        for p in order where !conns[p.rawValue].isSelf && tunnels.isEstablished(p, now: now) {
-            guard let path = conns[p.rawValue].activePath else { continue }
+        guard anchorTracker.mayHeal(now: now) else { return }
+        let order = anchorPeers + entries.indices.map { PeerID(rawValue: $0) }.filter { !isAnchorMember($0) }
+        for p in order where !isSelf(p) && tunnels.isEstablished(p, now: now) {
+            guard let path = paths[p].activePath else { continue }
+            let isAnchor = anchorTracker.tracks(p)
             if path.via != nil {
                 // Our NAT changed: a direct path may work now. Retry soon, from the start of the backoff.
-                conns[p.rawValue].directRetryAttempt = 0
-                conns[p.rawValue].directRetryAt = now + timings.directRetryInitial
-            } else if conns[p.rawValue].anchor == nil {
+                holePunch.resetRetry(p)
+                arm(.directRetry(p), at: now + timings.directRetryInitial)
+            } else if !isAnchor {
                 // A member behind a filtering NAT drops our packets from the new
                 // address until it sends there itself: a rendezvous makes both
                 // sides punch again (the anchor hands out our new address).
                 beginDirectAttempt(p, now: now)
             }
-            let purpose: PingPurpose = conns[p.rawValue].anchor != nil ? .anchorKeepalive : .check
-            sendPing(p, remote: path.remote, via: path.via, purpose: purpose, onActivePath: true, now: now)
+            sendPing(p, remote: path.remote, via: path.via, purpose: isAnchor ? .anchorKeepalive : .check, onActivePath: true, now: now)
         }
     }
 
-    /// Our candidates, best first: local, port-mapped, observed by anchors.
-    var currentCandidates: [Candidate] {
-        var out: [Candidate] = []
-        func add(_ c: Candidate) {
-            if PeerConn.isUsableRemote(c.endpoint), !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
-        }
-        for l in locals { add(Candidate(l, .local)) }
-        for m in mapped { add(m) }
-        for a in anchorPeers { if let o = conns[a.rawValue].anchor?.observed { add(Candidate(o, .observed)) } }
-        return Array(out.prefix(ControlMessage.maxCandidates))
-    }
+    /// Our candidates, best first: local, port-mapped, observed by anchors (the EndpointBook's).
+    var currentCandidates: [Candidate] { book.ownCandidates(observed: anchorTracker.observed) }
 
     /// Re-announces our candidates to every anchor with a session when they changed.
     mutating func candidatesMayHaveChanged(now: Instant) {
         let list = currentCandidates
-        guard list != announced else { return }
-        announced = list
+        guard book.announce(list) else { return }
         for a in anchorPeers where tunnels.isEstablished(a, now: now) {
             _ = sendControl(.candidates(list), to: a, now: now)
         }
     }
 
     /// Every endpoint that is ours (never a hole-punching target).
-    func isOwnEndpoint(_ ep: Endpoint) -> Bool {
-        locals.contains(ep) || mapped.contains { $0.endpoint == ep }
-            || anchorPeers.contains { conns[$0.rawValue].anchor?.observed == ep }
-    }
+    func isOwnEndpoint(_ ep: Endpoint) -> Bool { book.isOwn(ep, observed: anchorTracker.observed) }
 }

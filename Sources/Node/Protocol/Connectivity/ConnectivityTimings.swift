@@ -54,7 +54,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// with yet this long (30 s), and introduces the pair the moment that
     /// member's session comes up: a member that starts late (the laptop
     /// opened after the others) is reached at once, not at the requester's
-    /// next handshake retry (5, 10, 20 s apart). Introductions.swift.
+    /// next handshake retry (5, 10, 20 s apart). RelayService.swift (held introductions).
     public var introductionHold: Span
     /// A relayed peer retries direct paths (a new rendezvous) 10 s after a punch
     /// failed, doubling to at most 120 s, for as long as traffic flows: NATs

@@ -83,38 +83,40 @@ extension NodeCore {
     /// The picture for `wsctl status`.
     public func status(now: Instant) -> NodeStatus {
         var peers: [NodeStatus.Peer] = []
-        for c in conns where !c.isSelf {
+        for i in entries.indices where !entries[i].isSelf {
+            let id = PeerID(rawValue: i)
+            let c = self.paths[id]
             var paths: [NodeStatus.Path] = []
             for (k, path) in c.paths.enumerated() {
-                let usable = view(c.id, k, now: now).usable
+                let usable = view(id, k, now: now).usable
                 paths.append(NodeStatus.Path(
                     kind: path.kind, remote: path.remote, via: path.via, viaName: path.via.map { members[$0.rawValue].name },
                     rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable))
             }
             paths.sort { $0.active && !$1.active }
             peers.append(NodeStatus.Peer(
-                id: c.id, name: members[c.id.rawValue].name, publicKey: c.key, isAnchor: c.isAnchorMember,
-                session: tunnels.peerStatus(c.id, now: now), paths: paths, punching: c.punchUntil != nil,
-                nextDirectRetry: c.directRetryAt))
+                id: id, name: members[i].name, publicKey: entries[i].key, isAnchor: entries[i].isAnchor,
+                session: tunnels.peerStatus(id, now: now), paths: paths, punching: holePunch.isPunching(id),
+                nextDirectRetry: deadline(.directRetry(id))))
         }
         let anchors = anchorPeers.map { a in
-            let st = conns[a.rawValue].anchor ?? AnchorState()
-            return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: conns[a.rawValue].key,
+            let st = anchorTracker.state(a) ?? AnchorState()
+            return NodeStatus.Anchor(id: a, name: members[a.rawValue].name, publicKey: key(of: a),
                                      reachable: st.reachable, endpoint: tunnels.endpoint(of: a), observed: st.observed,
                                      lastHeard: st.lastHeard)
         }
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
         if isAnchor {
-            counters["relay_forwarded_packets"] = relayed.packets
-            counters["relay_forwarded_bytes"] = relayed.bytes
+            counters["relay_forwarded_packets"] = relay.counters.packets
+            counters["relay_forwarded_bytes"] = relay.counters.bytes
         }
         return NodeStatus(
             publicKey: publicKey, isAnchor: isAnchor,
             endpoints: currentCandidates.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) },
-            nat: NodeStatus.NAT(mapping: nat, evidence: natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
-            anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.active,
-            partitioned: recovery.partitioned, counters: counters)
+            nat: NodeStatus.NAT(mapping: anchorTracker.nat, evidence: anchorTracker.natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
+            anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.isActive,
+            partitioned: recovery.isPartitioned, counters: counters)
     }
 
     func warnings(now: Instant) -> [String] {
@@ -134,9 +136,9 @@ extension NodeCore {
                     : "only one anchor is reachable (\(name)): if it goes down too, members behind NAT lose each other")
             }
         }
-        if recovery.partitioned {
+        if recovery.isPartitioned {
             out.append("partitioned: no anchor and no cached endpoint has answered; every address this node knows is stale. Re-bootstrap: put a reachable anchor endpoint in the config and restart")
-        } else if recovery.active {
+        } else if recovery.isActive {
             out.append("every path is lost: probing anchors, then cached endpoints, with backoff")
         }
         return out

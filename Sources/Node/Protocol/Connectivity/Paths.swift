@@ -1,4 +1,8 @@
-// NodeCore: choosing and keeping a path per member.
+// NodeCore's side of PathManager and HolePunch: choosing and keeping a path
+// per member, and looking for a direct one. The machines hold the state and
+// make the choices (PathManager.swift, HolePunch.swift); here NodeCore
+// applies them to the session layer (its endpoint), the EndpointBook (the
+// cache, the addresses to punch) and the AnchorTracker's reachability.
 //
 //   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
 //                              └─> RENDEZVOUS_REQUEST(M) to A, and punch what we already know
@@ -30,20 +34,19 @@ extension NodeCore {
     /// Gives a member with no active path one: relay through an anchor
     /// (and start looking for a direct path), or its static/cached endpoint.
     mutating func ensurePath(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if conns[i].isAnchorMember {
-            if let ep = conns[i].staticEndpoint {
-                activate(p, conns[i].addPath(kind: .direct, remote: ep, via: nil), now: now)
+        if isAnchorMember(p) {
+            if let ep = book.staticEndpoint(p) {
+                activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
             }
             return
         }
         if !isAnchor, let a = chooseRelayAnchor(for: p, now: now), let aep = tunnels.endpoint(of: a) {
-            activate(p, conns[i].addPath(kind: .relay, remote: aep, via: a), now: now)
+            activate(p, addPath(p, kind: .relay, remote: aep, via: a), now: now)
             beginDirectAttempt(p, now: now)
             return
         }
-        if let ep = conns[i].staticEndpoint ?? cache.endpoints(for: conns[i].key).first {
-            activate(p, conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil), now: now)
+        if let ep = book.staticEndpoint(p) ?? book.cached(p).first {
+            activate(p, addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil), now: now)
             if !isAnchor { startPunch(p, now: now) }
         }
     }
@@ -52,33 +55,29 @@ extension NodeCore {
     /// whose relay path to `p` has not just died.
     func chooseRelayAnchor(for p: PeerID, now: Instant) -> PeerID? {
         let usable = reachableAnchors.filter { a in
-            guard let ep = tunnels.endpoint(of: a), let idx = conns[p.rawValue].pathIndex(remote: ep, via: a),
-                  let dead = conns[p.rawValue].paths[idx].deadAt else { return true }
+            guard let ep = tunnels.endpoint(of: a), let idx = paths[p].pathIndex(remote: ep, via: a),
+                  let dead = paths[p].paths[idx].deadAt else { return true }
             return now - dead >= timings.pathValidFor
         }
-        return relayAnchor(for: myID, conns[p.rawValue].memberID, among: usable.map { (conns[$0.rawValue].memberID, $0) })
+        return relayAnchor(for: myID, memberID(of: p), among: usable.map { (memberID(of: $0), $0) })
     }
 
     /// Data goes on paths[idx] from now on.
     mutating func activate(_ p: PeerID, _ idx: Int, now: Instant) {
-        let i = p.rawValue
-        let old = conns[i].activePath
-        conns[i].active = idx
-        let path = conns[i].paths[idx]
+        let old = paths.activate(p, idx)
+        let path = paths[p].paths[idx]
         tunnels.setEndpoint(path.remote, for: p)
-        if let old, old.via == nil, directOwner[old.remote] == p { directOwner.removeValue(forKey: old.remote) }
-        if path.via == nil { directOwner[path.remote] = p }
-        conns[i].checkAt = nil
+        arm(.pathCheck(p), at: nil)
         if old?.remote != path.remote || old?.via != path.via {
             events.push(.pathChanged(p, kind: path.kind, remote: path.remote, via: path.via))
         }
         guard path.kind != .relay else { return }
-        conns[i].directRetryAt = nil
-        conns[i].directRetryAttempt = 0
-        if path.lastRx != nil || path.validatedAt != nil, cache.record(path.remote, for: conns[i].key) {
+        arm(.directRetry(p), at: nil)
+        holePunch.resetRetry(p)
+        if path.lastRx != nil || path.validatedAt != nil, book.recordWorking(p, path.remote) {
             events.push(.endpointCacheChanged)
         }
-        if conns[i].isAnchorMember {
+        if isAnchorMember(p) {
             if let k = anchorEndpoints.firstIndex(where: { $0.peer == p }), anchorEndpoints[k].endpoint != path.remote {
                 let was = anchorEndpoints[k].endpoint
                 anchorEndpoints[k].endpoint = path.remote
@@ -93,57 +92,36 @@ extension NodeCore {
 
     /// Relay paths through an anchor that moved follow it.
     mutating func anchorMoved(_ a: PeerID, from old: Endpoint, to new: Endpoint, now: Instant) {
-        for i in conns.indices {
-            guard let k = conns[i].pathIndex(remote: old, via: a) else { continue }
-            conns[i].paths[k].remote = new
-            if conns[i].active == k { tunnels.setEndpoint(new, for: PeerID(rawValue: i)) }
-        }
+        for p in paths.anchorMoved(a, from: old, to: new) { tunnels.setEndpoint(new, for: p) }
     }
 
     func view(_ p: PeerID, _ idx: Int, now: Instant) -> PathView {
-        let path = conns[p.rawValue].paths[idx]
-        let usable: Bool
-        if let a = path.via {
-            usable = anchorReachable(a) && path.deadAt.map { now - $0 >= timings.pathValidFor } ?? true
-        } else {
-            usable = path.isValid(now: now, timings: timings)
-                || (path.deadAt == nil && path.lastTrafficRx.map { now - $0 < timings.pathValidFor } ?? false)
-        }
-        return PathView(kind: path.kind, usable: usable, rtt: path.rtt)
+        paths.view(p, idx, now: now) { anchorTracker.isReachable($0) }
     }
 
     /// A path just proved itself: make it active if it is preferred.
     mutating func considerPath(_ p: PeerID, _ idx: Int, now: Instant) {
-        guard conns[p.rawValue].active != idx else { return }
-        let active = conns[p.rawValue].active.map { view(p, $0, now: now) }
-        guard prefers(view(p, idx, now: now), over: active, ratio: timings.rttSwitchRatio,
-                      minimum: timings.rttSwitchMinimum) else { return }
+        guard paths[p].active != idx, paths.preferredOverActive(p, idx, now: now, anchorUp: { anchorTracker.isReachable($0) }) else {
+            return
+        }
         activate(p, idx, now: now)
-        if conns[p.rawValue].activeKind == .lan { endPunch(p, now: now) }
+        if paths[p].activeKind == .lan { endPunch(p, now: now) }
     }
 
     /// The active path stopped answering (or its anchor went away): the best
     /// other usable path, else a fresh relay or static path.
     mutating func fallBack(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if let a = conns[i].activePath, a.via == nil, directOwner[a.remote] == p { directOwner.removeValue(forKey: a.remote) }
-        conns[i].active = nil
-        var best: Int?
-        for k in conns[i].paths.indices {
-            let v = view(p, k, now: now)
-            if prefers(v, over: best.map { view(p, $0, now: now) }, ratio: timings.rttSwitchRatio,
-                       minimum: timings.rttSwitchMinimum) { best = k }
-        }
-        if let best {
+        paths.deactivate(p)
+        if let best = paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
             activate(p, best, now: now)
-            if conns[i].activeKind == .relay { beginDirectAttempt(p, now: now) }
+            if paths[p].activeKind == .relay { beginDirectAttempt(p, now: now) }
         } else {
             ensurePath(p, now: now)
         }
     }
 
     mutating func rerouteRelays(avoiding a: PeerID, now: Instant) {
-        for i in conns.indices where conns[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
+        for i in entries.indices where paths.peers[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
     }
 
     /// An anchor became reachable: a member that has a handshake waiting for
@@ -152,7 +130,7 @@ extension NodeCore {
     /// and the initiation leaves at once.
     mutating func givePathsToWaitingMembers(now: Instant) {
         guard !isAnchor else { return }
-        for i in conns.indices where !conns[i].isSelf && !conns[i].isAnchorMember && conns[i].active == nil {
+        for i in entries.indices where !entries[i].isSelf && !entries[i].isAnchor && paths.peers[i].active == nil {
             let p = PeerID(rawValue: i)
             if tunnels.isHandshaking(p) { ensurePath(p, now: now) }
         }
@@ -163,51 +141,39 @@ extension NodeCore {
     /// recovery looks for them), so `sendPacket` holds the packet instead of
     /// dropping it.
     func awaitsAnchor(_ p: PeerID) -> Bool {
-        !isAnchor && !anchorPeers.isEmpty && !conns[p.rawValue].isAnchorMember && reachableAnchors.isEmpty
+        !isAnchor && !anchorPeers.isEmpty && !isAnchorMember(p) && reachableAnchors.isEmpty
     }
 
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        if conns[i].checkAt == nil, !conns[i].isAnchorMember { conns[i].checkAt = now + timings.pathQuiet }
-        if conns[i].activeKind == .relay, conns[i].directRetryAt == nil, conns[i].punchUntil == nil,
-           conns[i].rendezvousDeadline == nil {
-            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
+        if deadline(.pathCheck(p)) == nil, !isAnchorMember(p) { arm(.pathCheck(p), at: now + timings.pathQuiet) }
+        if paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
+           deadline(.rendezvousTimeout(p)) == nil {
+            arm(.directRetry(p), at: holePunch.retryAt(p, now: now))
         }
     }
 
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        conns[i].checkAt = nil
-        guard let path = conns[i].activePath, tunnels.isEstablished(p, now: now) else { return }
-        if let rx = path.lastRx, now - rx < timings.pathQuiet { return }
-        if conns[i].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) { return }
+        arm(.pathCheck(p), at: nil)
+        guard tunnels.isEstablished(p, now: now), let path = paths.checkWanted(p, now: now) else { return }
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        var k = 0
-        while k < conns[i].pings.count {
-            guard conns[i].pings[k].sentAt + timings.probeTimeout <= now else { k += 1; continue }
-            let ping = conns[i].pings.remove(at: k)
-            guard let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { continue }
-            conns[i].paths[idx].missed += 1
-            conns[i].paths[idx].recordPing(lost: true)
+        while let ping = paths.expirePing(p, now: now) {
+            syncPingTimer(p)
+            guard let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { continue }
+            let missed = paths.lost(p, idx)
             switch ping.purpose {
             case .anchorKeepalive:
-                conns[i].anchor?.missedPings += 1
-                if (conns[i].anchor?.missedPings ?? 0) < timings.anchorMissedPings {
-                    conns[i].anchor?.keepaliveAt = now + timings.probeRetry
-                }
+                if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                guard conns[i].active == idx else { continue }
-                if conns[i].paths[idx].missed >= timings.pathMissedPings {
-                    conns[i].paths[idx].deadAt = now
-                    conns[i].paths[idx].validatedAt = nil
+                guard paths[p].active == idx else { continue }
+                if missed >= timings.pathMissedPings {
+                    paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {
                     sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: true, now: now)
@@ -216,58 +182,50 @@ extension NodeCore {
                 break
             }
         }
+        syncPingTimer(p)  // a deadline that went stale costs one wake-up, never a spin
     }
 
     // MARK: Rendezvous and hole punching
 
     mutating func beginDirectAttempt(_ p: PeerID, now: Instant) {
-        guard !isAnchor, !conns[p.rawValue].isAnchorMember else { return }
-        conns[p.rawValue].rendezvousTried = []
+        guard !isAnchor, !isAnchorMember(p) else { return }
+        holePunch.beginAttempt(p)
         requestRendezvous(p, now: now)
         startPunch(p, now: now)
     }
 
     /// Asks a reachable anchor (the pair's relay anchor first) to introduce us to `p`.
     mutating func requestRendezvous(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        let preferred = relayAnchor(for: myID, conns[i].memberID,
-                                    among: reachableAnchors.map { (conns[$0.rawValue].memberID, $0) })
-        let options = ([preferred].compactMap { $0 } + reachableAnchors).filter { !conns[i].rendezvousTried.contains($0) }
-        guard let a = options.first else {
-            conns[i].rendezvousAnchor = nil
-            conns[i].rendezvousDeadline = nil
+        let preferred = relayAnchor(for: myID, memberID(of: p),
+                                    among: reachableAnchors.map { (memberID(of: $0), $0) })
+        guard let a = holePunch.chooseRendezvousAnchor(p, options: [preferred].compactMap { $0 } + reachableAnchors) else {
+            arm(.rendezvousTimeout(p), at: nil)
             return
         }
-        conns[i].rendezvousTried.append(a)
-        conns[i].rendezvousAnchor = a
-        conns[i].rendezvousDeadline = now + timings.rendezvousTimeout
-        _ = sendControl(.rendezvousRequest(target: conns[i].key), to: a, now: now)
+        arm(.rendezvousTimeout(p), at: now + timings.rendezvousTimeout)
+        _ = sendControl(.rendezvousRequest(target: key(of: p)), to: a, now: now)
     }
 
     /// `anchor` introduces us to `p`: it has live sessions with both of us now.
     mutating func receiveRendezvous(_ p: PeerID, from anchor: PeerID, candidates: [Candidate], now: Instant) {
-        let i = p.rawValue
         // The anchor puts where it hears `p` from first (RelayService `introduce`).
         let observed = candidates.first.flatMap { $0.source == .observed ? $0.endpoint : nil }
-        conns[i].candidates = admitCandidates(p, candidates, attested: observed, now: now)
-        conns[i].rendezvousAnchor = nil
-        conns[i].rendezvousDeadline = nil
+        book.setCandidates(p, admitCandidates(p, candidates, attested: observed, now: now), now: now)
+        holePunch.rendezvousAnswered(p)
+        arm(.rendezvousTimeout(p), at: nil)
         // Someone asked for this introduction because a direct path is missing
         // or broken (or the member's NAT changed): our direct path is no longer
         // taken on trust. It stays active until another validates (or it does again).
-        if let a = conns[i].active, conns[i].paths[a].via == nil {
-            conns[i].paths[a].validatedAt = nil
-            conns[i].paths[a].lastTrafficRx = nil
-        }
-        if conns[i].active == nil { ensurePath(p, now: now) }
+        paths.distrustDirect(p)
+        if paths[p].active == nil { ensurePath(p, now: now) }
         if !tunnels.isEstablished(p, now: now) {
             // No session yet, so nothing proves our path to p works, but
             // relaying through `anchor` does now. Our initiation may have
             // reached an anchor before that anchor knew p (a cold start: it
             // refused to relay it) and nothing else would send it again before
             // the session's retry (5 s): send it now, through `anchor`.
-            if let path = conns[i].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
-                activate(p, conns[i].addPath(kind: .relay, remote: aep, via: anchor), now: now)
+            if let path = paths[p].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
+                activate(p, addPath(p, kind: .relay, remote: aep, via: anchor), now: now)
             }
             tunnels.expediteHandshake(p, now: now)
         }
@@ -284,45 +242,23 @@ extension NodeCore {
     /// observed addresses are taken first (they are public), then the rest in
     /// the member's order; the result keeps the list's order.
     mutating func admitCandidates(_ p: PeerID, _ list: [Candidate], attested: Endpoint?, now: Instant) -> [Candidate] {
-        let i = p.rawValue
-        if conns[i].unattestedSince.map({ now - $0 >= timings.unattestedPunchWindow }) ?? true {
-            conns[i].unattested = []
-            conns[i].unattestedSince = now
-        }
-        let list = Array(list.prefix(ControlMessage.maxCandidates))
-        let cached = cache.endpoints(for: conns[i].key)
-        func vouched(_ ep: Endpoint) -> Bool {
-            ep == attested || ep == conns[i].staticEndpoint || cached.contains(ep)
-                || conns[i].paths.contains { $0.via == nil && $0.remote == ep && $0.lastRx != nil }
-        }
-        var admitted: [Endpoint] = []
-        for c in list.filter({ $0.source == .observed }) + list.filter({ $0.source != .observed }) {
-            let ep = c.endpoint
-            if admitted.contains(ep) { continue }
-            if vouched(ep) || conns[i].unattested.contains(ep) {
-                admitted.append(ep)
-            } else if conns[i].unattested.count < timings.unattestedPunchTargets {
-                conns[i].unattested.append(ep)
-                admitted.append(ep)
-            }
-        }
-        return list.filter { admitted.contains($0.endpoint) }
+        let heard = paths[p].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
+        return book.admit(p, list, attested: attested, heard: heard, now: now)
     }
 
     mutating func startPunch(_ p: PeerID, now: Instant) {
-        guard !conns[p.rawValue].isAnchorMember else { return }
-        conns[p.rawValue].punchUntil = now + timings.punchDuration
-        conns[p.rawValue].punchRound = 0
-        conns[p.rawValue].punchNext = now
+        guard !isAnchorMember(p) else { return }
+        holePunch.start(p, now: now)
+        arm(.punch(p), at: now)
     }
 
     /// Addresses worth a punch ping: the member's candidates, what the cache
     /// and config know; never one of ours or an anchor's, never one already valid.
     func punchTargets(_ p: PeerID, now: Instant) -> [Endpoint] {
-        let c = conns[p.rawValue]
+        let c = paths[p]
         var out: [Endpoint] = []
-        let all = c.candidates.map(\.endpoint) + cache.endpoints(for: c.key) + [c.staticEndpoint].compactMap { $0 }
-        for ep in all where PeerConn.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
+        let all = book.punchable(p)
+        for ep in all where PathManager.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
             if let k = c.pathIndex(remote: ep, via: nil), c.paths[k].isValid(now: now, timings: timings) { continue }
             out.append(ep)
         }
@@ -330,72 +266,48 @@ extension NodeCore {
     }
 
     mutating func punchRound(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        guard var until = conns[i].punchUntil else { return endPunch(p, now: now) }
-        guard tunnels.isEstablished(p, now: now) else {
-            guard now < until else {
-                // The whole window passed without keys. The punch has not
-                // begun (pings need keys): while a handshake is under way it
-                // waits for the session's `established`, which starts its
-                // rounds at once (a slow look every second covers a handshake
-                // that ends some other way). Ending it here would leave a pair
-                // that connects late relayed until the direct retry (10 s).
-                guard tunnels.isHandshaking(p) else { return endPunch(p, now: now) }
-                conns[i].punchNext = now + timings.punchMaxRound
-                return
+        switch holePunch.round(p, established: tunnels.isEstablished(p, now: now), handshaking: tunnels.isHandshaking(p), now: now) {
+        case .end:
+            endPunch(p, now: now)
+        case .wait(let next, let prepare):
+            if prepare {
+                if paths[p].active == nil { ensurePath(p, now: now) }
+                if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
             }
-            // Pings need keys: make sure a session is coming up (through the
-            // relay, if that is the path). A responder holding fresh keys
-            // from the other side's initiation waits for its confirmation.
-            if conns[i].active == nil { ensurePath(p, now: now) }
-            if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
-            conns[i].punchNext = now + timings.punchFirstRound
-            return
+            arm(.punch(p), at: next)
+        case .punch(let first, let until):
+            let activeRemote = paths[p].activePath.flatMap { $0.via == nil ? $0.remote : nil }
+            for ep in punchTargets(p, now: now) {
+                // A ping to where our data goes says so: once it gets through, the
+                // member roams to our source (how a renumbered side is found again
+                // behind a filtering NAT: both sides punch, the flag moves the path).
+                sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
+            }
+            // The relay path's RTT too, once per punch (for status and scoring).
+            if first, let path = paths[p].activePath, let a = path.via {
+                sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
+            }
+            let (next, end) = holePunch.roundDone(p, until: until, directActive: paths[p].activeKind == .direct, now: now)
+            arm(.punch(p), at: next)
+            if end { endPunch(p, now: now) }
         }
-        // The window counts from the first round that can send a ping.
-        if conns[i].punchRound == 0 {
-            until = now + timings.punchDuration
-            conns[i].punchUntil = until
-        }
-        guard now < until else { return endPunch(p, now: now) }
-        let activeRemote = conns[i].activePath.flatMap { $0.via == nil ? $0.remote : nil }
-        for ep in punchTargets(p, now: now) {
-            // A ping to where our data goes says so: once it gets through, the
-            // member roams to our source (how a renumbered side is found again
-            // behind a filtering NAT: both sides punch, the flag moves the path).
-            sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
-        }
-        // The relay path's RTT too, once per punch (for status and scoring).
-        if conns[i].punchRound == 0, let path = conns[i].activePath, let a = path.via {
-            sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
-        }
-        conns[i].punchRound += 1
-        let gap = doubling(timings.punchFirstRound, times: conns[i].punchRound - 1, cap: timings.punchMaxRound)
-        conns[i].punchNext = min(now + gap, until)
-        // A direct path is active: a few more rounds give LAN candidates their chance.
-        if conns[i].activeKind == .direct, conns[i].punchRound >= 4 { endPunch(p, now: now) }
     }
 
     mutating func endPunch(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        guard conns[i].punchUntil != nil else { return }
-        conns[i].punchUntil = nil
-        conns[i].punchNext = nil
-        if conns[i].activeKind == .relay {
-            conns[i].directRetryAt = now + directRetryDelay(attempt: conns[i].directRetryAttempt, timings: timings)
-            conns[i].directRetryAttempt += 1
-        }
+        let (wasPunching, retryAt) = holePunch.end(p, relayed: paths[p].activeKind == .relay, now: now)
+        guard wasPunching else { return }
+        arm(.punch(p), at: nil)
+        if let retryAt { arm(.directRetry(p), at: retryAt) }
     }
 
     mutating func rendezvousTimedOut(_ p: PeerID, now: Instant) {
-        conns[p.rawValue].rendezvousDeadline = nil
+        arm(.rendezvousTimeout(p), at: nil)
         requestRendezvous(p, now: now)  // the next anchor, if any
     }
 
     mutating func directRetry(_ p: PeerID, now: Instant) {
-        let i = p.rawValue
-        conns[i].directRetryAt = nil
-        guard conns[i].activeKind == .relay, let tx = conns[i].lastDataTx, now - tx < timings.directRetryIdle else { return }
+        arm(.directRetry(p), at: nil)
+        guard paths[p].activeKind == .relay, let tx = paths[p].lastDataTx, now - tx < timings.directRetryIdle else { return }
         beginDirectAttempt(p, now: now)
     }
 }

@@ -13,6 +13,7 @@
 //   - punch pings (PATH_PING without the active-path flag) and pongs never
 //     roam: they validate paths, and a validated path wins by preference
 //     (`prefers`), not by arriving last.
+// (The rule itself is PathManager's `roams`; `noteRx` below applies it.)
 
 import Support
 import Wire
@@ -31,13 +32,13 @@ extension NodeCore {
         }
         // A relayed handshake meets the same defences as a direct one, keyed to
         // the member the anchor names (Tunnels: mac2, cookie reply, budget).
-        let origin = sender.flatMap { id in roster.peer(relayLabel: id).map { RelayOrigin(sender: $0, memberID: id) } }
+        let origin = sender.flatMap { id in member(id).map { RelayOrigin(sender: $0, memberID: id) } }
         let result = tunnels.receive(buffer, length: length, from: source, now: now, underLoad: underLoad, roam: false,
                                      relayed: origin)
         absorbTunnels(now: now)
         switch result {
         case .data(let peer, let offset, let len):
-            if let sender, conns[peer.rawValue].memberID != sender { return drop(.relayMismatch) }
+            if let sender, memberID(of: peer) != sender { return drop(.relayMismatch) }
             let payload = UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + len)])
             switch ControlMessage.classify(payload, length: len) {
             case .keepalive:
@@ -61,28 +62,16 @@ extension NodeCore {
 
     /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
     mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
-        let i = p.rawValue
         let idx: Int
-        if let found = conns[i].pathIndex(remote: source, via: via) {
+        if let found = paths[p].pathIndex(remote: source, via: via) {
             idx = found
         } else {
-            let kind = via != nil ? PathKind.relay : conns[i].directKind(for: source)
-            idx = conns[i].addPath(kind: kind, remote: source, via: via)
+            let kind = via != nil ? PathKind.relay : book.directKind(p, for: source)
+            idx = addPath(p, kind: kind, remote: source, via: via)
         }
-        conns[i].paths[idx].lastRx = now
-        if traffic {
-            conns[i].paths[idx].lastTrafficRx = now
-            conns[i].paths[idx].deadAt = nil
-        }
-        if conns[i].anchor != nil { conns[i].anchor?.lastHeard = now }
-        guard traffic, conns[i].active != idx else { return }
-        if let a = conns[i].active {
-            let act = conns[i].paths[a]
-            let quiet = act.lastRx.map { now - $0 >= timings.pathQuiet } ?? true
-            if via != nil || conns[i].paths[idx].kind < act.kind {
-                guard quiet else { return }
-            }
-        }
+        paths.heard(p, idx, traffic: traffic, now: now)
+        anchorTracker.heard(p, now: now)
+        guard traffic, paths[p].active != idx, paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
         activate(p, idx, now: now)
     }
 
@@ -93,9 +82,9 @@ extension NodeCore {
             noteRx(p, source: source, via: via, traffic: onActive, now: now)
             // The answer goes back exactly the way the ping came, whatever our active path.
             _ = sendControl(.pathPong(txid: txid, observed: source), to: p, path: (source, via), now: now)
-            if !onActive, via == nil, conns[p.rawValue].pathIndex(remote: source, via: nil).map({
-                conns[p.rawValue].paths[$0].isValid(now: now, timings: timings)
-            }) != true, !conns[p.rawValue].pings.contains(where: { $0.remote == source && $0.via == nil }) {
+            if !onActive, via == nil, paths[p].pathIndex(remote: source, via: nil).map({
+                paths[p].paths[$0].isValid(now: now, timings: timings)
+            }) != true, !paths[p].pings.contains(where: { $0.remote == source && $0.via == nil }) {
                 // A triggered check (ICE's term): the member reached us from
                 // there; find out whether we reach it back the same way.
                 sendPing(p, remote: source, via: nil, purpose: .punch, onActivePath: false, now: now)
@@ -104,16 +93,16 @@ extension NodeCore {
             receivePong(p, txid: txid, observed: observed, source: source, via: via, now: now)
         case .observed(let ep):
             noteRx(p, source: source, via: via, traffic: true, now: now)
-            if conns[p.rawValue].anchor != nil { recordObservation(p, ep, now: now) }
+            if anchorTracker.tracks(p) { recordObservation(p, ep, now: now) }
         case .candidates(let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             // Bounded by the parser (maxCandidates) and rate-limited here: an
             // anchor hands them out, a member punches them (review M8).
-            guard conns[p.rawValue].candidatesBucket.take(1, now: now) else { return drop(.candidatesRateLimited) }
+            guard book.allowUpdate(from: p, now: now) else { return drop(.candidatesRateLimited) }
             let list = Array(list.prefix(ControlMessage.maxCandidates))
             // An anchor stores what the member says (it never punches it); a
             // member punches only within the unattested-address budget.
-            conns[p.rawValue].candidates = isAnchor ? list : admitCandidates(p, list, attested: nil, now: now)
+            book.setCandidates(p, isAnchor ? list : admitCandidates(p, list, attested: nil, now: now), now: now)
         case .rendezvousRequest(let target):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             guard isAnchor else { return drop(.controlNotAllowed) }
@@ -123,32 +112,26 @@ extension NodeCore {
             return result
         case .rendezvous(let key, let list):
             noteRx(p, source: source, via: via, traffic: true, now: now)
-            guard conns[p.rawValue].anchor != nil, let x = tunnels.peerID(for: key), x != p,
-                  !conns[x.rawValue].isSelf else { return drop(.controlNotAllowed) }
+            guard anchorTracker.tracks(p), let x = tunnels.peerID(for: key), x != p,
+                  !isSelf(x) else { return drop(.controlNotAllowed) }
             receiveRendezvous(x, from: p, candidates: list, now: now)
         }
         return .consumed
     }
 
     mutating func receivePong(_ p: PeerID, txid: UInt64, observed: Endpoint, source: Endpoint, via: PeerID?, now: Instant) {
-        let i = p.rawValue
-        guard let k = conns[i].pings.firstIndex(where: { $0.txid == txid }) else {
+        guard let ping = paths.takePing(p, txid: txid) else {
             noteRx(p, source: source, via: via, traffic: false, now: now)
             return  // late: its ping already counted as lost
         }
-        let ping = conns[i].pings.remove(at: k)
+        syncPingTimer(p)
         noteRx(p, source: source, via: via, traffic: false, now: now)
         // Validated only if it came back from exactly where the ping went.
         guard ping.via == via, via != nil || ping.remote == source,
-              let idx = conns[i].pathIndex(remote: ping.remote, via: ping.via) else { return }
-        conns[i].paths[idx].validatedAt = now
-        conns[i].paths[idx].recordRTT(now - ping.sentAt)
-        conns[i].paths[idx].missed = 0
-        conns[i].paths[idx].deadAt = nil
-        conns[i].paths[idx].recordPing(lost: false)
-        if conns[i].anchor != nil {
-            conns[i].anchor?.missedPings = 0
-            conns[i].anchor?.lastPong = now
+              let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { return }
+        paths.validated(p, idx, rtt: now - ping.sentAt, now: now)
+        if anchorTracker.tracks(p) {
+            anchorTracker.ponged(p, now: now)
             recordObservation(p, observed, now: now)
             updateAnchorReachability(p, now: now)
         }
@@ -160,31 +143,30 @@ extension NodeCore {
         case .endpointChanged(let p, let ep):
             // With roam: false this is a first contact (the member had no
             // endpoint): its first packet came this way, so answers go back so.
-            let i = p.rawValue
             let idx: Int
             if let a = relayingAnchor(to: ep, for: p) {
-                idx = conns[i].addPath(kind: .relay, remote: ep, via: a)
+                idx = addPath(p, kind: .relay, remote: ep, via: a)
             } else {
-                idx = conns[i].addPath(kind: conns[i].directKind(for: ep), remote: ep, via: nil)
+                idx = addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil)
             }
-            conns[i].paths[idx].lastRx = now
-            if conns[i].active == nil { activate(p, idx, now: now) }
+            paths.heard(p, idx, traffic: false, now: now)
+            if paths[p].active == nil { activate(p, idx, now: now) }
         case .established(let p):
             events.push(.session(e))
             // The handshake answered on the active path: it is heard.
-            if let a = conns[p.rawValue].active { conns[p.rawValue].paths[a].lastRx = now }
-            if conns[p.rawValue].anchor != nil {
-                conns[p.rawValue].anchor?.missedPings = 0
-                conns[p.rawValue].anchor?.keepaliveAt = now  // ping at once: RTT and an authenticated observation
-                if !announced.isEmpty { _ = sendControl(.candidates(announced), to: p, now: now) }
+            if let a = paths[p].active { paths.heard(p, a, traffic: false, now: now) }
+            if anchorTracker.tracks(p) {
+                anchorTracker.established(p)
+                arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
+                if !book.announced.isEmpty { _ = sendControl(.candidates(book.announced), to: p, now: now) }
                 updateAnchorReachability(p, now: now)
             }
-            if conns[p.rawValue].punchUntil != nil { conns[p.rawValue].punchNext = now }
+            if holePunch.isPunching(p) { arm(.punch(p), at: now) }
             if isAnchor { introduceHeld(p, now: now) }
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
             events.push(.session(e))
-            if conns[p.rawValue].anchor != nil { updateAnchorReachability(p, now: now) }
+            if anchorTracker.tracks(p) { updateAnchorReachability(p, now: now) }
             evaluateConnectivity(now: now)
         case .rekeyed:
             events.push(.session(e))
@@ -210,7 +192,7 @@ extension NodeCore {
             guard let sealed else { return false }
             let bytes = Array(buf[sealed.offset..<(sealed.offset + sealed.length)])
             if path.via != nil {
-                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(Transmit(to: path.remote, bytes: bytes, peer: p))
             }
@@ -224,7 +206,7 @@ extension NodeCore {
         case .send(let to, let offset, let length):
             let bytes = Array(buf[offset..<(offset + length)])
             if relayingAnchor(to: to, for: p) != nil {
-                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: conns[p.rawValue].memberID), peer: p))
+                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
             } else {
                 outbox.push(Transmit(to: to, bytes: bytes, peer: p))
             }
@@ -242,16 +224,17 @@ extension NodeCore {
     @discardableResult
     mutating func sendPing(_ p: PeerID, remote: Endpoint, via: PeerID?, purpose: PingPurpose, onActivePath: Bool,
                            now: Instant) -> Bool {
-        guard conns[p.rawValue].pings.count < PeerConn.maxPings else { return false }
+        guard paths.canPing(p) else { return false }
         let txid = rng.next()
         guard sendControl(.pathPing(txid: txid, onActivePath: onActivePath), to: p, path: (remote, via), now: now) else {
             return false
         }
-        if conns[p.rawValue].pathIndex(remote: remote, via: via) == nil {
-            let kind = via != nil ? PathKind.relay : conns[p.rawValue].directKind(for: remote)
-            _ = conns[p.rawValue].addPath(kind: kind, remote: remote, via: via)
+        if paths[p].pathIndex(remote: remote, via: via) == nil {
+            let kind = via != nil ? PathKind.relay : book.directKind(p, for: remote)
+            _ = addPath(p, kind: kind, remote: remote, via: via)
         }
-        conns[p.rawValue].pings.append(PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        paths.addPing(p, PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        syncPingTimer(p)
         return true
     }
 }

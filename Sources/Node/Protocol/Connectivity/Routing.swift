@@ -1,0 +1,148 @@
+// NodeCore's routing between its machines: what each is given (values, small
+// views of the others' state) and where its outputs go. A machine never reads
+// another's state; an output of one becomes the input of another here.
+//
+//   Recovery      <- the paths verdict (AnchorTracker's reachability, sessions' liveness)
+//                 -> probes (sent as the AnchorTracker's), its events, the recovery timer;
+//                    start/end pause/resume the anchor keepalive and probe-round timers
+//   RelayService  <- the RELAY's sender and target, resolved against the roster and paths
+//                 -> a forward or a refusal; held introductions, answered with `introduce`
+
+import Support
+import Wire
+import Crypto
+
+extension NodeCore {
+    // MARK: Recovery
+
+    /// The paths verdict, for Recovery: is any anchor reachable, or any member session alive?
+    mutating func evaluateConnectivity(now: Instant) {
+        // Without anchors there is nothing to recover to: the node works like
+        // WireGuard (configured endpoints, handshakes on traffic), and says so
+        // in its warnings.
+        guard !isAnchor, !anchorPeers.isEmpty, let s = startedAt, now - s >= timings.warningGrace else { return }
+        let anchorUp = anchorPeers.contains { anchorReachable($0) }
+        // A member session is a path while its keys live and it is either heard
+        // from lately or idle (nothing sent since it was last heard): data
+        // going out unanswered, or expired keys, is what "lost" looks like.
+        let peerUp = entries.indices.contains { i in
+            guard !entries[i].isSelf, !entries[i].isAnchor, let rx = paths.peers[i].activePath?.lastRx,
+                  tunnels.isEstablished(PeerID(rawValue: i), now: now) else { return false }
+            return now - rx < timings.pathValidFor || (paths.peers[i].lastDataTx.map { $0 <= rx } ?? true)
+        }
+        switch recovery.evaluate(pathsUp: anchorUp || peerUp, now: now) {
+        case .recovered:
+            arm(.recovery, at: nil)
+            unparkRecoveryPausedTimers()
+            drainRecoveryEvents()
+            arm(.addressProbe, at: now)
+        case .started:
+            parkRecoveryPausedTimers()
+            arm(.recovery, at: now)
+            anchorTracker.dropObservationProbes()
+            syncProbeTimer()
+            drainRecoveryEvents()
+        case nil:
+            break
+        }
+    }
+
+    /// The recovery timer fired: Recovery says what to probe, from what we know of each member.
+    mutating func recoveryAttempt(now: Instant) {
+        func unique(_ list: [Endpoint]) -> [Endpoint] {
+            var eps: [Endpoint] = []
+            for ep in list where !eps.contains(ep) { eps.append(ep) }
+            return eps
+        }
+        let anchors = anchorPeers.map { a in
+            (a, unique([tunnels.endpoint(of: a), book.staticEndpoint(a)].compactMap { $0 } + book.cached(a)))
+        }
+        let members = !recovery.probesMembers ? [] : entries.indices.filter { !entries[$0].isSelf && !entries[$0].isAnchor }.map { i in
+            (PeerID(rawValue: i), unique(book.cached(PeerID(rawValue: i)) + [book.staticEndpoint(PeerID(rawValue: i))].compactMap { $0 }))
+        }
+        let (targets, next) = recovery.attempt(anchors: anchors, members: members, now: now, rng: &rng)
+        for t in targets { sendProbe(to: t.peer, at: t.endpoint, recovery: true, now: now) }
+        drainRecoveryEvents()
+        arm(.recovery, at: next)
+    }
+
+    mutating func drainRecoveryEvents() {
+        while let e = recovery.pollEvent() { events.push(e) }
+    }
+
+    // MARK: RelayService
+
+    mutating func receiveRelay(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
+                               now: Instant, underLoad: Bool) -> NodeInbound {
+        guard let id = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else {
+            return drop(.badLength)
+        }
+        if let anchor = anchorAt(source) {
+            // Delivery: an anchor forwards a member's datagram to us; `id` names that member.
+            guard let sender = member(id), !isSelf(sender) else { return drop(.relayUnknownTarget) }
+            let h = RelayMessage.headerSize
+            let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[h...])
+            let result = receiveSession(inner, length: length - h, from: source, relayedBy: anchor, relayedFor: id,
+                                        now: now, underLoad: underLoad)
+            if case .packet(let p, let offset, let len) = result { return .packet(p, offset: offset + h, length: len) }
+            return result
+        }
+        guard isAnchor else { return drop(.relayNotAnchor) }
+        // Forwarding: the source must be a member's current, authenticated endpoint.
+        var request = RelayService.Request()
+        if let sender = paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
+            request.sender = sender
+            if let target = member(id), target != sender, !isSelf(target) {
+                request.target = target
+                if tunnels.isEstablished(target, now: now), let path = paths[target].activePath, path.via == nil {
+                    request.targetRemote = path.remote
+                }
+            }
+        }
+        switch relay.forward(request, length: length, now: now) {
+        case .refuse(let reason):
+            return drop(reason)
+        case .forward(let remote):
+            RelayMessage.rewrite(memberID(of: request.sender!), in: buffer)
+            return .transmit(remote, offset: 0, length: length)
+        }
+    }
+
+    /// An anchor introduces `requester` and the member with key `target` to each other.
+    mutating func serveRendezvous(from requester: PeerID, target key: PublicKey, now: Instant) -> NodeInbound {
+        guard relay.admitRendezvous(from: requester, now: now) else { return drop(.rendezvousRateLimited) }
+        guard let target = tunnels.peerID(for: key), target != requester, !isSelf(target),
+              tunnels.isEstablished(target, now: now), paths[target].activePath?.via == nil else {
+            return drop(.relayTargetUnreachable)
+        }
+        _ = sendControl(.rendezvous(peer: key, candidates: introduce(target)), to: requester, now: now)
+        _ = sendControl(.rendezvous(peer: self.key(of: requester), candidates: introduce(requester)), to: target, now: now)
+        return .consumed
+    }
+
+    /// What we tell others about `p`: where we hear it from, then what it announced.
+    func introduce(_ p: PeerID) -> [Candidate] {
+        var out: [Candidate] = []
+        if let path = paths[p].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
+        for c in book.candidates(p) where !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
+        return Array(out.prefix(ControlMessage.maxCandidates))
+    }
+
+    /// `requester` asked to meet the member with key `key`, which has no
+    /// session with us yet: RelayService holds it.
+    mutating func holdIntroduction(of requester: PeerID, to key: PublicKey, now: Instant) {
+        guard let target = tunnels.peerID(for: key), target != requester, !isSelf(target) else { return }
+        relay.hold(requester: requester, target: target, now: now)
+    }
+
+    /// `target`'s session just came up: introduce everyone who asked for it
+    /// (as `serveRendezvous` would have, the rendezvous budget already paid).
+    mutating func introduceHeld(_ target: PeerID, now: Instant) {
+        let waiting = relay.takeHeld(for: target, now: now)
+        guard !waiting.isEmpty, let path = paths[target].activePath, path.via == nil else { return }
+        for h in waiting where tunnels.isEstablished(h, now: now) {
+            _ = sendControl(.rendezvous(peer: key(of: target), candidates: introduce(target)), to: h, now: now)
+            _ = sendControl(.rendezvous(peer: key(of: h), candidates: introduce(h)), to: target, now: now)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+// A table of deadlines keyed by an enum, kept as a binary min-heap with an
+// index from key to heap slot (STYLE 5: "timers are a small table keyed by an
+// enum; the next deadline is the minimum").
+//
+//   set(key, at: d)     insert, or move an armed key          O(log n)
+//   set(key, at: nil)   cancel                                O(log n)
+//   self[key]           the key's deadline, if armed          O(1)
+//   earliest            the next deadline and its key         O(1)
+//   due(now)            every key with deadline ≤ now         O(due): the heap
+//                       is walked only under entries that are due
+//   popDue(now)         remove and return the earliest if due O(log n)
+//
+// Each key is armed at most once: arming it again moves its deadline. There is
+// no second list of deadlines to keep in step: whoever arms a timer arms it
+// here, and whoever handles it reads it from here. Equal deadlines come out in no
+// promised order; a caller that needs one (NodeCore: its documented handler
+// order) sorts `due(now)` itself. (One session's handful of timers is a
+// fixed inline table instead: `TimerTable` in SessionTimers.swift.)
+
+import Support
+
+struct DeadlineHeap<Key: Hashable & Sendable>: Sendable {
+    private var heap: [(deadline: Instant, key: Key)] = []
+    private var slot: [Key: Int] = [:]
+
+    init() {}
+
+    var count: Int { heap.count }
+    var isEmpty: Bool { heap.isEmpty }
+
+    /// The deadline `key` is armed for, if it is.
+    subscript(key: Key) -> Instant? {
+        slot[key].map { heap[$0].deadline }
+    }
+
+    /// The earliest deadline and its key.
+    var earliest: (deadline: Instant, key: Key)? { heap.first }
+
+    /// Arms `key` for `deadline` (moving it if armed); nil cancels it.
+    mutating func set(_ key: Key, at deadline: Instant?) {
+        guard let deadline else { return cancel(key) }
+        if let i = slot[key] {
+            let old = heap[i].deadline
+            heap[i].deadline = deadline
+            if deadline < old { siftUp(i) } else if deadline > old { siftDown(i) }
+            return
+        }
+        heap.append((deadline, key))
+        slot[key] = heap.count - 1
+        siftUp(heap.count - 1)
+    }
+
+    /// Arms `key` for `deadline` unless it is armed for an earlier one.
+    mutating func setEarlier(_ key: Key, at deadline: Instant) {
+        if let d = self[key], d <= deadline { return }
+        set(key, at: deadline)
+    }
+
+    mutating func cancel(_ key: Key) {
+        guard let i = slot.removeValue(forKey: key) else { return }
+        let last = heap.count - 1
+        if i == last { heap.removeLast(); return }
+        heap[i] = heap.removeLast()
+        slot[heap[i].key] = i
+        siftDown(i)
+        siftUp(i)
+    }
+
+    /// Removes and returns the earliest entry if it is due at `now`.
+    mutating func popDue(now: Instant) -> (deadline: Instant, key: Key)? {
+        guard let first = heap.first, first.deadline <= now else { return nil }
+        cancel(first.key)
+        return first
+    }
+
+    /// Every key due at `now` (deadline ≤ now), in no particular order.
+    func due(now: Instant) -> [Key] {
+        var out: [Key] = []
+        guard let first = heap.first, first.deadline <= now else { return out }
+        var stack = [0]
+        while let i = stack.popLast() {
+            out.append(heap[i].key)
+            for c in [2 * i + 1, 2 * i + 2] where c < heap.count && heap[c].deadline <= now { stack.append(c) }
+        }
+        return out
+    }
+
+    /// Every armed entry (status, tests), in no particular order.
+    var entries: [(deadline: Instant, key: Key)] { heap }
+
+    private mutating func swapAt(_ a: Int, _ b: Int) {
+        heap.swapAt(a, b)
+        slot[heap[a].key] = a
+        slot[heap[b].key] = b
+    }
+
+    private mutating func siftUp(_ start: Int) {
+        var i = start
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard heap[i].deadline < heap[parent].deadline else { return }
+            swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < heap.count, heap[l].deadline < heap[m].deadline { m = l }
+            if r < heap.count, heap[r].deadline < heap[m].deadline { m = r }
+            if m == i { return }
+            swapAt(i, m)
+            i = m
+        }
+    }
+}
