@@ -323,6 +323,17 @@ final class PortMapAdapter: @unchecked Sendable {
         return (ext, m.pnu.newportmapping.lifetime, m.epoch)
     }
 
+    /// RFC 6886 §3.4: lifetime 0 and suggested external port 0 delete our mapping of `port`.
+    private func natpmpDelete(_ gw: SocketAddress) {
+        let v4 = Endpoint(gw)
+        var n = natpmp_t()
+        let gwAddr = in_addr_t(UInt32(v4.address[0]) | UInt32(v4.address[1]) << 8 | UInt32(v4.address[2]) << 16 | UInt32(v4.address[3]) << 24)
+        guard v4.family == .v4, initnatpmp(&n, 1, gwAddr) == 0 else { return }
+        defer { _ = closenatpmp(&n) }
+        let port = self.port
+        _ = natpmpExchange(&n, { sendnewportmappingrequest(&$0, NATPMP_PROTOCOL_UDP, port, 0, 0) })
+    }
+
     private func tryNATPMP(_ gw: SocketAddress) -> String? {
         guard let (ext, lifetime, epoch) = natpmpMap(gw, lifetime: timings.requestedLifetime) else { return "no answer or an error" }
         guard PortMapRules.isUsableExternal(ext), lifetime > 0 else {
@@ -399,7 +410,7 @@ final class PortMapAdapter: @unchecked Sendable {
             active = .pcp(c, s, external: ext)
             count("portmap_deleted")
         case .natpmp(let ext, _, _)?:
-            if let gw = gateway { _ = natpmpMap(gw, lifetime: 0) }
+            if let gw = gateway { natpmpDelete(gw) }
             count("portmap_deleted")
             lost(ext)
         case .upnp(let m, _)?:
