@@ -15,6 +15,7 @@ import TOMLKit
 ///     relay_rate_mbit = 10000           # anchors: relay budget per member, Mbit/s; 0 = no limit
 ///     reactors = 0                      # threads (one reactor each); default 0 = one per online core, at most 16
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
+///     port_mapping = ["pcp", "natpmp", "upnp"]     # default; tried in this order at start; [] = off
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
 ///     [[peer]]
@@ -98,6 +99,11 @@ public struct Config: Sendable {
     }
 }
 
+/// A way to ask the gateway for a port mapping (`node.port_mapping`).
+public enum PortMappingProtocol: String, Sendable, Equatable, CaseIterable {
+    case pcp, natpmp, upnp
+}
+
 /// The `[node]` table.
 public struct NodeConfig: Sendable, Equatable {
     /// Where the secret key comes from. Printing it never shows the key.
@@ -135,6 +141,8 @@ public struct NodeConfig: Sendable, Equatable {
     public var relayRateMbit: Int
     /// Reactors (threads) to run, each owning its share of the sessions; 0: one per online core (at most `maxAutoReactors`).
     public var reactors: Int = 0
+    /// Port-mapping protocols to ask the default gateway with, in order (the first that maps wins); empty: none.
+    public var portMapping: [PortMappingProtocol] = PortMappingProtocol.allCases
     public var stateDir: String
     public var controlSocket: String
     /// The same as `ConnectivityTimings.defaultRelayRateMbit` (Protocol's; ConfigTests keeps them equal).
@@ -232,7 +240,7 @@ public struct PeerConfig: Sendable, Equatable {
 
 private struct ConfigParser {
     static let rootKeys = ["node", "peer"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "port_mapping"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
     /// sun_path is 108 bytes with the terminating NUL.
     static let maxSocketPathBytes = 107
@@ -356,7 +364,29 @@ private struct ConfigParser {
             anchor: anchor, relayRateMbit: relayRate, stateDir: stateDir, controlSocket: controlSocket)
         node.addresses = addresses
         node.reactors = reactors
+        node.portMapping = try portMapping(t)
         return node
+    }
+
+    /// `port_mapping`: an array of distinct protocol names; [] turns port mapping off.
+    func portMapping(_ t: TOMLTable) throws(ConfigError) -> [PortMappingProtocol] {
+        let field = "node.port_mapping"
+        guard let v = t["port_mapping"] else { return PortMappingProtocol.allCases }
+        guard v.type == .array, let array = v.array else {
+            throw typeError(field, expected: "an array of \"pcp\", \"natpmp\", \"upnp\" ([] = off)", found: v)
+        }
+        var out: [PortMappingProtocol] = []
+        for (n, element) in array.enumerated() {
+            guard element.type == .string, let s = element.string else {
+                throw typeError("\(field)[\(n)]", expected: "a string", found: element)
+            }
+            guard let p = PortMappingProtocol(rawValue: s) else {
+                throw fail(field, "\(quoted(s)) is not a port-mapping protocol (pcp, natpmp, upnp)")
+            }
+            guard !out.contains(p) else { throw fail(field, "\(quoted(s)) is listed twice") }
+            out.append(p)
+        }
+        return out
     }
 
     // MARK: [[peer]]

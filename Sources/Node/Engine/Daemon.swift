@@ -20,6 +20,7 @@
 //   DataPath.swift        a lane's packet path (TUN ⇄ seal/open ⇄ UDP), routed by LaneRouter
 //   CoreDriver.swift      lane 0 driving NodeCore: drain order, shard sync, the one timer, events
 //   StatusAssembly.swift  the status object for the control socket
+//   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
 //   IOAdapters.swift, ControlServer.swift, StateStore.swift, Interface.swift: one adapter per I/O source
 //
 // It owns the state machines, feeds them reactor events and the clock
@@ -62,6 +63,10 @@ public final class Daemon: @unchecked Sendable {
     var saveSchedule = SaveSchedule(interval: SaveSchedule.defaultInterval)
     var tunnelTimer: TimerID?
     var tunnelDeadline: Instant?
+    /// Port mapping (PCP, NAT-PMP, UPnP) on its own thread; nil when `node.port_mapping = []`.
+    var portMap: PortMapAdapter?
+    /// What the port-mapping worker counted last (lane 0's thread only).
+    var portMapCounters: [String: UInt64] = [:]
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told (split only).
@@ -223,6 +228,7 @@ public final class Daemon: @unchecked Sendable {
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
+        startPortMapping(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
         stateStore = StateStore(directory: config.node.stateDir, logger: logger)
         if let bytes = stateStore?.load(), !core.loadEndpointCache(bytes) {
@@ -318,6 +324,9 @@ public final class Daemon: @unchecked Sendable {
     }
 
     func shutdown() {
+        // The gateway's mapping first (bounded wait), while the network is still ours.
+        portMap?.stop()
+        portMap = nil
         // The newest cache, written before we exit (the reactors have stopped: nothing races it).
         if let w = stateWriter {
             w.submit(core.endpointCacheBytes())
@@ -332,6 +341,30 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
+    }
+
+    /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.
+    private func startPortMapping(port: UInt16) {
+        guard !config.node.portMapping.isEmpty else { return }
+        let mailbox = reactor.makeMailbox(capacity: 256)
+        let adapter = PortMapAdapter(protocols: config.node.portMapping, port: port, logger: logger) { [unowned self] update in
+            mailbox.post { self.portMapUpdate(update) }
+        }
+        portMap = adapter
+        adapter.start()
+    }
+
+    /// On lane 0: a mapped endpoint becomes a self-attested candidate (announced to anchors, used for punching).
+    func portMapUpdate(_ u: PortMapUpdate) {
+        let now = Self.now()
+        switch u {
+        case .mapped(let e, let source): core.addMappedEndpoint(e, source: source, now: now)
+        case .lost(let e): core.removeMappedEndpoint(e, now: now)
+        case .counters(let c):
+            portMapCounters = c
+            return
+        }
+        service(now: now)
     }
 
     static func now() -> Instant { Instant(ns: Reactor.now()) }

@@ -47,6 +47,7 @@ extension Daemon {
         counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
         if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
+        for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(

@@ -203,6 +203,18 @@ final class ConfigTests: XCTestCase {
                        message: "expected an integer, found a string")
     }
 
+    func testPortMapping() throws {
+        XCTAssertEqual(try Config.parse(nodeTable).node.portMapping, [.pcp, .natpmp, .upnp], "default: on, PCP first")
+        XCTAssertEqual(try Config.parse(nodeTable + "\nport_mapping = [\"upnp\"]").node.portMapping, [.upnp])
+        XCTAssertEqual(try Config.parse(nodeTable + "\nport_mapping = []").node.portMapping, [], "[] = off")
+        XCTAssertError(nodeTable + "\nport_mapping = [\"stun\"]", line: 4, field: "node.port_mapping",
+                       message: "\"stun\" is not a port-mapping protocol (pcp, natpmp, upnp)")
+        XCTAssertError(nodeTable + "\nport_mapping = [\"pcp\", \"pcp\"]", line: 4, field: "node.port_mapping",
+                       message: "\"pcp\" is listed twice")
+        XCTAssertError(nodeTable + "\nport_mapping = true", line: 4, field: "node.port_mapping",
+                       message: "expected an array of \"pcp\", \"natpmp\", \"upnp\" ([] = off), found a boolean")
+    }
+
     func testRelayRate() throws {
         let anchor = try Config.parse(nodeTable + "\nanchor = true\nrelay_rate_mbit = 0")
         XCTAssertEqual(anchor.node.relayRateMbit, 0)
