@@ -24,6 +24,15 @@ public struct NetworkModel: Sendable {
         rng = SessionRandom(seed: seed ^ 0x6E65_7477_6F72_6B)
     }
 
+    /// The delay of one datagram on the modelled link, or nil when it is lost (no
+    /// partitions or churn: for a simulator that routes by address, as NetSim).
+    public mutating func sample() -> Span? {
+        if loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < loss { return nil }
+        let j = jitter.ns
+        let d = latency.ns + (j > 0 ? rng.next() % (2 * j + 1) : 0)
+        return Span(ns: d >= j ? d - j : 0)
+    }
+
     /// When a datagram sent now from `a` to `b` arrives, or nil when it is lost.
     public mutating func delay(from a: Int, to b: Int) -> Span? {
         if down.contains(a) || down.contains(b) { return nil }

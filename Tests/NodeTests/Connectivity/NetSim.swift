@@ -7,6 +7,7 @@ import XCTest
 @testable import Control
 @testable import Engine
 import Reactor
+@testable import Simulation
 
 /// A deterministic internet in one process, on a virtual clock, with NAT
 /// boxes that behave as RFC 4787 describes, and hosts running `NodeCore`.
@@ -110,8 +111,17 @@ final class NetSim {
     var rng = SessionRandom(seed: 77)
     var sent: [Sent] = []
     var steps = 0
-    let internetDelay = Span.milliseconds(10)
+    /// The Internet between NATs and public hosts: 10 ms, no jitter, no loss by default;
+    /// WS_SIM_LOSS (0...1) and WS_SIM_JITTER_MS (±) in the environment give every
+    /// scenario random loss and jitter (Simulation/NetworkModel.swift, the gossip simulator's model).
+    var network = NetSim.defaultNetwork
     let hopDelay = Span.milliseconds(1)
+
+    static var defaultNetwork: NetworkModel {
+        let env = ProcessInfo.processInfo.environment
+        return NetworkModel(latency: .milliseconds(10), jitter: .milliseconds(env["WS_SIM_JITTER_MS"].flatMap { UInt64($0) } ?? 0),
+                            loss: env["WS_SIM_LOSS"].flatMap { Double($0) } ?? 0, seed: 77)
+    }
     var timings: ConnectivityTimings
     var sessionTimings: SessionTimings
 
@@ -391,7 +401,7 @@ final class NetSim {
         sent.append(Sent(at: now, host: i, to: to, type: bytes.first ?? 0, length: bytes.count))
         if lose(i, to, bytes.first ?? 0) { return }
         var src = hosts[i].local
-        var delay = internetDelay
+        var hops = Span.zero
         if let n = hosts[i].nat {
             if Self.isLAN(to) {
                 // Stays on this LAN.
@@ -400,10 +410,12 @@ final class NetSim {
             }
             guard let out = translateOut(n, from: src, to: to) else { return }
             src = out
-            delay = delay + hopDelay
+            hops = hopDelay
         } else if Self.isLAN(to) {
             return  // a public host has no route to a private address
         }
+        guard let internet = network.sample() else { return }  // lost on the way
+        let delay = internet + hops
         enqueue(Packet(deliverAt: now + delay, seq: 0, from: src, to: to, bytes: bytes), lan: nil)
     }
 
