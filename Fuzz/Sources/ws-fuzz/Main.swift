@@ -5,7 +5,7 @@
 //   ws-fuzz TARGET [libFuzzer flags] [corpus dirs or files]   built with -DFUZZING (perf/fuzz)
 //   ws-fuzz TARGET FILE...                                   any build: run each file once
 //   ws-fuzz --list                                           the target names
-//   ws-fuzz --seeds DIR                                      write DIR/<target>/<seed> (the seed corpus)
+//   ws-fuzz --seeds DIR [TARGET...]                          write DIR/<target>/<seed> (the seed corpus)
 //
 // Oracles are preconditions: a broken property is a crash libFuzzer reports
 // and saves, like any other. Every harness must be deterministic for a given
@@ -109,8 +109,8 @@ enum WSFuzz {
             for t in allTargets { print("\(t.name)\t\(t.summary)") }
             return true
         }
-        if args[1] == "--seeds", args.count == 3 {
-            writeSeeds(to: args[2])
+        if args[1] == "--seeds", args.count >= 3 {
+            writeSeeds(to: args[2], only: Set(args.dropFirst(3)))
             return true
         }
         return false
@@ -118,7 +118,7 @@ enum WSFuzz {
 
     static func usage() -> Never {
         let names = allTargets.map(\.name).joined(separator: " ")
-        FileHandle.standardError.write(Data("usage: ws-fuzz TARGET [libFuzzer args | files] | --list | --seeds DIR\ntargets: \(names)\n".utf8))
+        FileHandle.standardError.write(Data("usage: ws-fuzz TARGET [libFuzzer args | files] | --list | --seeds DIR [TARGET...]\ntargets: \(names)\n".utf8))
         exit(2)
     }
 
@@ -130,9 +130,9 @@ enum WSFuzz {
         return names.sorted().filter { !$0.hasPrefix(".") }.map { path + "/" + $0 }
     }
 
-    /// Writes each target's seeds as DIR/<target>/seed-NNN (replacing what is there).
-    static func writeSeeds(to dir: String) {
-        for t in allTargets {
+    /// Writes each target's (or the named targets') seeds as DIR/<target>/seed-NNN (replacing what is there).
+    static func writeSeeds(to dir: String, only: Set<String>) {
+        for t in allTargets where only.isEmpty || only.contains(t.name) {
             let d = dir + "/" + t.name
             try? FileManager.default.removeItem(atPath: d)
             try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
