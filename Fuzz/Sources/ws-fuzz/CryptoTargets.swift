@@ -47,7 +47,7 @@ struct HandshakeFixture: @unchecked Sendable {
     }
 }
 
-nonisolated(unsafe) let handshake = HandshakeFixture()
+let handshake = HandshakeFixture()
 
 /// `valid` XOR `delta`, with the length of `delta` (bytes past `valid` are `delta`'s own).
 func xorOnto(_ valid: [UInt8], _ delta: [UInt8]) -> [UInt8] {

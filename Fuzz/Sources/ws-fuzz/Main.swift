@@ -139,7 +139,7 @@ enum WSFuzz {
             let seeds = t.seeds()
             for (i, s) in seeds.enumerated() {
                 t.run(s)  // every seed must pass its own oracle
-                FileManager.default.createFile(atPath: d + "/" + String(format: "seed-%03d", i), contents: Data(s))
+                _ = FileManager.default.createFile(atPath: d + "/" + String(format: "seed-%03d", i), contents: Data(s))
             }
             print("\(t.name): \(seeds.count) seeds")
         }

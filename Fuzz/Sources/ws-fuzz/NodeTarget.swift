@@ -149,8 +149,8 @@ struct MeshFixture: @unchecked Sendable {
     }
 }
 
-nonisolated(unsafe) let mesh = MeshFixture(owners: 1)
-nonisolated(unsafe) let splitMesh = MeshFixture(owners: 3)
+let mesh = MeshFixture(owners: 1)
+let splitMesh = MeshFixture(owners: 3)
 
 /// Runs one S1 input against a copy of `fixture`'s node (format and invariants above).
 func runNodeInput(_ input: [UInt8], _ fixture: MeshFixture) {

@@ -76,7 +76,7 @@ let textTargets: [FuzzTarget] = [
 /// Two fixed identities for the cache seeds and the node the cache is loaded into.
 let cacheKeys = [Identity(secret: SecretKey(bytes: [UInt8](repeating: 3, count: 32))!),
                  Identity(secret: SecretKey(bytes: [UInt8](repeating: 4, count: 32))!)]
-nonisolated(unsafe) let cacheNode = NodeCore(
+let cacheNode = NodeCore(
     identity: cacheKeys[0],
     members: cacheKeys.enumerated().map { MemberSpec(publicKey: $1.publicKey, name: "m\($0)") },
     isAnchor: false, seed: 1)
