@@ -108,6 +108,14 @@ let package = Package(
             ],
             path: "Sources/ws-bench"
         ),
+        // libFuzzer harnesses (Fuzz/README.md): one binary, the target named by its first argument.
+        // A normal build replays files; `perf/fuzz` builds it with --sanitize fuzzer,address -DFUZZING
+        // in .build-fuzz, where libFuzzer's main runs it.
+        .executableTarget(
+            name: "ws-fuzz",
+            dependencies: ["Support", "Wire", "Crypto", "Protocol", "Config", "Control", "Reactor"],
+            path: "Fuzz/Sources/ws-fuzz"
+        ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CReactor"], path: "Tests/ReactorTests"),
         .testTarget(
             name: "NodeTests",

@@ -263,6 +263,9 @@ private struct ConfigParser {
             let line = 1 + text.utf8[..<nul].lazy.filter { $0 == 0x0A }.count
             throw ConfigError(path: path, line: line, field: "", message: "contains a NUL byte")
         }
+        if let line = lines.badHeaderLine {
+            throw ConfigError(path: path, line: line, field: "", message: "TOML syntax error: a table header must start with a key")
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)

@@ -24,11 +24,17 @@ import Crypto
 /// advances, so odd input costs a worse line number, never a hang.
 struct SourceLines {
     private var lines: [String: Int]
+    /// The first `[table]` header whose key does not start with a bare-key
+    /// character or a quote (`[é]`, `[=]`): TOMLKit's toml++ asserts on those
+    /// instead of reporting them (an abort in a release build), so `Config`
+    /// refuses them before handing the text over.
+    let badHeaderLine: Int?
 
     init(_ text: String) {
         var s = LineScanner(Array(text.utf8))
         s.run()
         lines = s.found
+        badHeaderLine = s.badHeader
     }
 
     /// The line of `field`, else of its closest written parent: a missing
@@ -55,6 +61,7 @@ private struct LineScanner {
     private var i = 0
     private var line = 1
     private(set) var found: [String: Int] = [:]
+    private(set) var badHeader: Int?
     /// Resolved path of the current `[table]`; "" at the root.
     private var table = ""
     /// How many `[[x]]` headers each array-of-tables path has had so far.
@@ -86,6 +93,13 @@ private struct LineScanner {
         let at = line
         let isArray = peek(1) == .openBracket
         i += isArray ? 2 : 1
+        // toml++ skips spaces and tabs here (a lone CR is not whitespace to it), then needs a key.
+        var k = 0
+        while let c = peek(k), c == .space || c == .tab { k += 1 }
+        if let c = peek(k), !(Self.isBare(c) || c == .quote || c == .apostrophe || c == .closeBracket),
+           badHeader == nil {
+            badHeader = at
+        }
         let comps = keyPath()
         var resolved = ""
         for (k, comp) in comps.enumerated() {

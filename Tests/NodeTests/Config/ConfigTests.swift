@@ -248,6 +248,15 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// Found by ws-fuzz (Fuzz/regressions/config): toml++ asserts, aborting the
+    /// process, on a table header that does not start with a key character.
+    func testTableHeaderWithoutAKeyIsASyntaxErrorNotAnAbort() {
+        for header in ["[é]", "[[é]]", "[ €]", "[=]", "[#]", "[", "[.]", "[\r0]"] {
+            XCTAssertError(nodeTable + "\n" + header + "\nx = 1", line: 4, field: "",
+                           message: "TOML syntax error: a table header must start with a key")
+        }
+    }
+
     func testDuplicateKeyIsASyntaxError() {
         XCTAssertError(nodeTable + "\naddress = \"10.77.0.2/24\"", line: 4, field: "", message: nil)
     }
