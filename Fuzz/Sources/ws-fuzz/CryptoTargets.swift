@@ -37,7 +37,7 @@ struct HandshakeFixture: @unchecked Sendable {
             identity: initiator, responder: responder.publicKey, senderIndex: 0x11, timestamp: ts, macs: &macs, now: now)!
         let received = consumeInitiation(identity: responder, message: initiation)!
         var back = MacGenerator(peer: initiator.publicKey)
-        response = received.createResponse(senderIndex: 0x22, macs: &back, now: now).message
+        response = received.createResponse(senderIndex: 0x22, macs: &back, now: now)!.message
         var checker = CookieChecker(identity: responder)
         cookieReply = checker.createCookieReply(to: initiation, receiverIndex: 0x11, source: source, now: now)
         self.initiation = initiation

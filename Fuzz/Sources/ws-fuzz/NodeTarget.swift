@@ -32,39 +32,63 @@ import Crypto
 import Protocol
 
 /// One node as the engine drives it: NodeCore on reactor 0, and with `owners` > 1
-/// the sessions' keys split across SessionShards (NetSim.deliver's routing).
+/// the sessions' keys split across SessionShards, routed and synced by the
+/// engine's own rules (LaneRouter, ShardSync: Protocol/Lanes/LaneRouter.swift).
 struct Host: Sendable {
     var core: NodeCore
     var shards: [SessionShard]
+    var sync: ShardSync
+    let router: LaneRouter
     let owners: Int
 
     init(identity: Identity, members: [MemberSpec], anchor: Bool, seed: UInt64, owners: Int) {
         self.owners = owners
-        core = NodeCore(identity: identity, members: members, isAnchor: anchor, seed: seed, owners: owners)
+        let c = NodeCore(identity: identity, members: members, isAnchor: anchor, seed: seed, owners: owners)
+        core = c
         shards = owners > 1 ? (0..<owners).map {
-            SessionShard(index: $0, owners: owners, members: members.map(\.publicKey), isAnchor: anchor)
+            SessionShard(index: $0, owners: owners, roster: c.roster, isAnchor: anchor)
         } : []
+        router = LaneRouter(lanes: owners, isAnchor: anchor)
+        sync = ShardSync(router: router, peers: members.count)
     }
 
     /// One datagram in, as the engine's lanes take it.
     mutating func receive(_ b: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint, now: Instant,
                           underLoad: Bool = false) -> NodeInbound {
         guard owners > 1 else { return core.receive(b, length: length, from: source, now: now, underLoad: underLoad) }
-        var k = SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(b), length: length, owners: owners,
-                                       relayInner: !core.isAnchor)
+        var k = router.steer(UnsafeRawBufferPointer(b), length: length)
+        var handedOver = false
         for _ in 0..<4 {
-            switch shards[k].receive(b, length: length, from: source, now: now) {
-            case .packet(let p, let off, let len): return .packet(p, offset: off, length: len)
+            let result = shards[k].receive(b, length: length, from: source, now: now)
+            if case .drop(let r) = result { return .drop(r) }
+            switch router.afterShard(result, handedOver: handedOver) {
+            case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
             case .control(let p, let off, let len, let via):
                 return core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
                                           source: source, via: via, now: now)
-            case .consumed: return .consumed
-            case .drop(let r): return .drop(r)
-            case .elsewhere(let o): k = o
+            case .done: return .consumed
+            case .loop: return .consumed  // the daemon counts it as handoff_loop
+            case .handTo(let o):
+                k = o
+                handedOver = true
             case .core:
+                switch router.toCore(at: k, handedOver: handedOver) {
+                case .handTo(let o):
+                    k = o
+                    handedOver = true
+                    continue
+                case .loop: return .consumed
+                default: break
+                }
                 let r = core.receive(b, length: length, from: source, now: now, underLoad: underLoad)
                 guard case .handoff(let o) = r else { return r }
-                k = o
+                switch router.afterCoreHandoff(to: o, at: k, handedOver: handedOver) {
+                case .handTo(let o):
+                    k = o
+                    handedOver = true
+                case .loop: return .consumed
+                default: handedOver = true
+                }
             }
         }
         fatalError("oracle: a datagram went round the lanes (type \(length > 0 ? b[0] : 0), \(length) bytes)")
@@ -84,13 +108,13 @@ struct Host: Sendable {
         }
         while let t = core.pollTransmit() { emit(t) }
         if owners > 1 {
-            while let p = core.pollKeyChange() { shards[SessionOwnership.owner(of: p, owners: owners)].install(core.shardKeys(of: p), for: p) }
-            for j in 0..<core.peerCount {
-                let p = PeerID(rawValue: j)
-                shards[SessionOwnership.owner(of: p, owners: owners)].setRoute(core.dataRoute(for: p), for: p)
+            var s = shards
+            shards = []
+            sync.sync(&core) { k, push in
+                s[k].apply(push)
+                return true
             }
-            let anchors = core.anchorEndpointList
-            for k in shards.indices { shards[k].setAnchors(anchors) }
+            shards = s
         }
         while core.pollEvent() != nil {}
     }
