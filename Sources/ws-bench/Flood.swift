@@ -203,8 +203,9 @@ final class UDPSender: Sender {
         let s = socket(Int32(bind.storage.ss_family), Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard s >= 0 else { throw ValidationError("socket: errno \(errno)") }
         var b = bind
+        let len = b.length  // not read inside the closure: that would overlap the access to `b`
         let rc = withUnsafePointer(to: &b.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, b.length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, len) }
         }
         guard rc == 0 else { throw ValidationError("bind: errno \(errno) (is the address on an interface here?)") }
         fd = s
@@ -212,10 +213,11 @@ final class UDPSender: Sender {
     }
 
     func send(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buf in
+        let len = destination.length
+        return bytes.withUnsafeBytes { buf in
             withUnsafePointer(to: &destination.storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, buf.baseAddress, buf.count, 0, $0, destination.length) == buf.count
+                    sendto(fd, buf.baseAddress, buf.count, 0, $0, len) == buf.count
                 }
             }
         }
@@ -256,10 +258,11 @@ final class RawSender: Sender {
         let total = UInt16(packet.count), udp = UInt16(packet.count - 20)
         packet[2] = UInt8(total >> 8); packet[3] = UInt8(total & 0xFF)
         packet[24] = UInt8(udp >> 8); packet[25] = UInt8(udp & 0xFF)
+        let len = destination.length
         return packet.withUnsafeBytes { buf in
             withUnsafePointer(to: &destination.storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, buf.baseAddress, buf.count, 0, $0, destination.length) == buf.count
+                    sendto(fd, buf.baseAddress, buf.count, 0, $0, len) == buf.count
                 }
             }
         }
