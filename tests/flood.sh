@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Floods against a real release daemon while a legitimate flow runs through it
-# (security review 60ee9cd, Part C.4: F1, F3, F4, F5, F10). Short form: every
+# (security review 60ee9cd, Part C.4: F1, F3, F4, F5, F10, F11a). Short form: every
 # attack a few seconds, the whole script well under 3 minutes; perf/flood runs
 # the same longer (WS_FLOOD_SECONDS) and keeps the table.
 #
@@ -11,6 +11,8 @@
 #                      reactors = 2        through the tunnel      + 198.51.100.1-200/32 (F5, IPv4 sources)
 #                      + 2001:db8:f::21/64                         + 2001:db8:f::1:0-ff/64 (F5, one /64)
 #
+# A sniffer on m2's port of the bridge catches one of m2's HANDSHAKE_INITs to m1
+# while the daemons start; F11 replays it from x.
 # Overlay ws0: a1 10.77.0.1, m1 10.77.0.21, m2 10.77.0.22. m1 and m2 know each
 # other's endpoint (a direct path); both keep a session with the anchor a1.
 # m1's peers are [a1, m2], so with 2 reactors m2's session (the legit flow) is
@@ -86,6 +88,12 @@ conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
 # The control socket's directory is traversable by others (the socket itself
 # is 0600): F10 checks that a non-root user is refused by the socket's mode.
 chmod 711 "$LAB_DIR"
+# F11 replays a real HANDSHAKE_INIT of m2 to m1: catch one on m2's bridge port
+# while the daemons start.
+ip netns exec "$LAB_PREFIX-internet" "$PY" "$FL" sniff-init i-m2 "$LAB_DIR/init.bin" 15 203.0.113.22 203.0.113.21 \
+  >"$LAB_DIR/sniff.out" 2>&1 &
+sniffer=$!
+wait_until 5 grep -qs listening "$LAB_DIR/sniff.out" || fail "INIT sniffer did not start: $(cat "$LAB_DIR/sniff.out")"
 for n in a1 m1 m2; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
 victim_pid=$(awk '$2 == "d-m1" {print $1}' "$LAB_DIR/pids")
 
@@ -256,6 +264,22 @@ count_replies=1 attack F5-probe-ipv6-64 probe_rate_limited probe_not_member bad_
 cap=$((10 * secs + 20 + 10))
 [ "$replies" -le "$cap" ] || fail "F5 IPv6: $replies probe replies from one /64 > $cap (keyed by /64?)"
 echo "ok: F5 IPv6 /64: $replies replies to $sent probes from 256 addresses of one /64 (cap $cap)"
+
+# F11: a real HANDSHAKE_INIT of m2's, replayed from the attacker 100 times a
+# second (below the load meter's 128/s, so each one reaches the timestamp
+# check): refused as stale (or as a flood within 20 ms), m2's session and
+# path untouched (the state check). At most 1 DH each since M1's fix; not timed.
+if wait "$sniffer"; then
+  sleep 1.2
+  attack F11-replay staleTimestamp handshakeFlood cookieRequired rateLimited notMember authFailed -- lab_exec x \
+    "$bin/ws-bench" flood --seconds "$secs" --kind replay --rate 100 --to 203.0.113.21:51820 --from 203.0.113.66 \
+    --payload-file "$LAB_DIR/init.bin"
+  [ $(( ($(d staleTimestamp) + $(d handshakeFlood)) * 10 )) -ge $((sent * 9)) ] ||
+    fail "F11: of $sent replayed INITs fewer than 90% refused as stale or flood ($moved)"
+  echo "ok: F11: $sent replays of a real INIT: $(d staleTimestamp) stale, $(d handshakeFlood) flood; m2's session kept"
+else
+  echo "SKIP: F11 not run: no HANDSHAKE_INIT from m2 to m1 seen while the daemons started"
+fi
 
 # F10: control-socket abuse while the legit flow runs, then a non-root user.
 # The counters list is empty: nothing of it is a datagram (sent=0 accounted=0).

@@ -17,6 +17,8 @@
 //   garbage     F4  the 1-byte datagram 0x01.
 //   probe       F5  PATH_PROBE carrying --member-key (a member's key is public:
 //                   it rides in clear in every probe), a random txid each.
+//   replay      F11 the datagram in --payload-file (e.g. a captured real
+//                   HANDSHAKE_INIT), the same bytes every time.
 //
 // Sources: --from binds one UDP socket per listed local address (the caller
 // puts those addresses on an interface in the attacker's namespace) and sends
@@ -41,7 +43,7 @@ struct Flood: ParsableCommand {
         abstract: "Send crafted attack datagrams at a fixed rate (tests/flood.sh, perf/flood).")
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
-        case initiation = "init", relayInit = "relay-init", garbage, probe
+        case initiation = "init", relayInit = "relay-init", garbage, probe, replay
     }
 
     @Option(help: "init | relay-init | garbage | probe") var kind: Kind
@@ -52,6 +54,7 @@ struct Flood: ParsableCommand {
     @Option(help: "Seconds to send.") var seconds: Double = 5
     @Option(help: "The victim's public key (init, relay-init: for mac1).") var victimKey: String?
     @Option(help: "A member's public key (relay-init: the RELAY id; probe: the probe's sender).") var memberKey: String?
+    @Option(help: "replay: a file holding one captured datagram, sent again and again.") var payloadFile: String?
 
     func run() throws {
         guard rate > 0, seconds > 0 else { throw ValidationError("--rate and --seconds must be positive") }
@@ -115,6 +118,11 @@ struct Flood: ParsableCommand {
         switch kind {
         case .garbage:
             return [[0x01]]
+        case .replay:
+            guard let payloadFile, let data = FileManager.default.contents(atPath: payloadFile), !data.isEmpty else {
+                throw ValidationError("--payload-file (a captured datagram) is needed")
+            }
+            return [Array(data)]
         case .probe:
             let member = try key(memberKey, "member-key")
             return (0..<256).map { _ in

@@ -16,6 +16,10 @@
       at 5 s), a line of 64 KiB + 1 (tooLong), 10 MB without a newline (cut),
       deep nesting and non-UTF-8 (refused); prints "ok: ..." lines, exits 1
       with "FAIL: ..." on the first broken expectation.
+  flood.py sniff-init IFACE OUTFILE TIMEOUT SRC_IP DST_IP
+      F11: capture one HANDSHAKE_INIT (type 1, 180 bytes) from SRC_IP to
+      DST_IP on IFACE and write its UDP payload to OUTFILE; exit 1 if none
+      came within TIMEOUT seconds. Prints "listening" once bound.
   flood.py connect SOCKET
       Connects and asks for the status; exits 0 on an answer, 13 on EACCES
       (run as a non-root user by the caller), 1 otherwise.
@@ -198,6 +202,31 @@ def ctl(path):
         print("ok: F10 %s refused: %s" % (name, ans.decode(errors="replace").strip()))
 
 
+def sniff_init(iface, out, timeout, src, dst):
+    import struct
+    src, dst = socket.inet_aton(src), socket.inet_aton(dst)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.bind((iface, 0))
+    s.settimeout(0.2)
+    print("listening", flush=True)
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            frame = s.recv(65535)
+        except socket.timeout:
+            continue
+        if len(frame) < 42 or struct.unpack("!H", frame[12:14])[0] != 0x0800:
+            continue
+        ip = frame[14:]
+        if ip[9] != 17 or ip[12:16] != src or ip[16:20] != dst:
+            continue
+        payload = ip[(ip[0] & 0x0F) * 4 + 8:]
+        if len(payload) == 180 and payload[0] == 1:
+            open(out, "wb").write(payload)
+            return 0
+    return 1
+
+
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "state":
@@ -206,6 +235,8 @@ def main():
         print(delta(sys.argv[2], sys.argv[3], sys.argv[4:]))
     elif cmd == "snmp":
         print(snmp(sys.argv[2:]))
+    elif cmd == "sniff-init":
+        sys.exit(sniff_init(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5], sys.argv[6]))
     elif cmd == "ctl":
         ctl(sys.argv[2])
     elif cmd == "connect":
