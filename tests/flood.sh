@@ -31,9 +31,12 @@
 #   - m1's state (NAT mapping, anchor reachability, peer sessions and active
 #     paths) is the same before and after;
 #   - per-attack limits (load meter tripped, global/per-/64 probe reply caps).
-# m1's reactor-0 CPU (main thread, /proc/PID/task/PID/stat) is printed; the
-# review's target is < 20%, checked only when WS_FLOOD_CPU_MAX is set (a
-# shared 2-core machine makes it noisy: see perf/results/flood.md).
+# m1's reactor-0 CPU (main thread, /proc/PID/task/PID/stat: its own CPU time,
+# which other load on the machine hardly inflates) must stay under
+# WS_FLOOD_CPU_MAX, 50% by default: far above what these floods cost today
+# (<= 11% at 2,000/s, perf/results/flood.md; the review's target is 20%), far
+# below what the old bugs cost (H1: 2,000 relayed INITs/s at 380 us of DH each
+# would take 76%; H2: a table rebuilt per probe pins the thread).
 #
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
 set -euo pipefail
@@ -194,9 +197,7 @@ attack() {
   [ "$state1" = "$state0" ] || fail "$name: m1's state moved: before [$state0] after [$state1]"
   [ $((acc * 100)) -ge $((sent * 95)) ] && [ $((acc * 100)) -le $((sent * 102)) ] ||
     fail "$name: $acc of $sent attack datagrams accounted for (counters + replies + kernel drops)"
-  if [ -n "${WS_FLOOD_CPU_MAX:-}" ] && [ "$cpu" -gt "$WS_FLOOD_CPU_MAX" ]; then
-    fail "$name: m1 reactor-0 CPU $cpu% > $WS_FLOOD_CPU_MAX%"
-  fi
+  [ "$cpu" -le "${WS_FLOOD_CPU_MAX:-50}" ] || fail "$name: m1 reactor-0 CPU $cpu% > ${WS_FLOOD_CPU_MAX:-50}%"
   echo "ok: $name: legit kept $kept%, $acc of $sent accounted for, state unchanged [$state1]"
 }
 d() { "$PY" -c "import sys; print(sys.argv[1].split('$1=')[1].split()[0])" "$moved"; }
@@ -294,6 +295,7 @@ sleep 1
 t0=$(ticks) t1=$(date +%s%N)
 f10 >/dev/null || fail "F10: $(grep FAIL "$LAB_DIR/f10.out")"
 cpu=$(( ($(ticks) - t0) * 100 * 1000000000 / hz / ($(date +%s%N) - t1) ))
+[ "$cpu" -le "${WS_FLOOD_CPU_MAX:-50}" ] || fail "F10: m1 reactor-0 CPU $cpu% > ${WS_FLOOD_CPU_MAX:-50}%"
 legit_wait F10
 sed 's/^/  /' "$LAB_DIR/f10.out"
 kept=$((got * 100 / (base * 14 / (secs_saved + 2))))
