@@ -97,10 +97,14 @@ ip netns exec "$LAB_PREFIX-internet" "$PY" "$FL" sniff-init i-m2 "$LAB_DIR/init.
   >"$LAB_DIR/sniff.out" 2>&1 &
 sniffer=$!
 wait_until 5 grep -qs listening "$LAB_DIR/sniff.out" || fail "INIT sniffer did not start: $(cat "$LAB_DIR/sniff.out")"
-for n in a1 m1 m2; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
+status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
+# m2 starts once m1 answers, and its first ping makes it the initiator toward
+# m1: m1 accepts that INIT, so F11's copy of it is a replay of an accepted one.
+for n in a1 m1; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
+wait_until 10 status m1 >/dev/null 2>&1 || fail "m1 does not answer on its control socket"
+lab_bg m2 d-m2 "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/m2.toml"
 victim_pid=$(awk '$2 == "d-m1" {print $1}' "$LAB_DIR/pids")
 
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
 pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 wait_until 20 pingable m2 m1 || fail "m2 cannot ping m1 through the tunnel"
 wait_until 20 pingable m1 a1 || fail "m1 cannot ping the anchor"
