@@ -381,8 +381,8 @@ extension Lane {
             forwards += 1
         case .consumed:
             break
-        case .drop(let reason):
-            count(reason.name)
+        case .drop:
+            break  // counted by NodeCore itself (NodeCore.drop), which the status reports: not again here
         case .handoff(let k):
             // Session data, split across reactors: its owner opens it.
             switch router.afterCoreHandoff(to: k, at: id, handedOver: handedOver) {

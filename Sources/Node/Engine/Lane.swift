@@ -271,10 +271,10 @@ final class Lane: @unchecked Sendable {
 }
 
 extension NodeInbound {
-    /// Counts a drop (the result of a control message handed to NodeCore).
-    func countDrop(in lane: Lane) {
-        if case .drop(let r) = self { lane.count(r.name) }
-    }
+    /// The result of a control message handed to NodeCore. A drop is not
+    /// counted here: NodeCore counted it (NodeCore.drop) and the status shows
+    /// NodeCore's counts; counting it in the lane too showed every one twice.
+    func countDrop(in lane: Lane) {}
 }
 
 extension Lane {
