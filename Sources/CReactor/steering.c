@@ -11,14 +11,14 @@
 // header before running it):
 //
 //   DATA                                 RELAY carrying DATA
-//   0      1        4       8            0      1        4            12     13       16      20
-//  +------+--------+-------+---         +------+--------+------------+------+--------+-------+---
-//  |  4   | 0 0 0  | index | ...        |  7   | 0 0 0  | member id  |  4   | 0 0 0  | index | ...
-//  +------+--------+-------+---         +------+--------+------------+------+--------+-------+---
-//                   ^ byte 4: low byte (u32 LE)                                        ^ byte 16
+//   0      1        4       8            0      1       8            16     17       20      24
+//  +------+--------+-------+---         +------+-------+------------+------+--------+-------+---
+//  |  4   | 0 0 0  | index | ...        |  7   |  tag  | member id  |  4   | 0 0 0  | index | ...
+//  +------+--------+-------+---         +------+-------+------------+------+--------+-------+---
+//                   ^ byte 4: low byte (u32 LE)                                       ^ byte 20
 //
 //   socket = byte[4] % groups     DATA
-//          = byte[16] % groups    RELAY whose inner datagram is DATA (only with relay_inner)
+//          = byte[20] % groups    RELAY whose inner datagram is DATA (only with relay_inner)
 //          = 0                    anything else: handshakes, probes, short datagrams
 //
 // A load past the end of the datagram aborts a classic BPF program with return
@@ -49,9 +49,9 @@ int CReactor_attach_steering(int fd, unsigned groups, int relay_inner) {
         /*  3 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 4),                         // A = receiver_index & 0xff
         /*  4 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, groups),
         /*  5 */ BPF_STMT(BPF_RET | BPF_A, 0),
-        /*  6 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 12),                        // A = inner type
+        /*  6 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 16),                        // A = inner type
         /*  7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, DEFAULT - 8),        // inner DATA -> 8
-        /*  8 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 16),                        // A = inner receiver_index & 0xff
+        /*  8 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 20),                        // A = inner receiver_index & 0xff
         /*  9 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, groups),
         /* 10 */ BPF_STMT(BPF_RET | BPF_A, 0),
         /* 11 */ BPF_STMT(BPF_RET | BPF_K, 0),

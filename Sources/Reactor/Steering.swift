@@ -19,8 +19,8 @@
 //
 //   DATA     type(1)=4 reserved(3) receiver_index(4, LE) counter(8) ...
 //            -> byte[4] % groups
-//   RELAY    type(1)=7 reserved(3) member_id(8) inner datagram (offset 12)
-//            -> byte[16] % groups when relayInner and the inner type byte[12] is 4
+//   RELAY    type(1)=7 hop_tag(7) member_id(8) inner datagram (offset 16)
+//            -> byte[20] % groups when relayInner and the inner type byte[16] is 4
 //   else     -> 0 (also any datagram too short for a load: cBPF aborts with 0)
 //
 // These offsets are the one place the reactor knows the wire format (its
@@ -49,7 +49,7 @@ public enum Steering {
     /// Offset of the receiver index's low byte in DATA.
     public static let indexOffset = 4
     /// Offset of the inner datagram in RELAY.
-    public static let relayHeaderSize = 12
+    public static let relayHeaderSize = 16
 
     /// The index of the socket in the group (0..<groups) the kernel delivers
     /// `datagram` (a UDP payload) to once the program is attached: exactly what

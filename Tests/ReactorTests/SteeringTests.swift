@@ -32,19 +32,20 @@ final class SteeringTests: XCTestCase {
     func testRelayedDataFollowsTheInnerIndexOnlyWithRelayInner() {
         for low in [0, 1, 2, 5, 128, 254, 255] as [UInt8] {
             let inner = dataMessage(index: UInt32(low), counter: 1)
-            // The member id's first byte sits at offset 4 too: it must not be what is read.
-            let relay = relayMessage(member: 0x0102_0304_0506_07F3, inner: inner)
-            XCTAssertEqual(relay[4], 0xF3)
+            // The tag's byte 4 and the member id's byte 12 look like an index: they must not be what is read.
+            let relay = relayMessage(member: 0x0102_0304_0506_07F3, inner: inner, tag: 0x00F1_F2F3_F4F5_F6F7)
+            XCTAssertEqual(relay[4], 0xF4)
+            XCTAssertEqual(relay[12], 0x04)
             for groups in 1...5 {
                 XCTAssertEqual(group(relay, groups, relayInner: true), Int(low) % groups, "inner index \(low), \(groups) groups")
                 XCTAssertEqual(group(relay, groups, relayInner: false), 0, "without relayInner a RELAY goes to 0")
             }
         }
-        // A relayed handshake (inner type 1) is not steered, whatever byte 16 holds.
+        // A relayed handshake (inner type 1) is not steered, whatever byte 20 holds.
         var hs = handshakeInit(sender: 0x0000_0005)
         hs[4] = 5
         let relayedHandshake = relayMessage(member: 0x1111, inner: hs)
-        XCTAssertEqual(relayedHandshake[16], 5)
+        XCTAssertEqual(relayedHandshake[20], 5)
         XCTAssertEqual(group(relayedHandshake, 3, relayInner: true), 0)
     }
 
@@ -58,18 +59,18 @@ final class SteeringTests: XCTestCase {
         // Too short for a load: the program aborts with 0.
         let short: [[UInt8]] = [
             [], [4], [4, 0], [4, 0, 0, 0],  // DATA without byte 4
-            [7], [7, 0, 0, 0, 5], Array([7, 0, 0, 0] + [UInt8](repeating: 1, count: 8)),  // RELAY without byte 12
-            Array([7, 0, 0, 0] + [UInt8](repeating: 1, count: 8) + [4, 0, 0, 0]),  // inner DATA without byte 16
+            [7], [7, 0, 0, 0, 5], Array([7] + [UInt8](repeating: 1, count: 15)),  // RELAY without byte 16
+            Array([7] + [UInt8](repeating: 1, count: 15) + [4, 0, 0, 0]),  // inner DATA without byte 20
         ]
         for d in short {
             XCTAssertEqual(group(d, 3, relayInner: true), 0, "\(d.count) bytes: \(d)")
         }
-        // Just long enough: 5 bytes of DATA, 17 of RELAY carrying DATA.
+        // Just long enough: 5 bytes of DATA, 21 of RELAY carrying DATA.
         XCTAssertEqual(group([4, 0, 0, 0, 5], 3, relayInner: true), 2)
-        let relay17 = [7, 0, 0, 0] + [UInt8](repeating: 1, count: 8) + [4, 0, 0, 0, 5]
-        XCTAssertEqual(relay17.count, 17)
-        XCTAssertEqual(group(relay17, 3, relayInner: true), 2)
-        XCTAssertEqual(group(relay17, 3, relayInner: false), 0)
+        let relay21 = [7] + [UInt8](repeating: 1, count: 15) + [4, 0, 0, 0, 5]
+        XCTAssertEqual(relay21.count, 21)
+        XCTAssertEqual(group(relay21, 3, relayInner: true), 2)
+        XCTAssertEqual(group(relay21, 3, relayInner: false), 0)
     }
 
     // MARK: - The kernel
@@ -149,7 +150,8 @@ final class SteeringTests: XCTestCase {
     func relayCases() -> [[UInt8]] {
         let data = (0..<64).map { (i: Int) -> [UInt8] in
             let low = UInt32((i &* 91 &+ 3) & 0xFF)
-            return relayMessage(member: UInt64(i &* 53 &+ 7), inner: dataMessage(index: low, counter: UInt64(i)))
+            return relayMessage(member: UInt64(i &* 53 &+ 7), inner: dataMessage(index: low, counter: UInt64(i)),
+                                tag: UInt64(i &* 0x0101_0101_0101 &+ 0x77))
         }
         let handshakes = (0..<16).map { (i: Int) -> [UInt8] in
             relayMessage(member: UInt64(i), inner: handshakeInit(sender: UInt32(i &* 13 &+ 1)))
@@ -174,8 +176,9 @@ final class SteeringTests: XCTestCase {
         return d
     }
 
-    func relayMessage(member: UInt64, inner: [UInt8]) -> [UInt8] {
-        var d: [UInt8] = [7, 0, 0, 0]
+    func relayMessage(member: UInt64, inner: [UInt8], tag: UInt64 = 0) -> [UInt8] {
+        var d: [UInt8] = [7]
+        for i in 0..<7 { d.append(UInt8(truncatingIfNeeded: tag >> (8 * i))) }
         for i in 0..<8 { d.append(UInt8(truncatingIfNeeded: member >> (8 * i))) }
         return d + inner
     }

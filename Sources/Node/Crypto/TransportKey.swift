@@ -28,6 +28,8 @@ import CSodium
 public struct TransportKey: Sendable {
     public static let tagLength = 16
     private let key: (UInt64, UInt64, UInt64, UInt64)
+    /// The relay-tag key of this direction (Crypto/RelayTag.swift), derived once per keypair.
+    public let relayTagKey: RelayTagKey
 
     /// `bytes` must be exactly 32 bytes (keys come from the handshake's Split()).
     public init(bytes: [UInt8]) {
@@ -36,6 +38,7 @@ public struct TransportKey: Sendable {
         var k: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         withUnsafeMutableBytes(of: &k) { $0.copyBytes(from: bytes) }
         key = k
+        relayTagKey = withUnsafeBytes(of: &k) { RelayTagKey(transportKey: $0) }
     }
 
     init(secret: SecretBytes) {
@@ -44,6 +47,7 @@ public struct TransportKey: Sendable {
         var k: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         secret.withBytes { s in withUnsafeMutableBytes(of: &k) { $0.copyMemory(from: s) } }
         key = k
+        relayTagKey = withUnsafeBytes(of: &k) { RelayTagKey(transportKey: $0) }
     }
 
     /// Encrypts buffer[0..<length] in place and writes the 16-byte tag at buffer[length..<length+16].

@@ -25,6 +25,27 @@ extension NodeCore {
     /// Every anchor's current endpoint (an owner unwraps RELAY only from these).
     public var anchorEndpointList: [(endpoint: Endpoint, peer: PeerID)] { anchorEndpoints }
 
+    /// Every anchor's current endpoint and the relay-tag keys of our session
+    /// with it: an owner tags the RELAY it sends to an anchor, and unwraps RELAY
+    /// only from these, tagged under those keys.
+    public var relayAnchorList: [RelayAnchor] {
+        anchorEndpoints.map { RelayAnchor(endpoint: $0.endpoint, peer: $0.peer, keys: tunnels.relayHop(of: $0.peer)) }
+    }
+
+    /// Whether `list` is `relayAnchorList` as it is now (compared without building it: no allocation).
+    public func relayAnchorsEqual(_ list: [RelayAnchor]) -> Bool {
+        guard list.count == anchorEndpoints.count else { return false }
+        var k = 0
+        while k < list.count {
+            let a = anchorEndpoints[k]
+            if list[k].endpoint != a.endpoint || list[k].peer != a.peer || list[k].keys != tunnels.relayHop(of: a.peer) {
+                return false
+            }
+            k += 1
+        }
+        return true
+    }
+
     /// A control message an owner opened: `payload` is the decrypted payload
     /// of an authenticated DATA from `peer` that came from `source` (through
     /// the anchor `via`).

@@ -26,7 +26,7 @@
 //   UDP datagram ── receive(buf, len, from, now) ──> .packet(peer, off, len)     IP packet for the TUN (decrypted in place)
 //                                                    .transmit(to, off, len)     send buf[off..<off+len] (relay forward, probe reply; in place)
 //                                                    .consumed / .drop(reason)
-//   TUN packet ──── sendPacket(to: peer, buf, ...) ─> .send(endpoint, off, len)   direct, or RELAY-wrapped in place (12 more bytes of headroom)
+//   TUN packet ──── sendPacket(to: peer, buf, ...) ─> .send(endpoint, off, len)   direct, or RELAY-wrapped and tagged in place (16 more bytes of headroom)
 //                                                    .queued / .drop(reason)
 //   timer fired ─── handleTimeout(now, wallClock)
 //   after each batch:  pollTransmit() until nil  -> handshakes, keepalives, probes, pings, control messages (already wrapped)
@@ -131,6 +131,8 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
     case relayRateLimited
     /// A relayed datagram that did not authenticate as the member the anchor named.
     case relayMismatch
+    /// A RELAY whose hop tag does not authenticate under the sending hop's session (a forged source).
+    case relayBadTag
 
     /// Snake-case counter name (`wsctl status` counters).
     public var name: String {
@@ -152,6 +154,7 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
         case .relayTargetUnreachable: "relay_target_unreachable"
         case .relayRateLimited: "relay_rate_limited"
         case .relayMismatch: "relay_mismatch"
+        case .relayBadTag: "relay_bad_tag"
         }
     }
 
@@ -412,7 +415,7 @@ public struct NodeCore: Sendable {
         }
         noteDataSent(peer, now: now)
         guard relayingAnchor(to: to, for: peer) != nil else { return result }
-        RelayMessage.writeHeader(memberID(of: peer), into: buffer, at: offset - RelayMessage.headerSize)
+        writeRelayHeader(for: peer, to: to, buffer, at: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
         return .send(to, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
 
@@ -535,7 +538,7 @@ public struct NodeCore: Sendable {
     mutating func absorbTunnels(now: Instant) {
         while let t = tunnels.pollTransmit() {
             if let p = t.peer, relayingAnchor(to: t.to, for: p) != nil {
-                outbox.push(Transmit(to: t.to, bytes: RelayMessage.wrap(t.bytes, for: memberID(of: p)), peer: p))
+                outbox.push(Transmit(to: t.to, bytes: relayWrapped(t.bytes, for: p, to: t.to), peer: p))
             } else {
                 outbox.push(t)
             }

@@ -4,7 +4,7 @@
 //   ──────────────────────────────────────────────────────     ─────────────────────────
 //   handshake completes, keys rotate ── keys(of:) ───────────▶ install: current/previous/next
 //   path manager picks a path ───────── dataRoute(for:) ─────▶ setRoute: endpoint [+ RELAY label]
-//   anchors move ────────────────────── anchorEndpoints ─────▶ setAnchors
+//   anchors or their keys change ────── relayAnchorList ─────▶ setAnchors (endpoints, relay-tag keys)
 //                                                               DATA in (steered by receiver index):
 //                                                                 open in place, replay window here only
 //                                                               TUN packet for an owned peer: seal in place
@@ -70,8 +70,8 @@ public enum SessionOwnership {
     public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool) -> Int {
         guard owners > 1, length > 0 else { return 0 }
         if p[0] == MessageType.data.rawValue, length > 4 { return Int(p[4]) % owners }
-        if relayInner, p[0] == MessageType.relay.rawValue, length > 16, p[12] == MessageType.data.rawValue {
-            return Int(p[16]) % owners
+        if relayInner, p[0] == MessageType.relay.rawValue, length > 20, p[16] == MessageType.data.rawValue {
+            return Int(p[20]) % owners
         }
         return 0
     }
@@ -148,7 +148,8 @@ public struct SessionShard: Sendable {
     let isAnchor: Bool
     var peers: [ShardPeer]
     var indices: [UInt32: PeerID] = [:]
-    var anchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    /// The anchors and our sessions' relay-tag keys with them (pushed by reactor 0).
+    var anchors: [RelayAnchor] = []
     /// The members (RELAY label -> sender), shared with reactor 0.
     let roster: Roster
     var reports = Outbox<ShardReport>()
@@ -220,7 +221,7 @@ public struct SessionShard: Sendable {
         peers[i].route = route
     }
 
-    public mutating func setAnchors(_ list: [(endpoint: Endpoint, peer: PeerID)]) { anchors = list }
+    public mutating func setAnchors(_ list: [RelayAnchor]) { anchors = list }
 
     // MARK: Data path
 
@@ -238,6 +239,12 @@ public struct SessionShard: Sendable {
                               payloadLength: Int, now: Instant) -> ShardOutbound {
         guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
+        // Relayed: tagged under our session with the anchor; without its keys here, reactor 0 sends it.
+        var hopKey: RelayTagKey?
+        if route.relayFor != nil {
+            guard let k = anchorAt(route.endpoint), let key = anchors[k].keys.send else { return .core }
+            hopKey = key
+        }
         let room = DataMessage.headerSize + (route.relayFor != nil ? RelayMessage.headerSize : 0)
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
             return .drop(.badLength)
@@ -258,6 +265,7 @@ public struct SessionShard: Sendable {
         let offset = payloadOffset - DataMessage.headerSize
         guard let label = route.relayFor else { return .send(route.endpoint, offset: offset, length: length) }
         RelayMessage.writeHeader(label, into: buffer, at: offset - RelayMessage.headerSize)
+        RelayTag.seal(base + offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize, key: hopKey!)
         return .send(route.endpoint, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
 
@@ -270,9 +278,12 @@ public struct SessionShard: Sendable {
             return receiveData(base, length: length, from: source, via: nil, relayedFor: nil, now: now)
         case MessageType.relay.rawValue:
             // A RELAY from an anchor carries a datagram for us; one from a member is to forward (reactor 0).
-            guard let anchor = anchorAt(source),
+            guard let k = anchorAt(source),
                   let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
                   buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
+            // The anchor tagged it under its session with us: a forged anchor source stops here.
+            guard anchors[k].keys.check(base, length: length) else { return drop(.relayBadTag) }
+            let anchor = anchors[k].peer
             guard let sender = roster.peer(relayLabel: label) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let r = receiveData(base + h, length: length - h, from: source, via: anchor, relayedFor: sender, now: now)
@@ -381,13 +392,14 @@ public struct SessionShard: Sendable {
 
     mutating func count(_ r: NodeDropReason) { drops[r, default: 0] &+= 1 }
 
+    /// The anchor at `ep`, as its position in `anchors`.
     /// An index loop over the (few) anchors: the `for … where` form over an array of
     /// tuples went through unspecialised generic code and allocated per step in a
     /// debug build (found by the preloaded allocation counter, scripts/test).
-    private func anchorAt(_ ep: Endpoint) -> PeerID? {
+    private func anchorAt(_ ep: Endpoint) -> Int? {
         var i = 0
         while i < anchors.count {
-            if anchors[i].endpoint == ep { return anchors[i].peer }
+            if anchors[i].endpoint == ep { return i }
             i += 1
         }
         return nil

@@ -559,6 +559,12 @@ public struct Tunnels: Sendable {
     /// A peer whose keypairs changed since the last call: install `keys(of:)` on its owner.
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
 
+    /// The relay-tag keys of our session with `peer` (RelayHop.swift): no copy of the slots.
+    func relayHop(of peer: PeerID) -> RelayHopKeys {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return RelayHopKeys() }
+        return peers[peer.rawValue].keys.relayHop
+    }
+
     /// The peer's keypairs as they are now, for its owning reactor.
     func keys(of peer: PeerID) -> KeypairSlots {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return KeypairSlots() }

@@ -83,7 +83,7 @@ final class ConnectivityDataPathTests: XCTestCase {
             buffer[headroom] = 0x45
             guard case .send(anchorEndpoint, let roff, let rlen) = sym1.sendPacket(to: sym2Peer, buffer, payloadOffset: headroom,
                                                                                   payloadLength: payload, now: now),
-                  rlen == payload + 32 + 12 else { break }
+                  rlen == payload + 32 + RelayMessage.headerSize else { break }
             view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
             guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
             guard case .packet(sym1Peer, let ro, payload) = sym2.receive(view, length: rlen, from: anchorEndpoint, now: now),
@@ -150,7 +150,7 @@ final class ConnectivityDataPathTests: XCTestCase {
             buffer[headroom] = 0x45
             guard case .send(anchorEndpoint, let roff, let rlen) = sym1.send(to: sym2Peer, buffer, payloadOffset: headroom,
                                                                             payloadLength: payload, now: now),
-                  rlen == payload + 32 + 12 else { break }
+                  rlen == payload + 32 + RelayMessage.headerSize else { break }
             view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
             guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
             guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: 2, relayInner: true)

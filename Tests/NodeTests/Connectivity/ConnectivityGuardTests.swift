@@ -74,6 +74,18 @@ final class ConnectivityGuardTests: XCTestCase {
         XCTAssertEqual(r, .drop(.relayNotAnchor))
     }
 
+    /// `from`'s relay-tag key toward `to`: the session between the two hops.
+    func hopKey(_ sim: NetSim, from: Int, to: Int) -> RelayTagKey? {
+        sim.hosts[from].core.shardKeys(of: sim.pid(to)).relayHop.send
+    }
+
+    /// `m` tagged under `key` (as the sending hop does).
+    func tagged(_ m: [UInt8], _ key: RelayTagKey?) -> [UInt8] {
+        var m = m
+        if let key { m.withUnsafeMutableBytes { RelayTag.seal($0.baseAddress!, length: $0.count, key: key) } }
+        return m
+    }
+
     /// anchor-1 with two members that have sessions with it.
     func relayWorld(timings: ConnectivityTimings = .default) -> (NetSim, anchor: Int, a: Int, b: Int) {
         let sim = NetSim(timings: timings)
@@ -94,12 +106,19 @@ final class ConnectivityGuardTests: XCTestCase {
         let idB = MemberID(publicKey: sim.hosts[b].identity.publicKey)
         let idA = MemberID(publicKey: sim.hosts[a].identity.publicKey)
 
-        // A member's current endpoint, a member target: forwarded in place, the id rewritten to name the sender.
-        var ok = RelayMessage.wrap(inner, for: idB)
+        let aKey = hopKey(sim, from: a, to: anchor)
+        XCTAssertNotNil(aKey)
+        // A member's current endpoint, tagged under its session, a member target: forwarded in
+        // place, the id rewritten to name the sender and re-tagged under the anchor's session with b.
+        var ok = tagged(RelayMessage.wrap(inner, for: idB), aKey)
         let r = ok.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: sim.now) }
         XCTAssertEqual(r, .transmit(bEndpoint, offset: 0, length: ok.count))
         XCTAssertEqual(ok.withUnsafeBytes { RelayMessage.parseHeader($0, length: ok.count) }, idA)
-        XCTAssertEqual(Array(ok[12...]), inner, "the inner datagram is untouched")
+        XCTAssertEqual(Array(ok[RelayMessage.headerSize...]), inner, "the inner datagram is untouched")
+        let bHop = sim.hosts[b].core.shardKeys(of: sim.pid(anchor)).relayHop
+        XCTAssertTrue(ok.withUnsafeBytes { bHop.check($0.baseAddress!, length: ok.count) }, "b takes the anchor's tag")
+        XCTAssertFalse(ok.withUnsafeBytes { sim.hosts[anchor].core.shardKeys(of: sim.pid(a)).relayHop.check($0.baseAddress!, length: ok.count) },
+                       "not a's tag any more")
 
         // table: (source, target id, expected drop)
         let stranger = Endpoint.v4(203, 0, 113, 99, port: 4444)
@@ -112,34 +131,50 @@ final class ConnectivityGuardTests: XCTestCase {
             (aEndpoint, MemberID(publicKey: sim.hosts[anchor].identity.publicKey), .relayUnknownTarget),
         ]
         for (src, id, reason) in cases {
-            var m = RelayMessage.wrap(inner, for: id)
+            var m = tagged(RelayMessage.wrap(inner, for: id), aKey)
             let got = m.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: src, now: sim.now) }
             XCTAssertEqual(got, .drop(reason), "\(src) -> \(id)")
+        }
+        // The security review's M4: a forgery of a's exact address and port is not a's session.
+        // Untagged, a garbage tag, b's tag (another session), a's tag over other bytes: refused, counted, not forwarded.
+        var garbage = RelayMessage.wrap(inner, for: idB)
+        garbage.replaceSubrange(1..<8, with: [0xDE, 0xAD, 0xBE, 0xEF, 0x01, 0x02, 0x03])
+        var grown = tagged(RelayMessage.wrap(inner, for: idB), aKey)
+        grown.append(0)  // the tag covers the inner length
+        var otherCounter = tagged(RelayMessage.wrap(inner, for: idB), aKey)
+        otherCounter[RelayMessage.headerSize + 8] ^= 1  // the inner counter
+        let forgeries = [RelayMessage.wrap(inner, for: idB), garbage,
+                         tagged(RelayMessage.wrap(inner, for: idB), hopKey(sim, from: b, to: anchor)), grown, otherCounter]
+        for (k, f) in forgeries.enumerated() {
+            var m = f
+            let got = m.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: sim.now) }
+            XCTAssertEqual(got, .drop(.relayBadTag), "forgery \(k) from a's exact endpoint")
         }
 
         // Over the budget: the burst passes, the rest is refused and counted; the rate refills it.
         let t = sim.now
         var forwarded = 1, limited = 0
         for _ in 0..<1000 {
-            var m = RelayMessage.wrap(inner, for: idB)
+            var m = tagged(RelayMessage.wrap(inner, for: idB), aKey)
             switch m.withUnsafeMutableBytes({ sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: t) }) {
             case .transmit: forwarded += 1
             case .drop(.relayRateLimited): limited += 1
             default: XCTFail("unexpected")
             }
         }
-        let size = UInt64(inner.count + 12)
+        let size = UInt64(inner.count + RelayMessage.headerSize)
         let burst = sim.hosts[anchor].core.timings.relayBurstBytes
         XCTAssertEqual(burst, 1 << 20)
         XCTAssertLessThanOrEqual(UInt64(forwarded) * size, burst + size)
         XCTAssertGreaterThan(limited, 0)
-        var later = RelayMessage.wrap(inner, for: idB)
+        var later = tagged(RelayMessage.wrap(inner, for: idB), aKey)
         let t2 = t + .milliseconds(100)  // 250 kB of budget back
         if case .transmit = later.withUnsafeMutableBytes({ sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: t2) }) {} else {
             XCTFail("budget refills")
         }
         let counters = sim.hosts[anchor].core.status(now: t2).counters
         XCTAssertEqual(counters["relay_source_not_member"], 2)
+        XCTAssertEqual(counters["relay_bad_tag"], 5)
         XCTAssertEqual(counters["relay_unknown_target"], 3)
         XCTAssertEqual(counters["relay_rate_limited"], UInt64(limited))
         XCTAssertEqual(counters["relay_forwarded_packets"], UInt64(forwarded + 1))
@@ -153,8 +188,9 @@ final class ConnectivityGuardTests: XCTestCase {
         let inner = [4] + [UInt8](repeating: 0xAB, count: 1399)
         let idB = MemberID(publicKey: sim.hosts[b].identity.publicKey)
         let t = sim.now
+        let aKey = hopKey(sim, from: a, to: anchor)
         for _ in 0..<5000 {  // 7 MB at one instant: far over any burst
-            var m = RelayMessage.wrap(inner, for: idB)
+            var m = tagged(RelayMessage.wrap(inner, for: idB), aKey)
             let r = m.withUnsafeMutableBytes { sim.hosts[anchor].core.receive($0, length: $0.count, from: aEndpoint, now: t) }
             guard r == .transmit(bEndpoint, offset: 0, length: m.count) else { return XCTFail("refused: \(r)") }
         }
@@ -182,8 +218,17 @@ final class ConnectivityGuardTests: XCTestCase {
         }) else { return XCTFail() }
         var sealed = Array(buffer[off..<(off + len)])
         if sealed[0] == RelayMessage.type { sealed.removeFirst(RelayMessage.headerSize) }
-        let wrongName = RelayMessage.wrap(sealed, for: MemberID(publicKey: sim.hosts[anchor].identity.publicKey))
+        let anchorKey = hopKey(sim, from: anchor, to: b)
+        let wrongName = tagged(RelayMessage.wrap(sealed, for: MemberID(publicKey: sim.hosts[anchor].identity.publicKey)), anchorKey)
         XCTAssertEqual(sim.deliver(wrongName, to: b, from: sim.hosts[anchor].local), .drop(.relayMismatch))
+        // From the anchor's exact address but not tagged under the anchor's session with b (H1 vector (a),
+        // a forged anchor source): dropped before anything is opened.
+        let aName = MemberID(publicKey: sim.hosts[a].identity.publicKey)
+        XCTAssertEqual(sim.deliver(RelayMessage.wrap(sealed, for: aName), to: b, from: sim.hosts[anchor].local), .drop(.relayBadTag))
+        XCTAssertEqual(sim.deliver(tagged(RelayMessage.wrap(sealed, for: aName), hopKey(sim, from: a, to: anchor)), to: b,
+                                   from: sim.hosts[anchor].local), .drop(.relayBadTag), "another session's tag")
+        XCTAssertNotEqual(sim.deliver(tagged(RelayMessage.wrap(sealed, for: aName), anchorKey), to: b, from: sim.hosts[anchor].local),
+                          .drop(.relayBadTag), "the anchor's own tag: opened (a replay by now)")
         // From somewhere that is not an anchor: refused before any decryption.
         let right = RelayMessage.wrap(sealed, for: MemberID(publicKey: sim.hosts[a].identity.publicKey))
         XCTAssertEqual(sim.deliver(right, to: b, from: .v4(198, 51, 100, 77, port: 9)), .drop(.relayNotAnchor))

@@ -12,6 +12,9 @@ import Reactor
 final class ConnectivityRelayedHandshakeTests: XCTestCase {
     let t0 = Instant(ns: 5_000_000_000)
     let anchorAddr = Endpoint.v4(203, 0, 113, 10, port: 51820)
+    let bAddr = Endpoint.v4(198, 51, 100, 2, port: 51820)
+    /// The anchor's relay-tag key toward b (a RELAY from the anchor is tagged under their session).
+    var hop: RelayTagKey?
 
     func wall(_ now: Instant) -> HandshakeTimestamp {
         HandshakeTimestamp(unixSeconds: 1_700_000_000 + now.ns / 1_000_000_000, nanoseconds: UInt32(now.ns % 1_000_000_000))
@@ -30,11 +33,36 @@ final class ConnectivityRelayedHandshakeTests: XCTestCase {
         ], isAnchor: false, sessionTimings: sessionTimings, seed: 1)
         let ta = Tunnels(identity: a, peers: [PeerSpec(publicKey: b.publicKey, endpoint: anchorAddr)],
                          timings: sessionTimings, seed: 3)
-        return (core, ta, MemberID(publicKey: a.publicKey), MemberID(publicKey: b.publicKey), stranger)
+        var nb = core
+        hop = anchorSession(&nb, anchor: anchor, timings: sessionTimings)
+        return (nb, ta, MemberID(publicKey: a.publicKey), MemberID(publicKey: b.publicKey), stranger)
     }
 
-    /// What the anchor delivers to b: the inner datagram behind a RELAY header naming the sender.
-    func relayed(_ inner: [UInt8], from sender: MemberID) -> [UInt8] { RelayMessage.wrap(inner, for: sender) }
+    /// b's session with the anchor (before t0, not under load): the anchor's relay-tag key toward b.
+    func anchorSession(_ b: inout NodeCore, anchor: Identity, timings: SessionTimings) -> RelayTagKey? {
+        var tA = Tunnels(identity: anchor, peers: [PeerSpec(publicKey: b.publicKey, endpoint: bAddr)], timings: timings, seed: 5)
+        var now = Instant(ns: 1_000_000_000)
+        tA.connect(PeerID(rawValue: 0), now: now)
+        for _ in 0..<4 {
+            tA.handleTimeout(now: now, wallClock: wall(now))
+            while let t = tA.pollTransmit() { _ = deliver(&b, t.bytes, from: anchorAddr, now: now) }
+            for t in transmits(&b) where t.to == anchorAddr {
+                var buf = t.bytes + [UInt8](repeating: 0, count: 32)
+                _ = buf.withUnsafeMutableBytes { tA.receive($0, length: t.bytes.count, from: bAddr, now: now, underLoad: false, roam: false) }
+            }
+            now = now + .milliseconds(10)
+        }
+        _ = transmits(&b)
+        XCTAssertTrue(tA.isEstablished(PeerID(rawValue: 0), now: now), "the anchor's session with b")
+        return tA.relayHop(of: PeerID(rawValue: 0)).send
+    }
+
+    /// What the anchor delivers to b: the inner datagram behind a RELAY header naming the sender, tagged by the anchor.
+    func relayed(_ inner: [UInt8], from sender: MemberID) -> [UInt8] {
+        var out = RelayMessage.wrap(inner, for: sender)
+        if let hop { out.withUnsafeMutableBytes { RelayTag.seal($0.baseAddress!, length: $0.count, key: hop) } }
+        return out
+    }
 
     func deliver(_ core: inout NodeCore, _ bytes: [UInt8], from: Endpoint, now: Instant) -> NodeInbound {
         var buf = bytes + [UInt8](repeating: 0, count: 32)
@@ -106,6 +134,21 @@ final class ConnectivityRelayedHandshakeTests: XCTestCase {
         XCTAssertEqual(deliver(&b, init2, from: anchorAddr, now: retryAt), .drop(.session(.cookieRequired)))
         XCTAssertEqual(deliver(&b, relayed(init2, from: other), from: anchorAddr, now: retryAt), .drop(.relayUnknownTarget),
                        "a stranger's id is no member: refused before the session layer")
+    }
+
+    func testARelayFromAForgedAnchorSourceIsDroppedBeforeTheSessionLayer() throws {
+        // H1 vector (a): the anchor's address is public, its session with b is not.
+        var (b, a, idA, _, _) = world()
+        a.connect(PeerID(rawValue: 0), now: t0)
+        let init1 = nextInitiation(&a, now: t0)
+        var garbage = RelayMessage.wrap(init1, for: idA)
+        garbage.replaceSubrange(1..<8, with: [9, 8, 7, 6, 5, 4, 3])
+        for forged in [RelayMessage.wrap(init1, for: idA), garbage] {
+            XCTAssertEqual(deliver(&b, forged, from: anchorAddr, now: t0), .drop(.relayBadTag))
+        }
+        XCTAssertTrue(transmits(&b).isEmpty, "no response, no cookie: nothing was opened")
+        XCTAssertEqual(b.status(now: t0).counters["relay_bad_tag"], 2)
+        XCTAssertEqual(deliver(&b, relayed(init1, from: idA), from: anchorAddr, now: t0), .consumed, "tagged by the anchor")
     }
 
     func testUnderLoadEachRelayingMemberHasItsOwnHandshakeBudget() throws {

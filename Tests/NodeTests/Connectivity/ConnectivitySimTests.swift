@@ -304,6 +304,35 @@ final class ConnectivitySimTests: XCTestCase {
 
     // MARK: Upgrade
 
+    func testARelayedPairKeepsDeliveringAcrossRekeysOfEveryHop() {
+        // Each hop tags a RELAY under its session with the next hop (Wire/Relay.swift), and
+        // those keys rotate with every rekey (120 s) on both hops: a packet tagged on either
+        // side of a rekey still passes, on the anchor and on the member.
+        let w = world()
+        let sim = w.sim
+        let a = sim.index("symmetric-1"), b = sim.index("symmetric-2")
+        sim.drive(for: .seconds(12 as UInt64))
+        let anchors = [sim.index("anchor-1"), sim.index("anchor-2")]
+        func hopKeys() -> [RelayTagKey?] {
+            [a, b].flatMap { m in anchors.map { sim.hosts[m].core.shardKeys(of: sim.pid($0)).relayHop.send } }
+        }
+        let before = hopKeys()
+        XCTAssertFalse(before.contains(nil), "both members have sessions with both anchors")
+        var missed: [Int] = []
+        for n in 5000..<5450 {  // 450 s: three rekeys of every session
+            sim.sendIP(from: a, to: b, n)
+            sim.sendIP(from: b, to: a, n)
+            sim.drive(for: .seconds(1 as UInt64))
+            if !(sim.delivered(b, from: a, number: n) && sim.delivered(a, from: b, number: n)) { missed.append(n) }
+        }
+        XCTAssertEqual(sim.activePath(a, b)?.kind, .relay)
+        XCTAssertEqual(missed, [])
+        for (x, y) in zip(before, hopKeys()) { XCTAssertNotEqual(x, y, "the hop keys rotated") }
+        for i in sim.hosts.indices {
+            XCTAssertNil(sim.status(i).counters["relay_bad_tag"], "host \(i)")
+        }
+    }
+
     func testRelayedPairGoesDirectWhenTheNATAllowsItLater() {
         let w = world()
         let sim = w.sim

@@ -121,36 +121,50 @@ final class ConnectivityWireTests: XCTestCase {
     func testRelayInPlaceWrapParseRewrite() {
         // Engine layout: headroom, DATA header, payload, tag. RELAY goes in the headroom.
         var buffer = [UInt8](repeating: 0, count: 128)
-        let inner = 28  // DATA starts here; RELAY header at 16
+        let inner = 32  // DATA starts here; RELAY header at 16
         buffer[inner] = 4
         let id = MemberID(publicKey: key)
+        let k1 = RelayTagKey(bytes: [UInt8](repeating: 1, count: 32)), k2 = RelayTagKey(bytes: [UInt8](repeating: 2, count: 32))
         buffer.withUnsafeMutableBytes { b in
-            XCTAssertTrue(RelayMessage.writeHeader(id, into: b, at: inner - 12))
-            let view = UnsafeMutableRawBufferPointer(rebasing: b[(inner - 12)...])
-            XCTAssertEqual(RelayMessage.parseHeader(UnsafeRawBufferPointer(view), length: 12 + 32), id)
+            XCTAssertTrue(RelayMessage.writeHeader(id, into: b, at: inner - 16))
+            let view = UnsafeMutableRawBufferPointer(rebasing: b[(inner - 16)...])
+            XCTAssertEqual(RelayMessage.parseHeader(UnsafeRawBufferPointer(view), length: 16 + 32), id)
+            XCTAssertEqual(RelayMessage.tag(at: view.baseAddress!), 0, "written untagged")
+            RelayTag.seal(view.baseAddress!, length: 16 + 32, key: k1)
+            XCTAssertTrue(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k1))
+            XCTAssertFalse(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k2), "another session's key")
+            XCTAssertFalse(RelayTag.check(view.baseAddress!, length: 16 + 33, key: k1), "the inner length is covered")
             let other = MemberID(publicKey: key2)
             RelayMessage.rewrite(other, in: view)
-            XCTAssertEqual(RelayMessage.parseHeader(UnsafeRawBufferPointer(view), length: 12 + 32), other)
+            XCTAssertEqual(RelayMessage.parseHeader(UnsafeRawBufferPointer(view), length: 16 + 32), other)
+            XCTAssertFalse(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k1), "the member id is covered")
+            RelayTag.seal(view.baseAddress!, length: 16 + 32, key: k2)
+            XCTAssertTrue(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k2), "re-tagged by the next hop")
+            view[16 + 12] ^= 1
+            XCTAssertFalse(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k2), "the inner counter is covered")
+            view[16 + 12] ^= 1
+            view[16 + 20] ^= 1
+            XCTAssertTrue(RelayTag.check(view.baseAddress!, length: 16 + 32, key: k2), "the ciphertext is not (it authenticates itself)")
         }
-        XCTAssertEqual(Array(buffer[16..<20]), [7, 0, 0, 0])
-        XCTAssertEqual(buffer[28], 4, "inner untouched")
-        XCTAssertEqual(RelayMessage.wrap([4] + [UInt8](repeating: 0, count: 31), for: id).count, 44)
+        XCTAssertEqual(buffer[16], 7)
+        XCTAssertEqual(buffer[32], 4, "inner type untouched")
+        XCTAssertEqual(RelayMessage.wrap([4] + [UInt8](repeating: 0, count: 31), for: id).count, 48)
     }
 
     func testRelayChecks() {
         let id = MemberID(publicKey: key)
         let good = RelayMessage.wrap([4] + [UInt8](repeating: 0, count: 31), for: id)
         // table: lengths
-        for (length, ok) in [(0, false), (12, false), (43, false), (44, true)] {
+        for (length, ok) in [(0, false), (16, false), (47, false), (48, true)] {
             good.withUnsafeBytes { XCTAssertEqual(RelayMessage.parseHeader($0, length: length) != nil, ok, "length \(length)") }
         }
-        good.withUnsafeBytes { XCTAssertNil(RelayMessage.parseHeader($0, length: 45), "longer than the buffer") }
-        for (i, v) in [(0, UInt8(4)), (1, 1), (3, 1), (12, 0), (12, 5), (12, 7)] {
+        good.withUnsafeBytes { XCTAssertNil(RelayMessage.parseHeader($0, length: 49), "longer than the buffer") }
+        for (i, v) in [(0, UInt8(4)), (16, 0), (16, 5), (16, 7)] {
             var c = good
             c[i] = v
             c.withUnsafeBytes { XCTAssertNil(RelayMessage.parseHeader($0, length: c.count), "byte \(i) = \(v)") }
         }
-        var b = [UInt8](repeating: 0, count: 12)
+        var b = [UInt8](repeating: 0, count: 16)
         b.withUnsafeMutableBytes {
             XCTAssertFalse(RelayMessage.writeHeader(id, into: $0, at: 1))
             XCTAssertTrue(RelayMessage.writeHeader(id, into: $0, at: 0))

@@ -78,9 +78,10 @@ final class CryptoTransportKeyTests: XCTestCase {
         XCTAssertEqual(buffer, expected)
     }
 
-    /// The key lives inline: the struct is exactly its 32 key bytes (no Array, no heap).
+    /// The key lives inline: the struct is exactly its 32 key bytes and the 32 of
+    /// its relay-tag key (Crypto/RelayTag.swift; no Array, no heap).
     func testKeyIsStoredInline() {
-        XCTAssertEqual(MemoryLayout<TransportKey>.size, 32)
-        XCTAssertEqual(MemoryLayout<TransportKeys>.size, 64)
+        XCTAssertEqual(MemoryLayout<TransportKey>.size, 64)
+        XCTAssertEqual(MemoryLayout<TransportKeys>.size, 128)
     }
 }

@@ -35,8 +35,8 @@ final class LaneRouterTests: XCTestCase {
     func testSteeringIsByReceiverIndexAndAnchorsKeepRelayOnLaneZero() {
         var relay = [UInt8](repeating: 0, count: 60)
         relay[0] = MessageType.relay.rawValue
-        relay[12] = MessageType.data.rawValue
-        relay[16] = 5
+        relay[RelayMessage.headerSize] = MessageType.data.rawValue  // 16
+        relay[RelayMessage.headerSize + 4] = 5
         let member = LaneRouter(lanes: 3, isAnchor: false), anchor = LaneRouter(lanes: 3, isAnchor: true)
         XCTAssertEqual(relay.withUnsafeBytes { member.steer($0, length: relay.count) }, 2)
         XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 0)

@@ -67,3 +67,36 @@ final class SessionShardTests: XCTestCase {
         XCTAssertEqual(c.current, UInt64(2 * n))
     }
 }
+
+/// The relay-tag keys of one hop across a rekey (RelayHop.swift): a RELAY is tagged under the
+/// sender's current keypair, and the receiver takes a tag under its current, next or previous one.
+final class RelayHopKeysTests: XCTestCase {
+    func keypair(_ seed: UInt8, index: UInt32) -> Keypair {
+        let k = TransportKey(bytes: [UInt8](repeating: seed, count: 32))
+        let r = TransportKey(bytes: [UInt8](repeating: seed &+ 100, count: 32))
+        return Keypair(keys: TransportKeys(send: k, receive: r), localIndex: index, remoteIndex: index,
+                       createdAt: Instant(ns: 0), isInitiator: true, timings: .default)
+    }
+
+    func relay(taggedBy key: RelayTagKey) -> [UInt8] {
+        var m = RelayMessage.wrap([4] + [UInt8](repeating: 7, count: 47), for: MemberID(rawValue: 42))
+        m.withUnsafeMutableBytes { RelayTag.seal($0.baseAddress!, length: $0.count, key: key) }
+        return m
+    }
+
+    func testATagUnderAnyKeypairOfTheSessionPassesAndNoOtherDoes() {
+        let old = keypair(1, index: 1), cur = keypair(2, index: 2), new = keypair(3, index: 3), foreign = keypair(4, index: 4)
+        let hop = KeypairSlots(current: cur, previous: old, next: new).relayHop
+        XCTAssertEqual(hop.send, cur.keys.send.relayTagKey, "we tag under the current keypair")
+        XCTAssertEqual(KeypairSlots(next: new).relayHop.send, new.keys.send.relayTagKey, "before it is confirmed: next")
+        XCTAssertNil(KeypairSlots().relayHop.send)
+        // The peer's send key is our receive key of the same keypair.
+        for (k, ok) in [(old, true), (cur, true), (new, true), (foreign, false)] {
+            let m = relay(taggedBy: k.keys.receive.relayTagKey)
+            XCTAssertEqual(m.withUnsafeBytes { hop.check($0.baseAddress!, length: m.count) }, ok, "keypair \(k.localIndex)")
+        }
+        let mine = relay(taggedBy: cur.keys.send.relayTagKey)
+        XCTAssertFalse(mine.withUnsafeBytes { hop.check($0.baseAddress!, length: mine.count) }, "our own direction's key is not the peer's")
+        XCTAssertFalse(mine.withUnsafeBytes { RelayHopKeys().check($0.baseAddress!, length: mine.count) }, "no session: nothing passes")
+    }
+}

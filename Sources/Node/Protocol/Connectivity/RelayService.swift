@@ -2,12 +2,15 @@
 //
 //   member H                      anchor A                          member M
 //   seal DATA for M, prepend  ──> source == H's current endpoint    
-//   RELAY(id M), send to A        of an established session?        
-//                                 id M a member with a session      
+//   RELAY(id M), tag it under     of an established session, and    
+//   H's session with A, send      the tag H's (relay_bad_tag)?      
+//   to A                          id M a member with a session      
 //                                 and a direct endpoint?            
 //                                 H's bytes/s budget?               
-//                                 rewrite id := H, forward ────────> from an anchor's endpoint: unwrap in
-//                                 (in place, never decrypted)         place, Tunnels.receive(roam: false),
+//                                 rewrite id := H, tag under A's    
+//                                 session with M, forward ─────────> from an anchor's endpoint, tagged under
+//                                 (in place, never decrypted)         its session with us: unwrap in place,
+//                                                                     Tunnels.receive(roam: false),
 //                                                                     inner must authenticate as H
 //
 // An anchor is never an open relay: every check above is on state that only

@@ -74,11 +74,14 @@ extension NodeCore {
 
     mutating func receiveRelay(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                now: Instant, underLoad: Bool) -> NodeInbound {
-        guard let id = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else {
+        guard let id = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
+              let base = buffer.baseAddress else {
             return drop(.badLength)
         }
         if let anchor = anchorAt(source) {
             // Delivery: an anchor forwards a member's datagram to us; `id` names that member.
+            // The anchor tagged it under its session with us: a forged anchor source stops here.
+            guard tunnels.relayHop(of: anchor).check(base, length: length) else { return drop(.relayBadTag) }
             guard let sender = member(id), !isSelf(sender) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[h...])
@@ -88,14 +91,19 @@ extension NodeCore {
             return result
         }
         guard isAnchor else { return drop(.relayNotAnchor) }
-        // Forwarding: the source must be a member's current, authenticated endpoint.
+        // Forwarding: the source must be a member's current endpoint, and the tag
+        // must authenticate under that member's session (the address alone can be forged).
         var request = RelayService.Request()
+        var targetKey: RelayTagKey?
         if let sender = paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
+            guard tunnels.relayHop(of: sender).check(base, length: length) else { return drop(.relayBadTag) }
             request.sender = sender
             if let target = member(id), target != sender, !isSelf(target) {
                 request.target = target
-                if tunnels.isEstablished(target, now: now), let path = paths[target].activePath, path.via == nil {
+                if tunnels.isEstablished(target, now: now), let path = paths[target].activePath, path.via == nil,
+                   let key = tunnels.relayHop(of: target).send {
                     request.targetRemote = path.remote
+                    targetKey = key
                 }
             }
         }
@@ -103,9 +111,30 @@ extension NodeCore {
         case .refuse(let reason):
             return drop(reason)
         case .forward(let remote):
+            // Rewrite the id to name the sender, and tag it under our session with the target.
             RelayMessage.rewrite(memberID(of: request.sender!), in: buffer)
+            RelayTag.seal(base, length: length, key: targetKey!)
             return .transmit(remote, offset: 0, length: length)
         }
+    }
+
+    /// `inner` wrapped in RELAY for `peer` through the anchor at `to`, tagged
+    /// under our session with that anchor (control path: handshakes, control messages).
+    func relayWrapped(_ inner: [UInt8], for peer: PeerID, to: Endpoint) -> [UInt8] {
+        var out = RelayMessage.wrap(inner, for: memberID(of: peer))
+        if let anchor = anchorAt(to), let key = tunnels.relayHop(of: anchor).send, out.count >= RelayMessage.minimumSize {
+            out.withUnsafeMutableBytes { RelayTag.seal($0.baseAddress!, length: $0.count, key: key) }
+        }
+        return out
+    }
+
+    /// Writes a tagged RELAY header for `peer` at `buffer[offset...]`, in front of
+    /// the sealed datagram already there (`length`: header and datagram).
+    @inline(__always)
+    func writeRelayHeader(for peer: PeerID, to: Endpoint, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int, length: Int) {
+        RelayMessage.writeHeader(memberID(of: peer), into: buffer, at: offset)
+        guard let anchor = anchorAt(to), let key = tunnels.relayHop(of: anchor).send, let base = buffer.baseAddress else { return }
+        RelayTag.seal(base + offset, length: length, key: key)
     }
 
     /// An anchor introduces `requester` and the member with key `target` to each other.

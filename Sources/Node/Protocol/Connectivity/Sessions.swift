@@ -192,7 +192,7 @@ extension NodeCore {
             guard let sealed else { return false }
             let bytes = Array(buf[sealed.offset..<(sealed.offset + sealed.length)])
             if path.via != nil {
-                outbox.push(Transmit(to: path.remote, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
+                outbox.push(Transmit(to: path.remote, bytes: relayWrapped(bytes, for: p, to: path.remote), peer: p))
             } else {
                 outbox.push(Transmit(to: path.remote, bytes: bytes, peer: p))
             }
@@ -206,7 +206,7 @@ extension NodeCore {
         case .send(let to, let offset, let length):
             let bytes = Array(buf[offset..<(offset + length)])
             if relayingAnchor(to: to, for: p) != nil {
-                outbox.push(Transmit(to: to, bytes: RelayMessage.wrap(bytes, for: memberID(of: p)), peer: p))
+                outbox.push(Transmit(to: to, bytes: relayWrapped(bytes, for: p, to: to), peer: p))
             } else {
                 outbox.push(Transmit(to: to, bytes: bytes, peer: p))
             }

@@ -14,7 +14,7 @@
 // `handoff_loop`): the rules cannot send one round the lanes.
 //
 // And after NodeCore ran, `ShardSync` says what the owners must be told:
-// new keys, changed routes, a changed anchor list. What the driver could not
+// new keys, changed routes, a changed anchor list (or new keys with an anchor). What the driver could not
 // deliver (a full mailbox) is offered again next time.
 import Support
 import Wire
@@ -88,13 +88,13 @@ package struct ShardSync: Sendable {
     package enum Push: Sendable {
         case keys(PeerID, KeypairSlots)
         case route(PeerID, DataRoute?)
-        case anchors([(endpoint: Endpoint, peer: PeerID)])
+        case anchors([RelayAnchor])
     }
 
     package let router: LaneRouter
     private var keysToSend = Set<PeerID>()
     private var sentRoutes: [DataRoute?]
-    private var sentAnchors: [(endpoint: Endpoint, peer: PeerID)] = []
+    private var sentAnchors: [RelayAnchor] = []
     private var anchorsSentTo: [Bool]
 
     package init(router: LaneRouter, peers: Int) {
@@ -115,13 +115,13 @@ package struct ShardSync: Sendable {
             let r = core.dataRoute(for: p)
             if r != sentRoutes[i], apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
         }
-        let anchors = core.anchorEndpointList
-        if !anchors.elementsEqual(sentAnchors, by: { $0.endpoint == $1.endpoint && $0.peer == $1.peer }) {
-            sentAnchors = anchors
+        // The anchors and our sessions' keys with them: re-sent when either changes (a rekey too).
+        if !core.relayAnchorsEqual(sentAnchors) {
+            sentAnchors = core.relayAnchorList
             anchorsSentTo = Array(repeating: false, count: router.lanes)
         }
         for k in anchorsSentTo.indices where !anchorsSentTo[k] {
-            anchorsSentTo[k] = apply(k, .anchors(anchors))
+            anchorsSentTo[k] = apply(k, .anchors(sentAnchors))
         }
     }
 }
