@@ -1,9 +1,14 @@
 // The per-hop tag of a RELAY header (docs/wire.md, Wire/Relay.swift): proof that
 // the hop that sent a RELAY holds the session with the hop that receives it.
 //
-//   tag = BLAKE2b-128(key: the hop session's relay-tag key for that direction,
-//                     message: RELAY bytes 8 ..< 32 (member id, the inner
-//                     datagram's first 16 bytes) || inner length (u32 LE))[0 ..< 7]
+//   tag = SipHash-2-4(key: the first 16 bytes of the hop session's relay-tag key
+//                     for that direction, message: RELAY bytes 8 ..< 32 (member
+//                     id, the inner datagram's first 16 bytes) || inner length
+//                     (u32 LE)) [low 56 bits]
+//
+// SipHash-2-4 is libsodium's `crypto_shorthash` (a PRF made for short-input
+// MACs): about 23 ns per tag here against about 290 ns for keyed BLAKE2b, and an
+// anchor computes two per forwarded packet (check, then re-tag).
 //
 // The inner datagram's first 16 bytes are its type and indices, and for DATA
 // the counter: unique per packet under one key, so no two packets share a tag
@@ -18,7 +23,7 @@
 // keypair are the same key, so both ends derive the same tag key; a keyed hash
 // (a PRF) of the key is independent of it for anyone without it.
 //
-// One small hash per packet (one compression), on the stack: no allocation.
+// One short hash per packet, on the stack: no allocation.
 
 import Support
 import Wire
@@ -66,18 +71,18 @@ public enum RelayTag {
             relay.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
             relay.loadUnaligned(fromByteOffset: 24, as: UInt64.self),
             UInt32(truncatingIfNeeded: length - RelayMessage.headerSize).littleEndian)
-        var out: (UInt64, UInt64) = (0, 0)
-        var k = key
+        var out: UInt64 = 0
+        var k = (key.k0, key.k1)
         withUnsafeMutableBytes(of: &out) { o in
             withUnsafeBytes(of: &m) { mb in
                 withUnsafeBytes(of: &k) { kb in
-                    _ = crypto_generichash_blake2b(o.baseAddress!.assumingMemoryBound(to: UInt8.self), 16,
+                    _ = crypto_shorthash_siphash24(o.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                                    mb.baseAddress!.assumingMemoryBound(to: UInt8.self), 28,
-                                                   kb.baseAddress!.assumingMemoryBound(to: UInt8.self), 32)
+                                                   kb.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 }
             }
         }
-        return UInt64(littleEndian: out.0) & 0x00FF_FFFF_FFFF_FFFF
+        return UInt64(littleEndian: out) & 0x00FF_FFFF_FFFF_FFFF
     }
 
     /// Writes the tag of the RELAY at `relay` (its id and inner datagram in place) under `key`.
