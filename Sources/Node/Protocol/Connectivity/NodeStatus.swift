@@ -75,7 +75,8 @@ public struct NodeStatus: Sendable, Equatable {
     public var recovering: Bool
     /// Every anchor and cached endpoint failed: a manual re-bootstrap is needed.
     public var partitioned: Bool
-    /// Drops by reason name, plus `relay_forwarded_packets` / `relay_forwarded_bytes` on an anchor.
+    /// Drops by reason name, the gossip machine's `gossip_…` counters, plus
+    /// `relay_forwarded_packets` / `relay_forwarded_bytes` on an anchor.
     public var counters: [String: UInt64]
 }
 
@@ -107,6 +108,7 @@ extension NodeCore {
         }
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
+        for (name, n) in gossip.counters.named { counters[name] = n }
         if isAnchor {
             counters["relay_forwarded_packets"] = relay.counters.packets
             counters["relay_forwarded_bytes"] = relay.counters.bytes
