@@ -153,3 +153,18 @@ until [ "$(counter d2 gossip_records_accepted)" -gt "$g0" ]; do
   sleep 0.5
 done
 echo "ok: d2 accepted gossip records after the renumbering: gossip_records_accepted $g0 -> $(counter d2 gossip_records_accepted)"
+# The records are kept in state_dir beside the endpoint cache (the writer writes at
+# most every 30 s while they change): in time, every member's record, d2's first.
+# records FILE: how many records (108 + 20n bytes each, n at byte 1) the file holds
+records() { "$LAB_PY" -c "
+import sys
+b=open(sys.argv[1],'rb').read() if __import__('os').path.exists(sys.argv[1]) else b''
+at=n=0
+while at+2<=len(b): at+=108+20*b[at+1]; n+=1
+print(n if at==len(b) else -1)" "$1"; }
+deadline=$(( $(ms) + 65000 ))
+until [ "$(records "$LAB_DIR/d2-state/records.bin")" -ge 6 ]; do
+  [ "$(ms)" -lt "$deadline" ] || fail "d2's state_dir/records.bin holds $(records "$LAB_DIR/d2-state/records.bin") records, not 6"
+  sleep 1
+done
+echo "ok: d2 keeps every member's gossip record in state_dir/records.bin ($(stat -c %s "$LAB_DIR/d2-state/records.bin") bytes)"
