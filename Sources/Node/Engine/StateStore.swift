@@ -2,9 +2,9 @@
 // endpoints that recovery falls back on after the anchors (seed 3.1, 3.5),
 // `endpoints.json`, and the gossip records (ours with its sequence, which must
 // never go backwards, and the members'), `records.bin`. One StateStore and one
-// StateWriter per file. Written atomically — a temporary file in the same directory, fsync, rename,
-// fsync of the directory — so a crash leaves either the old file or the new
-// one, never half of one.
+// StateWriter per file. Written atomically — a temporary file in the same
+// directory, fsync, rename, fsync of the directory — so a crash leaves either
+// the old file or the new one, never half of one.
 import Support
 import Wire
 import Crypto
@@ -103,10 +103,11 @@ struct StateStore: Sendable {
     }
 }
 
-/// When lane 0 hands a state file's bytes (the endpoint cache, the gossip records) to its writer: at once after a quiet
-/// spell, else at most once per `interval` (a path that flaps A, B, A, B — or an
-/// on-path attacker racing a member's packets — costs one write per interval,
-/// not one per flip). Pure: `now` is a parameter.
+/// When lane 0 hands a state file's bytes (the endpoint cache, the gossip
+/// records) to its writer: at once after a quiet spell, else at most once per
+/// `interval` (a path that flaps A, B, A, B — or an on-path attacker racing a
+/// member's packets — costs one write per interval, not one per flip).
+/// Pure: `now` is a parameter.
 struct SaveSchedule: Sendable {
     enum Decision: Equatable { case writeNow, writeAt(Instant), alreadyScheduled }
     let interval: Span
