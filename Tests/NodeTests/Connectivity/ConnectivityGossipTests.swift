@@ -54,7 +54,11 @@ final class ConnectivityGossipTests: XCTestCase {
         })
         // It never talked to the mover: the record came through the others.
         XCTAssertFalse(core.tunnels.isEstablished(sim.pid(mover), now: sim.now))
-        XCTAssertGreaterThan(core.status(now: sim.now).counters["gossip_records_accepted"] ?? 0, 0)
+        let status = core.status(now: sim.now)
+        XCTAssertGreaterThan(status.counters["gossip_records_accepted"] ?? 0, 0)
+        let shown = status.peers.first { $0.id == sim.pid(mover) }?.gossip
+        XCTAssertEqual(shown?.sequence, core.gossipRecord(of: sim.pid(mover))?.sequence, "status shows the record")
+        XCTAssertTrue(shown?.endpoints.contains { $0.endpoint.address == renumbered && $0.source == .observed } ?? false)
         print("gossip: a renumbered member's record reached a member it does not talk to after \((sim.now - t0).seconds) s (virtual)")
     }
 
