@@ -153,6 +153,19 @@ until [ "$(counter d2 gossip_records_accepted)" -gt "$g0" ]; do
   sleep 0.5
 done
 echo "ok: d2 accepted gossip records after the renumbering: gossip_records_accepted $g0 -> $(counter d2 gossip_records_accepted)"
+# ... and it is e1's new record: d2's status shows e1's record with the new public address.
+# e1_record NODE: "SEQUENCE ADDR,ADDR..." of e1's gossip record as NODE holds it
+e1_record() { status "$1" | "$LAB_PY" -c "
+import json,sys
+p=[p for p in json.load(sys.stdin)['peers'] if p['name']=='e1'][0]
+g=p.get('gossip') or {'sequence':0,'endpoints':[]}
+print(g['sequence'], ','.join(e['addr']+'/'+e['source'] for e in g['endpoints']))"; }
+deadline=$(( $(ms) + 30000 ))
+until e1_record d2 | grep -q '11\.0\.0\.101:[0-9]*/observed'; do
+  [ "$(ms)" -lt "$deadline" ] || fail "d2 does not hold e1's record with 11.0.0.101: $(e1_record d2)"
+  sleep 0.5
+done
+echo "ok: d2 holds e1's new gossip record (sequence, endpoints): $(e1_record d2)"
 # The records are kept in state_dir beside the endpoint cache (the writer writes at
 # most every 30 s while they change): in time, every member's record, d2's first.
 # records FILE: how many records (108 + 20n bytes each, n at byte 1) the file holds
