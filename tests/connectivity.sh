@@ -2,7 +2,8 @@
 # Connectivity with no servers, with real daemons in the netns lab (issue 4):
 # every host pair connects through any mix of NATs; cone <-> cone goes direct,
 # symmetric <-> symmetric is relayed by an anchor; losing an anchor keeps every
-# pair up and raises the warning; renumbering a NAT's public address heals.
+# pair up and raises the warning; renumbering a NAT's public address heals,
+# and the renumbered host's new gossip record is accepted on another host.
 #
 #                       ns <P>-internet (bridge br0; no uplink)
 #     ┌──────────────┬──────────────┬──────────┴───┬──────────────┬──────────────┐
@@ -71,6 +72,8 @@ wait_pair() {
   return 1
 }
 status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
+# counter NODE NAME: one of NODE's status counters (0 while absent)
+counter() { status "$1" | "$LAB_PY" -c "import json,sys; print(json.load(sys.stdin)['counters'].get('$2', 0))"; }
 # active_kind NODE PEER: kind of the active path NODE uses to PEER (direct|lan|relay|none)
 active_kind() {
   status "$1" | "$LAB_PY" -c "
@@ -132,6 +135,7 @@ done
 echo "ok: anchor a1 stopped: every pair still up, e1 warns: $(status e1 | "$LAB_PY" "$here/lib/jq.py" warnings)"
 
 # Renumber e1's NAT: its tunnels heal.
+g0=$(counter d2 gossip_records_accepted)
 t1=$(ms)
 lab_renumber re1 11.0.0.101
 for y in e2 d1 a2; do
@@ -141,3 +145,39 @@ done
 heal=$(( $(ms) - t1 ))
 [ "$heal" -le "${WS_HEAL_BUDGET_MS:-10000}" ] || echo "note: healing took $heal ms on this run"
 echo "ok: renumbering healed in $heal ms"
+
+# e1 publishes a new gossip record (its observed endpoint moved); d2 accepts it.
+deadline=$(( $(ms) + 30000 ))
+until [ "$(counter d2 gossip_records_accepted)" -gt "$g0" ]; do
+  [ "$(ms)" -lt "$deadline" ] || fail "d2 accepted no gossip record after e1's NAT was renumbered (before: $g0)"
+  sleep 0.5
+done
+echo "ok: d2 accepted gossip records after the renumbering: gossip_records_accepted $g0 -> $(counter d2 gossip_records_accepted)"
+# ... and it is e1's new record: d2's status shows e1's record with the new public address.
+# e1_record NODE: "SEQUENCE ADDR,ADDR..." of e1's gossip record as NODE holds it
+e1_record() { status "$1" | "$LAB_PY" -c "
+import json,sys
+p=[p for p in json.load(sys.stdin)['peers'] if p['name']=='e1'][0]
+g=p.get('gossip') or {'sequence':0,'endpoints':[]}
+print(g['sequence'], ','.join(e['addr']+'/'+e['source'] for e in g['endpoints']))"; }
+deadline=$(( $(ms) + 30000 ))
+until e1_record d2 | grep -q '11\.0\.0\.101:[0-9]*/observed'; do
+  [ "$(ms)" -lt "$deadline" ] || fail "d2 does not hold e1's record with 11.0.0.101: $(e1_record d2)"
+  sleep 0.5
+done
+echo "ok: d2 holds e1's new gossip record (sequence, endpoints): $(e1_record d2)"
+# The records are kept in state_dir beside the endpoint cache (the writer writes at
+# most every 30 s while they change): in time, every member's record, d2's first.
+# records FILE: how many records (108 + 20n bytes each, n at byte 1) the file holds
+records() { "$LAB_PY" -c "
+import sys
+b=open(sys.argv[1],'rb').read() if __import__('os').path.exists(sys.argv[1]) else b''
+at=n=0
+while at+2<=len(b): at+=108+20*b[at+1]; n+=1
+print(n if at==len(b) else -1)" "$1"; }
+deadline=$(( $(ms) + 65000 ))
+until [ "$(records "$LAB_DIR/d2-state/records.bin")" -ge 6 ]; do
+  [ "$(ms)" -lt "$deadline" ] || fail "d2's state_dir/records.bin holds $(records "$LAB_DIR/d2-state/records.bin") records, not 6"
+  sleep 1
+done
+echo "ok: d2 keeps every member's gossip record in state_dir/records.bin ($(stat -c %s "$LAB_DIR/d2-state/records.bin") bytes)"

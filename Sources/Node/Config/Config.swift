@@ -39,6 +39,8 @@ import TOMLKit
 public struct Config: Sendable {
     public var node: NodeConfig
     public var peers: [PeerConfig]
+    /// `[gossip]` (optional: every key has a default).
+    public var gossip = GossipConfig()
     /// Legal but probably unintended ("only one anchor"), formatted like
     /// errors ("config.toml:9: peer[0]: ..."); the daemon logs them at startup.
     public var warnings: [String]
@@ -239,9 +241,10 @@ public struct PeerConfig: Sendable, Equatable {
 // MARK: - Parser
 
 private struct ConfigParser {
-    static let rootKeys = ["node", "peer"]
+    static let rootKeys = ["node", "peer", "gossip"]
     static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "port_mapping"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
+    static let gossipKeys = ["anti_entropy_s"]
     /// sun_path is 108 bytes with the terminating NUL.
     static let maxSocketPathBytes = 107
     static let maxNameBytes = 63
@@ -283,6 +286,7 @@ private struct ConfigParser {
         let peers = try parsePeers(root, node: node)
         warnAboutAnchors(node: node, peers: peers)
         var config = Config(node: node, peers: peers, warnings: warnings)
+        config.gossip = try parseGossip(root)
         config.source = lines
         return config
     }
@@ -390,6 +394,23 @@ private struct ConfigParser {
             out.append(p)
         }
         return out
+    }
+
+    // MARK: [gossip]
+
+    func parseGossip(_ root: TOMLTable) throws(ConfigError) -> GossipConfig {
+        var g = GossipConfig()
+        guard let v = root["gossip"] else { return g }
+        guard v.type == .table, let t = v.table else { throw typeError("gossip", expected: "a table ([gossip])", found: v) }
+        try checkKeys(t, allowed: ConfigParser.gossipKeys, in: "gossip")
+        if let s = try int(t, "anti_entropy_s", "gossip") {
+            guard s >= GossipConfig.minAntiEntropySeconds && s <= GossipConfig.maxAntiEntropySeconds else {
+                throw fail("gossip.anti_entropy_s",
+                           "\(s) is out of range (\(GossipConfig.minAntiEntropySeconds)...\(GossipConfig.maxAntiEntropySeconds) seconds)")
+            }
+            g.antiEntropySeconds = s
+        }
+        return g
     }
 
     // MARK: [[peer]]
@@ -682,4 +703,17 @@ private extension String {
         }
         return String(decoding: u[first...last], as: UTF8.self)
     }
+}
+
+/// `[gossip]`: how members spread their endpoint records (docs/gossip.md).
+public struct GossipConfig: Sendable, Equatable {
+    /// `anti_entropy_s`: seconds between two anti-entropy rounds (each jittered to
+    /// 80–100% of it). Bounds how long a member that missed a push holds an old record.
+    public var antiEntropySeconds = 300
+    /// Below 10 s a summary per member per period costs more than it catches;
+    /// above a day a missed record stays wrong for too long.
+    public static let minAntiEntropySeconds = 10
+    public static let maxAntiEntropySeconds = 86_400
+
+    public init() {}
 }

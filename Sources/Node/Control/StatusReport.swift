@@ -165,10 +165,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var rxBytes: UInt64
         public var txBytes: UInt64
         public var paths: [Path]
+        /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
+        public var gossip: GossipRecord?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
-            lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = []
+            lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
+            gossip: GossipRecord? = nil
         ) {
             self.name = name
             self.publicKey = publicKey
@@ -179,6 +182,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.rxBytes = rxBytes
             self.txBytes = txBytes
             self.paths = paths
+            self.gossip = gossip
         }
 
         enum CodingKeys: String, CodingKey {
@@ -188,7 +192,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths
+            case paths, gossip
         }
 
         public init(from decoder: any Decoder) throws {
@@ -202,6 +206,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             rxBytes = try c.decode(UInt64.self, forKey: .rxBytes)
             txBytes = try c.decode(UInt64.self, forKey: .txBytes)
             paths = try c.decode([Path].self, forKey: .paths)
+            // Absent from a daemon before gossip ran.
+            gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -216,6 +222,18 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(rxBytes, forKey: .rxBytes)
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
+            try c.encode(gossip, forKey: .gossip)
+        }
+    }
+
+    /// A peer's gossip record: its sequence (higher wins) and the endpoints it signed.
+    public struct GossipRecord: Codable, Sendable, Equatable {
+        public var sequence: UInt64
+        public var endpoints: [AdvertisedEndpoint]
+
+        public init(sequence: UInt64, endpoints: [AdvertisedEndpoint]) {
+            self.sequence = sequence
+            self.endpoints = endpoints
         }
     }
 

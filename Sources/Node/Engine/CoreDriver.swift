@@ -88,6 +88,7 @@ extension Daemon {
         case .partitioned:
             logger.error("partitioned: every anchor and cached endpoint failed; this node needs a manual re-bootstrap (a reachable anchor endpoint in the config)")
         case .endpointCacheChanged: endpointCacheChanged(now: Self.now())
+        case .gossipRecordsChanged: gossipRecordsChanged(now: Self.now())
         }
     }
 
@@ -117,6 +118,22 @@ extension Daemon {
             _ = reactor.addTimer(at: at.ns) { [unowned self] in
                 self.saveSchedule.fired(now: Self.now())
                 writer.submit(self.core.endpointCacheBytes())
+            }
+        case .alreadyScheduled:
+            break
+        }
+    }
+
+    /// The gossip records changed: the same, for `records.bin`.
+    func gossipRecordsChanged(now: Instant) {
+        guard let writer = recordsWriter else { return }
+        switch recordsSchedule.changed(now: now) {
+        case .writeNow:
+            writer.submit(core.gossipSnapshot())
+        case .writeAt(let at):
+            _ = reactor.addTimer(at: at.ns) { [unowned self] in
+                self.recordsSchedule.fired(now: Self.now())
+                writer.submit(self.core.gossipSnapshot())
             }
         case .alreadyScheduled:
             break

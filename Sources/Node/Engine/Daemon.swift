@@ -61,6 +61,9 @@ public final class Daemon: @unchecked Sendable {
     /// Writes the state file off the reactors (M5); lane 0 hands it snapshots per `saveSchedule`.
     var stateWriter: StateWriter?
     var saveSchedule = SaveSchedule(interval: SaveSchedule.defaultInterval)
+    /// The gossip records' file (`records.bin`), its own writer and schedule.
+    var recordsWriter: StateWriter?
+    var recordsSchedule = SaveSchedule(interval: SaveSchedule.defaultInterval)
     var tunnelTimer: TimerID?
     var tunnelDeadline: Instant?
     /// Port mapping (PCP, NAT-PMP, UPnP) on its own thread; nil when `node.port_mapping = []`.
@@ -129,8 +132,16 @@ public final class Daemon: @unchecked Sendable {
 
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
         NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
-                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit), owners: owners,
+                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
+                 gossipTimings: gossipTimings(config), owners: owners,
                  sendCounters: { AtomicSendCounter() })
+    }
+
+    /// The gossip constants with `[gossip] anti_entropy_s`.
+    static func gossipTimings(_ config: Config) -> GossipTimings {
+        var t = GossipTimings.default
+        t.antiEntropy = .seconds(UInt64(config.gossip.antiEntropySeconds))
+        return t
     }
 
     /// One shard per lane when there are several lanes.
@@ -224,6 +235,13 @@ public final class Daemon: @unchecked Sendable {
         control = try ControlServer(path: config.node.controlSocket, reactor: reactor) { [unowned self] in self.status() }
 
         let now = Self.now()
+        // The gossip records first, before anything is sent or published: our
+        // record's sequence continues where the last run's ended (never backwards).
+        let recordsStore = StateStore(directory: config.node.stateDir, name: StateStore.recordsFile, logger: logger)
+        if let bytes = recordsStore?.load() {
+            logger.info("state: \(core.loadGossipSnapshot(bytes, now: now)) gossip records loaded")
+        }
+        recordsWriter = recordsStore.map { StateWriter(store: $0) }
         // Where we can be reached on our own interfaces (candidates for peers on the same LAN or without NAT).
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
@@ -330,6 +348,10 @@ public final class Daemon: @unchecked Sendable {
         // The newest cache, written before we exit (the reactors have stopped: nothing races it).
         if let w = stateWriter {
             w.submit(core.endpointCacheBytes())
+            w.finish()
+        }
+        if let w = recordsWriter {
+            w.submit(core.gossipSnapshot())
             w.finish()
         }
         control?.close()

@@ -1,8 +1,10 @@
 // The node's state directory (`node.state_dir`): the cache of last-known
-// endpoints that recovery falls back on after the anchors (seed 3.1, 3.5).
-// Written atomically — a temporary file in the same directory, fsync, rename,
-// fsync of the directory — so a crash leaves either the old file or the new
-// one, never half of one.
+// endpoints that recovery falls back on after the anchors (seed 3.1, 3.5),
+// `endpoints.json`, and the gossip records (ours with its sequence, which must
+// never go backwards, and the members'), `records.bin`. One StateStore and one
+// StateWriter per file. Written atomically — a temporary file in the same
+// directory, fsync, rename, fsync of the directory — so a crash leaves either
+// the old file or the new one, never half of one.
 import Support
 import Wire
 import Crypto
@@ -13,23 +15,30 @@ import Foundation
 import Logging
 import Reactor
 
-/// The state directory and its one file. `save` is synchronous: it runs on the
+/// One file of the state directory. `save` is synchronous: it runs on the
 /// writer's thread (`StateWriter`), never on a reactor.
 struct StateStore: Sendable {
     let directory: String
+    let name: String
     let logger: Logger
-    var path: String { directory + "/endpoints.json" }
+    var path: String { directory + "/" + name }
+    /// The endpoint cache (NodeCore's `endpointCacheBytes`).
+    static let endpointsFile = "endpoints.json"
+    /// The gossip snapshot (NodeCore's `gossipSnapshot`): binary, self-delimiting signed records.
+    static let recordsFile = "records.bin"
+
     /// A cache larger than this is not ours (a few hundred members' endpoints are a few KiB): refused unread.
     static let maxFileSize = 1 << 20
 
-    init?(directory: String, logger: Logger) {
+    init?(directory: String, name: String = StateStore.endpointsFile, logger: Logger) {
         self.directory = directory
+        self.name = name
         self.logger = logger
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         } catch {
-            logger.warning("state: cannot create \(directory): \(error); endpoints will not survive a restart")
+            logger.warning("state: cannot create \(directory): \(error); \(name) will not survive a restart")
             return nil
         }
         // A directory someone else made may be wider: the cache says where members are.
@@ -94,10 +103,11 @@ struct StateStore: Sendable {
     }
 }
 
-/// When lane 0 hands the endpoint cache to the writer: at once after a quiet
-/// spell, else at most once per `interval` (a path that flaps A, B, A, B — or an
-/// on-path attacker racing a member's packets — costs one write per interval,
-/// not one per flip). Pure: `now` is a parameter.
+/// When lane 0 hands a state file's bytes (the endpoint cache, the gossip
+/// records) to its writer: at once after a quiet spell, else at most once per
+/// `interval` (a path that flaps A, B, A, B — or an on-path attacker racing a
+/// member's packets — costs one write per interval, not one per flip).
+/// Pure: `now` is a parameter.
 struct SaveSchedule: Sendable {
     enum Decision: Equatable { case writeNow, writeAt(Instant), alreadyScheduled }
     let interval: Span

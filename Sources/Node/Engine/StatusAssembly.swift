@@ -33,7 +33,12 @@ extension Daemon {
                 endpoint: active.map { "\($0.remote)" },
                 lastHandshakeSecondsAgo: p.session?.lastHandshake.map { UInt64((now - $0).seconds) },
                 rxBytes: p.session?.counters.rxBytes ?? 0, txBytes: p.session?.counters.txBytes ?? 0,
-                paths: p.paths.map(path)))
+                paths: p.paths.map(path),
+                gossip: p.gossip.map {
+                    StatusReport.GossipRecord(sequence: $0.sequence, endpoints: $0.endpoints.map {
+                        StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
+                    })
+                }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings

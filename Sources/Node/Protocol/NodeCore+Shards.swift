@@ -55,8 +55,7 @@ extension NodeCore {
         guard peer.rawValue >= 0, peer.rawValue < roster.count else { return drop(.session(.unknownPeer)) }
         switch ControlMessage.classify(payload, length: payload.count) {
         case .control:
-            guard let message = ControlMessage(payload, length: payload.count) else { return drop(.controlMalformed) }
-            let r = handleControl(message, from: peer, source: source, via: via, now: now)
+            let r = receiveControlPayload(payload, from: peer, source: source, via: via, now: now)
             absorbTunnels(now: now)
             return r
         case .keepalive, .ipPacket:

@@ -14,7 +14,8 @@
 //   HolePunch      punch rounds, rendezvous requests, direct retries
 //   RelayService   relay forwarding and budgets, held introductions (anchors)
 //   Recovery       the way back when every path is lost
-//   EndpointBook   where every member (and we) might be: config, cache, candidates
+//   EndpointBook   where every member (and we) might be: config, cache, candidates, gossip
+//   Gossip         members' self-signed endpoint records (Protocol/Gossip; NodeCore's side: GossipRouting.swift)
 //
 // A machine never reads another's state: NodeCore hands each the values it
 // needs and routes its outputs (Anchors.swift, Paths.swift, Sessions.swift,
@@ -185,6 +186,8 @@ public enum NodeEvent: Equatable, Sendable {
     case partitioned
     /// `endpointCacheBytes()` changed: write it to state_dir (atomically).
     case endpointCacheChanged
+    /// `gossipSnapshot()` changed (a record taken, ours or a member's): write it to state_dir.
+    case gossipRecordsChanged
 }
 
 /// Why NodeCore wants to wake up (shown by `wsctl`).
@@ -200,6 +203,10 @@ public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
     case directRetry(PeerID)
     case recovery
     case warnings
+    /// Gossip's own timer (a push round or anti-entropy).
+    case gossip
+    /// Our candidates changed within a second of our last record: the next one.
+    case gossipPublish
 
     public var description: String {
         switch self {
@@ -214,6 +221,8 @@ public enum NodeTimerReason: Equatable, Sendable, CustomStringConvertible {
         case .directRetry(let p): "\(p): direct path retry"
         case .recovery: "recovery attempt"
         case .warnings: "anchor warnings"
+        case .gossip: "gossip"
+        case .gossipPublish: "gossip: publish our record"
         }
     }
 }
@@ -277,6 +286,14 @@ public struct NodeCore: Sendable {
     var recovery: Recovery
     /// Where every member might be, and where we might be (EndpointBook.swift).
     var book: EndpointBook
+    /// Every member's self-signed endpoint record, spread inside the sessions
+    /// (Gossip/Gossip.swift; routed in GossipRouting.swift). Its PeerIDs are ours
+    /// (we are appended when the member list leaves us out).
+    var gossip: Gossip
+    /// When we last published our own record (at most one per `publishInterval`).
+    var gossipPublishedAt: Instant?
+    /// `gossip.counters.recordsAccepted` when we last said the snapshot changed.
+    var gossipSavedAccepted: UInt64 = 0
 
     // The router's own: outputs, timers, counters.
     var outbox = Outbox<Transmit>()
@@ -298,7 +315,8 @@ public struct NodeCore: Sendable {
     ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: this value does everything.
     ///   - sendCounters: split only: the shared send counter of each new keypair (the engine's is atomic).
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
-                sessionTimings: SessionTimings = .default, seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
+                sessionTimings: SessionTimings = .default, gossipTimings: GossipTimings = .default,
+                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() },
                 txids: SecretRandom = .sodium) {
         publicKey = identity.publicKey
@@ -332,6 +350,16 @@ public struct NodeCore: Sendable {
             if m.isAnchor, m.endpoint != nil { anchors.append(id) }
         }
         self.entries = entries
+        var gossipKeys = members.map(\.publicKey)
+        let me: Int
+        if let i = gossipKeys.firstIndex(of: identity.publicKey) { me = i } else {
+            gossipKeys.append(identity.publicKey)
+            me = gossipKeys.count - 1
+        }
+        gossip = Gossip(roster: GossipRoster(keys: gossipKeys), me: me, identity: identity, timings: gossipTimings,
+                        seed: seed ^ 0x6055_1B)
+        // Nobody is reachable before its session is up: gossip never makes a handshake.
+        for i in gossipKeys.indices where i != me { gossip.peerDown(PeerID(rawValue: i)) }
         paths = PathManager(members: members.count, timings: timings)
         anchorPeers = anchors
         anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
@@ -501,6 +529,8 @@ public struct NodeCore: Sendable {
         startedAt = now
         arm(.addressProbe, at: now)
         arm(.warnings, at: now + timings.warningGrace)
+        gossip.start(now: now)
+        syncGossipTimer()
         for a in anchorPeers {
             if anchorTracker.tracks(a) { arm(.anchorKeepalive(a), at: now) }
             tunnels.connect(a, now: now)

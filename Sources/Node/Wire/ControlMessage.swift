@@ -4,7 +4,9 @@
 //   first payload byte   meaning
 //   ------------------   ------------------------------------------------
 //   (empty payload)      keepalive
-//   0x01 ... 0x3F        control message (this file); 0x07... unassigned
+//   0x01 ... 0x3F        control message: 0x01...0x06 this file, 0x10...0x13 gossip
+//                        (Wire/Gossip.swift, `GossipMessage`: NodeCore's router checks
+//                        `GossipMessage.isGossip` before parsing here); the rest unassigned
 //   0x4_                 IPv4 packet (high nibble 4)
 //   0x6_                 IPv6 packet (high nibble 6)
 //   anything else        dropped

@@ -261,10 +261,22 @@ final class ConfigTests: XCTestCase {
         XCTAssertError(nodeTable + "\naddress = \"10.77.0.2/24\"", line: 4, field: "", message: nil)
     }
 
+    func testGossipTable() throws {
+        XCTAssertEqual(try Config.parse(nodeTable).gossip.antiEntropySeconds, 300, "the default without [gossip]")
+        XCTAssertEqual(try Config.parse(nodeTable + "\n\n[gossip]\nanti_entropy_s = 60").gossip.antiEntropySeconds, 60)
+        XCTAssertError(nodeTable + "\n\n[gossip]\nanti_entropy_s = 5", line: 6, field: "gossip.anti_entropy_s",
+                       message: "5 is out of range (10...86400 seconds)")
+        XCTAssertError(nodeTable + "\n\n[gossip]\nanti_entropy_s = \"300\"", line: 6, field: "gossip.anti_entropy_s",
+                       message: "expected an integer, found a string")
+        XCTAssertError("gossip = 1\n" + nodeTable, line: 1, field: "gossip", message: nil)
+    }
+
     func testUnknownKeys() {
         XCTAssertError(nodeTable + "\nlisten_prot = 5", line: 4, field: "node.listen_prot", message: "unknown key (did you mean listen_port?)")
-        XCTAssertError(nodeTable + "\n\n[gossip]\nanti_entropy_s = 300", line: 5, field: "gossip",
-                       message: "unknown key (top-level tables are node, peer)")
+        XCTAssertError(nodeTable + "\n\n[relay]\nrate = 300", line: 5, field: "relay",
+                       message: "unknown key (top-level tables are node, peer, gossip)")
+        XCTAssertError(nodeTable + "\n\n[gossip]\nanti_entropy = 300", line: 6, field: "gossip.anti_entropy",
+                       message: "unknown key (did you mean anti_entropy_s?)")
         XCTAssertError(nodeTable + """
 
             [[peer]]

@@ -126,6 +126,34 @@ final class NodeCoreMachineTests: XCTestCase {
         XCTAssertEqual(again.cached(m), [epM])
     }
 
+    /// A member's gossip record: entries of source gossip, punch targets after
+    /// its candidates, and vouched for (outside the unattested-address budget).
+    func testEndpointBookTakesGossipRecords() throws {
+        let keys = (0..<3).map { PublicKey(bytes: [UInt8](repeating: UInt8($0 + 1), count: 32))! }
+        let members = [MemberSpec(publicKey: keys[0], name: "us"),
+                       MemberSpec(publicKey: keys[1], name: "anchor", endpoint: epA, isAnchor: true),
+                       MemberSpec(publicKey: keys[2], name: "m")]
+        var timings = ConnectivityTimings.default
+        timings.unattestedPunchTargets = 0
+        var book = EndpointBook(members: members, timings: timings)
+        let lan = Endpoint("192.168.1.7:51820")!, moved = Endpoint("100.64.0.77:40001")!
+        book.setGossiped(m, [Candidate(lan, .local), Candidate(moved, .observed)], sequence: 4, now: t(9))
+        XCTAssertEqual(book.gossipSequence(m), 4)
+        XCTAssertEqual(book.entries(for: m), [
+            .init(endpoint: lan, source: .gossip(.local), since: t(9)),
+            .init(endpoint: moved, source: .gossip(.observed), since: t(9)),
+        ])
+        XCTAssertEqual(book.directKind(m, for: lan), .lan)
+        XCTAssertEqual(book.punchable(m), [lan, moved])
+        // An anchor's introduction naming the signed endpoint: taken even with no unattested budget.
+        let stranger = Endpoint("198.51.100.99:1")!
+        XCTAssertEqual(book.admit(m, [Candidate(moved, .observed), Candidate(stranger, .observed)], attested: nil, heard: [], now: t(10)),
+                       [Candidate(moved, .observed)])
+        // A newer record replaces the old one.
+        book.setGossiped(m, [Candidate(stranger, .observed)], sequence: 5, now: t(20))
+        XCTAssertEqual(book.punchable(m), [stranger])
+    }
+
     func testEndpointBookOwnCandidates() {
         var book = EndpointBook(members: [], timings: .default)
         let local = Endpoint("192.168.1.2:51820")!, loopback = Endpoint("127.0.0.1:51820")!

@@ -82,10 +82,24 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"last_handshake_s_ago":null,"name":"anchor-1","paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","rx_bytes":1,"state":"handshaking","tx_bytes":2}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"gossip":null,"last_handshake_s_ago":null,"name":"anchor-1","paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","rx_bytes":1,"state":"handshaking","tx_bytes":2}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
+    }
+
+    /// A peer's gossip record in the JSON, and a peer from a daemon before gossip ran.
+    func testPeerGossipRecord() throws {
+        let record = StatusReport.GossipRecord(sequence: 12, endpoints: [.init(addr: "100.64.0.77:40001", source: .observed)])
+        let peer = StatusReport.Peer(name: "m", publicKey: "k", address: [], state: .idle, gossip: record)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = try encoder.encode(peer)
+        XCTAssertTrue(String(decoding: json, as: UTF8.self).contains(
+            #""gossip":{"endpoints":[{"addr":"100.64.0.77:40001","source":"observed"}],"sequence":12}"#), String(decoding: json, as: UTF8.self))
+        XCTAssertEqual(try JSONDecoder().decode(StatusReport.Peer.self, from: json), peer)
+        let old = #"{"address":[],"endpoint":null,"last_handshake_s_ago":null,"name":"m","paths":[],"public_key":"k","rx_bytes":0,"state":"idle","tx_bytes":0}"#
+        XCTAssertNil(try JSONDecoder().decode(StatusReport.Peer.self, from: Data(old.utf8)).gossip)
     }
 
     /// A reader of a daemon from before `addresses` and `reactors` existed.
@@ -111,7 +125,8 @@ final class ControlTests: XCTestCase {
         let anchor = try XCTUnwrap((root["anchors"] as? [[String: Any]])?.first)
         XCTAssertEqual(Set(anchor.keys), ["public_key", "name", "reachable"])
         let peers = try XCTUnwrap(root["peers"] as? [[String: Any]])
-        let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths"]
+        let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths",
+                             "gossip"]
         for peer in peers { XCTAssertEqual(Set(peer.keys), peerKeys) }
         // The idle phone: unknowns are null, not missing.
         XCTAssertTrue(peers[2]["endpoint"] is NSNull)

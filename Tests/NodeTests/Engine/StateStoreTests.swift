@@ -51,6 +51,22 @@ final class StateStoreTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: store.path + ".tmp"))
     }
 
+    /// The gossip records have their own file beside the endpoint cache, and
+    /// two writers never overwrite each other's file.
+    func testRecordsFileLivesBesideTheEndpointCache() throws {
+        let endpoints = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))
+        let records = try XCTUnwrap(StateStore(directory: dir, name: StateStore.recordsFile, logger: Logger(label: "test")))
+        XCTAssertEqual(endpoints.path, dir + "/endpoints.json")
+        XCTAssertEqual(records.path, dir + "/records.bin")
+        let (w1, w2) = (StateWriter(store: endpoints), StateWriter(store: records))
+        w1.submit(Array("{}".utf8))
+        w2.submit([1, 2, 3])
+        w1.finish()
+        w2.finish()
+        XCTAssertEqual(endpoints.load(), Array("{}".utf8))
+        XCTAssertEqual(records.load(), [1, 2, 3])
+    }
+
     /// A symlink planted at the temporary name is replaced, not followed.
     func testAPlantedSymlinkIsNotFollowed() throws {
         let store = try XCTUnwrap(StateStore(directory: dir, logger: Logger(label: "test")))

@@ -196,10 +196,12 @@ extension NodeCore {
     /// Our candidates, best first: local, port-mapped, observed by anchors (the EndpointBook's).
     var currentCandidates: [Candidate] { book.ownCandidates(observed: anchorTracker.observed) }
 
-    /// Re-announces our candidates to every anchor with a session when they changed.
+    /// Re-announces our candidates to every anchor with a session when they
+    /// changed, and publishes our gossip record (at most once per second).
     mutating func candidatesMayHaveChanged(now: Instant) {
         let list = currentCandidates
         guard book.announce(list) else { return }
+        publishOwnRecord(now: now)
         for a in anchorPeers where tunnels.isEstablished(a, now: now) {
             _ = sendControl(.candidates(list), to: a, now: now)
         }

@@ -6,11 +6,13 @@
 //              cache      endpoints that authenticated before (EndpointCache, persisted by the engine)
 //              announced  X's CANDIDATES, or an anchor's RENDEZVOUS on X's behalf (each with
 //                         its EndpointSource: local, observed, upnp, ...), and when they came
+//              gossip     X's own signed endpoint record, from gossip (its sequence, when it came):
+//                         signed by X, so vouched for like the cache
 //   us:        local      interface addresses (the engine: `setLocalEndpoints`)
 //              mapped     port mappings (UPnP-IGD, NAT-PMP, PCP: `addMappedEndpoint`)
 //              observed   where anchors see us (the AnchorTracker's observations, passed in)
 //
-// Later feeds (gossip records, LAN discovery) add sources here; nothing else
+// Later feeds (LAN discovery) add sources here; nothing else
 // keeps a list of addresses.
 //
 // Owns: the above, the per-member CANDIDATES budget (review M8: 1/s, burst 5)
@@ -33,6 +35,8 @@ struct EndpointBook: Sendable {
         case cache
         /// The member announced it (or an anchor introduced it), as this kind of address.
         case announced(EndpointSource)
+        /// The member's own signed record said so, as this kind of address (gossip).
+        case gossip(EndpointSource)
     }
 
     /// One address of a member: where it came from and since when (nil: not
@@ -54,6 +58,10 @@ struct EndpointBook: Sendable {
         /// targets in the window that began at `unattestedSince` (`admit`).
         var unattested: [Endpoint] = []
         var unattestedSince: Instant?
+        /// The member's gossip record: its endpoints, sequence, and when we took it.
+        var gossiped: [Candidate] = []
+        var gossipSequence: UInt64 = 0
+        var gossipedAt: Instant?
     }
 
     let timings: ConnectivityTimings
@@ -119,10 +127,24 @@ struct EndpointBook: Sendable {
 
     func cached(_ p: PeerID) -> [Endpoint] { cache.endpoints(for: members[p.rawValue].key) }
 
+    /// The endpoints of `p`'s newest gossip record (the member's own signed word).
+    func gossiped(_ p: PeerID) -> [Candidate] { members[p.rawValue].gossiped }
+
+    /// The sequence of the record `gossiped(p)` came from (0: none).
+    func gossipSequence(_ p: PeerID) -> UInt64 { members[p.rawValue].gossipSequence }
+
+    /// A newer gossip record of `p` (the machine checked its signature and sequence).
+    mutating func setGossiped(_ p: PeerID, _ list: [Candidate], sequence: UInt64, now: Instant) {
+        members[p.rawValue].gossiped = Array(list.prefix(EndpointRecord.maxEndpoints))
+        members[p.rawValue].gossipSequence = sequence
+        members[p.rawValue].gossipedAt = now
+    }
+
     /// Every address of `p` with its source and age: announced, cached, configured.
     func entries(for p: PeerID) -> [Entry] {
         let m = members[p.rawValue]
         return m.candidates.map { Entry(endpoint: $0.endpoint, source: .announced($0.source), since: m.candidatesAt) }
+            + m.gossiped.map { Entry(endpoint: $0.endpoint, source: .gossip($0.source), since: m.gossipedAt) }
             + cached(p).map { Entry(endpoint: $0, source: .cache, since: nil) }
             + [m.staticEndpoint].compactMap { $0 }.map { Entry(endpoint: $0, source: .config, since: nil) }
     }
@@ -131,16 +153,18 @@ struct EndpointBook: Sendable {
     /// a local/lan address of theirs, or the address is private (RFC 1918,
     /// link-local, ULA); direct otherwise.
     func directKind(_ p: PeerID, for remote: Endpoint) -> PathKind {
-        for c in members[p.rawValue].candidates where c.endpoint == remote {
+        for c in members[p.rawValue].candidates + members[p.rawValue].gossiped where c.endpoint == remote {
             return c.source == .local || c.source == .lan ? .lan : .direct
         }
         return PathManager.isPrivate(remote) ? .lan : .direct
     }
 
     /// Addresses of `p` worth a punch ping, before NodeCore's own filters:
-    /// its candidates, then what the cache and config know.
+    /// its candidates, its gossip record's endpoints, then what the cache and config know.
     func punchable(_ p: PeerID) -> [Endpoint] {
-        members[p.rawValue].candidates.map(\.endpoint) + cached(p) + [staticEndpoint(p)].compactMap { $0 }
+        var out = members[p.rawValue].candidates.map(\.endpoint)
+        for c in members[p.rawValue].gossiped where !out.contains(c.endpoint) { out.append(c.endpoint) }
+        return out + cached(p) + [staticEndpoint(p)].compactMap { $0 }
     }
 
     /// A CANDIDATES from `p`: within its budget?
@@ -154,7 +178,7 @@ struct EndpointBook: Sendable {
     /// The part of `list` (a member's announced candidates, or an anchor's
     /// introduction) we will punch. Vouched-for addresses always: `attested`
     /// (the introducing anchor's own observation), `p`'s configured or cached
-    /// endpoints, and addresses we have heard `p` from (`heard`). Every other
+    /// endpoints, its own signed gossip record, and addresses we have heard `p` from (`heard`). Every other
     /// address is only `p`'s word, and a member could name any host on the
     /// Internet: at most `unattestedPunchTargets` distinct ones per
     /// `unattestedPunchWindow`, however many introductions arrive (review M8).
@@ -169,7 +193,10 @@ struct EndpointBook: Sendable {
         let list = Array(list.prefix(ControlMessage.maxCandidates))
         let cached = cached(p)
         let configured = members[i].staticEndpoint
-        func vouched(_ ep: Endpoint) -> Bool { ep == attested || ep == configured || cached.contains(ep) || heard.contains(ep) }
+        let signed = members[i].gossiped.map(\.endpoint)
+        func vouched(_ ep: Endpoint) -> Bool {
+            ep == attested || ep == configured || cached.contains(ep) || heard.contains(ep) || signed.contains(ep)
+        }
         var admitted: [Endpoint] = []
         for c in list.filter({ $0.source == .observed }) + list.filter({ $0.source != .observed }) {
             let ep = c.endpoint

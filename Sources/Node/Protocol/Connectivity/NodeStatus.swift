@@ -34,6 +34,14 @@ public struct NodeStatus: Sendable, Equatable {
         public var paths: [Path]
         public var punching: Bool
         public var nextDirectRetry: Instant?
+        /// The member's own signed endpoint record, as gossip holds it (nil: none yet).
+        public var gossip: GossipRecord?
+    }
+
+    /// A member's gossip record: its sequence and the endpoints it signed.
+    public struct GossipRecord: Sendable, Equatable {
+        public var sequence: UInt64
+        public var endpoints: [NodeEndpoint]
     }
 
     public struct Anchor: Sendable, Equatable {
@@ -75,7 +83,8 @@ public struct NodeStatus: Sendable, Equatable {
     public var recovering: Bool
     /// Every anchor and cached endpoint failed: a manual re-bootstrap is needed.
     public var partitioned: Bool
-    /// Drops by reason name, plus `relay_forwarded_packets` / `relay_forwarded_bytes` on an anchor.
+    /// Drops by reason name, the gossip machine's `gossip_…` counters, plus
+    /// `relay_forwarded_packets` / `relay_forwarded_bytes` on an anchor.
     public var counters: [String: UInt64]
 }
 
@@ -97,7 +106,11 @@ extension NodeCore {
             peers.append(NodeStatus.Peer(
                 id: id, name: members[i].name, publicKey: entries[i].key, isAnchor: entries[i].isAnchor,
                 session: tunnels.peerStatus(id, now: now), paths: paths, punching: holePunch.isPunching(id),
-                nextDirectRetry: deadline(.directRetry(id))))
+                nextDirectRetry: deadline(.directRetry(id)),
+                gossip: gossip.record(of: id).map {
+                    NodeStatus.GossipRecord(sequence: $0.sequence,
+                                            endpoints: $0.endpoints.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) })
+                }))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()
@@ -107,6 +120,7 @@ extension NodeCore {
         }
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
+        for (name, n) in gossip.counters.named { counters[name] = n }
         if isAnchor {
             counters["relay_forwarded_packets"] = relay.counters.packets
             counters["relay_forwarded_bytes"] = relay.counters.bytes

@@ -12,6 +12,8 @@
 //   2. per peer, in PeerID order: ping timeouts, anchor keepalive, path check,
 //      punch round, rendezvous timeout, direct retry
 //   3. address probe round, recovery attempt, warnings
+//   4. our gossip record's publication, then gossip's own timer (a publication
+//      starts a push round at once: it runs in the same wake-up)
 // A handler may arm another key for `now`; it runs in the same wake-up if it
 // comes later in this order, else in the next (`pollTimeout` ≤ now says so).
 //
@@ -44,8 +46,12 @@ enum NodeTimer: Hashable, Sendable {
     case recovery
     /// AnchorTracker: the warnings' first look, after the grace period.
     case warnings
+    /// NodeCore: our record's next publication (at most one per `gossipPublishInterval`).
+    case gossipPublish
+    /// Gossip: a push round or anti-entropy (its `pollTimeout`).
+    case gossip
 
-    enum Machine: Sendable { case anchors, paths, holePunch, recovery }
+    enum Machine: Sendable { case anchors, paths, holePunch, recovery, gossip }
 
     var machine: Machine {
         switch self {
@@ -53,6 +59,7 @@ enum NodeTimer: Hashable, Sendable {
         case .pingTimeout, .pathCheck: .paths
         case .punch, .rendezvousTimeout, .directRetry: .holePunch
         case .recovery: .recovery
+        case .gossipPublish, .gossip: .gossip
         }
     }
 
@@ -60,7 +67,7 @@ enum NodeTimer: Hashable, Sendable {
         switch self {
         case .pingTimeout(let p), .anchorKeepalive(let p), .pathCheck(let p), .punch(let p), .rendezvousTimeout(let p),
              .directRetry(let p): p
-        case .probeTimeout, .addressProbe, .recovery, .warnings: nil
+        case .probeTimeout, .addressProbe, .recovery, .warnings, .gossipPublish, .gossip: nil
         }
     }
 
@@ -85,6 +92,8 @@ enum NodeTimer: Hashable, Sendable {
         case .addressProbe: (2, 0, 0)
         case .recovery: (3, 0, 0)
         case .warnings: (4, 0, 0)
+        case .gossipPublish: (5, 0, 0)
+        case .gossip: (5, 0, 1)
         }
     }
 
@@ -100,6 +109,8 @@ enum NodeTimer: Hashable, Sendable {
         case .addressProbe: .addressProbe
         case .recovery: .recovery
         case .warnings: .warnings
+        case .gossipPublish: .gossipPublish
+        case .gossip: .gossip
         }
     }
 }
@@ -186,6 +197,12 @@ extension NodeCore {
             arm(.warnings, at: nil)
             updateWarnings(now: now)
             evaluateConnectivity(now: now)
+        case .gossipPublish:
+            arm(.gossipPublish, at: nil)
+            publishOwnRecord(now: now)
+        case .gossip:
+            gossip.handleTimeout(now: now)
+            drainGossip(now: now)
         }
     }
 }

@@ -48,8 +48,7 @@ extension NodeCore {
                 noteRx(peer, source: source, via: anchor, traffic: true, now: now)
                 return .packet(peer, offset: offset, length: len)
             case .control:
-                guard let message = ControlMessage(payload, length: len) else { return drop(.controlMalformed) }
-                return handleControl(message, from: peer, source: source, via: anchor, now: now)
+                return receiveControlPayload(payload, from: peer, source: source, via: anchor, now: now)
             case .unknown:
                 return drop(.unknownPayload)
             }
@@ -163,9 +162,11 @@ extension NodeCore {
             }
             if holePunch.isPunching(p) { arm(.punch(p), at: now) }
             if isAnchor { introduceHeld(p, now: now) }
+            gossipSession(p, up: true, now: now)
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
             events.push(.session(e))
+            gossipSession(p, up: false, now: now)
             if anchorTracker.tracks(p) { updateAnchorReachability(p, now: now) }
             evaluateConnectivity(now: now)
         case .rekeyed:
@@ -181,7 +182,13 @@ extension NodeCore {
     @discardableResult
     mutating func sendControl(_ message: ControlMessage, to p: PeerID, path: (remote: Endpoint, via: PeerID?)? = nil,
                               now: Instant) -> Bool {
-        let payload = message.bytes
+        sendControlBytes(message.bytes, to: p, path: path, now: now)
+    }
+
+    /// `sendControl` for a payload already serialized (gossip's messages).
+    @discardableResult
+    mutating func sendControlBytes(_ payload: [UInt8], to p: PeerID, path: (remote: Endpoint, via: PeerID?)? = nil,
+                                   now: Instant) -> Bool {
         let head = DataMessage.headerSize
         var buf = [UInt8](repeating: 0, count: head + payload.count + DataMessage.tagSize)
         buf.replaceSubrange(head..<(head + payload.count), with: payload)

@@ -37,6 +37,9 @@ public struct GossipTimings: Sendable {
     public var pushInterval = Span.milliseconds(200)
     /// Anti-entropy period (seed 3.2: a slow timer; `[gossip] anti_entropy_s`).
     public var antiEntropy = Span.seconds(300 as UInt64)
+    /// A node publishes its own record at most this often (NodeCore's driver: a
+    /// flapping observation must not become a rumour per flip).
+    public var publishInterval = Span.seconds(1 as UInt64)
     /// What one member may make us process, bytes per second and burst (a full digest of
     /// 10,000 members is 160 KB: the burst covers it).
     public var peerBytesPerSecond: UInt64 = 32 * 1024
