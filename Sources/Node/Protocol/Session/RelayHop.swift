@@ -32,9 +32,12 @@ public struct RelayHopKeys: Equatable, Sendable {
 
 extension KeypairSlots {
     /// The relay-tag keys of these keypairs.
+    /// Read through the optionals field by field: `current ?? next` would copy a
+    /// whole keypair (its 1 KiB replay window) per call, and an anchor asks twice
+    /// per forwarded packet.
     var relayHop: RelayHopKeys {
         var h = RelayHopKeys()
-        h.send = (current ?? next)?.keys.send.relayTagKey
+        h.send = current?.keys.send.relayTagKey ?? next?.keys.send.relayTagKey
         h.receiveCurrent = current?.keys.receive.relayTagKey
         h.receiveNext = next?.keys.receive.relayTagKey
         h.receivePrevious = previous?.keys.receive.relayTagKey
