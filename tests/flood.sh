@@ -217,15 +217,18 @@ attack F1-init $hs -- lab_exec x "$bin/ws-bench" flood --seconds "$secs" --kind 
 [ "$replies" -le "$(d cookieRequired)" ] || fail "F1: more replies than cookies"
 echo "ok: F1: under load within 1 s; $(d cookieRequired) answered with a cookie (64 bytes for 180), $(d notMember) refused after one DH"
 
-# F3: the same wrapped in RELAY, with the anchor's forged source, naming m2:
-# m1 meters relayed handshakes too (H1) and answers with cookies wrapped back
-# through the anchor (which forwards them to m2, where they match nothing).
+# F3: the same wrapped in RELAY, with the anchor's forged source, naming m2.
+# A RELAY must carry the anchor's per-hop tag under its session with m1
+# (review M4 and H1 vector (a)): a forged anchor source cannot make one, so m1
+# drops every datagram at the tag check, before the load meter or any DH.
 sleep 1.2  # F1's load state is sticky for 1 s
-attack F3-relay-init $hs relay_unknown_target relay_mismatch bad_length -- lab_exec x "$bin/ws-bench" flood \
+attack F3-relay-init $hs relay_bad_tag relay_unknown_target relay_mismatch bad_length -- lab_exec x "$bin/ws-bench" flood \
   --seconds "$secs" --kind relay-init --rate "$rate" --to 203.0.113.21:51820 --spoof 203.0.113.10:51820 \
   --victim-key "${pub[m1]}" --member-key "${pub[m2]}"
-[ $(( $(d cookieRequired) + rate )) -ge "$sent" ] || fail "F3: relayed INITs not metered as load ($moved)"
-echo "ok: F3: relayed INITs under load within 1 s; $(d cookieRequired) answered with a cookie, $(d notMember) refused after one DH"
+[ "$(d relay_bad_tag)" -eq "$sent" ] || fail "F3: forged-anchor RELAYs not all refused at the hop tag ($moved)"
+[ "$(d cookieRequired)" -eq 0 ] && [ "$(d notMember)" -eq 0 ] || fail "F3: a forged-anchor RELAY reached the handshake ($moved)"
+[ "$replies" -eq 0 ] || fail "F3: $replies replies to forged RELAYs"
+echo "ok: F3: every forged-anchor RELAY refused at the hop tag ($(d relay_bad_tag)), none reached the handshake, no reply"
 
 # F4: 1-byte 0x01 garbage, 200/s (review: 129/s kept a node "under load", M2),
 # with 10 valid stranger INITs a second beside it: they must all be refused

@@ -125,10 +125,14 @@ let wireTargets: [FuzzTarget] = [
 
     FuzzTarget(name: "relay-header", summary: "RelayMessage.parseHeader / writeHeader") { input in
         guard let id = withExactBuffer(input, { RelayMessage.parseHeader(UnsafeRawBufferPointer($0), length: input.count) }) else { return }
-        check(input.count >= 44 && word0(input) == 7 && (1...4).contains(input[12]), "RELAY acceptance")
+        // 16-byte header (type | tag 7 | member id 8), the inner datagram's type at 16.
+        check(input.count >= RelayMessage.minimumSize && input[0] == 7 && (1...4).contains(input[RelayMessage.headerSize]),
+              "RELAY acceptance")
         var out = [UInt8](repeating: 0, count: RelayMessage.headerSize)
-        check(out.withUnsafeMutableBytes { RelayMessage.writeHeader(id, into: $0, at: 0) }, "writeHeader refused 12 bytes")
-        check(out[...] == input[..<12], "RELAY header round trip")
+        check(out.withUnsafeMutableBytes { RelayMessage.writeHeader(id, into: $0, at: 0) }, "writeHeader refused 16 bytes")
+        // The tag is the sender's to write (RelayTag.seal): the type and the id round-trip.
+        check(out[0] == input[0] && out[RelayMessage.idOffset..<RelayMessage.headerSize] == input[RelayMessage.idOffset..<RelayMessage.headerSize],
+              "RELAY header round trip")
     } seeds: {
         var inner = [UInt8](repeating: 0, count: 32)
         inner[0] = 4
