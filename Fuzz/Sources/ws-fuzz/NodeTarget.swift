@@ -56,42 +56,19 @@ struct Host: Sendable {
     mutating func receive(_ b: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint, now: Instant,
                           underLoad: Bool = false) -> NodeInbound {
         guard owners > 1 else { return core.receive(b, length: length, from: source, now: now, underLoad: underLoad) }
-        var k = router.steer(UnsafeRawBufferPointer(b), length: length)
-        var handedOver = false
-        for _ in 0..<4 {
-            let result = shards[k].receive(b, length: length, from: source, now: now)
-            if case .drop(let r) = result { return .drop(r) }
-            switch router.afterShard(result, handedOver: handedOver) {
-            case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
-            case .control(let p, let off, let len, let via):
-                return core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
-                                          source: source, via: via, now: now)
-            case .done: return .consumed
-            case .loop: return .consumed  // the daemon counts it as handoff_loop
-            case .handTo(let o):
-                k = o
-                handedOver = true
-            case .core:
-                switch router.toCore(at: k, handedOver: handedOver) {
-                case .handTo(let o):
-                    k = o
-                    handedOver = true
-                    continue
-                case .loop: return .consumed
-                default: break
-                }
-                let r = core.receive(b, length: length, from: source, now: now, underLoad: underLoad)
-                guard case .handoff(let o) = r else { return r }
-                switch router.afterCoreHandoff(to: o, at: k, handedOver: handedOver) {
-                case .handTo(let o):
-                    k = o
-                    handedOver = true
-                case .loop: return .consumed
-                default: handedOver = true
-                }
-            }
-        }
-        fatalError("oracle: a datagram went round the lanes (type \(length > 0 ? b[0] : 0), \(length) bytes)")
+        // The daemon's rules (LaneRouter.deliver); a fault the daemon would only count is no oracle here.
+        var steeredWrong = false
+        let router = self.router
+        let r = router.deliver(b, length: length,
+                               shard: { k in self.shards[k].receive(b, length: length, from: source, now: now) },
+                               opened: { p, off, len, via in
+                                   self.core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
+                                                      source: source, via: via, now: now)
+                               },
+                               core: { self.core.receive(b, length: length, from: source, now: now, underLoad: underLoad) },
+                               fault: { f in if f == .roundTheLanes { steeredWrong = true } })
+        if steeredWrong { fatalError("oracle: a datagram went round the lanes (type \(length > 0 ? b[0] : 0), \(length) bytes)") }
+        return r
     }
 
     mutating func fire(now: Instant) {

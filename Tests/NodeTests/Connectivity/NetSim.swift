@@ -255,61 +255,20 @@ final class NetSim {
         let now = self.now
         let result = buffer.withUnsafeMutableBytes { b -> NodeInbound in
             guard owners > 1 else { return hosts[i].core.receive(b, length: bytes.count, from: source, now: now) }
-            // As the engine's lanes, by the same rules (LaneRouter): steered to a lane by the BPF
-            // rule, opened by the owner, the rest NodeCore's on lane 0; handed over at most once.
+            // As the engine's lanes, by the same rules (LaneRouter.deliver): steered to a lane by the
+            // BPF rule, opened by the owner, the rest NodeCore's on lane 0; handed over at most once.
             let router = LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor)
-            var k = router.steer(UnsafeRawBufferPointer(b), length: bytes.count)
-            var handedOver = false
-            var hops = 0
-            while hops < 4 {
-                hops += 1
-                let shardResult = hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now)
-                if case .drop(let r) = shardResult { return .drop(r) }
-                switch router.afterShard(shardResult, handedOver: handedOver) {
-                case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
-                case .control(let p, let off, let len, let via):
-                    return hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
-                                                       source: source, via: via, now: now)
-                case .done: return .consumed
-                case .loop:
-                    XCTFail("a datagram handed over was to be handed on again at \(hosts[i].name): type \(bytes.first ?? 0)")
-                    return .consumed
-                case .handTo(let o):
-                    // Steering by the receiver index sends DATA to its owner: we chose every index so.
-                    // (An anchor steers no RELAY by its inner index: one from another anchor is handed over.)
-                    if bytes.first == MessageType.data.rawValue || !hosts[i].core.isAnchor {
-                        XCTFail("DATA for reactor \(o) was steered to reactor \(k) at \(hosts[i].name)")
-                    }
-                    k = o
-                    handedOver = true
-                case .core:
-                    switch router.toCore(at: k, handedOver: handedOver) {
-                    case .handTo(let o):
-                        k = o
-                        handedOver = true
-                        continue
-                    case .loop:
-                        XCTFail("a datagram for NodeCore was handed over twice at \(hosts[i].name)")
-                        return .consumed
-                    default:
-                        break
-                    }
-                    let r = hosts[i].core.receive(b, length: bytes.count, from: source, now: now)
-                    guard case .handoff(let o) = r else { return r }
-                    switch router.afterCoreHandoff(to: o, at: k, handedOver: handedOver) {
-                    case .handTo(let o):
-                        k = o
-                        handedOver = true
-                    case .loop:
-                        XCTFail("NodeCore handed over a datagram that was handed over already at \(hosts[i].name)")
-                        return .consumed
-                    default:
-                        handedOver = true  // its owner is this lane: opened here (as the daemon does)
-                    }
-                }
-            }
-            XCTFail("a datagram went round the lanes: type \(bytes.first ?? 0), \(bytes.count) bytes, to \(hosts[i].name) from \(source)")
-            return .consumed
+            let name = hosts[i].name
+            return router.deliver(b, length: bytes.count,
+                                  shard: { k in hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now) },
+                                  opened: { p, off, len, via in
+                                      hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
+                                                                  source: source, via: via, now: now)
+                                  },
+                                  core: { hosts[i].core.receive(b, length: bytes.count, from: source, now: now) },
+                                  fault: { f in
+                                      XCTFail("lanes at \(name): \(f), type \(bytes.first ?? 0), \(bytes.count) bytes from \(source)")
+                                  })
         }
         switch result {
         case .packet(let peer, let off, let len):

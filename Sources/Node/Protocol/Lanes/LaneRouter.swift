@@ -136,3 +136,76 @@ extension SessionShard {
         }
     }
 }
+
+/// What a synchronous driver of the lanes must hear about (the daemon counts
+/// `handoff_loop` for the second; the first must never happen).
+public enum LaneFault: Equatable, Sendable {
+    /// Session data landed on lane `on`, but lane `owner` owns it: the kernel's
+    /// steering and our choice of receiver indices disagree.
+    case misSteered(on: Int, owner: Int)
+    /// A datagram handed over once was to be handed on again.
+    case loop
+    /// More hops than the rules allow (a bug in the rules).
+    case roundTheLanes
+}
+
+extension LaneRouter {
+    /// One datagram through every lane on one thread, by the rules above, as a
+    /// single-threaded driver runs the daemon's lanes (the simulator, the fuzz
+    /// harness). `shard(k)` runs lane k's shard on the datagram, `opened` hands
+    /// NodeCore a control message that a shard decrypted in place, `core` hands
+    /// NodeCore the whole datagram; `fault` hears what the daemon would count
+    /// or what must not happen.
+    public func deliver(_ b: UnsafeMutableRawBufferPointer, length: Int,
+                        shard: (Int) -> ShardInbound,
+                        opened: (_ peer: PeerID, _ offset: Int, _ length: Int, _ via: PeerID?) -> NodeInbound,
+                        core: () -> NodeInbound,
+                        fault: (LaneFault) -> Void) -> NodeInbound {
+        var k = steer(UnsafeRawBufferPointer(b), length: length)
+        var handedOver = false
+        for _ in 0..<4 {
+            let result = shard(k)
+            if case .drop(let r) = result { return .drop(r) }
+            switch afterShard(result, handedOver: handedOver) {
+            case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
+            case .control(let p, let off, let len, let via): return opened(p, off, len, via)
+            case .done: return .consumed
+            case .loop:
+                fault(.loop)
+                return .consumed
+            case .handTo(let o):
+                // DATA is steered to its owner by the receiver index we chose; so is a
+                // RELAY on a member. Only an anchor hands a RELAY over (it steers none).
+                if length > 0, b[0] == MessageType.data.rawValue || !isAnchor { fault(.misSteered(on: k, owner: o)) }
+                k = o
+                handedOver = true
+            case .core:
+                switch toCore(at: k, handedOver: handedOver) {
+                case .handTo(let o):
+                    k = o
+                    handedOver = true
+                    continue
+                case .loop:
+                    fault(.loop)
+                    return .consumed
+                default:
+                    break
+                }
+                let r = core()
+                guard case .handoff(let o) = r else { return r }
+                switch afterCoreHandoff(to: o, at: k, handedOver: handedOver) {
+                case .handTo(let o):
+                    k = o
+                    handedOver = true
+                case .loop:
+                    fault(.loop)
+                    return .consumed
+                default:
+                    handedOver = true  // its owner is this lane: opened here, as the daemon does
+                }
+            }
+        }
+        fault(.roundTheLanes)
+        return .consumed
+    }
+}
