@@ -37,7 +37,7 @@ extension NodeCore {
             let a = probe.target
             let retrySoon = anchorTracker.probeMissed(a, now: now)
             // Ask the session too, at once: an answered ping keeps the anchor
-            // reachable, two missed ones make it unreachable sooner than probes.
+            // reachable, three missed ones make it unreachable sooner than probes.
             if tunnels.isEstablished(a, now: now), !keepalivePending(a), let ep = tunnels.endpoint(of: a) {
                 sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
             }

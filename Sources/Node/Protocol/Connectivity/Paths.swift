@@ -15,7 +15,7 @@
 //               from the first round with keys (pings need the session)
 //   PATH_PONG back from exactly where the ping went ──> path validated ──> `prefers` ──> active
 //   punch over, still relayed ──> retry (new rendezvous) after 10 s, 20 s ... ≤ 120 s while traffic flows
-//   active path quiet 3 s while sending ──> PATH_PING it; 2 missed ──> dead: fall back (relay), re-punch
+//   active path quiet 3 s while sending ──> PATH_PING it; 3 missed ──> dead: fall back (relay), re-punch
 //   anchor of a relay unreachable ──> relay through another reachable anchor
 //
 // Hole punching uses PATH_PING inside the session rather than PATH_PROBE:
