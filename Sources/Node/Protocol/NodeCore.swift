@@ -276,8 +276,6 @@ public struct NodeCore: Sendable {
     // The machines: each owns its state; NodeCore routes between them.
     /// Anchors, probes, our observed address, the NAT, warnings (AnchorTracker.swift).
     var anchorTracker: AnchorTracker
-    /// Every member's paths (PathManager.swift).
-    var paths: PathManager
     /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
     var holePunch: HolePunch
     /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
@@ -336,7 +334,7 @@ public struct NodeCore: Sendable {
                      persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
-                          timings: sessionTimings, seed: seed, owners: owners,
+                          timings: sessionTimings, pathTimings: timings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         var entries: [RosterEntry] = []
@@ -360,14 +358,13 @@ public struct NodeCore: Sendable {
                         seed: seed ^ 0x6055_1B)
         // Nobody is reachable before its session is up: gossip never makes a handshake.
         for i in gossipKeys.indices where i != me { gossip.peerDown(PeerID(rawValue: i)) }
-        paths = PathManager(members: members.count, timings: timings)
         anchorPeers = anchors
         anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
                                       txids: txids)
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
-            let (i, _) = paths.addPath(a, kind: .direct, remote: ep, via: nil)
-            _ = paths.activate(a, i)
+            let (i, _) = tunnels.paths.addPath(a, kind: .direct, remote: ep, via: nil)
+            _ = tunnels.paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
     }
@@ -423,9 +420,9 @@ public struct NodeCore: Sendable {
                                     payloadLength: Int, now: Instant) -> Outbound {
         start(now)
         guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return .drop(.unknownPeer) }
-        if paths[peer].active == nil {
+        if tunnels.paths[peer].active == nil {
             ensurePath(peer, now: now)
-            if paths[peer].active == nil, awaitsAnchor(peer) {
+            if tunnels.paths[peer].active == nil, awaitsAnchor(peer) {
                 // No anchor reachable yet (at start their handshakes are a round
                 // trip away): the packet waits for the path the first one gives.
                 let result = tunnels.hold(for: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
@@ -433,10 +430,10 @@ public struct NodeCore: Sendable {
                 return result
             }
         }
-        let relayed = paths[peer].activeKind == .relay
+        let relayed = tunnels.paths[peer].activeKind == .relay
         if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
         let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
-        paths.noteDataTx(peer, at: now)
+        tunnels.paths.noteDataTx(peer, at: now)
         guard case .send(let to, let offset, let length) = result else {
             absorbTunnels(now: now)
             return result
@@ -518,7 +515,7 @@ public struct NodeCore: Sendable {
     public mutating func connect(_ peer: PeerID, now: Instant) {
         start(now)
         guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return }
-        if paths[peer].active == nil { ensurePath(peer, now: now) }
+        if tunnels.paths[peer].active == nil { ensurePath(peer, now: now) }
         tunnels.connect(peer, now: now)
     }
 
