@@ -463,17 +463,12 @@ public struct NodeCore: Sendable {
     public mutating func pollEvent() -> NodeEvent? { events.pop() }
 
     /// The earliest deadline and why (sessions and connectivity).
-    /// Our own timers are one deadline heap (O(1) here); the session layer's
-    /// deadline is Tunnels' own minimum.
+    /// Our own timers are one deadline heap, the session layer's another
+    /// (one entry per member, in Tunnels): two reads, no scan.
     public func pollTimeout() -> (deadline: Instant, reason: NodeTimerReason)? {
         let own = ownTimeout
-        guard let session = tunnels.pollTimeout(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
-        // The session layer's deadline wins: find whose it is (for the reason only).
-        for i in entries.indices where !entries[i].isSelf {
-            let p = PeerID(rawValue: i)
-            if let t = tunnels.pollTimeout(for: p), t.deadline == session.deadline { return (t.deadline, .session(p, t.reason)) }
-        }
-        return own
+        guard let session = tunnels.pollTimeoutPeer(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
+        return (session.deadline, .session(session.peer, session.reason))
     }
 
     // MARK: Commands

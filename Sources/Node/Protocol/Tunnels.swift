@@ -223,6 +223,15 @@ public struct Tunnels: Sendable {
     /// Every member's paths and destination (PathManager.swift, PathSet.swift).
     /// NodeCore drives it directly; alone, Tunnels' roaming does.
     var paths: PathManager
+    /// Every member's earliest session timer, one heap entry each, re-set
+    /// after any call that changed it (`synced`): `pollTimeout` is its top and
+    /// `handleTimeout` visits only the members that are due.
+    private var wake: DenseDeadlineHeap
+    /// Reused by `handleTimeout` (no allocation per call once grown).
+    private var dueScratch: [Int] = []
+    /// Members whose timers the last `handleTimeout` looked at (tests: it
+    /// stays the number due, not the number of members).
+    private(set) var lastTimeoutVisits = 0
     /// Session datagrams dropped at drain time because their member had no
     /// destination any more (counted as `no_endpoint` in `wsctl status`).
     public private(set) var unroutable: UInt64 = 0
@@ -267,6 +276,7 @@ public struct Tunnels: Sendable {
         self.roster = roster
         peers = specs.enumerated().map { PeerSession(id: PeerID(rawValue: $0.offset), spec: $0.element) }
         paths = PathManager(members: specs.count, timings: pathTimings)
+        wake = DenseDeadlineHeap(capacity: specs.count)
         for (i, spec) in specs.enumerated() {
             guard let ep = spec.endpoint else { continue }
             let p = PeerID(rawValue: i)
@@ -282,6 +292,15 @@ public struct Tunnels: Sendable {
         relayedLimiter = Array(repeating: TokenBucket(rate: UInt64(max(1, timings.handshakesPerSecondPerSource)),
                                                       burst: UInt64(max(1, timings.handshakeBurstPerSource))),
                                count: specs.count)
+        for i in peers.indices { synced(PeerID(rawValue: i)) }
+    }
+
+    /// After a call into `peer`'s session: its heap entry follows its earliest
+    /// timer. One compare when nothing changed (the data path's usual case).
+    @inline(__always)
+    private mutating func synced(_ peer: PeerID) {
+        let d = peers[peer.rawValue].timers.nextDeadline
+        if d != wake[peer.rawValue] { wake.set(peer.rawValue, at: d) }
     }
 
     public var peerCount: Int { peers.count }
@@ -326,6 +345,7 @@ public struct Tunnels: Sendable {
             }
             guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
             let result = peers[peer.rawValue].receiveData(base, length: length, header: header, now: now, ctx: &ctx)
+            synced(peer)
             if case .data = result { roamed(peer, to: source, mayMove: roam) }
             return result
         }
@@ -391,12 +411,14 @@ public struct Tunnels: Sendable {
             // Timestamp and flood checks, then the response's DHs (PeerSession).
             let result = peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source,
                                                                 now: now, ctx: &ctx)
+            synced(peer)
             if result == .control { roamed(peer, to: source, mayMove: roam) }
             return result
         } else {
             let receiverIndex = wireLoad32(message, at: 8)
             guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
             let result = peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, now: now, ctx: &ctx)
+            synced(peer)
             if result == .control { roamed(peer, to: source, mayMove: roam) }
             return result
         }
@@ -435,6 +457,7 @@ public struct Tunnels: Sendable {
         // send the initiation again now (at least `expediteMinInterval` after
         // the last one), not at the retry 5 s later.
         peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        synced(peer)
         return .control
     }
 
@@ -450,8 +473,10 @@ public struct Tunnels: Sendable {
               payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
               let base = buffer.baseAddress else { return .drop(.badLength) }
         guard let destination = paths.destination(peer) else { return .drop(.noEndpoint) }
-        return peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                         to: destination, now: now, ctx: &ctx)
+        let result = peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                               to: destination, now: now, ctx: &ctx)
+        synced(peer)
+        return result
     }
 
     /// Keeps the payload at `buffer[payloadOffset ..< payloadOffset + payloadLength]`
@@ -463,8 +488,10 @@ public struct Tunnels: Sendable {
                               payloadLength: Int, now: Instant) -> Outbound {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return .drop(.unknownPeer) }
         guard payloadOffset >= 0, payloadLength >= 0, payloadOffset + payloadLength <= buffer.count else { return .drop(.badLength) }
-        return peers[peer.rawValue].hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
-                                         now: now, ctx: &ctx)
+        let result = peers[peer.rawValue].hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
+                                               now: now, ctx: &ctx)
+        synced(peer)
+        return result
     }
 
     /// Seals a payload for `peer` under its current keys, in place (same
@@ -480,7 +507,9 @@ public struct Tunnels: Sendable {
               payloadOffset >= DataMessage.headerSize, payloadLength >= 0,
               payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
               let base = buffer.baseAddress else { return nil }
-        return peers[peer.rawValue].seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, ctx: &ctx)
+        let sealed = peers[peer.rawValue].seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, ctx: &ctx)
+        synced(peer)
+        return sealed
     }
 
     // MARK: Timers and outputs
@@ -488,7 +517,14 @@ public struct Tunnels: Sendable {
     /// Fires every timer due at `now` (pass the current time, not the deadline).
     /// `wallClock` is the TAI64N timestamp for any initiation sent now.
     public mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp) {
-        for i in peers.indices {
+        // Only the members whose earliest timer is due, in PeerID order (the
+        // order a scan of every member would take: rng draws and transmits
+        // come out the same).
+        dueScratch.removeAll(keepingCapacity: true)
+        wake.due(now: now, into: &dueScratch)
+        dueScratch.sort()
+        lastTimeoutVisits = dueScratch.count
+        for i in dueScratch {
             // A handler may arm another timer for `now` (no reply -> handshake
             // wanted -> initiation): run it in the same call, a bounded number of rounds.
             var rounds = 0
@@ -497,18 +533,21 @@ public struct Tunnels: Sendable {
                                        ctx: &ctx)
                 rounds += 1
             }
+            synced(PeerID(rawValue: i))
         }
     }
 
-    /// The earliest deadline of any peer, and why (shown by `wsctl`).
+    /// The earliest deadline of any peer, and why (shown by `wsctl`): the top
+    /// of the heap, no scan.
     public func pollTimeout() -> (deadline: Instant, reason: TimerReason)? {
-        var best: (deadline: Instant, reason: TimerReason)?
-        for p in peers {
-            guard let n = p.timers.next else { continue }
-            if let b = best, b.deadline <= n.deadline { continue }
-            best = n
-        }
-        return best
+        guard let top = wake.earliest, let n = peers[top.key].timers.next else { return nil }
+        return n
+    }
+
+    /// The same, with the member it belongs to (the lowest PeerID among equal deadlines).
+    public func pollTimeoutPeer() -> (deadline: Instant, peer: PeerID, reason: TimerReason)? {
+        guard let top = wake.earliest, let n = peers[top.key].timers.next else { return nil }
+        return (n.deadline, PeerID(rawValue: top.key), n.reason)
     }
 
     /// The earliest deadline and reason of one peer.
@@ -517,8 +556,6 @@ public struct Tunnels: Sendable {
         return peers[peer.rawValue].timers.next
     }
 
-    /// The next datagram to send; one a session made for its member goes to
-    /// the member's destination as the path manager has it now.
     public mutating func pollTransmit() -> Transmit? {
         while let t = ctx.transmits.pop() {
             if let to = t.to { return Transmit(to: to, bytes: t.bytes, peer: t.peer) }
@@ -543,6 +580,7 @@ public struct Tunnels: Sendable {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         if peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) == true { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// Asks for a new handshake even though keys are live (a path manager that
@@ -552,6 +590,7 @@ public struct Tunnels: Sendable {
     public mutating func rehandshake(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// A path to `peer` just opened (an anchor that could not relay to it
@@ -563,7 +602,9 @@ public struct Tunnels: Sendable {
     @discardableResult
     public mutating func expediteHandshake(_ peer: PeerID, now: Instant) -> Bool {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        let scheduled = peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        synced(peer)
+        return scheduled
     }
 
     /// Send to `endpoint` from now on: it becomes the member's direct active
@@ -591,6 +632,7 @@ public struct Tunnels: Sendable {
         if peers[peer.rawValue].persistentKeepalive != nil, !peers[peer.rawValue].timers.isPending(.persistentKeepalive) {
             peers[peer.rawValue].timers[.persistentKeepalive] = .zero
         }
+        synced(peer)
     }
 
     /// Whether `peer` has keys it can send under now (cheap; for the data path).
@@ -643,17 +685,20 @@ public struct Tunnels: Sendable {
     mutating func applyActivity(_ a: ShardActivity, for peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].applyActivity(a, now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// The owning reactor switched to the keypair it knew as `next`.
     mutating func shardPromoted(_ peer: PeerID, localIndex: UInt32, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].shardPromoted(localIndex: localIndex, now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// The owning reactor's sealing found the keys due for a rekey (by count or age).
     mutating func shardRekeyDue(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 }
