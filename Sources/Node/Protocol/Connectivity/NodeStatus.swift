@@ -134,6 +134,7 @@ extension NodeCore {
         // Session datagrams whose member had no destination when drained.
         if tunnels.unroutable > 0 { counters[NodeDropReason.session(.noEndpoint).name, default: 0] &+= tunnels.unroutable }
         for (name, n) in gossip.counters.named { counters[name] = n }
+        counters["gossip_record_punches"] = recordPunches
         if isAnchor {
             counters["relay_forwarded_packets"] = relay.counters.packets
             counters["relay_forwarded_bytes"] = relay.counters.bytes
