@@ -15,7 +15,8 @@
 // here, and whoever handles it reads it from here. Equal deadlines come out in no
 // promised order; a caller that needs one (NodeCore: its documented handler
 // order) sorts `due(now)` itself. (One session's handful of timers is a
-// fixed inline table instead: `TimerTable` in SessionTimers.swift.)
+// fixed inline table instead, `TimerTable` in SessionTimers.swift, and the
+// session layer keeps every member's earliest in `DenseDeadlineHeap` below.)
 
 import Support
 
