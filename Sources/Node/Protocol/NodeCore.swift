@@ -10,7 +10,9 @@
 // own file under Connectivity/ that says what it owns, takes and gives back:
 //
 //   AnchorTracker  anchors' reachability, probes, observations, NAT class, warnings
-//   PathManager    every member's path table, active path, pings in flight
+//   PathManager    every member's path set (PathSet.swift), active path, destination, pings in
+//                  flight; held by Tunnels (its sessions send to the destination), driven
+//                  here as `tunnels.paths`
 //   HolePunch      punch rounds, rendezvous requests, direct retries
 //   RelayService   relay forwarding and budgets, held introductions (anchors)
 //   Recovery       the way back when every path is lost
@@ -20,7 +22,8 @@
 // A machine never reads another's state: NodeCore hands each the values it
 // needs and routes its outputs (Anchors.swift, Paths.swift, Sessions.swift,
 // Routing.swift). Every connectivity deadline is one entry of one
-// `DeadlineHeap<NodeTimer>` (NodeTimers.swift).
+// `DeadlineHeap<NodeTimer>` (NodeTimers.swift); the session layer's are one
+// entry per member in Tunnels' own heap.
 //
 //   engine (reactor thread)                          NodeCore
 //   ───────────────────────                          ────────
@@ -43,10 +46,12 @@
 //                             on an anchor from a member: check and forward in place
 //
 // Ownership: NodeCore decides every endpoint (seed 2.5). Tunnels never roams
-// here; a path is a (peer, remote endpoint[, anchor]) the path manager
-// validated with an authenticated PATH_PING/PONG or saw authenticated traffic
-// on, and `setEndpoint` tells Tunnels where data goes. A relayed peer's
-// session endpoint is the anchor's endpoint: whatever Tunnels sends to an
+// here (only a first contact gives a member with no destination one); a path
+// is a PathID (our socket, the remote endpoint or a relay via an anchor) the
+// path manager validated with an authenticated PATH_PING/PONG or saw
+// authenticated traffic on, and `Tunnels.activate` makes one the path data
+// goes on (the session's destination is its remote). A relayed peer's
+// destination is the anchor's endpoint: whatever Tunnels sends to an
 // anchor's endpoint on behalf of another member is wrapped in RELAY.
 //
 // The data path (DATA in, IP packet out; IP packet in, DATA or RELAY out;
