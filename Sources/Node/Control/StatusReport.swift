@@ -262,9 +262,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
-    /// One way of reaching a peer; a session may use several at once (multipath).
+    /// One way of reaching a peer (one entry of the peer's path set). Today
+    /// at most one is active; several at once (multipath) is planned.
     public struct Path: Codable, Sendable, Equatable {
         public var kind: PathKind
+        /// Our end: which local UDP socket the path leaves from ("udp0"; one
+        /// per address family today). Nil from daemons before paths had one.
+        public var local: String?
         /// The peer's address on this path; for a relay path, the anchor's.
         public var remote: String
         /// For a relay path, the anchor's name; nil otherwise.
@@ -273,22 +277,36 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var rttMs: Double?
         /// Fraction of probes lost, 0...1; nil before the first probe.
         public var loss: Double?
-        /// Whether the scheduler currently sends data on it.
+        /// Whether data for the peer goes on it now.
         public var active: Bool
+        /// A PATH_PONG came back over it within the validity window (nil: not reported).
+        public var validated: Bool?
+        /// Whether it could carry data now (validated or recently heard; a relay
+        /// while its anchor is reachable). Nil: not reported.
+        public var usable: Bool?
+        /// Seconds since an authenticated packet last arrived over it; nil: never (or not reported).
+        public var lastRxSecondsAgo: UInt64?
 
-        public init(kind: PathKind, remote: String, via: String? = nil, rttMs: Double? = nil, loss: Double? = nil, active: Bool) {
+        public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
+                    loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
+                    lastRxSecondsAgo: UInt64? = nil) {
             self.kind = kind
+            self.local = local
             self.remote = remote
             self.via = via
             self.rttMs = rttMs
             self.loss = loss
             self.active = active
+            self.validated = validated
+            self.usable = usable
+            self.lastRxSecondsAgo = lastRxSecondsAgo
         }
 
         enum CodingKeys: String, CodingKey {
-            case kind, remote, via
+            case kind, local, remote, via
             case rttMs = "rtt_ms"
-            case loss, active
+            case loss, active, validated, usable
+            case lastRxSecondsAgo = "last_rx_s_ago"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -299,6 +317,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             rttMs = try c.decodeIfPresent(Double.self, forKey: .rttMs)
             loss = try c.decodeIfPresent(Double.self, forKey: .loss)
             active = try c.decode(Bool.self, forKey: .active)
+            local = try c.decodeIfPresent(String.self, forKey: .local)
+            validated = try c.decodeIfPresent(Bool.self, forKey: .validated)
+            usable = try c.decodeIfPresent(Bool.self, forKey: .usable)
+            lastRxSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastRxSecondsAgo)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -310,6 +332,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(rttMs.flatMap { $0.isFinite ? $0 : nil }, forKey: .rttMs)
             try c.encode(loss.flatMap { $0.isFinite ? $0 : nil }, forKey: .loss)
             try c.encode(active, forKey: .active)
+            try c.encodeIfPresent(local, forKey: .local)
+            try c.encodeIfPresent(validated, forKey: .validated)
+            try c.encodeIfPresent(usable, forKey: .usable)
+            if local != nil { try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo) }
         }
     }
 

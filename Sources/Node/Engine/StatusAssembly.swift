@@ -15,8 +15,10 @@ extension Daemon {
         let now = Self.now()
         let st = core.status(now: now)
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
-            StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
-                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
+            StatusReport.Path(kind: p.kind, local: p.local.description, remote: "\(p.remote)",
+                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
+                              validated: p.validated, usable: p.usable,
+                              lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) })
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {

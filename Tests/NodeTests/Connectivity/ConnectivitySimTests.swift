@@ -167,6 +167,14 @@ final class ConnectivitySimTests: XCTestCase {
                     relayVia[path.viaName ?? "?", default: 0] += 1
                 case (let a, let b) where a != .dependent && b != .dependent:
                     XCTAssertNotEqual(path.kind, .relay, "cone <-> cone goes direct: \(pair)")
+                    // The path set: the direct path carries data and is usable,
+                    // and the relay the pair started on is still in the set.
+                    XCTAssertTrue(path.usable, "active direct path usable: \(pair)")
+                    XCTAssertNotNil(path.lastRx, "heard over it: \(pair)")
+                    XCTAssertEqual(path.local, .primary)
+                    let set = sim.status(i).peers.first { $0.id == sim.pid(j) }?.paths ?? []
+                    XCTAssertEqual(set.filter(\.active).count, 1, "one active path: \(pair)")
+                    XCTAssertTrue(set.contains { $0.kind == .relay && !$0.active }, "the relay stays in the set: \(pair)")
                 default:
                     if path.kind == .relay { relayVia[path.viaName ?? "?", default: 0] += 1 }
                 }
