@@ -1,0 +1,321 @@
+// The receiver's reorder buffer of one session (seed 2.9, DESIGN §7): packets
+// leave in the session's 64-bit counter order, however the paths reordered them.
+//
+//   handle(counter, packet, path, now) ─▶ late/duplicate? ─▶ .drop(packet)  (counted)
+//                                      ─▶ beyond the window? force-skip the oldest gaps (depth bound)
+//                                      ─▶ slot[counter % depth]; in-order run moves to the output
+//   handleTimeout(now)                 ─▶ gaps older than the release timeout are skipped
+//   handlePathFailed(path, now)        ─▶ gaps no live path can fill any more are skipped at once
+//   pollRelease() ─▶ packets in counter order (drain after every handle… call)
+//   pollTimeout() ─▶ when the oldest held packet's gap expires
+//
+// Packets are opaque handles (Engine: `Reactor.PacketHandle` into a lane's
+// PacketPool); this layer never sees bytes, so Protocol does not import Reactor.
+// Every handle given to `handle` comes back exactly once, from `handle` (.drop)
+// or from `pollRelease`. Memory is fixed at init: `depth` slots, a FIFO of
+// 2 × `depth` arrival records (every record's counter lies in a span of
+// 2 × depth counters: see `oldestHeld`) and an output ring of 2 × `depth`; nothing is
+// allocated per packet.
+//
+// Which gaps can a failed path still owe? A path delivers in the order it was
+// given packets (no link reorders on purpose; the scheduler sends a counter once).
+// So once path Q delivered counter h_Q, Q can only still deliver counters
+// above h_Q. A gap g below h_Q of every live path can only be filled by a failed
+// path: it is flushed the moment the path is declared failed, without waiting
+// for the timeout, and without the sender telling which counter went where.
+//
+// Release timeout: adapts to the latency spread between paths. It is the
+// larger of the spread the driver reports (from path RTTs) and the spread
+// observed here (how long gaps took to fill: a smoothed mean + 4 × mean
+// deviation, as RFC 6298 smooths RTT), × factor + margin, clamped to
+// [minReleaseTimeout, maxReleaseTimeout].
+import Support
+
+public struct ReorderCounters: Sendable, Equatable {
+    /// Packets that arrived above a gap and had to wait.
+    public var held = 0
+    /// Packets released because everything before them had arrived.
+    public var releasedInOrder = 0
+    /// Packets released because a gap before them was given up on timeout.
+    public var releasedByTimeout = 0
+    /// Packets released because a gap before them was flushed at a path failure.
+    public var flushedByPathFailure = 0
+    /// Packets released because the depth bound forced a gap to be skipped.
+    public var releasedByDepth = 0
+    /// Packets dropped: counter already released or skipped, or a duplicate.
+    public var droppedLateDuplicate = 0
+    /// Times a packet arrived beyond the window (depth bound reached: gaps skipped).
+    public var maxDepthReached = 0
+    /// Counters given up (gaps skipped), whatever the reason.
+    public var gapsSkipped = 0
+    /// Most packets held at once.
+    public var maxHeld = 0
+    public init() {}
+}
+
+public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
+    public enum Admission {
+        /// Taken: it comes out of `pollRelease` (now or later).
+        case accepted
+        /// Refused (late or duplicate, counted): the caller releases it.
+        case drop(Handle)
+    }
+
+    public enum ReleaseReason: Sendable { case inOrder, timeout, pathFailure, depth }
+
+    private struct Slot: Sendable {
+        var handle: Handle
+        var counter: UInt64
+    }
+
+    public let depth: Int
+    public var timings: MultipathTimings
+    public private(set) var counters = ReorderCounters()
+    /// The next counter to release: every counter below it was released or skipped.
+    public private(set) var next: UInt64
+    /// Packets held now (≤ depth).
+    public private(set) var heldCount = 0
+    /// Highest counter accepted so far (valid when anything was accepted).
+    public private(set) var highest: UInt64 = 0
+
+    private var slots: [Slot?]
+    /// Held packets in arrival order (counter, arrival): the oldest still-held one
+    /// says when the current gap expires. Entries of released counters are skipped lazily.
+    private var arrivals: [(counter: UInt64, at: Instant)]
+    private var arrivalsHead = 0
+    private var arrivalsCount = 0
+    private var out: [Handle?]
+    private var outHead = 0
+    private var outCount = 0
+    /// Per path: highest counter received on it, and whether it is failed.
+    private var pathHigh: [UInt64]
+    private var pathSeen: [Bool]
+    private var pathFailed: [Bool]
+    /// The driver's view of the latency spread between paths (from RTTs).
+    private var reportedSpread = Span.zero
+    /// Observed gap-fill waits, smoothed (ns).
+    private var waitMean = 0.0
+    private var waitDev = 0.0
+    private var waitSamples = 0
+
+    public init(firstCounter: UInt64 = 0, depth: Int = MultipathConstants.reorderDepth,
+                paths: Int = MultipathConstants.maxPaths, timings: MultipathTimings = .default) {
+        precondition(depth > 0 && paths > 0)
+        self.depth = depth
+        self.timings = timings
+        next = firstCounter
+        slots = Array(repeating: nil, count: depth)
+        arrivals = Array(repeating: (0, .zero), count: 2 * depth)
+        out = Array(repeating: nil, count: 2 * depth + 1)
+        pathHigh = Array(repeating: 0, count: paths)
+        pathSeen = Array(repeating: false, count: paths)
+        pathFailed = Array(repeating: false, count: paths)
+    }
+
+    // MARK: Inputs
+
+    /// One packet with session counter `counter` arrived on path `path` (an index
+    /// below `paths`) at `now`.
+    public mutating func handle(counter: UInt64, packet: Handle, path: Int, now: Instant) -> Admission {
+        if path >= 0 && path < pathHigh.count {
+            if !pathSeen[path] || counter > pathHigh[path] { pathHigh[path] = counter }
+            pathSeen[path] = true
+            pathFailed[path] = false
+        }
+        if counter < next {
+            counters.droppedLateDuplicate += 1
+            return .drop(packet)
+        }
+        if counter - next >= UInt64(depth) {
+            // Beyond the window: the depth bound. Skip the oldest gaps (releasing what
+            // is held below) until the counter fits.
+            counters.maxDepthReached += 1
+            skip(below: counter - UInt64(depth) + 1, reason: .depth)
+            releaseRun(.depth)
+        }
+        let i = Int(counter % UInt64(depth))
+        if slots[i] != nil {
+            counters.droppedLateDuplicate += 1
+            return .drop(packet)
+        }
+        if heldCount == 0 || counter > highest { highest = counter }
+        if counter == next {
+            if heldCount > 0, let oldest = oldestArrival() {
+                noteWait(now - oldest)
+            }
+            emit(packet, .inOrder)
+            next += 1
+            releaseRun(.inOrder)
+        } else {
+            slots[i] = Slot(handle: packet, counter: counter)
+            heldCount += 1
+            counters.held += 1
+            counters.maxHeld = max(counters.maxHeld, heldCount)
+            _ = oldestHeld()  // drop released records first: then the 2 × depth bound holds
+            if arrivalsCount == arrivals.count {  // cannot happen (see above); degrade, never overrun
+                arrivalsHead = (arrivalsHead + 1) % arrivals.count
+                arrivalsCount -= 1
+            }
+            arrivals[(arrivalsHead + arrivalsCount) % arrivals.count] = (counter, now)
+            arrivalsCount += 1
+        }
+        return .accepted
+    }
+
+    /// Gives up gaps whose oldest waiting packet has waited the release timeout.
+    public mutating func handleTimeout(now: Instant) {
+        let timeout = releaseTimeout
+        while let oldest = oldestHeld(), oldest.at + timeout <= now {
+            // Everything below the oldest-waiting packet is given up; it and the run after it go.
+            skip(below: oldest.counter, reason: .timeout)
+            releaseRun(.timeout)
+        }
+    }
+
+    /// Path `path` was declared failed (path health): the gaps only it could still
+    /// fill are flushed at once (seed 2.9).
+    public mutating func handlePathFailed(_ path: Int, now: Instant) {
+        guard path >= 0 && path < pathFailed.count else { return }
+        pathFailed[path] = true
+        guard heldCount > 0 else { return }
+        // The lowest counter a live path may still deliver below: min over live paths of h_Q.
+        var bound = highest
+        for q in 0..<pathHigh.count where pathSeen[q] && !pathFailed[q] {
+            bound = min(bound, pathHigh[q])
+        }
+        // Gaps below `bound` are owed by failed paths only.
+        skip(below: bound, reason: .pathFailure)
+        releaseRun(.pathFailure)
+    }
+
+    /// A path came back (or a new one appeared): it may fill gaps again.
+    public mutating func handlePathRestored(_ path: Int) {
+        guard path >= 0 && path < pathFailed.count else { return }
+        pathFailed[path] = false
+    }
+
+    /// The latency spread between the session's paths as the driver measures it
+    /// (slowest minus fastest one-way delay, from RTTs): feeds the release timeout.
+    public mutating func setLatencySpread(_ spread: Span) {
+        reportedSpread = spread
+    }
+
+    // MARK: Outputs
+
+    /// The next packet to pass on, in counter order; nil when none is ready.
+    public mutating func pollRelease() -> Handle? {
+        guard outCount > 0 else { return nil }
+        let h = out[outHead]
+        out[outHead] = nil
+        outHead = (outHead + 1) % out.count
+        outCount -= 1
+        return h
+    }
+
+    /// When `handleTimeout` has work: the oldest held packet's arrival + the release timeout.
+    public mutating func pollTimeout() -> (deadline: Instant, reason: String)? {
+        guard let oldest = oldestHeld() else { return nil }
+        return (oldest.at + releaseTimeout, "reorder gap before \(oldest.counter)")
+    }
+
+    /// The current release timeout (adaptive, see the file comment).
+    public var releaseTimeout: Span {
+        let observed = waitSamples > 0 ? Span(ns: UInt64(max(0, waitMean + 4 * waitDev))) : .zero
+        let spread = max(reportedSpread, observed)
+        let t = Span(ns: UInt64(Double(spread.ns) * timings.releaseTimeoutFactor)) + timings.releaseTimeoutMargin
+        return min(max(t, timings.minReleaseTimeout), timings.maxReleaseTimeout)
+    }
+
+    /// Bytes this buffer's own storage takes (fixed at init; bounded by the depth).
+    public var storageBytes: Int {
+        slots.count * MemoryLayout<Slot?>.stride + arrivals.count * MemoryLayout<(UInt64, Instant)>.stride
+            + out.count * MemoryLayout<Handle?>.stride + pathHigh.count * 10
+    }
+
+    // MARK: Internals
+
+    private mutating func emit(_ h: Handle, _ reason: ReleaseReason) {
+        precondition(outCount < out.count, "ReorderBuffer: drain pollRelease() after every handle call")
+        out[(outHead + outCount) % out.count] = h
+        outCount += 1
+        switch reason {
+        case .inOrder: counters.releasedInOrder += 1
+        case .timeout: counters.releasedByTimeout += 1
+        case .pathFailure: counters.flushedByPathFailure += 1
+        case .depth: counters.releasedByDepth += 1
+        }
+    }
+
+    /// Releases the contiguous run of held packets starting at `next`.
+    private mutating func releaseRun(_ reason: ReleaseReason) {
+        while heldCount > 0 {
+            let i = Int(next % UInt64(depth))
+            guard let s = slots[i], s.counter == next else { return }
+            slots[i] = nil
+            heldCount -= 1
+            emit(s.handle, reason)
+            next += 1
+        }
+    }
+
+    /// Moves `next` up to `target`: held packets on the way are released (with
+    /// `reason`), missing counters are counted as skipped gaps. O(depth) at most.
+    private mutating func skip(below target: UInt64, reason: ReleaseReason) {
+        guard target > next else { return }
+        if heldCount == 0 {
+            counters.gapsSkipped += Int(clamping: target - next)
+            next = target
+            return
+        }
+        if target - next > UInt64(depth) {
+            // Far jump: every held packet is below target. Release them in order, then jump.
+            let end = next + UInt64(depth)
+            while next < end {
+                releaseOne(reason)
+            }
+            counters.gapsSkipped += Int(clamping: target - next)
+            next = target
+            return
+        }
+        while next < target {
+            releaseOne(reason)
+        }
+    }
+
+    private mutating func releaseOne(_ reason: ReleaseReason) {
+        let i = Int(next % UInt64(depth))
+        if let s = slots[i], s.counter == next {
+            slots[i] = nil
+            heldCount -= 1
+            emit(s.handle, reason)
+        } else {
+            counters.gapsSkipped += 1
+        }
+        next += 1
+    }
+
+    /// The oldest held packet by arrival (dropping records of packets already released).
+    private mutating func oldestHeld() -> (counter: UInt64, at: Instant)? {
+        while arrivalsCount > 0 {
+            let a = arrivals[arrivalsHead]
+            if a.counter >= next { return a }
+            arrivalsHead = (arrivalsHead + 1) % arrivals.count
+            arrivalsCount -= 1
+        }
+        return nil
+    }
+
+    private mutating func oldestArrival() -> Instant? { oldestHeld()?.at }
+
+    private mutating func noteWait(_ w: Span) {
+        let x = Double(w.ns)
+        if waitSamples == 0 {
+            waitMean = x
+            waitDev = x / 2
+        } else {
+            waitDev += (abs(x - waitMean) - waitDev) / 4
+            waitMean += (x - waitMean) / 8
+        }
+        waitSamples += 1
+    }
+}
