@@ -9,7 +9,7 @@ import XCTest
 /// (the numbers are RTTs; one-way delay is half): A 50 Mbit/s 20 ms + 50/20,
 /// B 50/20 + 20/60, C 50/20 + 20/200, and D = A with path 1 cut mid-flow.
 ///
-/// The sender offers a constant 90% of the sum of the paths (no inner TCP: what
+/// The sender offers 90% of the sum of the paths that are up (no inner TCP: what
 /// these tests check is the machines' invariants, not a goodput figure; that is
 /// perf/multipath's job, planned). Per-path delivery feedback reaches the sender
 /// at once (the feedback message is planned; the machines take it as an input).
@@ -21,6 +21,7 @@ final class MultipathSimTests: XCTestCase {
         var reorder: ReorderCounters
         var sched: MultipathScheduler.Counters
         var perPath: [Int]
+        var perPathLastSecond: [Int]
         var longestStallMs: Double   // longest time without a release while the sender sent
         var orderViolations: Int
     }
@@ -48,6 +49,7 @@ final class MultipathSimTests: XCTestCase {
         var lastRelease = t
         var longestStall = Span.zero
         var perPath = [Int](repeating: 0, count: specs.count)
+        var perPathLastSecond = [Int](repeating: 0, count: specs.count)
         var nextReport = t
         var failed = [Bool](repeating: false, count: specs.count)
         // Paths start with one probe RTT each.
@@ -97,9 +99,19 @@ final class MultipathSimTests: XCTestCase {
                     }
                 }
                 rb.setLatencySpread(Span(ns: (slow.ns - min(fast.ns, slow.ns)) / 2))
+                if ProcessInfo.processInfo.environment["WS_SIM_TRACE"] != nil {
+                    print(String(format: "t=%.2f", sec), specs.indices.map { i in
+                        let v = sched.view(path: i)
+                        return "p\(i) srtt=\(health[i].srtt.map { String(format: "%.0f", $0.milliseconds) } ?? "-") w=\(String(format: "%.2f", v.weight)) skip=\(v.skipped?.rawValue ?? "-") sent=\(v.packets) bw=\(bw[i].bitsPerSecond(now: t).map { $0 / 1_000_000 } ?? 0)"
+                    }.joined(separator: " | "), "held=\(rb.heldCount) late=\(rb.counters.droppedLateDuplicate) to=\(rb.releaseTimeout.milliseconds)")
+                }
             }
             // Send what the constant offered rate owes by now.
-            owed += offeredPps * dt.seconds
+            // An ideal inner congestion control: 90% of the links that are up (a cut path's
+            // share is not offered while it is cut, as TCP would back off).
+            let upShare = specs.indices.reduce(0.0) { $0 + (links[$1].settings.up ? specs[$1].mbit : 0) }
+                / specs.reduce(0.0) { $0 + $1.mbit }
+            owed += offeredPps * upShare * dt.seconds
             while owed >= 1 {
                 owed -= 1
                 guard let p = sched.pick(counter: counter, length: size, now: t) else { counter += 1; continue }
@@ -114,6 +126,7 @@ final class MultipathSimTests: XCTestCase {
                 while let o = links[i].pollOutput(now: t) {
                     guard case .deliver(let c, let len) = o else { continue }
                     perPath[i] += 1
+                    if t >= end - .seconds(UInt64(1)) { perPathLastSecond[i] += 1 }
                     health[i].handleReceive(now: t)
                     bw[i].handleDelivered(bytes: len, now: t)
                     sched.handleDelivered(path: i)
@@ -129,7 +142,7 @@ final class MultipathSimTests: XCTestCase {
         }
         let lastSecond = releasedAt.filter { $0 >= end - .seconds(UInt64(1)) }.count
         return Result(goodputMbit: Double(lastSecond * size * 8) / 1e6, maxHeld: rb.counters.maxHeld, reorder: rb.counters,
-                      sched: sched.counters, perPath: perPath, longestStallMs: longestStall.milliseconds, orderViolations: violations)
+                      sched: sched.counters, perPath: perPath, perPathLastSecond: perPathLastSecond, longestStallMs: longestStall.milliseconds, orderViolations: violations)
     }
 
     func check(_ name: String, _ r: Result) {
@@ -163,6 +176,17 @@ final class MultipathSimTests: XCTestCase {
         let r = run([PathSpec(mbit: 50, rttMs: 20), PathSpec(mbit: 50, rttMs: 20)], seconds: 4, cutPath1At: 1.5, restoreAt: 2.5)
         check("D", r)
         XCTAssertLessThan(r.longestStallMs, 1000, "D never stalls a second")
-        XCTAssertGreaterThanOrEqual(r.goodputMbit, 50 * 0.9, "back to at least the surviving path's rate")
+        XCTAssertGreaterThanOrEqual(r.goodputMbit, 0.9 * 90 * 0.98, "both paths carry the flow again after the restore")
+        XCTAssertGreaterThan(r.perPathLastSecond[1], r.perPathLastSecond[0] / 2)
+        XCTAssertGreaterThan(r.reorder.flushedByPathFailure + r.reorder.gapsSkipped, 0)
+    }
+}
+extension MultipathSimTests {
+    /// The baseline: one path, nothing reordered, nothing held.
+    func testOnePathIsNeverHeld() {
+        let r = run([PathSpec(mbit: 50, rttMs: 20)])
+        check("one path", r)
+        XCTAssertEqual(r.maxHeld, 0)
+        XCTAssertGreaterThanOrEqual(r.goodputMbit, 45 * 0.98)
     }
 }

@@ -24,18 +24,24 @@ final class SchedulerTests: XCTestCase {
         return per
     }
 
+    /// Paths that appeared at 0, delivered, and report their rates at 1 s (a new path's
+    /// rate counts only after a full window: until then it has the others' mean).
+    let t1 = Instant(ns: 1_000_000_000)
     func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
         var s = MultipathScheduler()
         for (i, r) in rtts.enumerated() {
-            s.update(path: i, report: report(rtt: r, mbit: mbits[i], queueing: true), now: .zero)
+            s.update(path: i, report: report(rtt: r, mbit: nil, queueing: true), now: .zero)
             s.handleDelivered(path: i)
+        }
+        for (i, r) in rtts.enumerated() {
+            s.update(path: i, report: report(rtt: r, mbit: mbits[i], queueing: true), now: t1)
         }
         return s
     }
 
     func testWeightsFollowBandwidth() {
         var s = confirmed([20, 20], [50, 20])
-        let per = send(&s, 7000, from: .zero)
+        let per = send(&s, 7000, from: t1)
         XCTAssertEqual(Double(per[0]) / 7000, 50.0 / 70, accuracy: 0.01)
         XCTAssertEqual(Double(per[1]) / 7000, 20.0 / 70, accuracy: 0.01)
         XCTAssertEqual(s.counters.duplicates, 0)
@@ -43,7 +49,7 @@ final class SchedulerTests: XCTestCase {
 
     func testEqualSharesBeforeAnyEstimate() {
         var s = confirmed([20, 20, 20], [nil, nil, nil])
-        let per = send(&s, 3000, from: .zero)
+        let per = send(&s, 3000, from: t1)
         XCTAssertEqual(per[0], 1000)
         XCTAssertEqual(per[1], 1000)
         XCTAssertEqual(per[2], 1000)
@@ -59,32 +65,41 @@ final class SchedulerTests: XCTestCase {
         }
         // Through the machine: +10% leaves the weights alone, +30% moves them.
         var s = confirmed([20, 20], [50, 50])
-        s.update(path: 0, report: report(rtt: 20, mbit: 55, queueing: true), now: ms(1))
+        s.update(path: 0, report: report(rtt: 20, mbit: 55, queueing: true), now: ms(1001))
         XCTAssertEqual(s.view(path: 0).weight, 0.5, accuracy: 1e-9)
         XCTAssertEqual(s.counters.weightChanges, 0)
-        s.update(path: 0, report: report(rtt: 20, mbit: 65, queueing: true), now: ms(2))
-        _ = s.pick(counter: 0, length: 1400, now: ms(2))
+        s.update(path: 0, report: report(rtt: 20, mbit: 65, queueing: true), now: ms(1002))
         XCTAssertEqual(s.view(path: 0).weight, 65.0 / 115, accuracy: 1e-9)
         XCTAssertEqual(s.counters.weightChanges, 1)
     }
 
     func testUnsaturatedPathIsProbedUpward() {
-        var s = MultipathScheduler()
-        s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: .zero)
-        s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: .zero)
-        _ = s.pick(counter: 0, length: 1400, now: .zero)
+        var s = confirmed([20, 20], [nil, nil])
+        s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
+        s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
         XCTAssertEqual(s.view(path: 0).weight, 50.0 / 90, accuracy: 1e-9)  // 40 × 1.25 vs 40
+        // Given less, an unsaturated path keeps its basis; a saturated one follows what it delivers.
+        s.update(path: 0, report: report(rtt: 20, mbit: 10, queueing: false), now: ms(1100))
+        s.update(path: 1, report: report(rtt: 20, mbit: 20, queueing: true), now: ms(1100))
+        XCTAssertEqual(s.view(path: 0).weight, 50.0 / 70, accuracy: 1e-9)
+        let rows: [(committed: Double, delivered: Double, saturated: Bool, basis: Double)] = [
+            (0, 40, false, 50), (60, 40, false, 60), (40, 40, false, 50), (60, 40, true, 40), (0, 40, true, 40),
+        ]
+        for r in rows {
+            XCTAssertEqual(MultipathScheduler.capacityBasis(committed: r.committed, delivered: r.delivered,
+                                                            saturated: r.saturated, probeGain: 1.25), r.basis, "\(r)")
+        }
     }
 
     func testPathWhoseSpreadExceedsTheDepthIsSkipped() {
         // 20 ms and 200 ms RTT: one-way spread 90 ms; at 10 000 packets/s that is 900 packets ≫ 128.
         var s = confirmed([20, 200], [50, 20])
-        let per = send(&s, 20_000, from: .zero)
+        let per = send(&s, 20_000, from: t1)
         XCTAssertEqual(s.view(path: 1).skipped, .reorderDepth)
         XCTAssertGreaterThanOrEqual(s.counters.reorderSkips, 1)
         XCTAssertLessThan(per[1], 300)  // only before the constraint saw the rate
         // At a low rate (50 packets/s: 4.5 packets of spread) the slow path is used again after the hold.
-        var t = ms(2000) + .seconds(UInt64(2))
+        var t = ms(3000) + .seconds(UInt64(2))
         var slow = 0
         for k in 0..<400 {
             t = t + .milliseconds(20)
@@ -99,32 +114,34 @@ final class SchedulerTests: XCTestCase {
         var tim = MultipathTimings()
         tim.depthSkip = 1e9  // disable the predicted check
         var s = MultipathScheduler(timings: tim)
-        s.update(path: 0, report: report(rtt: 10, mbit: 90, queueing: true), now: .zero)
-        s.update(path: 1, report: report(rtt: 400, mbit: 10, queueing: true), now: .zero)
+        for (now, m0, m1) in [(Instant.zero, nil, nil), (t1, 90.0, 10.0)] as [(Instant, Double?, Double?)] {
+            s.update(path: 0, report: report(rtt: 10, mbit: m0, queueing: true), now: now)
+            s.update(path: 1, report: report(rtt: 400, mbit: m1, queueing: true), now: now)
+        }
         s.handleDelivered(path: 0)
         s.handleDelivered(path: 1)
         // 10 µs apart: 200 ms of spread is 20 000 packets; the fast path would run > 128 ahead.
-        _ = send(&s, 2000, from: .zero, gap: Span(ns: 10_000))
+        _ = send(&s, 2000, from: t1, gap: Span(ns: 10_000))
         XCTAssertEqual(s.view(path: 1).skipped, .reorderDepth)
         XCTAssertEqual(s.counters.reorderSkips, 1)
     }
 
     func testMakeBeforeBreakDuplicatesUntilTheNewPathDelivers() {
         var s = confirmed([20], [50])
-        _ = send(&s, 10, from: .zero)
-        s.update(path: 1, report: report(rtt: 20, mbit: nil), now: ms(10))
+        _ = send(&s, 10, from: t1)
+        s.update(path: 1, report: report(rtt: 20, mbit: nil), now: ms(1010))
         var dups = 0
         for k in 0..<20 {
-            let p = s.pick(counter: 100 + UInt64(k), length: 1400, now: ms(10 + Double(k) * 0.1))!
+            let p = s.pick(counter: 100 + UInt64(k), length: 1400, now: ms(1010 + Double(k) * 0.1))!
             if p.path == 1 { XCTAssertEqual(p.duplicate, 0); dups += 1 } else { XCTAssertNil(p.duplicate) }
         }
         XCTAssertEqual(dups, 10)
         XCTAssertEqual(s.counters.duplicates, 10)
         s.handleDelivered(path: 1)
-        for k in 0..<20 { XCTAssertNil(s.pick(counter: 200 + UInt64(k), length: 1400, now: ms(20))!.duplicate) }
+        for k in 0..<20 { XCTAssertNil(s.pick(counter: 200 + UInt64(k), length: 1400, now: ms(1020))!.duplicate) }
         // The overlap also ends by itself.
-        s.update(path: 2, report: report(rtt: 20, mbit: nil), now: ms(30))
-        for k in 0..<30 { _ = s.pick(counter: 300 + UInt64(k), length: 1400, now: ms(30) + s.timings.overlap) }
+        s.update(path: 2, report: report(rtt: 20, mbit: nil), now: ms(1030))
+        for k in 0..<30 { _ = s.pick(counter: 300 + UInt64(k), length: 1400, now: ms(1030) + s.timings.overlap) }
         XCTAssertFalse(s.view(path: 2).overlapping)
         XCTAssertEqual(s.counters.duplicates, 10)
     }
@@ -134,11 +151,11 @@ final class SchedulerTests: XCTestCase {
         XCTAssertNil(s.pick(counter: 0, length: 100, now: .zero))
         XCTAssertEqual(s.counters.noPath, 1)
         s = confirmed([20, 20], [50, 50])
-        s.update(path: 1, report: Report(usable: false, srtt: .milliseconds(20)), now: ms(1))
-        let per = send(&s, 100, from: ms(1))
+        s.update(path: 1, report: Report(usable: false, srtt: .milliseconds(20)), now: ms(1001))
+        let per = send(&s, 100, from: ms(1001))
         XCTAssertEqual(per[0], 100)
-        s.remove(path: 0, now: ms(2))
-        XCTAssertNil(s.pick(counter: 1000, length: 100, now: ms(3)))
+        s.remove(path: 0, now: ms(1002))
+        XCTAssertNil(s.pick(counter: 1000, length: 100, now: ms(1003)))
     }
 
     // MARK: Path health and bandwidth

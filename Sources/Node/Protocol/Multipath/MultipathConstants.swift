@@ -45,8 +45,9 @@ public struct MultipathTimings: Sendable, Equatable {
     /// path until the new path delivered something, at most this long.
     public var overlap: Span = .milliseconds(500)
     /// Capacity probe: a path whose RTT is within `queueingSlack` of its minimum is not
-    /// saturated, and its weight basis is its delivered rate × `probeGain`, so its share
-    /// grows until its queue starts to build (delivered rate alone would freeze shares).
+    /// saturated; its weight basis never falls then and grows to its delivered rate ×
+    /// `probeGain`, so its share can grow until a queue builds (delivered rate alone
+    /// would freeze the shares it was first given).
     public var probeGain = 1.25
     public var queueingSlack: Span = .milliseconds(5)
     /// Reordering-depth constraint: a path is skipped when the packets the receiver

@@ -28,7 +28,9 @@
 // larger of the spread the driver reports (from path RTTs) and the spread
 // observed here (how long gaps took to fill: a smoothed mean + 4 × mean
 // deviation, as RFC 6298 smooths RTT), × factor + margin, clamped to
-// [minReleaseTimeout, maxReleaseTimeout].
+// [minReleaseTimeout, maxReleaseTimeout]. A packet that arrives after its gap
+// was given up (a bit per recent counter tells skipped from released) counts as
+// a wait of twice the timeout, so a timeout that is too short grows.
 import Support
 
 public struct ReorderCounters: Sendable, Equatable {
@@ -44,6 +46,9 @@ public struct ReorderCounters: Sendable, Equatable {
     public var releasedByDepth = 0
     /// Packets dropped: counter already released or skipped, or a duplicate.
     public var droppedLateDuplicate = 0
+    /// Of those, packets whose gap had been given up (skipped) before they came: each
+    /// one says the release timeout was too short, and raises it.
+    public var lateAfterSkip = 0
     /// Times a packet arrived beyond the window (depth bound reached: gaps skipped).
     public var maxDepthReached = 0
     /// Counters given up (gaps skipped), whatever the reason.
@@ -79,6 +84,8 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     public private(set) var highest: UInt64 = 0
 
     private var slots: [Slot?]
+    /// One bit per counter in [next − 2·depth, next): 1 = skipped (given up), 0 = released.
+    private var skippedBits: [UInt64]
     /// Held packets in arrival order (counter, arrival): the oldest still-held one
     /// says when the current gap expires. Entries of released counters are skipped lazily.
     private var arrivals: [(counter: UInt64, at: Instant)]
@@ -105,6 +112,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         self.timings = timings
         next = firstCounter
         slots = Array(repeating: nil, count: depth)
+        skippedBits = Array(repeating: 0, count: (2 * depth + 63) / 64)
         arrivals = Array(repeating: (0, .zero), count: 2 * depth)
         out = Array(repeating: nil, count: 2 * depth + 1)
         pathHigh = Array(repeating: 0, count: paths)
@@ -124,6 +132,13 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         }
         if counter < next {
             counters.droppedLateDuplicate += 1
+            if next - counter <= UInt64(2 * depth), isSkipped(counter) {
+                // It came after all: the gap was given up too early. Count it as a wait
+                // longer than the timeout, so the timeout grows (as TCP backs off its RTO).
+                setSkipped(counter, false)
+                counters.lateAfterSkip += 1
+                noteWait(releaseTimeout * 2)
+            }
             return .drop(packet)
         }
         if counter - next >= UInt64(depth) {
@@ -144,6 +159,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
                 noteWait(now - oldest)
             }
             emit(packet, .inOrder)
+            setSkipped(next, false)
             next += 1
             releaseRun(.inOrder)
         } else {
@@ -254,6 +270,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             slots[i] = nil
             heldCount -= 1
             emit(s.handle, reason)
+            setSkipped(next, false)
             next += 1
         }
     }
@@ -262,18 +279,16 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     /// `reason`), missing counters are counted as skipped gaps. O(depth) at most.
     private mutating func skip(below target: UInt64, reason: ReleaseReason) {
         guard target > next else { return }
-        if heldCount == 0 {
-            counters.gapsSkipped += Int(clamping: target - next)
-            next = target
-            return
-        }
-        if target - next > UInt64(depth) {
+        if heldCount == 0 || target - next > UInt64(depth) {
             // Far jump: every held packet is below target. Release them in order, then jump.
-            let end = next + UInt64(depth)
-            while next < end {
+            let end = min(target, next + UInt64(depth))
+            while next < end, heldCount > 0 {
                 releaseOne(reason)
             }
             counters.gapsSkipped += Int(clamping: target - next)
+            for c in max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)..<target {
+                setSkipped(c, true)
+            }
             next = target
             return
         }
@@ -288,10 +303,22 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             slots[i] = nil
             heldCount -= 1
             emit(s.handle, reason)
+            setSkipped(next, false)
         } else {
             counters.gapsSkipped += 1
+            setSkipped(next, true)
         }
         next += 1
+    }
+
+    @inline(__always) private func isSkipped(_ c: UInt64) -> Bool {
+        let bit = Int(c % UInt64(skippedBits.count * 64))
+        return skippedBits[bit >> 6] & (1 << UInt64(bit & 63)) != 0
+    }
+
+    @inline(__always) private mutating func setSkipped(_ c: UInt64, _ on: Bool) {
+        let bit = Int(c % UInt64(skippedBits.count * 64))
+        if on { skippedBits[bit >> 6] |= 1 << UInt64(bit & 63) } else { skippedBits[bit >> 6] &= ~(1 << UInt64(bit & 63)) }
     }
 
     /// The oldest held packet by arrival (dropping records of packets already released).

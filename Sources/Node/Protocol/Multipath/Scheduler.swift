@@ -10,23 +10,26 @@
 // Rules, in the order they apply:
 // 1. Candidates: paths present, healthy (an RTT sample, not failed) and not skipped.
 // 2. Weights: by estimated bandwidth. A path's weight basis is its delivered rate
-//    over 1 s (× probeGain while its RTT shows no queue, so an unsaturated path's
-//    share can grow: delivered rate alone only measures what it was given). The
+//    over 1 s while it is saturated (its RTT shows a queue); while it is not, the
+//    basis never falls and grows to delivered × probeGain (delivered data alone only
+//    measures what the path was given: `capacityBasis`). The
 //    committed basis changes only when the new one differs by more than 20%
-//    (seed 3.11: weights do not oscillate). A path with no estimate yet gets the
-//    mean of the others (equal shares when none has one).
+//    (seed 3.11: weights do not oscillate). A path with no estimate yet — new,
+//    back from a failure or a skip, for its first second — gets the mean of the
+//    others (equal shares when none has one).
 // 3. Spread: smooth weighted round robin over bytes (nginx's smooth WRR with
 //    packet lengths): every candidate earns weight × length, the richest sends
 //    and pays length. Deterministic, no bursts, O(paths) with paths ≤ 8.
-// 4. Reordering depth (seed 2.11): a path whose latency spread behind the fastest
-//    path would make the receiver hold more than the reorder depth —
-//    packets/s × spread > depth — is skipped ("reorder-depth"), and used again only
-//    below 80% of the depth after `skipHold` (hysteresis). Per packet, a hard check
-//    backs it: if the packet about to go on a faster path would arrive `depth`
-//    counters or more after the oldest packet still in flight on a slower path,
-//    the slower path is skipped at once (that packet would be force-skipped by
-//    the receiver anyway). The fast packet always goes: nothing is held or
-//    rate-limited here (seed 2.8: no congestion control in the tunnel).
+// 4. Reordering depth (seed 2.11): the reference path is the usable one with the
+//    most bandwidth; it is never skipped. Another path whose latency spread from
+//    the reference (either way) would make the receiver hold more than the reorder
+//    depth — packets/s × spread > depth — is skipped ("reorder-depth"), and used
+//    again only below 80% of the depth after `skipHold` (hysteresis). Per packet,
+//    a hard check backs it: if the packet about to go on a faster path would
+//    arrive `depth` counters or more after the oldest packet still in flight on a
+//    slower path, one of the two is skipped at once (the slower, unless it is the
+//    reference). The packet always goes: nothing is held or rate-limited here
+//    (seed 2.8: no congestion control in the tunnel).
 // 5. Make-before-break (seed 1.7): a path that became usable carries its packets
 //    twice — also on the established path with the largest weight — until it
 //    delivered something or `overlap` passed. No other duplication, no retransmission.
@@ -96,7 +99,7 @@ public struct MultipathScheduler: Sendable {
     private struct Path: Sendable {
         var present = false
         var usable = false
-        var owd = Span.zero            // srtt / 2
+        var owd = Span.zero            // one-way delay estimate: srtt − minRTT/2
         var jitter = Span.zero         // rttvar (one-way allowance)
         var minRTT: Span?
         var srtt: Span?
@@ -149,34 +152,43 @@ public struct MultipathScheduler: Sendable {
             p.credit = 0
             p.ringCount = 0
         }
-        if !usable { p.ringCount = 0 }
+        if !usable {
+            // Failed or not yet probed: what it could carry is unknown when it comes back
+            // (it then starts from the others' mean, `reweigh`).
+            p.ringCount = 0
+            p.committed = 0
+        }
         p.present = true
         p.usable = usable
+        p.minRTT = r.minRTT ?? p.minRTT
         if let s = r.srtt {
             p.srtt = s
-            p.owd = Span(ns: s.ns / 2)
+            p.owd = Self.oneWayDelay(srtt: s, minRTT: p.minRTT)
             p.jitter = r.rttvar
         }
-        p.minRTT = r.minRTT ?? p.minRTT
-        if let d = r.deliveredBitsPerSecond, d > 0 {
+        // A path that (re)appeared has not had a window of traffic yet: its delivered rate
+        // says what the last second gave it, not what it can carry. Until a full window
+        // passed it keeps the others' mean.
+        if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
             let queueing: Bool = {
                 guard let s = r.srtt, let m = r.minRTT else { return false }
                 return s > m + timings.queueingSlack
             }()
-            let basis = Double(d) * (queueing ? 1.0 : timings.probeGain)
+            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
+                                           probeGain: timings.probeGain)
             if Self.shouldCommit(committed: p.committed, candidate: basis) {
                 if p.committed > 0 { counters.weightChanges += 1 }
                 p.committed = basis
             }
         }
         paths[i] = p
-        dirty = true
+        reweigh(now)
     }
 
     public mutating func remove(path i: Int, now: Instant) {
         guard i >= 0 && i < paths.count else { return }
         paths[i] = Path()
-        dirty = true
+        reweigh(now)
     }
 
     /// The peer confirmed delivery on path `i`: its make-before-break overlap ends.
@@ -191,6 +203,23 @@ public struct MultipathScheduler: Sendable {
                                     threshold: Double = MultipathConstants.weightHysteresis) -> Bool {
         guard committed > 0 else { return candidate > 0 }
         return abs(candidate - committed) > threshold * committed
+    }
+
+    /// A path's weight basis from its delivered rate (a pure decision). Delivered data only
+    /// measures capacity when the path is saturated (its RTT stands above its minimum: a queue
+    /// built up), so then the basis is the delivered rate, up or down. An unsaturated path
+    /// delivered all it was given and may take more: its basis never falls for being given
+    /// little, and grows to delivered × probeGain when that is more.
+    public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, probeGain: Double) -> Double {
+        saturated ? delivered : max(committed, delivered * probeGain)
+    }
+
+    /// One-way delay of the data direction from RTTs: half the base RTT plus all the
+    /// queueing (srtt − minRTT) — the queue builds where the data goes, so halving the
+    /// whole RTT would hide half of it and let a saturated path run too far behind.
+    public static func oneWayDelay(srtt: Span, minRTT: Span?) -> Span {
+        guard let m = minRTT, m <= srtt else { return Span(ns: srtt.ns / 2) }
+        return Span(ns: srtt.ns - m.ns / 2)
     }
 
     /// Packets the receiver would hold behind a path `spread` slower than the fastest,
@@ -220,15 +249,18 @@ public struct MultipathScheduler: Sendable {
             return nil
         }
         paths[best].credit -= total * Double(length)
-        // Hard reordering check against slower paths' oldest in-flight packet.
+        // Hard reordering check against slower paths' oldest in-flight packet. The path to
+        // leave out is the slower one, unless that is the reference: then the faster one.
         let fastest = fastestOWD()
         let arrival = now + paths[best].owd
+        let ref = referencePath()
         for s in paths.indices where s != best && isCandidate(s) && paths[s].owd > paths[best].owd {
             prune(s, before: now + fastest)
             guard paths[s].ringCount > 0 else { continue }
             let oldest = ring[s * depth + paths[s].ringHead]
             if oldest.at + paths[s].owd > arrival && counter >= oldest.counter + UInt64(depth) {
-                skip(s, now)
+                let victim = s == ref ? best : s
+                if victim != ref { skip(victim, now) }
             }
         }
         record(best, counter: counter, length: length, now: now)
@@ -299,26 +331,49 @@ public struct MultipathScheduler: Sendable {
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
     private mutating func review(_ now: Instant) {
         nextReview = now + .milliseconds(100)
-        let pps = packetsPerSecond(now: now)
-        var fastest: Span?
-        for i in paths.indices where paths[i].present && paths[i].usable {
-            fastest = min(fastest ?? paths[i].owd, paths[i].owd)
+        guard let ref = referencePath() else { return }
+        if paths[ref].skipped != nil {
+            // The reference changed to a path skipped against the old one: it is never skipped.
+            paths[ref].skipped = nil
+            paths[ref].credit = 0
+            dirty = true
         }
-        guard let f = fastest else { return }
-        for i in paths.indices where paths[i].present && paths[i].usable {
-            let lag = Span(ns: paths[i].owd.ns - f.ns)  // f is the minimum
-            let spread = lag + (lag > .zero ? paths[i].jitter : .zero)
-            let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread)
+        let pps = packetsPerSecond(now: now)
+        for i in paths.indices where i != ref && paths[i].present && paths[i].usable {
+            let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
             if paths[i].skipped == nil {
                 if need > timings.depthSkip * Double(depth) { skip(i, now) }
             } else if now >= paths[i].skipUntil && need < timings.depthResume * Double(depth) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
+                paths[i].committed = 0
                 paths[i].appearedAt = now
                 paths[i].confirmed = false
                 dirty = true
             }
         }
+    }
+
+    /// The latency spread between path i and the reference: the one-way delay difference
+    /// (either way: a path ahead of the reference reorders as much as one behind it) plus
+    /// the later one's jitter allowance.
+    private func spread(_ i: Int, _ ref: Int) -> Span {
+        let a = paths[i].owd, b = paths[ref].owd
+        return a >= b ? Span(ns: a.ns - b.ns) + paths[i].jitter : Span(ns: b.ns - a.ns) + paths[ref].jitter
+    }
+
+    /// The path the reordering constraint measures others against, and never skips: the
+    /// usable path with the largest committed bandwidth (ties: the lower delay). Skipping
+    /// the path that carries most of the flow because a small path is faster would cost
+    /// more than it saves.
+    private func referencePath() -> Int? {
+        var ref: Int?
+        for i in paths.indices where paths[i].present && paths[i].usable {
+            guard let r = ref else { ref = i; continue }
+            if paths[i].committed > paths[r].committed
+                || (paths[i].committed == paths[r].committed && paths[i].owd < paths[r].owd) { ref = i }
+        }
+        return ref
     }
 
     private mutating func reweigh(_ now: Instant) {
