@@ -44,7 +44,7 @@ public struct LinkSettings: Sendable, Equatable, CustomStringConvertible {
     /// False: the link is cut.
     public var up: Bool = true
 
-    public init(delay: Span = .zero, jitter: Span = .zero, rate: UInt64 = 0,
+    @inlinable public init(delay: Span = .zero, jitter: Span = .zero, rate: UInt64 = 0,
                 queue: QueueLimit = .packets(1000), loss: Double = 0, up: Bool = true) {
         self.delay = delay
         self.jitter = jitter
@@ -161,7 +161,7 @@ public struct LinkCounters: Sendable, Equatable {
     public var droppedCapacity = 0
     /// Most packets waiting for the serializer at once.
     public var maxQueued = 0
-    public init() {}
+    @inlinable public init() {}
 }
 
 public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
@@ -171,40 +171,49 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
         case drop(Handle)
     }
 
-    private struct Entry: Sendable {
-        var handle: Handle
-        var length: Int
-        var departAt: Instant
-        var deliverAt: Instant
+    @usableFromInline struct Entry: Sendable {
+        @usableFromInline var handle: Handle
+        @usableFromInline var length: Int
+        @usableFromInline var departAt: Instant
+        @usableFromInline var deliverAt: Instant
+        @inlinable init(handle: Handle, length: Int, departAt: Instant, deliverAt: Instant) {
+            self.handle = handle
+            self.length = length
+            self.departAt = departAt
+            self.deliverAt = deliverAt
+        }
     }
 
-    public private(set) var settings: LinkSettings
-    public private(set) var counters = LinkCounters()
-    public let capacity: Int
-    private var ring: [Entry?]
-    private var head = 0
-    private var count = 0
-    /// Entries [head, head+cutCount) were cut (link down): pollOutput drops them at once.
-    private var cutCount = 0
-    /// Entries after the cut ones known to have left the serializer (see `queued`).
-    private var departed = 0
-    private var serializerBusyUntil = Instant.zero
-    private var lastDeliverAt = Instant.zero
-    private var rng: SessionRandom
+    public var settings: LinkSettings { _settings }
 
-    public init(settings: LinkSettings, capacity: Int = 1 << 16, seed: UInt64) {
+    @usableFromInline var _settings: LinkSettings
+    public var counters: LinkCounters { _counters }
+    @usableFromInline var _counters: LinkCounters = LinkCounters()
+    public let capacity: Int
+    @usableFromInline var ring: [Entry?]
+    @usableFromInline var head = 0
+    @usableFromInline var count = 0
+    /// Entries [head, head+cutCount) were cut (link down): pollOutput drops them at once.
+    @usableFromInline var cutCount = 0
+    /// Entries after the cut ones known to have left the serializer (see `queued`).
+    @usableFromInline var departed = 0
+    @usableFromInline var serializerBusyUntil = Instant.zero
+    @usableFromInline var lastDeliverAt = Instant.zero
+    @usableFromInline var rng: SessionRandom
+
+    @inlinable public init(settings: LinkSettings, capacity: Int = 1 << 16, seed: UInt64) {
         precondition(capacity > 0)
-        self.settings = settings
+        _settings = settings
         self.capacity = capacity
         ring = Array(repeating: nil, count: capacity)
         rng = SessionRandom(seed: seed ^ 0x6C69_6E6B_656D_75)
     }
 
-    public var inFlight: Int { count }
+    @inlinable public var inFlight: Int { count }
 
     /// Packets accepted but not yet through the serializer at `now` (amortised O(1):
     /// departure times are non-decreasing along the ring, so a cursor walks them once).
-    public mutating func queued(now: Instant) -> Int {
+    @inlinable public mutating func queued(now: Instant) -> Int {
         while cutCount + departed < count, let e = ring[(head + cutCount + departed) % capacity], e.departAt <= now {
             departed += 1
         }
@@ -212,9 +221,9 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
     }
 
     /// Changes the settings; a change to down cuts what is queued and in flight.
-    public mutating func update(_ s: LinkSettings, now: Instant) {
+    @inlinable public mutating func update(_ s: LinkSettings, now: Instant) {
         let wasUp = settings.up
-        settings = s
+        _settings = s
         if wasUp && !s.up {
             cutCount = count
             departed = 0
@@ -223,7 +232,7 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
         }
     }
 
-    public mutating func setUp(_ up: Bool, now: Instant) {
+    @inlinable public mutating func setUp(_ up: Bool, now: Instant) {
         var s = settings
         s.up = up
         update(s, now: now)
@@ -231,18 +240,18 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
 
     /// Offers one packet at `now`. Returns the handle back when it is refused at once
     /// (down, lost, queue full, ring full: counted); nil when the link took it.
-    public mutating func send(_ h: Handle, length: Int, now: Instant) -> Handle? {
-        counters.received += 1
+    @inlinable public mutating func send(_ h: Handle, length: Int, now: Instant) -> Handle? {
+        _counters.received += 1
         guard settings.up else {
-            counters.droppedDown += 1
+            _counters.droppedDown += 1
             return h
         }
         if settings.loss > 0, Double(rng.next() >> 11) / Double(1 << 53) < settings.loss {
-            counters.droppedLoss += 1
+            _counters.droppedLoss += 1
             return h
         }
         guard count < capacity else {
-            counters.droppedCapacity += 1
+            _counters.droppedCapacity += 1
             return h
         }
         let start = max(serializerBusyUntil, now)
@@ -253,16 +262,16 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
             switch settings.queue {
             case .packets(let n):
                 if waiting >= n {
-                    counters.droppedQueue += 1
+                    _counters.droppedQueue += 1
                     return h
                 }
             case .time(let t):
                 if backlog > t {
-                    counters.droppedQueue += 1
+                    _counters.droppedQueue += 1
                     return h
                 }
             }
-            counters.maxQueued = max(counters.maxQueued, waiting + 1)
+            _counters.maxQueued = max(counters.maxQueued, waiting + 1)
             let tx = UInt64(length) &* 8 &* 1_000_000_000 / settings.rate
             departAt = start + Span(ns: tx)
             serializerBusyUntil = departAt
@@ -281,30 +290,30 @@ public struct LinkEmulator<Handle>: Sendable where Handle: Sendable {
     }
 
     /// The next packet due at `now` (or cut), oldest first; nil when none is due.
-    public mutating func pollOutput(now: Instant) -> Output? {
+    @inlinable public mutating func pollOutput(now: Instant) -> Output? {
         guard count > 0, let e = ring[head] else { return nil }
         if cutCount > 0 {
             cutCount -= 1
             pop()
-            counters.droppedDown += 1
+            _counters.droppedDown += 1
             return .drop(e.handle)
         }
         guard e.deliverAt <= now else { return nil }
         pop()
         if departed > 0 { departed -= 1 }
-        counters.delivered += 1
-        counters.deliveredBytes += e.length
+        _counters.delivered += 1
+        _counters.deliveredBytes += e.length
         return .deliver(e.handle, length: e.length)
     }
 
-    private mutating func pop() {
+    @inlinable mutating func pop() {
         ring[head] = nil
         head = (head + 1) % capacity
         count -= 1
     }
 
     /// When `pollOutput` will next have something (nil: nothing in flight).
-    public func pollTimeout() -> Instant? {
+    @inlinable public func pollTimeout() -> Instant? {
         guard count > 0, let e = ring[head] else { return nil }
         return cutCount > 0 ? .zero : e.deliverAt
     }

@@ -19,7 +19,9 @@
 //
 // Packet path: one PacketPool slab (allocated at start) holds packets while they
 // wait; the LinkEmulator machines hold handles; one timerfd armed at the next
-// due packet (re-armed once per batch). Nothing is allocated per packet.
+// due packet (re-armed once per batch). Nothing is allocated per packet: under
+// perf/lib/malloccount.so the stats line counts allocations inside the packet
+// path (`packet_path_mallocs`; tests/linkemu.sh checks it stays 0).
 //
 // Control: commands, one per line, written to the FIFO `--control` (created if
 // missing): `down [ab|ba]`, `up [ab|ba]`, `set ab|ba|both SETTINGS` (the
@@ -85,6 +87,8 @@ final class Emulator: TunHandler {
     var poolExhausted = 0
     var tooBig = 0
     var writeFailed = 0
+    /// Allocations inside the packet path (tunRead, flush), when perf/lib/malloccount.so is preloaded.
+    var packetPathMallocs: UInt64 = 0
     var controlFD: Int32 = -1
     var controlBuf = [UInt8]()
     let readBuf = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
@@ -132,6 +136,8 @@ final class Emulator: TunHandler {
     // MARK: packet path
 
     func tunRead(_ batch: TunBatch, device: TunDevice) {
+        let m0 = MallocCounter.count
+        defer { if let a = m0, let b = MallocCounter.count { packetPathMallocs &+= b &- a } }
         let now = Instant(ns: Reactor.now())
         let fromA = device === devA
         for i in 0..<batch.count {
@@ -154,6 +160,8 @@ final class Emulator: TunHandler {
 
     /// Writes every packet due now, then arms the timer for the next one.
     func flush() {
+        let m0 = MallocCounter.count
+        defer { if let a = m0, let b = MallocCounter.count { packetPathMallocs &+= b &- a } }
         let now = Instant(ns: Reactor.now())
         drain(&ab, to: devB, now: now)
         drain(&ba, to: devA, now: now)
@@ -239,6 +247,7 @@ final class Emulator: TunHandler {
                 + "\"dropped_capacity\": \(c.droppedCapacity), \"max_queued\": \(c.maxQueued)}"
         }
         return "{\"ab\": \(dir(ab)), \"ba\": \(dir(ba)), \"pool_exhausted\": \(poolExhausted), "
-            + "\"too_big\": \(tooBig), \"write_failed\": \(writeFailed)}"
+            + "\"too_big\": \(tooBig), \"write_failed\": \(writeFailed), "
+            + "\"packet_path_mallocs\": \(MallocCounter.count == nil ? "null" : String(packetPathMallocs))}"
     }
 }

@@ -55,7 +55,7 @@ public struct ReorderCounters: Sendable, Equatable {
     public var gapsSkipped = 0
     /// Most packets held at once.
     public var maxHeld = 0
-    public init() {}
+    @inlinable public init() {}
 }
 
 public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
@@ -68,49 +68,57 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
 
     public enum ReleaseReason: Sendable { case inOrder, timeout, pathFailure, depth }
 
-    private struct Slot: Sendable {
-        var handle: Handle
-        var counter: UInt64
+    @usableFromInline struct Slot: Sendable {
+        @usableFromInline var handle: Handle
+        @usableFromInline var counter: UInt64
+        @inlinable init(handle: Handle, counter: UInt64) {
+            self.handle = handle
+            self.counter = counter
+        }
     }
 
     public let depth: Int
     public var timings: MultipathTimings
-    public private(set) var counters = ReorderCounters()
+    public var counters: ReorderCounters { _counters }
+    @usableFromInline var _counters: ReorderCounters = ReorderCounters()
     /// The next counter to release: every counter below it was released or skipped.
-    public private(set) var next: UInt64
+    public var next: UInt64 { _next }
+    @usableFromInline var _next: UInt64
     /// Packets held now (≤ depth).
-    public private(set) var heldCount = 0
+    public var heldCount: Int { _heldCount }
+    @usableFromInline var _heldCount: Int = 0
     /// Highest counter accepted so far (valid when anything was accepted).
-    public private(set) var highest: UInt64 = 0
+    public var highest: UInt64 { _highest }
+    @usableFromInline var _highest: UInt64 = 0
 
-    private var slots: [Slot?]
+    @usableFromInline var slots: [Slot?]
     /// One bit per counter in [next − 2·depth, next): 1 = skipped (given up), 0 = released.
-    private var skippedBits: [UInt64]
+    @usableFromInline var skippedBits: [UInt64]
     /// Held packets in arrival order (counter, arrival): the oldest still-held one
     /// says when the current gap expires. Entries of released counters are skipped lazily.
-    private var arrivals: [(counter: UInt64, at: Instant)]
-    private var arrivalsHead = 0
-    private var arrivalsCount = 0
-    private var out: [Handle?]
-    private var outHead = 0
-    private var outCount = 0
+    @usableFromInline var arrivals: [(counter: UInt64, at: Instant)]
+    @usableFromInline var arrivalsHead = 0
+    @usableFromInline var arrivalsCount = 0
+    @usableFromInline var out: [Handle?]
+    @usableFromInline var outHead = 0
+    @usableFromInline var outCount = 0
     /// Per path: highest counter received on it, and whether it is failed.
-    private var pathHigh: [UInt64]
-    private var pathSeen: [Bool]
-    private var pathFailed: [Bool]
+    @usableFromInline var pathHigh: [UInt64]
+    @usableFromInline var pathSeen: [Bool]
+    @usableFromInline var pathFailed: [Bool]
     /// The driver's view of the latency spread between paths (from RTTs).
-    private var reportedSpread = Span.zero
+    @usableFromInline var reportedSpread = Span.zero
     /// Observed gap-fill waits, smoothed (ns).
-    private var waitMean = 0.0
-    private var waitDev = 0.0
-    private var waitSamples = 0
+    @usableFromInline var waitMean = 0.0
+    @usableFromInline var waitDev = 0.0
+    @usableFromInline var waitSamples = 0
 
-    public init(firstCounter: UInt64 = 0, depth: Int = MultipathConstants.reorderDepth,
+    @inlinable public init(firstCounter: UInt64 = 0, depth: Int = MultipathConstants.reorderDepth,
                 paths: Int = MultipathConstants.maxPaths, timings: MultipathTimings = .default) {
         precondition(depth > 0 && paths > 0)
         self.depth = depth
         self.timings = timings
-        next = firstCounter
+        _next = firstCounter
         slots = Array(repeating: nil, count: depth)
         skippedBits = Array(repeating: 0, count: (2 * depth + 63) / 64)
         arrivals = Array(repeating: (0, .zero), count: 2 * depth)
@@ -124,19 +132,19 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
 
     /// One packet with session counter `counter` arrived on path `path` (an index
     /// below `paths`) at `now`.
-    public mutating func handle(counter: UInt64, packet: Handle, path: Int, now: Instant) -> Admission {
+    @inlinable public mutating func handle(counter: UInt64, packet: Handle, path: Int, now: Instant) -> Admission {
         if path >= 0 && path < pathHigh.count {
             if !pathSeen[path] || counter > pathHigh[path] { pathHigh[path] = counter }
             pathSeen[path] = true
             pathFailed[path] = false
         }
         if counter < next {
-            counters.droppedLateDuplicate += 1
+            _counters.droppedLateDuplicate += 1
             if next - counter <= UInt64(2 * depth), isSkipped(counter) {
                 // It came after all: the gap was given up too early. Count it as a wait
                 // longer than the timeout, so the timeout grows (as TCP backs off its RTO).
                 setSkipped(counter, false)
-                counters.lateAfterSkip += 1
+                _counters.lateAfterSkip += 1
                 noteWait(releaseTimeout * 2)
             }
             return .drop(packet)
@@ -144,29 +152,29 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         if counter - next >= UInt64(depth) {
             // Beyond the window: the depth bound. Skip the oldest gaps (releasing what
             // is held below) until the counter fits.
-            counters.maxDepthReached += 1
+            _counters.maxDepthReached += 1
             skip(below: counter - UInt64(depth) + 1, reason: .depth)
             releaseRun(.depth)
         }
         let i = Int(counter % UInt64(depth))
         if slots[i] != nil {
-            counters.droppedLateDuplicate += 1
+            _counters.droppedLateDuplicate += 1
             return .drop(packet)
         }
-        if heldCount == 0 || counter > highest { highest = counter }
+        if heldCount == 0 || counter > highest { _highest = counter }
         if counter == next {
             if heldCount > 0, let oldest = oldestArrival() {
                 noteWait(now - oldest)
             }
             emit(packet, .inOrder)
             setSkipped(next, false)
-            next += 1
+            _next += 1
             releaseRun(.inOrder)
         } else {
             slots[i] = Slot(handle: packet, counter: counter)
-            heldCount += 1
-            counters.held += 1
-            counters.maxHeld = max(counters.maxHeld, heldCount)
+            _heldCount += 1
+            _counters.held += 1
+            _counters.maxHeld = max(counters.maxHeld, heldCount)
             _ = oldestHeld()  // drop released records first: then the 2 × depth bound holds
             if arrivalsCount == arrivals.count {  // cannot happen (see above); degrade, never overrun
                 arrivalsHead = (arrivalsHead + 1) % arrivals.count
@@ -179,7 +187,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     /// Gives up gaps whose oldest waiting packet has waited the release timeout.
-    public mutating func handleTimeout(now: Instant) {
+    @inlinable public mutating func handleTimeout(now: Instant) {
         let timeout = releaseTimeout
         while let oldest = oldestHeld(), oldest.at + timeout <= now {
             // Everything below the oldest-waiting packet is given up; it and the run after it go.
@@ -190,7 +198,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
 
     /// Path `path` was declared failed (path health): the gaps only it could still
     /// fill are flushed at once (seed 2.9).
-    public mutating func handlePathFailed(_ path: Int, now: Instant) {
+    @inlinable public mutating func handlePathFailed(_ path: Int, now: Instant) {
         guard path >= 0 && path < pathFailed.count else { return }
         pathFailed[path] = true
         guard heldCount > 0 else { return }
@@ -205,21 +213,21 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     /// A path came back (or a new one appeared): it may fill gaps again.
-    public mutating func handlePathRestored(_ path: Int) {
+    @inlinable public mutating func handlePathRestored(_ path: Int) {
         guard path >= 0 && path < pathFailed.count else { return }
         pathFailed[path] = false
     }
 
     /// The latency spread between the session's paths as the driver measures it
     /// (slowest minus fastest one-way delay, from RTTs): feeds the release timeout.
-    public mutating func setLatencySpread(_ spread: Span) {
+    @inlinable public mutating func setLatencySpread(_ spread: Span) {
         reportedSpread = spread
     }
 
     // MARK: Outputs
 
     /// The next packet to pass on, in counter order; nil when none is ready.
-    public mutating func pollRelease() -> Handle? {
+    @inlinable public mutating func pollRelease() -> Handle? {
         guard outCount > 0 else { return nil }
         let h = out[outHead]
         out[outHead] = nil
@@ -229,13 +237,13 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     /// When `handleTimeout` has work: the oldest held packet's arrival + the release timeout.
-    public mutating func pollTimeout() -> (deadline: Instant, reason: String)? {
+    @inlinable public mutating func pollTimeout() -> (deadline: Instant, reason: String)? {
         guard let oldest = oldestHeld() else { return nil }
-        return (oldest.at + releaseTimeout, "reorder gap before \(oldest.counter)")
+        return (oldest.at + releaseTimeout, "reorder gap expires")
     }
 
     /// The current release timeout (adaptive, see the file comment).
-    public var releaseTimeout: Span {
+    @inlinable public var releaseTimeout: Span {
         let observed = waitSamples > 0 ? Span(ns: UInt64(max(0, waitMean + 4 * waitDev))) : .zero
         let spread = max(reportedSpread, observed)
         let t = Span(ns: UInt64(Double(spread.ns) * timings.releaseTimeoutFactor)) + timings.releaseTimeoutMargin
@@ -243,41 +251,41 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     /// Bytes this buffer's own storage takes (fixed at init; bounded by the depth).
-    public var storageBytes: Int {
+    @inlinable public var storageBytes: Int {
         slots.count * MemoryLayout<Slot?>.stride + arrivals.count * MemoryLayout<(UInt64, Instant)>.stride
             + out.count * MemoryLayout<Handle?>.stride + pathHigh.count * 10
     }
 
     // MARK: Internals
 
-    private mutating func emit(_ h: Handle, _ reason: ReleaseReason) {
+    @inlinable mutating func emit(_ h: Handle, _ reason: ReleaseReason) {
         precondition(outCount < out.count, "ReorderBuffer: drain pollRelease() after every handle call")
         out[(outHead + outCount) % out.count] = h
         outCount += 1
         switch reason {
-        case .inOrder: counters.releasedInOrder += 1
-        case .timeout: counters.releasedByTimeout += 1
-        case .pathFailure: counters.flushedByPathFailure += 1
-        case .depth: counters.releasedByDepth += 1
+        case .inOrder: _counters.releasedInOrder += 1
+        case .timeout: _counters.releasedByTimeout += 1
+        case .pathFailure: _counters.flushedByPathFailure += 1
+        case .depth: _counters.releasedByDepth += 1
         }
     }
 
     /// Releases the contiguous run of held packets starting at `next`.
-    private mutating func releaseRun(_ reason: ReleaseReason) {
+    @inlinable mutating func releaseRun(_ reason: ReleaseReason) {
         while heldCount > 0 {
             let i = Int(next % UInt64(depth))
             guard let s = slots[i], s.counter == next else { return }
             slots[i] = nil
-            heldCount -= 1
+            _heldCount -= 1
             emit(s.handle, reason)
             setSkipped(next, false)
-            next += 1
+            _next += 1
         }
     }
 
     /// Moves `next` up to `target`: held packets on the way are released (with
     /// `reason`), missing counters are counted as skipped gaps. O(depth) at most.
-    private mutating func skip(below target: UInt64, reason: ReleaseReason) {
+    @inlinable mutating func skip(below target: UInt64, reason: ReleaseReason) {
         guard target > next else { return }
         if heldCount == 0 || target - next > UInt64(depth) {
             // Far jump: every held packet is below target. Release them in order, then jump.
@@ -285,11 +293,11 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             while next < end, heldCount > 0 {
                 releaseOne(reason)
             }
-            counters.gapsSkipped += Int(clamping: target - next)
+            _counters.gapsSkipped += Int(clamping: target - next)
             for c in max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)..<target {
                 setSkipped(c, true)
             }
-            next = target
+            _next = target
             return
         }
         while next < target {
@@ -297,32 +305,32 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         }
     }
 
-    private mutating func releaseOne(_ reason: ReleaseReason) {
+    @inlinable mutating func releaseOne(_ reason: ReleaseReason) {
         let i = Int(next % UInt64(depth))
         if let s = slots[i], s.counter == next {
             slots[i] = nil
-            heldCount -= 1
+            _heldCount -= 1
             emit(s.handle, reason)
             setSkipped(next, false)
         } else {
-            counters.gapsSkipped += 1
+            _counters.gapsSkipped += 1
             setSkipped(next, true)
         }
-        next += 1
+        _next += 1
     }
 
-    @inline(__always) private func isSkipped(_ c: UInt64) -> Bool {
+    @inlinable func isSkipped(_ c: UInt64) -> Bool {
         let bit = Int(c % UInt64(skippedBits.count * 64))
         return skippedBits[bit >> 6] & (1 << UInt64(bit & 63)) != 0
     }
 
-    @inline(__always) private mutating func setSkipped(_ c: UInt64, _ on: Bool) {
+    @inlinable mutating func setSkipped(_ c: UInt64, _ on: Bool) {
         let bit = Int(c % UInt64(skippedBits.count * 64))
         if on { skippedBits[bit >> 6] |= 1 << UInt64(bit & 63) } else { skippedBits[bit >> 6] &= ~(1 << UInt64(bit & 63)) }
     }
 
     /// The oldest held packet by arrival (dropping records of packets already released).
-    private mutating func oldestHeld() -> (counter: UInt64, at: Instant)? {
+    @inlinable mutating func oldestHeld() -> (counter: UInt64, at: Instant)? {
         while arrivalsCount > 0 {
             let a = arrivals[arrivalsHead]
             if a.counter >= next { return a }
@@ -332,9 +340,9 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         return nil
     }
 
-    private mutating func oldestArrival() -> Instant? { oldestHeld()?.at }
+    @inlinable mutating func oldestArrival() -> Instant? { oldestHeld()?.at }
 
-    private mutating func noteWait(_ w: Span) {
+    @inlinable mutating func noteWait(_ w: Span) {
         let x = Double(w.ns)
         if waitSamples == 0 {
             waitMean = x
