@@ -16,6 +16,10 @@ WS_BIN=${WS_BIN:-$here/../.build/release}
 
 lab_init "ws$$" || exit 1
 trap lab_cleanup EXIT
+# The emulator runs under the malloc counter, so its packet path can be checked for allocations.
+if command -v gcc >/dev/null && gcc -O2 -shared -fPIC -o "$LAB_DIR/malloccount.so" "$here/../perf/lib/malloccount.c" 2>/dev/null; then
+  export LINKEMU_PRELOAD=$LAB_DIR/malloccount.so
+fi
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 
@@ -98,5 +102,14 @@ fi
 
 stats=$(linkemu_stats emu)
 echo "emulator counters: $stats"
+# 6. The packet path allocated nothing (thousands of packets went through it above).
+mallocs=$(printf '%s' "$stats" | "$LAB_PY" "$here/lib/jq.py" packet_path_mallocs)
+if [ -z "${LINKEMU_PRELOAD:-}" ] || [ "$mallocs" = null ]; then
+  echo "SKIP: no malloc counter (gcc or perf/lib/malloccount.c missing): the allocation check"
+elif [ "$mallocs" = 0 ]; then
+  echo "ok: no allocation in the emulator's packet path"
+else
+  bad "the emulator's packet path allocated $mallocs times"
+fi
 [ $fail = 0 ] && echo "PASS linkemu" || echo "FAIL linkemu"
 exit $fail

@@ -39,7 +39,8 @@ linkemu_path() {
   ip netns exec "$nsn" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
   _lab_set "$n" ctl "$LAB_DIR/$n.ctl"
   _lab_set "$n" out "$(lab_log "emu-$n")"
-  lab_bg "$n" "emu-$n" "$WS_BIN/ws-bench" linkemu --a ea --b eb --ab "$ab" --ba "$ba" --control "$LAB_DIR/$n.ctl" || return 1
+  # LINKEMU_PRELOAD=perf/lib/malloccount.so (built): the stats line then counts allocations.
+  lab_bg "$n" "emu-$n" env ${LINKEMU_PRELOAD:+"LD_PRELOAD=$LINKEMU_PRELOAD"} "$WS_BIN/ws-bench" linkemu --a ea --b eb --ab "$ab" --ba "$ba" --control "$LAB_DIR/$n.ctl" || return 1
   _lab_set "$n" pid "$LAB_PID"
   # The emulator makes the TUNs; route into them once they are up.
   wait_until 60 _linkemu_up "$nsn" "$LAB_DIR/$n.ctl" || { cat "$(lab_log "emu-$n")" >&2; _lab_die "linkemu $n did not bring ea/eb up"; return 1; }
