@@ -127,7 +127,14 @@ public struct BandwidthEstimator: Sendable, Equatable {
     public mutating func bitsPerSecond(now: Instant) -> UInt64? {
         guard let f = first else { return nil }
         advance(to: now)
-        let total = buckets.reduce(0, &+)
+        var total: UInt64 = 0
+        // Index loops, not reduce or for-in over the array: those allocate per element in
+        // debug builds, and the allocation tests run there.
+        var i = 0
+        while i < buckets.count {
+            total &+= buckets[i]
+            i += 1
+        }
         // The buckets span the n − 1 before the current one plus the current one's elapsed part.
         let span = UInt64(buckets.count - 1) * bucketNs + now.ns % bucketNs
         let windowNs = max(min(span, (now - f).ns), 10_000_000)
@@ -138,8 +145,10 @@ public struct BandwidthEstimator: Sendable, Equatable {
         let b = now.ns / bucketNs
         guard b > current else { return }
         let steps = min(b - current, UInt64(buckets.count))
-        for k in 1...steps {
+        var k: UInt64 = 1
+        while k <= steps {
             buckets[Int((current + k) % UInt64(buckets.count))] = 0
+            k += 1
         }
         current = b
     }

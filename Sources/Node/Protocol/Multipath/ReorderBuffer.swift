@@ -294,8 +294,10 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
                 releaseOne(reason)
             }
             _counters.gapsSkipped += Int(clamping: target - next)
-            for c in max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)..<target {
+            var c = max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)
+            while c < target {
                 setSkipped(c, true)
+                c += 1
             }
             _next = target
             return

@@ -170,10 +170,8 @@ public struct MultipathScheduler: Sendable {
         // says what the last second gave it, not what it can carry. Until a full window
         // passed it keeps the others' mean.
         if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
-            let queueing: Bool = {
-                guard let s = r.srtt, let m = r.minRTT else { return false }
-                return s > m + timings.queueingSlack
-            }()
+            var queueing = false
+            if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
             let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
                                            probeGain: timings.probeGain)
             if Self.shouldCommit(committed: p.committed, candidate: basis) {
@@ -239,7 +237,7 @@ public struct MultipathScheduler: Sendable {
         // Smooth weighted round robin over bytes.
         var best = -1
         var total = 0.0
-        for i in paths.indices where isCandidate(i) {
+        for i in 0..<paths.count where isCandidate(i) {
             paths[i].credit += paths[i].weight * Double(length)
             total += paths[i].weight
             if best < 0 || paths[i].credit > paths[best].credit { best = i }
@@ -254,7 +252,7 @@ public struct MultipathScheduler: Sendable {
         let fastest = fastestOWD()
         let arrival = now + paths[best].owd
         let ref = referencePath()
-        for s in paths.indices where s != best && isCandidate(s) && paths[s].owd > paths[best].owd {
+        for s in 0..<paths.count where s != best && isCandidate(s) && paths[s].owd > paths[best].owd {
             prune(s, before: now + fastest)
             guard paths[s].ringCount > 0 else { continue }
             let oldest = ring[s * depth + paths[s].ringHead]
@@ -293,7 +291,9 @@ public struct MultipathScheduler: Sendable {
         let bucketNs = MultipathConstants.bandwidthWindow.ns / UInt64(rateBuckets.count)
         let windowNs = min(MultipathConstants.bandwidthWindow.ns, max((now - f).ns, bucketNs))
         // Buckets older than the window were zeroed by noteSend; a stale view may overcount a little.
-        return Double(rateBuckets.reduce(0, +)) * 1e9 / Double(windowNs)
+        var n = 0
+        for i in 0..<rateBuckets.count { n += rateBuckets[i] }  // no for-in over the array: see BandwidthEstimator
+        return Double(n) * 1e9 / Double(windowNs)
     }
 
     // MARK: Internals
@@ -305,7 +305,7 @@ public struct MultipathScheduler: Sendable {
 
     private func fastestOWD() -> Span {
         var f: Span?
-        for i in paths.indices where isCandidate(i) {
+        for i in 0..<paths.count where isCandidate(i) {
             f = min(f ?? paths[i].owd, paths[i].owd)
         }
         return f ?? .zero
@@ -313,7 +313,7 @@ public struct MultipathScheduler: Sendable {
 
     private func establishedPath(excluding x: Int) -> Int? {
         var best: Int?
-        for i in paths.indices where i != x && isCandidate(i) && paths[i].confirmed {
+        for i in 0..<paths.count where i != x && isCandidate(i) && paths[i].confirmed {
             if best == nil || paths[i].weight > paths[best!].weight { best = i }
         }
         return best
@@ -339,7 +339,7 @@ public struct MultipathScheduler: Sendable {
             dirty = true
         }
         let pps = packetsPerSecond(now: now)
-        for i in paths.indices where i != ref && paths[i].present && paths[i].usable {
+        for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
             let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
             if paths[i].skipped == nil {
                 if need > timings.depthSkip * Double(depth) { skip(i, now) }
@@ -368,7 +368,7 @@ public struct MultipathScheduler: Sendable {
     /// more than it saves.
     private func referencePath() -> Int? {
         var ref: Int?
-        for i in paths.indices where paths[i].present && paths[i].usable {
+        for i in 0..<paths.count where paths[i].present && paths[i].usable {
             guard let r = ref else { ref = i; continue }
             if paths[i].committed > paths[r].committed
                 || (paths[i].committed == paths[r].committed && paths[i].owd < paths[r].owd) { ref = i }
@@ -380,16 +380,16 @@ public struct MultipathScheduler: Sendable {
         dirty = false
         var known = 0.0
         var n = 0
-        for i in paths.indices where isCandidate(i) && paths[i].committed > 0 {
+        for i in 0..<paths.count where isCandidate(i) && paths[i].committed > 0 {
             known += paths[i].committed
             n += 1
         }
         let fallback = n > 0 ? known / Double(n) : 1
         var total = 0.0
-        for i in paths.indices where isCandidate(i) {
+        for i in 0..<paths.count where isCandidate(i) {
             total += paths[i].committed > 0 ? paths[i].committed : fallback
         }
-        for i in paths.indices {
+        for i in 0..<paths.count {
             guard isCandidate(i), total > 0 else {
                 paths[i].weight = 0
                 paths[i].credit = 0
@@ -430,7 +430,11 @@ public struct MultipathScheduler: Sendable {
         let b = now.ns / bucketNs
         if b > rateCurrent {
             let steps = min(b - rateCurrent, UInt64(rateBuckets.count))
-            for k in 1...steps { rateBuckets[Int((rateCurrent + k) % UInt64(rateBuckets.count))] = 0 }
+            var k: UInt64 = 1
+            while k <= steps {
+                rateBuckets[Int((rateCurrent + k) % UInt64(rateBuckets.count))] = 0
+                k += 1
+            }
             rateCurrent = b
         }
         rateBuckets[Int(rateCurrent % UInt64(rateBuckets.count))] += 1
