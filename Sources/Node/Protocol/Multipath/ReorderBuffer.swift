@@ -29,8 +29,8 @@
 // observed here (how long gaps took to fill: a smoothed mean + 4 × mean
 // deviation, as RFC 6298 smooths RTT), × factor + margin, clamped to
 // [minReleaseTimeout, maxReleaseTimeout]. A packet that arrives after its gap
-// was given up (a bit per recent counter tells skipped from released) counts as
-// a wait of twice the timeout, so a timeout that is too short grows.
+// was given up on timeout (a bit per recent counter) counts as a wait of twice
+// the timeout, so a timeout that is too short grows.
 import Support
 
 public struct ReorderCounters: Sendable, Equatable {
@@ -46,7 +46,7 @@ public struct ReorderCounters: Sendable, Equatable {
     public var releasedByDepth = 0
     /// Packets dropped: counter already released or skipped, or a duplicate.
     public var droppedLateDuplicate = 0
-    /// Of those, packets whose gap had been given up (skipped) before they came: each
+    /// Of those, packets whose gap had been given up on timeout before they came: each
     /// one says the release timeout was too short, and raises it.
     public var lateAfterSkip = 0
     /// Times a packet arrived beyond the window (depth bound reached: gaps skipped).
@@ -92,7 +92,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     @usableFromInline var _highest: UInt64 = 0
 
     @usableFromInline var slots: [Slot?]
-    /// One bit per counter in [next − 2·depth, next): 1 = skipped (given up), 0 = released.
+    /// One bit per counter in [next − 2·depth, next): 1 = given up on timeout, 0 = released or skipped otherwise.
     @usableFromInline var skippedBits: [UInt64]
     /// Held packets in arrival order (counter, arrival): the oldest still-held one
     /// says when the current gap expires. Entries of released counters are skipped lazily.
@@ -296,7 +296,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             _counters.gapsSkipped += Int(clamping: target - next)
             var c = max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)
             while c < target {
-                setSkipped(c, true)
+                setSkipped(c, reason == .timeout)
                 c += 1
             }
             _next = target
@@ -316,7 +316,9 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             setSkipped(next, false)
         } else {
             _counters.gapsSkipped += 1
-            setSkipped(next, true)
+            // Only a timeout's skip says something about the timeout; a late packet after a
+            // depth or failure skip is the scheduler's or the path's doing.
+            setSkipped(next, reason == .timeout)
         }
         _next += 1
     }
