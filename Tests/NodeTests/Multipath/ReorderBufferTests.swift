@@ -150,4 +150,31 @@ final class ReorderBufferTests: XCTestCase {
         }
         XCTAssertGreaterThan(o.releaseTimeout, .milliseconds(45))
     }
+
+    func testLatePacketAfterATimeoutSkipRaisesTheTimeout() {
+        var b = Buffer()
+        feed(&b, 0, at: ms(0))
+        feed(&b, 2, at: ms(0))
+        let t0 = b.releaseTimeout
+        b.handleTimeout(now: ms(0) + t0)
+        XCTAssertEqual(drain(&b), [2])
+        XCTAssertEqual(feed(&b, 1, at: ms(0) + t0 + .milliseconds(1)), [])  // gap 1 came after all
+        XCTAssertEqual(b.counters.lateAfterSkip, 1)
+        XCTAssertGreaterThan(b.releaseTimeout, t0)
+        // A second copy of it is a plain duplicate.
+        feed(&b, 1, at: ms(100))
+        XCTAssertEqual(b.counters.lateAfterSkip, 1)
+        XCTAssertEqual(b.counters.droppedLateDuplicate, 2)
+
+        // A gap skipped for depth says nothing about the timeout.
+        var d = Buffer()
+        feed(&d, 0)
+        feed(&d, 129)  // 1...1 skipped for depth
+        XCTAssertEqual(d.counters.maxDepthReached, 1)
+        let before = d.releaseTimeout
+        feed(&d, 1)
+        XCTAssertEqual(d.counters.droppedLateDuplicate, 1)
+        XCTAssertEqual(d.counters.lateAfterSkip, 0)
+        XCTAssertEqual(d.releaseTimeout, before)
+    }
 }
