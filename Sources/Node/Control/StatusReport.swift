@@ -125,7 +125,42 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     public struct NAT: Codable, Sendable, Equatable {
         public var mapping: NATMapping
-        public init(mapping: NATMapping) { self.mapping = mapping }
+        /// What each anchor saw our packets come from: the classification's input.
+        public var evidence: [Observation]
+        public init(mapping: NATMapping, evidence: [Observation] = []) {
+            self.mapping = mapping
+            self.evidence = evidence
+        }
+
+        enum CodingKeys: String, CodingKey { case mapping, evidence }
+
+        /// `evidence` came with later daemons of version 1: from an earlier one it is empty.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            mapping = try c.decode(NATMapping.self, forKey: .mapping)
+            evidence = try c.decodeIfPresent([Observation].self, forKey: .evidence) ?? []
+        }
+    }
+
+    /// One anchor's observation of our public address.
+    public struct Observation: Codable, Sendable, Equatable {
+        /// The anchor's name.
+        public var anchor: String
+        /// "198.51.100.7:40001": where our packets came from, as it saw them.
+        public var observed: String
+        /// Seconds since that observation.
+        public var ageSeconds: UInt64
+
+        public init(anchor: String, observed: String, ageSeconds: UInt64) {
+            self.anchor = anchor
+            self.observed = observed
+            self.ageSeconds = ageSeconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case anchor, observed
+            case ageSeconds = "age_s"
+        }
     }
 
     // `mapping` is the connectivity core's NATMapping (Protocol/Connectivity/Decisions.swift):
@@ -167,12 +202,18 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// A hole-punching round to this peer is running now.
+        public var punching: Bool
+        /// Seconds until a relayed peer's next try for a direct path; nil when none is scheduled.
+        public var nextDirectRetrySeconds: Double?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil
+            gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil
         ) {
+            self.punching = punching
+            self.nextDirectRetrySeconds = nextDirectRetrySeconds
             self.name = name
             self.publicKey = publicKey
             self.address = address
@@ -192,7 +233,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip
+            case paths, gossip, punching
+            case nextDirectRetrySeconds = "next_direct_retry_s"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -208,6 +250,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             paths = try c.decode([Path].self, forKey: .paths)
             // Absent from a daemon before gossip ran.
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
+            punching = try c.decodeIfPresent(Bool.self, forKey: .punching) ?? false
+            nextDirectRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .nextDirectRetrySeconds)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -223,6 +267,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
             try c.encode(gossip, forKey: .gossip)
+            try c.encode(punching, forKey: .punching)
+            try c.encode(nextDirectRetrySeconds.flatMap { $0.isFinite ? $0 : nil }, forKey: .nextDirectRetrySeconds)
         }
     }
 
@@ -275,8 +321,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var loss: Double?
         /// Whether the scheduler currently sends data on it.
         public var active: Bool
+        /// Answered a ping recently (a relay path: its anchor is reachable).
+        public var usable: Bool
+        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config".
+        public var sources: [String]
 
-        public init(kind: PathKind, remote: String, via: String? = nil, rttMs: Double? = nil, loss: Double? = nil, active: Bool) {
+        public init(kind: PathKind, remote: String, via: String? = nil, rttMs: Double? = nil, loss: Double? = nil, active: Bool,
+                    usable: Bool? = nil, sources: [String] = []) {
+            self.usable = usable ?? active
+            self.sources = sources
             self.kind = kind
             self.remote = remote
             self.via = via
@@ -288,7 +341,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
             case kind, remote, via
             case rttMs = "rtt_ms"
-            case loss, active
+            case loss, active, usable, sources
         }
 
         public init(from decoder: any Decoder) throws {
@@ -299,6 +352,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             rttMs = try c.decodeIfPresent(Double.self, forKey: .rttMs)
             loss = try c.decodeIfPresent(Double.self, forKey: .loss)
             active = try c.decode(Bool.self, forKey: .active)
+            usable = try c.decodeIfPresent(Bool.self, forKey: .usable) ?? active
+            sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -310,6 +365,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(rttMs.flatMap { $0.isFinite ? $0 : nil }, forKey: .rttMs)
             try c.encode(loss.flatMap { $0.isFinite ? $0 : nil }, forKey: .loss)
             try c.encode(active, forKey: .active)
+            try c.encode(usable, forKey: .usable)
+            try c.encode(sources, forKey: .sources)
         }
     }
 

@@ -55,6 +55,10 @@ public final class Daemon: @unchecked Sendable {
     var threads: [Thread] = []
     let finished = DispatchSemaphore(value: 0)
     var control: ControlServer?
+    /// `[metrics] listen`: the HTTP /metrics adapter (MetricsServer.swift).
+    var metricsServer: MetricsServer?
+    /// `wsctl ping`s waiting for their ECHO_REPLY, by txid (ControlRequests.swift).
+    var pendingEchoes: [UInt64: PendingEcho] = [:]
     var signals: Registration?
     var signalFD: Int32 = -1
     var stateStore: StateStore?
@@ -232,7 +236,15 @@ public final class Daemon: @unchecked Sendable {
         try InterfaceSetup.configure(interface: tun.name, addresses: config.node.addresses,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
 
-        control = try ControlServer(path: config.node.controlSocket, reactor: reactor) { [unowned self] in self.status() }
+        control = try ControlServer(path: config.node.controlSocket, reactor: reactor, group: try controlGroupID()) {
+            [unowned self] request, reply in self.handle(request, reply: reply)
+        }
+        if let listen = config.metrics.listen {
+            metricsServer = try MetricsServer(address: listen.socketAddress, reactor: reactor) { [unowned self] in
+                PrometheusText.render(self.status())
+            }
+            logger.info("metrics: serving GET /metrics on http://\(listen)")
+        }
 
         let now = Self.now()
         // The gossip records first, before anything is sent or published: our
@@ -356,6 +368,8 @@ public final class Daemon: @unchecked Sendable {
         }
         control?.close()
         control = nil
+        metricsServer?.close()
+        metricsServer = nil
         for lane in lanes.reversed() {
             lane.tun?.close()  // a non-persistent TUN device disappears with its last queue's fd, and its routes with it
             lane.udp?.close()

@@ -16,7 +16,8 @@ extension Daemon {
         let st = core.status(now: now)
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
             StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
-                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
+                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
+                              usable: p.usable, sources: p.sources)
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -38,7 +39,9 @@ extension Daemon {
                     StatusReport.GossipRecord(sequence: $0.sequence, endpoints: $0.endpoints.map {
                         StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                     })
-                }))
+                },
+                punching: p.punching,
+                nextDirectRetrySeconds: p.nextDirectRetry.map { $0 > now ? ($0 - now).seconds : 0 }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings
@@ -53,6 +56,8 @@ extension Daemon {
         if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
+        for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }
+        for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(
@@ -62,7 +67,10 @@ extension Daemon {
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                 },
-                nat: StatusReport.NAT(mapping: st.nat.mapping)),
+                nat: StatusReport.NAT(mapping: st.nat.mapping, evidence: st.nat.evidence.map {
+                    StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
+                                             ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
+                })),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 
