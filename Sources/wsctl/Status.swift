@@ -9,9 +9,12 @@ struct Status: ParsableCommand {
         commandName: "status",
         abstract: "Show the node: its peers, how each is reached, anchors, warnings.",
         discussion: """
-            By default a table: for each peer how it is reached (direct ADDR:PORT, relay via ANCHOR, \
-            lan ADDR:PORT, or idle), handshake age, traffic. --json prints the stable object \
-            documented in docs/status-json.md, for scripts.
+            By default a table: this node's addresses, endpoints and NAT mapping, the anchors and \
+            whether each answers, then for each peer its overlay address, session state, how it is \
+            reached (direct ADDR:PORT, relay via ANCHOR, lan ADDR:PORT), the active path's RTT, the \
+            last handshake and bytes in and out; drop counters and warnings last. The table's \
+            layout may change: scripts should use --json, the stable object documented in \
+            docs/status-json.md.
             """)
 
     @ParentCommand var wsctl: WSCtl
@@ -25,6 +28,8 @@ struct Status: ParsableCommand {
             print(json ? ControlCodec.prettyJSON(s) : renderStatusTable(s), terminator: json ? "\n" : "")
         case .error(let e):
             throw ValidationError("daemon refused: \(e)")
+        case .echo:
+            throw ValidationError("unexpected answer from the daemon")
         }
     }
 }

@@ -224,7 +224,7 @@ public enum ControlCodec {
     }
 
     /// `wsctl status --json`: the report alone, indented, keys sorted.
-    public static func prettyJSON(_ status: StatusReport) -> String {
+    public static func prettyJSON(_ status: some Encodable) -> String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         guard let data = try? e.encode(status) else { return "{}" }
