@@ -11,7 +11,11 @@ enum ControlClient {
     static func request(_ req: ControlRequest, socket path: String) throws -> ControlResponse {
         let fd = UnixStream.connect(path: path)
         guard fd >= 0 else {
-            throw Failure(description: "cannot reach the daemon at \(path): \(String(cString: strerror(-fd))) (is whalescaled running? try --socket)")
+            let why = String(cString: strerror(-fd))
+            if -fd == EACCES || -fd == EPERM {
+                throw Failure(description: "cannot reach the daemon at \(path): \(why): the control socket is for the daemon's owner (and node.control_group) only")
+            }
+            throw Failure(description: "cannot reach the daemon at \(path): \(why) (is whalescaled running? try --socket)")
         }
         defer { close(fd) }
         var tv = timeval(tv_sec: 5, tv_usec: 0)

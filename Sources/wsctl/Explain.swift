@@ -25,10 +25,10 @@ struct ExplainPeer: ParsableCommand {
         case .status(let s):
             switch PeerQuery.resolve(peer, in: s.peers) {
             case .success(let i): print(Explain.render(s, peer: i), terminator: "")
-            case .failure(let e): throw ValidationError(e.message)
+            case .failure(let e): throw ControlClient.Failure(description: e.message)
             }
-        case .error(let e): throw ValidationError("daemon refused: \(e)")
-        case .echo: throw ValidationError("unexpected answer from the daemon")
+        case .error(let e): throw ControlClient.Failure(description: "daemon refused: \(e)")
+        case .echo: throw ControlClient.Failure(description: "unexpected answer from the daemon")
         }
     }
 }

@@ -20,8 +20,8 @@ struct Metrics: ParsableCommand {
     func run() throws {
         switch try ControlClient.request(.status, socket: socket.path(else: wsctl.socket)) {
         case .status(let s): print(PrometheusText.render(s), terminator: "")
-        case .error(let e): throw ValidationError("daemon refused: \(e)")
-        case .echo: throw ValidationError("unexpected answer from the daemon")
+        case .error(let e): throw ControlClient.Failure(description: "daemon refused: \(e)")
+        case .echo: throw ControlClient.Failure(description: "unexpected answer from the daemon")
         }
     }
 }

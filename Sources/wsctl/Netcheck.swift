@@ -26,8 +26,8 @@ struct Netcheck: ParsableCommand {
         case .status(let s):
             let r = NetcheckReport(s)
             print(json ? ControlCodec.prettyJSON(r) : r.text, terminator: json ? "\n" : "")
-        case .error(let e): throw ValidationError("daemon refused: \(e)")
-        case .echo: throw ValidationError("unexpected answer from the daemon")
+        case .error(let e): throw ControlClient.Failure(description: "daemon refused: \(e)")
+        case .echo: throw ControlClient.Failure(description: "unexpected answer from the daemon")
         }
     }
 }

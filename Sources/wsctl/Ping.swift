@@ -22,7 +22,11 @@ struct Ping: ParsableCommand {
             """)
 
     @ParentCommand var wsctl: WSCtl
-    @OptionGroup var socket: SocketOptions
+    // Not SocketOptions: its -i (interface) would clash with ping's -i (interval).
+    @Option(name: .long, help: "Control socket of the daemon (default: /run/whalescale/<interface>.sock).")
+    var socket: String?
+    @Option(name: .long, help: "Interface name, to find the default socket (default: ws0).")
+    var interface: String?
     @Argument(help: "The peer: its name, an overlay address, or its public key.") var peer: String
     @Option(name: .short, help: "Number of pings to send (1...1000).") var c: Int = 3
     @Option(name: .short, help: "Seconds between pings (0.05...60).") var i: Double = 1
@@ -35,7 +39,7 @@ struct Ping: ParsableCommand {
     }
 
     func run() throws {
-        let path = socket.path(else: wsctl.socket)
+        let path = SocketOptions.path(socket: socket, interface: interface, else: wsctl.socket)
         var summary = EchoSummary()
         var name = peer
         for k in 0..<c {
@@ -47,9 +51,9 @@ struct Ping: ParsableCommand {
                 summary.add(r)
                 print(r.line)
             case .error(let e):
-                throw ValidationError("daemon refused: \(e)")
+                throw ControlClient.Failure(description: "daemon refused: \(e)")
             case .status:
-                throw ValidationError("the daemon answered a ping with a status: is it an older whalescaled?")
+                throw ControlClient.Failure(description: "the daemon answered a ping with a status: is it an older whalescaled?")
             }
             fflush(nil)  // each line as it comes, also into a pipe
         }

@@ -27,9 +27,9 @@ struct Status: ParsableCommand {
         case .status(let s):
             print(json ? ControlCodec.prettyJSON(s) : renderStatusTable(s), terminator: json ? "\n" : "")
         case .error(let e):
-            throw ValidationError("daemon refused: \(e)")
+            throw ControlClient.Failure(description: "daemon refused: \(e)")
         case .echo:
-            throw ValidationError("unexpected answer from the daemon")
+            throw ControlClient.Failure(description: "unexpected answer from the daemon")
         }
     }
 }

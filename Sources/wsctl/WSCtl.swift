@@ -39,6 +39,10 @@ struct SocketOptions: ParsableArguments {
 
     /// These options (after the verb) over `outer` (before it).
     func path(else outer: SocketOptions) -> String {
+        Self.path(socket: socket, interface: interface, else: outer)
+    }
+
+    static func path(socket: String?, interface: String?, else outer: SocketOptions) -> String {
         socket ?? outer.socket ?? "/run/whalescale/\(interface ?? outer.interface ?? "ws0").sock"
     }
 }

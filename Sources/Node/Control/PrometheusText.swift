@@ -8,7 +8,7 @@
 //   peer_up{peer}, peer_rx_bytes_total{peer}, peer_tx_bytes_total{peer},
 //   peer_last_handshake_seconds{peer}              per member
 //   path_active{peer,kind}, path_rtt_seconds{peer,kind}, path_loss_ratio{peer,kind}
-//   anchor_reachable{anchor}, nat_mapping{mapping}, warnings
+//   anchor_reachable{anchor}, nat_mapping{mapping}, port_mapping{protocol,external}, warnings
 //   counter_total{name}                             every status counter (drops by reason, relay, handoffs, ...)
 import Support
 import Wire
@@ -48,6 +48,8 @@ public enum PrometheusText {
                s.anchors.map { ([("anchor", $0.name)], $0.reachable ? 1 : 0) })
         family("nat_mapping", "gauge", "This node's NAT mapping behaviour as the anchors observe it (value 1).",
                [([("mapping", s.node.nat.mapping.rawValue)], 1)])
+        family("port_mapping", "gauge", "1 for each port mapping in force (the public endpoint the gateway maps to our port).",
+               s.node.endpoints.filter { [.pcp, .natpmp, .upnp].contains($0.source) }.map { ([("protocol", $0.source.rawValue), ("external", $0.addr)], 1) })
         family("warnings", "gauge", "Warnings the node reports (wsctl status lists them).", [([], Double(s.warnings.count))])
         family("counter_total", "counter", "Every status counter by name: drops by reason, relay, handoffs between reactors.",
                s.counters.keys.sorted().map { ([("name", $0)], Double(s.counters[$0]!)) })
