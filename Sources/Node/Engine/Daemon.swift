@@ -21,7 +21,9 @@
 //   CoreDriver.swift      lane 0 driving NodeCore: drain order, shard sync, the one timer, events
 //   StatusAssembly.swift  the status object for the control socket
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
-//   IOAdapters.swift, ControlServer.swift, StateStore.swift, Interface.swift: one adapter per I/O source
+//   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
+//   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
+//   Interface.swift: one adapter per I/O source
 //
 // It owns the state machines, feeds them reactor events and the clock
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
