@@ -202,6 +202,13 @@ final class WsctlVerbTests: XCTestCase {
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
     }
 
+    func testPortMappingMetric() {
+        var s = report()
+        XCTAssertFalse(PrometheusText.render(s).contains("whalescale_port_mapping{"))
+        s.node.endpoints.append(.init(addr: "11.0.0.3:51820", source: .pcp))
+        XCTAssertTrue(PrometheusText.render(s).contains("\nwhalescale_port_mapping{protocol=\"pcp\",external=\"11.0.0.3:51820\"} 1\n"))
+    }
+
     // MARK: the metrics HTTP listener's bytes
 
     func testMetricsHTTP() {
