@@ -46,7 +46,6 @@ final class ControlServer {
         var pending: [UInt8] = []
         /// A request line came: what is read after it is ignored.
         var asked = false
-        var refused = false
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -107,12 +106,6 @@ final class ControlServer {
             }
             let client = Client(fd: c)
             clients[c] = client
-            if let refusal = permission(c) {
-                counters["control_refused", default: 0] &+= 1
-                client.refused = true
-                answer(client, ControlCodec.encode(refusal.response))
-                continue
-            }
             do {
                 client.registration = try reactor.register(fd: c, events: .readable) { [unowned self, unowned client] ev in
                     self.ready(client, ev)
@@ -123,6 +116,12 @@ final class ControlServer {
             }
             client.timer = reactor.addTimer(after: Self.clientTimeoutNs) { [unowned self, weak client] in
                 if let client { self.drop(client) }
+            }
+            // Registered and timed first, so that a refusal the socket cannot take at once is still cut off.
+            if let refusal = permission(c) {
+                counters["control_refused", default: 0] &+= 1
+                client.asked = true
+                answer(client, ControlCodec.encode(refusal.response))
             }
         }
     }
@@ -191,7 +190,8 @@ final class ControlServer {
     }
 
     private func drop(_ c: Client) {
-        guard clients.removeValue(forKey: c.fd) != nil else { return }
+        guard clients[c.fd] === c else { return }  // already dropped (its fd may be another client's now)
+        clients[c.fd] = nil
         if let r = c.registration { reactor.deregister(r) }
         if let t = c.timer { reactor.cancelTimer(t) }
         FileDescriptor.close(c.fd)

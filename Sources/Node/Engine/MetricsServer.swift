@@ -117,7 +117,8 @@ final class MetricsServer {
     }
 
     private func drop(_ c: Client) {
-        guard clients.removeValue(forKey: c.fd) != nil else { return }
+        guard clients[c.fd] === c else { return }  // already dropped (its fd may be another client's now)
+        clients[c.fd] = nil
         if let r = c.registration { reactor.deregister(r) }
         if let t = c.timer { reactor.cancelTimer(t) }
         FileDescriptor.close(c.fd)

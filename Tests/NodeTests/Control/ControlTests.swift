@@ -269,10 +269,10 @@ final class ControlTests: XCTestCase {
             endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
             anchors: anchor-1 reachable, anchor-2 unreachable
 
-            PEER      ADDRESS                        REACHED                                     HANDSHAKE  RX        TX
-            anchor-1  10.77.0.10/32                  direct 203.0.113.10:51820                   12s ago    1.1 MiB   340.0 KiB
-            laptop    10.77.0.20/32,192.168.50.0/24  relay via anchor-1, lan 192.168.1.20:51820  1m3s ago   88.0 KiB  512 B
-            phone     10.77.0.30/32                  idle                                        never      0 B       0 B
+            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX
+            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB
+            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B
+            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B
 
             drops: bad_mac=1, replay=3
 

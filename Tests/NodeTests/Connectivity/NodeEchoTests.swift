@@ -7,7 +7,7 @@ import XCTest
 /// `wsctl ping`'s core side (Protocol/Connectivity/Echo.swift): an
 /// ECHO_REQUEST answered by the peer's NodeCore on the path it came, the reply
 /// naming that path; late replies counted; the table bounded.
-final class EchoTests: XCTestCase {
+final class NodeEchoTests: XCTestCase {
     func echoes(_ sim: NetSim, _ i: Int) -> [EchoResult] {
         sim.events(i).compactMap { if case .echoReply(let r) = $0 { return r } else { return nil } }
     }
