@@ -94,58 +94,59 @@ ok "lab up: e1-e2 direct, d1-d2 relayed"
 
 # ── status ───────────────────────────────────────────────────────────────────
 t=$(ctl e1 status)
-echo "$t" | grep -Eq '^PEER +ADDRESS +STATE +REACHED +RTT +HANDSHAKE +RX +TX$' || fail "status header: $t"
-echo "$t" | grep -Eq '^e2 +10\.77\.0\.12/32 +up +direct 11\.0\.0\.2:[0-9]+ +[0-9.]+ms ' || fail "status row for e2: $t"
-echo "$t" | grep -Eq '^nat: endpoint-independent \(a[12] saw 11\.0\.0\.1:' || fail "status nat line: $t"
-echo "$t" | grep -q '^anchors: a1 reachable, a2 reachable$' || fail "status anchors: $t"
-ctl d1 status | grep -Eq '^d2 +10\.77\.0\.22/32 +up +relay via a[12] ' || fail "d1's status row for d2: $(ctl d1 status)"
+grep -Eq '^PEER +ADDRESS +STATE +REACHED +RTT +HANDSHAKE +RX +TX$' <<<"$t" || fail "status header: $t"
+grep -Eq '^e2 +10\.77\.0\.12/32 +up +direct 11\.0\.0\.2:[0-9]+ +[0-9.]+ms ' <<<"$t" || fail "status row for e2: $t"
+grep -Eq '^nat: endpoint-independent \(a[12] saw 11\.0\.0\.1:' <<<"$t" || fail "status nat line: $t"
+grep -q '^anchors: a1 reachable, a2 reachable$' <<<"$t" || fail "status anchors: $t"
+out=$(ctl d1 status); grep -Eq '^d2 +10\.77\.0\.22/32 +up +relay via a[12] ' <<<"$out" || fail "d1's status row for d2: $(ctl d1 status)"
 json e1 | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); assert s["version"]==1 and len(s["node"]["nat"]["evidence"])==2, s["node"]' \
   || fail "status --json lacks the NAT evidence"
 ok "status table and json"
 
 # ── ping ─────────────────────────────────────────────────────────────────────
 out=$(ctl e1 ping -c 3 -i 0.2 e2) || fail "ping e2 exited non-zero: $out"
-[ "$(echo "$out" | grep -Ec '^pong from e2 \(10\.77\.0\.12\) via direct 11\.0\.0\.2:[0-9]+ in [0-9.]+ ms$')" = 3 ] || fail "ping e2: $out"
-echo "$out" | grep -Eq '^--- e2: 3 sent, 3 received, 0% lost; rtt min/avg/max [0-9.]+/[0-9.]+/[0-9.]+ ms$' || fail "ping summary: $out"
+[ "$(grep -Ec '^pong from e2 \(10\.77\.0\.12\) via direct 11\.0\.0\.2:[0-9]+ in [0-9.]+ ms$' <<<"$out")" = 3 ] || fail "ping e2: $out"
+grep -Eq '^--- e2: 3 sent, 3 received, 0% lost; rtt min/avg/max [0-9.]+/[0-9.]+/[0-9.]+ ms$' <<<"$out" || fail "ping summary: $out"
 out=$(ctl d1 ping -c 2 -i 0.2 10.77.0.22) || fail "ping d2 by address exited non-zero: $out"
-echo "$out" | grep -Eq '^pong from d2 \(10\.77\.0\.22\) via relay a[12] \(203\.0\.113\.[12]0:51820\) in [0-9.]+ ms$' || fail "ping d2 via relay: $out"
+grep -Eq '^pong from d2 \(10\.77\.0\.22\) via relay a[12] \(203\.0\.113\.[12]0:51820\) in [0-9.]+ ms$' <<<"$out" || fail "ping d2 via relay: $out"
 out=$(ctl d2 ping -c 1 "${pub[d1]}") || fail "ping d1 by key: $out"
-echo "$out" | grep -q '^pong from d1 ' || fail "ping by key: $out"
+grep -q '^pong from d1 ' <<<"$out" || fail "ping by key: $out"
+# ghost never runs: the request goes out (relayed while a path is sought, as data would), nothing answers.
 if out=$(ctl e1 ping -c 2 -i 0.1 --timeout 0.5 ghost 2>&1); then fail "ping ghost answered?! $out"; fi
-echo "$out" | grep -q '^no pong from ghost (10.77.0.99) within 500 ms$' || fail "ping ghost: $out"
-echo "$out" | grep -q '2 sent, 0 received, 100% lost' || fail "ping ghost summary: $out"
+[ "$(grep -c '^no pong from ghost (10.77.0.99) within 500 ms$' <<<"$out")" = 2 ] || fail "ping ghost: $out"
+grep -q '^--- ghost: 2 sent, 0 received, 100% lost$' <<<"$out" || fail "ping ghost summary: $out"
 if out=$(ctl e1 ping -c 1 nosuchpeer 2>&1); then fail "ping of an unknown peer succeeded: $out"; fi
-echo "$out" | grep -q 'no peer "nosuchpeer"' || fail "unknown peer message: $out"
+grep -q 'no peer "nosuchpeer"' <<<"$out" || fail "unknown peer message: $out"
 ok "ping: direct, relay, by address and key, unanswered exits 1, unknown peer refused"
 
 # ── netcheck ─────────────────────────────────────────────────────────────────
 out=$(ctl d1 netcheck)
-echo "$out" | grep -q '^nat: endpoint-dependent$' || fail "netcheck d1: $out"
-echo "$out" | grep -Eq '^  a1 saw 11\.0\.0\.3:[0-9]+ ' || fail "netcheck d1 evidence a1: $out"
-echo "$out" | grep -Eq '^  a2 saw 11\.0\.0\.3:[0-9]+ ' || fail "netcheck d1 evidence a2: $out"
-echo "$out" | grep -q 'different public ports' || fail "netcheck d1 verdict: $out"
-echo "$out" | grep -q '^port mapping: none in force' || fail "netcheck port mapping: $out"
-echo "$out" | grep -Eq '^ipv4: yes \(local 192\.168\.3\.10; public 11\.0\.0\.3\)$' || fail "netcheck ipv4: $out"
-echo "$out" | grep -q '^lan peers: none$' || fail "netcheck lan peers: $out"
-ctl e1 netcheck | grep -q '^nat: endpoint-independent$' || fail "netcheck e1: $(ctl e1 netcheck)"
+grep -q '^nat: endpoint-dependent$' <<<"$out" || fail "netcheck d1: $out"
+grep -Eq '^  a1 saw 11\.0\.0\.3:[0-9]+ ' <<<"$out" || fail "netcheck d1 evidence a1: $out"
+grep -Eq '^  a2 saw 11\.0\.0\.3:[0-9]+ ' <<<"$out" || fail "netcheck d1 evidence a2: $out"
+grep -q 'different public ports' <<<"$out" || fail "netcheck d1 verdict: $out"
+grep -q '^port mapping: none in force' <<<"$out" || fail "netcheck port mapping: $out"
+grep -Eq '^ipv4: yes \(local 192\.168\.3\.10; public 11\.0\.0\.3\)$' <<<"$out" || fail "netcheck ipv4: $out"
+grep -q '^lan peers: none$' <<<"$out" || fail "netcheck lan peers: $out"
+out=$(ctl e1 netcheck); grep -q '^nat: endpoint-independent$' <<<"$out" || fail "netcheck e1: $(ctl e1 netcheck)"
 ctl d1 netcheck --json | "$LAB_PY" -c 'import json,sys; r=json.load(sys.stdin); assert r["nat_mapping"]=="endpoint-dependent" and len(r["evidence"])==2 and r["ipv4"]["available"], r' \
   || fail "netcheck --json"
 ok "netcheck names the NAT type with evidence"
 
 # ── explain ──────────────────────────────────────────────────────────────────
 out=$(ctl d1 explain d2)
-echo "$out" | grep -Eq '^\* relay via a[12] \(203\.0\.113\.[12]0:51820\)' || fail "explain d2: active relay path: $out"
-echo "$out" | grep -Eq '^active: relay via a[12]$' || fail "explain d2 active: $out"
-echo "$out" | grep -q '^why: ' || fail "explain d2 why: $out"
-echo "$out" | grep -q '^to make it direct: .*endpoint-dependent.*port mapping' || fail "explain d2 fix: $out"
+grep -Eq '^\* relay via a[12] \(203\.0\.113\.[12]0:51820\)' <<<"$out" || fail "explain d2: active relay path: $out"
+grep -Eq '^active: relay via a[12]$' <<<"$out" || fail "explain d2 active: $out"
+grep -q '^why: ' <<<"$out" || fail "explain d2 why: $out"
+grep -q '^to make it direct: .*endpoint-dependent.*port mapping' <<<"$out" || fail "explain d2 fix: $out"
 out=$(ctl e1 explain 10.77.0.12)
-echo "$out" | grep -Eq '^\* direct 11\.0\.0\.2:[0-9]+ .*answers pings' || fail "explain e2 path: $out"
-echo "$out" | grep -q '^why: a direct path answers its pings' || fail "explain e2 why: $out"
-echo "$out" | grep -Eq '^gossip record: seq [0-9]+' || fail "explain e2 gossip record: $out"
+grep -Eq '^\* direct 11\.0\.0\.2:[0-9]+ .*answers pings' <<<"$out" || fail "explain e2 path: $out"
+grep -q '^why: a direct path answers its pings' <<<"$out" || fail "explain e2 why: $out"
+grep -Eq '^gossip record: seq [0-9]+' <<<"$out" || fail "explain e2 gossip record: $out"
 ok "explain names the paths and why"
 
 # ── metrics: wsctl, then HTTP ────────────────────────────────────────────────
-ctl e1 metrics | grep -q '^whalescale_peer_up{peer="e2"} 1$' || fail "wsctl metrics"
+out=$(ctl e1 metrics); grep -q '^whalescale_peer_up{peer="e2"} 1$' <<<"$out" || fail "wsctl metrics"
 wait_tcp_listen "$(lab_ns e1)" 9586 10 || fail "metrics listener not up"
 http() { lab_exec e1 curl -s -m 5 -o "$LAB_DIR/http.body" -w '%{http_code}' "$@"; }
 [ "$(http http://127.0.0.1:9586/metrics)" = 200 ] || fail "GET /metrics"
@@ -184,15 +185,22 @@ ok "metrics over HTTP; bad clients answered, cut off and counted"
 install -m 0755 "$bin/wsctl" "$LAB_DIR/run/wsctl"
 chmod 0711 "$LAB_DIR"; chmod 0755 "$LAB_DIR/run"
 if out=$(runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/e1.sock" status 2>&1); then fail "nobody read the status: $out"; fi
-echo "$out" | grep -q 'Permission denied' || fail "nobody, 0600 socket: $out"
+grep -q 'Permission denied' <<<"$out" || fail "nobody, 0600 socket: $out"
 # Even when the file mode is opened by mistake, the daemon checks the peer's uid (SO_PEERCRED).
 chmod 0666 "$LAB_DIR/run/e1.sock"
 if out=$(runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/e1.sock" status 2>&1); then fail "nobody read the status through a 0666 socket: $out"; fi
-echo "$out" | grep -q 'permission denied: uid 65534' || fail "nobody, 0666 socket: $out"
+grep -q 'permission denied: uid 65534' <<<"$out" || fail "nobody, 0666 socket: $out"
 if runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/e1.sock" ping -c 1 e2 >/dev/null 2>&1; then fail "nobody could ping"; fi
 chmod 0700 "$LAB_DIR"
 [ "$(json e1 | "$LAB_PY" -c 'import json,sys; print(json.load(sys.stdin)["counters"].get("control_refused",0))')" -ge 2 ] || fail "control_refused not counted"
 ctl e1 status >/dev/null || fail "root's status after the refusals"
 ok "control socket refuses uid 65534 (file mode, then SO_PEERCRED), counted"
+
+# ── a peer that stops answering: ping says so and exits 1 ───────────────────
+lab_kill_tag d-e2
+if out=$(ctl e1 ping -c 2 -i 0.1 --timeout 0.5 e2 2>&1); then fail "ping of a stopped e2 answered: $out"; fi
+[ "$(grep -c '^no pong from e2 (10.77.0.12) within 500 ms$' <<<"$out")" = 2 ] || fail "ping stopped e2: $out"
+grep -q '^--- e2: 2 sent, 0 received, 100% lost$' <<<"$out" || fail "ping stopped e2 summary: $out"
+ok "ping of a stopped peer: no pong, exit 1"
 
 echo "PASS: wsctl verbs against live daemons"

@@ -46,7 +46,7 @@ extension Daemon {
         let p = PeerID(rawValue: index)
         let now = Self.now()
         guard let txid = core.startEcho(to: p, now: now) else {
-            return reply(.error("cannot send to \(report.peers[index].name): no session and none can be started"))
+            return reply(.error("cannot send to \(report.peers[index].name): no path to it (no address known, no reachable anchor to relay through) and no session"))
         }
         let timer = reactor.addTimer(after: UInt64(timeoutMs) * 1_000_000) { [unowned self] in
             guard let e = self.pendingEchoes.removeValue(forKey: txid) else { return }

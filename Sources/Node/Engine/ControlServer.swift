@@ -7,8 +7,8 @@
 // Who may ask: the file mode is the first gate; on accept the server also asks
 // the kernel who connected (SO_PEERCRED) and answers anyone but root, the
 // daemon's own uid and members of the control group with a "permission denied"
-// line (counted: `control_refused`), so a socket made world-writable by mistake
-// still serves nobody else.
+// line instead of running the request (counted: `control_refused`), so a
+// socket made world-writable by mistake still serves nobody else.
 //
 // A request may be answered later (`ping` waits for a reply from the network):
 // the handler gets a `reply` closure; the connection stays registered, without
@@ -46,6 +46,8 @@ final class ControlServer {
         var pending: [UInt8] = []
         /// A request line came: what is read after it is ignored.
         var asked = false
+        /// Not the owner nor in the control group: every request gets this.
+        var refusal: ControlRequestError?
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -117,11 +119,12 @@ final class ControlServer {
             client.timer = reactor.addTimer(after: Self.clientTimeoutNs) { [unowned self, weak client] in
                 if let client { self.drop(client) }
             }
-            // Registered and timed first, so that a refusal the socket cannot take at once is still cut off.
+            // Answered once its request line is read (a client that is still
+            // writing would otherwise get EPIPE instead of the reason), and
+            // cut off by the timer like any other if it never sends one.
             if let refusal = permission(c) {
                 counters["control_refused", default: 0] &+= 1
-                client.asked = true
-                answer(client, ControlCodec.encode(refusal.response))
+                client.refusal = refusal
             }
         }
     }
@@ -154,6 +157,10 @@ final class ControlServer {
                 continue
             case .line(let line):
                 c.asked = true
+                if let refusal = c.refusal {
+                    answer(c, ControlCodec.encode(refusal.response))
+                    return
+                }
                 switch ControlCodec.decodeRequest(line) {
                 case .failure(let e):
                     answer(c, ControlCodec.encode(e.response))
@@ -165,7 +172,7 @@ final class ControlServer {
                 }
                 return
             case .tooLong:
-                answer(c, ControlCodec.encode(ControlRequestError.tooLong(limit: ControlCodec.maxRequestBytes).response))
+                answer(c, ControlCodec.encode((c.refusal ?? ControlRequestError.tooLong(limit: ControlCodec.maxRequestBytes)).response))
                 return
             }
         }

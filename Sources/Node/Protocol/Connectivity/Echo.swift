@@ -58,12 +58,16 @@ struct EchoTable: Sendable {
 
 extension NodeCore {
     /// Sends an ECHO_REQUEST to `p` through its session (on the active path;
-    /// queued and a handshake started if there is no session yet). Returns the
+    /// queued and a handshake started if there is no session yet, as data
+    /// would be; a peer without a path gets one first). Returns the
     /// txid that the `.echoReply` event will carry, or nil when `p` is not a
     /// peer or the request could be neither sent nor queued.
     public mutating func startEcho(to p: PeerID, now: Instant) -> UInt64? {
         start(now)
         guard isPeer(p) else { return nil }
+        // As for data (`sendPacket`): a peer without a path gets one now (its
+        // static endpoint, or a relay through an anchor while a direct path is sought).
+        if paths[p].active == nil { ensurePath(p, now: now) }
         let txid = rng.next()
         guard sendControl(.echoRequest(txid: txid), to: p, now: now) else { return nil }
         echoes.add(EchoTable.Pending(txid: txid, peer: p, sentAt: now))
