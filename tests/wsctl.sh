@@ -144,6 +144,9 @@ grep -Eq '^\* direct 11\.0\.0\.2:[0-9]+ .*answers pings' <<<"$out" || fail "expl
 grep -q '^why: a direct path answers its pings' <<<"$out" || fail "explain e2 why: $out"
 grep -Eq '^gossip record: seq [0-9]+' <<<"$out" || fail "explain e2 gossip record: $out"
 ok "explain names the paths and why"
+show() { sed 's/^/    | /'; }
+{ echo "  e1: wsctl status"; ctl e1 status | show; echo "  d1: wsctl netcheck"; ctl d1 netcheck | show
+  echo "  d1: wsctl explain d2"; ctl d1 explain d2 | show; echo "  e1: wsctl explain e2"; ctl e1 explain e2 | show; }
 
 # ── metrics: wsctl, then HTTP ────────────────────────────────────────────────
 out=$(ctl e1 metrics); grep -q '^whalescale_peer_up{peer="e2"} 1$' <<<"$out" || fail "wsctl metrics"

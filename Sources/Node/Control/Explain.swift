@@ -6,7 +6,7 @@
 //   laptop (10.77.0.20/32): up, last handshake 12s ago
 //   key 3q2+7w...=
 //   paths (active first):
-//   * relay via anchor-1 (203.0.113.10:51820)  rtt 4.1 ms, loss 0%, answers pings
+//   * relay via anchor-1 (203.0.113.10:51820)  rtt 4.1 ms, loss 0%, anchor reachable
 //     direct 198.51.100.20:40002  no answer to pings  [gossip: self-signed record seq 7 (observed)]
 //   gossip record: seq 7: 192.168.1.20:51820 (local), 198.51.100.20:40002 (observed)
 //   active: relay via anchor-1
@@ -52,7 +52,11 @@ public enum Explain {
         var probe: [String] = []
         if let rtt = path.rttMs { probe.append("rtt \(EchoReport.formatMs(rtt)) ms") }
         if let loss = path.loss { probe.append("loss \(Int((loss * 100).rounded()))%") }
-        probe.append(path.usable ? "answers pings" : (path.rttMs == nil ? "no answer to pings yet" : "stopped answering pings"))
+        if path.kind == .relay {
+            probe.append(path.usable ? "anchor reachable" : "anchor unreachable")
+        } else {
+            probe.append(path.usable ? "answers pings" : (path.rttMs == nil ? "no answer to pings yet" : "stopped answering pings"))
+        }
         l += "  " + probe.joined(separator: ", ")
         let who = attestation(path, peer: p)
         if !who.isEmpty { l += "  [\(who.joined(separator: "; "))]" }

@@ -64,7 +64,7 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     let drops = s.counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }
     if !drops.isEmpty {
         out.append("")
-        out.append("drops: " + drops.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        out.append("counters: " + drops.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
     }
     if !s.warnings.isEmpty {
         out.append("")

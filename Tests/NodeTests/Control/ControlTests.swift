@@ -274,7 +274,7 @@ final class ControlTests: XCTestCase {
             laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B
             phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B
 
-            drops: bad_mac=1, replay=3
+            counters: bad_mac=1, replay=3
 
             warnings:
               - anchor anchor-2 is unreachable: only one anchor is up

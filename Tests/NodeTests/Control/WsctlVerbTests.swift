@@ -173,7 +173,7 @@ final class WsctlVerbTests: XCTestCase {
             h3 (10.77.0.23/32): up, last handshake 1m10s ago
             key h3key
             paths (active first; * = carries data now):
-            * relay via anchor-1 (203.0.113.10:51820)  rtt 4.1 ms, loss 0%, answers pings  [the anchor relays for both sides]
+            * relay via anchor-1 (203.0.113.10:51820)  rtt 4.1 ms, loss 0%, anchor reachable  [the anchor relays for both sides]
               direct 11.0.0.4:40007  no answer to pings yet  [gossip: self-signed record seq 9 (observed)]
             gossip record: seq 9, signed by the peer: 192.168.4.10:51820 (local), 11.0.0.4:40007 (observed), 11.0.0.4:40008 (observed)
             active: relay via anchor-1
