@@ -221,7 +221,7 @@ final class ControlTests: XCTestCase {
 
     func testErrorResponsesAreOneLine() {
         let line = ControlCodec.respond(to: Array("{\"verb\":\"reboot\"}\n".utf8)) { _ in XCTFail("handler called"); return .error("") }
-        XCTAssertEqual(String(decoding: line, as: UTF8.self), "{\"error\":\"unknown verb \\\"reboot\\\" (known: status)\",\"ok\":false}\n")
+        XCTAssertEqual(String(decoding: line, as: UTF8.self), "{\"error\":\"unknown verb \\\"reboot\\\" (known: status, ping)\",\"ok\":false}\n")
         // A hostile verb is echoed bounded and escaped: still one line.
         let hostile = "{\"verb\":\"a\\nb" + String(repeating: "x", count: 1000) + "\"}"
         let answer = ControlCodec.respond(to: Array(hostile.utf8)) { _ in .error("") }
