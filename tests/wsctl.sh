@@ -155,6 +155,8 @@ http() { lab_exec e1 curl -s -m 5 -o "$LAB_DIR/http.body" -w '%{http_code}' "$@"
 [ "$(http http://127.0.0.1:9586/metrics)" = 200 ] || fail "GET /metrics"
 grep -q '^whalescale_peer_up{peer="e2"} 1$' "$LAB_DIR/http.body" || fail "HTTP metrics body: $(head -20 "$LAB_DIR/http.body")"
 grep -q '^# TYPE whalescale_counter_total counter$' "$LAB_DIR/http.body" || fail "HTTP metrics TYPE lines"
+grep -Eq '^whalescale_peer_handshakes_total\{peer="e2",result="completed"\} [1-9]' "$LAB_DIR/http.body" || fail "HTTP metrics: no completed handshake with e2"
+grep -Eq '^whalescale_peer_rx_packets_total\{peer="e2"\} [1-9]' "$LAB_DIR/http.body" || fail "HTTP metrics: no packets from e2"
 [ "$(http http://127.0.0.1:9586/)" = 404 ] || fail "GET / not 404"
 [ "$(http -X POST http://127.0.0.1:9586/metrics)" = 405 ] || fail "POST not 405"
 # A silent client, a malformed one and an oversized head, all at once; the daemon keeps serving.

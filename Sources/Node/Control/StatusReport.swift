@@ -202,6 +202,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// Session messages that authenticated from / were sent to this peer (as `rx_bytes`/`tx_bytes`).
+        public var rxPackets: UInt64
+        public var txPackets: UInt64
+        /// Handshakes with this peer that completed, and that gave up unanswered, since start.
+        public var handshakesCompleted: UInt64
+        public var handshakesFailed: UInt64
         /// A hole-punching round to this peer is running now.
         public var punching: Bool
         /// Seconds until a relayed peer's next try for a direct path; nil when none is scheduled.
@@ -210,8 +216,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil
+            gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
+            rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0
         ) {
+            self.rxPackets = rxPackets
+            self.txPackets = txPackets
+            self.handshakesCompleted = handshakesCompleted
+            self.handshakesFailed = handshakesFailed
             self.punching = punching
             self.nextDirectRetrySeconds = nextDirectRetrySeconds
             self.name = name
@@ -235,6 +246,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case txBytes = "tx_bytes"
             case paths, gossip, punching
             case nextDirectRetrySeconds = "next_direct_retry_s"
+            case rxPackets = "rx_packets"
+            case txPackets = "tx_packets"
+            case handshakesCompleted = "handshakes_completed"
+            case handshakesFailed = "handshakes_failed"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -252,6 +267,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
             punching = try c.decodeIfPresent(Bool.self, forKey: .punching) ?? false
             nextDirectRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .nextDirectRetrySeconds)
+            rxPackets = try c.decodeIfPresent(UInt64.self, forKey: .rxPackets) ?? 0
+            txPackets = try c.decodeIfPresent(UInt64.self, forKey: .txPackets) ?? 0
+            handshakesCompleted = try c.decodeIfPresent(UInt64.self, forKey: .handshakesCompleted) ?? 0
+            handshakesFailed = try c.decodeIfPresent(UInt64.self, forKey: .handshakesFailed) ?? 0
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -269,6 +288,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(gossip, forKey: .gossip)
             try c.encode(punching, forKey: .punching)
             try c.encode(nextDirectRetrySeconds.flatMap { $0.isFinite ? $0 : nil }, forKey: .nextDirectRetrySeconds)
+            try c.encode(rxPackets, forKey: .rxPackets)
+            try c.encode(txPackets, forKey: .txPackets)
+            try c.encode(handshakesCompleted, forKey: .handshakesCompleted)
+            try c.encode(handshakesFailed, forKey: .handshakesFailed)
         }
     }
 

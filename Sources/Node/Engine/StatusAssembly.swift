@@ -41,7 +41,10 @@ extension Daemon {
                     })
                 },
                 punching: p.punching,
-                nextDirectRetrySeconds: p.nextDirectRetry.map { $0 > now ? ($0 - now).seconds : 0 }))
+                nextDirectRetrySeconds: p.nextDirectRetry.map { $0 > now ? ($0 - now).seconds : 0 },
+                rxPackets: p.session?.counters.rxPackets ?? 0, txPackets: p.session?.counters.txPackets ?? 0,
+                handshakesCompleted: p.session?.counters.handshakesCompleted ?? 0,
+                handshakesFailed: p.session?.counters.handshakesFailed ?? 0))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings

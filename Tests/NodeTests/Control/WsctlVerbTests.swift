@@ -141,6 +141,12 @@ final class WsctlVerbTests: XCTestCase {
     func testNetcheckMappingLANAndJSON() throws {
         var s = report()
         s.node.endpoints.append(.init(addr: "[2001:db8::7]:51820", source: .local))
+        s.peers[1].rxPackets = 5
+        s.peers[1].handshakesCompleted = 2
+        let text = PrometheusText.render(s)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_rx_packets_total{peer=\"h2\"} 5\n"), text)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_handshakes_total{peer=\"h2\",result=\"completed\"} 2\n"), text)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_handshakes_total{peer=\"h2\",result=\"failed\"} 0\n"), text)
         s.node.endpoints.append(.init(addr: "11.0.0.3:51820", source: .pcp))
         s.peers[1].paths.append(.init(kind: .lan, remote: "192.168.3.11:51820", active: false, usable: true))
         let r = NetcheckReport(s)
@@ -202,9 +208,15 @@ final class WsctlVerbTests: XCTestCase {
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
     }
 
-    func testPortMappingMetric() {
+    func testPacketHandshakeAndPortMappingMetrics() {
         var s = report()
         XCTAssertFalse(PrometheusText.render(s).contains("whalescale_port_mapping{"))
+        s.peers[1].rxPackets = 5
+        s.peers[1].handshakesCompleted = 2
+        let text = PrometheusText.render(s)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_rx_packets_total{peer=\"h2\"} 5\n"), text)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_handshakes_total{peer=\"h2\",result=\"completed\"} 2\n"), text)
+        XCTAssertTrue(text.contains("\nwhalescale_peer_handshakes_total{peer=\"h2\",result=\"failed\"} 0\n"), text)
         s.node.endpoints.append(.init(addr: "11.0.0.3:51820", source: .pcp))
         XCTAssertTrue(PrometheusText.render(s).contains("\nwhalescale_port_mapping{protocol=\"pcp\",external=\"11.0.0.3:51820\"} 1\n"))
     }
