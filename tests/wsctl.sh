@@ -4,7 +4,8 @@
 # netcheck (names the NAT type with each anchor's evidence), explain (names the
 # paths and why), metrics (wsctl and the daemon's HTTP listener, which a
 # malformed or silent client cannot break), and the control socket refusing
-# another uid.
+# another uid (by its mode, and by SO_PEERCRED when the mode is opened) while
+# serving a member of node.control_group.
 #
 #                    ns <P>-internet (bridge br0; no uplink)
 #     ┌──────────────┬──────────────┴──┬───────────────┬───────────────┐
@@ -13,7 +14,8 @@
 #
 # Overlay ws0: a1 10.77.0.1, a2 .2, e1 .11, e2 .12, d1 .21, d2 .22. e1 also
 # lists "ghost" (10.77.0.99), a member that never runs: its ping must fail.
-# e1 serves metrics on 127.0.0.1:9586 (inside its namespace).
+# e1 serves metrics on 127.0.0.1:9586 (inside its namespace); d2's control
+# socket is also for the group nogroup.
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,11 +47,14 @@ for n in $nodes ghost; do
   chmod 600 "$LAB_DIR/$n.key"
   pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
 done
+group_ok=; getent group nogroup >/dev/null && id nobody >/dev/null 2>&1 && group_ok=1
 for n in $nodes; do
   anchor=false; case $n in a*) anchor=true;; esac
   {
     printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\nport_mapping = []\n' \
       "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$LAB_DIR/$n-state" "$LAB_DIR/run/$n.sock"
+    # d2's socket is for root and the group nogroup too (nobody's primary group on Debian).
+    [ "$n" = d2 ] && [ -n "$group_ok" ] && printf 'control_group = "nogroup"\n' 
     for m in $nodes; do
       [ "$m" = "$n" ] && continue
       printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\n' "$m" "${pub[$m]}" "${ov[$m]}"
@@ -196,6 +201,15 @@ chmod 0666 "$LAB_DIR/run/e1.sock"
 if out=$(runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/e1.sock" status 2>&1); then fail "nobody read the status through a 0666 socket: $out"; fi
 grep -q 'permission denied: uid 65534' <<<"$out" || fail "nobody, 0666 socket: $out"
 if runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/e1.sock" ping -c 1 e2 >/dev/null 2>&1; then fail "nobody could ping"; fi
+# With node.control_group the socket is 0660 for that group, and its members are served.
+if [ -n "$group_ok" ]; then
+  [ "$(stat -c '%a %G' "$LAB_DIR/run/d2.sock")" = "660 nogroup" ] || fail "d2's socket: $(stat -c '%a %G' "$LAB_DIR/run/d2.sock")"
+  out=$(runuser -u nobody -- "$LAB_DIR/run/wsctl" --socket "$LAB_DIR/run/d2.sock" status 2>&1) || fail "nobody (group nogroup) refused by d2: $out"
+  grep -Eq '^d1 +10\.77\.0\.21/32 +up ' <<<"$out" || fail "nobody's status of d2: $out"
+  ok "control_group: a member of the group is served"
+else
+  echo "SKIP: control_group: this host has no user nobody or group nogroup"
+fi
 chmod 0700 "$LAB_DIR"
 [ "$(json e1 | "$LAB_PY" -c 'import json,sys; print(json.load(sys.stdin)["counters"].get("control_refused",0))')" -ge 2 ] || fail "control_refused not counted"
 ctl e1 status >/dev/null || fail "root's status after the refusals"
