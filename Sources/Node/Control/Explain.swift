@@ -123,6 +123,9 @@ public enum Explain {
             var why: String
             if direct.isEmpty {
                 why = "no direct address of the peer is known to try (no gossip record with a public endpoint, no anchor introduction yet)"
+            } else if let up = direct.first(where: \.usable) {
+                // Validated but not chosen: the path manager's preference (PathManager.preferredOverActive) said no, for now.
+                return (name, "\(StatusText.path(up)) answers its pings but is not active yet: the path manager moves data off the relay when a validated path is preferred over it (docs/connectivity.md)", nil)
             } else {
                 why = "no direct path answered its pings (\(direct.count) tried), so data goes through the anchor"
             }

@@ -201,6 +201,10 @@ final class WsctlVerbTests: XCTestCase {
         var s = report()
         s.peers[2].gossip?.endpoints.removeLast()
         XCTAssertTrue(Explain.render(s, peer: 2).contains("to make it direct: this node is behind an endpoint-dependent (symmetric) NAT and the peer advertises no port mapping"))
+        var validated = report()
+        validated.peers[2].paths[1].usable = true
+        XCTAssertTrue(Explain.render(validated, peer: 2).contains("\nwhy: direct 11.0.0.4:40007 answers its pings but is not active yet"))
+        XCTAssertFalse(Explain.render(validated, peer: 2).contains("to make it direct"))
         s.node.nat.mapping = .endpointIndependent
         s.peers[2].paths.removeLast()
         let neither = Explain.render(s, peer: 2)
