@@ -7,7 +7,7 @@ struct Metrics: ParsableCommand {
         abstract: "Print the node's metrics in Prometheus' text format.",
         discussion: """
             Reads the status from the daemon's control socket and prints it as Prometheus \
-            exposition text (families whalescale_…: peers up, bytes per peer, the active path's RTT \
+            exposition text (families whalescale_…: peers up, bytes, packets and handshakes per peer, each path's RTT \
             and loss, anchors reachable, the NAT mapping, and every status counter as \
             whalescale_counter_total{name=…}: drops by reason, relay, handoffs, gossip, port \
             mapping), and the port mappings in force. The daemon serves the same text over HTTP \

@@ -12,7 +12,7 @@ struct Status: ParsableCommand {
             By default a table: this node's addresses, endpoints and NAT mapping, the anchors and \
             whether each answers, then for each peer its overlay address, session state, how it is \
             reached (direct ADDR:PORT, relay via ANCHOR, lan ADDR:PORT), the active path's RTT, the \
-            last handshake and bytes in and out; drop counters and warnings last. The table's \
+            last handshake and bytes in and out; counters and warnings last. The table's \
             layout may change: scripts should use --json, the stable object documented in \
             docs/status-json.md.
             """)

@@ -16,11 +16,13 @@ struct WSCtl: ParsableCommand {
               wsctl status            # peers, how each is reached, warnings
               wsctl status --json     # the stable object documented in docs/status-json.md
               wsctl ping h2           # in-tunnel ping: which path answered, in how long
-              wsctl netcheck          # NAT behaviour with evidence, port mapping, IPv4/IPv6
+              wsctl netcheck          # NAT with evidence, port mapping, IPv4/IPv6
               wsctl explain h2        # every path to h2, who attested it, why this one
-              wsctl metrics           # Prometheus text (also over HTTP with [metrics] listen)
+              wsctl metrics           # Prometheus text (HTTP too: [metrics] listen)
 
-            The verbs that talk to the daemon take --socket PATH (before or after the verb).             The socket is for the daemon's owner (and node.control_group); anyone else is refused.
+            The verbs that talk to the daemon take --socket PATH (before or after the verb). \
+            The socket is for the daemon's owner (and node.control_group); anyone else is refused. \
+            Reference: docs/wsctl.md.
             """,
         subcommands: [GenKey.self, PubKey.self, Status.self, Ping.self, Netcheck.self, ExplainPeer.self, Metrics.self])
 
