@@ -101,6 +101,17 @@ public struct Config: Sendable {
             path: node.configPath, line: source?.line(of: field) ?? peers[k].line, field: field,
             message: "is this node's own public key")
     }
+
+    /// `node.control_group` as a gid: a group of this host's group database,
+    /// or a number; nil when the config names none. `parse` does not read the
+    /// host's databases, so the daemon (at start) and `--check-config` call this.
+    public func controlGroupID() throws(ConfigError) -> gid_t? {
+        guard let name = node.controlGroup else { return nil }
+        if let g = getgrnam(name) { return g.pointee.gr_gid }
+        if let n = UInt32(name) { return n }
+        throw ConfigError(path: node.configPath, line: source?.line(of: "node.control_group"), field: "node.control_group",
+                          message: "no group \(String(reflecting: name)) on this host")
+    }
 }
 
 /// A way to ask the gateway for a port mapping (`node.port_mapping`).

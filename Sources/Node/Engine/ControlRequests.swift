@@ -73,11 +73,6 @@ extension Daemon {
                           via: r.via.map(peerName), observed: "\(r.observed)")
     }
 
-    /// `node.control_group` as a gid (a name from the group database, or a number).
-    func controlGroupID() throws -> gid_t? {
-        guard let name = config.node.controlGroup else { return nil }
-        if let g = getgrnam(name) { return g.pointee.gr_gid }
-        if let n = UInt32(name) { return n }
-        throw DaemonError("node.control_group: no group \(String(reflecting: name)) on this host")
-    }
+    /// `node.control_group` as a gid (Config.controlGroupID: an unknown name stops the start, with its line).
+    func controlGroupID() throws -> gid_t? { try config.controlGroupID() }
 }

@@ -289,6 +289,14 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"1001\"").node.controlGroup, "1001")
         XCTAssertError(nodeTable + "\ncontrol_group = \"a b\"", line: 4, field: "node.control_group", message: nil)
         XCTAssertError(nodeTable + "\ncontrol_group = \"\"", line: 4, field: "node.control_group", message: nil)
+        // The group must exist on this host (checked at start and by --check-config, not by parse).
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"root\"").controlGroupID(), 0)
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"4242\"").controlGroupID(), 4242)
+        XCTAssertNil(try Config.parse(nodeTable).controlGroupID())
+        let unknown = try Config.parse(nodeTable + "\ncontrol_group = \"no-such-group-here\"", path: "/etc/whalescale/ws0.toml")
+        XCTAssertThrowsError(try unknown.controlGroupID()) { e in
+            XCTAssertEqual("\(e)", "/etc/whalescale/ws0.toml:4: node.control_group: no group \"no-such-group-here\" on this host")
+        }
     }
 
     func testUnknownKeys() {
