@@ -125,7 +125,42 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     public struct NAT: Codable, Sendable, Equatable {
         public var mapping: NATMapping
-        public init(mapping: NATMapping) { self.mapping = mapping }
+        /// What each anchor saw our packets come from: the classification's input.
+        public var evidence: [Observation]
+        public init(mapping: NATMapping, evidence: [Observation] = []) {
+            self.mapping = mapping
+            self.evidence = evidence
+        }
+
+        enum CodingKeys: String, CodingKey { case mapping, evidence }
+
+        /// `evidence` came with later daemons of version 1: from an earlier one it is empty.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            mapping = try c.decode(NATMapping.self, forKey: .mapping)
+            evidence = try c.decodeIfPresent([Observation].self, forKey: .evidence) ?? []
+        }
+    }
+
+    /// One anchor's observation of our public address.
+    public struct Observation: Codable, Sendable, Equatable {
+        /// The anchor's name.
+        public var anchor: String
+        /// "198.51.100.7:40001": where our packets came from, as it saw them.
+        public var observed: String
+        /// Seconds since that observation.
+        public var ageSeconds: UInt64
+
+        public init(anchor: String, observed: String, ageSeconds: UInt64) {
+            self.anchor = anchor
+            self.observed = observed
+            self.ageSeconds = ageSeconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case anchor, observed
+            case ageSeconds = "age_s"
+        }
     }
 
     // `mapping` is the connectivity core's NATMapping (Protocol/Connectivity/Decisions.swift):
@@ -167,12 +202,29 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// Session messages that authenticated from / were sent to this peer (as `rx_bytes`/`tx_bytes`).
+        public var rxPackets: UInt64
+        public var txPackets: UInt64
+        /// Handshakes with this peer that completed, and that gave up unanswered, since start.
+        public var handshakesCompleted: UInt64
+        public var handshakesFailed: UInt64
+        /// A hole-punching round to this peer is running now.
+        public var punching: Bool
+        /// Seconds until a relayed peer's next try for a direct path; nil when none is scheduled.
+        public var nextDirectRetrySeconds: Double?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil
+            gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
+            rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0
         ) {
+            self.rxPackets = rxPackets
+            self.txPackets = txPackets
+            self.handshakesCompleted = handshakesCompleted
+            self.handshakesFailed = handshakesFailed
+            self.punching = punching
+            self.nextDirectRetrySeconds = nextDirectRetrySeconds
             self.name = name
             self.publicKey = publicKey
             self.address = address
@@ -192,7 +244,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip
+            case paths, gossip, punching
+            case nextDirectRetrySeconds = "next_direct_retry_s"
+            case rxPackets = "rx_packets"
+            case txPackets = "tx_packets"
+            case handshakesCompleted = "handshakes_completed"
+            case handshakesFailed = "handshakes_failed"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -208,6 +265,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             paths = try c.decode([Path].self, forKey: .paths)
             // Absent from a daemon before gossip ran.
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
+            punching = try c.decodeIfPresent(Bool.self, forKey: .punching) ?? false
+            nextDirectRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .nextDirectRetrySeconds)
+            rxPackets = try c.decodeIfPresent(UInt64.self, forKey: .rxPackets) ?? 0
+            txPackets = try c.decodeIfPresent(UInt64.self, forKey: .txPackets) ?? 0
+            handshakesCompleted = try c.decodeIfPresent(UInt64.self, forKey: .handshakesCompleted) ?? 0
+            handshakesFailed = try c.decodeIfPresent(UInt64.self, forKey: .handshakesFailed) ?? 0
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -223,6 +286,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
             try c.encode(gossip, forKey: .gossip)
+            try c.encode(punching, forKey: .punching)
+            try c.encode(nextDirectRetrySeconds.flatMap { $0.isFinite ? $0 : nil }, forKey: .nextDirectRetrySeconds)
+            try c.encode(rxPackets, forKey: .rxPackets)
+            try c.encode(txPackets, forKey: .txPackets)
+            try c.encode(handshakesCompleted, forKey: .handshakesCompleted)
+            try c.encode(handshakesFailed, forKey: .handshakesFailed)
         }
     }
 
@@ -281,15 +350,20 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var active: Bool
         /// A PATH_PONG came back over it within the validity window (nil: not reported).
         public var validated: Bool?
-        /// Whether it could carry data now (validated or recently heard; a relay
-        /// while its anchor is reachable). Nil: not reported.
-        public var usable: Bool?
+        /// Answered a ping recently (a relay path: its anchor is reachable).
+        public var usable: Bool
         /// Seconds since an authenticated packet last arrived over it; nil: never (or not reported).
         public var lastRxSecondsAgo: UInt64?
+        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config".
+        public var sources: [String]
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
                     loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
-                    lastRxSecondsAgo: UInt64? = nil) {
+                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = []) {
+            self.usable = usable ?? active
+            self.sources = sources
+            self.validated = validated
+            self.lastRxSecondsAgo = lastRxSecondsAgo
             self.kind = kind
             self.local = local
             self.remote = remote
@@ -297,15 +371,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.rttMs = rttMs
             self.loss = loss
             self.active = active
-            self.validated = validated
-            self.usable = usable
-            self.lastRxSecondsAgo = lastRxSecondsAgo
         }
 
         enum CodingKeys: String, CodingKey {
             case kind, local, remote, via
             case rttMs = "rtt_ms"
-            case loss, active, validated, usable
+            case loss, active, validated, usable, sources
             case lastRxSecondsAgo = "last_rx_s_ago"
         }
 
@@ -319,8 +390,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             active = try c.decode(Bool.self, forKey: .active)
             local = try c.decodeIfPresent(String.self, forKey: .local)
             validated = try c.decodeIfPresent(Bool.self, forKey: .validated)
-            usable = try c.decodeIfPresent(Bool.self, forKey: .usable)
+            usable = try c.decodeIfPresent(Bool.self, forKey: .usable) ?? active
             lastRxSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastRxSecondsAgo)
+            sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -334,8 +406,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(active, forKey: .active)
             try c.encodeIfPresent(local, forKey: .local)
             try c.encodeIfPresent(validated, forKey: .validated)
-            try c.encodeIfPresent(usable, forKey: .usable)
+            try c.encode(usable, forKey: .usable)
             if local != nil { try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo) }
+            try c.encode(sources, forKey: .sources)
         }
     }
 

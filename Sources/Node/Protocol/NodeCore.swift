@@ -139,6 +139,8 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
     case relayMismatch
     /// A RELAY whose hop tag does not authenticate under the sending hop's session (a forged source).
     case relayBadTag
+    /// An ECHO_REPLY (`wsctl ping`) for no request of ours in flight (late: its request timed out).
+    case echoUnexpected
 
     /// Snake-case counter name (`wsctl status` counters).
     public var name: String {
@@ -161,6 +163,7 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
         case .relayRateLimited: "relay_rate_limited"
         case .relayMismatch: "relay_mismatch"
         case .relayBadTag: "relay_bad_tag"
+        case .echoUnexpected: "echo_unexpected_reply"
         }
     }
 
@@ -193,6 +196,8 @@ public enum NodeEvent: Equatable, Sendable {
     case endpointCacheChanged
     /// `gossipSnapshot()` changed (a record taken, ours or a member's): write it to state_dir.
     case gossipRecordsChanged
+    /// The answer to an operator's ping (`startEcho`): which path it came back on, and the RTT.
+    case echoReply(EchoResult)
 }
 
 /// Why NodeCore wants to wake up (shown by `wsctl`).
@@ -309,6 +314,8 @@ public struct NodeCore: Sendable {
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
     var drops: [NodeDropReason: UInt64] = [:]
+    /// Operator pings in flight (`wsctl ping`, Echo.swift).
+    var echoes = EchoTable()
     var rng: SessionRandom
     var startedAt: Instant?
 

@@ -30,6 +30,11 @@ public struct NodeStatus: Sendable, Equatable {
         public var lastRx: Instant?
         /// Measured path MTU; nil until probed (path MTU probing is planned).
         public var mtu: Int?
+        /// Who told us the member may be at `remote` (direct paths; EndpointBook):
+        /// "gossip" (its own signed record), "candidates" (its CANDIDATES or an
+        /// anchor's introduction: unsigned hints), "cache", "config". Empty: none
+        /// did (the member's packets came from there, or a relay).
+        public var sources: [String] = []
     }
 
     public struct Peer: Sendable, Equatable {
@@ -111,7 +116,8 @@ extension NodeCore {
                     kind: path.kind, local: path.id.local, remote: path.remote, via: path.via,
                     viaName: path.via.map { members[$0.rawValue].name },
                     rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable,
-                    validated: path.isValid(now: now, timings: timings), lastRx: path.lastRx, mtu: path.mtu))
+                    validated: path.isValid(now: now, timings: timings), lastRx: path.lastRx, mtu: path.mtu,
+                    sources: path.via != nil ? [] : pathSources(id, path.remote)))
             }
             paths.sort { $0.active && !$1.active }
             peers.append(NodeStatus.Peer(
@@ -145,6 +151,22 @@ extension NodeCore {
             nat: NodeStatus.NAT(mapping: anchorTracker.nat, evidence: anchorTracker.natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
             anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.isActive,
             partitioned: recovery.isPartitioned, counters: counters)
+    }
+
+    /// EndpointBook's sources of one address of `p`, each named once, in the book's order.
+    func pathSources(_ p: PeerID, _ remote: Endpoint) -> [String] {
+        var out: [String] = []
+        for e in book.entries(for: p) where e.endpoint == remote {
+            let name: String
+            switch e.source {
+            case .config: name = "config"
+            case .cache: name = "cache"
+            case .announced: name = "candidates"
+            case .gossip: name = "gossip"
+            }
+            if !out.contains(name) { out.append(name) }
+        }
+        return out
     }
 
     func warnings(now: Instant) -> [String] {

@@ -90,6 +90,13 @@ extension NodeCore {
             }
         case .pathPong(let txid, let observed):
             receivePong(p, txid: txid, observed: observed, source: source, via: via, now: now)
+        case .echoRequest(let txid):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            // Back exactly the way it came, as a PATH_PONG: the asker learns which path answered.
+            _ = sendControl(.echoReply(txid: txid, observed: source), to: p, path: (source, via), now: now)
+        case .echoReply(let txid, let observed):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            return receiveEchoReply(p, txid: txid, observed: observed, source: source, via: via, now: now)
         case .observed(let ep):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             if anchorTracker.tracks(p) { recordObservation(p, ep, now: now) }
