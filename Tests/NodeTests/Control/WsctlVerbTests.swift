@@ -31,7 +31,8 @@ private func report() -> StatusReport {
                   paths: [.init(kind: .direct, remote: "203.0.113.10:51820", rttMs: 1.2, loss: 0, active: true, sources: ["config"])]),
             .init(name: "h2", publicKey: "h2key", address: ["10.77.0.22/32", "192.168.50.0/24"], state: .up,
                   lastHandshakeSecondsAgo: 3,
-                  paths: [.init(kind: .direct, remote: "11.0.0.2:51820", rttMs: 0.84, loss: 0, active: true, sources: ["gossip", "candidates"])],
+                  paths: [.init(kind: .direct, local: "udp0", remote: "11.0.0.2:51820", rttMs: 0.84, loss: 0, active: true,
+                                 validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"])],
                   gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)])),
             .init(name: "h3", publicKey: "h3key", address: ["10.77.0.23/32"], state: .up, lastHandshakeSecondsAgo: 70,
                   paths: [
