@@ -11,7 +11,7 @@
 #   2. default (info): the start and the session are logged, one line each, each
 #      line "<timestamp> <level> whalescaled: ..."; no debug or trace line; a
 #      ping through the tunnel adds no line (nothing per packet);
-#   3. --log-level debug adds debug lines (e.g. the routes it installs);
+#   3. --log-level debug adds debug lines (the route it installs for a2's extra prefix);
 #   4. --log-level warning: no info line at all.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +20,8 @@ bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/wait.sh"
 lab_init "ws$$"
 trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
+trap 'exit 143' TERM  # timeout(1) sends TERM: the EXIT trap above still cleans up
+trap 'exit 130' INT
 fail() { echo "FAIL: $*"; exit 1; }
 
 lab_internet
@@ -30,6 +32,9 @@ for n in a1 a2; do
   "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
   pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
 done
+# a1 routes one more prefix to a2 (outside its own /24): the daemon installs that
+# route and says so at debug level, the one debug line every start has.
+declare -A extra=([a1]=', "10.88.2.0/24"' [a2]='')
 for n in a1 a2; do
   m=a1; [ $n = a1 ] && m=a2
   cat >"$LAB_DIR/$n.toml" <<TOML
@@ -44,7 +49,7 @@ port_mapping = []
 [[peer]]
 name = "$m"
 public_key = "${pub[$m]}"
-address = "10.77.0.${ov[$m]}/32"
+address = ["10.77.0.${ov[$m]}/32"${extra[$n]}]
 endpoint = "${ip[$m]}:51820"
 anchor = true
 TOML
@@ -52,7 +57,7 @@ done
 
 # 1. A misspelt level.
 set +e
-out=$(lab_exec a1 "$bin/whalescaled" --log-level loud --config "$LAB_DIR/a1.toml" 2>&1)
+out=$(lab_exec a1 timeout 20 "$bin/whalescaled" --log-level loud --config "$LAB_DIR/a1.toml" 2>&1)
 rc=$?
 set -e
 [ $rc = 64 ] || fail "--log-level loud exited $rc, not 64 (usage error): $out"
@@ -86,7 +91,7 @@ lab_kill_tag d-a1
 
 # 3. debug
 start a1 dbg-a1 --log-level debug
-lab_wait_log dbg-a1 ' debug whalescaled: ' 30 || fail "--log-level debug logged no debug line"
+lab_wait_log dbg-a1 ' debug whalescaled: .*route 10\.88\.2\.0/24 dev ws0' 30 || fail "--log-level debug did not log the route it installed: $(cat "$(lab_log dbg-a1)")"
 echo "ok: --log-level debug adds debug lines, e.g.: $(grep -m1 ' debug ' "$(lab_log dbg-a1)")"
 lab_kill_tag dbg-a1
 
