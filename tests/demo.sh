@@ -12,7 +12,8 @@
 #      (hole punched), carol (symmetric NAT) is relayed via an anchor, a TCP
 #      transfer ran over each, and each node's `wsctl status` was printed;
 #   2. nothing of it is left: no namespace wsdemo<PID>-*, no daemon of its lab;
-#   3. a demo stopped half-way with SIGTERM also exits non-zero and leaves nothing.
+#   3. a demo stopped half-way with SIGTERM also exits non-zero and leaves nothing,
+#      and so does one whose reader goes away (./scripts/demo | head).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
@@ -96,6 +97,17 @@ if wait_until 120 grep -q '== 5\. Reaching each other' "$out/int.out"; then
 else
   tail -20 "$out/int.out"
   fail "the second demo run did not reach its daemons within 120 s"
+fi
+
+# ── 3. its reader goes away (./scripts/demo | head) ─────────────────────────
+echo "== scripts/demo --quick | head -40: SIGPIPE half-way"
+WS_BIN=$bin timeout 300 bash "$here/../scripts/demo" --quick </dev/null 2>/dev/null | head -40 >"$out/pipe.out"
+pre=$(demo_prefix "$out/pipe.out")
+if [ -z "$pre" ]; then
+  fail "the demo did not get as far as its namespaces before head stopped reading"
+else
+  gone() { [ -z "$(leftovers "$pre")" ] && [ -z "$(pgrep -f "$pre-lab" || true)" ]; }
+  wait_until 30 gone && ok "SIGPIPE: nothing of $pre-* left" || fail "SIGPIPE: left behind: $(leftovers "$pre") $(pgrep -af "$pre-lab")"
 fi
 
 [ $failed = 0 ] && echo "demo: all checks passed" || echo "demo: some checks failed"
