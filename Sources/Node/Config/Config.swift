@@ -498,6 +498,18 @@ private struct ConfigParser {
             }
             peers.append(peer)
         }
+        // An endpoint is where the tunnel's own UDP goes: inside an address we
+        // route into the tunnel, it would go through the tunnel itself (a loop).
+        for (k, peer) in peers.enumerated() {
+            guard let ep = peer.endpoint else { continue }
+            let field = "peer[\(k)].endpoint"
+            if let own = node.addresses.first(where: { $0.network.contains(ep.address, family: ep.family) }) {
+                throw fail(field, "\(ep) is inside this node's overlay prefix \(own.network) (node.address): packets to it would go through the tunnel itself")
+            }
+            if let r = routes.first(where: { $0.cidr.contains(ep.address, family: ep.family) }) {
+                throw fail(field, "\(ep) is inside \(r.cidr) of \(ref(r.field, name: peers[r.peer].name, line: r.field)), which is routed into the tunnel: packets to it would go through the tunnel itself")
+            }
+        }
         return peers
     }
 

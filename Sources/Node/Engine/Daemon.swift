@@ -256,6 +256,9 @@ public final class Daemon: @unchecked Sendable {
             logger.info("state: \(core.loadGossipSnapshot(bytes, now: now)) gossip records loaded")
         }
         recordsWriter = recordsStore.map { StateWriter(store: $0) }
+        // What we route into the tunnel is never a member's endpoint (a site's LAN
+        // behind an edge router is in its `address`): punching it would loop.
+        core.tunnelledPrefixes = config.node.addresses.map(\.network) + config.peers.flatMap(\.addresses)
         // Where we can be reached on our own interfaces (candidates for peers on the same LAN or without NAT).
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },

@@ -490,6 +490,18 @@ public struct NodeCore: Sendable {
 
     /// The host's interface addresses with our listening port (the engine
     /// calls this at start and when interfaces change). Local candidates.
+    /// The prefixes this node routes into its own tunnel: its overlay prefixes
+    /// and every member's addresses (the engine sets them at start, from the
+    /// config). An address in them is never taken as a member's endpoint: not
+    /// punched, probed or cached, and a packet heard from one (it came through
+    /// the tunnel) makes no path. Without this, an edge router whose LAN is in
+    /// a member's `address` would punch that member's LAN address, through the
+    /// tunnel, and loop.
+    public var tunnelledPrefixes: [CIDR] {
+        get { book.tunnelled }
+        set { book.tunnelled = newValue }
+    }
+
     public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
         start(now)
         book.setLocals(endpoints)

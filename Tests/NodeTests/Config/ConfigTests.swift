@@ -440,6 +440,26 @@ final class ConfigTests: XCTestCase {
                        message: "172.17.0.0/16 overlaps 172.16.0.0/12 of peer[0].address[0] (line 8)")
     }
 
+    /// A static endpoint inside an address routed into the tunnel would send the
+    /// tunnel's UDP through the tunnel (docs/site-to-site.md): refused with its line.
+    func testEndpointInsideTheOverlayIsRefused() {
+        func peers(_ endpoint: String) -> String {
+            nodeTable + """
+
+                [[peer]]
+                name = "edge2"
+                public_key = "\(keyA)"
+                address = ["10.77.0.2/32", "192.168.20.0/24"]
+                endpoint = "\(endpoint)"
+                """
+        }
+        XCTAssertError(peers("192.168.20.1:51820"), line: 8, field: "peer[0].endpoint",
+                       message: "192.168.20.1:51820 is inside 192.168.20.0/24 of peer[0].address[1] (\"edge2\", line 7), which is routed into the tunnel: packets to it would go through the tunnel itself")
+        XCTAssertError(peers("10.77.0.9:51820"), line: 8, field: "peer[0].endpoint",
+                       message: "10.77.0.9:51820 is inside this node's overlay prefix 10.77.0.0/24 (node.address): packets to it would go through the tunnel itself")
+        XCTAssertNoThrow(try Config.parse(peers("11.0.0.2:51820")), "the router's public address is fine")
+    }
+
     func testOverlapAcrossPeers() {
         let text = nodeTable + """
 

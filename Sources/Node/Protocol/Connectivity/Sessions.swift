@@ -61,6 +61,10 @@ extension NodeCore {
 
     /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
     mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
+        // Heard from an address we route into the tunnel: it came through the
+        // tunnel itself (e.g. to a LAN address of a site we route to the member).
+        // Never a path: sending there would loop.
+        if via == nil, book.isTunnelled(source) { return }
         let idx: Int
         if let found = tunnels.paths[p].pathIndex(remote: source, via: via) {
             idx = found
