@@ -13,11 +13,13 @@ struct WSCtl: ParsableCommand {
 
               (umask 077; wsctl genkey > node.key)
               wsctl pubkey < node.key
+              wsctl pubkey --wireguard < node.key   # the key stock WireGuard peers configure for us
               wsctl status            # peers, how each is reached, warnings
               wsctl status --json     # the stable object documented in docs/status-json.md
               wsctl metrics           # Prometheus text
+              wsctl show-wg           # WireGuard peers, in `wg show`'s layout
             """,
-        subcommands: [GenKey.self, PubKey.self, Status.self, Metrics.self])
+        subcommands: [GenKey.self, PubKey.self, Status.self, Metrics.self, ShowWG.self])
 
     /// `wsctl --socket PATH status` (the form DESIGN §8 documents) as well as `wsctl status --socket PATH`.
     @OptionGroup var socket: SocketOptions

@@ -60,11 +60,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var reactors: Int
         public var endpoints: [AdvertisedEndpoint]
         public var nat: NAT
+        /// The node's X25519 static key in base64: what a stock WireGuard peer
+        /// configures as this node's public key ("" from daemons before WireGuard peers).
+        public var wireGuardPublicKey: String
 
         public init(
             publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
-            reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
+            reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown),
+            wireGuardPublicKey: String = ""
         ) {
+            self.wireGuardPublicKey = wireGuardPublicKey
             self.publicKey = publicKey
             self.interface = interface
             self.address = address
@@ -81,6 +86,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case interface, address, addresses
             case listenPort = "listen_port"
             case anchor, reactors, endpoints, nat
+            case wireGuardPublicKey = "wireguard_public_key"
         }
 
         /// `addresses` and `reactors` came with version 1's later daemons: from an
@@ -96,6 +102,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             reactors = try c.decodeIfPresent(Int.self, forKey: .reactors) ?? 1
             endpoints = try c.decode([AdvertisedEndpoint].self, forKey: .endpoints)
             nat = try c.decode(NAT.self, forKey: .nat)
+            wireGuardPublicKey = try c.decodeIfPresent(String.self, forKey: .wireGuardPublicKey) ?? ""
         }
     }
 
@@ -167,12 +174,22 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// "whalescale" or "wireguard" (a stock WireGuard peer; absent from older daemons: whalescale).
+        public var kind: String
+        /// The configured persistent keepalive, seconds; nil: off.
+        public var persistentKeepaliveS: UInt64?
+        /// WireGuard peers: authenticated packets from a source other than the
+        /// active path, and how many moved it (Whalescale's rules); nil for others.
+        public var roam: Roam?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil
+            gossip: GossipRecord? = nil, kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil
         ) {
+            self.kind = kind
+            self.persistentKeepaliveS = persistentKeepaliveS
+            self.roam = roam
             self.name = name
             self.publicKey = publicKey
             self.address = address
@@ -192,7 +209,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip
+            case paths, gossip, kind
+            case persistentKeepaliveS = "persistent_keepalive_s"
+            case roam
         }
 
         public init(from decoder: any Decoder) throws {
@@ -208,6 +227,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             paths = try c.decode([Path].self, forKey: .paths)
             // Absent from a daemon before gossip ran.
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
+            // Absent from a daemon before WireGuard peers.
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "whalescale"
+            persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
+            roam = try c.decodeIfPresent(Roam.self, forKey: .roam)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -223,6 +246,42 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
             try c.encode(gossip, forKey: .gossip)
+            try c.encode(kind, forKey: .kind)
+            try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
+            try c.encode(roam, forKey: .roam)
+        }
+    }
+
+    /// A WireGuard peer's monitored roaming (seed 2.5): it is reported, not obeyed.
+    public struct Roam: Codable, Sendable, Equatable {
+        /// Authenticated packets from a source other than the active path.
+        public var newSources: UInt64
+        /// How many of them moved the path (under Whalescale's path rules).
+        public var taken: UInt64
+        /// The last such source, and the path it arrived beside.
+        public var lastSource: String?
+        public var roamedFrom: String?
+
+        public init(newSources: UInt64, taken: UInt64, lastSource: String?, roamedFrom: String?) {
+            self.newSources = newSources
+            self.taken = taken
+            self.lastSource = lastSource
+            self.roamedFrom = roamedFrom
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case newSources = "new_sources"
+            case taken
+            case lastSource = "last_source"
+            case roamedFrom = "roamed_from"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(newSources, forKey: .newSources)
+            try c.encode(taken, forKey: .taken)
+            try c.encode(lastSource, forKey: .lastSource)
+            try c.encode(roamedFrom, forKey: .roamedFrom)
         }
     }
 

@@ -239,3 +239,9 @@ public enum WireGuardIK: HandshakeSuite {
         state.consumeResponse(message)
     }
 }
+
+extension Identity {
+    /// This node's X25519 static key in base64: the public key a stock WireGuard
+    /// peer configures for us (`wsctl pubkey --wireguard`, status `wireguard_public_key`).
+    public var wireGuardPublicKey: String { Sodium.base64Encode(staticPublic) }
+}

@@ -38,6 +38,12 @@ extension Daemon {
                     StatusReport.GossipRecord(sequence: $0.sequence, endpoints: $0.endpoints.map {
                         StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                     })
+                },
+                kind: p.isWireGuard ? "wireguard" : "whalescale",
+                persistentKeepaliveS: p.persistentKeepalive.map { UInt64($0.seconds) },
+                roam: p.roam.map {
+                    StatusReport.Roam(newSources: $0.newSources, taken: $0.taken, lastSource: $0.lastSource.map { "\($0)" },
+                                      roamedFrom: $0.lastFrom.map { "\($0)" })
                 }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
@@ -62,7 +68,8 @@ extension Daemon {
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                 },
-                nat: StatusReport.NAT(mapping: st.nat.mapping)),
+                nat: StatusReport.NAT(mapping: st.nat.mapping),
+                wireGuardPublicKey: identity.wireGuardPublicKey),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

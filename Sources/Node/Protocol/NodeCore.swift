@@ -69,14 +69,18 @@ public struct MemberSpec: Sendable {
     /// The config's persistent keepalive for this member, if any (anchors
     /// get NodeCore's own anchor keepalive instead).
     public var persistentKeepalive: Span?
+    /// A Whalescale node (`publicKey` Ed25519) or a stock WireGuard peer
+    /// (`publicKey` its X25519 key; never an anchor).
+    public var kind: MemberKind
 
     public init(publicKey: PublicKey, name: String, endpoint: Endpoint? = nil, isAnchor: Bool = false,
-                persistentKeepalive: Span? = nil) {
+                persistentKeepalive: Span? = nil, kind: MemberKind = .whalescale) {
         self.publicKey = publicKey
         self.name = name
         self.endpoint = endpoint
-        self.isAnchor = isAnchor
+        self.isAnchor = isAnchor && !kind.isWireGuard
         self.persistentKeepalive = persistentKeepalive
+        self.kind = kind
     }
 }
 
@@ -303,6 +307,9 @@ public struct NodeCore: Sendable {
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
     var drops: [NodeDropReason: UInt64] = [:]
+    /// Per member (used for WireGuard peers only): authenticated packets from a
+    /// new source, reported in status and taken only under PathManager's rules.
+    var wireGuardRoams: [WireGuardRoamMonitor] = []
     var rng: SessionRandom
     var startedAt: Instant?
 
@@ -331,9 +338,15 @@ public struct NodeCore: Sendable {
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
         // session's persistent keepalive, so that recovery, not the session
         // layer, decides how often a lost anchor is retried (seed 3.1).
-        let specs = members.map {
-            PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
-                     persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
+        // A WireGuard peer speaks WireGuard's suite on its one path: its
+        // configured endpoint is where the session starts (NodeCore's path).
+        let specs = members.map { m -> PeerSpec in
+            if case .wireGuard(let psk) = m.kind {
+                return PeerSpec(publicKey: m.publicKey, endpoint: m.endpoint, persistentKeepalive: m.persistentKeepalive,
+                                suite: .wireGuard, psk: psk)
+            }
+            return PeerSpec(publicKey: m.publicKey, endpoint: m.isAnchor ? m.endpoint : nil,
+                            persistentKeepalive: m.isAnchor ? nil : m.persistentKeepalive)
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
                           timings: sessionTimings, seed: seed, owners: owners,
@@ -343,7 +356,7 @@ public struct NodeCore: Sendable {
         var anchors: [PeerID] = []
         for (i, m) in members.enumerated() {
             let id = PeerID(rawValue: i)
-            let self_ = m.publicKey == identity.publicKey
+            let self_ = !m.kind.isWireGuard && m.publicKey == identity.publicKey
             entries.append(RosterEntry(key: m.publicKey, memberID: MemberID(publicKey: m.publicKey),
                                       isAnchor: m.isAnchor && m.endpoint != nil, isSelf: self_))
             if self_ { continue }
@@ -370,6 +383,14 @@ public struct NodeCore: Sendable {
             _ = paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
+        // WireGuard peers: one direct path, the configured endpoint (if any)
+        // active from the start, as Tunnels' session endpoint already is.
+        for (i, m) in members.enumerated() where m.kind.isWireGuard {
+            guard let ep = m.endpoint else { continue }
+            let (idx, _) = paths.addPath(PeerID(rawValue: i), kind: .direct, remote: ep, via: nil)
+            _ = paths.activate(PeerID(rawValue: i), idx)
+        }
+        wireGuardRoams = Array(repeating: WireGuardRoamMonitor(), count: members.count)
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
@@ -382,6 +403,10 @@ public struct NodeCore: Sendable {
     @inline(__always) func isAnchorMember(_ p: PeerID) -> Bool { entries[p.rawValue].isAnchor }
     @inline(__always) func key(of p: PeerID) -> PublicKey { entries[p.rawValue].key }
     @inline(__always) func memberID(of p: PeerID) -> MemberID { entries[p.rawValue].memberID }
+    /// A stock WireGuard peer: no control messages, relay or punching (Roster capabilities).
+    @inline(__always) func isWireGuardPeer(_ p: PeerID) -> Bool {
+        p.rawValue >= 0 && p.rawValue < members.count && members[p.rawValue].kind.isWireGuard
+    }
     /// A member that is not us.
     @inline(__always) func isPeer(_ p: PeerID) -> Bool { p.rawValue >= 0 && p.rawValue < entries.count && !entries[p.rawValue].isSelf }
 

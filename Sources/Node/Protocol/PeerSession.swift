@@ -130,9 +130,44 @@ enum HandshakeState: Sendable {
     case wanted(since: Instant)
     /// An initiation is out; `localIndex` is registered for its response and
     /// cookie reply. `attempt` is 1 for the first initiation of this handshake.
-    case initiationSent(InitiatorHandshake, localIndex: UInt32, attempt: Int, since: Instant)
+    case initiationSent(PendingInitiation, localIndex: UInt32, attempt: Int, since: Instant)
 
     var isIdle: Bool { if case .idle = self { true } else { false } }
+}
+
+/// Our initiation in flight, in the peer's suite.
+enum PendingInitiation: Sendable {
+    case whalescale(InitiatorHandshake)
+    case wireGuard(WireGuardInitiator)
+
+    /// The response's Noise part: nil unless it authenticates for this initiation.
+    func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
+        switch self {
+        case .whalescale(let s): WhalescaleIK.consumeResponse(message, state: s)
+        case .wireGuard(let s): WireGuardIK.consumeResponse(message, state: s)
+        }
+    }
+}
+
+/// A peer's initiation that authenticated (Tunnels checked macs, membership and
+/// the suite), in its suite: the session layer checks its timestamp and answers.
+enum AuthenticatedInitiation: Sendable {
+    case whalescale(ReceivedInitiation)
+    case wireGuard(WireGuardReceivedInitiation)
+
+    var timestamp: [UInt8] {
+        switch self {
+        case .whalescale(let r): r.timestamp
+        case .wireGuard(let r): r.timestamp
+        }
+    }
+
+    var senderIndex: UInt32 {
+        switch self {
+        case .whalescale(let r): r.senderIndex
+        case .wireGuard(let r): r.senderIndex
+        }
+    }
 }
 
 /// Traffic and handshake counters of one peer (for `wsctl status`).
@@ -237,6 +272,10 @@ struct PeerSession: Sendable {
     let id: PeerID
     let publicKey: PublicKey
     let persistentKeepalive: Span?
+    /// Whalescale's handshake or WireGuard's; the transport and timers are the same.
+    let suite: HandshakeSuiteID
+    /// WireGuard's preshared key (nil: zeros); nil for Whalescale peers.
+    let psk: PresharedKey?
     var endpoint: Endpoint?
     /// mac1/mac2 for messages we send to this peer; holds its cookie.
     var macs: MacGenerator
@@ -261,7 +300,9 @@ struct PeerSession: Sendable {
         self.publicKey = spec.publicKey
         self.endpoint = spec.endpoint
         self.persistentKeepalive = spec.persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
-        self.macs = MacGenerator(peer: spec.publicKey)
+        self.suite = spec.suite
+        self.psk = spec.psk
+        self.macs = spec.suite == .wireGuard ? WireGuardIK.makeMacs(peer: spec.publicKey) : WhalescaleIK.makeMacs(peer: spec.publicKey)
         // A peer with persistent keepalive is one we must keep a session with
         // (an anchor, a peer behind NAT): start at once, as wireguard-go does.
         if persistentKeepalive != nil, endpoint != nil { timers[.persistentKeepalive] = .zero }
@@ -322,7 +363,7 @@ struct PeerSession: Sendable {
 
     /// An initiation from this peer that authenticated (Tunnels checked macs,
     /// cookie and membership).
-    mutating func consumeInitiation(_ received: ReceivedInitiation, length: Int, from source: Endpoint,
+    mutating func consumeInitiation(_ received: AuthenticatedInitiation, length: Int, from source: Endpoint,
                                     roam mayMove: Bool = true, now: Instant, ctx: inout SessionContext) -> Inbound {
         guard let timestamp = HandshakeTimestamp(bytes: received.timestamp) else { return .drop(.authFailed) }
         // "The responder keeps the greatest timestamp received per peer and
@@ -359,7 +400,12 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        guard let (response, transport) = WhalescaleIK.createResponse(to: received, senderIndex: index, macs: &macs, now: now) else {
+        let answer: (message: [UInt8], keys: TransportKeys)?
+        switch received {
+        case .whalescale(let r): answer = WhalescaleIK.createResponse(to: r, senderIndex: index, macs: &macs, now: now)
+        case .wireGuard(let r): answer = WireGuardIK.createResponse(to: r, senderIndex: index, psk: psk, macs: &macs, now: now)
+        }
+        guard let (response, transport) = answer else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -404,7 +450,7 @@ struct PeerSession: Sendable {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
-        guard let (responderIndex, transport) = WhalescaleIK.consumeResponse(message, state: state) else { return .drop(.authFailed) }
+        guard let (responderIndex, transport) = state.consumeResponse(message) else { return .drop(.authFailed) }
         let hadSession = keys.current?.canSend(now: now, timings: ctx.timings) ?? false
         // The initiation's index becomes the keypair's: the peer will use it in DATA.
         let fresh = Keypair(keys: transport, localIndex: index, remoteIndex: responderIndex, createdAt: now,
@@ -516,11 +562,20 @@ struct PeerSession: Sendable {
         }
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
-        guard let endpoint,
-              let (message, state) = WhalescaleIK.createInitiation(
-                identity: ctx.identity, responder: publicKey, senderIndex: index,
-                timestamp: timestamp.bytes, macs: &macs, now: now)
-        else {
+        var made: (message: [UInt8], state: PendingInitiation)?
+        if endpoint != nil {
+            switch suite {
+            case .whalescaleIK:
+                made = WhalescaleIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
+                                                     timestamp: timestamp.bytes, macs: &macs, now: now)
+                    .map { ($0.message, .whalescale($0.state)) }
+            case .wireGuard:
+                made = WireGuardIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
+                                                    timestamp: timestamp.bytes, psk: psk, macs: &macs, now: now)
+                    .map { ($0.message, .wireGuard($0.state)) }
+            }
+        }
+        guard let endpoint, let (message, state) = made else {
             // No endpoint yet (the path manager may find one), or the peer's key
             // cannot handshake: look again later; give-up still bounds it.
             ctx.freeIndex(index)
