@@ -12,13 +12,19 @@
 #                                   preshared key; peer "s"
 #
 # Checked: the WireGuard handshake both ways (wireguard-go initiates, then the
-# node after a restart), ping, TCP both ways and UDP through the tunnel; the
+# node after a restart), ping, TCP and UDP both ways through the tunnel; the
 # Whalescale peer's ping and TCP at the same time on the same port; a rekey
 # (WS_TEST_REKEY_AFTER_S shortens REKEY_AFTER_TIME on the node, which then
 # initiates it; wireguard-go's latest-handshake moves); wireguard-go restarted;
 # the WireGuard peer roaming to a new address (reported in status, taken under
 # Whalescale's rules); a WireGuard handshake from an unknown key refused and
 # counted (notMember); `wsctl status` kind and `wsctl show-wg`.
+#
+# The overlay is dual-stack (10.78.0.0/24 and fd78::/64): ping both ways over both.
+#
+# Run against Debian's wireguard-go and, when its binary is there, current
+# upstream's (../shared/reference/wireguard-go/, or WG_UPSTREAM=path): each in
+# its own run of this script (WGCOMPAT_IMPL names the binary).
 #
 # wireguard-go keeps its control socket in /var/run/wireguard/: its interface
 # is wgt<pid>, and the socket is removed with it. Everything this script makes
@@ -27,6 +33,20 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/wait.sh"
 bin=${WS_BIN:-$here/../.build/release}
+if [ -z "${WGCOMPAT_IMPL:-}" ]; then
+  rc=0
+  WGCOMPAT_IMPL=wireguard-go bash "$0" || rc=1
+  up=${WG_UPSTREAM:-$here/../../shared/reference/wireguard-go/wireguard-go-0.0.20250522}
+  if [ -x "$up" ]; then
+    WGCOMPAT_IMPL=$up bash "$0" || rc=1
+  else
+    echo "SKIP: upstream wireguard-go not found at $up (set WG_UPSTREAM): checked against Debian's only"
+  fi
+  exit $rc
+fi
+wggo=$WGCOMPAT_IMPL
+label=$("$wggo" --version 2>/dev/null | head -1 || echo "$wggo")
+echo "== against $label ($wggo)"
 P=ws$$
 BR=$P-br W=$P-w N=$P-n S=$P-s
 WGIF=wgt$$ WGX=wgx$$
@@ -46,7 +66,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do echo "--- $f"; tail -25 "$f"; done; exit 1; }
 
-for c in wireguard-go wg iperf3; do
+for c in "$wggo" wg iperf3; do
   command -v $c >/dev/null || { echo "SKIP: $c not installed (scripts/setup installs it); WireGuard interop not checked"; exit 0; }
 done
 [ -c /dev/net/tun ] || { echo "SKIP: no /dev/net/tun; WireGuard interop not checked"; exit 0; }
@@ -82,7 +102,7 @@ pw=$(wg pubkey <"$tmp/w.key")
 cat >"$tmp/n.toml" <<TOML
 [node]
 private_key_file = "$tmp/n.key"
-address = "10.78.0.1/24"
+address = ["10.78.0.1/24", "fd78::1/64"]
 state_dir = "$tmp/n-state"
 control_socket = "$tmp/n.sock"
 
@@ -91,7 +111,7 @@ name = "wg"
 wireguard = true
 public_key = "$pw"
 preshared_key_file = "$tmp/psk"
-address = "10.78.0.2/32"
+address = ["10.78.0.2/32", "fd78::2/128"]
 endpoint = "192.0.2.2:51820"
 
 [[peer]]
@@ -120,12 +140,13 @@ start_node() { # extra env assignments...
 }
 stop_node() { kill "$npid"; wait "$npid" 2>/dev/null || true; }
 start_wg() { # wireguard-go in W, configured with wg (as any wireguard-go script would)
-  ip netns exec $W env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go -f $WGIF >>"$tmp/wg.log" 2>&1 & wgpid=$!
+  ip netns exec $W env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 "$wggo" -f $WGIF >>"$tmp/wg.log" 2>&1 & wgpid=$!
   wgpids+=($wgpid)
   wait_until 10 test -S "/var/run/wireguard/$WGIF.sock" || fail "wireguard-go did not create its socket"
   ip netns exec $W wg set $WGIF private-key "$tmp/w.key" listen-port 51820 \
-    peer "$pn_wg" preshared-key "$tmp/psk" endpoint 192.0.2.1:51820 allowed-ips 10.78.0.1/32
+    peer "$pn_wg" preshared-key "$tmp/psk" endpoint 192.0.2.1:51820 allowed-ips 10.78.0.1/32,fd78::1/128
   ip -n $W addr add 10.78.0.2/24 dev $WGIF
+  ip -n $W addr add fd78::2/64 dev $WGIF nodad
   ip -n $W link set $WGIF up
 }
 stop_wg() { kill "$wgpid"; wait "$wgpid" 2>/dev/null || true; wait_until 5 test ! -e "/var/run/wireguard/$WGIF.sock" || true; }
@@ -143,6 +164,9 @@ wait_until 30 ping_from $W 10.78.0.1 || fail "wireguard-go -> node: no ping (Wir
 echo "ok: wireguard-go initiated a WireGuard handshake with whalescaled (psk), ping W -> N"
 ping_from $N 10.78.0.2 || fail "node -> wireguard-go: no ping"
 echo "ok: ping N -> W"
+wait_until 10 ping_from $W fd78::1 || fail "IPv6 overlay W -> N"
+ping_from $N fd78::2 || fail "IPv6 overlay N -> W"
+echo "ok: IPv6 overlay both ways"
 [ "$(jqn peers.0.kind)" = wireguard ] || fail "status: peer wg has kind $(jqn peers.0.kind)"
 [ "$(jqn peers.1.kind)" = whalescale ] || fail "status: peer s has kind $(jqn peers.1.kind)"
 [ "$(jqn node.wireguard_public_key)" = "$pn_wg" ] || fail "status: wireguard_public_key is not wsctl pubkey --wireguard"
@@ -167,6 +191,11 @@ wait_until 5 grep -qs listening "$tmp/udp-w.log" || fail "UDP receiver on W"
 ip netns exec $N python3 "$here/lib/udpcheck.py" send --to 10.78.0.2:5300 --count 500 --size 1000 --burst 8 || fail "UDP sender N"
 wait $udp_pid || fail "UDP N -> W: $(tail -1 "$tmp/udp-w.log")"
 echo "ok: UDP N -> W: $(tail -1 "$tmp/udp-w.log")"
+ip netns exec $N python3 "$here/lib/udpcheck.py" recv --bind 10.78.0.1:5301 --count 500 >"$tmp/udp-n.log" 2>&1 & udp_pid=$!
+wait_until 5 grep -qs listening "$tmp/udp-n.log" || fail "UDP receiver on N"
+ip netns exec $W python3 "$here/lib/udpcheck.py" send --to 10.78.0.1:5301 --count 500 --size 1000 --burst 8 || fail "UDP sender W"
+wait $udp_pid || fail "UDP W -> N: $(tail -1 "$tmp/udp-n.log")"
+echo "ok: UDP W -> N: $(tail -1 "$tmp/udp-n.log")"
 
 # ── 3. the node restarts and initiates; then it rekeys (8 s) ─────────────────
 stop_node
@@ -199,7 +228,7 @@ echo "ok: roaming reported ($(jqn peers.0.roam)); endpoint now $(jqn peers.0.end
 [ "$(jqn peers.0.endpoint)" = "192.0.2.4:51820" ] || fail "endpoint after roaming is $(jqn peers.0.endpoint)"
 
 # ── 6. a WireGuard handshake from an unknown key: refused and counted ────────
-ip netns exec $W env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go -f $WGX >>"$tmp/wgx.log" 2>&1 & wgpids+=($!)
+ip netns exec $W env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 "$wggo" -f $WGX >>"$tmp/wgx.log" 2>&1 & wgpids+=($!)
 wait_until 10 test -S "/var/run/wireguard/$WGX.sock" || fail "second wireguard-go"
 ip netns exec $W wg set $WGX private-key "$tmp/x.key" listen-port 51821 \
   peer "$pn_wg" endpoint 192.0.2.1:51820 allowed-ips 10.78.9.1/32
@@ -211,4 +240,4 @@ wait_until 15 not_member || fail "a stranger's WireGuard handshake was not count
 ping_from $W 10.78.0.1 || fail "the configured WireGuard peer stopped working"
 ping_from $S 10.78.0.1 || fail "the Whalescale peer stopped working"
 echo "ok: a WireGuard handshake from an unknown key refused (notMember=$(jqn counters.notMember)); both peers still up"
-echo "PASS: wgcompat"
+echo "PASS: wgcompat against $label"

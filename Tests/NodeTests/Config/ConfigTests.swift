@@ -284,7 +284,7 @@ final class ConfigTests: XCTestCase {
             public_key = "\(keyA)"
             address = "10.77.0.10/32"
             allowed_ips = "10.0.0.0/8"
-            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive)")
+            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive, wireguard, preshared_key_file)")
         // The first unknown key in the file is reported, whatever TOMLKit's key order.
         XCTAssertError(nodeTable + "\nzzz = 1\naaa = 2", line: 4, field: "node.zzz", message: nil)
     }
