@@ -1,6 +1,10 @@
 // One member's tunnel: its keypairs, its handshake, its timers, its queue.
 // Driven only by `Tunnels`, which owns the node-level parts (index table,
 // cookie checker, outputs) and passes them in as `SessionContext`.
+// The handshake is the member's suite (`suite`: Whalescale's Noise_IK, or
+// WireGuard's Noise_IKpsk2 for a stock WireGuard peer, with its `psk`); the
+// keypairs, transport and timers below are the same for both (they are
+// WireGuard's).
 //
 // Keypair rotation (WireGuard §6.2, wireguard-go `BeginSymmetricSession` and
 // `ReceivedWithKeypair`), three slots:

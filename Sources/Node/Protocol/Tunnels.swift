@@ -16,11 +16,11 @@
 // Dispatch of inbound datagrams (first byte = type):
 //   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
 //   (handshakes: suite and message by (type, length), Crypto/HandshakeSuite.swift)
-//   1 INIT       length -> mac1 -> load meter -> [under load: mac2 else cookie reply;
+//   1 INIT       length (180: Whalescale's suite, 148: WireGuard's) -> mac1 (that suite's checker) -> load meter -> [under load: mac2 else cookie reply;
 //                per-address bucket, or per-member bucket if relayed]
-//                -> es, decrypt s (1 DH) -> member? -> ss (precomputed), payload
+//                -> es, decrypt s (1 DH) -> member of that suite? -> ss (precomputed), payload
 //                -> timestamp newer? 20 ms since the last? -> ephemeral, ee, se -> response
-//   2 RESP       length -> mac1 -> load meter -> [under load: as above] -> receiver index -> our initiation? -> Noise
+//   2 RESP       length -> suite of the peer its receiver index names -> mac1 -> load meter -> [under load: as above] -> receiver index -> our initiation? -> Noise
 //   3 COOKIE     length -> receiver index -> that peer's MacGenerator -> expedite our retry
 //   5, 6, 7      not ours (path probe, relay): NodeCore handles them; here .unknownType
 //
