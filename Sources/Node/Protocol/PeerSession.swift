@@ -319,9 +319,14 @@ struct PeerSession: Sendable {
     mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
                        payloadLength: Int, now: Instant, ctx: inout SessionContext) -> Outbound {
         guard let endpoint else { return .drop(.noEndpoint) }
-        let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+        // A WireGuard peer's packets are padded to 16 bytes (when there is room).
+        let sealedLength = suite == .wireGuard && keys.current != nil
+            ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
+            : payloadLength
+        let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength,
                                 now: now, timings: ctx.timings)
         if case .sealed(let rekeyDue)? = outcome {
+            let payloadLength = sealedLength
             afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
             return .send(endpoint, offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
         }
@@ -711,7 +716,9 @@ struct PeerSession: Sendable {
     /// `pollTransmit`. False when there are no usable keys or no endpoint.
     mutating func sendOwned(_ payload: [UInt8], now: Instant, ctx: inout SessionContext) -> Bool {
         guard let endpoint else { return false }
-        var packet = [UInt8](repeating: 0, count: payload.count + DataMessage.overhead)
+        // A WireGuard peer's packets are padded to 16 bytes with zeros (the array starts zeroed).
+        let sealedLength = suite == .wireGuard ? (payload.count + 15) & ~15 : payload.count
+        var packet = [UInt8](repeating: 0, count: sealedLength + DataMessage.overhead)
         let timings = ctx.timings
         let outcome: Keypair.SealOutcome? = packet.withUnsafeMutableBytes { b in
             guard let base = b.baseAddress else { return nil }
@@ -721,12 +728,12 @@ struct PeerSession: Sendable {
                         .copyMemory(from: p)
                 }
             }
-            return keys.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: payload.count,
+            return keys.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: sealedLength,
                              now: now, timings: timings)
         }
         guard case .sealed(let rekeyDue)? = outcome else { return false }
         ctx.transmits.push(Transmit(to: endpoint, bytes: packet, peer: id))
-        afterSend(length: packet.count, payloadLength: payload.count, rekeyDue: rekeyDue, now: now, ctx: &ctx)
+        afterSend(length: packet.count, payloadLength: sealedLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
         return true
     }
 

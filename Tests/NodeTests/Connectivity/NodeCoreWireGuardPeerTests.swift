@@ -106,11 +106,11 @@ final class NodeCoreWireGuardPeerTests: XCTestCase {
 
     func testOnlyWireGuardMessagesCross() {
         var p = pair()
-        let ping = [0x45] + [UInt8](repeating: 1, count: 39)
+        let ping: [UInt8] = [0x45, 0, 0, 40] + [UInt8](repeating: 1, count: 36)  // IPv4 total length 40
         XCTAssertEqual(send(&p, aToB: true, ping), .queued)
         run(&p, for: .seconds(1 as UInt64))
         XCTAssertEqual(p.receivedByB, [ping])
-        let pong = [0x45] + [UInt8](repeating: 2, count: 39)
+        let pong: [UInt8] = [0x45, 0, 0, 40] + [UInt8](repeating: 2, count: 36)
         if case .send = send(&p, aToB: false, pong) {} else { XCTFail("B answers at once") }
         // Ten minutes with a packet each way every 20 s: rekeys, keepalives, path checks.
         for _ in 0..<30 {
@@ -125,8 +125,10 @@ final class NodeCoreWireGuardPeerTests: XCTestCase {
             XCTAssertTrue((1...4).contains(w.type), "type \(w.type) sent to a WireGuard peer")
             if w.type == 1 { XCTAssertEqual(w.length, 148) }
         }
-        // Every DATA is an IP packet (72 = 40 + 32) or a keepalive (32): no control message.
-        for w in p.wire where w.type == 4 { XCTAssertTrue(w.length == 72 || w.length == 32, "DATA of \(w.length) bytes") }
+        // Every DATA is an IP packet (40 bytes padded to 48, + 32) or a keepalive (32): no control message.
+        for w in p.wire where w.type == 4 { XCTAssertTrue(w.length == 80 || w.length == 32, "DATA of \(w.length) bytes") }
+        // And the padding is gone on arrival (the IP length says where the packet ends).
+        XCTAssertTrue(p.receivedByB.allSatisfy { $0 == ping } && p.receivedByA.allSatisfy { $0 == pong })
         let st = p.a.status(now: p.now)
         XCTAssertEqual(st.peers.first?.isWireGuard, true)
         XCTAssertEqual(st.peers.first?.roam?.newSources, 0)
@@ -137,7 +139,7 @@ final class NodeCoreWireGuardPeerTests: XCTestCase {
     /// (same class, direct) under PathManager's rule.
     func testRoamingIsReported() {
         var p = pair()
-        let ping = [0x45] + [UInt8](repeating: 1, count: 39)
+        let ping: [UInt8] = [0x45, 0, 0, 40] + [UInt8](repeating: 1, count: 36)  // IPv4 total length 40
         _ = send(&p, aToB: true, ping)
         run(&p, for: .seconds(1 as UInt64))
         // B's next packet arrives at A from another address.

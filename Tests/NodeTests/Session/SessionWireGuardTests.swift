@@ -69,7 +69,8 @@ final class SessionWireGuardTests: XCTestCase {
         XCTAssertEqual(flushed.count, 1)
         let (r, payload) = deliver(&b, try XCTUnwrap(flushed.first).bytes, from: aAddr, now: t0)
         guard case .data = r else { return XCTFail("B did not open A's data: \(r)") }
-        XCTAssertEqual(payload, [0x45, 1, 2, 3])
+        // Padded to 16 with zeros (NodeCore trims it to the IP length).
+        XCTAssertEqual(payload, [0x45, 1, 2, 3] + [UInt8](repeating: 0, count: 12))
         // B answers under its new keys; A opens it.
         let back = try XCTUnwrap(seal(&b, PeerID(rawValue: 0), [0x45, 9], now: t0))
         XCTAssertEqual(Array(back[0..<4]), [4, 0, 0, 0], "type 4, WireGuard's transport message")
@@ -143,6 +144,24 @@ final class SessionWireGuardTests: XCTestCase {
         _ = seal(&stranger, PeerID(rawValue: 0), [0x45], now: t0)
         stranger.handleTimeout(now: t0, wallClock: wall(t0))
         XCTAssertEqual(deliver(&a, try XCTUnwrap(transmits(&stranger).first).bytes, from: cAddr, now: later).0, .drop(.notMember))
+    }
+
+    /// What we seal for a WireGuard peer is padded to 16 bytes when the buffer has room.
+    func testSendPadsToSixteen() throws {
+        var (a, b, ok, _) = establish(pskA: nil, pskB: nil)
+        XCTAssertTrue(ok)
+        _ = deliver(&b, try XCTUnwrap(transmits(&a).first).bytes, from: aAddr, now: t0)
+        var buf = [UInt8](repeating: 0xEE, count: 16 + 64 + 16)
+        buf[16] = 0x45
+        let r = buf.withUnsafeMutableBytes { a.send(to: PeerID(rawValue: 0), $0, payloadOffset: 16, payloadLength: 21, now: t0) }
+        guard case .send(_, let off, let len) = r else { return XCTFail("\(r)") }
+        XCTAssertEqual(len, 32 + 32, "21 bytes padded to 32")
+        let (got, payload) = deliver(&b, Array(buf[off..<(off + len)]), from: aAddr, now: t0)
+        guard case .data = got else { return XCTFail("\(got)") }
+        XCTAssertEqual(payload?.count, 32)
+        XCTAssertEqual(Array(payload?[21...] ?? []), [UInt8](repeating: 0, count: 11), "zero padding")
+        // Without room, it goes unpadded.
+        XCTAssertEqual(seal(&a, PeerID(rawValue: 0), [0x45] + [UInt8](repeating: 1, count: 20), now: t0)?.count, 21 + 32)
     }
 
     func testPaddingIsTrimmedByTheIPLength() {

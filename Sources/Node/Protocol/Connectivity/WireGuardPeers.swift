@@ -19,8 +19,11 @@
 //                         traffic (data or keepalive); a worse one only after the
 //                         active path went quiet (`pathQuiet`)
 //
-// Padding: WireGuard pads each plaintext to a multiple of 16 bytes; the IP
-// header's own length says where the packet ends.
+// Padding (whitepaper §5.4.6): WireGuard pads each plaintext to a multiple of
+// 16 bytes; the IP header's own length says where a received packet ends. We
+// pad what we send to a WireGuard peer the same way when the buffer has the
+// room (the engine's TSO slots are cut to size and have none: those segments go
+// unpadded, which every WireGuard receiver accepts).
 
 import Support
 import Wire
@@ -49,6 +52,17 @@ public struct WireGuardRoamMonitor: Sendable, Equatable {
 
 /// The true length of a padded IP packet (WireGuard pads to 16 bytes).
 enum WireGuardPadding {
+    /// Zero-pads `base[payloadOffset + payloadLength ...]` to a multiple of 16
+    /// and returns the padded length, when that and the tag fit in `capacity`;
+    /// otherwise `payloadLength` (nothing written). No allocation.
+    @inline(__always)
+    static func pad(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int, capacity: Int) -> Int {
+        let padded = (payloadLength + 15) & ~15
+        guard padded > payloadLength, payloadOffset + padded + DataMessage.tagSize <= capacity else { return payloadLength }
+        (base + payloadOffset + payloadLength).initializeMemory(as: UInt8.self, repeating: 0, count: padded - payloadLength)
+        return padded
+    }
+
     /// `length` trimmed to the IPv4 total length or IPv6 payload length + 40,
     /// when that is shorter; `length` itself for anything else.
     @inline(__always)
