@@ -168,7 +168,8 @@ public struct SessionShard: Sendable {
         var reportedVia: PeerID?
         /// The keypair (local index) a rekey was last asked for: once per keypair.
         var rekeyAskedFor: UInt32?
-        /// A stock WireGuard peer: pad what is sealed for it to 16 bytes.
+        /// A stock WireGuard peer: pad what is sealed for it to 16 bytes, trim what
+        /// it sends to the IP length, take no control message from it.
         var pads = false
     }
 
@@ -344,8 +345,16 @@ public struct SessionShard: Sendable {
         }
         switch kind {
         case .keepalive: return .consumed
-        case .ipPacket: return .packet(peer, offset: DataMessage.headerSize, length: payloadLength)
-        case .control: return .control(peer, offset: DataMessage.headerSize, length: payloadLength, via: via)
+        case .ipPacket:
+            // A WireGuard peer pads to 16 bytes: the IP header's length is the packet's.
+            if peers[i].pads {
+                return .packet(peer, offset: DataMessage.headerSize, length: WireGuardPadding.ipLength(payload, length: payloadLength))
+            }
+            return .packet(peer, offset: DataMessage.headerSize, length: payloadLength)
+        case .control:
+            // A WireGuard peer has no control messages (Roster capabilities).
+            if peers[i].pads { return drop(.controlNotAllowed) }
+            return .control(peer, offset: DataMessage.headerSize, length: payloadLength, via: via)
         case .unknown: return drop(.unknownPayload)
         }
     }
