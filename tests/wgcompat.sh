@@ -178,9 +178,12 @@ echo "ok: wsctl status kind wireguard/whalescale; wsctl show-wg in wg show's lay
 
 # ── 2. the Whalescale peer on the same port, at the same time ────────────────
 wait_until 30 ping_from $S 10.78.0.1 || fail "Whalescale peer -> node: no ping"
+# One iperf3 server per client: a server runs one test at a time.
 ip netns exec $N iperf3 -s -p 5201 >"$tmp/iperf-n.log" 2>&1 & pids+=($!)
+ip netns exec $N iperf3 -s -p 5202 >"$tmp/iperf-n2.log" 2>&1 & pids+=($!)
 wait_tcp_listen $N 5201 || fail "iperf3 server on N"
-ip netns exec $S iperf3 -c 10.78.0.1 -p 5201 -t 3 >"$tmp/iperf-s.log" 2>&1 & s_iperf=$!
+wait_tcp_listen $N 5202 || fail "second iperf3 server on N"
+ip netns exec $S iperf3 -c 10.78.0.1 -p 5202 -t 3 >"$tmp/iperf-s.log" 2>&1 & s_iperf=$!
 ip netns exec $W iperf3 -c 10.78.0.1 -p 5201 -n 2M >"$tmp/iperf-w.log" 2>&1 ||
   { sleep 4; ip netns exec $W iperf3 -c 10.78.0.1 -p 5201 -n 2M >"$tmp/iperf-w.log" 2>&1; } || fail "TCP W -> N"
 wait $s_iperf || fail "TCP S -> N (Whalescale peer)"
