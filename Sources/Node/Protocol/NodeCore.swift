@@ -310,6 +310,8 @@ public struct NodeCore: Sendable {
     /// Per member (used for WireGuard peers only): authenticated packets from a
     /// new source, reported in status and taken only under PathManager's rules.
     var wireGuardRoams: [WireGuardRoamMonitor] = []
+    /// By PeerID: a stock WireGuard peer (a flat array: read per packet).
+    let wireGuardFlags: [Bool]
     var rng: SessionRandom
     var startedAt: Instant?
 
@@ -330,6 +332,7 @@ public struct NodeCore: Sendable {
         self.isAnchor = isAnchor
         self.timings = timings
         self.members = members
+        wireGuardFlags = members.map(\.kind.isWireGuard)
         recovery = Recovery(timings: timings)
         book = EndpointBook(members: members, timings: timings)
         relay = RelayService(members: members.count, timings: timings)
@@ -405,7 +408,7 @@ public struct NodeCore: Sendable {
     @inline(__always) func memberID(of p: PeerID) -> MemberID { entries[p.rawValue].memberID }
     /// A stock WireGuard peer: no control messages, relay or punching (Roster capabilities).
     @inline(__always) func isWireGuardPeer(_ p: PeerID) -> Bool {
-        p.rawValue >= 0 && p.rawValue < members.count && members[p.rawValue].kind.isWireGuard
+        p.rawValue >= 0 && p.rawValue < wireGuardFlags.count && wireGuardFlags[p.rawValue]
     }
     /// A member that is not us.
     @inline(__always) func isPeer(_ p: PeerID) -> Bool { p.rawValue >= 0 && p.rawValue < entries.count && !entries[p.rawValue].isSelf }

@@ -3,6 +3,7 @@ import XCTest
 @testable import Wire
 @testable import Crypto
 @testable import Protocol
+import Foundation
 
 /// NodeCore with a stock WireGuard peer (issue 16): both ends are NodeCores
 /// that see each other as WireGuard peers, so everything one sends is what a
@@ -157,5 +158,69 @@ final class NodeCoreWireGuardPeerTests: XCTestCase {
         XCTAssertEqual(roam?.taken, 1)
         XCTAssertEqual(roam?.lastSource, moved)
         XCTAssertEqual(roam?.lastFrom, bAddr)
+    }
+}
+
+/// The WireGuard peer's data path allocates nothing either (padding and its
+/// trim included). In ConnectivityDataPathTests, which scripts/test runs with
+/// the malloc counter preloaded.
+extension ConnectivityDataPathTests {
+    func testWireGuardPeerSteadyStateInPlace() {
+        var rng = SessionRandom(seed: 21)
+        let ia = SessionSim.identity(&rng), ib = SessionSim.identity(&rng)
+        let aAddr = Endpoint.v4(198, 51, 100, 1, port: 51820), bAddr = Endpoint.v4(203, 0, 113, 2, port: 51820)
+        var a = NodeCore(identity: ia, members: [MemberSpec(publicKey: PublicKey(bytes: ib.staticPublic)!, name: "b", endpoint: bAddr,
+                                                            kind: .wireGuard(psk: nil))], isAnchor: false, seed: 1)
+        var b = NodeCore(identity: ib, members: [MemberSpec(publicKey: PublicKey(bytes: ia.staticPublic)!, name: "a",
+                                                            kind: .wireGuard(psk: nil))], isAnchor: false, seed: 2)
+        let headroom = 64, payload = 1380
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + payload + 64, alignment: 16)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        func ipHeader() {
+            buffer[headroom] = 0x45
+            buffer.storeBytes(of: UInt16(payload).bigEndian, toByteOffset: headroom + 2, as: UInt16.self)
+        }
+        // The handshake, by hand: A's first packet waits for it.
+        var now = Instant(ns: 1_000_000_000)
+        let wall = HandshakeTimestamp(unixSeconds: 1_700_000_000, nanoseconds: 0)
+        ipHeader()
+        _ = a.sendPacket(to: PeerID(rawValue: 0), buffer, payloadOffset: headroom, payloadLength: payload, now: now)
+        a.handleTimeout(now: now, wallClock: wall)
+        for _ in 0..<4 {
+            while let t = a.pollTransmit() {
+                var bytes = t.bytes + [UInt8](repeating: 0, count: 32)
+                _ = bytes.withUnsafeMutableBytes { b.receive($0, length: t.bytes.count, from: aAddr, now: now) }
+            }
+            while let t = b.pollTransmit() {
+                var bytes = t.bytes + [UInt8](repeating: 0, count: 32)
+                _ = bytes.withUnsafeMutableBytes { a.receive($0, length: t.bytes.count, from: bAddr, now: now) }
+            }
+            while a.pollEvent() != nil {}
+            while b.pollEvent() != nil {}
+        }
+        var counted: UInt64?
+        var delivered = 0
+        for i in 0..<10_100 {
+            if i == 100 { counted = Self.mallocCount?() }
+            now = now + Span(ns: 1_000_000)
+            ipHeader()
+            buffer.storeBytes(of: UInt64(i), toByteOffset: headroom + 8, as: UInt64.self)
+            guard case .send(_, let off, let len) = a.sendPacket(to: PeerID(rawValue: 0), buffer, payloadOffset: headroom,
+                                                                payloadLength: payload, now: now),
+                  len == 1392 + 32 else { break }  // padded to 16
+            let view = UnsafeMutableRawBufferPointer(rebasing: buffer[off..<buffer.count])
+            guard case .packet(_, let o, payload) = b.receive(view, length: len, from: aAddr, now: now),  // trimmed
+                  view.loadUnaligned(fromByteOffset: o + 8, as: UInt64.self) == UInt64(i) else { break }
+            delivered += 1
+        }
+        let after = Self.mallocCount?()
+        XCTAssertEqual(delivered, 10_100)
+        if let counted, let after {
+            XCTAssertEqual(after - counted, 0, "allocations on a WireGuard peer's data path")
+            print("datapath wireguard: \(after - counted) allocations for 10 000 packets")
+        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
+            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
+        }
     }
 }
