@@ -114,8 +114,18 @@ public final class Daemon: @unchecked Sendable {
         var routeList: [(CIDR, Int)] = []
         for (i, p) in config.peers.enumerated() {
             guard let key = PublicKey(base64: p.publicKey) else { throw DaemonError("peer[\(i)].public_key: not a valid key") }
+            var kind = MemberKind.whalescale
+            if p.wireGuard {
+                // A stock WireGuard peer: its key is X25519 (`wg pubkey`), its psk optional.
+                var psk: PresharedKey?
+                if let text = try config.loadPresharedKey(peer: i) {
+                    guard let k = PresharedKey(base64: text) else { throw DaemonError("peer[\(i)].preshared_key_file: not a key") }
+                    psk = k
+                }
+                kind = .wireGuard(psk: psk)
+            }
             members.append(MemberSpec(publicKey: key, name: p.name, endpoint: p.endpoint, isAnchor: p.anchor,
-                                      persistentKeepalive: p.persistentKeepalive))
+                                      persistentKeepalive: p.persistentKeepalive, kind: kind))
             for c in p.addresses { routeList.append((c, i)) }
         }
         routes = CryptokeyRoutes(routeList)
@@ -139,8 +149,23 @@ public final class Daemon: @unchecked Sendable {
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
         NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
-                 gossipTimings: gossipTimings(config), owners: owners,
+                 sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners,
                  sendCounters: { AtomicSendCounter() })
+    }
+
+    /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
+    /// (N ≥ 2) shortens REKEY_AFTER_TIME to N s (REJECT_AFTER_TIME 2N + 15 s,
+    /// REKEY_ATTEMPT_TIME N s, keeping their order) so a lab script sees a rekey
+    /// in seconds (tests/wgcompat.sh). Never set it in production.
+    static func sessionTimings() -> SessionTimings {
+        guard let v = ProcessInfo.processInfo.environment["WS_TEST_REKEY_AFTER_S"], let n = UInt64(v), n >= 2 else {
+            return .default
+        }
+        var t = SessionTimings.default
+        t.rekeyAfterTime = .seconds(n)
+        t.rejectAfterTime = .seconds(2 * n + 15)
+        t.rekeyAttemptTime = .seconds(n)
+        return t
     }
 
     /// The gossip constants with `[gossip] anti_entropy_s`.

@@ -46,7 +46,13 @@ extension Daemon {
                 nextDirectRetrySeconds: p.nextDirectRetry.map { $0 > now ? ($0 - now).seconds : 0 },
                 rxPackets: p.session?.counters.rxPackets ?? 0, txPackets: p.session?.counters.txPackets ?? 0,
                 handshakesCompleted: p.session?.counters.handshakesCompleted ?? 0,
-                handshakesFailed: p.session?.counters.handshakesFailed ?? 0))
+                handshakesFailed: p.session?.counters.handshakesFailed ?? 0,
+                kind: p.isWireGuard ? "wireguard" : "whalescale",
+                persistentKeepaliveS: p.persistentKeepalive.map { UInt64($0.seconds) },
+                roam: p.roam.map {
+                    StatusReport.Roam(newSources: $0.newSources, taken: $0.taken, lastSource: $0.lastSource.map { "\($0)" },
+                                      roamedFrom: $0.lastFrom.map { "\($0)" })
+                }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings
@@ -75,7 +81,8 @@ extension Daemon {
                 nat: StatusReport.NAT(mapping: st.nat.mapping, evidence: st.nat.evidence.map {
                     StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
-                })),
+                }),
+                wireGuardPublicKey: identity.wireGuardPublicKey),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

@@ -312,7 +312,7 @@ final class ConfigTests: XCTestCase {
             public_key = "\(keyA)"
             address = "10.77.0.10/32"
             allowed_ips = "10.0.0.0/8"
-            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive)")
+            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive, wireguard, preshared_key_file)")
         // The first unknown key in the file is reported, whatever TOMLKit's key order.
         XCTAssertError(nodeTable + "\nzzz = 1\naaa = 2", line: 4, field: "node.zzz", message: nil)
     }
@@ -849,5 +849,59 @@ private struct TempDir {
 final class ConfigDefaultsTests: XCTestCase {
     func testRelayRateDefaultIsProtocols() {
         XCTAssertEqual(NodeConfig.defaultRelayRateMbit, ConnectivityTimings.defaultRelayRateMbit)
+    }
+}
+
+// MARK: - WireGuard peers (issue 16)
+
+extension ConfigTests {
+    func testWireGuardPeers() throws {
+        let text = nodeTable + """
+
+            [[peer]]
+            name = "router"
+            wireguard = true
+            public_key = "\(keyA)"
+            preshared_key_file = "/etc/whalescale/router.psk"
+            address = "10.77.0.20/32"
+            endpoint = "198.51.100.7:51820"
+
+            [[peer]]
+            name = "laptop"
+            public_key = "\(keyB)"
+            address = "10.77.0.21/32"
+            """
+        let c = try Config.parse(text)
+        XCTAssertTrue(c.peers[0].wireGuard)
+        XCTAssertEqual(c.peers[0].presharedKeyFile, "/etc/whalescale/router.psk")
+        XCTAssertFalse(c.peers[1].wireGuard)
+        XCTAssertNil(c.peers[1].presharedKeyFile)
+
+        let peer = "\n[[peer]]\nname = \"r\"\npublic_key = \"\(keyA)\"\naddress = \"10.77.0.20/32\"\n"
+        XCTAssertError(nodeTable + peer + "preshared_key_file = \"/p\"", line: 8, field: "peer[0].preshared_key_file",
+                       message: "is for WireGuard peers only (set wireguard = true)")
+        XCTAssertError(nodeTable + peer + "wireguard = true\npreshared_key_file = \"p\"", line: 9,
+                       field: "peer[0].preshared_key_file", message: "\"p\" is not an absolute path")
+        XCTAssertError(nodeTable + peer + "wireguard = true\nanchor = true", line: 9, field: "peer[0].anchor",
+                       message: "a WireGuard peer cannot be an anchor (it speaks only WireGuard's protocol)")
+    }
+
+    func testPresharedKeyFileMustBeOwnerOnly() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wspsk-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("psk").path
+        try (keyC + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        let text = nodeTable + "\n[[peer]]\nname = \"r\"\nwireguard = true\npublic_key = \"\(keyA)\"\naddress = \"10.77.0.20/32\"\npreshared_key_file = \"\(path)\"\n"
+        let c = try Config.parse(text)
+        chmod(path, 0o600)
+        XCTAssertEqual(try c.loadPresharedKey(peer: 0), keyC)
+        chmod(path, 0o644)
+        XCTAssertThrowsError(try c.loadPresharedKey(peer: 0)) {
+            XCTAssertTrue(String(describing: $0).contains("accessible by group or others"), "\($0)")
+        }
+        try "not a key".write(toFile: path, atomically: false, encoding: .utf8)
+        chmod(path, 0o600)
+        XCTAssertThrowsError(try c.loadPresharedKey(peer: 0))
     }
 }
