@@ -42,7 +42,8 @@ private func sampleReport() -> StatusReport {
                     .init(kind: .relay, remote: "203.0.113.10:51820", via: "anchor-1", rttMs: 48, loss: 0.02, active: true),
                     .init(kind: .lan, remote: "192.168.1.20:51820", rttMs: 0.5, loss: 0, active: true),
                     .init(kind: .direct, remote: "198.51.100.20:40000", active: false),
-                ]),
+                ],
+                gossip: .init(sequence: 7, endpoints: [.init(addr: "198.51.100.20:40000", source: .observed)])),
             .init(name: "phone", publicKey: keyC, address: ["10.77.0.30/32"], state: .idle),
         ],
         warnings: ["anchor anchor-2 is unreachable: only one anchor is up"],
@@ -271,10 +272,10 @@ final class ControlTests: XCTestCase {
             endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
             anchors: anchor-1 reachable, anchor-2 unreachable
 
-            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX
-            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB
-            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B
-            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B
+            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX         RECORD
+            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB  -
+            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B      #7
+            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B        -
 
             counters: bad_mac=1, replay=3
 
