@@ -56,6 +56,8 @@ public struct NodeStatus: Sendable, Equatable {
         public var roam: WireGuardRoamMonitor?
         /// The configured persistent keepalive.
         public var persistentKeepalive: Span?
+        /// The session's traffic by the kind of path it went over.
+        public var byPathKind = TrafficByKind()
     }
 
     /// A member's gossip record: its sequence and the endpoints it signed.
@@ -136,7 +138,7 @@ extension NodeCore {
                 },
                 isWireGuard: isWireGuardPeer(id),
                 roam: isWireGuardPeer(id) && i < wireGuardRoams.count ? wireGuardRoams[i] : nil,
-                persistentKeepalive: members[i].persistentKeepalive))
+                persistentKeepalive: members[i].persistentKeepalive, byPathKind: tunnels.trafficByKind(id)))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()

@@ -119,6 +119,7 @@ extension NodeCore {
     /// The active path stopped answering (or its anchor went away): the best
     /// other usable path, else a fresh relay or static path.
     mutating func fallBack(_ p: PeerID, now: Instant) {
+        tunnels.attributeTraffic(p)
         tunnels.paths.deactivate(p)
         if let best = tunnels.paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
             activate(p, best, now: now)
