@@ -411,6 +411,15 @@ final class ConnectivitySimTests: XCTestCase {
         XCTAssertEqual(sym.paths.first?.kind, .relay)
         XCTAssertEqual(sym.byPathKind.direct, TrafficCount(), "nothing went direct: \(sym.byPathKind)")
         XCTAssertEqual(sym.byPathKind.lan, TrafficCount())
+        // The network loses nothing: no working path may show loss (a punch
+        // ping that found no answer while the NATs opened is not the path's).
+        for i in [cone1, cone2, sym1, sym2] where !lossy(w) {
+            for p in sim.status(i).peers where [cone1, cone2, sym1, sym2].map(sim.pid).contains(p.id) {
+                for path in p.paths where path.usable {
+                    XCTAssertEqual(path.loss ?? 0, 0, "\(sim.hosts[i].name) -> \(p.name): \(path.kind) \(path.remote)")
+                }
+            }
+        }
         for p in [cone, sym] {
             let c = p.session!.counters, k = p.byPathKind
             XCTAssertEqual(k.direct.txPackets + k.lan.txPackets + k.relay.txPackets, c.txPackets, p.name)
