@@ -167,11 +167,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// Where the peer's signed LAN announcement (mDNS) came from, source `lan`; nil if none was taken.
+        public var lan: AdvertisedEndpoint?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil
+            gossip: GossipRecord? = nil, lan: AdvertisedEndpoint? = nil
         ) {
             self.name = name
             self.publicKey = publicKey
@@ -183,6 +185,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.txBytes = txBytes
             self.paths = paths
             self.gossip = gossip
+            self.lan = lan
         }
 
         enum CodingKeys: String, CodingKey {
@@ -192,7 +195,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip
+            case paths, gossip, lan
         }
 
         public init(from decoder: any Decoder) throws {
@@ -208,6 +211,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             paths = try c.decode([Path].self, forKey: .paths)
             // Absent from a daemon before gossip ran.
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
+            // Absent from a daemon before LAN discovery.
+            lan = try c.decodeIfPresent(AdvertisedEndpoint.self, forKey: .lan)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -223,6 +228,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
             try c.encode(gossip, forKey: .gossip)
+            try c.encode(lan, forKey: .lan)
         }
     }
 

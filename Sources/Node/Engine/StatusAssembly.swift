@@ -38,7 +38,8 @@ extension Daemon {
                     StatusReport.GossipRecord(sequence: $0.sequence, endpoints: $0.endpoints.map {
                         StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                     })
-                }))
+                },
+                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings
@@ -53,6 +54,7 @@ extension Daemon {
         if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
+        for (k, v) in lanCounters { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(

@@ -36,6 +36,8 @@ public struct NodeStatus: Sendable, Equatable {
         public var nextDirectRetry: Instant?
         /// The member's own signed endpoint record, as gossip holds it (nil: none yet).
         public var gossip: GossipRecord?
+        /// Where the member's signed LAN announcement came from (nil: none taken).
+        public var lan: Endpoint? = nil
     }
 
     /// A member's gossip record: its sequence and the endpoints it signed.
@@ -110,7 +112,7 @@ extension NodeCore {
                 gossip: gossip.record(of: id).map {
                     NodeStatus.GossipRecord(sequence: $0.sequence,
                                             endpoints: $0.endpoints.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) })
-                }))
+                }, lan: book.lan(id)))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()
