@@ -6,6 +6,7 @@
 //     a session with the member is up or coming ──▶ punch now (the LAN endpoint is the first target)
 //     no session yet ──▶ nothing until traffic: then ensurePath relays (or, with no anchor reachable,
 //                        goes straight to the LAN endpoint) and the punch finds it
+//     traffic already waiting for a path (no anchor reachable) ──▶ a path to the LAN endpoint now
 //   a PATH_PONG from it ──▶ a path of kind `lan`, preferred over direct and relay (`prefers`)
 //
 // A LAN path never depends on the router: the two members' packets stay on
@@ -23,6 +24,15 @@ extension NodeCore {
         guard book.setLan(p, endpoint, now: now) else { return }
         if let path = paths[p].activePath, path.via == nil, path.remote == endpoint { return }
         guard !isAnchorMember(p) else { return }  // an anchor's path is its configured endpoint
+        if paths[p].active == nil {
+            // Traffic waits for a path (no anchor reachable): this is one. The
+            // handshake goes there now instead of at its next retry.
+            guard tunnels.isHandshaking(p) else { return }
+            ensurePath(p, now: now)
+            if paths[p].active != nil { tunnels.expediteHandshake(p, now: now) }
+            absorbTunnels(now: now)
+            return
+        }
         if tunnels.isEstablished(p, now: now) || tunnels.isHandshaking(p) {
             startPunch(p, now: now)
         }
