@@ -46,6 +46,10 @@ final class LanAdapter: @unchecked Sendable {
     private var machine: LanDiscovery
     private var nextInterfaceCheck = Instant.zero
     private var published = LanCounters()
+    private var publishedAt = Instant.zero
+    /// Counters go to lane 0 at most this often: a flood on 5353 must not fill
+    /// the mailbox (it drops when full) and crowd out a discovery.
+    static let publishInterval = Span.milliseconds(250)
     private var announced: Set<PeerID> = []
 
     init(identity: Identity, members: [PublicKey], port: UInt16, tunName: String, firstSequence: UInt64,
@@ -152,8 +156,10 @@ final class LanAdapter: @unchecked Sendable {
                 deliver(.discovered(p, ep))
             }
         }
-        if machine.counters != published {
+        let now = Self.now()
+        if machine.counters != published, now - publishedAt >= Self.publishInterval {
             published = machine.counters
+            publishedAt = now
             var c: [String: UInt64] = [:]
             for (k, v) in published.named { c[k] = v }
             deliver(.counters(c))

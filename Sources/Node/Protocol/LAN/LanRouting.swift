@@ -20,10 +20,10 @@ extension NodeCore {
     /// (its LAN address and Whalescale port).
     public mutating func addLanEndpoint(_ p: PeerID, _ endpoint: Endpoint, now: Instant) {
         start(now)
-        guard isPeer(p), PathManager.isUsableRemote(endpoint), !isOwnEndpoint(endpoint) else { return }
+        // An anchor is reached at its configured endpoint, always a `direct` path.
+        guard isPeer(p), !isAnchorMember(p), PathManager.isUsableRemote(endpoint), !isOwnEndpoint(endpoint) else { return }
         guard book.setLan(p, endpoint, now: now) else { return }
         if let path = paths[p].activePath, path.via == nil, path.remote == endpoint { return }
-        guard !isAnchorMember(p) else { return }  // an anchor's path is its configured endpoint
         if paths[p].active == nil {
             // Traffic waits for a path (no anchor reachable): this is one. The
             // handshake goes there now instead of at its next retry.
