@@ -101,8 +101,9 @@ wait_until 30 [ -S "$LAB_DIR/h1.sock" ] || fail "h1 did not start"
 wait_until 30 [ -S "$LAB_DIR/h2.sock" ] || fail "h2 did not start"
 wait_until 30 bash -c "[ \"\$('$bin/wsctl' status --socket '$LAB_DIR/h1.sock' --json | '$LAB_PY' -c 'import json,sys; print(json.load(sys.stdin)[\"counters\"].get(\"lan_announce_accepted\",0))')\" -gt 0 ]" ||
   fail "h1 accepted no LAN announcement"
-[ "$(lan_of h1 h2)" = "192.168.1.11:51820 lan" ] || fail "h1 holds h2's announcement as '$(lan_of h1 h2)'"
-[ "$(lan_of h2 h1)" = "192.168.1.10:51820 lan" ] || fail "h2 holds h1's announcement as '$(lan_of h2 h1)'"
+holds() { [ "$(lan_of "$1" "$2")" = "$3 lan" ]; }
+wait_until 30 holds h1 h2 192.168.1.11:51820 || fail "h1 holds h2's announcement as '$(lan_of h1 h2)'"
+wait_until 30 holds h2 h1 192.168.1.10:51820 || fail "h2 holds h1's announcement as '$(lan_of h2 h1)'"
 echo "ok: h1 and h2 took each other's signed announcement (peers[].lan: $(lan_of h1 h2) / $(lan_of h2 h1))"
 wait_until 30 both || fail "h1 <-> h2 do not ping through the tunnel"
 wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 h2)', not lan 192.168.1.11:51820"
@@ -113,7 +114,10 @@ echo "ok: h1 <-> h2 ping over a lan path ($(active h1 h2) / $(active h2 h1))"
 echo "ok: wsctl status shows: $("$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -E '^(h2|on this lan)' | tr -s ' ' | paste -sd';')"
 
 # ── A third-party browser sees both nodes ───────────────────────────────────
-out=$(lab_exec h3 "$LAB_PY" "$MDNS" browse --timeout 30 --expect 2 2>&1) && rc=0 || rc=$?
+# Debian's python3-zeroconf belongs to Debian's interpreter (LAB_PY may be another one, e.g. pyenv's).
+zc_py=${WS_ZEROCONF_PY:-/usr/bin/python3}
+[ -x "$zc_py" ] || zc_py=$LAB_PY
+out=$(lab_exec h3 "$zc_py" "$MDNS" browse --timeout 30 --expect 2 2>&1) && rc=0 || rc=$?
 if [ $rc = 77 ]; then
   echo "$out"  # "SKIP: python3-zeroconf is not installed"
 else
