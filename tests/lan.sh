@@ -129,6 +129,14 @@ else
   grep -q "port=51820" <<<"$out" || fail "the browser saw no port 51820: $out"
   echo "ok: python3-zeroconf on h3 resolves both nodes:"
   sed 's/^/    /' <<<"$out"
+  # On h1 itself, beside the daemon: both bind 5353 (SO_REUSEPORT) and both get
+  # the group's datagrams. The browser's query makes h2 answer; h1's daemon
+  # receives that answer too (the same sequence again: lan_duplicate rises).
+  dup0=$(counter h1 lan_duplicate)
+  out=$(lab_exec h1 "$zc_py" "$MDNS" browse --timeout 30 --expect 2 2>&1) || fail "zeroconf browser beside h1's daemon: $out"
+  wait_until 10 bash -c "[ \$('$bin/wsctl' status --socket '$LAB_DIR/h1.sock' --json | '$LAB_PY' -c 'import json,sys; print(json.load(sys.stdin)[\"counters\"].get(\"lan_duplicate\",0))') -gt $dup0 ]" ||
+    fail "h1's daemon heard no announcement while a browser shared port 5353 (lan_duplicate stayed $dup0)"
+  echo "ok: a zeroconf browser on h1 shares port 5353 with the daemon: it resolves both nodes, and the daemon still hears h2 (lan_duplicate $dup0 -> $(counter h1 lan_duplicate))"
 fi
 
 # ── Forged announcements: counted, never a path ─────────────────────────────
