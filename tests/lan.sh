@@ -150,6 +150,8 @@ wait_until 10 bash -c "[ \$('$bin/wsctl' status --socket '$LAB_DIR/h1.sock' --js
 [ "$(lan_of h1 h2)" = "192.168.1.11:51820 lan" ] || fail "a forgery moved h2's LAN endpoint on h1: $(lan_of h1 h2)"
 status h1 | grep -q '192.168.1.12' && fail "h1 has a path or endpoint at the forger's 192.168.1.12"
 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 moved after the forgeries: $(active h1 h2)"
+"$bin/wsctl" metrics --socket "$LAB_DIR/h1.sock" | grep -q '^whalescale_counter_total{name="lan_bad_signature"} [1-9]' ||
+  fail "wsctl metrics does not show lan_bad_signature: $("$bin/wsctl" metrics --socket "$LAB_DIR/h1.sock" | grep lan_ | tr '\n' ' ')"
 echo "ok: forged announcements counted (lan_bad_signature $bad0 -> $(counter h1 lan_bad_signature), lan_malformed $mal0 -> $(counter h1 lan_malformed)), no path to the forger"
 
 # ── Phase 2: no anchor, fresh state: the LAN alone ──────────────────────────
