@@ -3,7 +3,9 @@
 # every host pair connects through any mix of NATs; cone <-> cone goes direct,
 # symmetric <-> symmetric is relayed by an anchor; losing an anchor keeps every
 # pair up and raises the warning; renumbering a NAT's public address heals,
-# and the renumbered host's new gossip record is accepted on another host.
+# the renumbered host's new gossip record is accepted on another host, and a
+# cone peer uses a direct path to its new address again; a host restarted
+# while every anchor is down reaches its cone peer from its cache alone.
 #
 #                       ns <P>-internet (bridge br0; no uplink)
 #     ┌──────────────┬──────────────┬──────────┴───┬──────────────┬──────────────┐
@@ -181,3 +183,43 @@ until [ "$(records "$LAB_DIR/d2-state/records.bin")" -ge 6 ]; do
   sleep 1
 done
 echo "ok: d2 keeps every member's gossip record in state_dir/records.bin ($(stat -c %s "$LAB_DIR/d2-state/records.bin") bytes)"
+
+# ... and a cone peer goes direct to e1's new address again (not through the relay).
+# active_remote NODE PEER: "KIND ADDR" of the active path NODE uses to PEER
+active_remote() {
+  status "$1" | "$LAB_PY" -c "
+import json,sys
+p=[p for p in json.load(sys.stdin)['peers'] if p['name']=='$2'][0]
+a=[x for x in p['paths'] if x['active']]
+print(a[0]['kind'] + ' ' + str(a[0]['remote']) if a else 'none')"
+}
+deadline=$(( $(ms) + 30000 ))
+until [[ "$(active_remote e2 e1)" == "direct 11.0.0.101:"* ]]; do
+  [ "$(ms)" -lt "$deadline" ] || fail "e2 -> e1 is not direct to e1's new address: $(active_remote e2 e1)"
+  sleep 0.5
+done
+echo "ok: e2 -> e1 is direct again, to e1's new address ($(active_remote e2 e1))"
+
+# Restart while every anchor is down: a2 stops too (a1 already has), then e2
+# stops (SIGTERM: its state is written on the way out) and starts again. With
+# no anchor to ask, it reaches e1 from what its state_dir holds (the endpoint
+# cache and e1's gossip record), and the cone pair punches direct on its own.
+# (e1, in recovery since a2 went, also tries e2's cached address: both caches
+# meet; what this checks is that neither side needs an anchor.)
+until e1_record e2 | grep -q '11\.0\.0\.101:[0-9]*/observed'; do
+  [ "$(ms)" -lt "$deadline" ] || fail "e2 does not hold e1's new record: $(e1_record e2)"
+  sleep 0.5
+done
+lab_kill_tag d-a2
+lab_kill_tag d-e2
+for f in endpoints.json records.bin; do
+  [ -s "$LAB_DIR/e2-state/$f" ] || fail "e2 left no state_dir/$f behind"
+done
+grep -q '11\.0\.0\.101' "$LAB_DIR/e2-state/endpoints.json" "$LAB_DIR/e2-state/records.bin" ||
+  fail "e2's state_dir does not know e1's new address"
+t2=$(ms)
+lab_bg e2 d-e2-again "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/e2.toml"
+lab_wait_log d-e2-again 'state: [1-9][0-9]* gossip records loaded' 10 || fail "the restarted e2 loaded no gossip records: $(grep 'state:' "$(lab_log d-e2-again)")"
+wait_pair e2 e1 40 || fail "e2, restarted while every anchor is down, does not reach e1 (e2: $(active_remote e2 e1); e1: $(active_remote e1 e2))"
+echo "ok: e2 restarted with every anchor down reaches e1 $(( $(ms) - t2 )) ms after its start ($(active_remote e2 e1))"
+[[ "$(active_remote e2 e1)" == direct* ]] || fail "e2 -> e1 after the restart is $(active_remote e2 e1), not direct"

@@ -294,6 +294,9 @@ public struct NodeCore: Sendable {
     var gossipPublishedAt: Instant?
     /// `gossip.counters.recordsAccepted` when we last said the snapshot changed.
     var gossipSavedAccepted: UInt64 = 0
+    /// Direct attempts started because a relayed member published a new record
+    /// (status counter `gossip_record_punches`).
+    var recordPunches: UInt64 = 0
 
     // The router's own: outputs, timers, counters.
     var outbox = Outbox<Transmit>()

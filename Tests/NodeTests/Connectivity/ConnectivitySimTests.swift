@@ -302,6 +302,37 @@ final class ConnectivitySimTests: XCTestCase {
         XCTAssertEqual(sim.status(a).nat.mapping, .endpointDependent, "the NAT itself is still symmetric")
     }
 
+    /// The mapping arrives while the symmetric pair has long been relayed (its
+    /// direct retries backed off towards 120 s): the new signed record reaches
+    /// the other member (gossip, and the records the anchors send with each
+    /// introduction), and that record itself starts a direct attempt: the pair
+    /// goes direct within seconds, not at the next retry.
+    func testANewRecordStartsADirectAttemptAtOnce() {
+        let w = world()
+        let sim = w.sim
+        let a = sim.index("symmetric-1"), b = sim.index("symmetric-2")
+        var n = traffic(w, from: 1, for: .seconds(200 as UInt64), among: [a, b])
+        XCTAssertEqual(sim.activePath(b, a)?.kind, .relay)
+        let anchors = [sim.index("anchor-1"), sim.index("anchor-2")]
+        XCTAssertGreaterThan(anchors.reduce(0) { $0 + (sim.status($1).counters["gossip_introduced"] ?? 0) }, 0,
+                             "the anchors' introductions carried signed records")
+        let punchesBefore = sim.status(b).counters["gossip_record_punches"] ?? 0
+
+        let nat = sim.hosts[a].nat!
+        sim.nats[nat].forwards[40000] = sim.hosts[a].local
+        let mapped = Endpoint(family: .v4, address: sim.nats[nat].publicIP, port: 40000)
+        sim.hosts[a].core.addMappedEndpoint(mapped, source: .upnp, now: sim.now)
+        sim.drain(a)
+        let t0 = sim.now
+        func direct() -> Bool { sim.activePath(b, a)?.kind == .direct && sim.activePath(b, a)?.remote == mapped }
+        while sim.now < t0 + .seconds(6 as UInt64), !direct() {
+            n = traffic(w, from: n, for: .milliseconds(500), every: .milliseconds(100), among: [a, b])
+        }
+        XCTAssertTrue(direct(), "direct through the mapped port within 6 s of the mapping: \(String(describing: sim.activePath(b, a)))")
+        XCTAssertGreaterThan(sim.status(b).counters["gossip_record_punches"] ?? 0, punchesBefore, "the record started it")
+        print("connectivity: a relayed pair went direct \((sim.now - t0).seconds) s (virtual) after a port mapping was made")
+    }
+
     // MARK: Upgrade
 
     func testARelayedPairKeepsDeliveringAcrossRekeysOfEveryHop() {

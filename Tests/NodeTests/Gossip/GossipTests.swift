@@ -86,6 +86,30 @@ final class GossipTests: XCTestCase {
         }
     }
 
+    /// An anchor's introduction carries the subject's own signed record, to the
+    /// one member introduced; nothing when it holds none; never a record about us.
+    func testAnIntroductionCarriesTheSubjectsSignedRecord() {
+        let ids = keys(3)
+        let roster = GossipRoster(keys: ids.map(\.publicKey))
+        var g = Gossip(roster: roster, me: 0, identity: ids[0], seed: 1)
+        g.start(now: t0)
+        XCTAssertFalse(g.introduce(PeerID(rawValue: 1), to: PeerID(rawValue: 2)), "no record of 1 held yet")
+        XCTAssertNil(g.pollTransmit())
+        let r1 = EndpointRecord.signed(by: ids[1], sequence: 4, endpoints: [ep(4000)])
+        g.handle(GossipMessage.records([r1]).bytes, from: PeerID(rawValue: 1), now: at(1))
+        while g.pollTransmit() != nil {}  // the push of the new rumour
+        XCTAssertTrue(g.introduce(PeerID(rawValue: 1), to: PeerID(rawValue: 2)))
+        let m = g.pollTransmit()
+        XCTAssertEqual(m?.to, PeerID(rawValue: 2))
+        XCTAssertEqual(m.flatMap { GossipMessage(bytes: $0.bytes) }, .records([r1]))
+        XCTAssertNil(g.pollTransmit())
+        XCTAssertFalse(g.introduce(PeerID(rawValue: 1), to: PeerID(rawValue: 1)), "a member is not introduced to itself")
+        XCTAssertFalse(g.introduce(PeerID(rawValue: 1), to: PeerID(rawValue: 0)), "nor to us")
+        XCTAssertFalse(g.introduce(PeerID(rawValue: 7), to: PeerID(rawValue: 2)), "nor a non-member")
+        XCTAssertEqual(g.counters.introduced, 1)
+        XCTAssertEqual(g.counters.named["gossip_introduced"], 1)
+    }
+
     /// Whatever order records and their versions arrive in, the final state is the same:
     /// per node the highest sequence (a property test over random orders).
     func testOrderOfDeliveryDoesNotChangeTheFinalState() {

@@ -45,6 +45,16 @@ extension NodeCore {
                 guard isPeer(p) else { continue }
                 book.setGossiped(p, record.endpoints.filter { PathManager.isUsableRemote($0.endpoint) && !isOwnEndpoint($0.endpoint) },
                                  sequence: record.sequence, now: now)
+                // A member we reach only through a relay published new
+                // addresses (it moved, or got a port mapping): try them now,
+                // with a rendezvous so that it punches towards us too, not at
+                // the next direct retry. Not while a punch runs (it already
+                // takes the book's addresses each round).
+                if !isAnchor, !isAnchorMember(p), paths[p].activeKind == .relay, tunnels.isEstablished(p, now: now),
+                   !holePunch.isPunching(p) {
+                    recordPunches += 1
+                    beginDirectAttempt(p, now: now)
+                }
             }
         }
         syncGossipTimer()

@@ -123,6 +123,7 @@ extension NodeCore {
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
         for (name, n) in gossip.counters.named { counters[name] = n }
+        counters["gossip_record_punches"] = recordPunches
         if isAnchor {
             counters["relay_forwarded_packets"] = relay.counters.packets
             counters["relay_forwarded_bytes"] = relay.counters.bytes

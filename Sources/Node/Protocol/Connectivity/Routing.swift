@@ -144,9 +144,20 @@ extension NodeCore {
               tunnels.isEstablished(target, now: now), paths[target].activePath?.via == nil else {
             return drop(.relayTargetUnreachable)
         }
+        introduceRecords(target, requester, now: now)
         _ = sendControl(.rendezvous(peer: key, candidates: introduce(target)), to: requester, now: now)
         _ = sendControl(.rendezvous(peer: self.key(of: requester), candidates: introduce(requester)), to: target, now: now)
         return .consumed
+    }
+
+    /// The signed records that go with an introduction of `a` and `b`, each to
+    /// the other, sent before the RENDEZVOUS in the same session (so they are
+    /// in the receiver's endpoint book when its punch starts). The receiver's
+    /// gossip machine checks the signature, as for any record.
+    mutating func introduceRecords(_ a: PeerID, _ b: PeerID, now: Instant) {
+        gossip.introduce(a, to: b)
+        gossip.introduce(b, to: a)
+        drainGossip(now: now)
     }
 
     /// What we tell others about `p`: where we hear it from, then what it announced.
@@ -170,6 +181,7 @@ extension NodeCore {
         let waiting = relay.takeHeld(for: target, now: now)
         guard !waiting.isEmpty, let path = paths[target].activePath, path.via == nil else { return }
         for h in waiting where tunnels.isEstablished(h, now: now) {
+            introduceRecords(target, h, now: now)
             _ = sendControl(.rendezvous(peer: key(of: target), candidates: introduce(target)), to: h, now: now)
             _ = sendControl(.rendezvous(peer: key(of: h), candidates: introduce(h)), to: target, now: now)
         }

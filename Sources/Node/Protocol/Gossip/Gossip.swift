@@ -93,12 +93,15 @@ public struct GossipCounters: Sendable, Equatable {
     public var stale: UInt64 = 0
     public var rateLimited: UInt64 = 0
     public var inSync: UInt64 = 0
+    /// Records an anchor sent with an introduction (`introduce`).
+    public var introduced: UInt64 = 0
 
     /// As status counters.
     public var named: [String: UInt64] {
         ["gossip_sent": messagesSent, "gossip_received": messagesReceived, "gossip_records_accepted": recordsAccepted,
          "gossip_malformed": malformed, "gossip_not_member": notMember, "gossip_bad_signature": badSignature,
-         "gossip_stale": stale, "gossip_rate_limited": rateLimited, "gossip_in_sync": inSync]
+         "gossip_stale": stale, "gossip_rate_limited": rateLimited, "gossip_in_sync": inSync,
+         "gossip_introduced": introduced]
     }
 }
 
@@ -194,6 +197,21 @@ public struct Gossip: Sendable {
         guard p >= 0, p < roster.count, p != me else { return }
         down.remove(p)
         sendSummary(to: p)
+    }
+
+    /// An anchor introduces `subject` to `peer` (a RENDEZVOUS): `subject`'s own
+    /// signed record goes with it, so `peer` checks the signature of what it is
+    /// told instead of taking the anchor's word. False when we hold no record
+    /// of `subject` (it has not published one yet): the introduction then
+    /// carries only the anchor's observation, which the receiver treats as a
+    /// hint (NodeCore `admitCandidates`).
+    @discardableResult
+    public mutating func introduce(_ subject: PeerID, to peer: PeerID) -> Bool {
+        let s = subject.rawValue, p = peer.rawValue
+        guard s >= 0, s < roster.count, p >= 0, p < roster.count, p != me, s != p, records[s] != nil else { return false }
+        counters.introduced += 1
+        sendRecords([s], to: p)
+        return true
     }
 
     /// A member is not reachable: never chosen until `peerUp`.
