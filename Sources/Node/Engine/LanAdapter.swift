@@ -9,7 +9,7 @@
 //        ▼
 //   lane 0's mailbox ─▶ Daemon.lanUpdate ─▶ NodeCore.addLanEndpoint (EndpointBook source `lan`, punch)
 //
-// `stop()` ends the worker within ~100 ms (mDNS goodbye packets are planned).
+// `stop()` ends the worker within ~100 ms, after it multicast the goodbye (TTL 0).
 // IPv6 (ff02::fb) is planned: only IPv4 interfaces are joined and announced.
 import Support
 import Wire
@@ -114,6 +114,7 @@ final class LanAdapter: @unchecked Sendable {
             drain(sock)
         }
         machine.stop()
+        drain(sock)  // the goodbye
         socket = nil
     }
 

@@ -408,22 +408,25 @@ public struct LanAnnouncement: Equatable, Sendable {
     public var hostName: DNSName { DNSName([Self.instanceLabel(key), "local"]) }
 
     /// The announcement as an mDNS response (also the answer to a query).
-    public func message() -> DNSMessage {
+    /// `goodbye`: every TTL 0 (RFC 6762 §10.1: "the record is about to be
+    /// removed"), sent when the node stops so browsers drop it at once.
+    public func message(goodbye: Bool = false) -> DNSMessage {
         let txt: [[UInt8]] = ["txtvers=\(Self.txtVersion)", "id=\(Hex.encode(key.bytes))", "port=\(port)",
                               "seq=\(sequence)", "sig=\(Hex.encode(signature))"].map { Array($0.utf8) }
+        let host = goodbye ? 0 : Self.hostTTL, other = goodbye ? 0 : Self.otherTTL
         var answers = [
-            DNSRecord(name: Self.serviceName, ttl: Self.otherTTL, data: .ptr(instanceName)),
-            DNSRecord(name: instanceName, cacheFlush: true, ttl: Self.hostTTL,
+            DNSRecord(name: Self.serviceName, ttl: other, data: .ptr(instanceName)),
+            DNSRecord(name: instanceName, cacheFlush: true, ttl: host,
                       data: .srv(priority: 0, weight: 0, port: port, target: hostName)),
-            DNSRecord(name: instanceName, cacheFlush: true, ttl: Self.otherTTL, data: .txt(txt)),
+            DNSRecord(name: instanceName, cacheFlush: true, ttl: other, data: .txt(txt)),
         ]
         for a in addresses {
-            answers.append(DNSRecord(name: hostName, cacheFlush: true, ttl: Self.hostTTL, data: a.family == .v4 ? .a(a.address) : .aaaa(a.address)))
+            answers.append(DNSRecord(name: hostName, cacheFlush: true, ttl: host, data: a.family == .v4 ? .a(a.address) : .aaaa(a.address)))
         }
         return DNSMessage(flags: MDNS.flagResponse | MDNS.flagAuthoritative, answers: answers)
     }
 
-    public func serialize() -> [UInt8] { message().serialize() }
+    public func serialize(goodbye: Bool = false) -> [UInt8] { message(goodbye: goodbye).serialize() }
 
     /// The query for our service (PTR, multicast answer wanted).
     public static func query() -> [UInt8] {

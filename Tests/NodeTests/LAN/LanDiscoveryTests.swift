@@ -261,6 +261,29 @@ final class LanDiscoveryTests: XCTestCase {
         XCTAssertEqual(m.counters.querySent, 1)
     }
 
+    /// RFC 6762 §10.1: stopping multicasts our records with TTL 0; once only, and nothing before start.
+    func testStopSendsGoodbye() throws {
+        var (idle, _, _, _) = lan()
+        idle.stop()
+        XCTAssertNil(idle.pollTransmit(), "never started: nothing to withdraw")
+        var (m, _, _, _) = lan()
+        m.start(addresses: [.v4(192, 168, 1, 10, port: 0)], now: t0)
+        let announced = transmits(&m)[1]
+        m.stop()
+        let out = transmits(&m)
+        XCTAssertEqual(out.count, 1)
+        let bye = try DNSMessage.parse(out[0]).get()
+        XCTAssertEqual(bye.answers.count, 4)
+        XCTAssertTrue(bye.answers.allSatisfy { $0.ttl == 0 })
+        let hello = try DNSMessage.parse(announced).get()
+        XCTAssertEqual(bye.answers.map(\.data), hello.answers.map(\.data), "the same records, withdrawn")
+        XCTAssertNil(m.pollTimeout())
+        m.stop()
+        m.handleTimeout(now: t0 + .seconds(UInt64(100)))
+        XCTAssertTrue(transmits(&m).isEmpty)
+        XCTAssertEqual(m.counters.goodbyeSent, 1)
+    }
+
     func testAddressChangeAnnouncesNewSequence() throws {
         var (m, _, _, _) = lan()
         m.start(addresses: [.v4(192, 168, 1, 10, port: 0)], now: t0)

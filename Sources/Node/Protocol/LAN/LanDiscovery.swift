@@ -10,6 +10,7 @@
 //   3. `pollTimeout()`: wake then and call `handleTimeout(now:)`.
 //
 //   start ──▶ query + announce ──1 s──▶ announce again ──60 s ± 10%──▶ announce ... (RFC 6762 §8.3: twice at start)
+//   stop ──▶ the goodbye: our records with TTL 0 (§10.1)
 //   our addresses change ──▶ announce (new sequence), at most one multicast a second (§6)
 //   a query for _whalescale._udp.local ──▶ our announcement, at most one a second
 //   an announcement ──▶ parse ──▶ member? ──▶ signature? ──▶ sender is one of the signed addresses?
@@ -86,6 +87,7 @@ public struct LanCounters: Sendable, Equatable {
     public var stale: UInt64 = 0
     public var wrongSource: UInt64 = 0
     public var rateLimited: UInt64 = 0
+    public var goodbyeSent: UInt64 = 0
 
     public init() {}
 
@@ -93,7 +95,7 @@ public struct LanCounters: Sendable, Equatable {
         [("lan_announce_sent", announceSent), ("lan_query_sent", querySent), ("lan_query_answered", queryAnswered),
          ("lan_announce_accepted", announceAccepted), ("lan_duplicate", duplicate), ("lan_bad_signature", badSignature),
          ("lan_not_member", notMember), ("lan_malformed", malformed), ("lan_stale", stale),
-         ("lan_wrong_source", wrongSource), ("lan_rate_limited", rateLimited)]
+         ("lan_wrong_source", wrongSource), ("lan_rate_limited", rateLimited), ("lan_goodbye_sent", goodbyeSent)]
     }
 }
 
@@ -115,8 +117,10 @@ public struct LanDiscovery: Sendable {
     /// Our announcement's sequence: only grows (one step per new content).
     public private(set) var sequence: UInt64
     private var addresses: [Endpoint] = []
-    /// Our current signed announcement, serialized (signed again only when its content changes).
+    /// Our current signed announcement, serialized (signed again only when its content changes),
+    /// and the same with every TTL 0 (the goodbye).
     private var announcement: [UInt8]?
+    private var goodbye: [UInt8]?
     private var lastMulticast: Instant?
     /// Per member: the highest sequence taken, and where it came from.
     private var lastSequence: [UInt64?]
@@ -162,8 +166,15 @@ public struct LanDiscovery: Sendable {
         handleTimeout(now: now)
     }
 
-    /// Stops announcing (the daemon is going away; mDNS goodbyes are planned).
-    public mutating func stop() { state = .stopped }
+    /// Stops announcing: the daemon is going away. Sends the goodbye (our
+    /// records with TTL 0, RFC 6762 §10.1) so browsers forget us at once.
+    public mutating func stop() {
+        if case .running = state, let g = goodbye {
+            outbox.append(.group(g))
+            counters.goodbyeSent &+= 1
+        }
+        state = .stopped
+    }
 
     // MARK: Input
 
@@ -240,10 +251,13 @@ public struct LanDiscovery: Sendable {
         addresses = Self.normalize(list)
         guard !addresses.isEmpty else {
             announcement = nil
+            goodbye = nil
             return
         }
         sequence &+= 1
-        announcement = LanAnnouncement.signed(by: identity, port: port, sequence: sequence, addresses: addresses).serialize()
+        let signed = LanAnnouncement.signed(by: identity, port: port, sequence: sequence, addresses: addresses)
+        announcement = signed.serialize()
+        goodbye = signed.serialize(goodbye: true)
     }
 
     private func earliestMulticast(_ now: Instant) -> Instant {
