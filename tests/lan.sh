@@ -16,6 +16,7 @@
 #
 # Overlay ws0: a1 10.77.0.1, h1 .11, h2 .12. h1 and h2 have no endpoint for each other.
 # Phase 1: with the anchor: a `lan` path, and h1 holds h2's announcement (source lan).
+# Then h2 is stopped: its goodbye (records with TTL 0) reaches the LAN.
 # Phase 2: anchor stopped, h1 and h2 restarted with fresh state: only the LAN
 #          announcements can tell them where the other is, and they still connect.
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
@@ -154,10 +155,16 @@ is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 moved after the forgeries: $(a
   fail "wsctl metrics does not show lan_bad_signature: $("$bin/wsctl" metrics --socket "$LAB_DIR/h1.sock" | grep lan_ | tr '\n' ' ')"
 echo "ok: forged announcements counted (lan_bad_signature $bad0 -> $(counter h1 lan_bad_signature), lan_malformed $mal0 -> $(counter h1 lan_malformed)), no path to the forger"
 
+# ── Goodbye: h2 stopped withdraws its records (TTL 0, RFC 6762 §10.1) ───────
+lab_bg h3 bye "$LAB_PY" "$MDNS" goodbye --id "$h2hex" --timeout 30
+lab_wait_log bye listening 10 || fail "the goodbye listener on h3 did not start"
+lab_kill_tag d-h2
+lab_wait_log bye "^goodbye $h2hex" 15 || fail "no goodbye from h2 after SIGTERM: $(tail -1 "$(lab_log bye)")"
+echo "ok: h2 stopped (SIGTERM) and multicast its goodbye (every TTL 0)"
+
 # ── Phase 2: no anchor, fresh state: the LAN alone ──────────────────────────
 lab_kill_tag d-a1
 lab_kill_tag d-h1
-lab_kill_tag d-h2
 for n in h1 h2; do config "$n" "$LAB_DIR/$n-state2" >"$LAB_DIR/$n.toml"; done
 start h1
 start h2

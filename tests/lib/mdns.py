@@ -7,6 +7,12 @@
       "found NAME port=P id=HEX addrs=A,B". Exits 0 once N distinct ids were
       seen, 1 at the timeout, 77 when python3-zeroconf is missing.
 
+  mdns.py goodbye --id HEX [--timeout S]
+      Listen on 224.0.0.251:5353 (sharing the port) for a Whalescale response
+      whose TXT has id=HEX and whose records all have TTL 0 (the goodbye, RFC
+      6762 §10.1). Prints "listening" once joined, then "goodbye HEX" and
+      exits 0; exits 1 at the timeout.
+
   mdns.py spoof --id HEX --addr IP --port P --mode badsig|unsigned [--seq N] [--count C]
       Multicast C (default 3) forged Whalescale announcements to
       224.0.0.251:5353, 0.2 s apart: a member's id (HEX, 64 hex digits) with a
@@ -93,6 +99,71 @@ def announcement(ident, addr, port, seq, mode):
     return struct.pack("!HHHHHH", 0, 0x8400, 0, len(recs), 0, 0) + b"".join(recs)
 
 
+def read_name(b, at):
+    """A DNS name at `at` (compression followed); returns (labels, offset after it)."""
+    labels, end, jumps = [], None, 0
+    while True:
+        n = b[at]
+        if n & 0xC0 == 0xC0:
+            if end is None:
+                end = at + 2
+            at = (n & 0x3F) << 8 | b[at + 1]
+            jumps += 1
+            if jumps > 16:
+                raise ValueError("pointer loop")
+            continue
+        if n == 0:
+            return labels, (end if end is not None else at + 1)
+        labels.append(b[at + 1:at + 1 + n].decode("utf-8", "replace"))
+        at += 1 + n
+
+
+def records(b):
+    """(type, ttl, rdata) of every answer, authority and additional record."""
+    qd, an, ns, ar = struct.unpack("!HHHH", b[4:12])
+    at = 12
+    for _ in range(qd):
+        _, at = read_name(b, at)
+        at += 4
+    out = []
+    for _ in range(an + ns + ar):
+        _, at = read_name(b, at)
+        rtype, _, ttl, rdlen = struct.unpack("!HHIH", b[at:at + 10])
+        at += 10
+        out.append((rtype, ttl, b[at:at + rdlen]))
+        at += rdlen
+    return out
+
+
+def goodbye(args):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", 5353))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("224.0.0.251") + socket.inet_aton("0.0.0.0"))
+    s.settimeout(0.2)
+    print("listening", flush=True)
+    deadline = time.time() + args.timeout
+    want = ("id=" + args.id).encode()
+    while time.time() < deadline:
+        try:
+            b = s.recv(9000)
+        except socket.timeout:
+            continue
+        try:
+            recs = records(b)
+        except (ValueError, IndexError, struct.error):
+            continue
+        if not (struct.unpack("!H", b[2:4])[0] & 0x8000) or not recs:
+            continue
+        txt = [r for r in recs if r[0] == 16]
+        if any(want in r[2] for r in txt) and all(r[1] == 0 for r in recs):
+            print("goodbye " + args.id, flush=True)
+            return 0
+    print("goodbye: none from " + args.id)
+    return 1
+
+
 def spoof(args):
     msg = announcement(args.id, args.addr, args.port, args.seq, args.mode)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -111,6 +182,9 @@ def main():
     b = sub.add_parser("browse")
     b.add_argument("--timeout", type=float, default=20)
     b.add_argument("--expect", type=int, default=1)
+    g = sub.add_parser("goodbye")
+    g.add_argument("--id", required=True)
+    g.add_argument("--timeout", type=float, default=20)
     s = sub.add_parser("spoof")
     s.add_argument("--id", required=True)
     s.add_argument("--addr", required=True)
@@ -119,7 +193,7 @@ def main():
     s.add_argument("--seq", type=int, default=2**62)
     s.add_argument("--count", type=int, default=3)
     a = p.parse_args()
-    return browse(a) if a.cmd == "browse" else spoof(a)
+    return {"browse": browse, "goodbye": goodbye, "spoof": spoof}[a.cmd](a)
 
 
 if __name__ == "__main__":
