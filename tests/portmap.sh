@@ -142,6 +142,12 @@ for proto in pcp natpmp upnp; do
   done
   [ "$k" = direct ] || fail "$proto: d1 -> g1 is $k, not direct (symmetric <-> symmetric with a port mapping)"
   echo "ok: $proto: d1 <-> g1 up, d1 -> g1 direct ($(active_kind g1 d1) the other way), $(( $(ms) - t0 )) ms after start"
+  # wsctl names the mapping in force (netcheck) and exports it (metrics).
+  nc=$("$bin/wsctl" --socket "$LAB_DIR/g1.sock" netcheck) || fail "$proto: wsctl netcheck failed"
+  grep -qx "port mapping: $proto 11.0.0.3:51820" <<<"$nc" || fail "$proto: wsctl netcheck does not name the mapping: $nc"
+  m=$("$bin/wsctl" --socket "$LAB_DIR/g1.sock" metrics) || fail "$proto: wsctl metrics failed"
+  grep -qxF "whalescale_port_mapping{protocol=\"$proto\",external=\"11.0.0.3:51820\"} 1" <<<"$m" || fail "$proto: metrics lack whalescale_port_mapping"
+  echo "ok: $proto: wsctl netcheck and metrics name the mapping"
   kill -TERM "$gpid"
   for _ in $(seq 50); do kill -0 "$gpid" 2>/dev/null || break; sleep 0.1; done
   ! kill -0 "$gpid" 2>/dev/null || fail "$proto: g1 did not exit within 5 s of SIGTERM"

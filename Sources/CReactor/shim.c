@@ -274,6 +274,33 @@ int CReactor_unix_connect(const char *path) {
 
 int CReactor_accept(int fd) { RET(accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)); }
 
+int CReactor_peer_cred(int fd, uint32_t *uid, uint32_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int CReactor_tcp_listen(const CReactor_endpoint *ep) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int r = CReactor_endpoint_to_sockaddr(ep, &ss, &len);
+    if (r < 0) return r;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 16) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 int CReactor_set_nonblocking(int fd, int on) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0) return -errno;

@@ -66,6 +66,22 @@ public enum UnixStream {
 
     /// A blocking connection to `path`, or -errno.
     public static func connect(path: String) -> Int32 { CReactor_unix_connect(path) }
+
+    /// Who is at the other end of a connected UNIX socket (SO_PEERCRED); nil if the kernel will not say.
+    public static func peerCredentials(_ fd: Int32) -> (uid: UInt32, gid: UInt32)? {
+        var uid: UInt32 = 0, gid: UInt32 = 0
+        guard CReactor_peer_cred(fd, &uid, &gid) == 0 else { return nil }
+        return (uid, gid)
+    }
+}
+
+/// TCP, for the daemon's small HTTP metrics listener (nothing on the packet path).
+public enum TCPListener {
+    /// A non-blocking socket listening on `address`; accept with `UnixStream.accept` (accept4 works for any stream).
+    public static func listen(_ address: SocketAddress) throws(SyscallError) -> Int32 {
+        var a = address
+        return try syscallValue("listen(tcp)") { CReactor_tcp_listen(&a) }
+    }
 }
 
 /// Termination signals as a readable fd (signalfd), so the reactor handles them like any event.

@@ -59,12 +59,13 @@ struct WhalescaleD: ParsableCommand {
 
     /// `--check-config FILE`: what the daemon would refuse at start, without starting it:
     /// the config's syntax and fields (with file, line and field), the key (file, mode,
-    /// format). Prints the warnings and one line saying it is fine.
+    /// format), the control group. Prints the warnings and one line saying it is fine.
     func check(_ path: String) throws {
         do {
             let cfg = try Config.load(path: path)
             var warnings = cfg.warnings
             _ = try cfg.node.loadPrivateKey { warnings.append($0) }
+            _ = try cfg.controlGroupID()
             for w in warnings { FileHandle.standardError.write("\(w)\n".data(using: .utf8)!) }
             let anchors = cfg.peers.filter(\.anchor).count
             print("\(path): ok (interface \(cfg.node.interface), \(cfg.peers.count) peer\(cfg.peers.count == 1 ? "" : "s"), \(anchors) anchor\(anchors == 1 ? "" : "s")\(warnings.isEmpty ? "" : ", \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"))")

@@ -7,5 +7,5 @@ struct WSBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ws-bench",
         abstract: "Whalescale micro-benchmarks (see perf/).",
-        subcommands: [ReactorEcho.self, CryptoBench.self, RelayBaseline.self, GossipSim.self, Flood.self])
+        subcommands: [ReactorEcho.self, CryptoBench.self, RelayBaseline.self, GossipSim.self, Flood.self, LinkEmu.self])
 }

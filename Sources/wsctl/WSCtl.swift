@@ -15,9 +15,16 @@ struct WSCtl: ParsableCommand {
               wsctl pubkey < node.key
               wsctl status            # peers, how each is reached, warnings
               wsctl status --json     # the stable object documented in docs/status-json.md
-              wsctl metrics           # Prometheus text
+              wsctl ping h2           # in-tunnel ping: which path answered, in how long
+              wsctl netcheck          # NAT with evidence, port mapping, IPv4/IPv6
+              wsctl explain h2        # every path to h2, who attested it, why this one
+              wsctl metrics           # Prometheus text (HTTP too: [metrics] listen)
+
+            The verbs that talk to the daemon take --socket PATH (before or after the verb). \
+            The socket is for the daemon's owner (and node.control_group); anyone else is refused. \
+            Reference: docs/wsctl.md.
             """,
-        subcommands: [GenKey.self, PubKey.self, Status.self, Metrics.self])
+        subcommands: [GenKey.self, PubKey.self, Status.self, Ping.self, Netcheck.self, ExplainPeer.self, Metrics.self])
 
     /// `wsctl --socket PATH status` (the form DESIGN §8 documents) as well as `wsctl status --socket PATH`.
     @OptionGroup var socket: SocketOptions
@@ -34,6 +41,10 @@ struct SocketOptions: ParsableArguments {
 
     /// These options (after the verb) over `outer` (before it).
     func path(else outer: SocketOptions) -> String {
+        Self.path(socket: socket, interface: interface, else: outer)
+    }
+
+    static func path(socket: String?, interface: String?, else outer: SocketOptions) -> String {
         socket ?? outer.socket ?? "/run/whalescale/\(interface ?? outer.interface ?? "ws0").sock"
     }
 }

@@ -150,6 +150,7 @@ let wireTargets: [FuzzTarget] = [
             .observed(sampleEndpoints[0]), .candidates(c), .candidates([]),
             .rendezvousRequest(target: testKey(3)), .rendezvous(peer: testKey(4), candidates: c),
             .pathPing(txid: 77, onActivePath: true), .pathPong(txid: 78, observed: sampleEndpoints[1]),
+            .echoRequest(txid: 79), .echoReply(txid: 80, observed: sampleEndpoints[2]),
         ]
         return msgs.map(\.bytes)
     },

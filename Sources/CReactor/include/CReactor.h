@@ -107,6 +107,10 @@ int CReactor_attach_steering(int fd, unsigned groups, int relay_inner);
 int CReactor_unix_listen(const char *path, unsigned mode);
 int CReactor_unix_connect(const char *path);
 int CReactor_accept(int fd);
+/// The uid and gid of the process at the other end of a connected UNIX socket (SO_PEERCRED).
+int CReactor_peer_cred(int fd, uint32_t *uid, uint32_t *gid);
+/// A non-blocking TCP socket listening on ep (SO_REUSEADDR, backlog 16; IPv6 sockets v6-only).
+int CReactor_tcp_listen(const CReactor_endpoint *ep);
 int CReactor_set_nonblocking(int fd, int on);
 /// A connected, non-blocking AF_UNIX datagram pair (tests: a peer that never reads makes EAGAIN).
 int CReactor_socketpair_dgram(int *fds);

@@ -42,6 +42,8 @@ public struct Config: Sendable {
     public var peers: [PeerConfig]
     /// `[gossip]` (optional: every key has a default).
     public var gossip = GossipConfig()
+    /// `[metrics]` (optional: no HTTP listener by default).
+    public var metrics = MetricsConfig()
     /// Legal but probably unintended ("only one anchor"), formatted like
     /// errors ("config.toml:9: peer[0]: ..."); the daemon logs them at startup.
     public var warnings: [String]
@@ -100,6 +102,17 @@ public struct Config: Sendable {
             path: node.configPath, line: source?.line(of: field) ?? peers[k].line, field: field,
             message: "is this node's own public key")
     }
+
+    /// `node.control_group` as a gid: a group of this host's group database,
+    /// or a number; nil when the config names none. `parse` does not read the
+    /// host's databases, so the daemon (at start) and `--check-config` call this.
+    public func controlGroupID() throws(ConfigError) -> gid_t? {
+        guard let name = node.controlGroup else { return nil }
+        if let g = getgrnam(name) { return g.pointee.gr_gid }
+        if let n = UInt32(name) { return n }
+        throw ConfigError(path: node.configPath, line: source?.line(of: "node.control_group"), field: "node.control_group",
+                          message: "no group \(String(reflecting: name)) on this host")
+    }
 }
 
 /// A way to ask the gateway for a port mapping (`node.port_mapping`).
@@ -150,6 +163,9 @@ public struct NodeConfig: Sendable, Equatable {
     public var lanDiscovery = true
     public var stateDir: String
     public var controlSocket: String
+    /// `control_group`: a group whose members may use the control socket too
+    /// (it is then 0660 and owned by that group); nil: the owner only (0600).
+    public var controlGroup: String?
     /// The same as `ConnectivityTimings.defaultRelayRateMbit` (Protocol's; ConfigTests keeps them equal).
     public static let defaultRelayRateMbit = 10_000
     public static let maxRelayRateMbit = 100_000
@@ -244,8 +260,9 @@ public struct PeerConfig: Sendable, Equatable {
 // MARK: - Parser
 
 private struct ConfigParser {
-    static let rootKeys = ["node", "peer", "gossip"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "port_mapping", "lan_discovery"]
+    static let rootKeys = ["node", "peer", "gossip", "metrics"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping", "lan_discovery"]
+    static let metricsKeys = ["listen"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
     static let gossipKeys = ["anti_entropy_s"]
     /// sun_path is 108 bytes with the terminating NUL.
@@ -290,6 +307,7 @@ private struct ConfigParser {
         warnAboutAnchors(node: node, peers: peers)
         var config = Config(node: node, peers: peers, warnings: warnings)
         config.gossip = try parseGossip(root)
+        config.metrics = try parseMetrics(root)
         config.source = lines
         return config
     }
@@ -376,7 +394,29 @@ private struct ConfigParser {
         node.reactors = reactors
         node.portMapping = try portMapping(t)
         node.lanDiscovery = try bool(t, "lan_discovery", "node") ?? true
+        if let g = try string(t, "control_group", "node") {
+            guard !g.isEmpty, g.utf8.count <= 32, g.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+                throw fail("node.control_group", "\(quoted(g)) is not a group name (letters, digits, '-', '_', '.'; at most 32) or a numeric gid")
+            }
+            node.controlGroup = g
+        }
         return node
+    }
+
+    // MARK: [metrics]
+
+    func parseMetrics(_ root: TOMLTable) throws(ConfigError) -> MetricsConfig {
+        var m = MetricsConfig()
+        guard let v = root["metrics"] else { return m }
+        guard v.type == .table, let t = v.table else { throw typeError("metrics", expected: "a table ([metrics])", found: v) }
+        try checkKeys(t, allowed: ConfigParser.metricsKeys, in: "metrics")
+        if let text = try string(t, "listen", "metrics") {
+            guard let ep = ConfigParser.endpoint(text) else {
+                throw fail("metrics.listen", "\(quoted(text)) is not an address and port such as \"127.0.0.1:9586\" or \"[::1]:9586\"")
+            }
+            m.listen = ep
+        }
+        return m
     }
 
     /// `port_mapping`: an array of distinct protocol names; [] turns port mapping off.
@@ -707,6 +747,15 @@ private extension String {
         }
         return String(decoding: u[first...last], as: UTF8.self)
     }
+}
+
+/// `[metrics]`: the daemon's Prometheus endpoint (docs/wsctl.md, "metrics").
+public struct MetricsConfig: Sendable, Equatable {
+    /// `listen`: where to serve `GET /metrics` over HTTP/1.1; nil: not served.
+    /// Anyone who can connect reads the node's peers and addresses: keep it on
+    /// loopback or a management network.
+    public var listen: Endpoint?
+    public init(listen: Endpoint? = nil) { self.listen = listen }
 }
 
 /// `[gossip]`: how members spread their endpoint records (docs/gossip.md).

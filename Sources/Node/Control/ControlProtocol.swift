@@ -17,35 +17,52 @@ import Foundation
 // `ControlLineReader` to collect the request and `ControlCodec` to answer it.
 // A malformed request gets an error response, never a crash or a hang.
 
-/// What a client can ask. Each verb is one case; a verb with arguments will
-/// carry them as associated values.
+/// What a client can ask. Each verb is one case; a verb with arguments
+/// carries them as associated values.
 public enum ControlRequest: Sendable, Equatable {
     /// The node's state, answered with `ControlResponse.status`.
     case status
+    /// One in-tunnel ping (ECHO_REQUEST) to a peer named by name, overlay
+    /// address or public key; answered with `ControlResponse.echo` when the
+    /// reply comes or `timeoutMs` passed (the connection waits, the daemon does not).
+    case ping(peer: String, timeoutMs: Int)
 
     /// The `verb` string on the wire.
     public var verb: String {
         switch self {
         case .status: return "status"
+        case .ping: return "ping"
         }
     }
 
-    public static let allVerbs = ["status"]
+    public static let allVerbs = ["status", "ping"]
+    /// `ping`'s wait when the request names none, and its bounds (under the
+    /// server's 5 s cut-off of a connection).
+    public static let defaultPingTimeoutMs = 2000
+    public static let pingTimeoutRange = 50...4000
+    /// Longest peer query accepted (a name is at most 63 bytes, a key 44).
+    public static let maxPeerQueryBytes = 256
 }
 
-/// The server's answer: `{"ok":true,"status":{...}}` or `{"ok":false,"error":"..."}`.
+/// The server's answer: `{"ok":true,"status":{...}}`, `{"ok":true,"echo":{...}}`
+/// or `{"ok":false,"error":"..."}`.
 public enum ControlResponse: Sendable, Equatable, Codable {
     case status(StatusReport)
+    case echo(EchoReport)
     case error(String)
 
     enum CodingKeys: String, CodingKey {
-        case ok, status, error
+        case ok, status, echo, error
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if try c.decode(Bool.self, forKey: .ok) {
-            self = .status(try c.decode(StatusReport.self, forKey: .status))
+            if c.contains(.echo) {
+                self = .echo(try c.decode(EchoReport.self, forKey: .echo))
+            } else {
+                self = .status(try c.decode(StatusReport.self, forKey: .status))
+            }
         } else {
             self = .error(try c.decode(String.self, forKey: .error))
         }
@@ -57,6 +74,9 @@ public enum ControlResponse: Sendable, Equatable, Codable {
         case .status(let s):
             try c.encode(true, forKey: .ok)
             try c.encode(s, forKey: .status)
+        case .echo(let e):
+            try c.encode(true, forKey: .ok)
+            try c.encode(e, forKey: .echo)
         case .error(let e):
             try c.encode(false, forKey: .ok)
             try c.encode(e, forKey: .error)
@@ -75,6 +95,10 @@ public enum ControlRequestError: Error, Equatable, Sendable, CustomStringConvert
     case missingVerb
     case verbNotAString
     case unknownVerb(String)
+    /// A verb's argument is missing or out of range (the sentence says which).
+    case badArgument(String)
+    /// The peer credentials of the connection are not the owner's (or the control group's).
+    case notPermitted(uid: UInt32, gid: UInt32)
 
     public var description: String {
         switch self {
@@ -88,6 +112,9 @@ public enum ControlRequestError: Error, Equatable, Sendable, CustomStringConvert
         case .unknownVerb(let v):
             // Bounded: the verb came from the client and is echoed back.
             return "unknown verb \(String(reflecting: String(v.prefix(64)))) (known: \(ControlRequest.allVerbs.joined(separator: ", ")))"
+        case .badArgument(let s): return s
+        case .notPermitted(let uid, let gid):
+            return "permission denied: uid \(uid) (gid \(gid)) may not use this control socket: it is for the daemon's owner and the configured control_group only"
         }
     }
 
@@ -104,9 +131,19 @@ public enum ControlCodec {
 
     // MARK: Requests
 
-    /// `{"verb":"status"}` and a newline.
+    /// `{"verb":"status"}` (arguments beside the verb, keys sorted) and a newline.
     public static func encode(_ request: ControlRequest) -> [UInt8] {
-        Array("{\"verb\":\"\(request.verb)\"}\n".utf8)
+        var object: [String: Any] = ["verb": request.verb]
+        switch request {
+        case .status: break
+        case .ping(let peer, let timeoutMs):
+            object["peer"] = peer
+            object["timeout_ms"] = timeoutMs
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            return Array("{\"verb\":\"\(request.verb)\"}\n".utf8)
+        }
+        return Array(data) + [0x0A]
     }
 
     /// Parses one request line (with or without its "\n" or "\r\n").
@@ -131,6 +168,23 @@ public enum ControlCodec {
         guard let verb = verbValue as? String else { return .failure(.verbNotAString) }
         switch verb {
         case "status": return .success(.status)
+        case "ping":
+            guard let peer = object["peer"] as? String, !peer.isEmpty else {
+                return .failure(.badArgument("ping needs \"peer\": a peer's name, overlay address or public key"))
+            }
+            guard peer.utf8.count <= ControlRequest.maxPeerQueryBytes else {
+                return .failure(.badArgument("\"peer\" is longer than \(ControlRequest.maxPeerQueryBytes) bytes"))
+            }
+            var timeout = ControlRequest.defaultPingTimeoutMs
+            if let t = object["timeout_ms"] {
+                // A fraction is refused (exact integers only); true/false bridge to 1/0, out of range.
+                guard let n = t as? NSNumber, let v = Int(exactly: n.doubleValue),
+                      ControlRequest.pingTimeoutRange.contains(v) else {
+                    return .failure(.badArgument("\"timeout_ms\" must be an integer in \(ControlRequest.pingTimeoutRange.lowerBound)...\(ControlRequest.pingTimeoutRange.upperBound)"))
+                }
+                timeout = v
+            }
+            return .success(.ping(peer: peer, timeoutMs: timeout))
         default: return .failure(.unknownVerb(verb))
         }
     }
@@ -170,7 +224,7 @@ public enum ControlCodec {
     }
 
     /// `wsctl status --json`: the report alone, indented, keys sorted.
-    public static func prettyJSON(_ status: StatusReport) -> String {
+    public static func prettyJSON(_ status: some Encodable) -> String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         guard let data = try? e.encode(status) else { return "{}" }

@@ -5,10 +5,10 @@
 //
 // Families (every name starts with `whalescale_`):
 //   info{public_key,interface}                      gauge 1; reactors as a gauge of its own
-//   peer_up{peer}, peer_rx_bytes_total{peer}, peer_tx_bytes_total{peer},
-//   peer_last_handshake_seconds{peer}              per member
+//   peer_up{peer}, peer_rx_bytes_total{peer}, peer_tx_bytes_total{peer}, peer_rx_packets_total{peer},
+//   peer_tx_packets_total{peer}, peer_handshakes_total{peer,result}, peer_last_handshake_seconds{peer}   per member
 //   path_active{peer,kind}, path_rtt_seconds{peer,kind}, path_loss_ratio{peer,kind}
-//   anchor_reachable{anchor}, nat_mapping{mapping}, warnings
+//   anchor_reachable{anchor}, nat_mapping{mapping}, port_mapping{protocol,external}, warnings
 //   counter_total{name}                             every status counter (drops by reason, relay, handoffs, ...)
 import Support
 import Wire
@@ -35,6 +35,13 @@ public enum PrometheusText {
                s.peers.map { ([("peer", $0.name)], Double($0.rxBytes)) })
         family("peer_tx_bytes_total", "counter", "Bytes sent to the member (whole session messages).",
                s.peers.map { ([("peer", $0.name)], Double($0.txBytes)) })
+        family("peer_rx_packets_total", "counter", "Session messages received from the member that authenticated.",
+               s.peers.map { ([("peer", $0.name)], Double($0.rxPackets)) })
+        family("peer_tx_packets_total", "counter", "Session messages sent to the member.",
+               s.peers.map { ([("peer", $0.name)], Double($0.txPackets)) })
+        family("peer_handshakes_total", "counter", "Handshakes with the member: completed, or failed (given up unanswered).",
+               s.peers.flatMap { p in [([("peer", p.name), ("result", "completed")], Double(p.handshakesCompleted)),
+                                       ([("peer", p.name), ("result", "failed")], Double(p.handshakesFailed))] })
         family("peer_last_handshake_seconds", "gauge", "Seconds since the last completed handshake with the member.",
                s.peers.compactMap { p in p.lastHandshakeSecondsAgo.map { ([("peer", p.name)], Double($0)) } })
         let paths = s.peers.flatMap { p in p.paths.map { (peer: p.name, path: $0) } }
@@ -48,6 +55,8 @@ public enum PrometheusText {
                s.anchors.map { ([("anchor", $0.name)], $0.reachable ? 1 : 0) })
         family("nat_mapping", "gauge", "This node's NAT mapping behaviour as the anchors observe it (value 1).",
                [([("mapping", s.node.nat.mapping.rawValue)], 1)])
+        family("port_mapping", "gauge", "1 for each port mapping in force (the public endpoint the gateway maps to our port).",
+               s.node.endpoints.filter { [.pcp, .natpmp, .upnp].contains($0.source) }.map { ([("protocol", $0.source.rawValue), ("external", $0.addr)], 1) })
         family("warnings", "gauge", "Warnings the node reports (wsctl status lists them).", [([], Double(s.warnings.count))])
         family("counter_total", "counter", "Every status counter by name: drops by reason, relay, handoffs between reactors.",
                s.counters.keys.sorted().map { ([("name", $0)], Double(s.counters[$0]!)) })

@@ -125,7 +125,42 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     public struct NAT: Codable, Sendable, Equatable {
         public var mapping: NATMapping
-        public init(mapping: NATMapping) { self.mapping = mapping }
+        /// What each anchor saw our packets come from: the classification's input.
+        public var evidence: [Observation]
+        public init(mapping: NATMapping, evidence: [Observation] = []) {
+            self.mapping = mapping
+            self.evidence = evidence
+        }
+
+        enum CodingKeys: String, CodingKey { case mapping, evidence }
+
+        /// `evidence` came with later daemons of version 1: from an earlier one it is empty.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            mapping = try c.decode(NATMapping.self, forKey: .mapping)
+            evidence = try c.decodeIfPresent([Observation].self, forKey: .evidence) ?? []
+        }
+    }
+
+    /// One anchor's observation of our public address.
+    public struct Observation: Codable, Sendable, Equatable {
+        /// The anchor's name.
+        public var anchor: String
+        /// "198.51.100.7:40001": where our packets came from, as it saw them.
+        public var observed: String
+        /// Seconds since that observation.
+        public var ageSeconds: UInt64
+
+        public init(anchor: String, observed: String, ageSeconds: UInt64) {
+            self.anchor = anchor
+            self.observed = observed
+            self.ageSeconds = ageSeconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case anchor, observed
+            case ageSeconds = "age_s"
+        }
     }
 
     // `mapping` is the connectivity core's NATMapping (Protocol/Connectivity/Decisions.swift):
@@ -169,12 +204,29 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var gossip: GossipRecord?
         /// Where the peer's signed LAN announcement (mDNS) came from, source `lan`; nil if none was taken.
         public var lan: AdvertisedEndpoint?
+        /// Session messages that authenticated from / were sent to this peer (as `rx_bytes`/`tx_bytes`).
+        public var rxPackets: UInt64
+        public var txPackets: UInt64
+        /// Handshakes with this peer that completed, and that gave up unanswered, since start.
+        public var handshakesCompleted: UInt64
+        public var handshakesFailed: UInt64
+        /// A hole-punching round to this peer is running now.
+        public var punching: Bool
+        /// Seconds until a relayed peer's next try for a direct path; nil when none is scheduled.
+        public var nextDirectRetrySeconds: Double?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
-            gossip: GossipRecord? = nil, lan: AdvertisedEndpoint? = nil
+            gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
+            rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0, lan: AdvertisedEndpoint? = nil
         ) {
+            self.rxPackets = rxPackets
+            self.txPackets = txPackets
+            self.handshakesCompleted = handshakesCompleted
+            self.handshakesFailed = handshakesFailed
+            self.punching = punching
+            self.nextDirectRetrySeconds = nextDirectRetrySeconds
             self.name = name
             self.publicKey = publicKey
             self.address = address
@@ -195,7 +247,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip, lan
+            case paths, gossip, punching, lan
+            case nextDirectRetrySeconds = "next_direct_retry_s"
+            case rxPackets = "rx_packets"
+            case txPackets = "tx_packets"
+            case handshakesCompleted = "handshakes_completed"
+            case handshakesFailed = "handshakes_failed"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -211,6 +268,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             paths = try c.decode([Path].self, forKey: .paths)
             // Absent from a daemon before gossip ran.
             gossip = try c.decodeIfPresent(GossipRecord.self, forKey: .gossip)
+            punching = try c.decodeIfPresent(Bool.self, forKey: .punching) ?? false
+            nextDirectRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .nextDirectRetrySeconds)
+            rxPackets = try c.decodeIfPresent(UInt64.self, forKey: .rxPackets) ?? 0
+            txPackets = try c.decodeIfPresent(UInt64.self, forKey: .txPackets) ?? 0
+            handshakesCompleted = try c.decodeIfPresent(UInt64.self, forKey: .handshakesCompleted) ?? 0
+            handshakesFailed = try c.decodeIfPresent(UInt64.self, forKey: .handshakesFailed) ?? 0
             // Absent from a daemon before LAN discovery.
             lan = try c.decodeIfPresent(AdvertisedEndpoint.self, forKey: .lan)
         }
@@ -228,6 +291,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txBytes, forKey: .txBytes)
             try c.encode(paths, forKey: .paths)
             try c.encode(gossip, forKey: .gossip)
+            try c.encode(punching, forKey: .punching)
+            try c.encode(nextDirectRetrySeconds.flatMap { $0.isFinite ? $0 : nil }, forKey: .nextDirectRetrySeconds)
+            try c.encode(rxPackets, forKey: .rxPackets)
+            try c.encode(txPackets, forKey: .txPackets)
+            try c.encode(handshakesCompleted, forKey: .handshakesCompleted)
+            try c.encode(handshakesFailed, forKey: .handshakesFailed)
             try c.encode(lan, forKey: .lan)
         }
     }
@@ -268,9 +337,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
-    /// One way of reaching a peer; a session may use several at once (multipath).
+    /// One way of reaching a peer (one entry of the peer's path set). Today
+    /// at most one is active; several at once (multipath) is planned.
     public struct Path: Codable, Sendable, Equatable {
         public var kind: PathKind
+        /// Our end: which local UDP socket the path leaves from ("udp0"; one
+        /// per address family today). Nil from daemons before paths had one.
+        public var local: String?
         /// The peer's address on this path; for a relay path, the anchor's.
         public var remote: String
         /// For a relay path, the anchor's name; nil otherwise.
@@ -279,11 +352,26 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var rttMs: Double?
         /// Fraction of probes lost, 0...1; nil before the first probe.
         public var loss: Double?
-        /// Whether the scheduler currently sends data on it.
+        /// Whether data for the peer goes on it now.
         public var active: Bool
+        /// A PATH_PONG came back over it within the validity window (nil: not reported).
+        public var validated: Bool?
+        /// Answered a ping recently (a relay path: its anchor is reachable).
+        public var usable: Bool
+        /// Seconds since an authenticated packet last arrived over it; nil: never (or not reported).
+        public var lastRxSecondsAgo: UInt64?
+        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config".
+        public var sources: [String]
 
-        public init(kind: PathKind, remote: String, via: String? = nil, rttMs: Double? = nil, loss: Double? = nil, active: Bool) {
+        public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
+                    loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
+                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = []) {
+            self.usable = usable ?? active
+            self.sources = sources
+            self.validated = validated
+            self.lastRxSecondsAgo = lastRxSecondsAgo
             self.kind = kind
+            self.local = local
             self.remote = remote
             self.via = via
             self.rttMs = rttMs
@@ -292,9 +380,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case kind, remote, via
+            case kind, local, remote, via
             case rttMs = "rtt_ms"
-            case loss, active
+            case loss, active, validated, usable, sources
+            case lastRxSecondsAgo = "last_rx_s_ago"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -305,6 +394,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
             rttMs = try c.decodeIfPresent(Double.self, forKey: .rttMs)
             loss = try c.decodeIfPresent(Double.self, forKey: .loss)
             active = try c.decode(Bool.self, forKey: .active)
+            local = try c.decodeIfPresent(String.self, forKey: .local)
+            validated = try c.decodeIfPresent(Bool.self, forKey: .validated)
+            usable = try c.decodeIfPresent(Bool.self, forKey: .usable) ?? active
+            lastRxSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastRxSecondsAgo)
+            sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -316,6 +410,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(rttMs.flatMap { $0.isFinite ? $0 : nil }, forKey: .rttMs)
             try c.encode(loss.flatMap { $0.isFinite ? $0 : nil }, forKey: .loss)
             try c.encode(active, forKey: .active)
+            try c.encodeIfPresent(local, forKey: .local)
+            try c.encodeIfPresent(validated, forKey: .validated)
+            try c.encode(usable, forKey: .usable)
+            if local != nil { try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo) }
+            try c.encode(sources, forKey: .sources)
         }
     }
 

@@ -13,10 +13,10 @@ import Protocol
 ///     endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
 ///     anchors: anchor-1 reachable, anchor-2 unreachable
 ///
-///     PEER      ADDRESS        REACHED                     HANDSHAKE  RX       TX
-///     anchor-1  10.77.0.10/32  direct 203.0.113.10:51820   12s ago    1.2 MiB  340.0 KiB
-///     laptop    10.77.0.20/32  relay via anchor-1          1m3s ago   88.0 KiB 12.1 KiB
-///     phone     10.77.0.30/32  idle                        never      0 B      0 B
+///     PEER      ADDRESS        STATE  REACHED                    RTT    HANDSHAKE  RX       TX
+///     anchor-1  10.77.0.10/32  up     direct 203.0.113.10:51820  1.2ms  12s ago    1.2 MiB  340.0 KiB
+///     laptop    10.77.0.20/32  up     relay via anchor-1         4.1ms  1m3s ago   88.0 KiB 12.1 KiB
+///     phone     10.77.0.30/32  idle   idle                       -      never      0 B      0 B
 ///
 ///     warnings:
 ///       - only one anchor is reachable
@@ -29,7 +29,7 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     let n = s.node
     out.append("\(n.interface)  \(n.addresses.joined(separator: ","))  listening on \(n.listenPort)\(n.anchor ? "  anchor" : "")\(n.reactors > 1 ? "  \(n.reactors) reactors" : "")")
     out.append("public key: \(n.publicKey)")
-    out.append("nat: \(n.nat.mapping.rawValue)")
+    out.append("nat: \(n.nat.mapping.rawValue)" + (n.nat.evidence.isEmpty ? "" : " (" + n.nat.evidence.map { "\($0.anchor) saw \($0.observed)" }.joined(separator: ", ") + ")"))
     if n.endpoints.isEmpty {
         out.append("endpoints: none known yet")
     } else {
@@ -47,12 +47,14 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     if s.peers.isEmpty {
         out.append("no peers configured")
     } else {
-        var rows = [["PEER", "ADDRESS", "REACHED", "HANDSHAKE", "RX", "TX"]]
+        var rows = [["PEER", "ADDRESS", "STATE", "REACHED", "RTT", "HANDSHAKE", "RX", "TX"]]
         for p in s.peers {
             rows.append([
                 p.name,
                 p.address.joined(separator: ","),
+                p.state.rawValue,
                 StatusText.reached(p),
+                StatusText.rtt(p),
                 p.lastHandshakeSecondsAgo.map { StatusText.age(seconds: $0) + " ago" } ?? "never",
                 StatusText.bytes(p.rxBytes),
                 StatusText.bytes(p.txBytes),
@@ -64,7 +66,7 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     let drops = s.counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }
     if !drops.isEmpty {
         out.append("")
-        out.append("drops: " + drops.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        out.append("counters: " + drops.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
     }
     if !s.warnings.isEmpty {
         out.append("")
@@ -82,6 +84,12 @@ enum StatusText {
         let active = p.paths.filter(\.active)
         guard !active.isEmpty else { return p.state.rawValue }
         return active.map(path).joined(separator: ", ")
+    }
+
+    /// The active path's smoothed RTT, "0.8ms"; "-" when none is known.
+    static func rtt(_ p: StatusReport.Peer) -> String {
+        guard let ms = p.paths.first(where: \.active)?.rttMs, ms.isFinite else { return "-" }
+        return EchoReport.formatMs(ms) + "ms"
     }
 
     static func path(_ p: StatusReport.Path) -> String {

@@ -89,6 +89,7 @@ extension Daemon {
             logger.error("partitioned: every anchor and cached endpoint failed; this node needs a manual re-bootstrap (a reachable anchor endpoint in the config)")
         case .endpointCacheChanged: endpointCacheChanged(now: Self.now())
         case .gossipRecordsChanged: gossipRecordsChanged(now: Self.now())
+        case .echoReply(let r): echoReplied(r)
         }
     }
 

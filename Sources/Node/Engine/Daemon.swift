@@ -22,7 +22,9 @@
 //   StatusAssembly.swift  the status object for the control socket
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
 //   LanAdapter.swift      LAN discovery (signed mDNS on 224.0.0.251:5353) on a worker thread, the same way
-//   IOAdapters.swift, ControlServer.swift, StateStore.swift, Interface.swift: one adapter per I/O source
+//   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
+//   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
+//   Interface.swift: one adapter per I/O source
 //
 // It owns the state machines, feeds them reactor events and the clock
 // (CLOCK_MONOTONIC as `Instant`, the wall clock only for handshake
@@ -56,6 +58,10 @@ public final class Daemon: @unchecked Sendable {
     var threads: [Thread] = []
     let finished = DispatchSemaphore(value: 0)
     var control: ControlServer?
+    /// `[metrics] listen`: the HTTP /metrics adapter (MetricsServer.swift).
+    var metricsServer: MetricsServer?
+    /// `wsctl ping`s waiting for their ECHO_REPLY, by txid (ControlRequests.swift).
+    var pendingEchoes: [UInt64: PendingEcho] = [:]
     var signals: Registration?
     var signalFD: Int32 = -1
     var stateStore: StateStore?
@@ -237,7 +243,15 @@ public final class Daemon: @unchecked Sendable {
         try InterfaceSetup.configure(interface: tun.name, addresses: config.node.addresses,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
 
-        control = try ControlServer(path: config.node.controlSocket, reactor: reactor) { [unowned self] in self.status() }
+        control = try ControlServer(path: config.node.controlSocket, reactor: reactor, group: try controlGroupID()) {
+            [unowned self] request, reply in self.handle(request, reply: reply)
+        }
+        if let listen = config.metrics.listen {
+            metricsServer = try MetricsServer(address: listen.socketAddress, reactor: reactor) { [unowned self] in
+                PrometheusText.render(self.status())
+            }
+            logger.info("metrics: serving GET /metrics on http://\(listen)")
+        }
 
         let now = Self.now()
         // The gossip records first, before anything is sent or published: our
@@ -364,6 +378,8 @@ public final class Daemon: @unchecked Sendable {
         }
         control?.close()
         control = nil
+        metricsServer?.close()
+        metricsServer = nil
         for lane in lanes.reversed() {
             lane.tun?.close()  // a non-persistent TUN device disappears with its last queue's fd, and its routes with it
             lane.udp?.close()

@@ -15,8 +15,11 @@ extension Daemon {
         let now = Self.now()
         let st = core.status(now: now)
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
-            StatusReport.Path(kind: p.kind, remote: "\(p.remote)",
-                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active)
+            StatusReport.Path(kind: p.kind, local: p.local.description, remote: "\(p.remote)",
+                              via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
+                              validated: p.validated, usable: p.usable,
+                              lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
+                              sources: p.sources)
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -39,6 +42,11 @@ extension Daemon {
                         StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                     })
                 },
+                punching: p.punching,
+                nextDirectRetrySeconds: p.nextDirectRetry.map { $0 > now ? ($0 - now).seconds : 0 },
+                rxPackets: p.session?.counters.rxPackets ?? 0, txPackets: p.session?.counters.txPackets ?? 0,
+                handshakesCompleted: p.session?.counters.handshakesCompleted ?? 0,
+                handshakesFailed: p.session?.counters.handshakesFailed ?? 0,
                 lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
@@ -54,6 +62,8 @@ extension Daemon {
         if lanes[0].split { for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v } }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
+        for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }
+        for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in lanCounters { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
@@ -64,7 +74,10 @@ extension Daemon {
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
                 },
-                nat: StatusReport.NAT(mapping: st.nat.mapping)),
+                nat: StatusReport.NAT(mapping: st.nat.mapping, evidence: st.nat.evidence.map {
+                    StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
+                                             ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
+                })),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

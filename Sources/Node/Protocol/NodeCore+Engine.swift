@@ -12,7 +12,7 @@ extension NodeCore {
     /// sealed segments lie back to back and leave in one GSO send.)
     public func headerRoom(for peer: PeerID) -> Int {
         guard peer.rawValue >= 0, peer.rawValue < roster.count else { return DataMessage.headerSize }
-        let c = paths[peer]
+        let c = tunnels.paths[peer]
         // No path yet: the first packet goes through an anchor (relay first, punch meanwhile).
         let relayed = c.activeKind == .relay || (c.active == nil && !isAnchor)
         return relayed ? DataMessage.headerSize + RelayMessage.headerSize : DataMessage.headerSize

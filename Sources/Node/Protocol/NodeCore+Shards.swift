@@ -18,7 +18,7 @@ extension NodeCore {
     /// path (then the owner hands packets here, and `sendPacket` finds one).
     public func dataRoute(for peer: PeerID) -> DataRoute? {
         guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer),
-              paths[peer].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
+              tunnels.paths[peer].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
         return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil)
     }
 
@@ -75,7 +75,7 @@ extension NodeCore {
             tunnels.applyActivity(a, for: p, now: now)
             if a.rxPackets > 0, let source = a.source { noteRx(p, source: source, via: a.via, traffic: true, now: a.lastRx ?? now) }
             if a.txPackets > 0 {
-                paths.noteDataTx(p, at: a.lastTx ?? now)
+                tunnels.paths.noteDataTx(p, at: a.lastTx ?? now)
                 if a.txData { noteDataSent(p, now: a.lastTx ?? now) }
             }
         case .promoted(let p, let idx):

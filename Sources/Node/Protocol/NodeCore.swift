@@ -10,7 +10,9 @@
 // own file under Connectivity/ that says what it owns, takes and gives back:
 //
 //   AnchorTracker  anchors' reachability, probes, observations, NAT class, warnings
-//   PathManager    every member's path table, active path, pings in flight
+//   PathManager    every member's path set (PathSet.swift), active path, destination, pings in
+//                  flight; held by Tunnels (its sessions send to the destination), driven
+//                  here as `tunnels.paths`
 //   HolePunch      punch rounds, rendezvous requests, direct retries
 //   RelayService   relay forwarding and budgets, held introductions (anchors)
 //   Recovery       the way back when every path is lost
@@ -20,7 +22,8 @@
 // A machine never reads another's state: NodeCore hands each the values it
 // needs and routes its outputs (Anchors.swift, Paths.swift, Sessions.swift,
 // Routing.swift). Every connectivity deadline is one entry of one
-// `DeadlineHeap<NodeTimer>` (NodeTimers.swift).
+// `DeadlineHeap<NodeTimer>` (NodeTimers.swift); the session layer's are one
+// entry per member in Tunnels' own heap.
 //
 //   engine (reactor thread)                          NodeCore
 //   ───────────────────────                          ────────
@@ -43,10 +46,12 @@
 //                             on an anchor from a member: check and forward in place
 //
 // Ownership: NodeCore decides every endpoint (seed 2.5). Tunnels never roams
-// here; a path is a (peer, remote endpoint[, anchor]) the path manager
-// validated with an authenticated PATH_PING/PONG or saw authenticated traffic
-// on, and `setEndpoint` tells Tunnels where data goes. A relayed peer's
-// session endpoint is the anchor's endpoint: whatever Tunnels sends to an
+// here (only a first contact gives a member with no destination one); a path
+// is a PathID (our socket, the remote endpoint or a relay via an anchor) the
+// path manager validated with an authenticated PATH_PING/PONG or saw
+// authenticated traffic on, and `Tunnels.activate` makes one the path data
+// goes on (the session's destination is its remote). A relayed peer's
+// destination is the anchor's endpoint: whatever Tunnels sends to an
 // anchor's endpoint on behalf of another member is wrapped in RELAY.
 //
 // The data path (DATA in, IP packet out; IP packet in, DATA or RELAY out;
@@ -134,6 +139,8 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
     case relayMismatch
     /// A RELAY whose hop tag does not authenticate under the sending hop's session (a forged source).
     case relayBadTag
+    /// An ECHO_REPLY (`wsctl ping`) for no request of ours in flight (late: its request timed out).
+    case echoUnexpected
 
     /// Snake-case counter name (`wsctl status` counters).
     public var name: String {
@@ -156,6 +163,7 @@ public enum NodeDropReason: Hashable, Sendable, CustomStringConvertible {
         case .relayRateLimited: "relay_rate_limited"
         case .relayMismatch: "relay_mismatch"
         case .relayBadTag: "relay_bad_tag"
+        case .echoUnexpected: "echo_unexpected_reply"
         }
     }
 
@@ -188,6 +196,8 @@ public enum NodeEvent: Equatable, Sendable {
     case endpointCacheChanged
     /// `gossipSnapshot()` changed (a record taken, ours or a member's): write it to state_dir.
     case gossipRecordsChanged
+    /// The answer to an operator's ping (`startEcho`): which path it came back on, and the RTT.
+    case echoReply(EchoResult)
 }
 
 /// Why NodeCore wants to wake up (shown by `wsctl`).
@@ -276,8 +286,6 @@ public struct NodeCore: Sendable {
     // The machines: each owns its state; NodeCore routes between them.
     /// Anchors, probes, our observed address, the NAT, warnings (AnchorTracker.swift).
     var anchorTracker: AnchorTracker
-    /// Every member's paths (PathManager.swift).
-    var paths: PathManager
     /// Punch rounds, rendezvous requests, direct retries (HolePunch.swift).
     var holePunch: HolePunch
     /// On an anchor: forwarding, budgets, held introductions (RelayService.swift).
@@ -306,6 +314,8 @@ public struct NodeCore: Sendable {
     /// The timers recovery pauses, while it runs.
     var parkedTimers: [NodeTimer: Instant] = [:]
     var drops: [NodeDropReason: UInt64] = [:]
+    /// Operator pings in flight (`wsctl ping`, Echo.swift).
+    var echoes = EchoTable()
     var rng: SessionRandom
     var startedAt: Instant?
 
@@ -339,7 +349,7 @@ public struct NodeCore: Sendable {
                      persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
-                          timings: sessionTimings, seed: seed, owners: owners,
+                          timings: sessionTimings, pathTimings: timings, seed: seed, owners: owners,
                           sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         var entries: [RosterEntry] = []
@@ -363,14 +373,13 @@ public struct NodeCore: Sendable {
                         seed: seed ^ 0x6055_1B)
         // Nobody is reachable before its session is up: gossip never makes a handshake.
         for i in gossipKeys.indices where i != me { gossip.peerDown(PeerID(rawValue: i)) }
-        paths = PathManager(members: members.count, timings: timings)
         anchorPeers = anchors
         anchorTracker = AnchorTracker(anchors: anchors, members: members.count, selfIsAnchor: isAnchor, timings: timings,
                                       txids: txids)
         for a in anchors {
             guard let ep = members[a.rawValue].endpoint else { continue }
-            let (i, _) = paths.addPath(a, kind: .direct, remote: ep, via: nil)
-            _ = paths.activate(a, i)
+            let (i, _) = tunnels.paths.addPath(a, kind: .direct, remote: ep, via: nil)
+            _ = tunnels.paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
     }
@@ -426,9 +435,9 @@ public struct NodeCore: Sendable {
                                     payloadLength: Int, now: Instant) -> Outbound {
         start(now)
         guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return .drop(.unknownPeer) }
-        if paths[peer].active == nil {
+        if tunnels.paths[peer].active == nil {
             ensurePath(peer, now: now)
-            if paths[peer].active == nil, awaitsAnchor(peer) {
+            if tunnels.paths[peer].active == nil, awaitsAnchor(peer) {
                 // No anchor reachable yet (at start their handshakes are a round
                 // trip away): the packet waits for the path the first one gives.
                 let result = tunnels.hold(for: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
@@ -436,10 +445,10 @@ public struct NodeCore: Sendable {
                 return result
             }
         }
-        let relayed = paths[peer].activeKind == .relay
+        let relayed = tunnels.paths[peer].activeKind == .relay
         if relayed, payloadOffset < DataMessage.headerSize + RelayMessage.headerSize { return .drop(.badLength) }
         let result = tunnels.send(to: peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
-        paths.noteDataTx(peer, at: now)
+        tunnels.paths.noteDataTx(peer, at: now)
         guard case .send(let to, let offset, let length) = result else {
             absorbTunnels(now: now)
             return result
@@ -469,17 +478,12 @@ public struct NodeCore: Sendable {
     public mutating func pollEvent() -> NodeEvent? { events.pop() }
 
     /// The earliest deadline and why (sessions and connectivity).
-    /// Our own timers are one deadline heap (O(1) here); the session layer's
-    /// deadline is Tunnels' own minimum.
+    /// Our own timers are one deadline heap, the session layer's another
+    /// (one entry per member, in Tunnels): two reads, no scan.
     public func pollTimeout() -> (deadline: Instant, reason: NodeTimerReason)? {
         let own = ownTimeout
-        guard let session = tunnels.pollTimeout(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
-        // The session layer's deadline wins: find whose it is (for the reason only).
-        for i in entries.indices where !entries[i].isSelf {
-            let p = PeerID(rawValue: i)
-            if let t = tunnels.pollTimeout(for: p), t.deadline == session.deadline { return (t.deadline, .session(p, t.reason)) }
-        }
-        return own
+        guard let session = tunnels.pollTimeoutPeer(), own.map({ session.deadline < $0.deadline }) ?? true else { return own }
+        return (session.deadline, .session(session.peer, session.reason))
     }
 
     // MARK: Commands
@@ -521,7 +525,7 @@ public struct NodeCore: Sendable {
     public mutating func connect(_ peer: PeerID, now: Instant) {
         start(now)
         guard peer.rawValue >= 0, peer.rawValue < entries.count, !isSelf(peer) else { return }
-        if paths[peer].active == nil { ensurePath(peer, now: now) }
+        if tunnels.paths[peer].active == nil { ensurePath(peer, now: now) }
         tunnels.connect(peer, now: now)
     }
 

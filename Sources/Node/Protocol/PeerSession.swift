@@ -1,6 +1,11 @@
-// One member's tunnel: its keypairs, its handshake, its timers, its queue.
-// Driven only by `Tunnels`, which owns the node-level parts (index table,
-// cookie checker, outputs) and passes them in as `SessionContext`.
+// One member's tunnel: its keypairs, its handshake, its timers, its queue:
+// the cryptographic session only. Where its datagrams go is not its business:
+// the path manager (PathManager / PathSet) holds the member's paths, its
+// destination and the roaming rule; `Tunnels` tells the session whether a
+// destination exists (`reachable`) and addresses what it sends when it is
+// drained. Driven only by `Tunnels`, which owns the node-level parts (index
+// table, cookie checker, outputs, the path manager) and passes the session's
+// share in as `SessionContext`.
 //
 // Keypair rotation (WireGuard §6.2, wireguard-go `BeginSymmetricSession` and
 // `ReceivedWithKeypair`), three slots:
@@ -159,7 +164,9 @@ struct SessionContext: Sendable {
     var rng: SessionRandom
     /// Receiver index -> peer, for every live keypair and in-flight initiation.
     var indices: [UInt32: PeerID] = [:]
-    var transmits = Outbox<Transmit>()
+    /// What the sessions made to send; `to` nil: the member's destination
+    /// (Tunnels fills it in from the path manager when draining).
+    var transmits = Outbox<SessionTransmit>()
     var events = Outbox<TunnelEvent>()
     /// The last timestamp we put in an initiation (kept strictly increasing).
     var lastTimestamp: HandshakeTimestamp?
@@ -213,6 +220,14 @@ struct SessionContext: Sendable {
     }
 }
 
+/// A datagram a session made, before Tunnels addressed it.
+struct SessionTransmit: Sendable {
+    /// Nil: wherever the member's path manager says (`PathSet.destination`) at drain time.
+    let to: Endpoint?
+    let bytes: [UInt8]
+    let peer: PeerID?
+}
+
 /// A FIFO that reuses its storage once drained (amortised allocation-free).
 struct Outbox<Element: Sendable>: Sendable {
     private var items: [Element] = []
@@ -237,7 +252,6 @@ struct PeerSession: Sendable {
     let id: PeerID
     let publicKey: PublicKey
     let persistentKeepalive: Span?
-    var endpoint: Endpoint?
     /// mac1/mac2 for messages we send to this peer; holds its cookie.
     var macs: MacGenerator
     var handshake: HandshakeState = .idle
@@ -259,21 +273,20 @@ struct PeerSession: Sendable {
     init(id: PeerID, spec: PeerSpec) {
         self.id = id
         self.publicKey = spec.publicKey
-        self.endpoint = spec.endpoint
         self.persistentKeepalive = spec.persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
         self.macs = MacGenerator(peer: spec.publicKey)
         // A peer with persistent keepalive is one we must keep a session with
         // (an anchor, a peer behind NAT): start at once, as wireguard-go does.
-        if persistentKeepalive != nil, endpoint != nil { timers[.persistentKeepalive] = .zero }
+        if persistentKeepalive != nil, spec.endpoint != nil { timers[.persistentKeepalive] = .zero }
     }
 
     // MARK: Data path
 
-    /// Seals a payload for this peer in place, or queues a copy and asks for a
-    /// handshake when there are no usable keys.
+    /// Seals a payload for this peer in place (to go to `endpoint`, the
+    /// destination the path manager gave Tunnels), or queues a copy and asks
+    /// for a handshake when there are no usable keys.
     mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
-                       payloadLength: Int, now: Instant, ctx: inout SessionContext) -> Outbound {
-        guard let endpoint else { return .drop(.noEndpoint) }
+                       payloadLength: Int, to endpoint: Endpoint, now: Instant, ctx: inout SessionContext) -> Outbound {
         let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
                                 now: now, timings: ctx.timings)
         if case .sealed(let rekeyDue)? = outcome {
@@ -286,8 +299,8 @@ struct PeerSession: Sendable {
     }
 
     /// Copies a payload into the queue (bounded, oldest dropped first) and asks
-    /// for a handshake; it leaves once keys exist. Without an endpoint the
-    /// initiation waits for `Tunnels.setEndpoint`.
+    /// for a handshake; it leaves once keys exist. Without a destination the
+    /// initiation waits until the path manager has one.
     mutating func hold(_ payload: UnsafeRawBufferPointer, now: Instant, ctx: inout SessionContext) -> Outbound {
         if queue.count >= ctx.timings.handshakeQueueLimit {
             queue.removeFirst()
@@ -300,8 +313,7 @@ struct PeerSession: Sendable {
 
     /// A DATA message whose header parsed and whose index names one of our keypairs.
     mutating func receiveData(_ base: UnsafeMutableRawPointer, length: Int, header: DataMessage.Header,
-                              from source: Endpoint, roam mayMove: Bool = true, now: Instant,
-                              ctx: inout SessionContext) -> Inbound {
+                              now: Instant, ctx: inout SessionContext) -> Inbound {
         let underNext: Bool
         switch keys.open(index: header.receiverIndex, counter: header.counter, base, length: length,
                          now: now, timings: ctx.timings) {
@@ -312,7 +324,6 @@ struct PeerSession: Sendable {
         counters.rxPackets += 1
         counters.rxBytes += UInt64(length)
         if underNext { promoteNext(now: now, ctx: &ctx) }
-        roam(to: source, mayMove: mayMove, ctx: &ctx)
         let payloadLength = length - DataMessage.overhead
         received(data: payloadLength > 0, now: now, ctx: &ctx)
         return .data(id, payloadOffset: DataMessage.headerSize, payloadLength: payloadLength)
@@ -323,7 +334,7 @@ struct PeerSession: Sendable {
     /// An initiation from this peer that authenticated (Tunnels checked macs,
     /// cookie and membership).
     mutating func consumeInitiation(_ received: ReceivedInitiation, length: Int, from source: Endpoint,
-                                    roam mayMove: Bool = true, now: Instant, ctx: inout SessionContext) -> Inbound {
+                                    now: Instant, ctx: inout SessionContext) -> Inbound {
         guard let timestamp = HandshakeTimestamp(bytes: received.timestamp) else { return .drop(.authFailed) }
         // "The responder keeps the greatest timestamp received per peer and
         // discards packets containing timestamps less than or equal to it."
@@ -386,12 +397,11 @@ struct PeerSession: Sendable {
         lastInitiationConsumed = now
         counters.initiationsAccepted += 1
         counters.rxBytes += UInt64(length)
-        roam(to: source, mayMove: mayMove, ctx: &ctx)
         timers[.newHandshake] = nil
         traversal(now: now)
         // The response goes back the way the initiation came, even when the
         // endpoint did not move (a relayed initiation: `source` is the anchor).
-        ctx.transmits.push(Transmit(to: source, bytes: response, peer: id))
+        ctx.transmits.push(SessionTransmit(to: source, bytes: response, peer: id))
         counters.txBytes += UInt64(response.count)
         timers[.keepalive] = nil  // any authenticated packet sent
         scheduleKeyExpiry(timings: ctx.timings)
@@ -399,8 +409,8 @@ struct PeerSession: Sendable {
     }
 
     /// A response whose receiver index is registered to this peer.
-    mutating func consumeResponse(_ message: [UInt8], receiverIndex: UInt32, from source: Endpoint,
-                                  roam mayMove: Bool = true, now: Instant, ctx: inout SessionContext) -> Inbound {
+    mutating func consumeResponse(_ message: [UInt8], receiverIndex: UInt32, now: Instant,
+                                  ctx: inout SessionContext) -> Inbound {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
@@ -413,7 +423,6 @@ struct PeerSession: Sendable {
         ctx.keysChanged(id)
         handshakeComplete(now: now)
         counters.rxBytes += UInt64(message.count)
-        roam(to: source, mayMove: mayMove, ctx: &ctx)
         timers[.newHandshake] = nil
         traversal(now: now)
         scheduleKeyExpiry(timings: ctx.timings)
@@ -426,15 +435,16 @@ struct PeerSession: Sendable {
     // MARK: Timers
 
     /// Fires the timers due at `now` (the current time, not the deadline).
-    mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp, ctx: inout SessionContext) {
+    /// `reachable`: the path manager has a destination for this member.
+    mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp, reachable: Bool, ctx: inout SessionContext) {
         let due = timers.takeDue(now: now)
         let t = ctx.timings
         if due.contains(.keyExpiry) { expireKeys(now: now, ctx: &ctx) }
         if due.contains(.handshakeGiveUp) { giveUp(ctx: &ctx) }
         if due.contains(.handshakeInitiation) || due.contains(.handshakeRetry), !handshake.isIdle {
-            sendInitiation(now: now, wallClock: wallClock, ctx: &ctx)
+            sendInitiation(now: now, wallClock: wallClock, reachable: reachable, ctx: &ctx)
         } else if due.contains(.handshakeExpedite), case .initiationSent = handshake {
-            sendInitiation(now: now, wallClock: wallClock, sameAttempt: true, ctx: &ctx)
+            sendInitiation(now: now, wallClock: wallClock, reachable: reachable, sameAttempt: true, ctx: &ctx)
         }
         if due.contains(.newHandshake) {
             // We sent data and heard nothing back: the peer may have lost our
@@ -448,7 +458,7 @@ struct PeerSession: Sendable {
                 timers[.keepalive] = now + t.keepaliveTimeout
             }
         }
-        if due.contains(.persistentKeepalive), endpoint != nil {
+        if due.contains(.persistentKeepalive), reachable {
             if keys.current?.canSend(now: now, timings: t) == true {
                 sendKeepalive(now: now, ctx: &ctx)
             } else {
@@ -490,7 +500,7 @@ struct PeerSession: Sendable {
 
     /// Sends a new initiation (new ephemeral, index and timestamp). `sameAttempt`:
     /// an expedited re-send, which keeps the attempt number and so the backoff.
-    mutating func sendInitiation(now: Instant, wallClock: HandshakeTimestamp, sameAttempt: Bool = false,
+    mutating func sendInitiation(now: Instant, wallClock: HandshakeTimestamp, reachable: Bool, sameAttempt: Bool = false,
                                  ctx: inout SessionContext) {
         let t = ctx.timings
         timers[.handshakeExpedite] = nil
@@ -516,7 +526,7 @@ struct PeerSession: Sendable {
         }
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
-        guard let endpoint,
+        guard reachable,
               let (message, state) = WhalescaleIK.createInitiation(
                 identity: ctx.identity, responder: publicKey, senderIndex: index,
                 timestamp: timestamp.bytes, macs: &macs, now: now)
@@ -533,7 +543,7 @@ struct PeerSession: Sendable {
         timers[.handshakeInitiation] = nil
         timers[.handshakeRetry] = now + handshakeRetryDelay(attempt: attempt, timings: t)
             + retryJitter(max: t.rekeyTimeoutJitterMax, using: &ctx.rng)
-        ctx.transmits.push(Transmit(to: endpoint, bytes: message, peer: id))
+        ctx.transmits.push(SessionTransmit(to: nil, bytes: message, peer: id))
         counters.initiationsSent += 1
         counters.txBytes += UInt64(message.count)
         traversal(now: now)
@@ -615,15 +625,6 @@ struct PeerSession: Sendable {
         ours.bytes.lexicographicallyPrecedes(theirs.bytes)
     }
 
-    /// Roaming: called only for packets that authenticated and were not replays.
-    /// With `mayMove` false (the caller decides endpoints), only a peer with no
-    /// endpoint at all gets one: the address its first packet came from.
-    mutating func roam(to source: Endpoint, mayMove: Bool = true, ctx: inout SessionContext) {
-        guard endpoint != source, mayMove || endpoint == nil else { return }
-        endpoint = source
-        ctx.events.push(.endpointChanged(id, source))
-    }
-
     mutating func traversal(now: Instant) {
         if let p = persistentKeepalive { timers[.persistentKeepalive] = now + p }
     }
@@ -649,9 +650,10 @@ struct PeerSession: Sendable {
     }
 
     /// Seals an owned payload (queued data, keepalive) into a new datagram for
-    /// `pollTransmit`. False when there are no usable keys or no endpoint.
+    /// `pollTransmit`, addressed to the member's destination when drained
+    /// (Tunnels drops and counts it if there is none then). False when there
+    /// are no usable keys.
     mutating func sendOwned(_ payload: [UInt8], now: Instant, ctx: inout SessionContext) -> Bool {
-        guard let endpoint else { return false }
         var packet = [UInt8](repeating: 0, count: payload.count + DataMessage.overhead)
         let timings = ctx.timings
         let outcome: Keypair.SealOutcome? = packet.withUnsafeMutableBytes { b in
@@ -666,7 +668,7 @@ struct PeerSession: Sendable {
                              now: now, timings: timings)
         }
         guard case .sealed(let rekeyDue)? = outcome else { return false }
-        ctx.transmits.push(Transmit(to: endpoint, bytes: packet, peer: id))
+        ctx.transmits.push(SessionTransmit(to: nil, bytes: packet, peer: id))
         afterSend(length: packet.count, payloadLength: payload.count, rekeyDue: rekeyDue, now: now, ctx: &ctx)
         return true
     }
@@ -698,7 +700,7 @@ struct PeerSession: Sendable {
         var attempt = 0
         if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
         return PeerStatus(
-            publicKey: publicKey, state: state, endpoint: endpoint, lastHandshake: lastHandshake,
+            publicKey: publicKey, state: state, endpoint: nil, lastHandshake: lastHandshake,
             handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt },
             sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,

@@ -4,7 +4,10 @@
 // Timers follow wireguard-go `device/timers.go` (itself the kernel's timers.c):
 // one slot per reason, armed and cancelled by the session's event hooks
 // ("data sent", "any authenticated packet received", ...); the next deadline is
-// the minimum over the slots. Nothing here reads a clock.
+// the minimum over the slots, kept as they change. Across members, Tunnels
+// holds each member's minimum in one heap (DenseDeadlineHeap in
+// Support/DeadlineHeap.swift), so no call scans every member. Nothing here
+// reads a clock.
 
 import Support
 import Wire
@@ -51,27 +54,57 @@ public enum TimerReason: Int, CaseIterable, Sendable, CustomStringConvertible {
 }
 
 /// A small table of optional deadlines keyed by `TimerReason`, stored inline.
+/// It keeps its earliest slot as slots change (an earlier arm is one compare;
+/// only moving or clearing the earliest slot rescans the eight), so `next` is
+/// a read: Tunnels compares it with its heap entry for the member after every
+/// call and re-sets the entry only when it changed.
 public struct TimerTable: Sendable, Equatable {
     private var slots = InlineArray<8, Instant?>(repeating: nil)
+    private var earliest: Instant?
+    private var earliestReason = TimerReason.keyExpiry
 
     public init() {}
 
     public subscript(_ reason: TimerReason) -> Instant? {
         get { slots[reason.rawValue] }
-        set { slots[reason.rawValue] = newValue }
+        set {
+            slots[reason.rawValue] = newValue
+            if let v = newValue, let e = earliest {
+                if v < e || (v == e && reason.rawValue < earliestReason.rawValue) {
+                    earliest = v
+                    earliestReason = reason
+                } else if reason == earliestReason {
+                    recompute()  // the earliest moved later
+                }
+            } else if let v = newValue {
+                earliest = v
+                earliestReason = reason
+            } else if earliest != nil, reason == earliestReason {
+                recompute()  // the earliest was cancelled
+            }
+        }
     }
 
     public func isPending(_ reason: TimerReason) -> Bool { slots[reason.rawValue] != nil }
 
     /// The earliest armed deadline and its reason; ties go to the lower raw value.
+    @inline(__always)
     public var next: (deadline: Instant, reason: TimerReason)? {
-        var best: (deadline: Instant, reason: TimerReason)?
+        earliest.map { ($0, earliestReason) }
+    }
+
+    /// Just the earliest deadline (what the node's heap holds for this table).
+    @inline(__always)
+    var nextDeadline: Instant? { earliest }
+
+    private mutating func recompute() {
+        earliest = nil
         for reason in TimerReason.allCases {
             guard let d = slots[reason.rawValue] else { continue }
-            if let b = best, b.deadline <= d { continue }
-            best = (d, reason)
+            if let e = earliest, e <= d { continue }
+            earliest = d
+            earliestReason = reason
         }
-        return best
     }
 
     /// Disarms and returns the reasons due at `now`, in handling order.
@@ -83,6 +116,7 @@ public struct TimerTable: Sendable, Equatable {
                 due.insert(reason)
             }
         }
+        if !due.isEmpty { recompute() }
         return due
     }
 

@@ -24,10 +24,15 @@
 //   3 COOKIE     length -> receiver index -> that peer's MacGenerator -> expedite our retry
 //   5, 6, 7      not ours (path probe, relay): NodeCore handles them; here .unknownType
 //
-// Hooks for a path manager (NodeCore): `receive(..., roam: false)` leaves the
-// endpoint alone (relayed datagrams, endpoint decisions made above), `seal`
-// seals for a path of the caller's choosing, and every `Transmit` names its
-// peer so the caller can send it through a relay.
+// Where datagrams go: `paths` (PathManager, one PathSet per member) holds
+// every member's paths and its destination; PeerSession holds none. Alone,
+// Tunnels roams as WireGuard does (`receive(roam: true)`: an authenticated
+// packet from a new address makes it the member's direct active path). Under
+// NodeCore, which decides paths itself, `receive(..., roam: false)` only gives
+// a member with no destination one (a first contact), `activate` is how
+// NodeCore switches the active path, `seal` seals for a path of the caller's
+// choosing, and every `Transmit` names its peer so the caller can send it
+// through a relay.
 //
 // The data path (DATA in, payload out) allocates nothing: buffers are the
 // caller's, keys and replay windows are inline, the index table is a lookup.
@@ -215,6 +220,21 @@ public struct Tunnels: Sendable {
     public let publicKey: PublicKey
     public let timings: SessionTimings
     private var peers: [PeerSession]
+    /// Every member's paths and destination (PathManager.swift, PathSet.swift).
+    /// NodeCore drives it directly; alone, Tunnels' roaming does.
+    var paths: PathManager
+    /// Every member's earliest session timer, one heap entry each, re-set
+    /// after any call that changed it (`synced`): `pollTimeout` is its top and
+    /// `handleTimeout` visits only the members that are due.
+    private var wake: DenseDeadlineHeap
+    /// Reused by `handleTimeout` (no allocation per call once grown).
+    private var dueScratch: [Int] = []
+    /// Members whose timers the last `handleTimeout` looked at (tests: it
+    /// stays the number due, not the number of members).
+    private(set) var lastTimeoutVisits = 0
+    /// Session datagrams dropped at drain time because their member had no
+    /// destination any more (counted as `no_endpoint` in `wsctl status`).
+    public private(set) var unroutable: UInt64 = 0
     /// Who the members are: key and X25519 static -> PeerID (shared with NodeCore).
     public let roster: Roster
     /// ss (our static with each member's), computed at that member's first
@@ -241,7 +261,10 @@ public struct Tunnels: Sendable {
     ///   - roster: the members, `peers[i]` being the session of the roster's
     ///     `PeerID(rawValue: i)`. Nil: one is built from `peers` (tests, benchmarks).
     ///     Our own key or a duplicate is never a handshake partner (the roster finds neither).
+    ///   - pathTimings: the path manager's (path validity, RTT hysteresis); NodeCore passes its own.
+    ///   A spec's `endpoint` becomes the member's first (direct, active) path.
     public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
+                pathTimings: ConnectivityTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
@@ -252,6 +275,13 @@ public struct Tunnels: Sendable {
         precondition(roster.count == specs.count, "Tunnels: one PeerSpec per roster member")
         self.roster = roster
         peers = specs.enumerated().map { PeerSession(id: PeerID(rawValue: $0.offset), spec: $0.element) }
+        paths = PathManager(members: specs.count, timings: pathTimings)
+        wake = DenseDeadlineHeap(capacity: specs.count)
+        for (i, spec) in specs.enumerated() {
+            guard let ep = spec.endpoint else { continue }
+            let p = PeerID(rawValue: i)
+            _ = paths.activate(p, paths.addPath(p, kind: .direct, remote: ep, via: nil).index)
+        }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
                              sendCounters: sendCounters)
@@ -262,6 +292,15 @@ public struct Tunnels: Sendable {
         relayedLimiter = Array(repeating: TokenBucket(rate: UInt64(max(1, timings.handshakesPerSecondPerSource)),
                                                       burst: UInt64(max(1, timings.handshakeBurstPerSource))),
                                count: specs.count)
+        for i in peers.indices { synced(PeerID(rawValue: i)) }
+    }
+
+    /// After a call into `peer`'s session: its heap entry follows its earliest
+    /// timer. One compare when nothing changed (the data path's usual case).
+    @inline(__always)
+    private mutating func synced(_ peer: PeerID) {
+        let d = peers[peer.rawValue].timers.nextDeadline
+        if d != wake[peer.rawValue] { wake.set(peer.rawValue, at: d) }
     }
 
     public var peerCount: Int { peers.count }
@@ -305,8 +344,10 @@ public struct Tunnels: Sendable {
                 return .drop(.unknownType)
             }
             guard let peer = ctx.indices[header.receiverIndex] else { return .drop(.unknownIndex) }
-            return peers[peer.rawValue].receiveData(base, length: length, header: header, from: source, roam: roam,
-                                                    now: now, ctx: &ctx)
+            let result = peers[peer.rawValue].receiveData(base, length: length, header: header, now: now, ctx: &ctx)
+            synced(peer)
+            if case .data = result { roamed(peer, to: source, mayMove: roam) }
+            return result
         }
         // A handshake message: its suite and kind by (type, length), as boringtun's
         // parse_incoming_packet (Crypto/HandshakeSuite.swift). Only then is it copied.
@@ -345,7 +386,7 @@ public struct Tunnels: Sendable {
                 let senderIndex = wireLoad32(message, at: 4)
                 let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
                                                       relayedFor: relayedFor, now: now)
-                if !reply.isEmpty { ctx.transmits.push(Transmit(to: source, bytes: reply, peer: relayed?.sender)) }
+                if !reply.isEmpty { ctx.transmits.push(SessionTransmit(to: source, bytes: reply, peer: relayed?.sender)) }
                 return .drop(.cookieRequired)
             }
             if let relayed {
@@ -368,14 +409,31 @@ public struct Tunnels: Sendable {
                 return .drop(.authFailed)
             }
             // Timestamp and flood checks, then the response's DHs (PeerSession).
-            return peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source, roam: roam,
-                                                          now: now, ctx: &ctx)
+            let result = peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source,
+                                                                now: now, ctx: &ctx)
+            synced(peer)
+            if result == .control { roamed(peer, to: source, mayMove: roam) }
+            return result
         } else {
             let receiverIndex = wireLoad32(message, at: 8)
             guard let peer = ctx.indices[receiverIndex] else { return .drop(.unknownIndex) }
-            return peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, from: source, roam: roam,
-                                                        now: now, ctx: &ctx)
+            let result = peers[peer.rawValue].consumeResponse(message, receiverIndex: receiverIndex, now: now, ctx: &ctx)
+            synced(peer)
+            if result == .control { roamed(peer, to: source, mayMove: roam) }
+            return result
         }
+    }
+
+    /// Roaming, for a packet from `peer` that authenticated and was not a
+    /// replay (the rule is the path manager's): with `mayMove` (WireGuard's
+    /// roaming) `source` becomes the member's direct active path; without,
+    /// only a member with no destination at all gets one, the address its
+    /// first packet came from, so that the answer to a first contact goes
+    /// back the way it came.
+    @inline(__always)
+    private mutating func roamed(_ peer: PeerID, to source: Endpoint, mayMove: Bool) {
+        let moved = mayMove ? paths.roamDirect(peer, to: source) : paths.firstContact(peer, at: source)
+        if moved { ctx.events.push(.endpointChanged(peer, source)) }
     }
 
     /// ss with `peer`, computed at its first initiation and kept (a member's key does not change).
@@ -399,6 +457,7 @@ public struct Tunnels: Sendable {
         // send the initiation again now (at least `expediteMinInterval` after
         // the last one), not at the retry 5 s later.
         peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        synced(peer)
         return .control
     }
 
@@ -413,21 +472,26 @@ public struct Tunnels: Sendable {
         guard payloadOffset >= DataMessage.headerSize, payloadLength >= 0,
               payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
               let base = buffer.baseAddress else { return .drop(.badLength) }
-        return peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
-                                         now: now, ctx: &ctx)
+        guard let destination = paths.destination(peer) else { return .drop(.noEndpoint) }
+        let result = peers[peer.rawValue].send(buffer, base: base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                               to: destination, now: now, ctx: &ctx)
+        synced(peer)
+        return result
     }
 
     /// Keeps the payload at `buffer[payloadOffset ..< payloadOffset + payloadLength]`
-    /// for `peer`, which has no endpoint yet, and asks for a handshake: for a
+    /// for `peer`, which has no destination yet, and asks for a handshake: for a
     /// path manager that will find one soon (its anchors are still coming up).
-    /// It leaves once `setEndpoint` gave the peer an address and keys exist;
+    /// It leaves once a path was activated and keys exist;
     /// like any queued packet it is dropped if the handshake gives up.
     public mutating func hold(for peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
                               payloadLength: Int, now: Instant) -> Outbound {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return .drop(.unknownPeer) }
         guard payloadOffset >= 0, payloadLength >= 0, payloadOffset + payloadLength <= buffer.count else { return .drop(.badLength) }
-        return peers[peer.rawValue].hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
-                                         now: now, ctx: &ctx)
+        let result = peers[peer.rawValue].hold(UnsafeRawBufferPointer(rebasing: buffer[payloadOffset..<(payloadOffset + payloadLength)]),
+                                               now: now, ctx: &ctx)
+        synced(peer)
+        return result
     }
 
     /// Seals a payload for `peer` under its current keys, in place (same
@@ -443,7 +507,9 @@ public struct Tunnels: Sendable {
               payloadOffset >= DataMessage.headerSize, payloadLength >= 0,
               payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset,
               let base = buffer.baseAddress else { return nil }
-        return peers[peer.rawValue].seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, ctx: &ctx)
+        let sealed = peers[peer.rawValue].seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, ctx: &ctx)
+        synced(peer)
+        return sealed
     }
 
     // MARK: Timers and outputs
@@ -451,26 +517,37 @@ public struct Tunnels: Sendable {
     /// Fires every timer due at `now` (pass the current time, not the deadline).
     /// `wallClock` is the TAI64N timestamp for any initiation sent now.
     public mutating func handleTimeout(now: Instant, wallClock: HandshakeTimestamp) {
-        for i in peers.indices {
+        // Only the members whose earliest timer is due, in PeerID order (the
+        // order a scan of every member would take: rng draws and transmits
+        // come out the same).
+        dueScratch.removeAll(keepingCapacity: true)
+        wake.due(now: now, into: &dueScratch)
+        dueScratch.sort()
+        lastTimeoutVisits = dueScratch.count
+        for i in dueScratch {
             // A handler may arm another timer for `now` (no reply -> handshake
             // wanted -> initiation): run it in the same call, a bounded number of rounds.
             var rounds = 0
             while rounds < 4, let next = peers[i].timers.next, next.deadline <= now {
-                peers[i].handleTimeout(now: now, wallClock: wallClock, ctx: &ctx)
+                peers[i].handleTimeout(now: now, wallClock: wallClock, reachable: paths.destination(PeerID(rawValue: i)) != nil,
+                                       ctx: &ctx)
                 rounds += 1
             }
+            synced(PeerID(rawValue: i))
         }
     }
 
-    /// The earliest deadline of any peer, and why (shown by `wsctl`).
+    /// The earliest deadline of any peer, and why (shown by `wsctl`): the top
+    /// of the heap, no scan.
     public func pollTimeout() -> (deadline: Instant, reason: TimerReason)? {
-        var best: (deadline: Instant, reason: TimerReason)?
-        for p in peers {
-            guard let n = p.timers.next else { continue }
-            if let b = best, b.deadline <= n.deadline { continue }
-            best = n
-        }
-        return best
+        guard let top = wake.earliest, let n = peers[top.key].timers.next else { return nil }
+        return n
+    }
+
+    /// The same, with the member it belongs to (the lowest PeerID among equal deadlines).
+    public func pollTimeoutPeer() -> (deadline: Instant, peer: PeerID, reason: TimerReason)? {
+        guard let top = wake.earliest, let n = peers[top.key].timers.next else { return nil }
+        return (n.deadline, PeerID(rawValue: top.key), n.reason)
     }
 
     /// The earliest deadline and reason of one peer.
@@ -479,7 +556,17 @@ public struct Tunnels: Sendable {
         return peers[peer.rawValue].timers.next
     }
 
-    public mutating func pollTransmit() -> Transmit? { ctx.transmits.pop() }
+    public mutating func pollTransmit() -> Transmit? {
+        while let t = ctx.transmits.pop() {
+            if let to = t.to { return Transmit(to: to, bytes: t.bytes, peer: t.peer) }
+            guard let p = t.peer, let to = paths.destination(p) else {
+                unroutable &+= 1
+                continue
+            }
+            return Transmit(to: to, bytes: t.bytes, peer: p)
+        }
+        return nil
+    }
 
     public mutating func pollEvent() -> TunnelEvent? { ctx.events.pop() }
 
@@ -493,6 +580,7 @@ public struct Tunnels: Sendable {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         if peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) == true { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// Asks for a new handshake even though keys are live (a path manager that
@@ -502,6 +590,7 @@ public struct Tunnels: Sendable {
     public mutating func rehandshake(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// A path to `peer` just opened (an anchor that could not relay to it
@@ -513,19 +602,37 @@ public struct Tunnels: Sendable {
     @discardableResult
     public mutating func expediteHandshake(_ peer: PeerID, now: Instant) -> Bool {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        let scheduled = peers[peer.rawValue].expedite(now: now, ctx: &ctx)
+        synced(peer)
+        return scheduled
     }
 
-    /// The path manager's decision: send to `endpoint` from now on. (Roaming on
-    /// authenticated packets may later move it again; see `TunnelEvent.endpointChanged`.)
+    /// Send to `endpoint` from now on: it becomes the member's direct active
+    /// path (for a caller without a path policy; NodeCore uses `activate`).
+    /// Roaming on authenticated packets may later move it again; see
+    /// `TunnelEvent.endpointChanged`.
     public mutating func setEndpoint(_ endpoint: Endpoint, for peer: PeerID) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        peers[peer.rawValue].endpoint = endpoint
-        // Whatever waited for an address can go now.
+        _ = paths.activate(peer, paths.addPath(peer, kind: .direct, remote: endpoint, via: nil).index)
+        pathOpened(peer)
+    }
+
+    /// NodeCore's decision: data for `peer` goes on its paths[idx] from now on.
+    /// Returns the path that was active.
+    mutating func activate(_ peer: PeerID, _ idx: Int) -> PathState? {
+        let old = paths.activate(peer, idx)
+        pathOpened(peer)
+        return old
+    }
+
+    /// `peer` has a destination now (or a new one): whatever waited for one can go.
+    mutating func pathOpened(_ peer: PeerID) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         if case .wanted = peers[peer.rawValue].handshake { peers[peer.rawValue].timers[.handshakeInitiation] = .zero }
         if peers[peer.rawValue].persistentKeepalive != nil, !peers[peer.rawValue].timers.isPending(.persistentKeepalive) {
             peers[peer.rawValue].timers[.persistentKeepalive] = .zero
         }
+        synced(peer)
     }
 
     /// Whether `peer` has keys it can send under now (cheap; for the data path).
@@ -540,15 +647,18 @@ public struct Tunnels: Sendable {
         return !peers[peer.rawValue].handshake.isIdle
     }
 
-    /// Where the session sends now (cheap; `peerStatus` builds the whole picture).
+    /// Where the session sends now: the path manager's destination (cheap;
+    /// `peerStatus` builds the whole picture).
     public func endpoint(of peer: PeerID) -> Endpoint? {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
-        return peers[peer.rawValue].endpoint
+        return paths.destination(peer)
     }
 
     public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
-        return peers[peer.rawValue].status(now: now, timings: timings)
+        var st = peers[peer.rawValue].status(now: now, timings: timings)
+        st.endpoint = paths.destination(peer)
+        return st
     }
 
     // MARK: Split sessions (SessionShard.swift)
@@ -575,17 +685,20 @@ public struct Tunnels: Sendable {
     mutating func applyActivity(_ a: ShardActivity, for peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].applyActivity(a, now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// The owning reactor switched to the keypair it knew as `next`.
     mutating func shardPromoted(_ peer: PeerID, localIndex: UInt32, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].shardPromoted(localIndex: localIndex, now: now, ctx: &ctx)
+        synced(peer)
     }
 
     /// The owning reactor's sealing found the keys due for a rekey (by count or age).
     mutating func shardRekeyDue(_ peer: PeerID, now: Instant) {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
         peers[peer.rawValue].wantHandshake(now: now, ctx: &ctx)
+        synced(peer)
     }
 }

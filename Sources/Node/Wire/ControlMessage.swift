@@ -4,7 +4,7 @@
 //   first payload byte   meaning
 //   ------------------   ------------------------------------------------
 //   (empty payload)      keepalive
-//   0x01 ... 0x3F        control message: 0x01...0x06 this file, 0x10...0x13 gossip
+//   0x01 ... 0x3F        control message: 0x01...0x08 this file, 0x10...0x13 gossip
 //                        (Wire/Gossip.swift, `GossipMessage`: NodeCore's router checks
 //                        `GossipMessage.isGossip` before parsing here); the rest unassigned
 //   0x4_                 IPv4 packet (high nibble 4)
@@ -32,6 +32,11 @@
 //                        candidates leave it clear: they must not move anything.
 // 0x06 PATH_PONG           28 bytes   answer, sent back the way the ping came
 //   0 type | 1..9 txid | 9..28 observed source of the ping
+//
+// 0x07 ECHO_REQUEST        9 bytes   `wsctl ping`: "answer me", on the session's active path
+//   0 type | 1..9 txid   (never moves a path by itself beyond what any traffic does)
+// 0x08 ECHO_REPLY         28 bytes   the answer, sent back exactly the way the request came
+//   0 type | 1..9 txid | 9..28 observed source of the request
 //
 // candidate, 20 bytes: 0 source (EndpointSource) | 1..20 endpoint
 
@@ -83,6 +88,9 @@ public enum ControlMessage: Equatable, Sendable {
     case rendezvous(peer: PublicKey, candidates: [Candidate])
     case pathPing(txid: UInt64, onActivePath: Bool)
     case pathPong(txid: UInt64, observed: Endpoint)
+    /// An operator's in-tunnel ping (`wsctl ping`): answered by the peer's daemon.
+    case echoRequest(txid: UInt64)
+    case echoReply(txid: UInt64, observed: Endpoint)
 
     public enum Kind: UInt8, Sendable {
         case observed = 0x01
@@ -91,6 +99,8 @@ public enum ControlMessage: Equatable, Sendable {
         case rendezvous = 0x04
         case pathPing = 0x05
         case pathPong = 0x06
+        case echoRequest = 0x07
+        case echoReply = 0x08
     }
 
     public static let maxCandidates = 16
@@ -120,6 +130,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .rendezvous: .rendezvous
         case .pathPing: .pathPing
         case .pathPong: .pathPong
+        case .echoRequest: .echoRequest
+        case .echoReply: .echoReply
         }
     }
 
@@ -148,6 +160,12 @@ public enum ControlMessage: Equatable, Sendable {
         case .pathPong:
             guard length == 9 + WireEndpoint.size, let ep = WireEndpoint.read(b, at: 9) else { return nil }
             self = .pathPong(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian, observed: ep)
+        case .echoRequest:
+            guard length == 9 else { return nil }
+            self = .echoRequest(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian)
+        case .echoReply:
+            guard length == 9 + WireEndpoint.size, let ep = WireEndpoint.read(b, at: 9) else { return nil }
+            self = .echoReply(txid: b.loadUnaligned(fromByteOffset: 1, as: UInt64.self).littleEndian, observed: ep)
         }
     }
 
@@ -187,9 +205,11 @@ public enum ControlMessage: Equatable, Sendable {
         case .pathPing(let txid, let active):
             Self.append64(txid, to: &out)
             out.append(active ? 1 : 0)
-        case .pathPong(let txid, let ep):
+        case .pathPong(let txid, let ep), .echoReply(let txid, let ep):
             Self.append64(txid, to: &out)
             WireEndpoint.append(ep, to: &out)
+        case .echoRequest(let txid):
+            Self.append64(txid, to: &out)
         }
         return out
     }

@@ -277,10 +277,38 @@ final class ConfigTests: XCTestCase {
         XCTAssertError("gossip = 1\n" + nodeTable, line: 1, field: "gossip", message: nil)
     }
 
+    /// `[metrics] listen` and `node.control_group` (docs/config.md, docs/wsctl.md).
+    func testMetricsAndControlGroup() throws {
+        let plain = try Config.parse(nodeTable)
+        XCTAssertNil(plain.metrics.listen)
+        XCTAssertNil(plain.node.controlGroup)
+        XCTAssertEqual(try Config.parse(nodeTable + "\n\n[metrics]\nlisten = \"127.0.0.1:9586\"").metrics.listen, Endpoint("127.0.0.1:9586"))
+        XCTAssertEqual(try Config.parse(nodeTable + "\n\n[metrics]\nlisten = \"[::1]:9586\"").metrics.listen, Endpoint("[::1]:9586"))
+        XCTAssertNil(try Config.parse(nodeTable + "\n\n[metrics]").metrics.listen)
+        XCTAssertError(nodeTable + "\n\n[metrics]\nlisten = \"localhost:9586\"", line: 6, field: "metrics.listen",
+                       message: "\"localhost:9586\" is not an address and port such as \"127.0.0.1:9586\" or \"[::1]:9586\"")
+        XCTAssertError(nodeTable + "\n\n[metrics]\nlisten = \"127.0.0.1:0\"", line: 6, field: "metrics.listen", message: nil)
+        XCTAssertError(nodeTable + "\n\n[metrics]\nlisten = 9586", line: 6, field: "metrics.listen", message: "expected a string, found an integer")
+        XCTAssertError(nodeTable + "\n\n[metrics]\nlisen = \"127.0.0.1:9586\"", line: 6, field: "metrics.lisen",
+                       message: "unknown key (did you mean listen?)")
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"wheel\"").node.controlGroup, "wheel")
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"1001\"").node.controlGroup, "1001")
+        XCTAssertError(nodeTable + "\ncontrol_group = \"a b\"", line: 4, field: "node.control_group", message: nil)
+        XCTAssertError(nodeTable + "\ncontrol_group = \"\"", line: 4, field: "node.control_group", message: nil)
+        // The group must exist on this host (checked at start and by --check-config, not by parse).
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"root\"").controlGroupID(), 0)
+        XCTAssertEqual(try Config.parse(nodeTable + "\ncontrol_group = \"4242\"").controlGroupID(), 4242)
+        XCTAssertNil(try Config.parse(nodeTable).controlGroupID())
+        let unknown = try Config.parse(nodeTable + "\ncontrol_group = \"no-such-group-here\"", path: "/etc/whalescale/ws0.toml")
+        XCTAssertThrowsError(try unknown.controlGroupID()) { e in
+            XCTAssertEqual("\(e)", "/etc/whalescale/ws0.toml:4: node.control_group: no group \"no-such-group-here\" on this host")
+        }
+    }
+
     func testUnknownKeys() {
         XCTAssertError(nodeTable + "\nlisten_prot = 5", line: 4, field: "node.listen_prot", message: "unknown key (did you mean listen_port?)")
         XCTAssertError(nodeTable + "\n\n[relay]\nrate = 300", line: 5, field: "relay",
-                       message: "unknown key (top-level tables are node, peer, gossip)")
+                       message: "unknown key (top-level tables are node, peer, gossip, metrics)")
         XCTAssertError(nodeTable + "\n\n[gossip]\nanti_entropy = 300", line: 6, field: "gossip.anti_entropy",
                        message: "unknown key (did you mean anti_entropy_s?)")
         XCTAssertError(nodeTable + """

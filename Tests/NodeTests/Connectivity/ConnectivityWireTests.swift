@@ -185,6 +185,8 @@ final class ConnectivityWireTests: XCTestCase {
             (.pathPing(txid: 0x1122_3344_5566_7788, onActivePath: false), 10),
             (.pathPing(txid: 1, onActivePath: true), 10),
             (.pathPong(txid: 7, observed: v6), 28),
+            (.echoRequest(txid: 0xDEAD_BEEF), 9),
+            (.echoReply(txid: 9, observed: v4), 28),
         ]
         for (m, size) in messages {
             let bytes = m.bytes
@@ -198,6 +200,7 @@ final class ConnectivityWireTests: XCTestCase {
         }
         XCTAssertEqual(ControlMessage.pathPing(txid: 0x0102, onActivePath: true).bytes, [5, 2, 1, 0, 0, 0, 0, 0, 0, 1])
         XCTAssertNil(ControlMessage(bytes: [5, 2, 1, 0, 0, 0, 0, 0, 0, 2]), "unknown flag")
+        XCTAssertEqual(ControlMessage.echoRequest(txid: 0x0102).bytes, [7, 2, 1, 0, 0, 0, 0, 0, 0])
     }
 
     func testCandidateCountsAreBounded() {

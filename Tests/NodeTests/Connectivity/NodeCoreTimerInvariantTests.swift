@@ -12,7 +12,7 @@ final class NodeCoreTimerInvariantTests: XCTestCase {
         var out: [String] = []
         for i in core.entries.indices where !core.entries[i].isSelf {
             let p = PeerID(rawValue: i)
-            if core.deadline(.pingTimeout(p)) != core.paths.pingDeadline(p) {
+            if core.deadline(.pingTimeout(p)) != core.tunnels.paths.pingDeadline(p) {
                 out.append("\(name) \(p): ping timeout \(String(describing: core.deadline(.pingTimeout(p)))) != oldest ping's")
             }
             if core.deadline(.punch(p)) != nil, !core.holePunch.isPunching(p) {

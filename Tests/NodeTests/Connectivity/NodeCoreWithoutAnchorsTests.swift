@@ -120,6 +120,9 @@ final class NodeCoreWithoutAnchorsTests: XCTestCase {
         XCTAssertFalse(st.partitioned)
         XCTAssertEqual(st.peers.first?.paths.first?.kind, .direct)
         XCTAssertEqual(st.peers.first?.paths.first?.remote, bAddr)
+        XCTAssertEqual(st.peers.first?.paths.first?.local, .primary, "every path carries our end")
+        XCTAssertEqual(st.peers.first?.paths.first?.active, true)
+        XCTAssertNotNil(st.peers.first?.paths.first?.lastRx, "heard over it")
         // And it still works.
         _ = send(&p, aToB: true, ping)
         run(&p, for: .seconds(1 as UInt64))

@@ -82,7 +82,7 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"gossip":null,"lan":null,"last_handshake_s_ago":null,"name":"anchor-1","paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","rx_bytes":1,"state":"handshaking","tx_bytes":2}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
@@ -140,18 +140,19 @@ final class ControlTests: XCTestCase {
         XCTAssertEqual(Set(node.keys), ["public_key", "interface", "address", "addresses", "listen_port", "anchor", "reactors", "endpoints", "nat"])
         let endpoint = try XCTUnwrap((node["endpoints"] as? [[String: Any]])?.first)
         XCTAssertEqual(Set(endpoint.keys), ["addr", "source"])
-        XCTAssertEqual(Set(try XCTUnwrap(node["nat"] as? [String: Any]).keys), ["mapping"])
+        XCTAssertEqual(Set(try XCTUnwrap(node["nat"] as? [String: Any]).keys), ["mapping", "evidence"])
         let anchor = try XCTUnwrap((root["anchors"] as? [[String: Any]])?.first)
         XCTAssertEqual(Set(anchor.keys), ["public_key", "name", "reachable"])
         let peers = try XCTUnwrap(root["peers"] as? [[String: Any]])
         let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths",
-                             "gossip", "lan"]
+                             "gossip", "punching", "next_direct_retry_s", "rx_packets", "tx_packets",
+                             "handshakes_completed", "handshakes_failed", "lan"]
         for peer in peers { XCTAssertEqual(Set(peer.keys), peerKeys) }
         // The idle phone: unknowns are null, not missing.
         XCTAssertTrue(peers[2]["endpoint"] is NSNull)
         XCTAssertTrue(peers[2]["last_handshake_s_ago"] is NSNull)
         let path = try XCTUnwrap((peers[2]["paths"] as? [[String: Any]])?.first)
-        XCTAssertEqual(Set(path.keys), ["kind", "remote", "via", "rtt_ms", "loss", "active"])
+        XCTAssertEqual(Set(path.keys), ["kind", "remote", "via", "rtt_ms", "loss", "active", "usable", "sources"])
         XCTAssertTrue(path["via"] is NSNull)
         XCTAssertTrue(path["rtt_ms"] is NSNull)
     }
@@ -240,7 +241,7 @@ final class ControlTests: XCTestCase {
 
     func testErrorResponsesAreOneLine() {
         let line = ControlCodec.respond(to: Array("{\"verb\":\"reboot\"}\n".utf8)) { _ in XCTFail("handler called"); return .error("") }
-        XCTAssertEqual(String(decoding: line, as: UTF8.self), "{\"error\":\"unknown verb \\\"reboot\\\" (known: status)\",\"ok\":false}\n")
+        XCTAssertEqual(String(decoding: line, as: UTF8.self), "{\"error\":\"unknown verb \\\"reboot\\\" (known: status, ping)\",\"ok\":false}\n")
         // A hostile verb is echoed bounded and escaped: still one line.
         let hostile = "{\"verb\":\"a\\nb" + String(repeating: "x", count: 1000) + "\"}"
         let answer = ControlCodec.respond(to: Array(hostile.utf8)) { _ in .error("") }
@@ -288,12 +289,12 @@ final class ControlTests: XCTestCase {
             endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
             anchors: anchor-1 reachable, anchor-2 unreachable
 
-            PEER      ADDRESS                        REACHED                                     HANDSHAKE  RX        TX
-            anchor-1  10.77.0.10/32                  direct 203.0.113.10:51820                   12s ago    1.1 MiB   340.0 KiB
-            laptop    10.77.0.20/32,192.168.50.0/24  relay via anchor-1, lan 192.168.1.20:51820  1m3s ago   88.0 KiB  512 B
-            phone     10.77.0.30/32                  idle                                        never      0 B       0 B
+            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX
+            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB
+            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B
+            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B
 
-            drops: bad_mac=1, replay=3
+            counters: bad_mac=1, replay=3
 
             warnings:
               - anchor anchor-2 is unreachable: only one anchor is up

@@ -5,7 +5,7 @@
 //                                                           │       it also keeps NAT mappings open and the
 //                                                           │       anchor's view of our endpoint current
 //   a missed probe           -> probe again after 1 s, and ping the anchor at once
-//   2 missed pings, or 3 missed probes and no pong since: unreachable
+//   3 missed pings, or 3 missed probes and no pong since: unreachable
 //   an anchor's observation changed (renumbered NAT, new mapping)
 //                            -> re-announce CANDIDATES to every anchor, ping every session on its
 //                               active path from the new address (members roam to it): the heal

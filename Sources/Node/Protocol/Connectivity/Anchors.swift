@@ -37,7 +37,7 @@ extension NodeCore {
             let a = probe.target
             let retrySoon = anchorTracker.probeMissed(a, now: now)
             // Ask the session too, at once: an answered ping keeps the anchor
-            // reachable, two missed ones make it unreachable sooner than probes.
+            // reachable, three missed ones make it unreachable sooner than probes.
             if tunnels.isEstablished(a, now: now), !keepalivePending(a), let ep = tunnels.endpoint(of: a) {
                 sendPing(a, remote: ep, via: nil, purpose: .anchorKeepalive, onActivePath: true, now: now)
             }
@@ -60,7 +60,7 @@ extension NodeCore {
         // make us answer, and nobody gets more than it sent.
         guard let sender = tunnels.peerID(for: probe.sender) else { return drop(.probeNotMember) }
         let known = tunnels.endpoint(of: sender) == source || book.staticEndpoint(sender) == source
-            || paths.directOwner[source] != nil
+            || tunnels.paths.directOwner[source] != nil
         guard anchorTracker.allowProbeReply(from: source, known: known, now: now) else { return drop(.probeRateLimited) }
         let reply = PathProbeReply(txid: probe.txid, observed: source, responder: publicKey)
         guard let n = reply.write(into: buffer), n <= length else { return drop(.badLength) }
@@ -97,7 +97,7 @@ extension NodeCore {
     // MARK: Anchor keepalive and reachability
 
     /// An anchor keepalive (PATH_PING) to `a` is out, unanswered.
-    func keepalivePending(_ a: PeerID) -> Bool { paths[a].pings.contains { $0.purpose == .anchorKeepalive } }
+    func keepalivePending(_ a: PeerID) -> Bool { tunnels.paths[a].pings.contains { $0.purpose == .anchorKeepalive } }
 
     mutating func anchorKeepalive(_ a: PeerID, now: Instant) {
         guard anchorTracker.tracks(a) else { return }
@@ -152,7 +152,7 @@ extension NodeCore {
     mutating func recordProbeObservation(_ a: PeerID, _ ep: Endpoint, now: Instant) {
         guard anchorTracker.tracks(a) else { return }
         if anchorTracker.observeByProbe(a, ep) { return recordObservation(a, ep, now: now) }
-        if tunnels.isEstablished(a, now: now), let path = paths[a].activePath, !keepalivePending(a) {
+        if tunnels.isEstablished(a, now: now), let path = tunnels.paths[a].activePath, !keepalivePending(a) {
             sendPing(a, remote: path.remote, via: path.via, purpose: .anchorKeepalive, onActivePath: true, now: now)
         }
     }
@@ -177,7 +177,7 @@ extension NodeCore {
         guard anchorTracker.mayHeal(now: now) else { return }
         let order = anchorPeers + entries.indices.map { PeerID(rawValue: $0) }.filter { !isAnchorMember($0) }
         for p in order where !isSelf(p) && tunnels.isEstablished(p, now: now) {
-            guard let path = paths[p].activePath else { continue }
+            guard let path = tunnels.paths[p].activePath else { continue }
             let isAnchor = anchorTracker.tracks(p)
             if path.via != nil {
                 // Our NAT changed: a direct path may work now. Retry soon, from the start of the backoff.

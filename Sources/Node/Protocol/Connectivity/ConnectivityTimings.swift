@@ -66,7 +66,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// until traffic resumes (no radio wake-ups for an idle pair).
     public var directRetryIdle: Span
     /// Data sent on the active direct path and nothing heard on it for 3 s:
-    /// ping it. Two pings missed (each 1 s): the path is dead, fall back.
+    /// ping it. Three pings missed (each 1 s): the path is dead, fall back.
     public var pathQuiet: Span
     public var pathMissedPings: Int
     /// A validated path stays eligible this long (30 s) after its last answer:
@@ -142,7 +142,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
         probeTimeout: Span = .seconds(1 as UInt64),
         probeRetry: Span = .seconds(1 as UInt64),
         anchorMissedProbes: Int = 3,
-        anchorMissedPings: Int = 2,
+        anchorMissedPings: Int = 3,
         warningGrace: Span = .seconds(10 as UInt64),
         punchDuration: Span = .seconds(5 as UInt64),
         punchFirstRound: Span = .milliseconds(100),
@@ -153,7 +153,7 @@ public struct ConnectivityTimings: Sendable, Equatable {
         directRetryMax: Span = .seconds(120 as UInt64),
         directRetryIdle: Span = .seconds(120 as UInt64),
         pathQuiet: Span = .seconds(3 as UInt64),
-        pathMissedPings: Int = 2,
+        pathMissedPings: Int = 3,
         pathValidFor: Span = .seconds(30 as UInt64),
         rttSwitchRatio: Double = 0.8,
         rttSwitchMinimum: Span = .milliseconds(5),

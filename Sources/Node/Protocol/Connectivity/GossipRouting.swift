@@ -50,7 +50,7 @@ extension NodeCore {
                 // with a rendezvous so that it punches towards us too, not at
                 // the next direct retry. Not while a punch runs (it already
                 // takes the book's addresses each round).
-                if !isAnchor, !isAnchorMember(p), paths[p].activeKind == .relay, tunnels.isEstablished(p, now: now),
+                if !isAnchor, !isAnchorMember(p), tunnels.paths[p].activeKind == .relay, tunnels.isEstablished(p, now: now),
                    !holePunch.isPunching(p) {
                     recordPunches += 1
                     beginDirectAttempt(p, now: now)

@@ -8,8 +8,11 @@ import Wire
 import Crypto
 
 public struct NodeStatus: Sendable, Equatable {
+    /// One entry of a member's PathSet (PathSet.swift).
     public struct Path: Sendable, Equatable {
         public var kind: PathKind
+        /// Our end of the path (which local socket).
+        public var local: LocalPathEnd
         /// The member's address; for a relay path, the anchor's.
         public var remote: Endpoint
         /// The relaying anchor (and its name) for a relay path.
@@ -21,6 +24,17 @@ public struct NodeStatus: Sendable, Equatable {
         public var active: Bool
         /// Answered a ping recently (or, for a relay, its anchor is reachable).
         public var usable: Bool
+        /// A PATH_PONG came back over it within `pathValidFor`.
+        public var validated: Bool
+        /// When an authenticated packet last arrived over it.
+        public var lastRx: Instant?
+        /// Measured path MTU; nil until probed (path MTU probing is planned).
+        public var mtu: Int?
+        /// Who told us the member may be at `remote` (direct paths; EndpointBook):
+        /// "gossip" (its own signed record), "candidates" (its CANDIDATES or an
+        /// anchor's introduction: unsigned hints), "cache", "config". Empty: none
+        /// did (the member's packets came from there, or a relay).
+        public var sources: [String] = []
     }
 
     public struct Peer: Sendable, Equatable {
@@ -96,13 +110,16 @@ extension NodeCore {
         var peers: [NodeStatus.Peer] = []
         for i in entries.indices where !entries[i].isSelf {
             let id = PeerID(rawValue: i)
-            let c = self.paths[id]
+            let c = tunnels.paths[id]
             var paths: [NodeStatus.Path] = []
             for (k, path) in c.paths.enumerated() {
                 let usable = view(id, k, now: now).usable
                 paths.append(NodeStatus.Path(
-                    kind: path.kind, remote: path.remote, via: path.via, viaName: path.via.map { members[$0.rawValue].name },
-                    rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable))
+                    kind: path.kind, local: path.id.local, remote: path.remote, via: path.via,
+                    viaName: path.via.map { members[$0.rawValue].name },
+                    rttMs: path.rtt?.milliseconds, loss: path.loss, active: c.active == k, usable: usable,
+                    validated: path.isValid(now: now, timings: timings), lastRx: path.lastRx, mtu: path.mtu,
+                    sources: path.via != nil ? [] : pathSources(id, path.remote)))
             }
             paths.sort { $0.active && !$1.active }
             peers.append(NodeStatus.Peer(
@@ -122,6 +139,8 @@ extension NodeCore {
         }
         var counters: [String: UInt64] = [:]
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
+        // Session datagrams whose member had no destination when drained.
+        if tunnels.unroutable > 0 { counters[NodeDropReason.session(.noEndpoint).name, default: 0] &+= tunnels.unroutable }
         for (name, n) in gossip.counters.named { counters[name] = n }
         counters["gossip_record_punches"] = recordPunches
         if isAnchor {
@@ -134,6 +153,23 @@ extension NodeCore {
             nat: NodeStatus.NAT(mapping: anchorTracker.nat, evidence: anchorTracker.natEvidence.map { (members[$0.anchor.rawValue].name, $0.observed, $0.at) }),
             anchors: anchors, peers: peers, warnings: warnings(now: now), recovering: recovery.isActive,
             partitioned: recovery.isPartitioned, counters: counters)
+    }
+
+    /// EndpointBook's sources of one address of `p`, each named once, in the book's order.
+    func pathSources(_ p: PeerID, _ remote: Endpoint) -> [String] {
+        var out: [String] = []
+        for e in book.entries(for: p) where e.endpoint == remote {
+            let name: String
+            switch e.source {
+            case .config: name = "config"
+            case .cache: name = "cache"
+            case .announced: name = "candidates"
+            case .gossip: name = "gossip"
+            case .lan: name = "lan"
+            }
+            if !out.contains(name) { out.append(name) }
+        }
+        return out
     }
 
     func warnings(now: Instant) -> [String] {

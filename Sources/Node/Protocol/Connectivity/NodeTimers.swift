@@ -146,7 +146,7 @@ extension NodeCore {
     }
 
     /// The pending-ping deadline of `p` follows its oldest ping.
-    mutating func syncPingTimer(_ p: PeerID) { arm(.pingTimeout(p), at: paths.pingDeadline(p)) }
+    mutating func syncPingTimer(_ p: PeerID) { arm(.pingTimeout(p), at: tunnels.paths.pingDeadline(p)) }
 
     /// The probe-timeout deadline follows the oldest probe.
     mutating func syncProbeTimer() {
@@ -157,7 +157,7 @@ extension NodeCore {
 
     /// Adds a path to `p`'s table (a full table replaces one, and forgets its pings).
     mutating func addPath(_ p: PeerID, kind: PathKind, remote: Endpoint, via: PeerID?) -> Int {
-        let (idx, forgotPings) = paths.addPath(p, kind: kind, remote: remote, via: via)
+        let (idx, forgotPings) = tunnels.paths.addPath(p, kind: kind, remote: remote, via: via)
         if forgotPings { syncPingTimer(p) }
         return idx
     }

@@ -1,10 +1,13 @@
-// PathManager: every member's path table, and which path data goes on.
+// PathManager: every member's PathSet (PathSet.swift), and which path data goes on.
 //
 // One member's paths:
 //
-//   paths[i] = (kind, remote, via)        lan/direct: remote = the member's address
+//   paths[i] = (id: (local, remote), kind, evidence)
+//                                         lan/direct: remote = the member's address
 //                                         relay:      remote = the anchor's address, via = the anchor
-//   active   = the index data goes on (Tunnels' endpoint is paths[active].remote)
+//   active   = the index data goes on; `destination` = its remote, where the
+//              session layer sends (Tunnels holds this manager and asks it;
+//              PeerSession has no endpoint of its own)
 //
 // A path is *validated* when a PATH_PONG came back from exactly where its
 // PATH_PING went (so both NATs let that 5-tuple through in both directions);
@@ -15,132 +18,35 @@
 // was last sent; and the direct-endpoint owner map (the relay's source check).
 // Inputs:  `addPath`, `activate` / `deactivate`, `heard`, `validated`, `lost`,
 //          `markDead`, `distrustDirect`, `anchorMoved`, `addPing` / `takePing` /
-//          `expirePing`, `noteDataTx`, with the member and `now`.
-// Outputs: answers (`view`, `best`, `prefers`, `roams`, `checkWanted`,
+//          `expirePing`, `noteDataTx`, with the member and `now`;
+//          `firstContact` / `roamDirect` (the session layer's own roaming,
+//          when no NodeCore decides: WireGuard's rule).
+// Outputs: answers (`destination`, `view`, `best`, `prefers`, `roams`, `checkWanted`,
 //          `pingDeadline`) and what changed (the old active path, pings forgotten,
-//          members whose relay moved). NodeCore does the rest of activation:
-//          Tunnels' endpoint, the pathChanged event, the EndpointBook's cache,
-//          arming `NodeTimer.pingTimeout` / `.pathCheck` in its one table.
+//          members whose relay moved). NodeCore does the rest of activation
+//          (`Tunnels.activate` kicks a handshake that waited for a path): the
+//          pathChanged event, the EndpointBook's cache, arming
+//          `NodeTimer.pingTimeout` / `.pathCheck` in its one table.
 
 import Support
 import Wire
 import Crypto
 
-/// One way of reaching a member.
-struct PathState: Sendable {
-    var kind: PathKind
-    var remote: Endpoint
-    var via: PeerID?
-    /// Last authenticated packet that arrived over this path.
-    var lastRx: Instant?
-    /// Last authenticated traffic (not a punch ping) over this path.
-    var lastTrafficRx: Instant?
-    /// Last PATH_PONG from exactly `remote` (relay: through `via`).
-    var validatedAt: Instant?
-    /// Smoothed RTT (RFC 6298's 7/8 EWMA).
-    var rtt: Span?
-    /// Consecutive pings that went unanswered.
-    var missed = 0
-    /// Set when declared dead (missed pings); cleared by a pong or traffic.
-    var deadAt: Instant?
-    /// The last 16 ping outcomes, bit = lost; `samples` of them are valid.
-    var lossBits: UInt16 = 0
-    var samples: UInt8 = 0
-
-    var loss: Double? {
-        guard samples > 0 else { return nil }
-        return Double((lossBits & UInt16(truncatingIfNeeded: (1 << UInt32(samples)) - 1)).nonzeroBitCount) / Double(samples)
-    }
-
-    mutating func recordPing(lost: Bool) {
-        lossBits = lossBits << 1 | (lost ? 1 : 0)
-        if samples < 16 { samples += 1 }
-    }
-
-    mutating func recordRTT(_ sample: Span) {
-        if let r = rtt { rtt = Span(ns: (r.ns / 8) * 7 + sample.ns / 8) } else { rtt = sample }
-    }
-
-    func isValid(now: Instant, timings: ConnectivityTimings) -> Bool {
-        guard deadAt == nil, let v = validatedAt else { return false }
-        return now - v < timings.pathValidFor
-    }
-}
-
-/// Why a ping was sent: decides what its answer (or silence) means.
-enum PingPurpose: Sendable, Equatable {
-    /// Hole punching / validating a candidate.
-    case punch
-    /// The active path looked quiet while we were sending.
-    case check
-    /// The anchor keepalive (an answered keepalive).
-    case anchorKeepalive
-}
-
-struct PendingPing: Sendable {
-    let txid: UInt64
-    let remote: Endpoint
-    let via: PeerID?
-    let sentAt: Instant
-    let purpose: PingPurpose
-}
-
-/// One member's paths.
-struct PeerPaths: Sendable {
-    var paths: [PathState] = []
-    var active: Int?
-    var pings: [PendingPing] = []
-    var lastDataTx: Instant?
-
-    static let maxPaths = 16
-    static let maxPings = 64
-
-    var activeKind: PathKind? { active.map { paths[$0].kind } }
-    var activePath: PathState? { active.map { paths[$0] } }
-
-    @inline(__always)
-    func pathIndex(remote: Endpoint, via: PeerID?) -> Int? {
-        for i in paths.indices where paths[i].remote == remote && paths[i].via == via { return i }
-        return nil
-    }
-
-    /// Adds a path (or returns the existing one). When the table is full, the
-    /// oldest-heard path that is neither active nor a relay is replaced.
-    mutating func addPath(kind: PathKind, remote: Endpoint, via: PeerID?) -> Int {
-        if let i = pathIndex(remote: remote, via: via) { return i }
-        let fresh = PathState(kind: kind, remote: remote, via: via)
-        if paths.count < Self.maxPaths {
-            paths.append(fresh)
-            return paths.count - 1
-        }
-        var victim: Int?
-        for i in paths.indices where i != active && paths[i].kind != .relay {
-            if let v = victim, (paths[v].lastRx ?? .zero) <= (paths[i].lastRx ?? .zero) { continue }
-            victim = i
-        }
-        let i = victim ?? (active == 0 ? 1 : 0)
-        let old = paths[i]
-        pings.removeAll { $0.remote == old.remote && $0.via == old.via }
-        paths[i] = fresh
-        return i
-    }
-}
-
 struct PathManager: Sendable {
     let timings: ConnectivityTimings
-    private(set) var peers: [PeerPaths]
+    private(set) var peers: [PathSet]
     /// Current direct endpoint -> member (for the relay's source check).
     private(set) var directOwner: [Endpoint: PeerID] = [:]
 
     init(members: Int, timings: ConnectivityTimings) {
         self.timings = timings
-        peers = Array(repeating: PeerPaths(), count: members)
+        peers = Array(repeating: PathSet(), count: members)
     }
 
     /// `p`'s paths. A plain getter: a `_read` coroutine allocates its frame in
     /// a debug build (the preloaded allocation counter caught it on the data path).
     @inline(__always)
-    subscript(p: PeerID) -> PeerPaths { peers[p.rawValue] }
+    subscript(p: PeerID) -> PathSet { peers[p.rawValue] }
 
     // MARK: The table
 
@@ -151,32 +57,63 @@ struct PathManager: Sendable {
         return (idx, peers[p.rawValue].pings.count != pings)
     }
 
-    /// Data goes on paths[idx] from now on; returns the path that was active.
+    /// Data goes on paths[idx] from now on (and the session's datagrams go to
+    /// its remote); returns the path that was active.
     mutating func activate(_ p: PeerID, _ idx: Int) -> PathState? {
         let old = peers[p.rawValue].activePath
         peers[p.rawValue].active = idx
         let path = peers[p.rawValue].paths[idx]
+        peers[p.rawValue].destination = path.remote
         if let old, old.via == nil, directOwner[old.remote] == p { directOwner.removeValue(forKey: old.remote) }
         if path.via == nil { directOwner[path.remote] = p }
         return old
     }
 
-    /// No active path (it died): its endpoint is nobody's now.
+    /// No active path (it died): its endpoint is nobody's now. The session
+    /// keeps sending to it (`destination`) until another path is activated.
     mutating func deactivate(_ p: PeerID) {
         if let a = peers[p.rawValue].activePath, a.via == nil, directOwner[a.remote] == p { directOwner.removeValue(forKey: a.remote) }
         peers[p.rawValue].active = nil
     }
 
-    /// Relay paths through anchor `a` follow it from `old` to `new`; returns
-    /// the members whose active path moved (their session endpoint must too).
+    /// Relay paths through anchor `a` follow it from `old` to `new` (and the
+    /// destination of members whose active path is one of them); returns those members.
+    @discardableResult
     mutating func anchorMoved(_ a: PeerID, from old: Endpoint, to new: Endpoint) -> [PeerID] {
         var moved: [PeerID] = []
         for i in peers.indices {
             guard let k = peers[i].pathIndex(remote: old, via: a) else { continue }
-            peers[i].paths[k].remote = new
-            if peers[i].active == k { moved.append(PeerID(rawValue: i)) }
+            peers[i].paths[k].id.remote = .relay(anchor: a, at: new)
+            if peers[i].active == k {
+                peers[i].destination = new
+                moved.append(PeerID(rawValue: i))
+            }
         }
         return moved
+    }
+
+    // MARK: The session's destination and roaming
+
+    /// Where `p`'s session sends now (cheap: the data path asks it per packet).
+    @inline(__always)
+    func destination(_ p: PeerID) -> Endpoint? { peers[p.rawValue].destination }
+
+    /// A first contact from `p` at `source` (no destination yet): answers go
+    /// back that way until the caller activates a path. False if `p` had one.
+    mutating func firstContact(_ p: PeerID, at source: Endpoint) -> Bool {
+        guard peers[p.rawValue].destination == nil else { return false }
+        peers[p.rawValue].destination = source
+        return true
+    }
+
+    /// WireGuard's roaming (a caller with no path policy of its own, e.g. the
+    /// session layer alone): an authenticated packet from `source` makes it
+    /// `p`'s direct active path. False if it already was the destination.
+    mutating func roamDirect(_ p: PeerID, to source: Endpoint) -> Bool {
+        guard peers[p.rawValue].destination != source else { return false }
+        let (idx, _) = addPath(p, kind: .direct, remote: source, via: nil)
+        _ = activate(p, idx)
+        return true
     }
 
     // MARK: Evidence
@@ -224,7 +161,7 @@ struct PathManager: Sendable {
 
     // MARK: Pings
 
-    func canPing(_ p: PeerID) -> Bool { peers[p.rawValue].pings.count < PeerPaths.maxPings }
+    func canPing(_ p: PeerID) -> Bool { peers[p.rawValue].pings.count < PathSet.maxPings }
 
     mutating func addPing(_ p: PeerID, _ ping: PendingPing) { peers[p.rawValue].pings.append(ping) }
 

@@ -1,7 +1,8 @@
 // NodeCore's side of PathManager and HolePunch: choosing and keeping a path
 // per member, and looking for a direct one. The machines hold the state and
 // make the choices (PathManager.swift, HolePunch.swift); here NodeCore
-// applies them to the session layer (its endpoint), the EndpointBook (the
+// applies them to the session layer (`Tunnels.activate`: the path manager,
+// which the session layer holds, gives its sessions their destination), the EndpointBook (the
 // cache, the addresses to punch) and the AnchorTracker's reachability.
 //
 //   first packet to M, no path ──> relay through anchor A = relayAnchor(us, M) (data flows at once)
@@ -15,7 +16,7 @@
 //               from the first round with keys (pings need the session)
 //   PATH_PONG back from exactly where the ping went ──> path validated ──> `prefers` ──> active
 //   punch over, still relayed ──> retry (new rendezvous) after 10 s, 20 s ... ≤ 120 s while traffic flows
-//   active path quiet 3 s while sending ──> PATH_PING it; 2 missed ──> dead: fall back (relay), re-punch
+//   active path quiet 3 s while sending ──> PATH_PING it; 3 missed ──> dead: fall back (relay), re-punch
 //   anchor of a relay unreachable ──> relay through another reachable anchor
 //
 // Hole punching uses PATH_PING inside the session rather than PATH_PROBE:
@@ -55,8 +56,8 @@ extension NodeCore {
     /// whose relay path to `p` has not just died.
     func chooseRelayAnchor(for p: PeerID, now: Instant) -> PeerID? {
         let usable = reachableAnchors.filter { a in
-            guard let ep = tunnels.endpoint(of: a), let idx = paths[p].pathIndex(remote: ep, via: a),
-                  let dead = paths[p].paths[idx].deadAt else { return true }
+            guard let ep = tunnels.endpoint(of: a), let idx = tunnels.paths[p].pathIndex(remote: ep, via: a),
+                  let dead = tunnels.paths[p].paths[idx].deadAt else { return true }
             return now - dead >= timings.pathValidFor
         }
         return relayAnchor(for: myID, memberID(of: p), among: usable.map { (memberID(of: $0), $0) })
@@ -64,9 +65,8 @@ extension NodeCore {
 
     /// Data goes on paths[idx] from now on.
     mutating func activate(_ p: PeerID, _ idx: Int, now: Instant) {
-        let old = paths.activate(p, idx)
-        let path = paths[p].paths[idx]
-        tunnels.setEndpoint(path.remote, for: p)
+        let old = tunnels.activate(p, idx)
+        let path = tunnels.paths[p].paths[idx]
         arm(.pathCheck(p), at: nil)
         if old?.remote != path.remote || old?.via != path.via {
             events.push(.pathChanged(p, kind: path.kind, remote: path.remote, via: path.via))
@@ -92,36 +92,36 @@ extension NodeCore {
 
     /// Relay paths through an anchor that moved follow it.
     mutating func anchorMoved(_ a: PeerID, from old: Endpoint, to new: Endpoint, now: Instant) {
-        for p in paths.anchorMoved(a, from: old, to: new) { tunnels.setEndpoint(new, for: p) }
+        for p in tunnels.paths.anchorMoved(a, from: old, to: new) { tunnels.pathOpened(p) }
     }
 
     func view(_ p: PeerID, _ idx: Int, now: Instant) -> PathView {
-        paths.view(p, idx, now: now) { anchorTracker.isReachable($0) }
+        tunnels.paths.view(p, idx, now: now) { anchorTracker.isReachable($0) }
     }
 
     /// A path just proved itself: make it active if it is preferred.
     mutating func considerPath(_ p: PeerID, _ idx: Int, now: Instant) {
-        guard paths[p].active != idx, paths.preferredOverActive(p, idx, now: now, anchorUp: { anchorTracker.isReachable($0) }) else {
+        guard tunnels.paths[p].active != idx, tunnels.paths.preferredOverActive(p, idx, now: now, anchorUp: { anchorTracker.isReachable($0) }) else {
             return
         }
         activate(p, idx, now: now)
-        if paths[p].activeKind == .lan { endPunch(p, now: now) }
+        if tunnels.paths[p].activeKind == .lan { endPunch(p, now: now) }
     }
 
     /// The active path stopped answering (or its anchor went away): the best
     /// other usable path, else a fresh relay or static path.
     mutating func fallBack(_ p: PeerID, now: Instant) {
-        paths.deactivate(p)
-        if let best = paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
+        tunnels.paths.deactivate(p)
+        if let best = tunnels.paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
             activate(p, best, now: now)
-            if paths[p].activeKind == .relay { beginDirectAttempt(p, now: now) }
+            if tunnels.paths[p].activeKind == .relay { beginDirectAttempt(p, now: now) }
         } else {
             ensurePath(p, now: now)
         }
     }
 
     mutating func rerouteRelays(avoiding a: PeerID, now: Instant) {
-        for i in entries.indices where paths.peers[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
+        for i in entries.indices where tunnels.paths.peers[i].activePath?.via == a { fallBack(PeerID(rawValue: i), now: now) }
     }
 
     /// An anchor became reachable: a member that has a handshake waiting for
@@ -130,7 +130,7 @@ extension NodeCore {
     /// and the initiation leaves at once.
     mutating func givePathsToWaitingMembers(now: Instant) {
         guard !isAnchor else { return }
-        for i in entries.indices where !entries[i].isSelf && !entries[i].isAnchor && paths.peers[i].active == nil {
+        for i in entries.indices where !entries[i].isSelf && !entries[i].isAnchor && tunnels.paths.peers[i].active == nil {
             let p = PeerID(rawValue: i)
             if tunnels.isHandshaking(p) { ensurePath(p, now: now) }
         }
@@ -148,7 +148,7 @@ extension NodeCore {
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         if deadline(.pathCheck(p)) == nil, !isAnchorMember(p) { arm(.pathCheck(p), at: now + timings.pathQuiet) }
-        if paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
+        if tunnels.paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
             arm(.directRetry(p), at: holePunch.retryAt(p, now: now))
         }
@@ -157,23 +157,23 @@ extension NodeCore {
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
         arm(.pathCheck(p), at: nil)
-        guard tunnels.isEstablished(p, now: now), let path = paths.checkWanted(p, now: now) else { return }
+        guard tunnels.isEstablished(p, now: now), let path = tunnels.paths.checkWanted(p, now: now) else { return }
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
-        while let ping = paths.expirePing(p, now: now) {
+        while let ping = tunnels.paths.expirePing(p, now: now) {
             syncPingTimer(p)
-            guard let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { continue }
-            let missed = paths.lost(p, idx)
+            guard let idx = tunnels.paths[p].pathIndex(remote: ping.remote, via: ping.via) else { continue }
+            let missed = tunnels.paths.lost(p, idx)
             switch ping.purpose {
             case .anchorKeepalive:
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                guard paths[p].active == idx else { continue }
+                guard tunnels.paths[p].active == idx else { continue }
                 if missed >= timings.pathMissedPings {
-                    paths.markDead(p, idx, now: now)
+                    tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {
                     sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: true, now: now)
@@ -216,15 +216,15 @@ extension NodeCore {
         // Someone asked for this introduction because a direct path is missing
         // or broken (or the member's NAT changed): our direct path is no longer
         // taken on trust. It stays active until another validates (or it does again).
-        paths.distrustDirect(p)
-        if paths[p].active == nil { ensurePath(p, now: now) }
+        tunnels.paths.distrustDirect(p)
+        if tunnels.paths[p].active == nil { ensurePath(p, now: now) }
         if !tunnels.isEstablished(p, now: now) {
             // No session yet, so nothing proves our path to p works, but
             // relaying through `anchor` does now. Our initiation may have
             // reached an anchor before that anchor knew p (a cold start: it
             // refused to relay it) and nothing else would send it again before
             // the session's retry (5 s): send it now, through `anchor`.
-            if let path = paths[p].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
+            if let path = tunnels.paths[p].activePath, path.via != anchor, let aep = tunnels.endpoint(of: anchor) {
                 activate(p, addPath(p, kind: .relay, remote: aep, via: anchor), now: now)
             }
             tunnels.expediteHandshake(p, now: now)
@@ -242,7 +242,7 @@ extension NodeCore {
     /// observed addresses are taken first (they are public), then the rest in
     /// the member's order; the result keeps the list's order.
     mutating func admitCandidates(_ p: PeerID, _ list: [Candidate], attested: Endpoint?, now: Instant) -> [Candidate] {
-        let heard = paths[p].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
+        let heard = tunnels.paths[p].paths.compactMap { $0.via == nil && $0.lastRx != nil ? $0.remote : nil }
         return book.admit(p, list, attested: attested, heard: heard, now: now)
     }
 
@@ -255,7 +255,7 @@ extension NodeCore {
     /// Addresses worth a punch ping: the member's candidates, what the cache
     /// and config know; never one of ours or an anchor's, never one already valid.
     func punchTargets(_ p: PeerID, now: Instant) -> [Endpoint] {
-        let c = paths[p]
+        let c = tunnels.paths[p]
         var out: [Endpoint] = []
         let all = book.punchable(p)
         for ep in all where PathManager.isUsableRemote(ep) && !out.contains(ep) && !isOwnEndpoint(ep) && anchorAt(ep) == nil {
@@ -271,12 +271,12 @@ extension NodeCore {
             endPunch(p, now: now)
         case .wait(let next, let prepare):
             if prepare {
-                if paths[p].active == nil { ensurePath(p, now: now) }
+                if tunnels.paths[p].active == nil { ensurePath(p, now: now) }
                 if !tunnels.isHandshaking(p) { tunnels.connect(p, now: now) }
             }
             arm(.punch(p), at: next)
         case .punch(let first, let until):
-            let activeRemote = paths[p].activePath.flatMap { $0.via == nil ? $0.remote : nil }
+            let activeRemote = tunnels.paths[p].activePath.flatMap { $0.via == nil ? $0.remote : nil }
             for ep in punchTargets(p, now: now) {
                 // A ping to where our data goes says so: once it gets through, the
                 // member roams to our source (how a renumbered side is found again
@@ -284,17 +284,17 @@ extension NodeCore {
                 sendPing(p, remote: ep, via: nil, purpose: .punch, onActivePath: ep == activeRemote, now: now)
             }
             // The relay path's RTT too, once per punch (for status and scoring).
-            if first, let path = paths[p].activePath, let a = path.via {
+            if first, let path = tunnels.paths[p].activePath, let a = path.via {
                 sendPing(p, remote: path.remote, via: a, purpose: .punch, onActivePath: false, now: now)
             }
-            let (next, end) = holePunch.roundDone(p, until: until, directActive: paths[p].activeKind == .direct, now: now)
+            let (next, end) = holePunch.roundDone(p, until: until, directActive: tunnels.paths[p].activeKind == .direct, now: now)
             arm(.punch(p), at: next)
             if end { endPunch(p, now: now) }
         }
     }
 
     mutating func endPunch(_ p: PeerID, now: Instant) {
-        let (wasPunching, retryAt) = holePunch.end(p, relayed: paths[p].activeKind == .relay, now: now)
+        let (wasPunching, retryAt) = holePunch.end(p, relayed: tunnels.paths[p].activeKind == .relay, now: now)
         guard wasPunching else { return }
         arm(.punch(p), at: nil)
         if let retryAt { arm(.directRetry(p), at: retryAt) }
@@ -307,7 +307,7 @@ extension NodeCore {
 
     mutating func directRetry(_ p: PeerID, now: Instant) {
         arm(.directRetry(p), at: nil)
-        guard paths[p].activeKind == .relay, let tx = paths[p].lastDataTx, now - tx < timings.directRetryIdle else { return }
+        guard tunnels.paths[p].activeKind == .relay, let tx = tunnels.paths[p].lastDataTx, now - tx < timings.directRetryIdle else { return }
         beginDirectAttempt(p, now: now)
     }
 }

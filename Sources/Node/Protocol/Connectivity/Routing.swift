@@ -26,9 +26,9 @@ extension NodeCore {
         // from lately or idle (nothing sent since it was last heard): data
         // going out unanswered, or expired keys, is what "lost" looks like.
         let peerUp = entries.indices.contains { i in
-            guard !entries[i].isSelf, !entries[i].isAnchor, let rx = paths.peers[i].activePath?.lastRx,
+            guard !entries[i].isSelf, !entries[i].isAnchor, let rx = tunnels.paths.peers[i].activePath?.lastRx,
                   tunnels.isEstablished(PeerID(rawValue: i), now: now) else { return false }
-            return now - rx < timings.pathValidFor || (paths.peers[i].lastDataTx.map { $0 <= rx } ?? true)
+            return now - rx < timings.pathValidFor || (tunnels.paths.peers[i].lastDataTx.map { $0 <= rx } ?? true)
         }
         switch recovery.evaluate(pathsUp: anchorUp || peerUp, now: now) {
         case .recovered:
@@ -95,12 +95,12 @@ extension NodeCore {
         // must authenticate under that member's session (the address alone can be forged).
         var request = RelayService.Request()
         var targetKey: RelayTagKey?
-        if let sender = paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
+        if let sender = tunnels.paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
             guard tunnels.relayHop(of: sender).check(base, length: length) else { return drop(.relayBadTag) }
             request.sender = sender
             if let target = member(id), target != sender, !isSelf(target) {
                 request.target = target
-                if tunnels.isEstablished(target, now: now), let path = paths[target].activePath, path.via == nil,
+                if tunnels.isEstablished(target, now: now), let path = tunnels.paths[target].activePath, path.via == nil,
                    let key = tunnels.relayHop(of: target).send {
                     request.targetRemote = path.remote
                     targetKey = key
@@ -141,7 +141,7 @@ extension NodeCore {
     mutating func serveRendezvous(from requester: PeerID, target key: PublicKey, now: Instant) -> NodeInbound {
         guard relay.admitRendezvous(from: requester, now: now) else { return drop(.rendezvousRateLimited) }
         guard let target = tunnels.peerID(for: key), target != requester, !isSelf(target),
-              tunnels.isEstablished(target, now: now), paths[target].activePath?.via == nil else {
+              tunnels.isEstablished(target, now: now), tunnels.paths[target].activePath?.via == nil else {
             return drop(.relayTargetUnreachable)
         }
         introduceRecords(target, requester, now: now)
@@ -163,7 +163,7 @@ extension NodeCore {
     /// What we tell others about `p`: where we hear it from, then what it announced.
     func introduce(_ p: PeerID) -> [Candidate] {
         var out: [Candidate] = []
-        if let path = paths[p].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
+        if let path = tunnels.paths[p].activePath, path.via == nil { out.append(Candidate(path.remote, .observed)) }
         for c in book.candidates(p) where !out.contains(where: { $0.endpoint == c.endpoint }) { out.append(c) }
         return Array(out.prefix(ControlMessage.maxCandidates))
     }
@@ -179,7 +179,7 @@ extension NodeCore {
     /// (as `serveRendezvous` would have, the rendezvous budget already paid).
     mutating func introduceHeld(_ target: PeerID, now: Instant) {
         let waiting = relay.takeHeld(for: target, now: now)
-        guard !waiting.isEmpty, let path = paths[target].activePath, path.via == nil else { return }
+        guard !waiting.isEmpty, let path = tunnels.paths[target].activePath, path.via == nil else { return }
         for h in waiting where tunnels.isEstablished(h, now: now) {
             introduceRecords(target, h, now: now)
             _ = sendControl(.rendezvous(peer: key(of: target), candidates: introduce(target)), to: h, now: now)

@@ -62,15 +62,15 @@ extension NodeCore {
     /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
     mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
         let idx: Int
-        if let found = paths[p].pathIndex(remote: source, via: via) {
+        if let found = tunnels.paths[p].pathIndex(remote: source, via: via) {
             idx = found
         } else {
             let kind = via != nil ? PathKind.relay : book.directKind(p, for: source)
             idx = addPath(p, kind: kind, remote: source, via: via)
         }
-        paths.heard(p, idx, traffic: traffic, now: now)
+        tunnels.paths.heard(p, idx, traffic: traffic, now: now)
         anchorTracker.heard(p, now: now)
-        guard traffic, paths[p].active != idx, paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
+        guard traffic, tunnels.paths[p].active != idx, tunnels.paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
         activate(p, idx, now: now)
     }
 
@@ -81,15 +81,22 @@ extension NodeCore {
             noteRx(p, source: source, via: via, traffic: onActive, now: now)
             // The answer goes back exactly the way the ping came, whatever our active path.
             _ = sendControl(.pathPong(txid: txid, observed: source), to: p, path: (source, via), now: now)
-            if !onActive, via == nil, paths[p].pathIndex(remote: source, via: nil).map({
-                paths[p].paths[$0].isValid(now: now, timings: timings)
-            }) != true, !paths[p].pings.contains(where: { $0.remote == source && $0.via == nil }) {
+            if !onActive, via == nil, tunnels.paths[p].pathIndex(remote: source, via: nil).map({
+                tunnels.paths[p].paths[$0].isValid(now: now, timings: timings)
+            }) != true, !tunnels.paths[p].pings.contains(where: { $0.remote == source && $0.via == nil }) {
                 // A triggered check (ICE's term): the member reached us from
                 // there; find out whether we reach it back the same way.
                 sendPing(p, remote: source, via: nil, purpose: .punch, onActivePath: false, now: now)
             }
         case .pathPong(let txid, let observed):
             receivePong(p, txid: txid, observed: observed, source: source, via: via, now: now)
+        case .echoRequest(let txid):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            // Back exactly the way it came, as a PATH_PONG: the asker learns which path answered.
+            _ = sendControl(.echoReply(txid: txid, observed: source), to: p, path: (source, via), now: now)
+        case .echoReply(let txid, let observed):
+            noteRx(p, source: source, via: via, traffic: true, now: now)
+            return receiveEchoReply(p, txid: txid, observed: observed, source: source, via: via, now: now)
         case .observed(let ep):
             noteRx(p, source: source, via: via, traffic: true, now: now)
             if anchorTracker.tracks(p) { recordObservation(p, ep, now: now) }
@@ -119,7 +126,7 @@ extension NodeCore {
     }
 
     mutating func receivePong(_ p: PeerID, txid: UInt64, observed: Endpoint, source: Endpoint, via: PeerID?, now: Instant) {
-        guard let ping = paths.takePing(p, txid: txid) else {
+        guard let ping = tunnels.paths.takePing(p, txid: txid) else {
             noteRx(p, source: source, via: via, traffic: false, now: now)
             return  // late: its ping already counted as lost
         }
@@ -127,8 +134,8 @@ extension NodeCore {
         noteRx(p, source: source, via: via, traffic: false, now: now)
         // Validated only if it came back from exactly where the ping went.
         guard ping.via == via, via != nil || ping.remote == source,
-              let idx = paths[p].pathIndex(remote: ping.remote, via: ping.via) else { return }
-        paths.validated(p, idx, rtt: now - ping.sentAt, now: now)
+              let idx = tunnels.paths[p].pathIndex(remote: ping.remote, via: ping.via) else { return }
+        tunnels.paths.validated(p, idx, rtt: now - ping.sentAt, now: now)
         if anchorTracker.tracks(p) {
             anchorTracker.ponged(p, now: now)
             recordObservation(p, observed, now: now)
@@ -148,12 +155,12 @@ extension NodeCore {
             } else {
                 idx = addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil)
             }
-            paths.heard(p, idx, traffic: false, now: now)
-            if paths[p].active == nil { activate(p, idx, now: now) }
+            tunnels.paths.heard(p, idx, traffic: false, now: now)
+            if tunnels.paths[p].active == nil { activate(p, idx, now: now) }
         case .established(let p):
             events.push(.session(e))
             // The handshake answered on the active path: it is heard.
-            if let a = paths[p].active { paths.heard(p, a, traffic: false, now: now) }
+            if let a = tunnels.paths[p].active { tunnels.paths.heard(p, a, traffic: false, now: now) }
             if anchorTracker.tracks(p) {
                 anchorTracker.established(p)
                 arm(.anchorKeepalive(p), at: now)  // ping at once: RTT and an authenticated observation
@@ -231,16 +238,16 @@ extension NodeCore {
     @discardableResult
     mutating func sendPing(_ p: PeerID, remote: Endpoint, via: PeerID?, purpose: PingPurpose, onActivePath: Bool,
                            now: Instant) -> Bool {
-        guard paths.canPing(p) else { return false }
+        guard tunnels.paths.canPing(p) else { return false }
         let txid = rng.next()
         guard sendControl(.pathPing(txid: txid, onActivePath: onActivePath), to: p, path: (remote, via), now: now) else {
             return false
         }
-        if paths[p].pathIndex(remote: remote, via: via) == nil {
+        if tunnels.paths[p].pathIndex(remote: remote, via: via) == nil {
             let kind = via != nil ? PathKind.relay : book.directKind(p, for: remote)
             _ = addPath(p, kind: kind, remote: remote, via: via)
         }
-        paths.addPing(p, PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
+        tunnels.paths.addPing(p, PendingPing(txid: txid, remote: remote, via: via, sentAt: now, purpose: purpose))
         syncPingTimer(p)
         return true
     }

@@ -23,13 +23,13 @@ extension NodeCore {
         // An anchor is reached at its configured endpoint, always a `direct` path.
         guard isPeer(p), !isAnchorMember(p), PathManager.isUsableRemote(endpoint), !isOwnEndpoint(endpoint) else { return }
         guard book.setLan(p, endpoint, now: now) else { return }
-        if let path = paths[p].activePath, path.via == nil, path.remote == endpoint { return }
-        if paths[p].active == nil {
+        if let path = tunnels.paths[p].activePath, path.via == nil, path.remote == endpoint { return }
+        if tunnels.paths[p].active == nil {
             // Traffic waits for a path (no anchor reachable): this is one. The
             // handshake goes there now instead of at its next retry.
             guard tunnels.isHandshaking(p) else { return }
             ensurePath(p, now: now)
-            if paths[p].active != nil { tunnels.expediteHandshake(p, now: now) }
+            if tunnels.paths[p].active != nil { tunnels.expediteHandshake(p, now: now) }
             absorbTunnels(now: now)
             return
         }

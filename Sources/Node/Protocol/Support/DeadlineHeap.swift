@@ -15,7 +15,8 @@
 // here, and whoever handles it reads it from here. Equal deadlines come out in no
 // promised order; a caller that needs one (NodeCore: its documented handler
 // order) sorts `due(now)` itself. (One session's handful of timers is a
-// fixed inline table instead: `TimerTable` in SessionTimers.swift.)
+// fixed inline table instead, `TimerTable` in SessionTimers.swift, and the
+// session layer keeps every member's earliest in `DenseDeadlineHeap` below.)
 
 import Support
 
@@ -111,6 +112,114 @@ struct DeadlineHeap<Key: Hashable & Sendable>: Sendable {
             var m = i
             if l < heap.count, heap[l].deadline < heap[m].deadline { m = l }
             if r < heap.count, heap[r].deadline < heap[m].deadline { m = r }
+            if m == i { return }
+            swapAt(i, m)
+            i = m
+        }
+    }
+}
+
+/// The same min-heap for dense integer keys `0 ..< capacity` (the session
+/// layer's members, by PeerID): the key -> slot index is a plain array, so
+/// moving an entry costs no hashing and arming never allocates once built.
+/// Ties are broken by the lower key, so the earliest entry is the one a scan
+/// in key order would find first.
+///
+/// Tunnels keeps one entry per member: that member's earliest session timer
+/// (`TimerTable.next`), re-set only when it changed, so `pollTimeout` is the
+/// top and `handleTimeout` visits only members that are due.
+struct DenseDeadlineHeap: Sendable {
+    private var heap: [(deadline: Instant, key: Int)] = []
+    /// key -> its index in `heap`, or -1 when not armed.
+    private var slot: [Int]
+
+    init(capacity: Int) {
+        slot = Array(repeating: -1, count: capacity)
+        heap.reserveCapacity(capacity)
+    }
+
+    var count: Int { heap.count }
+
+    @inline(__always)
+    subscript(key: Int) -> Instant? {
+        let i = slot[key]
+        return i < 0 ? nil : heap[i].deadline
+    }
+
+    var earliest: (deadline: Instant, key: Int)? { heap.first }
+
+    /// Arms `key` for `deadline` (moving it if armed); nil cancels it.
+    mutating func set(_ key: Int, at deadline: Instant?) {
+        guard let deadline else { return cancel(key) }
+        let i = slot[key]
+        if i >= 0 {
+            heap[i].deadline = deadline
+            siftUp(i)
+            siftDown(slot[key])
+            return
+        }
+        heap.append((deadline, key))
+        slot[key] = heap.count - 1
+        siftUp(heap.count - 1)
+    }
+
+    mutating func cancel(_ key: Int) {
+        let i = slot[key]
+        guard i >= 0 else { return }
+        slot[key] = -1
+        let last = heap.count - 1
+        if i == last { heap.removeLast(); return }
+        let moved = heap.removeLast()
+        heap[i] = moved
+        slot[moved.key] = i
+        siftUp(i)
+        siftDown(slot[moved.key])
+    }
+
+    /// Appends every key due at `now` (deadline ≤ now) to `out`, in no
+    /// particular order; walks only the part of the heap that is due.
+    func due(now: Instant, into out: inout [Int]) {
+        guard let first = heap.first, first.deadline <= now else { return }
+        let start = out.count
+        out.append(0)  // heap indices while walking, keys at the end
+        var k = start
+        while k < out.count {
+            let l = 2 * out[k] + 1, r = l + 1
+            if l < heap.count, heap[l].deadline <= now { out.append(l) }
+            if r < heap.count, heap[r].deadline <= now { out.append(r) }
+            k += 1
+        }
+        for j in start..<out.count { out[j] = heap[out[j]].key }
+    }
+
+    @inline(__always)
+    private func less(_ a: Int, _ b: Int) -> Bool {
+        heap[a].deadline < heap[b].deadline || (heap[a].deadline == heap[b].deadline && heap[a].key < heap[b].key)
+    }
+
+    private mutating func swapAt(_ a: Int, _ b: Int) {
+        heap.swapAt(a, b)
+        slot[heap[a].key] = a
+        slot[heap[b].key] = b
+    }
+
+    private mutating func siftUp(_ start: Int) {
+        var i = start
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard less(i, parent) else { return }
+            swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < heap.count, less(l, m) { m = l }
+            if r < heap.count, less(r, m) { m = r }
             if m == i { return }
             swapAt(i, m)
             i = m

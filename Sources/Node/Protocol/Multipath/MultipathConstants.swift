@@ -1,0 +1,63 @@
+// Multipath constants (docs/multipath.md; seed 2.8–2.11, 3.11; DESIGN §7).
+// Only the machines in this folder read them; nothing is wired into the data
+// path yet (planned, issue 14).
+import Support
+
+public enum MultipathConstants {
+    /// Reorder buffer depth, packets (seed 2.9, DESIGN §7): the most packets a
+    /// session holds while waiting for a gap. Bounds memory per session and the
+    /// scheduler's reordering-depth constraint.
+    public static let reorderDepth = 128
+
+    /// Paths per session a scheduler / reorder buffer tracks (fixed arrays: no
+    /// allocation after init, and "O(paths)" per packet is a constant).
+    public static let maxPaths = 8
+
+    /// Bandwidth estimate window, 1 s (issue 14: "measured over 1 s from
+    /// delivered data"), kept as 10 buckets of 100 ms.
+    public static let bandwidthWindow = Span.seconds(UInt64(1))
+    public static let bandwidthBuckets = 10
+
+    /// Weight hysteresis (seed 3.11): a path's committed weight changes only when
+    /// its estimate moved more than this fraction from the committed value.
+    public static let weightHysteresis = 0.20
+}
+
+/// Values that drive timers and thresholds; tests may override them.
+public struct MultipathTimings: Sendable, Equatable {
+    /// Smallest and largest reorder release timeout. The timeout adapts between them
+    /// from the measured latency spread.
+    public var minReleaseTimeout: Span = .milliseconds(10)
+    public var maxReleaseTimeout: Span = .milliseconds(1000)
+    /// Release timeout = spread × factor + margin (clamped): a gap is given up once it
+    /// has waited clearly longer than the slowest path's lag behind the fastest.
+    public var releaseTimeoutFactor = 1.5
+    public var releaseTimeoutMargin: Span = .milliseconds(5)
+    /// Path failure: declared when nothing arrived on the path for
+    /// max(failureRTTs × (srtt + 4·rttvar), minFailureTimeout) after something was sent
+    /// on it ("within a few RTTs while data flows").
+    public var failureRTTs: UInt64 = 3
+    public var minFailureTimeout: Span = .milliseconds(100)
+    /// RTT assumed before any sample (RFC 6298's 1 s is too long for failure detection
+    /// on a path that already carries data; 300 ms is a slow mobile link).
+    public var initialRTT: Span = .milliseconds(300)
+    /// Make-before-break overlap: a new path's packets are also sent on an established
+    /// path until the new path delivered something, at most this long.
+    public var overlap: Span = .milliseconds(500)
+    /// Capacity probe: a path whose RTT is within `queueingSlack` of its minimum is not
+    /// saturated; its weight basis never falls then and grows to its delivered rate ×
+    /// `probeGain`, so its share can grow until a queue builds (delivered rate alone
+    /// would freeze the shares it was first given).
+    public var probeGain = 1.25
+    public var queueingSlack: Span = .milliseconds(5)
+    /// Reordering-depth constraint: a path is skipped when the packets the receiver
+    /// would hold behind it (send rate × its latency spread) exceed `depthSkip` × depth,
+    /// and used again below `depthResume` × depth (hysteresis).
+    public var depthSkip = 1.0
+    public var depthResume = 0.8
+    /// A reorder-skipped path is held out at least this long before it is reconsidered.
+    public var skipHold: Span = .milliseconds(1000)
+
+    public init() {}
+    public static let `default` = MultipathTimings()
+}

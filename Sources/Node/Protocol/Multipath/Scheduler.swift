@@ -1,0 +1,442 @@
+// The sender's multipath scheduler of one session (seed 2.8, 2.11, 3.11;
+// DESIGN §7): which path each packet of a flow takes.
+//
+//   update(path, report, now)   health + delivered rate of a path (PathHealth,
+//                               BandwidthEstimator): weights, skips, overlap
+//   remove(path, now)           the path is gone
+//   pick(counter, length, now) -> Pick?   per packet: a path, maybe a duplicate path
+//   handleDelivered(path)       the peer confirmed delivery on the path (ends its overlap)
+//
+// Rules, in the order they apply:
+// 1. Candidates: paths present, healthy (an RTT sample, not failed) and not skipped.
+// 2. Weights: by estimated bandwidth. A path's weight basis is its delivered rate
+//    over 1 s while it is saturated (its RTT shows a queue); while it is not, the
+//    basis never falls and grows to delivered × probeGain (delivered data alone only
+//    measures what the path was given: `capacityBasis`). The
+//    committed basis changes only when the new one differs by more than 20%
+//    (seed 3.11: weights do not oscillate). A path with no estimate yet — new,
+//    back from a failure or a skip, for its first second — gets the mean of the
+//    others (equal shares when none has one).
+// 3. Spread: smooth weighted round robin over bytes (nginx's smooth WRR with
+//    packet lengths): every candidate earns weight × length, the richest sends
+//    and pays length. Deterministic, no bursts, O(paths) with paths ≤ 8.
+// 4. Reordering depth (seed 2.11): the reference path is the usable one with the
+//    most bandwidth; it is never skipped. Another path whose latency spread from
+//    the reference (either way) would make the receiver hold more than the reorder
+//    depth — packets/s × spread > depth — is skipped ("reorder-depth"), and used
+//    again only below 80% of the depth after `skipHold` (hysteresis). Per packet,
+//    a hard check backs it: if the packet about to go on a faster path would
+//    arrive `depth` counters or more after the oldest packet still in flight on a
+//    slower path, one of the two is skipped at once (the slower, unless it is the
+//    reference). The packet always goes: nothing is held or rate-limited here
+//    (seed 2.8: no congestion control in the tunnel).
+// 5. Make-before-break (seed 1.7): a path that became usable carries its packets
+//    twice — also on the established path with the largest weight — until it
+//    delivered something or `overlap` passed. No other duplication, no retransmission.
+//
+// Memory: fixed arrays of `maxPaths` and per-path in-flight records of `depth`,
+// allocated at init; `pick` allocates nothing.
+import Support
+
+public struct MultipathScheduler: Sendable {
+    /// What the driver knows of one path (from PathHealth and BandwidthEstimator).
+    public struct PathReport: Sendable, Equatable {
+        public var usable: Bool
+        public var srtt: Span?
+        public var rttvar: Span
+        public var minRTT: Span?
+        /// Delivered rate over the last second, bits/s (nil: no feedback yet).
+        public var deliveredBitsPerSecond: UInt64?
+        public init(usable: Bool, srtt: Span?, rttvar: Span = .zero, minRTT: Span? = nil,
+                    deliveredBitsPerSecond: UInt64? = nil) {
+            self.usable = usable
+            self.srtt = srtt
+            self.rttvar = rttvar
+            self.minRTT = minRTT
+            self.deliveredBitsPerSecond = deliveredBitsPerSecond
+        }
+        public init(_ h: PathHealth, delivered: UInt64?) {
+            self.init(usable: h.isUsable, srtt: h.srtt, rttvar: h.rttvar, minRTT: h.minRTT, deliveredBitsPerSecond: delivered)
+        }
+    }
+
+    public enum SkipReason: String, Sendable, Equatable {
+        /// The receiver could not absorb the reordering it causes (seed 2.11).
+        case reorderDepth = "reorder-depth"
+    }
+
+    public struct Pick: Sendable, Equatable {
+        public var path: Int
+        /// Make-before-break: send a copy on this path too.
+        public var duplicate: Int?
+    }
+
+    /// Per-path view for status (`wsctl status`, planned).
+    public struct PathView: Sendable, Equatable {
+        public var present: Bool
+        public var usable: Bool
+        public var weight: Double
+        public var committedBitsPerSecond: Double
+        public var skipped: SkipReason?
+        public var overlapping: Bool
+        public var packets: Int
+        public var bytes: Int
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var picks = 0
+        /// No candidate path (the caller drops the packet, counted here).
+        public var noPath = 0
+        /// Copies sent for make-before-break.
+        public var duplicates = 0
+        /// Times a path was skipped for the reordering depth (predicted or hard check).
+        public var reorderSkips = 0
+        /// Committed weight changes (hysteresis passed).
+        public var weightChanges = 0
+        public init() {}
+    }
+
+    private struct Path: Sendable {
+        var present = false
+        var usable = false
+        var owd = Span.zero            // one-way delay estimate: srtt − minRTT/2
+        var jitter = Span.zero         // rttvar (one-way allowance)
+        var minRTT: Span?
+        var srtt: Span?
+        var committed = 0.0            // weight basis, bits/s (0: none yet)
+        var weight = 0.0               // normalised among candidates
+        var credit = 0.0
+        var skipped: SkipReason?
+        var skipUntil = Instant.zero
+        var appearedAt = Instant.zero
+        var confirmed = true
+        var packets = 0
+        var bytes = 0
+        // In-flight records (counter, sentAt), FIFO ring of `depth`.
+        var ringHead = 0
+        var ringCount = 0
+    }
+
+    public let depth: Int
+    public var timings: MultipathTimings
+    public private(set) var counters = Counters()
+    private var paths: [Path]
+    private var ring: [(counter: UInt64, at: Instant)]   // paths × depth
+    private var dirty = true
+    // Send rate, packets per second: 100 ms buckets over the last second.
+    private var rateBuckets: [Int]
+    private var rateCurrent: UInt64 = 0
+    private var rateFirst: Instant?
+    private var nextReview = Instant.zero
+
+    public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
+                timings: MultipathTimings = .default) {
+        precondition(paths > 0 && depth > 0)
+        self.depth = depth
+        self.timings = timings
+        self.paths = Array(repeating: Path(), count: paths)
+        ring = Array(repeating: (0, .zero), count: paths * depth)
+        rateBuckets = Array(repeating: 0, count: MultipathConstants.bandwidthBuckets)
+    }
+
+    // MARK: Inputs
+
+    public mutating func update(path i: Int, report r: PathReport, now: Instant) {
+        guard i >= 0 && i < paths.count else { return }
+        var p = paths[i]
+        let usable = r.usable && r.srtt != nil
+        if usable && !(p.present && p.usable) {
+            // Appeared (or came back): make-before-break overlap until it delivers.
+            p.appearedAt = now
+            p.confirmed = false
+            p.credit = 0
+            p.ringCount = 0
+        }
+        if !usable {
+            // Failed or not yet probed: what it could carry is unknown when it comes back
+            // (it then starts from the others' mean, `reweigh`).
+            p.ringCount = 0
+            p.committed = 0
+        }
+        p.present = true
+        p.usable = usable
+        p.minRTT = r.minRTT ?? p.minRTT
+        if let s = r.srtt {
+            p.srtt = s
+            p.owd = Self.oneWayDelay(srtt: s, minRTT: p.minRTT)
+            p.jitter = r.rttvar
+        }
+        // A path that (re)appeared has not had a window of traffic yet: its delivered rate
+        // says what the last second gave it, not what it can carry. Until a full window
+        // passed it keeps the others' mean.
+        if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
+            var queueing = false
+            if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
+            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
+                                           probeGain: timings.probeGain)
+            if Self.shouldCommit(committed: p.committed, candidate: basis) {
+                if p.committed > 0 { counters.weightChanges += 1 }
+                p.committed = basis
+            }
+        }
+        paths[i] = p
+        reweigh(now)
+    }
+
+    public mutating func remove(path i: Int, now: Instant) {
+        guard i >= 0 && i < paths.count else { return }
+        paths[i] = Path()
+        reweigh(now)
+    }
+
+    /// The peer confirmed delivery on path `i`: its make-before-break overlap ends.
+    public mutating func handleDelivered(path i: Int) {
+        guard i >= 0 && i < paths.count, !paths[i].confirmed else { return }
+        paths[i].confirmed = true
+    }
+
+    /// Hysteresis (seed 3.11), a pure decision: commit a new weight basis only when
+    /// it moved more than 20% from the committed one (or none is committed yet).
+    public static func shouldCommit(committed: Double, candidate: Double,
+                                    threshold: Double = MultipathConstants.weightHysteresis) -> Bool {
+        guard committed > 0 else { return candidate > 0 }
+        return abs(candidate - committed) > threshold * committed
+    }
+
+    /// A path's weight basis from its delivered rate (a pure decision). Delivered data only
+    /// measures capacity when the path is saturated (its RTT stands above its minimum: a queue
+    /// built up), so then the basis is the delivered rate, up or down. An unsaturated path
+    /// delivered all it was given and may take more: its basis never falls for being given
+    /// little, and grows to delivered × probeGain when that is more.
+    public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, probeGain: Double) -> Double {
+        saturated ? delivered : max(committed, delivered * probeGain)
+    }
+
+    /// One-way delay of the data direction from RTTs: half the base RTT plus all the
+    /// queueing (srtt − minRTT) — the queue builds where the data goes, so halving the
+    /// whole RTT would hide half of it and let a saturated path run too far behind.
+    public static func oneWayDelay(srtt: Span, minRTT: Span?) -> Span {
+        guard let m = minRTT, m <= srtt else { return Span(ns: srtt.ns / 2) }
+        return Span(ns: srtt.ns - m.ns / 2)
+    }
+
+    /// Packets the receiver would hold behind a path `spread` slower than the fastest,
+    /// at `packetsPerSecond`: the reordering-depth constraint's measure.
+    public static func depthNeeded(packetsPerSecond: Double, spread: Span) -> Double {
+        packetsPerSecond * spread.seconds
+    }
+
+    // MARK: The per-packet decision
+
+    /// The path for the packet with session counter `counter` and `length` bytes,
+    /// or nil when no path is usable (the caller drops and counts: `counters.noPath`).
+    public mutating func pick(counter: UInt64, length: Int, now: Instant) -> Pick? {
+        noteSend(now)
+        if now >= nextReview { review(now) }
+        if dirty { reweigh(now) }
+        // Smooth weighted round robin over bytes.
+        var best = -1
+        var total = 0.0
+        for i in 0..<paths.count where isCandidate(i) {
+            paths[i].credit += paths[i].weight * Double(length)
+            total += paths[i].weight
+            if best < 0 || paths[i].credit > paths[best].credit { best = i }
+        }
+        guard best >= 0 else {
+            counters.noPath += 1
+            return nil
+        }
+        paths[best].credit -= total * Double(length)
+        // Hard reordering check against slower paths' oldest in-flight packet. The path to
+        // leave out is the slower one, unless that is the reference: then the faster one.
+        let fastest = fastestOWD()
+        let arrival = now + paths[best].owd
+        let ref = referencePath()
+        for s in 0..<paths.count where s != best && isCandidate(s) && paths[s].owd > paths[best].owd {
+            prune(s, before: now + fastest)
+            guard paths[s].ringCount > 0 else { continue }
+            let oldest = ring[s * depth + paths[s].ringHead]
+            if oldest.at + paths[s].owd > arrival && counter >= oldest.counter + UInt64(depth) {
+                let victim = s == ref ? best : s
+                if victim != ref { skip(victim, now) }
+            }
+        }
+        record(best, counter: counter, length: length, now: now)
+        var pick = Pick(path: best, duplicate: nil)
+        if !paths[best].confirmed {
+            if now >= paths[best].appearedAt + timings.overlap {
+                paths[best].confirmed = true
+            } else if let d = establishedPath(excluding: best) {
+                pick.duplicate = d
+                counters.duplicates += 1
+                record(d, counter: counter, length: length, now: now)
+            }
+        }
+        counters.picks += 1
+        return pick
+    }
+
+    // MARK: Status
+
+    public func view(path i: Int) -> PathView {
+        let p = paths[i]
+        return PathView(present: p.present, usable: p.usable, weight: isCandidate(i) ? p.weight : 0,
+                        committedBitsPerSecond: p.committed, skipped: p.skipped,
+                        overlapping: p.usable && !p.confirmed, packets: p.packets, bytes: p.bytes)
+    }
+
+    /// Packets per second sent over the last second.
+    public func packetsPerSecond(now: Instant) -> Double {
+        guard let f = rateFirst else { return 0 }
+        let bucketNs = MultipathConstants.bandwidthWindow.ns / UInt64(rateBuckets.count)
+        let windowNs = min(MultipathConstants.bandwidthWindow.ns, max((now - f).ns, bucketNs))
+        // Buckets older than the window were zeroed by noteSend; a stale view may overcount a little.
+        var n = 0
+        for i in 0..<rateBuckets.count { n += rateBuckets[i] }  // no for-in over the array: see BandwidthEstimator
+        return Double(n) * 1e9 / Double(windowNs)
+    }
+
+    // MARK: Internals
+
+    private func isCandidate(_ i: Int) -> Bool {
+        let p = paths[i]
+        return p.present && p.usable && p.skipped == nil
+    }
+
+    private func fastestOWD() -> Span {
+        var f: Span?
+        for i in 0..<paths.count where isCandidate(i) {
+            f = min(f ?? paths[i].owd, paths[i].owd)
+        }
+        return f ?? .zero
+    }
+
+    private func establishedPath(excluding x: Int) -> Int? {
+        var best: Int?
+        for i in 0..<paths.count where i != x && isCandidate(i) && paths[i].confirmed {
+            if best == nil || paths[i].weight > paths[best!].weight { best = i }
+        }
+        return best
+    }
+
+    private mutating func skip(_ s: Int, _ now: Instant) {
+        guard paths[s].skipped == nil else { return }
+        paths[s].skipped = .reorderDepth
+        paths[s].skipUntil = now + timings.skipHold
+        paths[s].ringCount = 0
+        counters.reorderSkips += 1
+        dirty = true
+    }
+
+    /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
+    private mutating func review(_ now: Instant) {
+        nextReview = now + .milliseconds(100)
+        guard let ref = referencePath() else { return }
+        if paths[ref].skipped != nil {
+            // The reference changed to a path skipped against the old one: it is never skipped.
+            paths[ref].skipped = nil
+            paths[ref].credit = 0
+            dirty = true
+        }
+        let pps = packetsPerSecond(now: now)
+        for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
+            let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
+            if paths[i].skipped == nil {
+                if need > timings.depthSkip * Double(depth) { skip(i, now) }
+            } else if now >= paths[i].skipUntil && need < timings.depthResume * Double(depth) {
+                paths[i].skipped = nil
+                paths[i].credit = 0
+                paths[i].committed = 0
+                paths[i].appearedAt = now
+                paths[i].confirmed = false
+                dirty = true
+            }
+        }
+    }
+
+    /// The latency spread between path i and the reference: the one-way delay difference
+    /// (either way: a path ahead of the reference reorders as much as one behind it) plus
+    /// the later one's jitter allowance.
+    private func spread(_ i: Int, _ ref: Int) -> Span {
+        let a = paths[i].owd, b = paths[ref].owd
+        return a >= b ? Span(ns: a.ns - b.ns) + paths[i].jitter : Span(ns: b.ns - a.ns) + paths[ref].jitter
+    }
+
+    /// The path the reordering constraint measures others against, and never skips: the
+    /// usable path with the largest committed bandwidth (ties: the lower delay). Skipping
+    /// the path that carries most of the flow because a small path is faster would cost
+    /// more than it saves.
+    private func referencePath() -> Int? {
+        var ref: Int?
+        for i in 0..<paths.count where paths[i].present && paths[i].usable {
+            guard let r = ref else { ref = i; continue }
+            if paths[i].committed > paths[r].committed
+                || (paths[i].committed == paths[r].committed && paths[i].owd < paths[r].owd) { ref = i }
+        }
+        return ref
+    }
+
+    private mutating func reweigh(_ now: Instant) {
+        dirty = false
+        var known = 0.0
+        var n = 0
+        for i in 0..<paths.count where isCandidate(i) && paths[i].committed > 0 {
+            known += paths[i].committed
+            n += 1
+        }
+        let fallback = n > 0 ? known / Double(n) : 1
+        var total = 0.0
+        for i in 0..<paths.count where isCandidate(i) {
+            total += paths[i].committed > 0 ? paths[i].committed : fallback
+        }
+        for i in 0..<paths.count {
+            guard isCandidate(i), total > 0 else {
+                paths[i].weight = 0
+                paths[i].credit = 0
+                continue
+            }
+            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) / total
+        }
+    }
+
+    private mutating func record(_ i: Int, counter: UInt64, length: Int, now: Instant) {
+        paths[i].packets += 1
+        paths[i].bytes += length
+        var p = paths[i]
+        if p.ringCount == depth {  // oldest record dropped: more than `depth` in flight on one path
+            p.ringHead = (p.ringHead + 1) % depth
+            p.ringCount -= 1
+        }
+        ring[i * depth + (p.ringHead + p.ringCount) % depth] = (counter, now)
+        p.ringCount += 1
+        paths[i].ringHead = p.ringHead
+        paths[i].ringCount = p.ringCount
+    }
+
+    /// Forgets in-flight records of path `s` that arrive before `t` (nothing sent from
+    /// now on can arrive before them, so they no longer constrain anything).
+    private mutating func prune(_ s: Int, before t: Instant) {
+        while paths[s].ringCount > 0 {
+            let r = ring[s * depth + paths[s].ringHead]
+            guard r.at + paths[s].owd <= t else { return }
+            paths[s].ringHead = (paths[s].ringHead + 1) % depth
+            paths[s].ringCount -= 1
+        }
+    }
+
+    private mutating func noteSend(_ now: Instant) {
+        if rateFirst == nil { rateFirst = now }
+        let bucketNs = MultipathConstants.bandwidthWindow.ns / UInt64(rateBuckets.count)
+        let b = now.ns / bucketNs
+        if b > rateCurrent {
+            let steps = min(b - rateCurrent, UInt64(rateBuckets.count))
+            var k: UInt64 = 1
+            while k <= steps {
+                rateBuckets[Int((rateCurrent + k) % UInt64(rateBuckets.count))] = 0
+                k += 1
+            }
+            rateCurrent = b
+        }
+        rateBuckets[Int(rateCurrent % UInt64(rateBuckets.count))] += 1
+    }
+}

@@ -1,0 +1,219 @@
+import XCTest
+@testable import Support
+@testable import Protocol
+
+/// The sender's scheduler, path health and bandwidth estimator as pure
+/// machines with a virtual clock (seed 2.8, 2.11, 3.11).
+final class SchedulerTests: XCTestCase {
+    typealias Report = MultipathScheduler.PathReport
+    func ms(_ x: Double) -> Instant { Instant(ns: UInt64(x * 1e6)) }
+
+    func report(rtt: UInt64, mbit: Double?, queueing: Bool = false) -> Report {
+        Report(usable: true, srtt: .milliseconds(rtt + (queueing ? 20 : 0)), rttvar: .zero, minRTT: .milliseconds(rtt),
+               deliveredBitsPerSecond: mbit.map { UInt64($0 * 1e6) })
+    }
+
+    /// Sends `n` packets of 1400 bytes spaced `gap` apart; returns packets per path.
+    func send(_ s: inout MultipathScheduler, _ n: Int, from t0: Instant, gap: Span = Span(ns: 100_000),
+              counter c0: UInt64 = 0) -> [Int] {
+        var per = [Int](repeating: 0, count: 8)
+        for k in 0..<n {
+            guard let p = s.pick(counter: c0 + UInt64(k), length: 1400, now: t0 + gap * UInt64(k)) else { continue }
+            per[p.path] += 1
+        }
+        return per
+    }
+
+    /// Paths that appeared at 0, delivered, and report their rates at 1 s (a new path's
+    /// rate counts only after a full window: until then it has the others' mean).
+    let t1 = Instant(ns: 1_000_000_000)
+    func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
+        var s = MultipathScheduler()
+        for (i, r) in rtts.enumerated() {
+            s.update(path: i, report: report(rtt: r, mbit: nil, queueing: true), now: .zero)
+            s.handleDelivered(path: i)
+        }
+        for (i, r) in rtts.enumerated() {
+            s.update(path: i, report: report(rtt: r, mbit: mbits[i], queueing: true), now: t1)
+        }
+        return s
+    }
+
+    func testWeightsFollowBandwidth() {
+        var s = confirmed([20, 20], [50, 20])
+        let per = send(&s, 7000, from: t1)
+        XCTAssertEqual(Double(per[0]) / 7000, 50.0 / 70, accuracy: 0.01)
+        XCTAssertEqual(Double(per[1]) / 7000, 20.0 / 70, accuracy: 0.01)
+        XCTAssertEqual(s.counters.duplicates, 0)
+    }
+
+    func testEqualSharesBeforeAnyEstimate() {
+        var s = confirmed([20, 20, 20], [nil, nil, nil])
+        let per = send(&s, 3000, from: t1)
+        XCTAssertEqual(per[0], 1000)
+        XCTAssertEqual(per[1], 1000)
+        XCTAssertEqual(per[2], 1000)
+    }
+
+    func testHysteresisTable() {
+        let rows: [(committed: Double, candidate: Double, commit: Bool)] = [
+            (0, 10, true), (0, 0, false), (100, 100, false), (100, 119, false), (100, 120, false),
+            (100, 121, true), (100, 81, false), (100, 80, false), (100, 79, true), (100, 300, true),
+        ]
+        for r in rows {
+            XCTAssertEqual(MultipathScheduler.shouldCommit(committed: r.committed, candidate: r.candidate), r.commit, "\(r)")
+        }
+        // Through the machine: +10% leaves the weights alone, +30% moves them.
+        var s = confirmed([20, 20], [50, 50])
+        s.update(path: 0, report: report(rtt: 20, mbit: 55, queueing: true), now: ms(1001))
+        XCTAssertEqual(s.view(path: 0).weight, 0.5, accuracy: 1e-9)
+        XCTAssertEqual(s.counters.weightChanges, 0)
+        s.update(path: 0, report: report(rtt: 20, mbit: 65, queueing: true), now: ms(1002))
+        XCTAssertEqual(s.view(path: 0).weight, 65.0 / 115, accuracy: 1e-9)
+        XCTAssertEqual(s.counters.weightChanges, 1)
+    }
+
+    func testUnsaturatedPathIsProbedUpward() {
+        var s = confirmed([20, 20], [nil, nil])
+        s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
+        s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
+        XCTAssertEqual(s.view(path: 0).weight, 50.0 / 90, accuracy: 1e-9)  // 40 × 1.25 vs 40
+        // Given less, an unsaturated path keeps its basis; a saturated one follows what it delivers.
+        s.update(path: 0, report: report(rtt: 20, mbit: 10, queueing: false), now: ms(1100))
+        s.update(path: 1, report: report(rtt: 20, mbit: 20, queueing: true), now: ms(1100))
+        XCTAssertEqual(s.view(path: 0).weight, 50.0 / 70, accuracy: 1e-9)
+        let rows: [(committed: Double, delivered: Double, saturated: Bool, basis: Double)] = [
+            (0, 40, false, 50), (60, 40, false, 60), (40, 40, false, 50), (60, 40, true, 40), (0, 40, true, 40),
+        ]
+        for r in rows {
+            XCTAssertEqual(MultipathScheduler.capacityBasis(committed: r.committed, delivered: r.delivered,
+                                                            saturated: r.saturated, probeGain: 1.25), r.basis, "\(r)")
+        }
+    }
+
+    func testPathWhoseSpreadExceedsTheDepthIsSkipped() {
+        // 20 ms and 200 ms RTT: one-way spread 90 ms; at 10 000 packets/s that is 900 packets ≫ 128.
+        var s = confirmed([20, 200], [50, 20])
+        let per = send(&s, 20_000, from: t1)
+        XCTAssertEqual(s.view(path: 1).skipped, .reorderDepth)
+        XCTAssertGreaterThanOrEqual(s.counters.reorderSkips, 1)
+        XCTAssertLessThan(per[1], 300)  // only before the constraint saw the rate
+        // At a low rate (50 packets/s: 4.5 packets of spread) the slow path is used again after the hold.
+        var t = ms(3000) + .seconds(UInt64(2))
+        var slow = 0
+        for k in 0..<400 {
+            t = t + .milliseconds(20)
+            if let p = s.pick(counter: 30_000 + UInt64(k), length: 1400, now: t), p.path == 1 { slow += 1 }
+        }
+        XCTAssertNil(s.view(path: 1).skipped)
+        XCTAssertGreaterThan(slow, 20)
+    }
+
+    func testHardCheckSkipsASlowPathTheFastOneOutruns() {
+        // The predicted check is blind at the start (no rate yet): the per-packet check must catch it.
+        var tim = MultipathTimings()
+        tim.depthSkip = 1e9  // disable the predicted check
+        var s = MultipathScheduler(timings: tim)
+        for (now, m0, m1) in [(Instant.zero, nil, nil), (t1, 90.0, 10.0)] as [(Instant, Double?, Double?)] {
+            s.update(path: 0, report: report(rtt: 10, mbit: m0, queueing: true), now: now)
+            s.update(path: 1, report: report(rtt: 400, mbit: m1, queueing: true), now: now)
+        }
+        s.handleDelivered(path: 0)
+        s.handleDelivered(path: 1)
+        // 10 µs apart: 200 ms of spread is 20 000 packets; the fast path would run > 128 ahead.
+        _ = send(&s, 2000, from: t1, gap: Span(ns: 10_000))
+        XCTAssertEqual(s.view(path: 1).skipped, .reorderDepth)
+        XCTAssertEqual(s.counters.reorderSkips, 1)
+    }
+
+    func testMakeBeforeBreakDuplicatesUntilTheNewPathDelivers() {
+        var s = confirmed([20], [50])
+        _ = send(&s, 10, from: t1)
+        s.update(path: 1, report: report(rtt: 20, mbit: nil), now: ms(1010))
+        var dups = 0
+        for k in 0..<20 {
+            let p = s.pick(counter: 100 + UInt64(k), length: 1400, now: ms(1010 + Double(k) * 0.1))!
+            if p.path == 1 { XCTAssertEqual(p.duplicate, 0); dups += 1 } else { XCTAssertNil(p.duplicate) }
+        }
+        XCTAssertEqual(dups, 10)
+        XCTAssertEqual(s.counters.duplicates, 10)
+        s.handleDelivered(path: 1)
+        for k in 0..<20 { XCTAssertNil(s.pick(counter: 200 + UInt64(k), length: 1400, now: ms(1020))!.duplicate) }
+        // The overlap also ends by itself.
+        s.update(path: 2, report: report(rtt: 20, mbit: nil), now: ms(1030))
+        for k in 0..<30 { _ = s.pick(counter: 300 + UInt64(k), length: 1400, now: ms(1030) + s.timings.overlap) }
+        XCTAssertFalse(s.view(path: 2).overlapping)
+        XCTAssertEqual(s.counters.duplicates, 10)
+    }
+
+    func testNoUsablePathIsCountedAndFailedPathsAreLeftOut() {
+        var s = MultipathScheduler()
+        XCTAssertNil(s.pick(counter: 0, length: 100, now: .zero))
+        XCTAssertEqual(s.counters.noPath, 1)
+        s = confirmed([20, 20], [50, 50])
+        s.update(path: 1, report: Report(usable: false, srtt: .milliseconds(20)), now: ms(1001))
+        let per = send(&s, 100, from: ms(1001))
+        XCTAssertEqual(per[0], 100)
+        s.remove(path: 0, now: ms(1002))
+        XCTAssertNil(s.pick(counter: 1000, length: 100, now: ms(1003)))
+    }
+
+    // MARK: Path health and bandwidth
+
+    func testFailureIsDetectedWithinAFewRTTsWhileDataFlows() {
+        var h = PathHealth()
+        h.handleRTTSample(.milliseconds(20), now: .zero)
+        for k in 1...5 { h.handleRTTSample(.milliseconds(20), now: ms(Double(k) * 20)) }
+        XCTAssertEqual(h.state, .active)
+        // Idle: never declared failed.
+        XCTAssertNil(h.pollTimeout())
+        XCTAssertFalse(h.handleTimeout(now: ms(10_000)))
+        // Data flows from t=10 s, nothing comes back.
+        h.handleSent(now: ms(10_000))
+        h.handleSent(now: ms(10_010))
+        let (deadline, _) = h.pollTimeout()!
+        XCTAssertLessThanOrEqual((deadline - ms(10_000)).milliseconds, 5 * 20 + 100)  // "a few RTTs" (floor 100 ms)
+        XCTAssertFalse(h.handleTimeout(now: deadline - Span(ns: 1)))
+        XCTAssertTrue(h.handleTimeout(now: deadline))
+        XCTAssertEqual(h.state, .failed(since: deadline))
+        XCTAssertFalse(h.isUsable)
+        XCTAssertGreaterThan(h.loss, 0)
+        // Anything arriving on it makes it usable again.
+        h.handleReceive(now: deadline + .milliseconds(500))
+        XCTAssertEqual(h.state, .active)
+    }
+
+    func testAnswersKeepAPathAlive() {
+        var h = PathHealth()
+        h.handleRTTSample(.milliseconds(20), now: .zero)
+        for k in 0..<100 {
+            h.handleSent(now: ms(Double(k) * 10))
+            h.handleReceive(now: ms(Double(k) * 10 + 5))
+            XCTAssertFalse(h.handleTimeout(now: ms(Double(k) * 10 + 9)))
+        }
+        XCTAssertEqual(h.state, .active)
+    }
+
+    func testRTTSmoothingAndQueueing() {
+        var h = PathHealth()
+        h.handleRTTSample(.milliseconds(20), now: .zero)
+        XCTAssertFalse(h.isQueueing)
+        for k in 1...30 { h.handleRTTSample(.milliseconds(60), now: ms(Double(k))) }
+        XCTAssertEqual(h.srtt!.milliseconds, 60, accuracy: 1)
+        XCTAssertEqual(h.minRTT, .milliseconds(20))
+        XCTAssertTrue(h.isQueueing)
+    }
+
+    func testBandwidthOverOneSecond() {
+        var b = BandwidthEstimator()
+        XCTAssertNil(b.bitsPerSecond(now: .zero))
+        // 50 Mbit/s: 6250 bytes per ms, for 3 s.
+        for k in 0..<3000 { b.handleDelivered(bytes: 6250, now: ms(Double(k))) }
+        XCTAssertEqual(Double(b.bitsPerSecond(now: ms(3000))!), 50e6, accuracy: 50e6 * 0.02)
+        // Then 10 Mbit/s: after one second the estimate is the new rate.
+        for k in 3000..<4000 { b.handleDelivered(bytes: 1250, now: ms(Double(k))) }
+        XCTAssertEqual(Double(b.bitsPerSecond(now: ms(4000))!), 10e6, accuracy: 10e6 * 0.15)
+        // Silence: zero after a second.
+        XCTAssertEqual(b.bitsPerSecond(now: ms(6000)), 0)
+    }
+}
