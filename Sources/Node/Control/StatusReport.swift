@@ -360,7 +360,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var usable: Bool
         /// Seconds since an authenticated packet last arrived over it; nil: never (or not reported).
         public var lastRxSecondsAgo: UInt64?
-        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config".
+        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config", "lan".
         public var sources: [String]
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
