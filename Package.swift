@@ -24,6 +24,8 @@ let package = Package(
     targets: [
         // Debian's libraries, linked as system modules.
         .systemLibrary(name: "CSodium", path: "Sources/CSodium"),
+        // BLAKE2s for WireGuard's handshake (libsodium has only BLAKE2b): Debian's libb2.
+        .systemLibrary(name: "CBlake2", path: "Sources/CBlake2", pkgConfig: "libb2"),
         .systemLibrary(name: "CMiniUPnPc", path: "Sources/CMiniUPnPc"),
         .systemLibrary(name: "CNATPMP", path: "Sources/CNATPMP"),
 
@@ -57,7 +59,7 @@ let package = Package(
         // Wire: byte layouts, parse + serialize, no state.
         .target(name: "Wire", dependencies: ["Support"], path: "Sources/Node/Wire"),
         // Crypto: the only code that calls libsodium.
-        .target(name: "Crypto", dependencies: ["Support", "Wire", "CSodium"], path: "Sources/Node/Crypto"),
+        .target(name: "Crypto", dependencies: ["Support", "Wire", "CSodium", "CBlake2"], path: "Sources/Node/Crypto"),
         // Protocol: sans-IO state machines (no file descriptor, no clock, no thread).
         .target(name: "Protocol", dependencies: ["Support", "Wire", "Crypto"], path: "Sources/Node/Protocol"),
         // Config: TOML text -> validated values, errors with lines.

@@ -23,16 +23,22 @@ struct WhalescaleD: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp(
         "Validate FILE (syntax, every field, the key file and its permissions) and exit: 0 if the node would start with it, 2 if not.",
         valueName: "FILE")) var checkConfig: String?
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(name: .long, help: ArgumentHelp(
+        "Log level: trace, debug, info (default: one line per state change, nothing per packet or rekey), notice, warning, error, critical.",
+        valueName: "LEVEL")) var logLevel: String = "info"
 
     func validate() throws {
         if config == nil && checkConfig == nil { throw ValidationError("--config FILE is required (or --check-config FILE)") }
+        // A typo must not silently mean "info": say which levels exist.
+        if Logger.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level \"\(logLevel)\" is not one of: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     func run() throws {
         if let path = checkConfig { return try check(path) }
         let config = self.config!
-        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let level = Logger.Level(rawValue: logLevel)!  // validate() checked it
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level

@@ -13,18 +13,20 @@ struct WSCtl: ParsableCommand {
 
               (umask 077; wsctl genkey > node.key)
               wsctl pubkey < node.key
+              wsctl pubkey --wireguard < node.key   # the key stock WireGuard peers configure for us
               wsctl status            # peers, how each is reached, warnings
               wsctl status --json     # the stable object documented in docs/status-json.md
               wsctl ping h2           # in-tunnel ping: which path answered, in how long
               wsctl netcheck          # NAT with evidence, port mapping, IPv4/IPv6
               wsctl explain h2        # every path to h2, who attested it, why this one
               wsctl metrics           # Prometheus text (HTTP too: [metrics] listen)
+              wsctl show-wg           # WireGuard peers, in `wg show`'s layout
 
             The verbs that talk to the daemon take --socket PATH (before or after the verb). \
             The socket is for the daemon's owner (and node.control_group); anyone else is refused. \
             Reference: docs/wsctl.md.
             """,
-        subcommands: [GenKey.self, PubKey.self, Status.self, Ping.self, Netcheck.self, ExplainPeer.self, Metrics.self])
+        subcommands: [GenKey.self, PubKey.self, Status.self, Ping.self, Netcheck.self, ExplainPeer.self, Metrics.self, ShowWG.self])
 
     /// `wsctl --socket PATH status` (the form DESIGN §8 documents) as well as `wsctl status --socket PATH`.
     @OptionGroup var socket: SocketOptions

@@ -26,6 +26,8 @@ import TOMLKit
 ///     endpoint = "203.0.113.10:51820"   # optional; IP:port or [IPv6]:port, no hostnames
 ///     anchor = true                     # default false
 ///     persistent_keepalive = 25         # optional, seconds 1...3600
+///     wireguard = false                 # true: a stock WireGuard peer (public_key is its `wg pubkey`)
+///     preshared_key_file = "/etc/whalescale/wg-peer.psk"   # wireguard peers only; owner-only file (wg genpsk)
 ///
 /// Parsing is strict: a config the daemon would have to guess about is an
 /// error, and every error names the field and its line (`ConfigError`).
@@ -85,6 +87,30 @@ public struct Config: Sendable {
                 message: "a secret key in a file others can read (mode \(String(file.mode, radix: 8))): refused; chmod 600 it or use private_key_file")
         }
         return config
+    }
+
+    /// The preshared key's base64 text from `peers[index].presharedKeyFile` (nil: none set),
+    /// trimmed. A file group or others may access is refused, as for the node's
+    /// key. Errors never include the file's content.
+    public func loadPresharedKey(peer index: Int) throws(ConfigError) -> String? {
+        guard index >= 0, index < peers.count, let path = peers[index].presharedKeyFile else { return nil }
+        let line = peers[index].line, configPath = node.configPath
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(path: configPath, line: line, field: "peer[\(index)].preshared_key_file", message: message)
+        }
+        let file: SmallFile
+        switch SmallFile.load(path, limit: 4096) {
+        case .success(let f): file = f
+        case .failure(let e): throw fail("cannot read \"\(path)\": \(e)")
+        }
+        let trimmed = String(decoding: file.bytes, as: UTF8.self).trimmingASCIIWhitespace()
+        guard KeyText.isValid(trimmed) else {
+            throw fail("\"\(path)\" does not hold a base64 key of 32 bytes (as printed by wg genpsk)")
+        }
+        if file.mode & 0o077 != 0 {
+            throw fail("preshared key file \"\(path)\" is accessible by group or others (mode \(String(file.mode, radix: 8))): refused; run chmod 600 on it")
+        }
+        return trimmed
     }
 
     /// Peers with `anchor = true`, in file order.
@@ -240,12 +266,17 @@ public struct PeerConfig: Sendable, Equatable {
     public var endpoint: Endpoint?
     public var anchor: Bool
     public var persistentKeepalive: Span?
+    /// `wireguard = true`: a stock WireGuard peer; `publicKey` is its X25519 key.
+    public var wireGuard: Bool
+    /// `preshared_key_file`: an absolute path, read by `loadPresharedKey` (WireGuard peers only).
+    public var presharedKeyFile: String?
     /// Line of the `[[peer]]` header, for messages about this peer; nil when built in code.
     public var line: Int?
 
     public init(
         name: String, publicKey: String, addresses: [CIDR], endpoint: Endpoint? = nil,
-        anchor: Bool = false, persistentKeepalive: Span? = nil, line: Int? = nil
+        anchor: Bool = false, persistentKeepalive: Span? = nil, wireGuard: Bool = false,
+        presharedKeyFile: String? = nil, line: Int? = nil
     ) {
         self.name = name
         self.publicKey = publicKey
@@ -253,8 +284,11 @@ public struct PeerConfig: Sendable, Equatable {
         self.endpoint = endpoint
         self.anchor = anchor
         self.persistentKeepalive = persistentKeepalive
+        self.wireGuard = wireGuard
+        self.presharedKeyFile = presharedKeyFile
         self.line = line
     }
+
 }
 
 // MARK: - Parser
@@ -263,7 +297,8 @@ private struct ConfigParser {
     static let rootKeys = ["node", "peer", "gossip", "metrics"]
     static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping", "lan_discovery"]
     static let metricsKeys = ["listen"]
-    static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive"]
+    static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive", "wireguard",
+                           "preshared_key_file"]
     static let gossipKeys = ["anti_entropy_s"]
     /// sun_path is 108 bytes with the terminating NUL.
     static let maxSocketPathBytes = 107
@@ -502,6 +537,18 @@ private struct ConfigParser {
             }
             peers.append(peer)
         }
+        // An endpoint is where the tunnel's own UDP goes: inside an address we
+        // route into the tunnel, it would go through the tunnel itself (a loop).
+        for (k, peer) in peers.enumerated() {
+            guard let ep = peer.endpoint else { continue }
+            let field = "peer[\(k)].endpoint"
+            if let own = node.addresses.first(where: { $0.network.contains(ep.address, family: ep.family) }) {
+                throw fail(field, "\(ep) is inside this node's overlay prefix \(own.network) (node.address): packets to it would go through the tunnel itself")
+            }
+            if let r = routes.first(where: { $0.cidr.contains(ep.address, family: ep.family) }) {
+                throw fail(field, "\(ep) is inside \(r.cidr) of \(ref(r.field, name: peers[r.peer].name, line: r.field)), which is routed into the tunnel: packets to it would go through the tunnel itself")
+            }
+        }
         return peers
     }
 
@@ -547,9 +594,20 @@ private struct ConfigParser {
             }
             keepalive = .seconds(UInt64(s))
         }
+        let wireGuard = try bool(t, "wireguard", f) ?? false
+        if wireGuard && anchor {
+            throw fail("\(f).anchor", "a WireGuard peer cannot be an anchor (it speaks only WireGuard's protocol)")
+        }
+        let pskFile = try string(t, "preshared_key_file", f)
+        if let pskFile {
+            guard wireGuard else {
+                throw fail("\(f).preshared_key_file", "is for WireGuard peers only (set wireguard = true)")
+            }
+            try checkAbsolutePath(pskFile, "\(f).preshared_key_file")
+        }
         let peer = PeerConfig(
             name: name, publicKey: key, addresses: addresses, endpoint: endpoint, anchor: anchor,
-            persistentKeepalive: keepalive, line: lines.line(of: f))
+            persistentKeepalive: keepalive, wireGuard: wireGuard, presharedKeyFile: pskFile, line: lines.line(of: f))
         return (peer, written.map(\.1))
     }
 

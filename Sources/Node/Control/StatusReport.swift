@@ -60,11 +60,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var reactors: Int
         public var endpoints: [AdvertisedEndpoint]
         public var nat: NAT
+        /// The node's X25519 static key in base64: what a stock WireGuard peer
+        /// configures as this node's public key ("" from daemons before WireGuard peers).
+        public var wireGuardPublicKey: String
 
         public init(
             publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
-            reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown)
+            reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown),
+            wireGuardPublicKey: String = ""
         ) {
+            self.wireGuardPublicKey = wireGuardPublicKey
             self.publicKey = publicKey
             self.interface = interface
             self.address = address
@@ -81,6 +86,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case interface, address, addresses
             case listenPort = "listen_port"
             case anchor, reactors, endpoints, nat
+            case wireGuardPublicKey = "wireguard_public_key"
         }
 
         /// `addresses` and `reactors` came with version 1's later daemons: from an
@@ -96,6 +102,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             reactors = try c.decodeIfPresent(Int.self, forKey: .reactors) ?? 1
             endpoints = try c.decode([AdvertisedEndpoint].self, forKey: .endpoints)
             nat = try c.decode(NAT.self, forKey: .nat)
+            wireGuardPublicKey = try c.decodeIfPresent(String.self, forKey: .wireGuardPublicKey) ?? ""
         }
     }
 
@@ -214,12 +221,20 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var punching: Bool
         /// Seconds until a relayed peer's next try for a direct path; nil when none is scheduled.
         public var nextDirectRetrySeconds: Double?
+        /// "whalescale" or "wireguard" (a stock WireGuard peer; absent from older daemons: whalescale).
+        public var kind: String
+        /// The configured persistent keepalive, seconds; nil: off.
+        public var persistentKeepaliveS: UInt64?
+        /// WireGuard peers: authenticated packets from a source other than the
+        /// active path, and how many moved it (Whalescale's rules); nil for others.
+        public var roam: Roam?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
-            rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0, lan: AdvertisedEndpoint? = nil
+            rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
+            kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil, lan: AdvertisedEndpoint? = nil
         ) {
             self.rxPackets = rxPackets
             self.txPackets = txPackets
@@ -227,6 +242,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.handshakesFailed = handshakesFailed
             self.punching = punching
             self.nextDirectRetrySeconds = nextDirectRetrySeconds
+            self.kind = kind
+            self.persistentKeepaliveS = persistentKeepaliveS
+            self.roam = roam
             self.name = name
             self.publicKey = publicKey
             self.address = address
@@ -253,6 +271,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case txPackets = "tx_packets"
             case handshakesCompleted = "handshakes_completed"
             case handshakesFailed = "handshakes_failed"
+            case kind
+            case persistentKeepaliveS = "persistent_keepalive_s"
+            case roam
         }
 
         public init(from decoder: any Decoder) throws {
@@ -276,6 +297,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             handshakesFailed = try c.decodeIfPresent(UInt64.self, forKey: .handshakesFailed) ?? 0
             // Absent from a daemon before LAN discovery.
             lan = try c.decodeIfPresent(AdvertisedEndpoint.self, forKey: .lan)
+            // Absent from a daemon before WireGuard peers.
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "whalescale"
+            persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
+            roam = try c.decodeIfPresent(Roam.self, forKey: .roam)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -298,6 +323,42 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(handshakesCompleted, forKey: .handshakesCompleted)
             try c.encode(handshakesFailed, forKey: .handshakesFailed)
             try c.encode(lan, forKey: .lan)
+            try c.encode(kind, forKey: .kind)
+            try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
+            try c.encode(roam, forKey: .roam)
+        }
+    }
+
+    /// A WireGuard peer's monitored roaming (seed 2.5): it is reported, not obeyed.
+    public struct Roam: Codable, Sendable, Equatable {
+        /// Authenticated packets from a source other than the active path.
+        public var newSources: UInt64
+        /// How many of them moved the path (under Whalescale's path rules).
+        public var taken: UInt64
+        /// The last such source, and the path it arrived beside.
+        public var lastSource: String?
+        public var roamedFrom: String?
+
+        public init(newSources: UInt64, taken: UInt64, lastSource: String?, roamedFrom: String?) {
+            self.newSources = newSources
+            self.taken = taken
+            self.lastSource = lastSource
+            self.roamedFrom = roamedFrom
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case newSources = "new_sources"
+            case taken
+            case lastSource = "last_source"
+            case roamedFrom = "roamed_from"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(newSources, forKey: .newSources)
+            try c.encode(taken, forKey: .taken)
+            try c.encode(lastSource, forKey: .lastSource)
+            try c.encode(roamedFrom, forKey: .roamedFrom)
         }
     }
 

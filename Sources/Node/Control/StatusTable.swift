@@ -50,7 +50,7 @@ public func renderStatusTable(_ s: StatusReport) -> String {
         var rows = [["PEER", "ADDRESS", "STATE", "REACHED", "RTT", "HANDSHAKE", "RX", "TX"]]
         for p in s.peers {
             rows.append([
-                p.name,
+                p.kind == "wireguard" ? "\(p.name) (wireguard)" : p.name,
                 p.address.joined(separator: ","),
                 p.state.rawValue,
                 StatusText.reached(p),
@@ -74,6 +74,63 @@ public func renderStatusTable(_ s: StatusReport) -> String {
         out += s.warnings.map { "  - \($0)" }
     }
     return out.joined(separator: "\n") + "\n"
+}
+
+/// `wsctl show-wg`: the node and its WireGuard peers in `wg show`'s layout,
+/// so that people who know `wg` read it at a glance. The interface's public
+/// key is the node's X25519 key (what the WireGuard peers configure); Whalescale
+/// peers are left out (`wsctl status` shows them).
+public func renderWireGuardShow(_ s: StatusReport) -> String {
+    var out: [String] = []
+    out.append("interface: \(s.node.interface)")
+    out.append("  public key: \(s.node.wireGuardPublicKey)")
+    out.append("  private key: (hidden)")
+    out.append("  listening port: \(s.node.listenPort)")
+    for p in s.peers where p.kind == "wireguard" {
+        out.append("")
+        out.append("peer: \(p.publicKey)")
+        if let e = p.endpoint { out.append("  endpoint: \(e)") }
+        out.append("  allowed ips: \(p.address.joined(separator: ", "))")
+        if let ago = p.lastHandshakeSecondsAgo {
+            out.append("  latest handshake: \(WireGuardShowText.ago(ago))")
+        }
+        if p.rxBytes > 0 || p.txBytes > 0 {
+            out.append("  transfer: \(WireGuardShowText.bytes(p.rxBytes)) received, \(WireGuardShowText.bytes(p.txBytes)) sent")
+        }
+        if let k = p.persistentKeepaliveS { out.append("  persistent keepalive: every \(WireGuardShowText.ago(k, suffix: false))") }
+        if let r = p.roam, r.newSources > 0 {
+            out.append("  roaming (monitored): \(r.newSources) packets from a new source, \(r.taken) taken; last \(r.lastSource ?? "?")")
+        }
+    }
+    return out.joined(separator: "\n") + "\n"
+}
+
+/// `wg show`'s wording for times and sizes.
+public enum WireGuardShowText {
+    /// "1 minute, 5 seconds ago", as `wg show` writes it.
+    public static func ago(_ seconds: UInt64, suffix: Bool = true) -> String {
+        if seconds == 0 { return suffix ? "Now" : "0 seconds" }
+        var parts: [String] = []
+        let units: [(UInt64, String)] = [(365 * 86400, "year"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")]
+        var left = seconds
+        for (size, name) in units where left >= size {
+            let n = left / size
+            left %= size
+            parts.append("\(n) \(name)\(n == 1 ? "" : "s")")
+        }
+        return parts.joined(separator: ", ") + (suffix ? " ago" : "")
+    }
+
+    /// "1.50 KiB", as `wg show` writes it.
+    public static func bytes(_ n: UInt64) -> String {
+        let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        for (size, name) in units where n >= size {
+            let hundredths = (n.multipliedReportingOverflow(by: 100).overflow ? n / size * 100 : n * 100 / size)
+            let frac = hundredths % 100
+            return "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac) \(name)"
+        }
+        return "\(n) B"
+    }
 }
 
 /// The pieces of the table, separately testable.

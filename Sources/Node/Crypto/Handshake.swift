@@ -273,8 +273,12 @@ func consumeInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPai
 // MARK: - mac1 / mac2, sending side
 
 /// Initiator/responder side of mac1/mac2 for messages sent TO `peer`; remembers a cookie received in a COOKIE_REPLY (valid 120 s).
+/// One type for both suites: WireGuard's macs are the same construction with BLAKE2s
+/// (whitepaper §5.4.4) keyed by the peer's X25519 key itself (`init(wireGuardPeer:)`).
 public struct MacGenerator: Sendable {
     public let peer: PublicKey
+    /// BLAKE2b (Whalescale) or BLAKE2s (WireGuard).
+    let hash: NoiseHash
     /// Nil when `peer` has no X25519 form (no handshake with it can succeed anyway).
     let mac1Key: [UInt8]?
     let cookieKey: [UInt8]?
@@ -285,9 +289,19 @@ public struct MacGenerator: Sendable {
 
     public init(peer: PublicKey) {
         self.peer = peer
+        hash = .blake2b
         let peerStatic = peer.x25519
         mac1Key = peerStatic.map { Sodium.blake2b(outputLength: 32, HandshakeConstants.mac1Label, $0) }
         cookieKey = peerStatic.map { Sodium.blake2b(outputLength: 32, HandshakeConstants.cookieLabel, $0) }
+    }
+
+    /// For a WireGuard peer, named by its X25519 public key: HASH(LABEL_MAC1 || S_pub)
+    /// and HASH(LABEL_COOKIE || S_pub) with BLAKE2s-256.
+    public init(wireGuardPeer peer: PublicKey) {
+        self.peer = peer
+        hash = .blake2s
+        mac1Key = Sodium.blake2s(outputLength: 32, HandshakeConstants.mac1Label, peer.bytes)
+        cookieKey = Sodium.blake2s(outputLength: 32, HandshakeConstants.cookieLabel, peer.bytes)
     }
 
     /// True while a cookie received less than 120 s ago will be used for mac2.
@@ -300,12 +314,12 @@ public struct MacGenerator: Sendable {
         guard let mac1Key, message.count >= HandshakeMACs.trailerLength else { return }
         let mac1At = message.count - HandshakeMACs.trailerLength
         let mac2At = mac1At + HandshakeMACs.macLength
-        let mac1 = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: mac1Key, Array(message[..<mac1At]))
+        let mac1 = handshakeMAC(hash, key: mac1Key, Array(message[..<mac1At]))
         message.replaceSubrange(mac1At..<mac2At, with: mac1)
         lastMac1 = mac1
         // "If the initiator has received a cookie within the last 120 s, mac2 is computed; otherwise zeros."
         if let cookie, hasFreshCookie(now: now) {
-            let mac2 = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie, Array(message[..<mac2At]))
+            let mac2 = handshakeMAC(hash, key: cookie, Array(message[..<mac2At]))
             message.replaceSubrange(mac2At..<message.count, with: mac2)
         } else {
             message.replaceSubrange(mac2At..<message.count, with: [UInt8](repeating: 0, count: HandshakeMACs.macLength))
@@ -331,6 +345,8 @@ public struct MacGenerator: Sendable {
 
 /// Receiver side: validates mac1 always; mac2 under load; makes cookie replies. Rotates its secret by `now`.
 public struct CookieChecker: Sendable {
+    /// BLAKE2b (Whalescale's messages) or BLAKE2s (WireGuard's, `init(wireGuardIdentity:)`).
+    let hash: NoiseHash
     let mac1Key: [UInt8]
     let cookieKey: [UInt8]
     var secret: SecretBytes
@@ -338,16 +354,40 @@ public struct CookieChecker: Sendable {
     var secretCreatedAt: Instant?
 
     public init(identity: Identity) {
+        hash = .blake2b
         mac1Key = Sodium.blake2b(outputLength: 32, HandshakeConstants.mac1Label, identity.staticPublic)
         cookieKey = Sodium.blake2b(outputLength: 32, HandshakeConstants.cookieLabel, identity.staticPublic)
         secret = SecretBytes.random(count: 32)
     }
 
+    /// The checker for WireGuard peers' messages to us (148-byte INIT, 92-byte RESP):
+    /// the same X25519 static, BLAKE2s (whitepaper §5.4.4, §5.4.7).
+    public init(wireGuardIdentity identity: Identity) {
+        hash = .blake2s
+        mac1Key = Sodium.blake2s(outputLength: 32, HandshakeConstants.mac1Label, identity.staticPublic)
+        cookieKey = Sodium.blake2s(outputLength: 32, HandshakeConstants.cookieLabel, identity.staticPublic)
+        secret = SecretBytes.random(count: 32)
+    }
+
+    /// Where mac1 sits in a message of this checker's suite; nil for any other message.
+    func mac1Offset(_ message: [UInt8]) -> Int? {
+        switch hash {
+        case .blake2b: return HandshakeMACs.mac1Offset(message)
+        case .blake2s:
+            guard let type = MessageType(datagram: message) else { return nil }
+            switch type {
+            case .handshakeInit where message.count == WireGuardInitiationMessage.size: return WireGuardInitiationMessage.mac1Offset
+            case .handshakeResp where message.count == HandshakeResponseMessage.size: return HandshakeResponseMessage.mac1Offset
+            default: return nil
+            }
+        }
+    }
+
     /// True when `message` is an INIT or RESP of the right length whose mac1 proves
     /// the sender knew our public key. Cheap: one BLAKE2b, no DH.
     public func mac1Valid(_ message: [UInt8]) -> Bool {
-        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return false }
-        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: mac1Key, Array(message[..<mac1At]))
+        guard let mac1At = mac1Offset(message) else { return false }
+        let expected = handshakeMAC(hash, key: mac1Key, Array(message[..<mac1At]))
         return Sodium.constantTimeEqual(expected, message[mac1At..<(mac1At + HandshakeMACs.macLength)])
     }
 
@@ -357,11 +397,10 @@ public struct CookieChecker: Sendable {
     /// naming this member as its sender; the cookie is then the one for that
     /// (anchor, member) pair, so members behind one anchor do not share one.
     public mutating func mac2Valid(_ message: [UInt8], source: Endpoint, relayedFor: MemberID? = nil, now: Instant) -> Bool {
-        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return false }
+        guard let mac1At = mac1Offset(message) else { return false }
         let mac2At = mac1At + HandshakeMACs.macLength
         rotateSecret(now: now)
-        let expected = Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: cookie(for: source, relayedFor: relayedFor),
-                                      Array(message[..<mac2At]))
+        let expected = handshakeMAC(hash, key: cookie(for: source, relayedFor: relayedFor), Array(message[..<mac2At]))
         return Sodium.constantTimeEqual(expected, message[mac2At...])
     }
 
@@ -370,7 +409,7 @@ public struct CookieChecker: Sendable {
     /// length (never so after `mac1Valid` returned true). `relayedFor` as for `mac2Valid`.
     public mutating func createCookieReply(to message: [UInt8], receiverIndex: UInt32, source: Endpoint,
                                            relayedFor: MemberID? = nil, now: Instant) -> [UInt8] {
-        guard let mac1At = HandshakeMACs.mac1Offset(message) else { return [] }
+        guard let mac1At = mac1Offset(message) else { return [] }
         rotateSecret(now: now)
         let mac1 = Array(message[mac1At..<(mac1At + HandshakeMACs.macLength)])
         let nonce = Sodium.randomBytes(CookieReplyMessage.nonceSize)
@@ -386,10 +425,10 @@ public struct CookieChecker: Sendable {
         let address = Array(source.address.bytes.prefix(source.family == .v4 ? 4 : 16))
         let port: [UInt8] = [UInt8(source.port >> 8), UInt8(source.port & 0xff)]
         guard let relayedFor else {
-            return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port)
+            return handshakeMAC(hash, key: secret, address + port)
         }
         let id = (0..<8).map { UInt8(truncatingIfNeeded: relayedFor.rawValue >> (8 * UInt64($0))) }
-        return Sodium.blake2b(outputLength: HandshakeConstants.cookieLength, key: secret, address, port, id)
+        return handshakeMAC(hash, key: secret, address + port + id)
     }
 
     /// A new random secret every 120 s, so a cookie stops working soon after its
@@ -403,5 +442,14 @@ public struct CookieChecker: Sendable {
             secret = SecretBytes.random(count: 32)
             secretCreatedAt = now
         }
+    }
+}
+
+/// MAC(key, input) of the handshake: keyed BLAKE2b-128 (Whalescale) or keyed
+/// BLAKE2s-128 (WireGuard, whitepaper §5.4: "Mac(key, input) Keyed-Blake2s(key, input, 16)").
+func handshakeMAC(_ hash: NoiseHash, key: some ByteView, _ input: [UInt8]) -> [UInt8] {
+    switch hash {
+    case .blake2b: Sodium.blake2b(outputLength: HandshakeMACs.macLength, key: key, input)
+    case .blake2s: Sodium.blake2s(outputLength: HandshakeMACs.macLength, key: key, input)
     }
 }

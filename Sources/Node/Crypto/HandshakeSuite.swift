@@ -13,11 +13,13 @@
 // The session layer (Protocol/Tunnels.swift) finds the suite and the message of
 // a datagram by its (type, length) in `HandshakeSuites.classify`, as boringtun's
 // `parse_incoming_packet` does, and only then copies it and calls the suite.
-// Today there is one suite, Whalescale's Noise_IK (180-byte INIT, Handshake.swift).
-// WireGuard's Noise_IKpsk2 (BLAKE2s, 148-byte INIT; RESP 92 and COOKIE 64 as
-// ours) would be a second conforming type and a second row group in the table:
-// INIT by its length, RESP and COOKIE by the receiver index, which names the
-// peer and so its suite.
+// Two suites: Whalescale's Noise_IK (180-byte INIT, Handshake.swift) and
+// WireGuard's Noise_IKpsk2 (BLAKE2s, 148-byte INIT, WireGuardHandshake.swift).
+// Their RESP (92) and COOKIE (64) have one length and one layout, so
+// `classify` tells the suite of an INIT by its length only; a RESP or COOKIE
+// belongs to the suite of the handshake its receiver index names (the session
+// layer looks that up). psk: WireGuard's optional preshared key (psk2);
+// Whalescale's suite has none and is given nil.
 
 import Support
 import Wire
@@ -26,6 +28,8 @@ import Wire
 public enum HandshakeSuiteID: UInt8, Sendable, CaseIterable {
     /// Noise_IK_25519_ChaChaPoly_BLAKE2b, prologue "whalescale v1" (`WhalescaleIK`).
     case whalescaleIK
+    /// Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s, WireGuard's construction (`WireGuardIK`).
+    case wireGuard
 }
 
 /// The three handshake messages of a WireGuard-shaped suite.
@@ -55,11 +59,11 @@ public protocol HandshakeSuite {
 
     static func makeMacs(peer: PublicKey) -> Macs
     static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32, timestamp: [UInt8],
-                                 macs: inout Macs, now: Instant) -> (message: [UInt8], state: Initiator)?
+                                 psk: PresharedKey?, macs: inout Macs, now: Instant) -> (message: [UInt8], state: Initiator)?
     static func openInitiation(identity: Identity, message: [UInt8]) -> Opened?
     static func initiatorStatic(of opened: Opened) -> [UInt8]
     static func authenticate(_ opened: Opened, staticStatic: StaticStatic, initiator: PublicKey) -> Received?
-    static func createResponse(to received: Received, senderIndex: UInt32, macs: inout Macs, now: Instant)
+    static func createResponse(to received: Received, senderIndex: UInt32, psk: PresharedKey?, macs: inout Macs, now: Instant)
         -> (message: [UInt8], keys: TransportKeys)?
     static func consumeResponse(_ message: [UInt8], state: Initiator) -> (responderIndex: UInt32, keys: TransportKeys)?
 }
@@ -90,9 +94,10 @@ public enum WhalescaleIK: HandshakeSuite {
 
     @inline(__always)
     public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32, timestamp: [UInt8],
-                                        macs: inout MacGenerator, now: Instant)
+                                        psk: PresharedKey? = nil, macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], state: InitiatorHandshake)? {
-        InitiatorHandshake.createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
+        assert(psk == nil, "Whalescale's suite has no preshared key")
+        return InitiatorHandshake.createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
                                             timestamp: timestamp, macs: &macs, now: now)
     }
 
@@ -110,9 +115,10 @@ public enum WhalescaleIK: HandshakeSuite {
     }
 
     @inline(__always)
-    public static func createResponse(to received: ReceivedInitiation, senderIndex: UInt32, macs: inout MacGenerator,
-                                      now: Instant) -> (message: [UInt8], keys: TransportKeys)? {
-        received.createResponse(senderIndex: senderIndex, macs: &macs, now: now)
+    public static func createResponse(to received: ReceivedInitiation, senderIndex: UInt32, psk: PresharedKey? = nil,
+                                      macs: inout MacGenerator, now: Instant) -> (message: [UInt8], keys: TransportKeys)? {
+        assert(psk == nil, "Whalescale's suite has no preshared key")
+        return received.createResponse(senderIndex: senderIndex, macs: &macs, now: now)
     }
 
     @inline(__always)
@@ -126,10 +132,13 @@ public enum WhalescaleIK: HandshakeSuite {
 public enum HandshakeSuites {
     /// The suite and message of a handshake datagram; nil when no suite has a
     /// message of this type and length (the caller drops it: bad length, or not
-    /// a handshake type at all).
+    /// a handshake type at all). A RESP or COOKIE_REPLY is the same in both
+    /// suites and comes back as `.whalescaleIK`: its receiver index, not its
+    /// bytes, says whose it is.
     @inline(__always)
     public static func classify(type: UInt8, length: Int) -> (suite: HandshakeSuiteID, message: HandshakeMessageKind)? {
         if let m = WhalescaleIK.message(type: type, length: length) { return (.whalescaleIK, m) }
+        if let m = WireGuardIK.message(type: type, length: length) { return (.wireGuard, m) }
         return nil
     }
 

@@ -1,5 +1,6 @@
 // The Noise Protocol Framework (revision 34), for DH = 25519, cipher = ChaChaPoly,
-// hash = BLAKE2b. Primitives come from libsodium (Sodium.swift); the state machines
+// hash = BLAKE2b or BLAKE2s. Primitives come from libsodium (Sodium.swift) and,
+// for BLAKE2s, Debian's libb2 (Blake2s.swift); the state machines
 // below are a direct transcription of the spec's sections, which are quoted where
 // a rule is implemented.
 //
@@ -25,7 +26,7 @@ import Wire
 
 /// Why a Noise operation failed.
 public enum NoiseError: Error, Equatable, Sendable {
-    /// DH, cipher or hash we do not implement (e.g. BLAKE2s, AESGCM, 448).
+    /// DH, cipher or hash we do not implement (e.g. SHA256, AESGCM, 448).
     case unsupportedSuite(String)
     /// A pattern or modifier we do not implement, or a malformed protocol name.
     case unsupportedPattern(String)
@@ -108,11 +109,16 @@ struct NoiseSymmetricState: Sendable {
     /// "If protocol_name is less than or equal to HASHLEN bytes in length, sets h equal
     /// to protocol_name with zero bytes appended to make HASHLEN bytes. Otherwise sets
     /// h = HASH(protocol_name). Sets ck = h."
-    init(protocolName: [UInt8]) {
-        if protocolName.count <= Sodium.blake2bHashLength {
-            hash = protocolName + [UInt8](repeating: 0, count: Sodium.blake2bHashLength - protocolName.count)
+    /// HASH: BLAKE2b for Whalescale's suite, BLAKE2s for WireGuard's.
+    let hashFunction: NoiseHash
+
+    init(protocolName: [UInt8], hash hashFunction: NoiseHash = .blake2b) {
+        self.hashFunction = hashFunction
+        let hashLength = hashFunction.hashLength
+        if protocolName.count <= hashLength {
+            hash = protocolName + [UInt8](repeating: 0, count: hashLength - protocolName.count)
         } else {
-            hash = Sodium.blake2b(outputLength: Sodium.blake2bHashLength, protocolName)
+            hash = hashFunction.hash([protocolName])
         }
         chainingKey = SecretBytes(copying: hash)
     }
@@ -120,23 +126,20 @@ struct NoiseSymmetricState: Sendable {
     /// "Sets ck, temp_k = HKDF(ck, input_key_material, 2). If HASHLEN is 64, then
     /// truncates temp_k to 32 bytes. Calls InitializeKey(temp_k)."
     mutating func mixKey(_ inputKeyMaterial: some ByteView) {
-        let out = Sodium.hkdf(chainingKey: chainingKey, inputKeyMaterial: inputKeyMaterial, outputs: 2)
+        let out = hashFunction.hkdf(chainingKey: chainingKey, inputKeyMaterial: inputKeyMaterial, outputs: 2)
         chainingKey = out[0]
         cipher.initializeKey(out[1].prefix(32))
     }
 
     /// "Sets h = HASH(h || data)."
     mutating func mixHash(_ data: some ByteView) {
-        let hasher = Blake2b(outputLength: Sodium.blake2bHashLength)
-        hasher.update(hash)
-        hasher.update(data)
-        hash = hasher.finish()
+        hash = hashFunction.hash([hash, data])
     }
 
     /// "Sets ck, temp_h, temp_k = HKDF(ck, input_key_material, 3). Calls MixHash(temp_h).
     /// If HASHLEN is 64, then truncates temp_k to 32 bytes. Calls InitializeKey(temp_k)." (psk tokens)
     mutating func mixKeyAndHash(_ inputKeyMaterial: some ByteView) {
-        let out = Sodium.hkdf(chainingKey: chainingKey, inputKeyMaterial: inputKeyMaterial, outputs: 3)
+        let out = hashFunction.hkdf(chainingKey: chainingKey, inputKeyMaterial: inputKeyMaterial, outputs: 3)
         chainingKey = out[0]
         mixHash(out[1])
         cipher.initializeKey(out[2].prefix(32))
@@ -159,7 +162,7 @@ struct NoiseSymmetricState: Sendable {
     /// "Sets temp_k1, temp_k2 = HKDF(ck, zerolen, 2). [Truncates to 32 bytes.] Creates two
     /// new NoiseCipherState objects c1 and c2. ... Returns the pair (c1, c2)."
     func split() -> (NoiseCipherState, NoiseCipherState) {
-        let out = Sodium.hkdf(chainingKey: chainingKey, inputKeyMaterial: [UInt8](), outputs: 2)
+        let out = hashFunction.hkdf(chainingKey: chainingKey, inputKeyMaterial: [UInt8](), outputs: 2)
         return (NoiseCipherState(key: out[0].prefix(32)), NoiseCipherState(key: out[1].prefix(32)))
     }
 }
@@ -224,18 +227,21 @@ public struct NoisePattern: Sendable, Equatable {
 public struct NoiseProtocol: Sendable, Equatable {
     public let name: String
     public let pattern: NoisePattern
+    /// BLAKE2b or BLAKE2s (libb2, Blake2s.swift).
+    public let hash: NoiseHash
 
     /// Throws `unsupportedSuite` for other primitives, `unsupportedPattern` for other patterns.
     public init(name: String) throws(NoiseError) {
         let parts = name.split(separator: "_", omittingEmptySubsequences: false)
         guard parts.count == 5, parts[0] == "Noise" else { throw .unsupportedPattern(name) }
-        // Check the suite first: a BLAKE2s vector is "unsupported suite" whatever its pattern.
-        guard parts[2] == "25519", parts[3] == "ChaChaPoly", parts[4] == "BLAKE2b" else {
+        // Check the suite first: an AESGCM or 448 vector is "unsupported suite" whatever its pattern.
+        guard parts[2] == "25519", parts[3] == "ChaChaPoly", let hash = NoiseHash(rawValue: String(parts[4])) else {
             throw .unsupportedSuite("\(parts[2])_\(parts[3])_\(parts[4])")
         }
         guard let pattern = NoisePattern.named(String(parts[1])) else { throw .unsupportedPattern(String(parts[1])) }
         self.name = name
         self.pattern = pattern
+        self.hash = hash
     }
 }
 
@@ -292,7 +298,7 @@ public struct NoiseHandshakeState: Sendable {
 
         noiseProtocol = proto
         self.role = role
-        symmetric = NoiseSymmetricState(protocolName: Array(protocolName.utf8))
+        symmetric = NoiseSymmetricState(protocolName: Array(protocolName.utf8), hash: proto.hash)
         self.localStatic = localStatic
         // A remote static given for a pattern that transmits it is ignored: it will be learned.
         self.remoteStatic = theirPre.contains(.s) ? remoteStatic : nil

@@ -171,40 +171,9 @@ public enum Sodium {
         return hash.finish()
     }
 
-    /// HMAC (RFC 2104) over BLAKE2b with its 128-byte block, as the Noise spec
-    /// requires: Noise's HKDF is defined on HMAC-HASH, not on keyed BLAKE2b.
-    /// `key` is at most one block (Noise keys are HASHLEN = 64 bytes).
+    /// HMAC (RFC 2104) over BLAKE2b with its 128-byte block (`NoiseHash.hmac`, Blake2s.swift).
     static func hmacBlake2b(key: some ByteView, _ parts: [any ByteView]) -> SecretBytes {
-        precondition(key.count <= blake2bBlockLength, "Noise HMAC keys are at most one block")
-        var pad = [UInt8](repeating: 0, count: blake2bBlockLength)
-        defer { wipe(&pad) }
-        key.withBytes { k in for i in 0..<k.count { pad[i] = k[i] } }
-
-        for i in pad.indices { pad[i] ^= 0x36 }
-        let inner = Blake2b(outputLength: blake2bHashLength)
-        inner.update(pad)
-        for part in parts { inner.update(part) }
-        let innerHash = inner.finishSecret()
-
-        for i in pad.indices { pad[i] ^= 0x36 ^ 0x5c }
-        let outer = Blake2b(outputLength: blake2bHashLength)
-        outer.update(pad)
-        outer.update(innerHash)
-        return outer.finishSecret()
-    }
-
-    /// Noise's HKDF(chaining_key, input_key_material, num_outputs), §4.3:
-    ///   temp_key = HMAC(ck, ikm); out1 = HMAC(temp_key, 0x01); out_i = HMAC(temp_key, out_{i-1} || i).
-    static func hkdf(chainingKey: SecretBytes, inputKeyMaterial: some ByteView, outputs: Int) -> [SecretBytes] {
-        precondition(outputs == 2 || outputs == 3, "Noise uses HKDF with two or three outputs")
-        let tempKey = hmacBlake2b(key: chainingKey, [inputKeyMaterial])
-        var result: [SecretBytes] = []
-        for i in 1...outputs {
-            let counter: [UInt8] = [UInt8(i)]
-            let previous: [any ByteView] = result.last.map { [$0] } ?? []
-            result.append(hmacBlake2b(key: tempKey, previous + [counter]))
-        }
-        return result
+        NoiseHash.blake2b.hmac(key: key, parts)
     }
 
     static let blake2bHashLength = 64

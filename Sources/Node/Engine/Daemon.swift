@@ -119,8 +119,18 @@ public final class Daemon: @unchecked Sendable {
         var routeList: [(CIDR, Int)] = []
         for (i, p) in config.peers.enumerated() {
             guard let key = PublicKey(base64: p.publicKey) else { throw DaemonError("peer[\(i)].public_key: not a valid key") }
+            var kind = MemberKind.whalescale
+            if p.wireGuard {
+                // A stock WireGuard peer: its key is X25519 (`wg pubkey`), its psk optional.
+                var psk: PresharedKey?
+                if let text = try config.loadPresharedKey(peer: i) {
+                    guard let k = PresharedKey(base64: text) else { throw DaemonError("peer[\(i)].preshared_key_file: not a key") }
+                    psk = k
+                }
+                kind = .wireGuard(psk: psk)
+            }
             members.append(MemberSpec(publicKey: key, name: p.name, endpoint: p.endpoint, isAnchor: p.anchor,
-                                      persistentKeepalive: p.persistentKeepalive))
+                                      persistentKeepalive: p.persistentKeepalive, kind: kind))
             for c in p.addresses { routeList.append((c, i)) }
         }
         routes = CryptokeyRoutes(routeList)
@@ -144,8 +154,23 @@ public final class Daemon: @unchecked Sendable {
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
         NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
-                 gossipTimings: gossipTimings(config), owners: owners,
+                 sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners,
                  sendCounters: { AtomicSendCounter() })
+    }
+
+    /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
+    /// (N ≥ 2) shortens REKEY_AFTER_TIME to N s (REJECT_AFTER_TIME 2N + 15 s,
+    /// REKEY_ATTEMPT_TIME N s, keeping their order) so a lab script sees a rekey
+    /// in seconds (tests/wgcompat.sh). Never set it in production.
+    static func sessionTimings() -> SessionTimings {
+        guard let v = ProcessInfo.processInfo.environment["WS_TEST_REKEY_AFTER_S"], let n = UInt64(v), n >= 2 else {
+            return .default
+        }
+        var t = SessionTimings.default
+        t.rekeyAfterTime = .seconds(n)
+        t.rejectAfterTime = .seconds(2 * n + 15)
+        t.rekeyAttemptTime = .seconds(n)
+        return t
     }
 
     /// The gossip constants with `[gossip] anti_entropy_s`.
@@ -261,6 +286,9 @@ public final class Daemon: @unchecked Sendable {
             logger.info("state: \(core.loadGossipSnapshot(bytes, now: now)) gossip records loaded")
         }
         recordsWriter = recordsStore.map { StateWriter(store: $0) }
+        // What we route into the tunnel is never a member's endpoint (a site's LAN
+        // behind an edge router is in its `address`): punching it would loop.
+        core.tunnelledPrefixes = config.node.addresses.map(\.network) + config.peers.flatMap(\.addresses)
         // Where we can be reached on our own interfaces (candidates for peers on the same LAN or without NAT).
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },

@@ -47,6 +47,12 @@ extension Daemon {
                 rxPackets: p.session?.counters.rxPackets ?? 0, txPackets: p.session?.counters.txPackets ?? 0,
                 handshakesCompleted: p.session?.counters.handshakesCompleted ?? 0,
                 handshakesFailed: p.session?.counters.handshakesFailed ?? 0,
+                kind: p.isWireGuard ? "wireguard" : "whalescale",
+                persistentKeepaliveS: p.persistentKeepalive.map { UInt64($0.seconds) },
+                roam: p.roam.map {
+                    StatusReport.Roam(newSources: $0.newSources, taken: $0.taken, lastSource: $0.lastSource.map { "\($0)" },
+                                      roamedFrom: $0.lastFrom.map { "\($0)" })
+                },
                 lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
@@ -77,7 +83,8 @@ extension Daemon {
                 nat: StatusReport.NAT(mapping: st.nat.mapping, evidence: st.nat.evidence.map {
                     StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
-                })),
+                }),
+                wireGuardPublicKey: identity.wireGuardPublicKey),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

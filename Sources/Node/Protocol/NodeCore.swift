@@ -74,14 +74,18 @@ public struct MemberSpec: Sendable {
     /// The config's persistent keepalive for this member, if any (anchors
     /// get NodeCore's own anchor keepalive instead).
     public var persistentKeepalive: Span?
+    /// A Whalescale node (`publicKey` Ed25519) or a stock WireGuard peer
+    /// (`publicKey` its X25519 key; never an anchor).
+    public var kind: MemberKind
 
     public init(publicKey: PublicKey, name: String, endpoint: Endpoint? = nil, isAnchor: Bool = false,
-                persistentKeepalive: Span? = nil) {
+                persistentKeepalive: Span? = nil, kind: MemberKind = .whalescale) {
         self.publicKey = publicKey
         self.name = name
         self.endpoint = endpoint
-        self.isAnchor = isAnchor
+        self.isAnchor = isAnchor && !kind.isWireGuard
         self.persistentKeepalive = persistentKeepalive
+        self.kind = kind
     }
 }
 
@@ -316,6 +320,11 @@ public struct NodeCore: Sendable {
     var drops: [NodeDropReason: UInt64] = [:]
     /// Operator pings in flight (`wsctl ping`, Echo.swift).
     var echoes = EchoTable()
+    /// Per member (used for WireGuard peers only): authenticated packets from a
+    /// new source, reported in status and taken only under PathManager's rules.
+    var wireGuardRoams: [WireGuardRoamMonitor] = []
+    /// By PeerID: a stock WireGuard peer (a flat array: read per packet).
+    let wireGuardFlags: [Bool]
     var rng: SessionRandom
     var startedAt: Instant?
 
@@ -336,6 +345,7 @@ public struct NodeCore: Sendable {
         self.isAnchor = isAnchor
         self.timings = timings
         self.members = members
+        wireGuardFlags = members.map(\.kind.isWireGuard)
         recovery = Recovery(timings: timings)
         book = EndpointBook(members: members, timings: timings)
         relay = RelayService(members: members.count, timings: timings)
@@ -344,9 +354,15 @@ public struct NodeCore: Sendable {
         // Anchors get NodeCore's answered keepalive (PATH_PING) instead of the
         // session's persistent keepalive, so that recovery, not the session
         // layer, decides how often a lost anchor is retried (seed 3.1).
-        let specs = members.map {
-            PeerSpec(publicKey: $0.publicKey, endpoint: $0.isAnchor ? $0.endpoint : nil,
-                     persistentKeepalive: $0.isAnchor ? nil : $0.persistentKeepalive)
+        // A WireGuard peer speaks WireGuard's suite on its one path: its
+        // configured endpoint is where the session starts (NodeCore's path).
+        let specs = members.map { m -> PeerSpec in
+            if case .wireGuard(let psk) = m.kind {
+                return PeerSpec(publicKey: m.publicKey, endpoint: m.endpoint, persistentKeepalive: m.persistentKeepalive,
+                                suite: .wireGuard, psk: psk)
+            }
+            return PeerSpec(publicKey: m.publicKey, endpoint: m.isAnchor ? m.endpoint : nil,
+                            persistentKeepalive: m.isAnchor ? nil : m.persistentKeepalive)
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
                           timings: sessionTimings, pathTimings: timings, seed: seed, owners: owners,
@@ -356,7 +372,7 @@ public struct NodeCore: Sendable {
         var anchors: [PeerID] = []
         for (i, m) in members.enumerated() {
             let id = PeerID(rawValue: i)
-            let self_ = m.publicKey == identity.publicKey
+            let self_ = !m.kind.isWireGuard && m.publicKey == identity.publicKey
             entries.append(RosterEntry(key: m.publicKey, memberID: MemberID(publicKey: m.publicKey),
                                       isAnchor: m.isAnchor && m.endpoint != nil, isSelf: self_))
             if self_ { continue }
@@ -382,6 +398,14 @@ public struct NodeCore: Sendable {
             _ = tunnels.paths.activate(a, i)
             anchorEndpoints.append((ep, a))
         }
+        // WireGuard peers: one direct path, the configured endpoint (if any)
+        // active from the start, as Tunnels' session endpoint already is.
+        for (i, m) in members.enumerated() where m.kind.isWireGuard {
+            guard let ep = m.endpoint else { continue }
+            let (idx, _) = tunnels.paths.addPath(PeerID(rawValue: i), kind: .direct, remote: ep, via: nil)
+            _ = tunnels.paths.activate(PeerID(rawValue: i), idx)
+        }
+        wireGuardRoams = Array(repeating: WireGuardRoamMonitor(), count: members.count)
     }
 
     public func peerID(for key: PublicKey) -> PeerID? { tunnels.peerID(for: key) }
@@ -394,6 +418,10 @@ public struct NodeCore: Sendable {
     @inline(__always) func isAnchorMember(_ p: PeerID) -> Bool { entries[p.rawValue].isAnchor }
     @inline(__always) func key(of p: PeerID) -> PublicKey { entries[p.rawValue].key }
     @inline(__always) func memberID(of p: PeerID) -> MemberID { entries[p.rawValue].memberID }
+    /// A stock WireGuard peer: no control messages, relay or punching (Roster capabilities).
+    @inline(__always) func isWireGuardPeer(_ p: PeerID) -> Bool {
+        p.rawValue >= 0 && p.rawValue < wireGuardFlags.count && wireGuardFlags[p.rawValue]
+    }
     /// A member that is not us.
     @inline(__always) func isPeer(_ p: PeerID) -> Bool { p.rawValue >= 0 && p.rawValue < entries.count && !entries[p.rawValue].isSelf }
 
@@ -490,6 +518,18 @@ public struct NodeCore: Sendable {
 
     /// The host's interface addresses with our listening port (the engine
     /// calls this at start and when interfaces change). Local candidates.
+    /// The prefixes this node routes into its own tunnel: its overlay prefixes
+    /// and every member's addresses (the engine sets them at start, from the
+    /// config). An address in them is never taken as a member's endpoint: not
+    /// punched, probed or cached, and a packet heard from one (it came through
+    /// the tunnel) makes no path. Without this, an edge router whose LAN is in
+    /// a member's `address` would punch that member's LAN address, through the
+    /// tunnel, and loop.
+    public var tunnelledPrefixes: [CIDR] {
+        get { book.tunnelled }
+        set { book.tunnelled = newValue }
+    }
+
     public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
         start(now)
         book.setLocals(endpoints)

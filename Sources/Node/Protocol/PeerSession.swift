@@ -6,6 +6,9 @@
 // drained. Driven only by `Tunnels`, which owns the node-level parts (index
 // table, cookie checker, outputs, the path manager) and passes the session's
 // share in as `SessionContext`.
+// The handshake is the member's suite (`suite`: Whalescale's Noise_IK, or
+// WireGuard's Noise_IKpsk2 for a stock WireGuard peer, with its `psk`); the
+// keypairs, transport and timers are the same for both (they are WireGuard's).
 //
 // Keypair rotation (WireGuard §6.2, wireguard-go `BeginSymmetricSession` and
 // `ReceivedWithKeypair`), three slots:
@@ -135,9 +138,44 @@ enum HandshakeState: Sendable {
     case wanted(since: Instant)
     /// An initiation is out; `localIndex` is registered for its response and
     /// cookie reply. `attempt` is 1 for the first initiation of this handshake.
-    case initiationSent(InitiatorHandshake, localIndex: UInt32, attempt: Int, since: Instant)
+    case initiationSent(PendingInitiation, localIndex: UInt32, attempt: Int, since: Instant)
 
     var isIdle: Bool { if case .idle = self { true } else { false } }
+}
+
+/// Our initiation in flight, in the peer's suite.
+enum PendingInitiation: Sendable {
+    case whalescale(InitiatorHandshake)
+    case wireGuard(WireGuardInitiator)
+
+    /// The response's Noise part: nil unless it authenticates for this initiation.
+    func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
+        switch self {
+        case .whalescale(let s): WhalescaleIK.consumeResponse(message, state: s)
+        case .wireGuard(let s): WireGuardIK.consumeResponse(message, state: s)
+        }
+    }
+}
+
+/// A peer's initiation that authenticated (Tunnels checked macs, membership and
+/// the suite), in its suite: the session layer checks its timestamp and answers.
+enum AuthenticatedInitiation: Sendable {
+    case whalescale(ReceivedInitiation)
+    case wireGuard(WireGuardReceivedInitiation)
+
+    var timestamp: [UInt8] {
+        switch self {
+        case .whalescale(let r): r.timestamp
+        case .wireGuard(let r): r.timestamp
+        }
+    }
+
+    var senderIndex: UInt32 {
+        switch self {
+        case .whalescale(let r): r.senderIndex
+        case .wireGuard(let r): r.senderIndex
+        }
+    }
 }
 
 /// Traffic and handshake counters of one peer (for `wsctl status`).
@@ -252,6 +290,10 @@ struct PeerSession: Sendable {
     let id: PeerID
     let publicKey: PublicKey
     let persistentKeepalive: Span?
+    /// Whalescale's handshake or WireGuard's; the transport and timers are the same.
+    let suite: HandshakeSuiteID
+    /// WireGuard's preshared key (nil: zeros); nil for Whalescale peers.
+    let psk: PresharedKey?
     /// mac1/mac2 for messages we send to this peer; holds its cookie.
     var macs: MacGenerator
     var handshake: HandshakeState = .idle
@@ -274,7 +316,9 @@ struct PeerSession: Sendable {
         self.id = id
         self.publicKey = spec.publicKey
         self.persistentKeepalive = spec.persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
-        self.macs = MacGenerator(peer: spec.publicKey)
+        self.suite = spec.suite
+        self.psk = spec.psk
+        self.macs = spec.suite == .wireGuard ? WireGuardIK.makeMacs(peer: spec.publicKey) : WhalescaleIK.makeMacs(peer: spec.publicKey)
         // A peer with persistent keepalive is one we must keep a session with
         // (an anchor, a peer behind NAT): start at once, as wireguard-go does.
         if persistentKeepalive != nil, spec.endpoint != nil { timers[.persistentKeepalive] = .zero }
@@ -287,9 +331,14 @@ struct PeerSession: Sendable {
     /// for a handshake when there are no usable keys.
     mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
                        payloadLength: Int, to endpoint: Endpoint, now: Instant, ctx: inout SessionContext) -> Outbound {
-        let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+        // A WireGuard peer's packets are padded to 16 bytes (when there is room).
+        let sealedLength = suite == .wireGuard && keys.current != nil
+            ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
+            : payloadLength
+        let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength,
                                 now: now, timings: ctx.timings)
         if case .sealed(let rekeyDue)? = outcome {
+            let payloadLength = sealedLength
             afterSend(length: payloadLength + DataMessage.overhead, payloadLength: payloadLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
             return .send(endpoint, offset: payloadOffset - DataMessage.headerSize, length: payloadLength + DataMessage.overhead)
         }
@@ -333,7 +382,7 @@ struct PeerSession: Sendable {
 
     /// An initiation from this peer that authenticated (Tunnels checked macs,
     /// cookie and membership).
-    mutating func consumeInitiation(_ received: ReceivedInitiation, length: Int, from source: Endpoint,
+    mutating func consumeInitiation(_ received: AuthenticatedInitiation, length: Int, from source: Endpoint,
                                     now: Instant, ctx: inout SessionContext) -> Inbound {
         guard let timestamp = HandshakeTimestamp(bytes: received.timestamp) else { return .drop(.authFailed) }
         // "The responder keeps the greatest timestamp received per peer and
@@ -370,7 +419,12 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        guard let (response, transport) = WhalescaleIK.createResponse(to: received, senderIndex: index, macs: &macs, now: now) else {
+        let answer: (message: [UInt8], keys: TransportKeys)?
+        switch received {
+        case .whalescale(let r): answer = WhalescaleIK.createResponse(to: r, senderIndex: index, macs: &macs, now: now)
+        case .wireGuard(let r): answer = WireGuardIK.createResponse(to: r, senderIndex: index, psk: psk, macs: &macs, now: now)
+        }
+        guard let (response, transport) = answer else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -414,7 +468,7 @@ struct PeerSession: Sendable {
         guard case .initiationSent(let state, let index, _, _) = handshake, index == receiverIndex else {
             return .drop(.unexpectedMessage)
         }
-        guard let (responderIndex, transport) = WhalescaleIK.consumeResponse(message, state: state) else { return .drop(.authFailed) }
+        guard let (responderIndex, transport) = state.consumeResponse(message) else { return .drop(.authFailed) }
         let hadSession = keys.current?.canSend(now: now, timings: ctx.timings) ?? false
         // The initiation's index becomes the keypair's: the peer will use it in DATA.
         let fresh = Keypair(keys: transport, localIndex: index, remoteIndex: responderIndex, createdAt: now,
@@ -526,11 +580,20 @@ struct PeerSession: Sendable {
         }
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
-        guard reachable,
-              let (message, state) = WhalescaleIK.createInitiation(
-                identity: ctx.identity, responder: publicKey, senderIndex: index,
-                timestamp: timestamp.bytes, macs: &macs, now: now)
-        else {
+        var made: (message: [UInt8], state: PendingInitiation)?
+        if reachable {
+            switch suite {
+            case .whalescaleIK:
+                made = WhalescaleIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
+                                                     timestamp: timestamp.bytes, macs: &macs, now: now)
+                    .map { ($0.message, .whalescale($0.state)) }
+            case .wireGuard:
+                made = WireGuardIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
+                                                    timestamp: timestamp.bytes, psk: psk, macs: &macs, now: now)
+                    .map { ($0.message, .wireGuard($0.state)) }
+            }
+        }
+        guard let (message, state) = made else {
             // No endpoint yet (the path manager may find one), or the peer's key
             // cannot handshake: look again later; give-up still bounds it.
             ctx.freeIndex(index)
@@ -654,7 +717,9 @@ struct PeerSession: Sendable {
     /// (Tunnels drops and counts it if there is none then). False when there
     /// are no usable keys.
     mutating func sendOwned(_ payload: [UInt8], now: Instant, ctx: inout SessionContext) -> Bool {
-        var packet = [UInt8](repeating: 0, count: payload.count + DataMessage.overhead)
+        // A WireGuard peer's packets are padded to 16 bytes with zeros (the array starts zeroed).
+        let sealedLength = suite == .wireGuard ? (payload.count + 15) & ~15 : payload.count
+        var packet = [UInt8](repeating: 0, count: sealedLength + DataMessage.overhead)
         let timings = ctx.timings
         let outcome: Keypair.SealOutcome? = packet.withUnsafeMutableBytes { b in
             guard let base = b.baseAddress else { return nil }
@@ -664,12 +729,12 @@ struct PeerSession: Sendable {
                         .copyMemory(from: p)
                 }
             }
-            return keys.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: payload.count,
+            return keys.seal(base, payloadOffset: DataMessage.headerSize, payloadLength: sealedLength,
                              now: now, timings: timings)
         }
         guard case .sealed(let rekeyDue)? = outcome else { return false }
         ctx.transmits.push(SessionTransmit(to: nil, bytes: packet, peer: id))
-        afterSend(length: packet.count, payloadLength: payload.count, rekeyDue: rekeyDue, now: now, ctx: &ctx)
+        afterSend(length: packet.count, payloadLength: sealedLength, rekeyDue: rekeyDue, now: now, ctx: &ctx)
         return true
     }
 

@@ -10,10 +10,11 @@
 // list. Today it assigns them in config order, but nothing may read meaning
 // into that: ask the roster (`peer(for:)`, `peer(relayLabel:)`, `[id]`).
 //
-// A key is a `PeerKey`: today only Whalescale's Ed25519 keys. WireGuard
-// compatibility adds a case for an X25519-native key and its capabilities
-// (no control messages, relay or punching for a WireGuard peer); lookups are
-// by `PeerKey`, so that case slots in without a second table.
+// A key is a `PeerKey`: a Whalescale member's Ed25519 key, or a WireGuard
+// peer's X25519 key (`wireguard = true` in the config). A WireGuard peer has
+// no capabilities beyond its tunnel: no control messages, relay or punching
+// (NodeCore checks them before sending any of those), and its handshake is
+// WireGuard's suite (Crypto/WireGuardHandshake.swift).
 
 import Support
 import Wire
@@ -23,11 +24,14 @@ import Crypto
 public enum PeerKey: Hashable, Sendable {
     /// A Whalescale node: Ed25519, its Noise static is the derived X25519 key (DESIGN §3).
     case whalescale(PublicKey)
+    /// A stock WireGuard peer: its X25519 public key, as `wg pubkey` prints it.
+    case wireGuard(PublicKey)
 
     /// The X25519 static the handshake names this member by (nil: not a valid point).
     public var x25519Static: [UInt8]? {
         switch self {
         case .whalescale(let k): k.x25519
+        case .wireGuard(let k): k.bytes
         }
     }
 
@@ -35,8 +39,27 @@ public enum PeerKey: Hashable, Sendable {
     public var whalescaleKey: PublicKey? {
         switch self {
         case .whalescale(let k): k
+        case .wireGuard: nil
         }
     }
+
+    /// The handshake suite this member speaks.
+    public var suite: HandshakeSuiteID {
+        switch self {
+        case .whalescale: .whalescaleIK
+        case .wireGuard: .wireGuard
+        }
+    }
+}
+
+/// What kind of peer a configured member is.
+public enum MemberKind: Sendable {
+    case whalescale
+    /// A stock WireGuard peer (single path, WireGuard's wire format), with its
+    /// optional preshared key.
+    case wireGuard(psk: PresharedKey?)
+
+    public var isWireGuard: Bool { if case .wireGuard = self { true } else { false } }
 }
 
 /// What a member can take part in beyond its tunnel.
@@ -96,11 +119,11 @@ public struct Roster: Sendable {
         members.reserveCapacity(specs.count)
         for (i, spec) in specs.enumerated() {
             let id = PeerID(rawValue: i)
-            let key = PeerKey.whalescale(spec.publicKey)
+            let key: PeerKey = spec.kind.isWireGuard ? .wireGuard(spec.publicKey) : .whalescale(spec.publicKey)
             let label = MemberID(publicKey: spec.publicKey)
-            let isLocal = spec.publicKey == local
-            members.append(Member(key: key, name: spec.name, memberID: label, isAnchor: spec.isAnchor,
-                                  capabilities: .whalescale, isLocal: isLocal))
+            let isLocal = !spec.kind.isWireGuard && spec.publicKey == local
+            members.append(Member(key: key, name: spec.name, memberID: label, isAnchor: spec.isAnchor && !spec.kind.isWireGuard,
+                                  capabilities: spec.kind.isWireGuard ? [] : .whalescale, isLocal: isLocal))
             guard !isLocal, byKey[key] == nil else { continue }
             byKey[key] = id
             if byLabel[label] == nil { byLabel[label] = id }

@@ -168,6 +168,9 @@ public struct SessionShard: Sendable {
         var reportedVia: PeerID?
         /// The keypair (local index) a rekey was last asked for: once per keypair.
         var rekeyAskedFor: UInt32?
+        /// A stock WireGuard peer: pad what is sealed for it to 16 bytes, trim what
+        /// it sends to the IP length, take no control message from it.
+        var pads = false
     }
 
     /// - Parameters:
@@ -179,6 +182,9 @@ public struct SessionShard: Sendable {
         self.timings = timings
         // Only the peers this shard owns (p mod owners == index) have a slot: p / owners.
         peers = Array(repeating: ShardPeer(), count: (max(0, roster.count - index) + self.owners - 1) / self.owners)
+        for i in peers.indices where index + i * self.owners < roster.count {
+            peers[i].pads = roster.members[index + i * self.owners].key.suite == .wireGuard
+        }
         self.roster = roster
     }
 
@@ -249,9 +255,13 @@ public struct SessionShard: Sendable {
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
             return .drop(.badLength)
         }
-        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength,
+        let sealedLength = peers[i].pads
+            ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
+            : payloadLength
+        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength,
                                          now: now, timings: timings)
         guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
+        let payloadLength = sealedLength
         if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {
             peers[i].rekeyAskedFor = idx
             reports.push(.rekeyDue(peer))
@@ -335,8 +345,16 @@ public struct SessionShard: Sendable {
         }
         switch kind {
         case .keepalive: return .consumed
-        case .ipPacket: return .packet(peer, offset: DataMessage.headerSize, length: payloadLength)
-        case .control: return .control(peer, offset: DataMessage.headerSize, length: payloadLength, via: via)
+        case .ipPacket:
+            // A WireGuard peer pads to 16 bytes: the IP header's length is the packet's.
+            if peers[i].pads {
+                return .packet(peer, offset: DataMessage.headerSize, length: WireGuardPadding.ipLength(payload, length: payloadLength))
+            }
+            return .packet(peer, offset: DataMessage.headerSize, length: payloadLength)
+        case .control:
+            // A WireGuard peer has no control messages (Roster capabilities).
+            if peers[i].pads { return drop(.controlNotAllowed) }
+            return .control(peer, offset: DataMessage.headerSize, length: payloadLength, via: via)
         case .unknown: return drop(.unknownPayload)
         }
     }

@@ -16,11 +16,11 @@
 // Dispatch of inbound datagrams (first byte = type):
 //   4 DATA       header -> receiver index -> peer -> keypair -> replay check -> AEAD open -> replay accept
 //   (handshakes: suite and message by (type, length), Crypto/HandshakeSuite.swift)
-//   1 INIT       length -> mac1 -> load meter -> [under load: mac2 else cookie reply;
+//   1 INIT       length (180: Whalescale's suite, 148: WireGuard's) -> mac1 (that suite's checker) -> load meter -> [under load: mac2 else cookie reply;
 //                per-address bucket, or per-member bucket if relayed]
-//                -> es, decrypt s (1 DH) -> member? -> ss (precomputed), payload
+//                -> es, decrypt s (1 DH) -> member of that suite? -> ss (precomputed), payload
 //                -> timestamp newer? 20 ms since the last? -> ephemeral, ee, se -> response
-//   2 RESP       length -> mac1 -> load meter -> [under load: as above] -> receiver index -> our initiation? -> Noise
+//   2 RESP       length -> suite of the peer its receiver index names -> mac1 -> load meter -> [under load: as above] -> receiver index -> our initiation? -> Noise
 //   3 COOKIE     length -> receiver index -> that peer's MacGenerator -> expedite our retry
 //   5, 6, 7      not ours (path probe, relay): NodeCore handles them; here .unknownType
 //
@@ -58,11 +58,19 @@ public struct PeerSpec: Sendable {
     /// Send a keepalive after this long without traffic, and keep a session up
     /// even when idle (anchors, peers behind NAT). Nil: off.
     public var persistentKeepalive: Span?
+    /// The handshake this peer speaks: Whalescale's (`publicKey` Ed25519) or
+    /// WireGuard's (`publicKey` the peer's X25519 key).
+    public var suite: HandshakeSuiteID
+    /// WireGuard's optional preshared key (nil: Q is 32 zero bytes). Always nil for Whalescale peers.
+    public var psk: PresharedKey?
 
-    public init(publicKey: PublicKey, endpoint: Endpoint? = nil, persistentKeepalive: Span? = nil) {
+    public init(publicKey: PublicKey, endpoint: Endpoint? = nil, persistentKeepalive: Span? = nil,
+                suite: HandshakeSuiteID = .whalescaleIK, psk: PresharedKey? = nil) {
         self.publicKey = publicKey
         self.endpoint = endpoint
         self.persistentKeepalive = persistentKeepalive
+        self.suite = suite
+        self.psk = suite == .wireGuard ? psk : nil
     }
 }
 
@@ -242,6 +250,8 @@ public struct Tunnels: Sendable {
     private var staticStatics: [StaticStatic?]
     private var ctx: SessionContext
     private var cookies: CookieChecker
+    /// The same for WireGuard peers' messages (BLAKE2s; Crypto/WireGuardHandshake.swift).
+    private var wgCookies: CookieChecker
     /// Counts well-formed, mac1-valid handshake messages (direct and relayed):
     /// above UNDER_LOAD_HANDSHAKES_PER_SECOND, handshakes must carry mac2.
     private var loadMeter: HandshakeLoadMeter
@@ -270,7 +280,8 @@ public struct Tunnels: Sendable {
         publicKey = identity.publicKey
         self.timings = timings
         let roster = roster ?? Roster(local: identity.publicKey, members: specs.enumerated().map {
-            MemberSpec(publicKey: $0.element.publicKey, name: PeerID(rawValue: $0.offset).description)
+            MemberSpec(publicKey: $0.element.publicKey, name: PeerID(rawValue: $0.offset).description,
+                       kind: $0.element.suite == .wireGuard ? .wireGuard(psk: $0.element.psk) : .whalescale)
         })
         precondition(roster.count == specs.count, "Tunnels: one PeerSpec per roster member")
         self.roster = roster
@@ -286,6 +297,7 @@ public struct Tunnels: Sendable {
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
                              sendCounters: sendCounters)
         cookies = CookieChecker(identity: identity)
+        wgCookies = CookieChecker(wireGuardIdentity: identity)
         loadMeter = HandshakeLoadMeter()
         limiter = HandshakeRateLimiter(perSecond: timings.handshakesPerSecondPerSource,
                                        burst: timings.handshakeBurstPerSource)
@@ -355,37 +367,46 @@ public struct Tunnels: Sendable {
             return .drop(HandshakeSuites.isHandshakeType(type) ? .badLength : .unknownType)
         }
         let message = Array(UnsafeRawBufferPointer(rebasing: buffer[..<length]))
-        switch suite {
-        case .whalescaleIK:
-            switch kind {
-            case .initiation, .response:
-                return receiveHandshake(message, initiation: kind == .initiation, from: source, now: now,
-                                        underLoad: underLoad, roam: roam, relayed: relayed)
-            case .cookieReply:
-                return receiveCookieReply(message, now: now)
-            }
+        switch kind {
+        case .initiation, .response:
+            return receiveHandshake(message, suite: suite, initiation: kind == .initiation, from: source, now: now,
+                                    underLoad: underLoad, roam: roam, relayed: relayed)
+        case .cookieReply:
+            // The peer's MacGenerator knows its suite's cookie key.
+            return receiveCookieReply(message, now: now)
         }
     }
 
-    private mutating func receiveHandshake(_ message: [UInt8], initiation: Bool, from source: Endpoint,
-                                           now: Instant, underLoad: Bool, roam: Bool, relayed: RelayOrigin?) -> Inbound {
+    private mutating func receiveHandshake(_ message: [UInt8], suite classified: HandshakeSuiteID, initiation: Bool,
+                                           from source: Endpoint, now: Instant, underLoad: Bool, roam: Bool,
+                                           relayed: RelayOrigin?) -> Inbound {
         guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
-        // mac1 first: one BLAKE2b, rejects anyone who does not know our key.
-        guard cookies.mac1Valid(message) else { return .drop(.mac1) }
+        // Which suite: an INIT says by its length; a RESP (one layout in both)
+        // belongs to the suite of the peer whose initiation its receiver index names.
+        var suite = classified
+        if !initiation, let peer = ctx.indices[wireLoad32(message, at: 8)] { suite = peers[peer.rawValue].suite }
+        // mac1 first: one BLAKE2b/BLAKE2s, rejects anyone who does not know our key.
+        guard suite == .wireGuard ? wgCookies.mac1Valid(message) : cookies.mac1Valid(message) else { return .drop(.mac1) }
         // Only now does it count as load: exact length, type word and mac1 all
         // passed, so junk starting with byte 1 or 2 cannot put us under load.
         // Relayed ones count too (they cost the same DH work).
         let loaded = loadMeter.record(now: now) || underLoad
         if loaded {
             let relayedFor = relayed?.memberID
-            guard cookies.mac2Valid(message, source: source, relayedFor: relayedFor, now: now) else {
+            let mac2OK = suite == .wireGuard
+                ? wgCookies.mac2Valid(message, source: source, relayedFor: relayedFor, now: now)
+                : cookies.mac2Valid(message, source: source, relayedFor: relayedFor, now: now)
+            guard mac2OK else {
                 // Answer with a cookie for this source instead of doing DH work:
                 // the sender proves it receives at `source` by using it in mac2.
                 // A relayed sender's cookie is for (anchor, member) and goes back
                 // wrapped through the anchor to that member (`peer` says so).
                 let senderIndex = wireLoad32(message, at: 4)
-                let reply = cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
-                                                      relayedFor: relayedFor, now: now)
+                let reply = suite == .wireGuard
+                    ? wgCookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
+                                                  relayedFor: relayedFor, now: now)
+                    : cookies.createCookieReply(to: message, receiverIndex: senderIndex, source: source,
+                                                relayedFor: relayedFor, now: now)
                 if !reply.isEmpty { ctx.transmits.push(SessionTransmit(to: source, bytes: reply, peer: relayed?.sender)) }
                 return .drop(.cookieRequired)
             }
@@ -398,15 +419,34 @@ public struct Tunnels: Sendable {
         }
         if initiation {
             // es (one DH) and the static: a stranger stops here, before ss, the
-            // ephemeral and the response (WireGuard's order).
-            guard let opened = WhalescaleIK.openInitiation(identity: ctx.identity, message: message) else {
-                return .drop(.authFailed)
-            }
-            guard let peer = roster.peer(staticKey: WhalescaleIK.initiatorStatic(of: opened)) else { return .drop(.notMember) }
-            guard let ss = staticStatic(of: peer),
-                  let received = WhalescaleIK.authenticate(opened, staticStatic: ss,
-                                                           initiator: peers[peer.rawValue].publicKey) else {
-                return .drop(.authFailed)
+            // ephemeral and the response (WireGuard's order). A member is found
+            // by its static only in its own suite: a Whalescale member's static
+            // in a WireGuard INIT (or the reverse) is no member.
+            let received: AuthenticatedInitiation
+            let peer: PeerID
+            switch suite {
+            case .whalescaleIK:
+                guard let opened = WhalescaleIK.openInitiation(identity: ctx.identity, message: message) else {
+                    return .drop(.authFailed)
+                }
+                guard let p = roster.peer(staticKey: WhalescaleIK.initiatorStatic(of: opened)),
+                      peers[p.rawValue].suite == .whalescaleIK else { return .drop(.notMember) }
+                guard let ss = staticStatic(of: p),
+                      let r = WhalescaleIK.authenticate(opened, staticStatic: ss, initiator: peers[p.rawValue].publicKey) else {
+                    return .drop(.authFailed)
+                }
+                (peer, received) = (p, .whalescale(r))
+            case .wireGuard:
+                guard let opened = WireGuardIK.openInitiation(identity: ctx.identity, message: message) else {
+                    return .drop(.authFailed)
+                }
+                guard let p = roster.peer(staticKey: WireGuardIK.initiatorStatic(of: opened)),
+                      peers[p.rawValue].suite == .wireGuard else { return .drop(.notMember) }
+                guard let ss = staticStatic(of: p),
+                      let r = WireGuardIK.authenticate(opened, staticStatic: ss, initiator: peers[p.rawValue].publicKey) else {
+                    return .drop(.authFailed)
+                }
+                (peer, received) = (p, .wireGuard(r))
             }
             // Timestamp and flood checks, then the response's DHs (PeerSession).
             let result = peers[peer.rawValue].consumeInitiation(received, length: message.count, from: source,
@@ -439,7 +479,8 @@ public struct Tunnels: Sendable {
     /// ss with `peer`, computed at its first initiation and kept (a member's key does not change).
     private mutating func staticStatic(of peer: PeerID) -> StaticStatic? {
         if let ss = staticStatics[peer.rawValue] { return ss }
-        guard let x = peers[peer.rawValue].publicKey.x25519,
+        let key = peers[peer.rawValue].publicKey
+        guard let x = peers[peer.rawValue].suite == .wireGuard ? key.bytes : key.x25519,
               let ss = Crypto.staticStatic(identity: ctx.identity, peerStatic: x) else { return nil }
         staticStatics[peer.rawValue] = ss
         return ss

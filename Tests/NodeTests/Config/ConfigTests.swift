@@ -318,7 +318,7 @@ final class ConfigTests: XCTestCase {
             public_key = "\(keyA)"
             address = "10.77.0.10/32"
             allowed_ips = "10.0.0.0/8"
-            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive)")
+            """, line: 8, field: "peer[0].allowed_ips", message: "unknown key (known keys are name, public_key, address, endpoint, anchor, persistent_keepalive, wireguard, preshared_key_file)")
         // The first unknown key in the file is reported, whatever TOMLKit's key order.
         XCTAssertError(nodeTable + "\nzzz = 1\naaa = 2", line: 4, field: "node.zzz", message: nil)
     }
@@ -444,6 +444,26 @@ final class ConfigTests: XCTestCase {
                        message: "10.77.0.0/24 contains this node's own address 10.77.0.1 (node.address, line 3)")
         XCTAssertError(peer("[\"172.16.0.0/12\", \"172.17.0.0/16\"]"), line: 8, field: "peer[0].address[1]",
                        message: "172.17.0.0/16 overlaps 172.16.0.0/12 of peer[0].address[0] (line 8)")
+    }
+
+    /// A static endpoint inside an address routed into the tunnel would send the
+    /// tunnel's UDP through the tunnel (docs/site-to-site.md): refused with its line.
+    func testEndpointInsideTheOverlayIsRefused() {
+        func peers(_ endpoint: String) -> String {
+            nodeTable + """
+
+                [[peer]]
+                name = "edge2"
+                public_key = "\(keyA)"
+                address = ["10.77.0.2/32", "192.168.20.0/24"]
+                endpoint = "\(endpoint)"
+                """
+        }
+        XCTAssertError(peers("192.168.20.1:51820"), line: 8, field: "peer[0].endpoint",
+                       message: "192.168.20.1:51820 is inside 192.168.20.0/24 of peer[0].address[1] (\"edge2\", line 7), which is routed into the tunnel: packets to it would go through the tunnel itself")
+        XCTAssertError(peers("10.77.0.9:51820"), line: 8, field: "peer[0].endpoint",
+                       message: "10.77.0.9:51820 is inside this node's overlay prefix 10.77.0.0/24 (node.address): packets to it would go through the tunnel itself")
+        XCTAssertNoThrow(try Config.parse(peers("11.0.0.2:51820")), "the router's public address is fine")
     }
 
     func testOverlapAcrossPeers() {
@@ -835,5 +855,59 @@ private struct TempDir {
 final class ConfigDefaultsTests: XCTestCase {
     func testRelayRateDefaultIsProtocols() {
         XCTAssertEqual(NodeConfig.defaultRelayRateMbit, ConnectivityTimings.defaultRelayRateMbit)
+    }
+}
+
+// MARK: - WireGuard peers (issue 16)
+
+extension ConfigTests {
+    func testWireGuardPeers() throws {
+        let text = nodeTable + """
+
+            [[peer]]
+            name = "router"
+            wireguard = true
+            public_key = "\(keyA)"
+            preshared_key_file = "/etc/whalescale/router.psk"
+            address = "10.77.0.20/32"
+            endpoint = "198.51.100.7:51820"
+
+            [[peer]]
+            name = "laptop"
+            public_key = "\(keyB)"
+            address = "10.77.0.21/32"
+            """
+        let c = try Config.parse(text)
+        XCTAssertTrue(c.peers[0].wireGuard)
+        XCTAssertEqual(c.peers[0].presharedKeyFile, "/etc/whalescale/router.psk")
+        XCTAssertFalse(c.peers[1].wireGuard)
+        XCTAssertNil(c.peers[1].presharedKeyFile)
+
+        let peer = "\n[[peer]]\nname = \"r\"\npublic_key = \"\(keyA)\"\naddress = \"10.77.0.20/32\"\n"
+        XCTAssertError(nodeTable + peer + "preshared_key_file = \"/p\"", line: 8, field: "peer[0].preshared_key_file",
+                       message: "is for WireGuard peers only (set wireguard = true)")
+        XCTAssertError(nodeTable + peer + "wireguard = true\npreshared_key_file = \"p\"", line: 9,
+                       field: "peer[0].preshared_key_file", message: "\"p\" is not an absolute path")
+        XCTAssertError(nodeTable + peer + "wireguard = true\nanchor = true", line: 9, field: "peer[0].anchor",
+                       message: "a WireGuard peer cannot be an anchor (it speaks only WireGuard's protocol)")
+    }
+
+    func testPresharedKeyFileMustBeOwnerOnly() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wspsk-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("psk").path
+        try (keyC + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        let text = nodeTable + "\n[[peer]]\nname = \"r\"\nwireguard = true\npublic_key = \"\(keyA)\"\naddress = \"10.77.0.20/32\"\npreshared_key_file = \"\(path)\"\n"
+        let c = try Config.parse(text)
+        chmod(path, 0o600)
+        XCTAssertEqual(try c.loadPresharedKey(peer: 0), keyC)
+        chmod(path, 0o644)
+        XCTAssertThrowsError(try c.loadPresharedKey(peer: 0)) {
+            XCTAssertTrue(String(describing: $0).contains("accessible by group or others"), "\($0)")
+        }
+        try "not a key".write(toFile: path, atomically: false, encoding: .utf8)
+        chmod(path, 0o600)
+        XCTAssertThrowsError(try c.loadPresharedKey(peer: 0))
     }
 }

@@ -154,6 +154,40 @@ final class NodeCoreMachineTests: XCTestCase {
         XCTAssertEqual(book.punchable(m), [stranger])
     }
 
+    /// Site to site: the other site's LAN (in a member's `address`) is routed
+    /// into the tunnel, so its edge router's LAN address, announced as a local
+    /// candidate, gossiped or cached, is never punched, probed or cached.
+    func testEndpointBookNeverTargetsTunnelledAddresses() throws {
+        let keys = (0..<3).map { PublicKey(bytes: [UInt8](repeating: UInt8($0 + 1), count: 32))! }
+        let siteLAN = Endpoint("192.168.20.1:51820")!, overlay = Endpoint("10.77.0.2:51820")!
+        let wan = Endpoint("11.0.0.2:51820")!
+        let members = [MemberSpec(publicKey: keys[0], name: "us"),
+                       MemberSpec(publicKey: keys[1], name: "anchor", endpoint: epA, isAnchor: true),
+                       MemberSpec(publicKey: keys[2], name: "edge2")]
+        var book = EndpointBook(members: members, timings: .default)
+        // Before the prefixes are known, the LAN address is a target like any other: the test can tell.
+        book.setCandidates(m, [Candidate(siteLAN, .local), Candidate(overlay, .local), Candidate(wan, .observed)], now: t(1))
+        XCTAssertEqual(book.punchable(m), [siteLAN, overlay, wan])
+        book.tunnelled = [CIDR("10.77.0.0/24")!, CIDR("10.77.0.2/32")!, CIDR("192.168.20.0/24")!]
+        XCTAssertTrue(book.isTunnelled(siteLAN))
+        XCTAssertTrue(book.isTunnelled(overlay))
+        XCTAssertFalse(book.isTunnelled(wan))
+        XCTAssertEqual(book.punchable(m), [wan], "candidates inside the tunnelled prefixes are not punched")
+        book.setGossiped(m, [Candidate(siteLAN, .local), Candidate(wan, .observed)], sequence: 2, now: t(2))
+        XCTAssertEqual(book.punchable(m), [wan], "nor the same from a signed gossip record")
+        XCTAssertFalse(book.recordWorking(m, siteLAN), "never cached as a working endpoint")
+        XCTAssertTrue(book.recordWorking(m, wan))
+        XCTAssertEqual(book.cached(m), [wan])
+        // A cache written before (or by a build without the filter) holding one: not used.
+        var old = EndpointBook(members: members, timings: .default)
+        XCTAssertTrue(old.recordWorking(m, siteLAN))
+        var again = EndpointBook(members: members, timings: .default)
+        again.tunnelled = book.tunnelled
+        XCTAssertTrue(again.loadCache(old.cache.bytes) { $0 == keys[2] })
+        XCTAssertEqual(again.cached(m), [])
+        XCTAssertEqual(again.punchable(m), [])
+    }
+
     func testEndpointBookOwnCandidates() {
         var book = EndpointBook(members: [], timings: .default)
         let local = Endpoint("192.168.1.2:51820")!, loopback = Endpoint("127.0.0.1:51820")!

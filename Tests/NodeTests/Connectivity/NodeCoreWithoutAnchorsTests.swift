@@ -128,4 +128,39 @@ final class NodeCoreWithoutAnchorsTests: XCTestCase {
         run(&p, for: .seconds(1 as UInt64))
         XCTAssertEqual(p.receivedByB.count, 2)
     }
+
+    /// Site to site (docs/site-to-site.md): B routes A's LAN into the tunnel.
+    /// A packet of A's that reaches B from an address in that LAN came through
+    /// the tunnel itself; taking it as a path would make B send the tunnel into
+    /// the tunnel. With `tunnelledPrefixes` it makes no path and the active one
+    /// stays; without them it does make one (so this test can tell).
+    func testAPacketFromATunnelledAddressMakesNoPath() {
+        let insideTunnel = Endpoint.v4(192, 168, 10, 1, port: 51820)
+        for tunnelled in [false, true] {
+            var p = pair()
+            if tunnelled { p.b.tunnelledPrefixes = [CIDR("10.77.0.0/24")!, CIDR("10.77.0.1/32")!, CIDR("192.168.10.0/24")!] }
+            let ping = [0x45] + [UInt8](repeating: 1, count: 39)
+            _ = send(&p, aToB: true, ping)
+            run(&p, for: .seconds(1 as UInt64))
+            XCTAssertEqual(p.receivedByB, [ping])
+            // A seals one more packet; it reaches B from inside the tunnel.
+            var buf = [UInt8](repeating: 0, count: 64 + ping.count + 64)
+            buf.replaceSubrange(64..<(64 + ping.count), with: ping)
+            let now = p.now
+            let r = buf.withUnsafeMutableBytes {
+                p.a.sendPacket(to: PeerID(rawValue: 0), $0, payloadOffset: 64, payloadLength: ping.count, now: now)
+            }
+            guard case .send(_, let o, let l) = r else { return XCTFail("A has keys: \(r)") }
+            var wire = Array(buf[o..<(o + l)]) + [UInt8](repeating: 0, count: 32)
+            let got = wire.withUnsafeMutableBytes { p.b.receive($0, length: l, from: insideTunnel, now: now) }
+            if case .packet = got {} else { XCTFail("an authenticated packet is still delivered: \(got)") }
+            let paths = p.b.status(now: now).peers.first?.paths ?? []
+            if tunnelled {
+                XCTAssertFalse(paths.contains { $0.remote == insideTunnel }, "no path into the tunnel: \(paths)")
+                XCTAssertEqual(paths.filter(\.active).map(\.remote), [aAddr], "the active path stays on A's real address")
+            } else {
+                XCTAssertTrue(paths.contains { $0.remote == insideTunnel }, "control: without the prefixes a path is made")
+            }
+        }
+    }
 }

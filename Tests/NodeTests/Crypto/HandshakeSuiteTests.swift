@@ -3,21 +3,21 @@ import XCTest
 @testable import Wire
 @testable import Crypto
 
-/// Handshake dispatch by (type, length): the table a second suite would extend.
+/// Handshake dispatch by (type, length), for both suites.
 final class HandshakeSuiteTests: XCTestCase {
     func testClassifyByTypeAndLength() {
-        let rows: [(UInt8, Int, HandshakeMessageKind?)] = [
-            (1, 180, .initiation),   // Whalescale Noise_IK INIT
-            (2, 92, .response),
-            (3, 64, .cookieReply),
-            (1, 148, nil),           // WireGuard's INIT size: no suite speaks it yet
-            (1, 181, nil), (1, 179, nil), (2, 91, nil), (3, 65, nil),
-            (4, 180, nil), (5, 180, nil), (7, 92, nil), (0, 180, nil),
+        let rows: [(UInt8, Int, HandshakeMessageKind?, HandshakeSuiteID?)] = [
+            (1, 180, .initiation, .whalescaleIK),   // Whalescale Noise_IK INIT
+            (2, 92, .response, .whalescaleIK),      // RESP and COOKIE: one layout for both suites,
+            (3, 64, .cookieReply, .whalescaleIK),   //   the receiver index tells whose
+            (1, 148, .initiation, .wireGuard),      // WireGuard's INIT
+            (1, 181, nil, nil), (1, 179, nil, nil), (1, 147, nil, nil), (1, 149, nil, nil), (2, 91, nil, nil),
+            (3, 65, nil, nil), (4, 180, nil, nil), (5, 180, nil, nil), (7, 92, nil, nil), (0, 180, nil, nil),
         ]
-        for (type, length, want) in rows {
+        for (type, length, want, suite) in rows {
             let got = HandshakeSuites.classify(type: type, length: length)
             XCTAssertEqual(got?.message, want, "type \(type), \(length) bytes")
-            if got != nil { XCTAssertEqual(got?.suite, .whalescaleIK) }
+            XCTAssertEqual(got?.suite, suite, "type \(type), \(length) bytes")
         }
         XCTAssertEqual((0...255).filter { HandshakeSuites.isHandshakeType(UInt8($0)) }, [1, 2, 3])
     }

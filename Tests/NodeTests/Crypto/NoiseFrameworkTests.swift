@@ -86,7 +86,7 @@ final class NoiseFrameworkTests: XCTestCase {
     func testProtocolNames() {
         XCTAssertNoThrow(try NoiseProtocol(name: "Noise_IK_25519_ChaChaPoly_BLAKE2b"))
         for (name, expected) in [
-            ("Noise_IK_25519_ChaChaPoly_BLAKE2s", NoiseError.unsupportedSuite("25519_ChaChaPoly_BLAKE2s")),
+            ("Noise_IK_25519_ChaChaPoly_SHA256", NoiseError.unsupportedSuite("25519_ChaChaPoly_SHA256")),
             ("Noise_IK_25519_AESGCM_BLAKE2b", .unsupportedSuite("25519_AESGCM_BLAKE2b")),
             ("Noise_IK_448_ChaChaPoly_BLAKE2b", .unsupportedSuite("448_ChaChaPoly_BLAKE2b")),
             ("Noise_XXfallback_25519_ChaChaPoly_BLAKE2b", .unsupportedPattern("XXfallback")),

@@ -77,6 +77,13 @@ struct EndpointBook: Sendable {
     private(set) var mapped: [Candidate] = []
     /// What we last announced to the anchors.
     private(set) var announced: [Candidate] = []
+    /// Prefixes this node routes into its own tunnel: its overlay prefixes and
+    /// every member's `address` (e.g. the LAN behind a site's edge router).
+    /// An address in them is never a member's endpoint: a packet sent there
+    /// goes through the tunnel (a routing loop), and one heard from there came
+    /// through it. A site's edge router announces its LAN address as a local
+    /// candidate; the other site routes that LAN to the tunnel.
+    var tunnelled: [CIDR] = []
 
     init(members: [MemberSpec], timings: ConnectivityTimings) {
         self.timings = timings
@@ -125,13 +132,18 @@ struct EndpointBook: Sendable {
         locals.contains(ep) || mapped.contains { $0.endpoint == ep } || observed.contains(ep)
     }
 
+    /// Whether this node routes `ep`'s address into its own tunnel (`tunnelled`).
+    func isTunnelled(_ ep: Endpoint) -> Bool {
+        tunnelled.contains { $0.contains(ep.address, family: ep.family) }
+    }
+
     // MARK: Members
 
     func staticEndpoint(_ p: PeerID) -> Endpoint? { members[p.rawValue].staticEndpoint }
 
     func candidates(_ p: PeerID) -> [Candidate] { members[p.rawValue].candidates }
 
-    func cached(_ p: PeerID) -> [Endpoint] { cache.endpoints(for: members[p.rawValue].key) }
+    func cached(_ p: PeerID) -> [Endpoint] { cache.endpoints(for: members[p.rawValue].key).filter { !isTunnelled($0) } }
 
     /// The endpoints of `p`'s newest gossip record (the member's own signed word).
     func gossiped(_ p: PeerID) -> [Candidate] { members[p.rawValue].gossiped }
@@ -179,12 +191,13 @@ struct EndpointBook: Sendable {
     }
 
     /// Addresses of `p` worth a punch ping, before NodeCore's own filters:
-    /// its LAN announcement's source, its candidates, its gossip record's endpoints, then what the cache and config know.
+    /// its LAN announcement's source, its candidates, its gossip record's endpoints, then what the cache and config know;
+    /// never one we route into the tunnel (`tunnelled`).
     func punchable(_ p: PeerID) -> [Endpoint] {
         var out = [members[p.rawValue].lan].compactMap { $0 }
         for c in members[p.rawValue].candidates where !out.contains(c.endpoint) { out.append(c.endpoint) }
         for c in members[p.rawValue].gossiped where !out.contains(c.endpoint) { out.append(c.endpoint) }
-        return out + cached(p) + [staticEndpoint(p)].compactMap { $0 }
+        return (out + cached(p) + [staticEndpoint(p)].compactMap { $0 }).filter { !isTunnelled($0) }
     }
 
     /// A CANDIDATES from `p`: within its budget?
@@ -233,7 +246,10 @@ struct EndpointBook: Sendable {
 
     /// A direct path to `p` authenticated at `ep`: cached (most recent
     /// first). True if the cache changed.
-    mutating func recordWorking(_ p: PeerID, _ ep: Endpoint) -> Bool { cache.record(ep, for: members[p.rawValue].key) }
+    mutating func recordWorking(_ p: PeerID, _ ep: Endpoint) -> Bool {
+        guard !isTunnelled(ep) else { return false }
+        return cache.record(ep, for: members[p.rawValue].key)
+    }
 
     /// Reads cache bytes; members only (`isMember`), usable addresses only.
     mutating func loadCache(_ bytes: [UInt8], isMember: (PublicKey) -> Bool) -> Bool {

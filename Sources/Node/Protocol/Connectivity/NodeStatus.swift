@@ -50,6 +50,12 @@ public struct NodeStatus: Sendable, Equatable {
         public var nextDirectRetry: Instant?
         /// The member's own signed endpoint record, as gossip holds it (nil: none yet).
         public var gossip: GossipRecord?
+        /// A stock WireGuard peer (`wireguard = true`).
+        public var isWireGuard: Bool = false
+        /// WireGuard peers: authenticated packets from a new source (monitored roaming).
+        public var roam: WireGuardRoamMonitor?
+        /// The configured persistent keepalive.
+        public var persistentKeepalive: Span?
         /// Where the member's signed LAN announcement came from (nil: none taken).
         public var lan: Endpoint? = nil
     }
@@ -129,7 +135,10 @@ extension NodeCore {
                 gossip: gossip.record(of: id).map {
                     NodeStatus.GossipRecord(sequence: $0.sequence,
                                             endpoints: $0.endpoints.map { NodeStatus.NodeEndpoint(endpoint: $0.endpoint, source: $0.source) })
-                }, lan: book.lan(id)))
+                },
+                isWireGuard: isWireGuardPeer(id),
+                roam: isWireGuardPeer(id) && i < wireGuardRoams.count ? wireGuardRoams[i] : nil,
+                persistentKeepalive: members[i].persistentKeepalive, lan: book.lan(id)))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()

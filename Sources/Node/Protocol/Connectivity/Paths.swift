@@ -35,6 +35,14 @@ extension NodeCore {
     /// Gives a member with no active path one: relay through an anchor
     /// (and start looking for a direct path), or its static/cached endpoint.
     mutating func ensurePath(_ p: PeerID, now: Instant) {
+        if isWireGuardPeer(p) {
+            // Single path, never relayed or punched: the configured (or last
+            // working) endpoint, or none until the peer reaches us.
+            if let ep = book.staticEndpoint(p) ?? book.cached(p).first {
+                activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
+            }
+            return
+        }
         if isAnchorMember(p) {
             if let ep = book.staticEndpoint(p) {
                 activate(p, addPath(p, kind: .direct, remote: ep, via: nil), now: now)
@@ -141,7 +149,7 @@ extension NodeCore {
     /// recovery looks for them), so `sendPacket` holds the packet instead of
     /// dropping it.
     func awaitsAnchor(_ p: PeerID) -> Bool {
-        !isAnchor && !anchorPeers.isEmpty && !isAnchorMember(p) && reachableAnchors.isEmpty
+        !isAnchor && !anchorPeers.isEmpty && !isAnchorMember(p) && !isWireGuardPeer(p) && reachableAnchors.isEmpty
     }
 
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
@@ -247,7 +255,7 @@ extension NodeCore {
     }
 
     mutating func startPunch(_ p: PeerID, now: Instant) {
-        guard !isAnchorMember(p) else { return }
+        guard !isAnchorMember(p), !isWireGuardPeer(p) else { return }
         holePunch.start(p, now: now)
         arm(.punch(p), at: now)
     }

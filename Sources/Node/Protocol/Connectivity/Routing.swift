@@ -57,7 +57,10 @@ extension NodeCore {
         let anchors = anchorPeers.map { a in
             (a, unique([tunnels.endpoint(of: a), book.staticEndpoint(a)].compactMap { $0 } + book.cached(a)))
         }
-        let members = !recovery.probesMembers ? [] : entries.indices.filter { !entries[$0].isSelf && !entries[$0].isAnchor }.map { i in
+        // WireGuard peers are never probed (a PATH_PROBE means nothing to them).
+        let members = !recovery.probesMembers ? [] : entries.indices.filter {
+            !entries[$0].isSelf && !entries[$0].isAnchor && !isWireGuardPeer(PeerID(rawValue: $0))
+        }.map { i in
             (PeerID(rawValue: i), unique(book.cached(PeerID(rawValue: i)) + [book.staticEndpoint(PeerID(rawValue: i))].compactMap { $0 }))
         }
         let (targets, next) = recovery.attempt(anchors: anchors, members: members, now: now, rng: &rng)
@@ -82,7 +85,7 @@ extension NodeCore {
             // Delivery: an anchor forwards a member's datagram to us; `id` names that member.
             // The anchor tagged it under its session with us: a forged anchor source stops here.
             guard tunnels.relayHop(of: anchor).check(base, length: length) else { return drop(.relayBadTag) }
-            guard let sender = member(id), !isSelf(sender) else { return drop(.relayUnknownTarget) }
+            guard let sender = member(id), !isSelf(sender), !isWireGuardPeer(sender) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let inner = UnsafeMutableRawBufferPointer(rebasing: buffer[h...])
             let result = receiveSession(inner, length: length - h, from: source, relayedBy: anchor, relayedFor: id,
@@ -98,7 +101,8 @@ extension NodeCore {
         if let sender = tunnels.paths.directOwner[source], tunnels.isEstablished(sender, now: now), tunnels.endpoint(of: sender) == source {
             guard tunnels.relayHop(of: sender).check(base, length: length) else { return drop(.relayBadTag) }
             request.sender = sender
-            if let target = member(id), target != sender, !isSelf(target) {
+            // A WireGuard peer cannot unwrap a RELAY: never a relay target.
+            if let target = member(id), target != sender, !isSelf(target), !isWireGuardPeer(target) {
                 request.target = target
                 if tunnels.isEstablished(target, now: now), let path = tunnels.paths[target].activePath, path.via == nil,
                    let key = tunnels.relayHop(of: target).send {

@@ -46,8 +46,14 @@ extension NodeCore {
                 return .consumed
             case .ipPacket:
                 noteRx(peer, source: source, via: anchor, traffic: true, now: now)
+                // WireGuard pads the plaintext to 16 bytes: the IP header's length is the packet's.
+                if isWireGuardPeer(peer) {
+                    return .packet(peer, offset: offset, length: WireGuardPadding.ipLength(payload, length: len))
+                }
                 return .packet(peer, offset: offset, length: len)
             case .control:
+                // A WireGuard peer has no control messages (Roster capabilities).
+                guard !isWireGuardPeer(peer) else { return drop(.controlNotAllowed) }
                 return receiveControlPayload(payload, from: peer, source: source, via: anchor, now: now)
             case .unknown:
                 return drop(.unknownPayload)
@@ -61,6 +67,19 @@ extension NodeCore {
 
     /// Bookkeeping for an authenticated packet from `p` over (source, via), and the roaming rule.
     mutating func noteRx(_ p: PeerID, source: Endpoint, via: PeerID?, traffic: Bool, now: Instant) {
+        // Heard from an address we route into the tunnel: it came through the
+        // tunnel itself (e.g. to a LAN address of a site we route to the member).
+        // Never a path: sending there would loop.
+        if via == nil, book.isTunnelled(source) { return }
+        let wasActive = tunnels.paths[p].activePath
+        defer {
+            // Seed 2.5: a WireGuard peer's roaming is monitored, not obeyed: a
+            // new source is counted and shown, and taken only if the rule above took it.
+            if isWireGuardPeer(p), let old = wasActive, old.remote != source || old.via != via {
+                wireGuardRoams[p.rawValue].sawNewSource(source, from: old.remote,
+                                                        taken: tunnels.paths[p].activePath?.remote == source, now: now)
+            }
+        }
         let idx: Int
         if let found = tunnels.paths[p].pathIndex(remote: source, via: via) {
             idx = found
@@ -169,7 +188,7 @@ extension NodeCore {
             }
             if holePunch.isPunching(p) { arm(.punch(p), at: now) }
             if isAnchor { introduceHeld(p, now: now) }
-            gossipSession(p, up: true, now: now)
+            if !isWireGuardPeer(p) { gossipSession(p, up: true, now: now) }
             evaluateConnectivity(now: now)
         case .handshakeFailed(let p), .expired(let p):
             events.push(.session(e))
@@ -196,6 +215,9 @@ extension NodeCore {
     @discardableResult
     mutating func sendControlBytes(_ payload: [UInt8], to p: PeerID, path: (remote: Endpoint, via: PeerID?)? = nil,
                                    now: Instant) -> Bool {
+        // A WireGuard peer would take a control message for a bad IP packet:
+        // none is sent (pings, gossip, candidates, rendezvous all end here).
+        guard !isWireGuardPeer(p) else { return false }
         let head = DataMessage.headerSize
         var buf = [UInt8](repeating: 0, count: head + payload.count + DataMessage.tagSize)
         buf.replaceSubrange(head..<(head + payload.count), with: payload)
