@@ -99,7 +99,7 @@ ok "lab up: e1-e2 direct, d1-d2 relayed"
 
 # ── status ───────────────────────────────────────────────────────────────────
 t=$(ctl e1 status)
-grep -Eq '^PEER +ADDRESS +STATE +REACHED +RTT +HANDSHAKE +RX +TX$' <<<"$t" || fail "status header: $t"
+grep -Eq '^PEER +ADDRESS +STATE +REACHED +RTT +HANDSHAKE +RX +TX +RECORD$' <<<"$t" || fail "status header: $t"
 grep -Eq '^e2 +10\.77\.0\.12/32 +up +direct 11\.0\.0\.2:[0-9]+ +[0-9.]+ms ' <<<"$t" || fail "status row for e2: $t"
 grep -Eq '^nat: endpoint-independent \(a[12] saw 11\.0\.0\.1:' <<<"$t" || fail "status nat line: $t"
 grep -q '^anchors: a1 reachable, a2 reachable$' <<<"$t" || fail "status anchors: $t"

@@ -7,6 +7,7 @@
 //   info{public_key,interface}                      gauge 1; reactors as a gauge of its own
 //   peer_up{peer}, peer_rx_bytes_total{peer}, peer_tx_bytes_total{peer}, peer_rx_packets_total{peer},
 //   peer_tx_packets_total{peer}, peer_handshakes_total{peer,result}, peer_last_handshake_seconds{peer}   per member
+//   peer_path_kind_bytes_total{peer,kind,direction}, peer_path_kind_packets_total{peer,kind,direction}
 //   path_active{peer,kind}, path_rtt_seconds{peer,kind}, path_loss_ratio{peer,kind}
 //   anchor_reachable{anchor}, nat_mapping{mapping}, port_mapping{protocol,external}, warnings
 //   counter_total{name}                             every status counter (drops by reason, relay, handoffs, ...)
@@ -42,6 +43,15 @@ public enum PrometheusText {
         family("peer_handshakes_total", "counter", "Handshakes with the member: completed, or failed (given up unanswered).",
                s.peers.flatMap { p in [([("peer", p.name), ("result", "completed")], Double(p.handshakesCompleted)),
                                        ([("peer", p.name), ("result", "failed")], Double(p.handshakesFailed))] })
+        // By the kind of path the traffic went over (direct, lan, relay): each
+        // session message counted once, on the kind of the path it took.
+        let kinds = s.peers.flatMap { p in p.byPathKind.map { (peer: p.name, t: $0) } }
+        family("peer_path_kind_bytes_total", "counter", "Bytes exchanged with the member over paths of one kind (direct, lan, relay).",
+               kinds.flatMap { x in [([("peer", x.peer), ("kind", x.t.kind.rawValue), ("direction", "rx")], Double(x.t.rxBytes)),
+                                     ([("peer", x.peer), ("kind", x.t.kind.rawValue), ("direction", "tx")], Double(x.t.txBytes))] })
+        family("peer_path_kind_packets_total", "counter", "Session messages exchanged with the member over paths of one kind.",
+               kinds.flatMap { x in [([("peer", x.peer), ("kind", x.t.kind.rawValue), ("direction", "rx")], Double(x.t.rxPackets)),
+                                     ([("peer", x.peer), ("kind", x.t.kind.rawValue), ("direction", "tx")], Double(x.t.txPackets))] })
         family("peer_last_handshake_seconds", "gauge", "Seconds since the last completed handshake with the member.",
                s.peers.compactMap { p in p.lastHandshakeSecondsAgo.map { ([("peer", p.name)], Double($0)) } })
         let paths = s.peers.flatMap { p in p.paths.map { (peer: p.name, path: $0) } }

@@ -228,14 +228,19 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// WireGuard peers: authenticated packets from a source other than the
         /// active path, and how many moved it (Whalescale's rules); nil for others.
         public var roam: Roam?
+        /// The session's traffic by the kind of path it went over (every kind, in
+        /// the order direct, lan, relay; empty from a daemon before this key).
+        public var byPathKind: [PathTraffic]
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
             lastHandshakeSecondsAgo: UInt64? = nil, rxBytes: UInt64 = 0, txBytes: UInt64 = 0, paths: [Path] = [],
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
-            kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil, lan: AdvertisedEndpoint? = nil
+            kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil
         ) {
+            self.byPathKind = byPathKind
             self.rxPackets = rxPackets
             self.txPackets = txPackets
             self.handshakesCompleted = handshakesCompleted
@@ -274,6 +279,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case kind
             case persistentKeepaliveS = "persistent_keepalive_s"
             case roam
+            case byPathKind = "by_path_kind"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -301,6 +307,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "whalescale"
             persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
             roam = try c.decodeIfPresent(Roam.self, forKey: .roam)
+            byPathKind = try c.decodeIfPresent([PathTraffic].self, forKey: .byPathKind) ?? []
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -326,6 +333,32 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(kind, forKey: .kind)
             try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
             try c.encode(roam, forKey: .roam)
+            try c.encode(byPathKind, forKey: .byPathKind)
+        }
+    }
+
+    /// A peer's session traffic over paths of one kind.
+    public struct PathTraffic: Codable, Sendable, Equatable {
+        public var kind: PathKind
+        public var rxBytes: UInt64
+        public var rxPackets: UInt64
+        public var txBytes: UInt64
+        public var txPackets: UInt64
+
+        public init(kind: PathKind, rxBytes: UInt64, rxPackets: UInt64, txBytes: UInt64, txPackets: UInt64) {
+            self.kind = kind
+            self.rxBytes = rxBytes
+            self.rxPackets = rxPackets
+            self.txBytes = txBytes
+            self.txPackets = txPackets
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case kind
+            case rxBytes = "rx_bytes"
+            case rxPackets = "rx_packets"
+            case txBytes = "tx_bytes"
+            case txPackets = "tx_packets"
         }
     }
 

@@ -13,10 +13,12 @@ import Protocol
 ///     endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
 ///     anchors: anchor-1 reachable, anchor-2 unreachable
 ///
-///     PEER      ADDRESS        STATE  REACHED                    RTT    HANDSHAKE  RX       TX
-///     anchor-1  10.77.0.10/32  up     direct 203.0.113.10:51820  1.2ms  12s ago    1.2 MiB  340.0 KiB
-///     laptop    10.77.0.20/32  up     relay via anchor-1         4.1ms  1m3s ago   88.0 KiB 12.1 KiB
-///     phone     10.77.0.30/32  idle   idle                       -      never      0 B      0 B
+///     PEER      ADDRESS        STATE  REACHED                    RTT    HANDSHAKE  RX       TX         RECORD
+///     anchor-1  10.77.0.10/32  up     direct 203.0.113.10:51820  1.2ms  12s ago    1.2 MiB  340.0 KiB  #3
+///     laptop    10.77.0.20/32  up     relay via anchor-1         4.1ms  1m3s ago   88.0 KiB 12.1 KiB   #7
+///     phone     10.77.0.30/32  idle   idle                       -      never      0 B      0 B        -
+///
+/// RECORD is the sequence of the peer's own signed endpoint record (gossip).
 ///
 ///     warnings:
 ///       - only one anchor is reachable
@@ -47,7 +49,7 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     if s.peers.isEmpty {
         out.append("no peers configured")
     } else {
-        var rows = [["PEER", "ADDRESS", "STATE", "REACHED", "RTT", "HANDSHAKE", "RX", "TX"]]
+        var rows = [["PEER", "ADDRESS", "STATE", "REACHED", "RTT", "HANDSHAKE", "RX", "TX", "RECORD"]]
         for p in s.peers {
             rows.append([
                 p.kind == "wireguard" ? "\(p.name) (wireguard)" : p.name,
@@ -58,6 +60,9 @@ public func renderStatusTable(_ s: StatusReport) -> String {
                 p.lastHandshakeSecondsAgo.map { StatusText.age(seconds: $0) + " ago" } ?? "never",
                 StatusText.bytes(p.rxBytes),
                 StatusText.bytes(p.txBytes),
+                // The peer's own signed endpoint record (gossip): its sequence, and
+                // where it says the peer is (`wsctl explain` shows each endpoint).
+                p.gossip.map { "#\($0.sequence)" } ?? "-",
             ])
         }
         out += StatusText.columns(rows)

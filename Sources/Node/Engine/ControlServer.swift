@@ -25,11 +25,8 @@ import Reactor
 
 final class ControlServer {
     let path: String
-    private let reactor: Reactor
-    private let fd: Int32
-    private var registration: Registration?
+    private let server: StreamServer<Client>
     private let handler: (ControlRequest, @escaping (ControlResponse) -> Void) -> Void
-    private var clients: [Int32: Client] = [:]
     /// Who besides root and our own uid may connect (nil: nobody).
     private let group: gid_t?
     private let ownerUID = getuid()
@@ -38,18 +35,15 @@ final class ControlServer {
     static let clientTimeoutNs: UInt64 = 5_000_000_000
     static let maxClients = 32
 
-    final class Client {
-        let fd: Int32
+    /// A connection's state.
+    struct Client {
         var reader = ControlLineReader()
-        var registration: Registration?
-        var timer: TimerID?
-        var pending: [UInt8] = []
         /// A request line came: what is read after it is ignored.
         var asked = false
         /// Not the owner nor in the control group: every request gets this.
         var refusal: ControlRequestError?
-        init(fd: Int32) { self.fd = fd }
     }
+    typealias Connection = StreamServer<Client>.Connection
 
     /// nil when the peer at `c` may use the socket; the refusal otherwise.
     private func permission(_ c: Int32) -> ControlRequestError? {
@@ -71,7 +65,6 @@ final class ControlServer {
     init(path: String, reactor: Reactor, group: gid_t? = nil,
          handler: @escaping (ControlRequest, @escaping (ControlResponse) -> Void) -> Void) throws {
         self.path = path
-        self.reactor = reactor
         self.group = group
         self.handler = handler
         let dir = (path as NSString).deletingLastPathComponent
@@ -79,130 +72,75 @@ final class ControlServer {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o755])
         }
-        fd = try UnixStream.listen(path: path, mode: group == nil ? 0o600 : 0o660)
+        let fd = try UnixStream.listen(path: path, mode: group == nil ? 0o600 : 0o660)
         if let group, chown(path, getuid(), group) != 0 {
             let e = errno
             FileDescriptor.close(fd)
             unlink(path)
             throw DaemonError("control socket \(path): cannot give it to group \(group): \(String(cString: strerror(e)))")
         }
-        registration = try reactor.register(fd: fd, events: .readable) { [unowned self] _ in self.accept() }
-    }
-
-    func close() {
-        for (_, c) in clients { drop(c) }
-        if let r = registration { reactor.deregister(r) }
-        registration = nil
-        FileDescriptor.close(fd)
-        unlink(path)
-    }
-
-    private func accept() {
-        while true {
-            let c = UnixStream.accept(fd)
-            if c < 0 { return }  // EAGAIN, or a failed accept: nothing to do until the next event
-            if clients.count >= Self.maxClients {
-                counters["control_too_many_clients", default: 0] &+= 1
-                FileDescriptor.close(c)
-                continue
-            }
-            let client = Client(fd: c)
-            clients[c] = client
-            do {
-                client.registration = try reactor.register(fd: c, events: .readable) { [unowned self, unowned client] ev in
-                    self.ready(client, ev)
-                }
-            } catch {
-                drop(client)
-                continue
-            }
-            client.timer = reactor.addTimer(after: Self.clientTimeoutNs) { [unowned self, weak client] in
-                if let client { self.drop(client) }
-            }
+        server = try StreamServer(listening: fd, reactor: reactor, maxClients: Self.maxClients,
+                                  timeoutNs: Self.clientTimeoutNs, state: { _ in Client() })
+        server.tooMany = { [unowned self] in self.counters["control_too_many_clients", default: 0] &+= 1 }
+        server.accepted = { [unowned self] c in
             // Answered once its request line is read (a client that is still
             // writing would otherwise get EPIPE instead of the reason), and
             // cut off by the timer like any other if it never sends one.
-            if let refusal = permission(c) {
-                counters["control_refused", default: 0] &+= 1
-                client.refusal = refusal
+            if let refusal = self.permission(c.fd) {
+                self.counters["control_refused", default: 0] &+= 1
+                c.state.refusal = refusal
             }
         }
+        server.readable = { [unowned self] c in self.read(c) }
     }
 
-    private func ready(_ c: Client, _ ev: Events) {
-        if !c.pending.isEmpty {
-            writePending(c)
-            return
-        }
-        if c.asked {
+    func close() {
+        server.close()
+        unlink(path)
+    }
+
+    private func read(_ c: Connection) {
+        if c.state.asked {
             // Waiting for a deferred answer: a close from the client drops it; other bytes are ignored.
             var sink = [UInt8](repeating: 0, count: 256)
             let n = sink.withUnsafeMutableBytes { FileDescriptor.read(c.fd, into: $0) }
-            if n == 0 || (n < 0 && n != -EAGAIN_) { drop(c) }
+            if n == 0 || (n < 0 && n != -StreamServerErrno.again) { server.drop(c) }
             return
         }
         var buf = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = buf.withUnsafeMutableBytes { FileDescriptor.read(c.fd, into: UnsafeMutableRawBufferPointer(rebasing: $0.prefix(4096))) }
-            if n == -EAGAIN_ { return }
+            let n = buf.withUnsafeMutableBytes { FileDescriptor.read(c.fd, into: $0) }
+            if n == -StreamServerErrno.again { return }
             let outcome: ControlLineReader.Outcome
             if n <= 0 {
-                outcome = c.reader.finish()
+                outcome = c.state.reader.finish()
             } else {
-                outcome = c.reader.append(buf[0..<Int(n)])
+                outcome = c.state.reader.append(buf[0..<Int(n)])
             }
             switch outcome {
             case .needMore:
-                if n <= 0 { drop(c); return }
+                if n <= 0 { server.drop(c); return }
                 continue
             case .line(let line):
-                c.asked = true
-                if let refusal = c.refusal {
-                    answer(c, ControlCodec.encode(refusal.response))
+                c.state.asked = true
+                if let refusal = c.state.refusal {
+                    server.answer(c, ControlCodec.encode(refusal.response))
                     return
                 }
                 switch ControlCodec.decodeRequest(line) {
                 case .failure(let e):
-                    answer(c, ControlCodec.encode(e.response))
+                    server.answer(c, ControlCodec.encode(e.response))
                 case .success(let request):
                     handler(request) { [weak self, weak c] response in
-                        guard let self, let c, self.clients[c.fd] === c else { return }  // dropped meanwhile
-                        self.answer(c, ControlCodec.encode(response))
+                        guard let self, let c, self.server.isLive(c) else { return }  // dropped meanwhile
+                        self.server.answer(c, ControlCodec.encode(response))
                     }
                 }
                 return
             case .tooLong:
-                answer(c, ControlCodec.encode((c.refusal ?? ControlRequestError.tooLong(limit: ControlCodec.maxRequestBytes)).response))
+                server.answer(c, ControlCodec.encode((c.state.refusal ?? ControlRequestError.tooLong(limit: ControlCodec.maxRequestBytes)).response))
                 return
             }
         }
-    }
-
-    private func answer(_ c: Client, _ bytes: [UInt8]) {
-        c.pending = bytes
-        writePending(c)
-    }
-
-    private func writePending(_ c: Client) {
-        while !c.pending.isEmpty {
-            let n = c.pending.withUnsafeBytes { FileDescriptor.write(c.fd, $0) }
-            if n == -EAGAIN_ {
-                if let r = c.registration { try? reactor.modify(r, events: .writable) }
-                return
-            }
-            if n <= 0 { break }
-            c.pending.removeFirst(Int(n))
-        }
-        drop(c)
-    }
-
-    private func drop(_ c: Client) {
-        guard clients[c.fd] === c else { return }  // already dropped (its fd may be another client's now)
-        clients[c.fd] = nil
-        if let r = c.registration { reactor.deregister(r) }
-        if let t = c.timer { reactor.cancelTimer(t) }
-        FileDescriptor.close(c.fd)
     }
 }
-
-private let EAGAIN_: Int32 = 11

@@ -53,6 +53,11 @@ extension Daemon {
                     StatusReport.Roam(newSources: $0.newSources, taken: $0.taken, lastSource: $0.lastSource.map { "\($0)" },
                                       roamedFrom: $0.lastFrom.map { "\($0)" })
                 },
+                byPathKind: PathKind.allCases.map { k in
+                    let t = p.byPathKind[k]
+                    return StatusReport.PathTraffic(kind: k, rxBytes: t.rxBytes, rxPackets: t.rxPackets,
+                                                    txBytes: t.txBytes, txPackets: t.txPackets)
+                },
                 lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }

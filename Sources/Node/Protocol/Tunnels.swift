@@ -661,6 +661,7 @@ public struct Tunnels: Sendable {
     /// NodeCore's decision: data for `peer` goes on its paths[idx] from now on.
     /// Returns the path that was active.
     mutating func activate(_ peer: PeerID, _ idx: Int) -> PathState? {
+        attributeTraffic(peer)
         let old = paths.activate(peer, idx)
         pathOpened(peer)
         return old
@@ -693,6 +694,33 @@ public struct Tunnels: Sendable {
     public func endpoint(of peer: PeerID) -> Endpoint? {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
         return paths.destination(peer)
+    }
+
+    /// `peer`'s session counters as one value (what `PathSet.attribute` splits by path kind).
+    func trafficTotals(_ peer: PeerID) -> TrafficCount {
+        let c = peers[peer.rawValue].counters
+        return TrafficCount(rxBytes: c.rxBytes, rxPackets: c.rxPackets, txBytes: c.txBytes, txPackets: c.txPackets)
+    }
+
+    /// Puts `peer`'s traffic since the last call on the kinds of path it went
+    /// over (before the active path, or the kind traffic arrives on, changes).
+    mutating func attributeTraffic(_ peer: PeerID) {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
+        paths.attributeTraffic(peer, totals: trafficTotals(peer))
+    }
+
+    /// Traffic arrived over a path of `kind`: what came before goes on the kind it came over.
+    @inline(__always)
+    mutating func receivedOver(_ peer: PeerID, kind: PathKind) {
+        guard paths[peer].rxKind != kind else { return }
+        attributeTraffic(peer)
+        paths.setRxKind(peer, kind)
+    }
+
+    /// `peer`'s session traffic by path kind, up to now.
+    public func trafficByKind(_ peer: PeerID) -> TrafficByKind {
+        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return TrafficByKind() }
+        return paths[peer].traffic(totals: trafficTotals(peer))
     }
 
     public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {

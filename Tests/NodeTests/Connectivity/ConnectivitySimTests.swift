@@ -391,6 +391,42 @@ final class ConnectivitySimTests: XCTestCase {
         print("connectivity: a relayed pair went direct \((sim.now - t0).seconds) s (virtual) after a port mapping was made")
     }
 
+    /// Every session message lands on the kind of path it went over: a cone
+    /// pair starts relayed and goes direct (both kinds carry some), a
+    /// symmetric pair stays relayed (none direct); the kinds add up to the
+    /// session's own counters (status `peers[].by_path_kind`).
+    func testTrafficIsCountedByTheKindOfPathItTook() {
+        let w = world()
+        let sim = w.sim
+        let cone1 = sim.index("full-cone"), cone2 = sim.index("restricted")
+        let sym1 = sim.index("symmetric-1"), sym2 = sim.index("symmetric-2")
+        _ = traffic(w, from: 1, for: .seconds(20 as UInt64), every: .milliseconds(100), among: [cone1, cone2, sym1, sym2])
+        func peer(_ i: Int, _ j: Int) -> NodeStatus.Peer { sim.status(i).peers.first { $0.id == sim.pid(j) }! }
+        let cone = peer(cone1, cone2)
+        XCTAssertEqual(cone.paths.first?.kind, .direct)
+        XCTAssertGreaterThan(cone.byPathKind.relay.txPackets, 0, "the first packets went through the relay: \(cone.byPathKind)")
+        XCTAssertGreaterThan(cone.byPathKind.direct.txPackets, cone.byPathKind.relay.txPackets, "most went direct: \(cone.byPathKind)")
+        XCTAssertGreaterThan(cone.byPathKind.direct.rxPackets, 0)
+        let sym = peer(sym1, sym2)
+        XCTAssertEqual(sym.paths.first?.kind, .relay)
+        XCTAssertEqual(sym.byPathKind.direct, TrafficCount(), "nothing went direct: \(sym.byPathKind)")
+        XCTAssertEqual(sym.byPathKind.lan, TrafficCount())
+        // The network loses nothing: no working path may show loss (a punch
+        // ping that found no answer while the NATs opened is not the path's).
+        for i in [cone1, cone2, sym1, sym2] where !lossy(w) {
+            for p in sim.status(i).peers where [cone1, cone2, sym1, sym2].map(sim.pid).contains(p.id) {
+                for path in p.paths where path.usable {
+                    XCTAssertEqual(path.loss ?? 0, 0, "\(sim.hosts[i].name) -> \(p.name): \(path.kind) \(path.remote)")
+                }
+            }
+        }
+        for p in [cone, sym] {
+            let c = p.session!.counters, k = p.byPathKind
+            XCTAssertEqual(k.direct.txPackets + k.lan.txPackets + k.relay.txPackets, c.txPackets, p.name)
+            XCTAssertEqual(k.direct.rxBytes + k.lan.rxBytes + k.relay.rxBytes, c.rxBytes, p.name)
+        }
+    }
+
     // MARK: Upgrade
 
     func testARelayedPairKeepsDeliveringAcrossRekeysOfEveryHop() {

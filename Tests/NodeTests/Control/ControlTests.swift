@@ -42,7 +42,8 @@ private func sampleReport() -> StatusReport {
                     .init(kind: .relay, remote: "203.0.113.10:51820", via: "anchor-1", rttMs: 48, loss: 0.02, active: true),
                     .init(kind: .lan, remote: "192.168.1.20:51820", rttMs: 0.5, loss: 0, active: true),
                     .init(kind: .direct, remote: "198.51.100.20:40000", active: false),
-                ]),
+                ],
+                gossip: .init(sequence: 7, endpoints: [.init(addr: "198.51.100.20:40000", source: .observed)])),
             .init(name: "phone", publicKey: keyC, address: ["10.77.0.30/32"], state: .idle),
         ],
         warnings: ["anchor anchor-2 is unreachable: only one anchor is up"],
@@ -82,7 +83,7 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"by_path_kind":[],"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
@@ -147,7 +148,7 @@ final class ControlTests: XCTestCase {
         let peers = try XCTUnwrap(root["peers"] as? [[String: Any]])
         let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths",
                              "gossip", "punching", "next_direct_retry_s", "rx_packets", "tx_packets",
-                             "handshakes_completed", "handshakes_failed", "kind", "persistent_keepalive_s", "roam", "lan"]
+                             "handshakes_completed", "handshakes_failed", "kind", "persistent_keepalive_s", "roam", "by_path_kind", "lan"]
         for peer in peers { XCTAssertEqual(Set(peer.keys), peerKeys) }
         // The idle phone: unknowns are null, not missing.
         XCTAssertTrue(peers[2]["endpoint"] is NSNull)
@@ -290,10 +291,10 @@ final class ControlTests: XCTestCase {
             endpoints: 198.51.100.7:51820 (observed), 192.168.1.10:51820 (local)
             anchors: anchor-1 reachable, anchor-2 unreachable
 
-            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX
-            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB
-            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B
-            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B
+            PEER      ADDRESS                        STATE  REACHED                                     RTT     HANDSHAKE  RX        TX         RECORD
+            anchor-1  10.77.0.10/32                  up     direct 203.0.113.10:51820                   23.5ms  12s ago    1.1 MiB   340.0 KiB  -
+            laptop    10.77.0.20/32,192.168.50.0/24  up     relay via anchor-1, lan 192.168.1.20:51820  48.0ms  1m3s ago   88.0 KiB  512 B      #7
+            phone     10.77.0.30/32                  idle   idle                                        -       never      0 B       0 B        -
 
             counters: bad_mac=1, replay=3
 

@@ -33,7 +33,8 @@ private func report() -> StatusReport {
                   lastHandshakeSecondsAgo: 3,
                   paths: [.init(kind: .direct, local: "udp0", remote: "11.0.0.2:51820", rttMs: 0.84, loss: 0, active: true,
                                  validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"])],
-                  gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)])),
+                  gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)]),
+                  byPathKind: [.init(kind: .direct, rxBytes: 2048, rxPackets: 12, txBytes: 4096, txPackets: 20)]),
             .init(name: "h3", publicKey: "h3key", address: ["10.77.0.23/32"], state: .up, lastHandshakeSecondsAgo: 70,
                   paths: [
                     .init(kind: .relay, remote: "203.0.113.10:51820", via: "anchor-1", rttMs: 4.12, loss: 0, active: true),

@@ -56,6 +56,8 @@ public struct NodeStatus: Sendable, Equatable {
         public var roam: WireGuardRoamMonitor?
         /// The configured persistent keepalive.
         public var persistentKeepalive: Span?
+        /// The session's traffic by the kind of path it went over.
+        public var byPathKind = TrafficByKind()
         /// Where the member's signed LAN announcement came from (nil: none taken).
         public var lan: Endpoint? = nil
     }
@@ -138,7 +140,7 @@ extension NodeCore {
                 },
                 isWireGuard: isWireGuardPeer(id),
                 roam: isWireGuardPeer(id) && i < wireGuardRoams.count ? wireGuardRoams[i] : nil,
-                persistentKeepalive: members[i].persistentKeepalive, lan: book.lan(id)))
+                persistentKeepalive: members[i].persistentKeepalive, byPathKind: tunnels.trafficByKind(id), lan: book.lan(id)))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()

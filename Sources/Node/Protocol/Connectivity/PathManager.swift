@@ -69,6 +69,10 @@ struct PathManager: Sendable {
         return old
     }
 
+    mutating func attributeTraffic(_ p: PeerID, totals: TrafficCount) { peers[p.rawValue].attribute(totals: totals) }
+
+    mutating func setRxKind(_ p: PeerID, _ kind: PathKind) { peers[p.rawValue].rxKind = kind }
+
     /// No active path (it died): its endpoint is nobody's now. The session
     /// keeps sending to it (`destination`) until another path is activated.
     mutating func deactivate(_ p: PeerID) {

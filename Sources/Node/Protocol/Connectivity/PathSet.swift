@@ -161,6 +161,33 @@ struct PendingPing: Sendable {
 }
 
 /// One member's paths.
+/// Session messages and bytes (as the session counts them) in each direction.
+public struct TrafficCount: Sendable, Equatable {
+    public var rxBytes: UInt64 = 0
+    public var rxPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public init(rxBytes: UInt64 = 0, rxPackets: UInt64 = 0, txBytes: UInt64 = 0, txPackets: UInt64 = 0) {
+        self.rxBytes = rxBytes
+        self.rxPackets = rxPackets
+        self.txBytes = txBytes
+        self.txPackets = txPackets
+    }
+}
+
+/// A peer's session traffic by the kind of path it went over (status
+/// `peers[].by_path_kind`, metrics `whalescale_peer_path_kind_*`).
+public struct TrafficByKind: Sendable, Equatable {
+    public var direct = TrafficCount()
+    public var lan = TrafficCount()
+    public var relay = TrafficCount()
+    public init() {}
+    public subscript(kind: PathKind) -> TrafficCount {
+        get { switch kind { case .direct: direct; case .lan: lan; case .relay: relay } }
+        set { switch kind { case .direct: direct = newValue; case .lan: lan = newValue; case .relay: relay = newValue } }
+    }
+}
+
 struct PathSet: Sendable {
     var paths: [PathState] = []
     var active: Int?
@@ -168,6 +195,43 @@ struct PathSet: Sendable {
     var destination: Endpoint?
     var pings: [PendingPing] = []
     var lastDataTx: Instant?
+    /// Traffic already put on a kind of path, and the session's totals when it
+    /// was (`attribute`): what the session counted since then went over the
+    /// path last heard from (received) and the active path (sent), because
+    /// `attribute` runs whenever either changes kind.
+    var byKind = TrafficByKind()
+    var attributed = TrafficCount()
+    /// The kind of the path that last carried traffic to us.
+    var rxKind: PathKind?
+
+    /// `byKind` with what the session counted since the last `attribute`
+    /// (`totals`: the session's counters now) put where it went.
+    func traffic(totals: TrafficCount) -> TrafficByKind {
+        var out = byKind
+        if let k = rxKind ?? activeKind {
+            out[k].rxBytes &+= totals.rxBytes &- attributed.rxBytes
+            out[k].rxPackets &+= totals.rxPackets &- attributed.rxPackets
+        }
+        if let k = activeKind {
+            out[k].txBytes &+= totals.txBytes &- attributed.txBytes
+            out[k].txPackets &+= totals.txPackets &- attributed.txPackets
+        }
+        return out
+    }
+
+    /// Puts what the session counted since the last call on the kinds of path
+    /// it went over; call before the active path or the received-from kind changes.
+    mutating func attribute(totals: TrafficCount) {
+        byKind = traffic(totals: totals)
+        if rxKind ?? activeKind != nil {
+            attributed.rxBytes = totals.rxBytes
+            attributed.rxPackets = totals.rxPackets
+        }
+        if activeKind != nil {
+            attributed.txBytes = totals.txBytes
+            attributed.txPackets = totals.txPackets
+        }
+    }
 
     static let maxPaths = 16
     static let maxPings = 64

@@ -119,6 +119,7 @@ extension NodeCore {
     /// The active path stopped answering (or its anchor went away): the best
     /// other usable path, else a fresh relay or static path.
     mutating func fallBack(_ p: PeerID, now: Instant) {
+        tunnels.attributeTraffic(p)
         tunnels.paths.deactivate(p)
         if let best = tunnels.paths.best(p, now: now, anchorUp: { anchorTracker.isReachable($0) }) {
             activate(p, best, now: now)
@@ -173,7 +174,12 @@ extension NodeCore {
         while let ping = tunnels.paths.expirePing(p, now: now) {
             syncPingTimer(p)
             guard let idx = tunnels.paths[p].pathIndex(remote: ping.remote, via: ping.via) else { continue }
-            let missed = tunnels.paths.lost(p, idx)
+            // A punch ping that finds no answer is how punching works (the
+            // first ones open the NATs; most candidates never answer): it is
+            // not the path's loss. Loss and misses count only the pings that
+            // check a path (keepalives, quiet checks), so status shows a
+            // working path's loss, not the punch that found it.
+            let missed = ping.purpose == .punch ? tunnels.paths[p].paths[idx].missed : tunnels.paths.lost(p, idx)
             switch ping.purpose {
             case .anchorKeepalive:
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }

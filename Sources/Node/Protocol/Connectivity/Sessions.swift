@@ -88,6 +88,7 @@ extension NodeCore {
             idx = addPath(p, kind: kind, remote: source, via: via)
         }
         tunnels.paths.heard(p, idx, traffic: traffic, now: now)
+        if traffic { tunnels.receivedOver(p, kind: tunnels.paths[p].paths[idx].kind) }
         anchorTracker.heard(p, now: now)
         guard traffic, tunnels.paths[p].active != idx, tunnels.paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
         activate(p, idx, now: now)
