@@ -23,7 +23,7 @@ struct FuzzTarget: @unchecked Sendable {
     let seeds: () -> [[UInt8]]
 }
 
-let allTargets: [FuzzTarget] = wireTargets + cryptoTargets + wireGuardTargets + offloadTargets + textTargets + nodeTargets
+let allTargets: [FuzzTarget] = wireTargets + cryptoTargets + wireGuardTargets + offloadTargets + textTargets + nodeTargets + lanTargets
 
 /// The target chosen for this process (libFuzzer's callback is a C function pointer: no context).
 nonisolated(unsafe) var selected: FuzzTarget?

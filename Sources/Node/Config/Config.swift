@@ -16,6 +16,7 @@ import TOMLKit
 ///     reactors = 0                      # threads (one reactor each); default 0 = one per online core, at most 16
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
 ///     port_mapping = ["pcp", "natpmp", "upnp"]     # default; tried in this order at start; [] = off
+///     lan_discovery = true              # default true: signed mDNS announcements on 224.0.0.251:5353
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
 ///     [[peer]]
@@ -184,6 +185,8 @@ public struct NodeConfig: Sendable, Equatable {
     public var reactors: Int = 0
     /// Port-mapping protocols to ask the default gateway with, in order (the first that maps wins); empty: none.
     public var portMapping: [PortMappingProtocol] = PortMappingProtocol.allCases
+    /// LAN discovery: announce ourselves and listen for members on 224.0.0.251:5353 (mDNS).
+    public var lanDiscovery = true
     public var stateDir: String
     public var controlSocket: String
     /// `control_group`: a group whose members may use the control socket too
@@ -292,7 +295,7 @@ public struct PeerConfig: Sendable, Equatable {
 
 private struct ConfigParser {
     static let rootKeys = ["node", "peer", "gossip", "metrics"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping", "lan_discovery"]
     static let metricsKeys = ["listen"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive", "wireguard",
                            "preshared_key_file"]
@@ -425,6 +428,7 @@ private struct ConfigParser {
         node.addresses = addresses
         node.reactors = reactors
         node.portMapping = try portMapping(t)
+        node.lanDiscovery = try bool(t, "lan_discovery", "node") ?? true
         if let g = try string(t, "control_group", "node") {
             guard !g.isEmpty, g.utf8.count <= 32, g.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 throw fail("node.control_group", "\(quoted(g)) is not a group name (letters, digits, '-', '_', '.'; at most 32) or a numeric gid")

@@ -75,6 +75,7 @@ public enum Explain {
             case "candidates": who.append("hint: the peer's candidates or an anchor's introduction (unsigned)")
             case "cache": who.append("cache: worked before (state_dir)")
             case "config": who.append("config: static endpoint")
+            case "lan": who.append("lan: the peer's signed LAN announcement (mDNS) came from there\(p.lan == nil ? "" : " (\(p.lan!.addr))")")
             default: who.append(source)
             }
         }

@@ -209,6 +209,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var paths: [Path]
         /// The peer's own signed endpoint record, as gossip last brought it; nil if none yet.
         public var gossip: GossipRecord?
+        /// Where the peer's signed LAN announcement (mDNS) came from, source `lan`; nil if none was taken.
+        public var lan: AdvertisedEndpoint?
         /// Session messages that authenticated from / were sent to this peer (as `rx_bytes`/`tx_bytes`).
         public var rxPackets: UInt64
         public var txPackets: UInt64
@@ -236,7 +238,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
             kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
-            byPathKind: [PathTraffic] = []
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil
         ) {
             self.byPathKind = byPathKind
             self.rxPackets = rxPackets
@@ -258,6 +260,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             self.txBytes = txBytes
             self.paths = paths
             self.gossip = gossip
+            self.lan = lan
         }
 
         enum CodingKeys: String, CodingKey {
@@ -267,7 +270,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastHandshakeSecondsAgo = "last_handshake_s_ago"
             case rxBytes = "rx_bytes"
             case txBytes = "tx_bytes"
-            case paths, gossip, punching
+            case paths, gossip, punching, lan
             case nextDirectRetrySeconds = "next_direct_retry_s"
             case rxPackets = "rx_packets"
             case txPackets = "tx_packets"
@@ -298,6 +301,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             txPackets = try c.decodeIfPresent(UInt64.self, forKey: .txPackets) ?? 0
             handshakesCompleted = try c.decodeIfPresent(UInt64.self, forKey: .handshakesCompleted) ?? 0
             handshakesFailed = try c.decodeIfPresent(UInt64.self, forKey: .handshakesFailed) ?? 0
+            // Absent from a daemon before LAN discovery.
+            lan = try c.decodeIfPresent(AdvertisedEndpoint.self, forKey: .lan)
             // Absent from a daemon before WireGuard peers.
             kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "whalescale"
             persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
@@ -324,6 +329,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(txPackets, forKey: .txPackets)
             try c.encode(handshakesCompleted, forKey: .handshakesCompleted)
             try c.encode(handshakesFailed, forKey: .handshakesFailed)
+            try c.encode(lan, forKey: .lan)
             try c.encode(kind, forKey: .kind)
             try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
             try c.encode(roam, forKey: .roam)
@@ -448,7 +454,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var usable: Bool
         /// Seconds since an authenticated packet last arrived over it; nil: never (or not reported).
         public var lastRxSecondsAgo: UInt64?
-        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config".
+        /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config", "lan".
         public var sources: [String]
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,

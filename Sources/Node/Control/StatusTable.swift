@@ -42,6 +42,8 @@ public func renderStatusTable(_ s: StatusReport) -> String {
     } else {
         out.append("anchors: " + s.anchors.map { "\($0.name) \($0.reachable ? "reachable" : "unreachable")" }.joined(separator: ", "))
     }
+    let onLan = s.peers.compactMap { p in p.lan.map { "\(p.name) \($0.addr)" } }
+    if !onLan.isEmpty { out.append("on this lan: " + onLan.joined(separator: ", ")) }
     out.append("")
 
     if s.peers.isEmpty {

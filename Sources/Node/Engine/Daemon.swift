@@ -21,6 +21,7 @@
 //   CoreDriver.swift      lane 0 driving NodeCore: drain order, shard sync, the one timer, events
 //   StatusAssembly.swift  the status object for the control socket
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
+//   LanAdapter.swift      LAN discovery (signed mDNS on 224.0.0.251:5353) on a worker thread, the same way
 //   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
 //   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
 //   Interface.swift: one adapter per I/O source
@@ -76,6 +77,10 @@ public final class Daemon: @unchecked Sendable {
     var portMap: PortMapAdapter?
     /// What the port-mapping worker counted last (lane 0's thread only).
     var portMapCounters: [String: UInt64] = [:]
+    /// LAN discovery (mDNS) on its own thread; nil when `node.lan_discovery = false`.
+    var lan: LanAdapter?
+    /// What the LAN worker counted last (lane 0's thread only).
+    var lanCounters: [String: UInt64] = [:]
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told (split only).
@@ -289,6 +294,7 @@ public final class Daemon: @unchecked Sendable {
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
         startPortMapping(port: port)
+        startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
         stateStore = StateStore(directory: config.node.stateDir, logger: logger)
         if let bytes = stateStore?.load(), !core.loadEndpointCache(bytes) {
@@ -387,6 +393,8 @@ public final class Daemon: @unchecked Sendable {
         // The gateway's mapping first (bounded wait), while the network is still ours.
         portMap?.stop()
         portMap = nil
+        lan?.stop()
+        lan = nil
         // The newest cache, written before we exit (the reactors have stopped: nothing races it).
         if let w = stateWriter {
             w.submit(core.endpointCacheBytes())
@@ -431,6 +439,35 @@ public final class Daemon: @unchecked Sendable {
             return
         }
         service(now: now)
+    }
+
+    /// Starts the LAN discovery worker; what it finds comes back through a mailbox into lane 0.
+    private func startLanDiscovery(port: UInt16) {
+        guard config.node.lanDiscovery else { return }
+        let mailbox = reactor.makeMailbox(capacity: 256)
+        // The announcement's sequence starts at the wall clock's milliseconds: a restarted
+        // node continues above its last run (peers refuse a lower one as stale).
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let first = UInt64(max(0, ts.tv_sec)) &* 1000 &+ UInt64(max(0, ts.tv_nsec) / 1_000_000)
+        let adapter = LanAdapter(identity: identity, members: members.map(\.publicKey), port: port, tunName: tun.name,
+                                 firstSequence: first, logger: logger) { [unowned self] update in
+            mailbox.post { self.lanUpdate(update) }
+        }
+        lan = adapter
+        adapter.start()
+    }
+
+    /// On lane 0: a member's signed LAN announcement becomes a `lan` endpoint (NodeCore punches it).
+    func lanUpdate(_ u: LanUpdate) {
+        switch u {
+        case .discovered(let p, let ep):
+            let now = Self.now()
+            core.addLanEndpoint(p, ep, now: now)
+            service(now: now)
+        case .counters(let c):
+            lanCounters = c
+        }
     }
 
     static func now() -> Instant { Instant(ns: Reactor.now()) }

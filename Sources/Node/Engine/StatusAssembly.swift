@@ -57,7 +57,8 @@ extension Daemon {
                     let t = p.byPathKind[k]
                     return StatusReport.PathTraffic(kind: k, rxBytes: t.rxBytes, rxPackets: t.rxPackets,
                                                     txBytes: t.txBytes, txPackets: t.txPackets)
-                }))
+                },
+                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings
@@ -74,6 +75,7 @@ extension Daemon {
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
         for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
+        for (k, v) in lanCounters { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(

@@ -215,6 +215,12 @@ final class ConfigTests: XCTestCase {
                        message: "expected an array of \"pcp\", \"natpmp\", \"upnp\" ([] = off), found a boolean")
     }
 
+    func testLanDiscovery() throws {
+        XCTAssertTrue(try Config.parse(nodeTable).node.lanDiscovery, "default: on")
+        XCTAssertFalse(try Config.parse(nodeTable + "\nlan_discovery = false").node.lanDiscovery)
+        XCTAssertError(nodeTable + "\nlan_discovery = \"yes\"", line: 4, field: "node.lan_discovery", message: nil)
+    }
+
     func testRelayRate() throws {
         let anchor = try Config.parse(nodeTable + "\nanchor = true\nrelay_rate_mbit = 0")
         XCTAssertEqual(anchor.node.relayRateMbit, 0)

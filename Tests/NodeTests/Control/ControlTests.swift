@@ -83,7 +83,7 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"by_path_kind":[],"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"by_path_kind":[],"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
@@ -101,6 +101,25 @@ final class ControlTests: XCTestCase {
         XCTAssertEqual(try JSONDecoder().decode(StatusReport.Peer.self, from: json), peer)
         let old = #"{"address":[],"endpoint":null,"last_handshake_s_ago":null,"name":"m","paths":[],"public_key":"k","rx_bytes":0,"state":"idle","tx_bytes":0}"#
         XCTAssertNil(try JSONDecoder().decode(StatusReport.Peer.self, from: Data(old.utf8)).gossip)
+    }
+
+    /// A peer's LAN announcement in the JSON and the table, and a peer from a daemon before LAN discovery.
+    func testPeerLanEndpoint() throws {
+        let peer = StatusReport.Peer(name: "h2", publicKey: "k", address: [], state: .up,
+                                     paths: [.init(kind: .lan, remote: "192.168.1.11:51820", active: true)],
+                                     lan: .init(addr: "192.168.1.11:51820", source: .lan))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = try encoder.encode(peer)
+        XCTAssertTrue(String(decoding: json, as: UTF8.self).contains(#""lan":{"addr":"192.168.1.11:51820","source":"lan"}"#),
+                      String(decoding: json, as: UTF8.self))
+        XCTAssertEqual(try JSONDecoder().decode(StatusReport.Peer.self, from: json), peer)
+        let old = #"{"address":[],"endpoint":null,"last_handshake_s_ago":null,"name":"m","paths":[],"public_key":"k","rx_bytes":0,"state":"idle","tx_bytes":0}"#
+        XCTAssertNil(try JSONDecoder().decode(StatusReport.Peer.self, from: Data(old.utf8)).lan)
+        let table = renderStatusTable(StatusReport(node: .init(publicKey: "k", interface: "ws0", address: "10.77.0.11/24", listenPort: 51820),
+                                                   peers: [peer]))
+        XCTAssertTrue(table.contains("on this lan: h2 192.168.1.11:51820"), table)
+        XCTAssertTrue(table.contains("lan 192.168.1.11:51820"), table)
     }
 
     /// A reader of a daemon from before `addresses` and `reactors` existed.
@@ -129,7 +148,7 @@ final class ControlTests: XCTestCase {
         let peers = try XCTUnwrap(root["peers"] as? [[String: Any]])
         let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths",
                              "gossip", "punching", "next_direct_retry_s", "rx_packets", "tx_packets",
-                             "handshakes_completed", "handshakes_failed", "kind", "persistent_keepalive_s", "roam", "by_path_kind"]
+                             "handshakes_completed", "handshakes_failed", "kind", "persistent_keepalive_s", "roam", "by_path_kind", "lan"]
         for peer in peers { XCTAssertEqual(Set(peer.keys), peerKeys) }
         // The idle phone: unknowns are null, not missing.
         XCTAssertTrue(peers[2]["endpoint"] is NSNull)

@@ -214,6 +214,16 @@ final class WsctlVerbTests: XCTestCase {
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
     }
 
+    /// A path whose address came from the peer's LAN announcement says so.
+    func testExplainLanPath() {
+        var s = report()
+        s.peers[1].paths = [.init(kind: .lan, remote: "192.168.1.11:51820", active: true)]
+        s.peers[1].paths[0].sources = ["lan"]
+        s.peers[1].lan = .init(addr: "192.168.1.11:51820", source: .lan)
+        let text = Explain.render(s, peer: 1)
+        XCTAssertTrue(text.contains("lan: the peer's signed LAN announcement (mDNS) came from there (192.168.1.11:51820)"), text)
+    }
+
     func testPacketHandshakeAndPortMappingMetrics() {
         var s = report()
         XCTAssertFalse(PrometheusText.render(s).contains("whalescale_port_mapping{"))

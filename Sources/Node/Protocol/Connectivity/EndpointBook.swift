@@ -8,12 +8,13 @@
 //                         its EndpointSource: local, observed, upnp, ...), and when they came
 //              gossip     X's own signed endpoint record, from gossip (its sequence, when it came):
 //                         signed by X, so vouched for like the cache
+//              lan        where X's signed mDNS announcement came from on our LAN (LAN
+//                         discovery, `setLan`): X's LAN address and port, vouched for
 //   us:        local      interface addresses (the engine: `setLocalEndpoints`)
 //              mapped     port mappings (UPnP-IGD, NAT-PMP, PCP: `addMappedEndpoint`)
 //              observed   where anchors see us (the AnchorTracker's observations, passed in)
 //
-// Later feeds (LAN discovery) add sources here; nothing else
-// keeps a list of addresses.
+// Nothing else keeps a list of addresses.
 //
 // Owns: the above, the per-member CANDIDATES budget (review M8: 1/s, burst 5)
 // and the per-member budget of addresses only the member vouched for.
@@ -37,6 +38,8 @@ struct EndpointBook: Sendable {
         case announced(EndpointSource)
         /// The member's own signed record said so, as this kind of address (gossip).
         case gossip(EndpointSource)
+        /// The member's signed LAN announcement came from there (LAN discovery).
+        case lan
     }
 
     /// One address of a member: where it came from and since when (nil: not
@@ -62,6 +65,9 @@ struct EndpointBook: Sendable {
         var gossiped: [Candidate] = []
         var gossipSequence: UInt64 = 0
         var gossipedAt: Instant?
+        /// Where the member's newest signed LAN announcement came from, and when.
+        var lan: Endpoint?
+        var lanAt: Instant?
     }
 
     let timings: ConnectivityTimings
@@ -152,10 +158,22 @@ struct EndpointBook: Sendable {
         members[p.rawValue].gossipedAt = now
     }
 
-    /// Every address of `p` with its source and age: announced, cached, configured.
+    /// Where `p`'s LAN announcement came from (nil: none taken).
+    func lan(_ p: PeerID) -> Endpoint? { members[p.rawValue].lan }
+
+    /// A signed LAN announcement of `p` came from `ep`; false if that is what we had.
+    mutating func setLan(_ p: PeerID, _ ep: Endpoint, now: Instant) -> Bool {
+        members[p.rawValue].lanAt = now
+        guard members[p.rawValue].lan != ep else { return false }
+        members[p.rawValue].lan = ep
+        return true
+    }
+
+    /// Every address of `p` with its source and age: LAN, announced, gossip, cached, configured.
     func entries(for p: PeerID) -> [Entry] {
         let m = members[p.rawValue]
-        return m.candidates.map { Entry(endpoint: $0.endpoint, source: .announced($0.source), since: m.candidatesAt) }
+        return [m.lan].compactMap { $0 }.map { Entry(endpoint: $0, source: .lan, since: m.lanAt) }
+            + m.candidates.map { Entry(endpoint: $0.endpoint, source: .announced($0.source), since: m.candidatesAt) }
             + m.gossiped.map { Entry(endpoint: $0.endpoint, source: .gossip($0.source), since: m.gossipedAt) }
             + cached(p).map { Entry(endpoint: $0, source: .cache, since: nil) }
             + [m.staticEndpoint].compactMap { $0 }.map { Entry(endpoint: $0, source: .config, since: nil) }
@@ -165,6 +183,7 @@ struct EndpointBook: Sendable {
     /// a local/lan address of theirs, or the address is private (RFC 1918,
     /// link-local, ULA); direct otherwise.
     func directKind(_ p: PeerID, for remote: Endpoint) -> PathKind {
+        if members[p.rawValue].lan == remote { return .lan }
         for c in members[p.rawValue].candidates + members[p.rawValue].gossiped where c.endpoint == remote {
             return c.source == .local || c.source == .lan ? .lan : .direct
         }
@@ -172,10 +191,11 @@ struct EndpointBook: Sendable {
     }
 
     /// Addresses of `p` worth a punch ping, before NodeCore's own filters:
-    /// its candidates, its gossip record's endpoints, then what the cache and config know;
+    /// its LAN announcement's source, its candidates, its gossip record's endpoints, then what the cache and config know;
     /// never one we route into the tunnel (`tunnelled`).
     func punchable(_ p: PeerID) -> [Endpoint] {
-        var out = members[p.rawValue].candidates.map(\.endpoint)
+        var out = [members[p.rawValue].lan].compactMap { $0 }
+        for c in members[p.rawValue].candidates where !out.contains(c.endpoint) { out.append(c.endpoint) }
         for c in members[p.rawValue].gossiped where !out.contains(c.endpoint) { out.append(c.endpoint) }
         return (out + cached(p) + [staticEndpoint(p)].compactMap { $0 }).filter { !isTunnelled($0) }
     }
@@ -206,7 +226,7 @@ struct EndpointBook: Sendable {
         let list = Array(list.prefix(ControlMessage.maxCandidates))
         let cached = cached(p)
         let configured = members[i].staticEndpoint
-        let signed = members[i].gossiped.map(\.endpoint)
+        let signed = members[i].gossiped.map(\.endpoint) + [members[i].lan].compactMap { $0 }
         func vouched(_ ep: Endpoint) -> Bool {
             ep == attested || ep == configured || cached.contains(ep) || heard.contains(ep) || signed.contains(ep)
         }

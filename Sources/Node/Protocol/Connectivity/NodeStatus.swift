@@ -58,6 +58,8 @@ public struct NodeStatus: Sendable, Equatable {
         public var persistentKeepalive: Span?
         /// The session's traffic by the kind of path it went over.
         public var byPathKind = TrafficByKind()
+        /// Where the member's signed LAN announcement came from (nil: none taken).
+        public var lan: Endpoint? = nil
     }
 
     /// A member's gossip record: its sequence and the endpoints it signed.
@@ -138,7 +140,7 @@ extension NodeCore {
                 },
                 isWireGuard: isWireGuardPeer(id),
                 roam: isWireGuardPeer(id) && i < wireGuardRoams.count ? wireGuardRoams[i] : nil,
-                persistentKeepalive: members[i].persistentKeepalive, byPathKind: tunnels.trafficByKind(id)))
+                persistentKeepalive: members[i].persistentKeepalive, byPathKind: tunnels.trafficByKind(id), lan: book.lan(id)))
         }
         let anchors = anchorPeers.map { a in
             let st = anchorTracker.state(a) ?? AnchorState()
@@ -174,6 +176,7 @@ extension NodeCore {
             case .cache: name = "cache"
             case .announced: name = "candidates"
             case .gossip: name = "gossip"
+            case .lan: name = "lan"
             }
             if !out.contains(name) { out.append(name) }
         }

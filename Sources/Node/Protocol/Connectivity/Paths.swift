@@ -54,7 +54,7 @@ extension NodeCore {
             beginDirectAttempt(p, now: now)
             return
         }
-        if let ep = book.staticEndpoint(p) ?? book.cached(p).first {
+        if let ep = book.staticEndpoint(p) ?? book.lan(p) ?? book.cached(p).first {
             activate(p, addPath(p, kind: book.directKind(p, for: ep), remote: ep, via: nil), now: now)
             if !isAnchor { startPunch(p, now: now) }
         }
