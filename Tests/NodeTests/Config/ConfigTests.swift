@@ -277,6 +277,29 @@ final class ConfigTests: XCTestCase {
         XCTAssertError("gossip = 1\n" + nodeTable, line: 1, field: "gossip", message: nil)
     }
 
+    /// docs/config.md's reference table has a row for every key the parser
+    /// accepts, and none for a key it refuses.
+    func testTheReferenceTableListsExactlyTheAcceptedKeys() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let doc = try String(contentsOf: root.appendingPathComponent("docs/config.md"), encoding: .utf8)
+        var inReference = false
+        var documented = Set<String>()
+        for line in doc.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("## ") { inReference = line == "## Reference" }
+            guard inReference, line.hasPrefix("| `") else { continue }
+            documented.insert(String(line.dropFirst(3).prefix { $0 != "`" }))
+        }
+        var accepted: Set<String> = ["[node]", "[[peer]]", "[gossip]", "[metrics]"]
+        for k in ConfigParser.nodeKeys { accepted.insert("node." + k) }
+        for k in ConfigParser.peerKeys { accepted.insert("peer." + k) }
+        for k in ConfigParser.gossipKeys { accepted.insert("gossip." + k) }
+        for k in ConfigParser.metricsKeys { accepted.insert("metrics." + k) }
+        XCTAssertEqual(Set(ConfigParser.rootKeys), ["node", "peer", "gossip", "metrics"], "a new table needs its rows too")
+        XCTAssertEqual(accepted.subtracting(documented).sorted(), [], "accepted but not in docs/config.md's reference")
+        XCTAssertEqual(documented.subtracting(accepted).sorted(), [], "in the reference but refused by the parser")
+    }
+
     /// `[metrics] listen` and `node.control_group` (docs/config.md, docs/wsctl.md).
     func testMetricsAndControlGroup() throws {
         let plain = try Config.parse(nodeTable)
