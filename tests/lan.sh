@@ -10,12 +10,14 @@
 #          ┌───────────────┴────────────────┐
 #   a1 203.0.113.10 (anchor)         r1 wan 11.0.0.1  nftables NAT eim, no hairpin
 #                                    lan bridge 192.168.1.1/24
-#                                     ├─ h1 .10  whalescaled
-#                                     ├─ h2 .11  whalescaled
-#                                     └─ h3 .12  zeroconf browser, forger
+#                                     ├─ h1 .10  fd55::10  whalescaled
+#                                     ├─ h2 .11  fd55::11  whalescaled
+#                                     └─ h3 .12  fd55::12  zeroconf browser, forger, IPv6 listener
 #
 # Overlay ws0: a1 10.77.0.1, h1 .11, h2 .12. h1 and h2 have no endpoint for each other.
-# Phase 1: with the anchor: a `lan` path, and h1 holds h2's announcement (source lan).
+# Phase 1: with the anchor: a `lan` path, and h1 holds h2's announcement (source lan);
+#          a raw listener on h3 joined to ff02::fb receives both announcements over IPv6
+#          with their ULA AAAA records (or SKIP: why, if this lab cannot carry IPv6 multicast).
 # Then h2 is stopped: its goodbye (records with TTL 0) reaches the LAN.
 # Phase 2: anchor stopped, h1 and h2 restarted with fresh state: only the LAN
 #          announcements can tell them where the other is, and they still connect.
@@ -36,6 +38,27 @@ lab_router r1 11.0.0.1 192.168.1.1/24 eim
 lab_lan_host h1 r1 192.168.1.10
 lab_lan_host h2 r1 192.168.1.11
 lab_lan_host h3 r1 192.168.1.12
+
+# IPv6 on the LAN (ULA fd55::/64, link-local too): on by sysctl in each namespace, the
+# bridge floods multicast (no MLD snooping to wait for), addresses without DAD.
+v6_skip=
+for n in r1 h1 h2 h3; do
+  lab_exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 2>/dev/null ||
+    { v6_skip="IPv6 cannot be enabled in the lab namespaces (sysctl net.ipv6.conf.all.disable_ipv6)"; break; }
+done
+if [ -z "$v6_skip" ]; then
+  ip -n "$(lab_ns r1)" link set lan type bridge mcast_snooping 0 2>/dev/null || true
+  declare -A ula=([h1]=fd55::10 [h2]=fd55::11 [h3]=fd55::12)
+  for n in h1 h2 h3; do
+    lab_exec "$n" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 2>/dev/null || true
+    lab_exec "$n" ip -6 addr add "${ula[$n]}/64" dev eth0 nodad 2>/dev/null || { v6_skip="cannot add ${ula[$n]} on $n"; break; }
+  done
+fi
+if [ -z "$v6_skip" ]; then
+  v6_ready() { for n in h1 h2 h3; do lab_exec "$n" ip -6 addr show dev eth0 | grep -q 'inet6 fe80' || return 1
+    ! lab_exec "$n" ip -6 addr show dev eth0 tentative | grep -q inet6 || return 1; done; }
+  wait_until 10 v6_ready || v6_skip="the lab hosts have no settled IPv6 link-local address"
+fi
 
 # The router has no hairpin: h2 opens a mapping toward a1 (its public address:port
 # as a1 sees it), h1 sends to that public address:port, and nothing reaches h2.
@@ -138,6 +161,30 @@ else
   wait_until 10 bash -c "[ \$('$bin/wsctl' status --socket '$LAB_DIR/h1.sock' --json | '$LAB_PY' -c 'import json,sys; print(json.load(sys.stdin)[\"counters\"].get(\"lan_duplicate\",0))') -gt $dup0 ]" ||
     fail "h1's daemon heard no announcement while a browser shared port 5353 (lan_duplicate stayed $dup0)"
   echo "ok: a zeroconf browser on h1 shares port 5353 with the daemon: it resolves both nodes, and the daemon still hears h2 (lan_duplicate $dup0 -> $(counter h1 lan_duplicate))"
+fi
+
+# ── IPv6: ff02::fb ──────────────────────────────────────────────────────────
+# A raw socket on h3 (tests/lib/mdns.py listen6, not our code) joins ff02::fb on
+# eth0 and asks for the service; both daemons must answer over IPv6 with their
+# ULA address among the AAAA records.
+if [ -n "$v6_skip" ]; then
+  echo "SKIP: IPv6 mDNS: $v6_skip"
+else
+  for n in h1 h2; do
+    wait_until 15 grep -q "lan: announcing .*${ula[$n]}" "$(lab_log "d-$n")" ||
+      fail "$n does not announce ${ula[$n]}: $(grep 'lan:' "$(lab_log "d-$n")" | tail -3)"
+  done
+  h1hex=$("$LAB_PY" -c "import base64,sys; print(base64.b64decode(sys.argv[1]).hex())" "${pub[h1]}")
+  h2hex6=$("$LAB_PY" -c "import base64,sys; print(base64.b64decode(sys.argv[1]).hex())" "${pub[h2]}")
+  out=$(lab_exec h3 "$LAB_PY" "$MDNS" listen6 --dev eth0 --timeout 15 --expect "$h1hex=${ula[h1]}" --expect "$h2hex6=${ula[h2]}" 2>&1) && rc=0 || rc=$?
+  if [ $rc = 77 ]; then
+    echo "$out"
+  else
+    [ $rc = 0 ] || fail "no IPv6 announcements on h3: $out"
+    grep -q "^v6 from fe80::" <<<"$out" || grep -q "^v6 from fd55::" <<<"$out" || fail "odd IPv6 sources: $out"
+    echo "ok: a listener on h3 joined to ff02::fb receives both announcements over IPv6 with their AAAA records:"
+    sed 's/^/    /' <<<"$out"
+  fi
 fi
 
 # ── Forged announcements: counted, never a path ─────────────────────────────
