@@ -118,7 +118,10 @@ print(l['addr']+' '+l['source'] if l else 'none')"
 }
 pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 both() { pingable h1 h2 && pingable h2 h1; }
-is_lan() { [ "$(active "$1" "$2")" = "lan $3" ]; }
+# is_lan NODE PEER V4_ENDPOINT: a `lan` path to the peer's LAN IPv4 endpoint or, with IPv6
+# on the LAN, to its ULA (each node's candidates include its ULA, which is on the LAN too).
+lan_eps() { echo "lan $3"; [ -n "$v6_skip" ] || echo "lan [${ula[$2]}]:51820"; }
+is_lan() { lan_eps "$@" | grep -qxF -- "$(active "$1" "$2")"; }
 
 # ── Phase 1: with the anchor ────────────────────────────────────────────────
 wait_until 30 [ -S "$LAB_DIR/h1.sock" ] || fail "h1 did not start"
@@ -130,11 +133,11 @@ wait_until 30 holds h1 h2 192.168.1.11:51820 || fail "h1 holds h2's announcement
 wait_until 30 holds h2 h1 192.168.1.10:51820 || fail "h2 holds h1's announcement as '$(lan_of h2 h1)'"
 echo "ok: h1 and h2 took each other's signed announcement (peers[].lan: $(lan_of h1 h2) / $(lan_of h2 h1))"
 wait_until 30 both || fail "h1 <-> h2 do not ping through the tunnel"
-wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 h2)', not lan 192.168.1.11:51820"
-wait_until 20 is_lan h2 h1 192.168.1.10:51820 || fail "h2 -> h1 is '$(active h2 h1)', not lan 192.168.1.10:51820"
+wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 h2)', not $(lan_eps h1 h2 192.168.1.11:51820 | paste -sd/)"
+wait_until 20 is_lan h2 h1 192.168.1.10:51820 || fail "h2 -> h1 is '$(active h2 h1)', not $(lan_eps h2 h1 192.168.1.10:51820 | paste -sd/)"
 both || fail "h1 <-> h2 stopped answering on the lan path"
 echo "ok: h1 <-> h2 ping over a lan path ($(active h1 h2) / $(active h2 h1))"
-"$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -q "lan 192.168.1.11:51820" || fail "wsctl status (table) does not show 'lan 192.168.1.11:51820'"
+"$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -qF "$(active h1 h2)" || fail "wsctl status (table) does not show '$(active h1 h2)'"
 echo "ok: wsctl status shows: $("$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -E '^(h2|on this lan)' | tr -s ' ' | paste -sd';')"
 
 # ── A third-party browser sees both nodes ───────────────────────────────────
