@@ -21,6 +21,7 @@
 # Then h2 is stopped: its goodbye (records with TTL 0) reaches the LAN.
 # Phase 2: anchor stopped, h1 and h2 restarted with fresh state: only the LAN
 #          announcements can tell them where the other is, and they still connect.
+#          With IPv6 on, h1 drops IPv4 mDNS and must take h2's announcement over ff02::fb.
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -216,8 +217,23 @@ echo "ok: h2 stopped (SIGTERM) and multicast its goodbye (every TTL 0)"
 lab_kill_tag d-a1
 lab_kill_tag d-h1
 for n in h1 h2; do config "$n" "$LAB_DIR/$n-state2" >"$LAB_DIR/$n.toml"; done
+# With IPv6 on, h1 drops every IPv4 datagram to port 5353: it can learn h2 only from
+# h2's announcement over ff02::fb (from h2's signed link-local address).
+v6_only=
+if [ -z "$v6_skip" ]; then
+  if printf 'table ip lanv6 {\n chain in {\n  type filter hook input priority 0;\n  udp dport 5353 drop\n }\n}\n' | lab_exec h1 nft -f - 2>/dev/null; then
+    v6_only=1
+  else
+    echo "SKIP: h1 hearing mDNS over IPv6 only: nft refused the rule in h1's namespace"
+  fi
+fi
 start h1
 start h2
 wait_until 30 both || fail "without an anchor, h1 <-> h2 do not ping (LAN discovery alone)"
 wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "without an anchor, h1 -> h2 is '$(active h1 h2)'"
 echo "ok: without any anchor, from fresh state: h1 <-> h2 over $(active h1 h2) (found only by LAN announcements)"
+if [ -n "$v6_only" ]; then
+  wait_until 20 holds h1 h2 "[${ula[h2]}]:51820" || fail "h1 (IPv4 mDNS dropped) holds h2's announcement as '$(lan_of h1 h2)', not [${ula[h2]}]:51820"
+  [ "$(counter h1 lan_wrong_source)" = 0 ] || fail "h1 counted lan_wrong_source $(counter h1 lan_wrong_source) for genuine IPv6 announcements"
+  echo "ok: h1, hearing mDNS over IPv6 only, took h2's announcement from its signed link-local source: peers[].lan $(lan_of h1 h2), active $(active h1 h2)"
+fi
