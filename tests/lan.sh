@@ -10,15 +10,18 @@
 #          ┌───────────────┴────────────────┐
 #   a1 203.0.113.10 (anchor)         r1 wan 11.0.0.1  nftables NAT eim, no hairpin
 #                                    lan bridge 192.168.1.1/24
-#                                     ├─ h1 .10  whalescaled
-#                                     ├─ h2 .11  whalescaled
-#                                     └─ h3 .12  zeroconf browser, forger
+#                                     ├─ h1 .10  fd55::10  whalescaled
+#                                     ├─ h2 .11  fd55::11  whalescaled
+#                                     └─ h3 .12  fd55::12  zeroconf browser, forger, IPv6 listener
 #
 # Overlay ws0: a1 10.77.0.1, h1 .11, h2 .12. h1 and h2 have no endpoint for each other.
-# Phase 1: with the anchor: a `lan` path, and h1 holds h2's announcement (source lan).
+# Phase 1: with the anchor: a `lan` path, and h1 holds h2's announcement (source lan);
+#          a raw listener on h3 joined to ff02::fb receives both announcements over IPv6
+#          with their ULA AAAA records (or SKIP: why, if this lab cannot carry IPv6 multicast).
 # Then h2 is stopped: its goodbye (records with TTL 0) reaches the LAN.
 # Phase 2: anchor stopped, h1 and h2 restarted with fresh state: only the LAN
 #          announcements can tell them where the other is, and they still connect.
+#          With IPv6 on, h1 drops IPv4 mDNS and must take h2's announcement over ff02::fb.
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +39,27 @@ lab_router r1 11.0.0.1 192.168.1.1/24 eim
 lab_lan_host h1 r1 192.168.1.10
 lab_lan_host h2 r1 192.168.1.11
 lab_lan_host h3 r1 192.168.1.12
+
+# IPv6 on the LAN (ULA fd55::/64, link-local too): on by sysctl in each namespace, the
+# bridge floods multicast (no MLD snooping to wait for), addresses without DAD.
+v6_skip=
+for n in r1 h1 h2 h3; do
+  lab_exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 2>/dev/null ||
+    { v6_skip="IPv6 cannot be enabled in the lab namespaces (sysctl net.ipv6.conf.all.disable_ipv6)"; break; }
+done
+if [ -z "$v6_skip" ]; then
+  ip -n "$(lab_ns r1)" link set lan type bridge mcast_snooping 0 2>/dev/null || true
+  declare -A ula=([h1]=fd55::10 [h2]=fd55::11 [h3]=fd55::12)
+  for n in h1 h2 h3; do
+    lab_exec "$n" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 2>/dev/null || true
+    lab_exec "$n" ip -6 addr add "${ula[$n]}/64" dev eth0 nodad 2>/dev/null || { v6_skip="cannot add ${ula[$n]} on $n"; break; }
+  done
+fi
+if [ -z "$v6_skip" ]; then
+  v6_ready() { for n in h1 h2 h3; do lab_exec "$n" ip -6 addr show dev eth0 | grep -q 'inet6 fe80' || return 1
+    ! lab_exec "$n" ip -6 addr show dev eth0 tentative | grep -q inet6 || return 1; done; }
+  wait_until 10 v6_ready || v6_skip="the lab hosts have no settled IPv6 link-local address"
+fi
 
 # The router has no hairpin: h2 opens a mapping toward a1 (its public address:port
 # as a1 sees it), h1 sends to that public address:port, and nothing reaches h2.
@@ -95,7 +119,10 @@ print(l['addr']+' '+l['source'] if l else 'none')"
 }
 pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 both() { pingable h1 h2 && pingable h2 h1; }
-is_lan() { [ "$(active "$1" "$2")" = "lan $3" ]; }
+# is_lan NODE PEER V4_ENDPOINT: a `lan` path to the peer's LAN IPv4 endpoint or, with IPv6
+# on the LAN, to its ULA (each node's candidates include its ULA, which is on the LAN too).
+lan_eps() { echo "lan $3"; [ -n "$v6_skip" ] || echo "lan [${ula[$2]}]:51820"; }
+is_lan() { lan_eps "$@" | grep -qxF -- "$(active "$1" "$2")"; }
 
 # ── Phase 1: with the anchor ────────────────────────────────────────────────
 wait_until 30 [ -S "$LAB_DIR/h1.sock" ] || fail "h1 did not start"
@@ -107,11 +134,11 @@ wait_until 30 holds h1 h2 192.168.1.11:51820 || fail "h1 holds h2's announcement
 wait_until 30 holds h2 h1 192.168.1.10:51820 || fail "h2 holds h1's announcement as '$(lan_of h2 h1)'"
 echo "ok: h1 and h2 took each other's signed announcement (peers[].lan: $(lan_of h1 h2) / $(lan_of h2 h1))"
 wait_until 30 both || fail "h1 <-> h2 do not ping through the tunnel"
-wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 h2)', not lan 192.168.1.11:51820"
-wait_until 20 is_lan h2 h1 192.168.1.10:51820 || fail "h2 -> h1 is '$(active h2 h1)', not lan 192.168.1.10:51820"
+wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 h2)', not $(lan_eps h1 h2 192.168.1.11:51820 | paste -sd/)"
+wait_until 20 is_lan h2 h1 192.168.1.10:51820 || fail "h2 -> h1 is '$(active h2 h1)', not $(lan_eps h2 h1 192.168.1.10:51820 | paste -sd/)"
 both || fail "h1 <-> h2 stopped answering on the lan path"
 echo "ok: h1 <-> h2 ping over a lan path ($(active h1 h2) / $(active h2 h1))"
-"$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -q "lan 192.168.1.11:51820" || fail "wsctl status (table) does not show 'lan 192.168.1.11:51820'"
+"$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -qF "$(active h1 h2)" || fail "wsctl status (table) does not show '$(active h1 h2)'"
 echo "ok: wsctl status shows: $("$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -E '^(h2|on this lan)' | tr -s ' ' | paste -sd';')"
 
 # ── A third-party browser sees both nodes ───────────────────────────────────
@@ -140,6 +167,30 @@ else
   echo "ok: a zeroconf browser on h1 shares port 5353 with the daemon: it resolves both nodes, and the daemon still hears h2 (lan_duplicate $dup0 -> $(counter h1 lan_duplicate))"
 fi
 
+# ── IPv6: ff02::fb ──────────────────────────────────────────────────────────
+# A raw socket on h3 (tests/lib/mdns.py listen6, not our code) joins ff02::fb on
+# eth0 and asks for the service; both daemons must answer over IPv6 with their
+# ULA address among the AAAA records.
+if [ -n "$v6_skip" ]; then
+  echo "SKIP: IPv6 mDNS: $v6_skip"
+else
+  for n in h1 h2; do
+    wait_until 15 grep -q "lan: announcing .*${ula[$n]}" "$(lab_log "d-$n")" ||
+      fail "$n does not announce ${ula[$n]}: $(grep 'lan:' "$(lab_log "d-$n")" | tail -3)"
+  done
+  h1hex=$("$LAB_PY" -c "import base64,sys; print(base64.b64decode(sys.argv[1]).hex())" "${pub[h1]}")
+  h2hex6=$("$LAB_PY" -c "import base64,sys; print(base64.b64decode(sys.argv[1]).hex())" "${pub[h2]}")
+  out=$(lab_exec h3 "$LAB_PY" "$MDNS" listen6 --dev eth0 --timeout 15 --expect "$h1hex=${ula[h1]}" --expect "$h2hex6=${ula[h2]}" 2>&1) && rc=0 || rc=$?
+  if [ $rc = 77 ]; then
+    echo "$out"
+  else
+    [ $rc = 0 ] || fail "no IPv6 announcements on h3: $out"
+    grep -q "^v6 from fe80::" <<<"$out" || grep -q "^v6 from fd55::" <<<"$out" || fail "odd IPv6 sources: $out"
+    echo "ok: a listener on h3 joined to ff02::fb receives both announcements over IPv6 with their AAAA records:"
+    sed 's/^/    /' <<<"$out"
+  fi
+fi
+
 # ── Forged announcements: counted, never a path ─────────────────────────────
 h2hex=$("$LAB_PY" -c "import base64,sys; print(base64.b64decode(sys.argv[1]).hex())" "${pub[h2]}")
 bad0=$(counter h1 lan_bad_signature) mal0=$(counter h1 lan_malformed) acc0=$(counter h1 lan_announce_accepted)
@@ -166,8 +217,23 @@ echo "ok: h2 stopped (SIGTERM) and multicast its goodbye (every TTL 0)"
 lab_kill_tag d-a1
 lab_kill_tag d-h1
 for n in h1 h2; do config "$n" "$LAB_DIR/$n-state2" >"$LAB_DIR/$n.toml"; done
+# With IPv6 on, h1 drops every IPv4 datagram to port 5353: it can learn h2 only from
+# h2's announcement over ff02::fb (from h2's signed link-local address).
+v6_only=
+if [ -z "$v6_skip" ]; then
+  if printf 'table ip lanv6 {\n chain in {\n  type filter hook input priority 0;\n  udp dport 5353 drop\n }\n}\n' | lab_exec h1 nft -f - 2>/dev/null; then
+    v6_only=1
+  else
+    echo "SKIP: h1 hearing mDNS over IPv6 only: nft refused the rule in h1's namespace"
+  fi
+fi
 start h1
 start h2
 wait_until 30 both || fail "without an anchor, h1 <-> h2 do not ping (LAN discovery alone)"
 wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "without an anchor, h1 -> h2 is '$(active h1 h2)'"
 echo "ok: without any anchor, from fresh state: h1 <-> h2 over $(active h1 h2) (found only by LAN announcements)"
+if [ -n "$v6_only" ]; then
+  wait_until 20 holds h1 h2 "[${ula[h2]}]:51820" || fail "h1 (IPv4 mDNS dropped) holds h2's announcement as '$(lan_of h1 h2)', not [${ula[h2]}]:51820"
+  [ "$(counter h1 lan_wrong_source)" = 0 ] || fail "h1 counted lan_wrong_source $(counter h1 lan_wrong_source) for genuine IPv6 announcements"
+  echo "ok: h1, hearing mDNS over IPv6 only, took h2's announcement from its signed link-local source: peers[].lan $(lan_of h1 h2), active $(active h1 h2)"
+fi

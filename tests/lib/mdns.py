@@ -13,6 +13,14 @@
       6762 §10.1). Prints "listening" once joined, then "goodbye HEX" and
       exits 0; exits 1 at the timeout.
 
+  mdns.py listen6 --dev IF --expect ID=ADDR [--expect ...] [--timeout S]
+      Join ff02::fb on interface IF (a plain socket on [::]:5353, sharing the
+      port; not our code), send one PTR query for the service to
+      [ff02::fb%IF]:5353, and read Whalescale responses arriving over IPv6.
+      Prints "v6 from SRC id=HEX aaaa=A,B" per new (id, source); exits 0 once
+      every expected id was seen with ADDR among its AAAA records, 1 at the
+      timeout, 77 (with "SKIP: why") if IPv6 multicast cannot be set up here.
+
   mdns.py spoof --id HEX --addr IP --port P --mode badsig|unsigned [--seq N] [--count C]
       Multicast C (default 3) forged Whalescale announcements to
       224.0.0.251:5353, 0.2 s apart: a member's id (HEX, 64 hex digits) with a
@@ -164,6 +172,66 @@ def goodbye(args):
     return 1
 
 
+def listen6(args):
+    want = {}
+    for e in args.expect:
+        ident, addr = e.split("=", 1)
+        want[ident] = socket.inet_pton(socket.AF_INET6, addr)
+    try:
+        index = socket.if_nametoindex(args.dev)
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("::", 5353))
+        group = socket.inet_pton(socket.AF_INET6, "ff02::fb")
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        q = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 0) + name(["_whalescale", "_udp", "local"]) + struct.pack("!HH", 12, 1)
+        s.sendto(q, ("ff02::fb", 5353, 0, index))
+    except OSError as e:
+        print("SKIP: no IPv6 multicast on %s here (%s)" % (args.dev, e))
+        return 77
+    print("listening", flush=True)
+    s.settimeout(0.2)
+    seen, done = set(), set()
+    deadline = time.time() + args.timeout
+    while time.time() < deadline and done != set(want):
+        try:
+            b, src = s.recvfrom(9000)
+        except socket.timeout:
+            continue
+        try:
+            recs = records(b)
+        except (ValueError, IndexError, struct.error):
+            continue
+        if not (struct.unpack("!H", b[2:4])[0] & 0x8000):
+            continue
+        ident = None
+        for r in recs:
+            if r[0] == 16:
+                at = 0
+                while at < len(r[2]):
+                    n = r[2][at]
+                    kv = r[2][at + 1:at + 1 + n]
+                    if kv.startswith(b"id="):
+                        ident = kv[3:].decode()
+                    at += 1 + n
+        if ident is None:
+            continue
+        aaaa = [r[2] for r in recs if r[0] == 28 and len(r[2]) == 16]
+        if (ident, src[0]) not in seen:
+            seen.add((ident, src[0]))
+            print("v6 from %s id=%s aaaa=%s" % (src[0], ident, ",".join(socket.inet_ntop(socket.AF_INET6, a) for a in aaaa)), flush=True)
+        if ident in want and want[ident] in aaaa:
+            done.add(ident)
+    if done == set(want):
+        return 0
+    print("listen6: over IPv6 saw %s, wanted %s" % (sorted(done), sorted(want)))
+    return 1
+
+
 def spoof(args):
     msg = announcement(args.id, args.addr, args.port, args.seq, args.mode)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -185,6 +253,10 @@ def main():
     g = sub.add_parser("goodbye")
     g.add_argument("--id", required=True)
     g.add_argument("--timeout", type=float, default=20)
+    l6 = sub.add_parser("listen6")
+    l6.add_argument("--dev", required=True)
+    l6.add_argument("--expect", action="append", default=[])
+    l6.add_argument("--timeout", type=float, default=20)
     s = sub.add_parser("spoof")
     s.add_argument("--id", required=True)
     s.add_argument("--addr", required=True)
@@ -193,7 +265,7 @@ def main():
     s.add_argument("--seq", type=int, default=2**62)
     s.add_argument("--count", type=int, default=3)
     a = p.parse_args()
-    return {"browse": browse, "goodbye": goodbye, "spoof": spoof}[a.cmd](a)
+    return {"browse": browse, "goodbye": goodbye, "listen6": listen6, "spoof": spoof}[a.cmd](a)
 
 
 if __name__ == "__main__":

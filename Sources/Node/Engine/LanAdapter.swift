@@ -1,16 +1,20 @@
 // LAN discovery (DESIGN §5, seed 2.7; docs/connectivity.md "LAN discovery"):
-// signed mDNS announcements on 224.0.0.251:5353, so members on one LAN reach
+// signed mDNS announcements on 224.0.0.251:5353 and [ff02::fb]:5353, so members on one LAN reach
 // each other directly, never through the router's hairpin.
 //
 //   worker thread "wslan" (blocking receive with a short timeout: never a reactor)
-//     interfaces (getifaddrs, every 10 s) ─▶ join 224.0.0.251 on each, LanDiscovery.setAddresses
-//     MulticastSocket (Reactor) ─▶ LanDiscovery.handle ─▶ pollTransmit ─▶ the group, on every LAN interface
+//     interfaces (getifaddrs, every 10 s) ─▶ join 224.0.0.251 / ff02::fb on each, LanDiscovery.setAddresses
+//     MulticastSocket ×2 (Reactor: IPv4, IPv6) ─▶ LanDiscovery.handle ─▶ pollTransmit ─▶ both groups, on every LAN interface
 //        │ discovered(member, endpoint), counters
 //        ▼
 //   lane 0's mailbox ─▶ Daemon.lanUpdate ─▶ NodeCore.addLanEndpoint (EndpointBook source `lan`, punch)
 //
 // `stop()` ends the worker within ~100 ms, after it multicast the goodbye (TTL 0).
-// IPv6 (ff02::fb) is planned: only IPv4 interfaces are joined and announced.
+// IPv6: a second socket ([::]:5353, IPV6_V6ONLY) joins ff02::fb on every interface
+// with an IPv6 address; the announcement carries AAAA records for those addresses
+// (link-local included: the kernel sends link-scope multicast from the link-local
+// address, so that is the source a receiver checks). If the kernel refuses the IPv6
+// socket, IPv4 goes on alone (logged once, counter `lan_socket6_failed`).
 import Support
 import Wire
 import Crypto
@@ -43,6 +47,11 @@ final class LanAdapter: @unchecked Sendable {
 
     // Worker-thread state.
     private var socket: MulticastSocket?
+    private var socket6: MulticastSocket?
+    /// Interfaces where joining ff02::fb failed (logged once each).
+    private var refused6: Set<UInt32> = []
+    /// Counters of the adapter itself, published with the machine's.
+    private var own: [String: UInt64] = [:]
     private var machine: LanDiscovery
     private var nextInterfaceCheck = Instant.zero
     private var published = LanCounters()
@@ -77,6 +86,13 @@ final class LanAdapter: @unchecked Sendable {
             deliver(.counters(["lan_socket_failed": 1]))
             return
         }
+        do {
+            socket6 = try MulticastSocket(v6: true)
+        } catch {
+            logger.notice("lan: no IPv6 mDNS socket on [::]:\(MDNS.port) (\(error)); LAN discovery is IPv4 only")
+            own["lan_socket6_failed"] = 1
+            deliver(.counters(own))
+        }
         let t = Thread { [self] in
             setThreadName("wslan")
             self.loop()
@@ -101,12 +117,13 @@ final class LanAdapter: @unchecked Sendable {
 
     private func loop() {
         guard let sock = socket else { return }
+        let sockets = [sock] + (socket6.map { [$0] } ?? [])
         while !stopping {
             var now = Self.now()
             if now >= nextInterfaceCheck { checkInterfaces(sock, now) }
             var wait = Span.milliseconds(100)  // stop() is noticed within this
             if let (d, _) = machine.pollTimeout() { wait = d > now ? min(wait, d - now) : .zero }
-            if let (bytes, from) = sock.receive(timeoutMs: Int32(wait.milliseconds)) {
+            if let (bytes, from) = MulticastSocket.receive(from: sockets, timeoutMs: Int32(wait.milliseconds)) {
                 now = Self.now()
                 machine.handle(bytes, from: Endpoint(from), now: now)
             }
@@ -116,9 +133,11 @@ final class LanAdapter: @unchecked Sendable {
         machine.stop()
         drain(sock)  // the goodbye
         socket = nil
+        socket6 = nil
     }
 
-    /// Joins the group on new IPv4 interface addresses, leaves it on gone ones, and tells the machine.
+    /// Joins the groups on new interface addresses (IPv4) and interfaces (IPv6), leaves them on gone
+    /// ones, and tells the machine: IPv4 first, then IPv6 link-local, then IPv6 global/ULA.
     private func checkInterfaces(_ sock: MulticastSocket, _ now: Instant) {
         nextInterfaceCheck = now + Self.interfaceCheck
         let v4 = LocalAddresses.list(excluding: tunName).filter { $0.family == .v4 }
@@ -132,6 +151,7 @@ final class LanAdapter: @unchecked Sendable {
                 joined.append(e)
             }
         }
+        joined += checkInterfacesV6()
         if case .idle = machine.state {
             machine.start(addresses: joined, now: now)
             logger.info("lan: announcing \(joined.map(\.addressText).joined(separator: ", ")) port \(port) as _whalescale._udp.local")
@@ -141,11 +161,30 @@ final class LanAdapter: @unchecked Sendable {
         drain(sock)
     }
 
+    /// The IPv6 addresses to announce: those of the interfaces that joined ff02::fb.
+    private func checkInterfacesV6() -> [Endpoint] {
+        guard let sock6 = socket6 else { return [] }
+        let v6 = LocalAddresses.listV6(excluding: tunName)
+        let indexes = Set(v6.map(\.index))
+        for gone in sock6.joinedIndexes where !indexes.contains(gone) { sock6.leave(interfaceIndex: gone) }
+        for i in indexes.sorted() {
+            if let err = sock6.join(interfaceIndex: i) {
+                if refused6.insert(i).inserted { logger.notice("lan: cannot join ff02::fb on interface \(i): \(err)") }
+            }
+        }
+        let ok = v6.filter { sock6.joinedIndexes.contains($0.index) }
+            .map { Endpoint(family: .v6, address: $0.address, port: 0) }
+        return ok.filter { LanDiscovery.isLinkLocal($0) } + ok.filter { !LanDiscovery.isLinkLocal($0) }
+    }
+
     private func drain(_ sock: MulticastSocket) {
         while let t = machine.pollTransmit() {
             switch t {
             case .group(let bytes):
                 for a in sock.joined { sock.sendToGroup(bytes, via: a) }
+                if let sock6 = socket6 {
+                    for i in sock6.joinedIndexes { sock6.sendToGroup(bytes, interfaceIndex: i) }
+                }
             }
         }
         while let e = machine.pollEvent() {
@@ -161,7 +200,7 @@ final class LanAdapter: @unchecked Sendable {
         if machine.counters != published, now - publishedAt >= Self.publishInterval {
             published = machine.counters
             publishedAt = now
-            var c: [String: UInt64] = [:]
+            var c: [String: UInt64] = own
             for (k, v) in published.named { c[k] = v }
             deliver(.counters(c))
         }

@@ -230,4 +230,26 @@ enum LocalAddresses {
         }
         return out
     }
+
+    /// IPv6 addresses of the up, non-loopback interfaces other than `tunName`, link-local
+    /// included, each with its interface's index (LAN discovery joins ff02::fb by index).
+    static func listV6(excluding tunName: String) -> [(address: IPAddressBytes, index: UInt32)] {
+        var head: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&head) == 0, let first = head else { return [] }
+        defer { freeifaddrs(head) }
+        var out: [(IPAddressBytes, UInt32)] = []
+        var p: UnsafeMutablePointer<ifaddrs>? = first
+        while let ifa = p {
+            defer { p = ifa.pointee.ifa_next }
+            let name = String(cString: ifa.pointee.ifa_name)
+            guard name != tunName, ifa.pointee.ifa_flags & UInt32(IFF_LOOPBACK) == 0,
+                  ifa.pointee.ifa_flags & UInt32(IFF_UP) != 0, let sa = ifa.pointee.ifa_addr,
+                  sa.pointee.sa_family == sa_family_t(AF_INET6) else { continue }
+            let index = if_nametoindex(ifa.pointee.ifa_name)
+            guard index != 0 else { continue }
+            let sin6 = UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in6.self).pointee
+            out.append((IPAddressBytes(bytes: withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }), index))
+        }
+        return out
+    }
 }

@@ -386,6 +386,94 @@ final class LanDiscoveryTests: XCTestCase {
         XCTAssertEqual(events(&m), [.discovered(PeerID(rawValue: 0), .v4(192, 168, 1, 66, port: 51820), sequence: 100)])
     }
 
+    // MARK: IPv6 (AAAA, ff02::fb)
+
+    func v6(_ text: String, port: UInt16 = 0, scope: UInt32 = 0) -> Endpoint {
+        Endpoint(family: .v6, address: IPAddressBytes(v6: text)!, port: port, scopeID: scope)
+    }
+
+    /// AAAA records, byte for byte (RFC 3596 §2.2: type 28, RDLENGTH 16, the address
+    /// in network order), read back; an AAAA whose RDATA is not exactly 16 bytes is refused.
+    func testAAAABytesAndTruncation() throws {
+        let host: [UInt8] = [2] + Array("hh".utf8) + [5] + Array("local".utf8) + [0]
+        let addr: [UInt8] = [0xfd, 0x55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10]
+        let record: [UInt8] = host + [0, 28, 0x80, 1, 0, 0, 0, 120, 0, 16] + addr
+        let bytes: [UInt8] = [0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0] + record
+        let m = try DNSMessage.parse(bytes).get()
+        XCTAssertEqual(m.answers, [DNSRecord(name: DNSName(["hh", "local"]), cacheFlush: true, ttl: 120,
+                                             data: .aaaa(IPAddressBytes(v6: "fd55::10")!))])
+        XCTAssertEqual(m.serialize(), bytes, "AAAA serializes to the hand-built bytes")
+        // Cut anywhere: refused, never trapped.
+        for n in 12..<bytes.count {
+            XCTAssertThrowsError(try DNSMessage.parse(Array(bytes.prefix(n))).get(), "cut at \(n)")
+        }
+        // RDLENGTH 15 and 17 (with the bytes there): bad record data, not an address.
+        var short = bytes
+        short[12 + host.count + 9] = 15
+        short.removeLast()
+        XCTAssertEqual(DNSMessage.parse(short), .failure(.badRecordData))
+        var long = bytes
+        long[12 + host.count + 9] = 17
+        long.append(0)
+        XCTAssertEqual(DNSMessage.parse(long), .failure(.badRecordData))
+        // An A record with 16 bytes is no address either.
+        var a16 = bytes
+        a16[12 + host.count + 1] = 1
+        XCTAssertEqual(DNSMessage.parse(a16), .failure(.badRecordData))
+    }
+
+    /// An announcement with IPv4, IPv6 link-local and ULA addresses: A then AAAA records,
+    /// all signed (changing an AAAA after signing breaks the signature).
+    func testAnnouncementWithAAAASignedAndRoundTrip() throws {
+        let id = identity()
+        let addrs = [Endpoint.v4(192, 168, 1, 10, port: 0), v6("fe80::1"), v6("fd55::10")]
+        let a = LanAnnouncement.signed(by: id, port: 51820, sequence: 3, addresses: addrs)
+        let m = try DNSMessage.parse(a.serialize()).get()
+        XCTAssertEqual(m.answers.count, 6)
+        XCTAssertEqual(m.answers[3].data, .a(IPAddressBytes(v4: (192, 168, 1, 10))))
+        XCTAssertEqual(m.answers[4].data, .aaaa(IPAddressBytes(v6: "fe80::1")!))
+        XCTAssertEqual(m.answers[5].data, .aaaa(IPAddressBytes(v6: "fd55::10")!))
+        let back = try XCTUnwrap(LanAnnouncement.extract(from: m))[0].get()
+        XCTAssertEqual(back, a)
+        XCTAssertTrue(back.isValidlySigned)
+        var tampered = back
+        tampered.addresses[2] = v6("fd55::66")
+        XCTAssertFalse(tampered.isValidlySigned)
+    }
+
+    /// Over IPv6 the sender is checked as over IPv4: a link-local source must be one of its
+    /// signed addresses; the endpoint is then its signed ULA/global address (paths never use
+    /// link-local), or the link-local source with the receiving interface as scope if it has none.
+    func testV6AnnouncementFromSignedSourceTakenUnsignedSourceRefused() {
+        var (m, _, a, b) = lan()
+        m.start(addresses: [.v4(192, 168, 1, 10, port: 0), v6("fe80::10"), v6("fd55::10")], now: t0)
+        _ = transmits(&m)
+        let signed = [v6("fe80::11"), v6("fd55::11")]
+        let ann = LanAnnouncement.signed(by: a, port: 51820, sequence: 7, addresses: signed)
+        // From a link-local address it did not sign: counted, nothing taken.
+        m.handle(ann.serialize(), from: v6("fe80::66", port: 5353, scope: 3), now: t0)
+        XCTAssertEqual(m.counters.wrongSource, 1)
+        XCTAssertTrue(events(&m).isEmpty)
+        XCTAssertNil(m.sequence(of: PeerID(rawValue: 0)))
+        // From a ULA it did not sign: likewise.
+        m.handle(ann.serialize(), from: v6("fd55::66", port: 5353), now: t0)
+        XCTAssertEqual(m.counters.wrongSource, 2)
+        // From its signed link-local address: taken, at its signed ULA address.
+        m.handle(ann.serialize(), from: v6("fe80::11", port: 5353, scope: 3), now: t0)
+        XCTAssertEqual(events(&m), [.discovered(PeerID(rawValue: 0), v6("fd55::11", port: 51820), sequence: 7)])
+        XCTAssertEqual(m.counters.announceAccepted, 1)
+        // b from its signed ULA source: that address.
+        m.handle(LanAnnouncement.signed(by: b, port: 4000, sequence: 1, addresses: [v6("fd55::12")]).serialize(),
+                 from: v6("fd55::12", port: 5353), now: t0)
+        XCTAssertEqual(events(&m), [.discovered(PeerID(rawValue: 1), v6("fd55::12", port: 4000), sequence: 1)])
+        // b with only a link-local address: the source with its scope (NodeCore will not use it).
+        m.handle(LanAnnouncement.signed(by: b, port: 4000, sequence: 2, addresses: [v6("fe80::12")]).serialize(),
+                 from: v6("fe80::12", port: 5353, scope: 3), now: t0)
+        XCTAssertEqual(events(&m), [.discovered(PeerID(rawValue: 1), v6("fe80::12", port: 4000, scope: 3), sequence: 2)])
+        XCTAssertEqual(m.counters.wrongSource, 2)
+        XCTAssertEqual(m.counters.announceAccepted, 3)
+    }
+
     /// A flood of forged announcements costs at most `verifyRate` signature checks a second.
     func testSignatureChecksRateLimited() {
         var t = LanTimings.default

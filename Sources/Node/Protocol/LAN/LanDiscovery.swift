@@ -2,7 +2,8 @@
 // the local link, so that two members on one LAN find each other's LAN
 // address and talk directly, never through the router's hairpin (which many
 // routers lack). Sans-IO: the driver (Engine/LanAdapter.swift, a worker
-// thread) owns the multicast socket on 224.0.0.251:5353 and the clock.
+// thread) owns the multicast sockets on 224.0.0.251:5353 and [ff02::fb]:5353
+// and the clock.
 //
 // Drain order for the driver, after `start`, `setAddresses`, `handle` or `handleTimeout`:
 //   1. `pollTransmit()` until nil: send each datagram (to the group, or unicast);
@@ -15,6 +16,14 @@
 //   a query for _whalescale._udp.local ──▶ our announcement, at most one a second
 //   an announcement ──▶ parse ──▶ member? ──▶ signature? ──▶ sender is one of the signed addresses?
 //                  ──▶ sequence above the last one taken? ──▶ event .discovered(member, source address:port)
+//
+// IPv6: the kernel sends ff02::fb datagrams from the interface's link-local
+// address, so a v6 sender is checked like a v4 one: its fe80::/10 source must
+// be one of its signed (AAAA) addresses (the signature covers the 16 bytes; the
+// scope is the interface the datagram arrived on). Paths never use link-local
+// endpoints (PathManager.isUsableRemote), so the event then names the first
+// signed global/ULA IPv6 address instead (with the announced port); with none,
+// the link-local source with its scope id (NodeCore ignores it).
 //
 // Every announcement that is not taken is counted by why (`counters`): it never
 // throws, traps or reaches NodeCore. Our own announcements (multicast loopback)
@@ -70,7 +79,7 @@ public enum LanTimerReason: String, Sendable {
 
 /// A datagram to send.
 public enum LanTransmit: Equatable, Sendable {
-    /// To 224.0.0.251:5353 on every LAN interface.
+    /// To 224.0.0.251:5353 and [ff02::fb]:5353 on every LAN interface.
     case group([UInt8])
 }
 
@@ -235,6 +244,22 @@ public struct LanDiscovery: Sendable {
         p.rawValue >= 0 && p.rawValue < lastSequence.count ? lastSequence[p.rawValue] : nil
     }
 
+    /// fe80::/10.
+    public static func isLinkLocal(_ e: Endpoint) -> Bool {
+        e.family == .v6 && e.address[0] == 0xFE && e.address[1] & 0xC0 == 0x80
+    }
+
+    /// Where a member that sent its signed announcement from `source` is reached:
+    /// the source, except that a link-local IPv6 source gives the first signed
+    /// global/ULA IPv6 address (paths never use link-local endpoints).
+    static func endpoint(for a: LanAnnouncement, from source: Endpoint) -> Endpoint {
+        if isLinkLocal(source),
+           let g = a.addresses.first(where: { $0.family == .v6 && !isLinkLocal($0) && $0.address[0] != 0xFF }) {
+            return Endpoint(family: .v6, address: g.address, port: a.port)
+        }
+        return Endpoint(family: source.family, address: source.address, port: a.port, scopeID: isLinkLocal(source) ? source.scopeID : 0)
+    }
+
     // MARK: Internals
 
     private static func normalize(_ list: [Endpoint]) -> [Endpoint] {
@@ -314,7 +339,6 @@ public struct LanDiscovery: Sendable {
         }
         lastSequence[i] = a.sequence
         counters.announceAccepted &+= 1
-        events.append(.discovered(PeerID(rawValue: i), Endpoint(family: source.family, address: source.address, port: a.port),
-                                  sequence: a.sequence))
+        events.append(.discovered(PeerID(rawValue: i), Self.endpoint(for: a, from: source), sequence: a.sequence))
     }
 }
