@@ -310,9 +310,19 @@ secs=$secs_saved
 who=nobody
 id "$who" >/dev/null 2>&1 || fail "no user 'nobody' for the non-root check"
 set +e
-ip netns exec "$(lab_ns m1)" setpriv --reuid="$who" --regid=nogroup --clear-groups "$PY" "$FL" connect "$LAB_DIR/m1.sock" >"$LAB_DIR/f10-user.out" 2>&1
+# The user must be able to run the client at all: the checkout (and /root's
+# pyenv) may sit in directories only root can enter (a fresh clone in a
+# mktemp -d is 0700), so it gets its own readable copy and Debian's python3.
+# What it must not get through is the socket's mode.
+f10dir=$(mktemp -d /tmp/wsf10.XXXXXX)
+chmod 755 "$f10dir"
+install -m 644 "$FL" "$f10dir/flood.py"
+upy=/usr/bin/python3
+[ -x "$upy" ] || upy=$PY
+ip netns exec "$(lab_ns m1)" setpriv --reuid="$who" --regid=nogroup --clear-groups "$upy" "$f10dir/flood.py" connect "$LAB_DIR/m1.sock" >"$LAB_DIR/f10-user.out" 2>&1
 rc=$?
 set -e
+rm -rf "$f10dir"
 [ $rc = 13 ] || fail "F10: a non-root user connecting to the control socket: exit $rc ($(cat "$LAB_DIR/f10-user.out")), want EACCES"
 status m1 >/dev/null || fail "F10: wsctl status fails after the abuse"
 [ "$kept" -ge 90 ] || fail "F10: the legit flow kept $kept% of its baseline"
