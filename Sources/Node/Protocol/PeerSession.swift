@@ -208,24 +208,28 @@ struct SessionContext: Sendable {
     var events = Outbox<TunnelEvent>()
     /// The last timestamp we put in an initiation (kept strictly increasing).
     var lastTimestamp: HandshakeTimestamp?
-    /// Reactors the sessions are split across (1: not split). See SessionShard.swift.
+    /// Reactors the sessions are split across (1: one lane owns them all). See SessionShard.swift.
     let owners: Int
+    /// The data plane is SessionShards (the engine at any reactor count, the
+    /// simulator): keys are pushed to the owners, DATA is opened only there,
+    /// and each keypair's send counter is shared with its owner. False only for
+    /// drivers that seal and open through NodeCore alone (unit tests, benchmarks).
+    let split: Bool
     /// Split only: peers whose keypairs changed, for the engine to install on the owning reactor.
     var keyChanges = Outbox<PeerID>()
 
     /// Split only: makes each new keypair's shared send counter (the engine's is atomic).
     let sendCounters: SendCounterFactory
 
-    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1,
+    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1, sharded: Bool = false,
          sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         self.identity = identity
         self.timings = timings
         self.rng = rng
         self.owners = max(1, owners)
+        split = sharded || owners > 1
         self.sendCounters = sendCounters
     }
-
-    var split: Bool { owners > 1 }
 
     mutating func keysChanged(_ peer: PeerID) {
         if split { keyChanges.push(peer) }
