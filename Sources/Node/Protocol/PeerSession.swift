@@ -38,7 +38,7 @@
 //     peer is sending under right now.
 
 // Timer hooks (wireguard-go `timers.go`): the "authenticated packet received /
-// sent" ones are in Session/SessionHooks.swift (shared with the split data
+// sent" ones are in Session/SessionHooks.swift (shared with the shards' data
 // path); the handshake ones are here:
 //   initiation sent      -> arm handshakeRetry (backoff + jitter), cancel handshakeExpedite
 //   a path opened        -> arm handshakeExpedite: now, but at least expediteMinInterval after
@@ -63,10 +63,10 @@ struct Keypair: Sendable {
     /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
     let isInitiator: Bool
     var sendCounter: UInt64 = 0
-    /// Set when sessions are split across reactors (SessionShard.swift): the
-    /// owning reactor seals data and the session layer seals keepalives and
-    /// control messages under the same keys, so the counter is one atomic both
-    /// take from. Nil (one reactor): `sendCounter` is it.
+    /// Set when sessions are sharded (SessionShard.swift, 1..N reactors): the
+    /// owning shard seals data and the session layer seals keepalives and
+    /// control messages under the same keys, so the counter is one both take
+    /// from (atomic across reactors). Nil (not sharded): `sendCounter` is it.
     let shared: (any SharedSendCounter)?
     var replay: ReplayWindow
 
