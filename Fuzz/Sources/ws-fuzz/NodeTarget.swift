@@ -31,8 +31,8 @@ import Wire
 import Crypto
 import Protocol
 
-/// One node as the engine drives it: NodeCore on reactor 0, and with `owners` > 1
-/// the sessions' keys split across SessionShards, routed and synced by the
+/// One node as the engine drives it: NodeCore on reactor 0, and the sessions' keys
+/// in one SessionShard per reactor (one with `owners` = 1), routed and synced by the
 /// engine's own rules (LaneRouter, ShardSync: Protocol/Lanes/LaneRouter.swift).
 struct Host: Sendable {
     var core: NodeCore
@@ -43,11 +43,11 @@ struct Host: Sendable {
 
     init(identity: Identity, members: [MemberSpec], anchor: Bool, seed: UInt64, owners: Int) {
         self.owners = owners
-        let c = NodeCore(identity: identity, members: members, isAnchor: anchor, seed: seed, owners: owners)
+        let c = NodeCore(identity: identity, members: members, isAnchor: anchor, seed: seed, owners: owners, sharded: true)
         core = c
-        shards = owners > 1 ? (0..<owners).map {
+        shards = (0..<owners).map {
             SessionShard(index: $0, owners: owners, roster: c.roster, isAnchor: anchor)
-        } : []
+        }
         router = LaneRouter(lanes: owners, isAnchor: anchor)
         sync = ShardSync(router: router, peers: members.count)
     }
@@ -55,7 +55,6 @@ struct Host: Sendable {
     /// One datagram in, as the engine's lanes take it.
     mutating func receive(_ b: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint, now: Instant,
                           underLoad: Bool = false) -> NodeInbound {
-        guard owners > 1 else { return core.receive(b, length: length, from: source, now: now, underLoad: underLoad) }
         // The daemon's rules (LaneRouter.deliver); a fault the daemon would only count is no oracle here.
         var steeredWrong = false
         let router = self.router
@@ -84,15 +83,13 @@ struct Host: Sendable {
             while let r = shards[k].pollReport() { core.applyShardReport(r, now: now) }
         }
         while let t = core.pollTransmit() { emit(t) }
-        if owners > 1 {
-            var s = shards
-            shards = []
-            sync.sync(&core) { k, push in
-                s[k].apply(push)
-                return true
-            }
-            shards = s
+        var s = shards
+        shards = []
+        sync.sync(&core) { k, push in
+            s[k].apply(push)
+            return true
         }
+        shards = s
         while core.pollEvent() != nil {}
     }
 }
@@ -220,7 +217,7 @@ func nodeSeeds(_ fixture: MeshFixture) -> [[UInt8]] {
 }
 
 let nodeTargets: [FuzzTarget] = [
-    FuzzTarget(name: "node-receive", summary: "S1: NodeCore.receive over a sequence of datagrams, sources and delays") { input in
+    FuzzTarget(name: "node-receive", summary: "S1: one reactor's lane (SessionShard.receive, NodeCore) over a sequence of datagrams, sources and delays") { input in
         runNodeInput(input, mesh)
     } seeds: {
         nodeSeeds(mesh)

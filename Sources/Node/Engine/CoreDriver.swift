@@ -1,6 +1,6 @@
 // Lane 0 drives NodeCore (the control plane): after each batch or timer it
 // drains NodeCore's outputs in the documented order (Protocol/NodeCore.swift):
-// transmits to the UDP socket, then (split) keys, routes and anchors to the
+// transmits to the UDP socket, then keys, routes and anchors to the
 // lanes that own the sessions, then events to the log, and last the next
 // deadline to the one reactor timer.
 import Support
@@ -37,8 +37,8 @@ extension Daemon {
             used += (t.bytes.count + 15) & ~15
         }
         flush(n)
-        // Split: the owners learn new keys and paths before the next batch.
-        if lanes.count > 1 { syncShards() }
+        // The owners (with one reactor: lane 0's shard) learn new keys and paths before the next batch.
+        syncShards()
         while let e = core.pollEvent() { log(e) }
         armTimer()
     }
@@ -93,7 +93,7 @@ extension Daemon {
         }
     }
 
-    /// After NodeCore ran (split only): new keys, routes and anchors to the lanes
+    /// After NodeCore ran: new keys, routes and anchors to the lanes
     /// that own the peers. What a full mailbox refused is sent again next time
     /// (a lane without a peer's keys would drop its DATA).
     /// The rules are `ShardSync`'s (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.

@@ -83,7 +83,7 @@ public final class Daemon: @unchecked Sendable {
     var lanCounters: [String: UInt64] = [:]
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
-    /// What the lanes that own the sessions were told (split only).
+    /// What the lanes that own the sessions were told.
     var shardSync: ShardSync
     let started = Daemon.now()
     /// Views for NodeCore's own transmits (handshakes, keepalives, probes).
@@ -152,10 +152,14 @@ public final class Daemon: @unchecked Sendable {
     }
 
     static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
-        NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
+        // Several reactors seal under one keypair: an atomic counter. One reactor
+        // (NodeCore and the one shard on one thread): a plain one suffices.
+        let counters: SendCounterFactory
+        if owners > 1 { counters = { AtomicSendCounter() } } else { counters = { LocalSendCounter() } }
+        return NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
-                 sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners,
-                 sendCounters: { AtomicSendCounter() })
+                 sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners, sharded: true,
+                 sendCounters: counters)
     }
 
     /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
@@ -180,15 +184,14 @@ public final class Daemon: @unchecked Sendable {
         return t
     }
 
-    /// One shard per lane when there are several lanes.
+    /// One shard per lane, also with one lane (N = 1: one shard owns every session).
     private func splitSessions(across n: Int) {
         let router = LaneRouter(lanes: n, isAnchor: config.node.anchor)
         shardSync = ShardSync(router: router, peers: members.count)
         for lane in lanes {
-            lane.split = n > 1
             lane.owners = n
             lane.router = router
-            lane.shard = SessionShard(index: lane.id, owners: n, roster: n > 1 ? core.roster : Roster(), isAnchor: config.node.anchor)
+            lane.shard = SessionShard(index: lane.id, owners: n, roster: core.roster, isAnchor: config.node.anchor)
         }
     }
 

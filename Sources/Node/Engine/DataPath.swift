@@ -1,7 +1,8 @@
 // The data path of one lane (Lane.swift): TUN → seal → UDP, and UDP → open →
 // TUN, in batches, in place, with the kernel's offloads doing the per-packet
 // work wherever it can. Sealing and opening are the owning lane's
-// (SessionShard) when sessions are split across reactors, NodeCore's otherwise.
+// (SessionShard) at every reactor count: with one reactor, lane 0's shard owns
+// every session. NodeCore seals only what the owner hands it (no keys or path yet).
 //
 //   TUN read (TSO: one 64 KiB TCP super-packet per read, vnet header in front)
 //     │ vnet header parsed; NEEDS_CSUM completed; cryptokey route on the destination
@@ -96,10 +97,10 @@ extension Lane {
         arenaUsed = 0
         flushForwards()
         if tun.vnetHeader, fast.coalescing, !fast.coalescer.isEmpty { writeCoalesced(fast.coalescer) }
-        if split { flushReports(now: now, force: false) }
+        flushReports(now: now, force: false)
         if outbound.contains(where: { $0 != nil }) { wakeWritten() }
         publishSoon(now: now)
-        if id == 0, touchedCore || !split {
+        if id == 0, touchedCore {
             touchedCore = false
             daemon.service(now: now)
         }
@@ -156,7 +157,7 @@ extension Lane {
         }
         let id = PeerID(rawValue: peer)
         // Another lane owns this peer's session: the whole read goes there, vnet header and all.
-        if split, !forCore, SessionOwnership.owner(of: id, owners: owners) != self.id {
+        if !forCore, SessionOwnership.owner(of: id, owners: owners) != self.id {
             var hdr = Handoff(kind: .tun)
             if let raw {
                 hdr.vnetLength = UInt8(min(raw.count, 16))
@@ -198,7 +199,7 @@ extension Lane {
             plan = pl
         }
         // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
-        let room = split && !forCore ? shard.headerRoom(for: id) : daemon.core.headerRoom(for: id)
+        let room = !forCore ? shard.headerRoom(for: id) : daemon.core.headerRoom(for: id)
         let stride = plan.segmentLength + room + DataMessage.tagSize
         let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
         var s = 0
@@ -241,12 +242,13 @@ extension Lane {
         }
     }
 
-    /// Seals one packet for `peer` in place: the shard's keys when split, else
-    /// NodeCore's. Nil when it was queued, handed to lane 0, or dropped (counted).
+    /// Seals one packet for `peer` in place under the shard's keys; what the shard
+    /// hands back (no keys or path here), and `forCore` packets on lane 0, NodeCore
+    /// seals or queues. Nil when it was queued, handed to lane 0, or dropped (counted).
     @inline(__always)
     private func seal(_ peer: PeerID, _ buf: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
                       now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
-        if split, !forCore {
+        if !forCore {
             switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
             case .send(let ep, let offset, let length):
                 return (ep, offset, length)
@@ -327,7 +329,6 @@ extension Lane {
     /// One datagram: opened here when this lane owns its session, else handed on
     /// (once: a datagram another lane handed us is never handed on again).
     func udpDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
-        guard split else { return coreDatagram(buf, length: length, from: from, now: now, handedOver: handedOver) }
         // The rules are LaneRouter's (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.
         switch router.afterShard(shard.receive(buf, length: length, from: from, now: now), handedOver: handedOver) {
         case .deliver(let peer, let offset, let len):
@@ -357,7 +358,7 @@ extension Lane {
         }
     }
 
-    /// A datagram for NodeCore (lane 0): handshakes, probes, relay, and all of it with one reactor.
+    /// A datagram for NodeCore (lane 0): handshakes, probes, relay.
     private func coreDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
         touchedCore = true
         // Handshake load is metered inside the session layer (Tunnels), after
@@ -384,11 +385,11 @@ extension Lane {
         case .drop:
             break  // counted by NodeCore itself (NodeCore.drop), which the status reports: not again here
         case .handoff(let k):
-            // Session data, split across reactors: its owner opens it.
+            // Session data: its owner opens it (this lane's shard when it is the owner).
             switch router.afterCoreHandoff(to: k, at: id, handedOver: handedOver) {
             case .handTo(let k): handoff(to: k, Handoff(kind: .datagram, source: from), buf.baseAddress!, length: length)
             case .loop: count("handoff_loop")
-            default: if split { udpDatagram(buf, length: length, from: from, now: now, handedOver: true) }
+            default: udpDatagram(buf, length: length, from: from, now: now, handedOver: true)
             }
         }
     }

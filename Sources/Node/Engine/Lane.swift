@@ -20,8 +20,9 @@
 // never per packet. Records stay in the ring until the batch that read them is
 // sent, so packets are sealed and opened in place there too.
 //
-// With one reactor (node.reactors = 1) there are no shards and no rings: lane 0
-// hands every packet to NodeCore, as a single-threaded daemon.
+// With one reactor (node.reactors = 1) it is the same code with N = 1: lane 0's
+// shard owns every session, NodeCore runs beside it, and there are no rings
+// (every datagram and TUN read is already on its owner).
 import Support
 import Wire
 import Crypto
@@ -71,11 +72,10 @@ final class Lane: @unchecked Sendable {
     let fast = DataPathBuffers()
     /// Views for relayed forwards and probe answers within a batch.
     let out: UnsafeMutablePointer<DatagramView>
-    /// This lane's sessions when they are split across reactors (`split`);
-    /// an empty shard otherwise. Not optional: unwrapping an optional struct on
+    /// The sessions this lane owns (all of them with one lane), set by the daemon
+    /// before the lanes run. Not optional: unwrapping an optional struct on
     /// the packet path copied it (and retained its storage) per packet.
     var shard = SessionShard(index: 0, owners: 1, roster: Roster(), isAnchor: false)
-    var split = false
     /// The rules between lanes (Protocol/Lanes/LaneRouter.swift), shared with the simulator.
     var router = LaneRouter(lanes: 1, isAnchor: false)
     var owners = 1
@@ -281,7 +281,7 @@ extension Lane {
     /// Lanes other than 0: what `wsctl status` shows of them, sent to lane 0 now and then.
     func publish() {
         var c = drops
-        if split { for (k, v) in shard.drops { c[k.name, default: 0] &+= v } }
+        for (k, v) in shard.drops { c[k.name, default: 0] &+= v }
         c["tun_coalesced_packets", default: 0] &+= UInt64(fast.coalescer.merged)
         c["tun_coalesced_udp", default: 0] &+= UInt64(fast.coalescer.mergedUDP)
         let me = id

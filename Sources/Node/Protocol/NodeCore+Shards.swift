@@ -1,13 +1,17 @@
-// NodeCore's side of sessions split across reactors (SessionShard.swift): what
-// it tells the owners, and what it takes back from them. Reactor 0 only.
+// NodeCore's side of sharded sessions (SessionShard.swift; the engine and the
+// simulator at 1..N reactors): what it tells the owners, and what it takes back
+// from them. Reactor 0 only.
 
 import Support
 import Wire
 import Crypto
 
 extension NodeCore {
-    /// Reactors the sessions are split across (1: not split).
+    /// Reactors the sessions are split across (1: one shard owns them all).
     public var owners: Int { tunnels.owners }
+
+    /// Whether SessionShards seal and open the data (NodeCore's `init`, `sharded`).
+    public var sharded: Bool { tunnels.sharded }
 
     /// A peer whose keypairs changed: send `shardKeys(of:)` to its owner.
     public mutating func pollKeyChange() -> PeerID? { tunnels.pollKeyChange() }

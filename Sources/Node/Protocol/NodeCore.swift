@@ -100,8 +100,8 @@ public enum NodeInbound: Equatable, Sendable {
     /// Handled (handshake, keepalive, control message, probe reply); drain the outputs.
     case consumed
     case drop(NodeDropReason)
-    /// Sessions split across reactors: session data that reactor `k` owns
-    /// (SessionShard.swift). Hand the whole datagram, as received, to its shard.
+    /// Sharded sessions: session data that reactor `k` owns (SessionShard.swift;
+    /// with one reactor, k = 0). Hand the whole datagram, as received, to its shard.
     case handoff(reactor: Int)
 }
 
@@ -334,11 +334,14 @@ public struct NodeCore: Sendable {
     ///   - seed: seeds jitter, ping txids and session indices; by default from libsodium.
     ///   - txids: where probe txids come from: libsodium by default; tests may
     ///     pass `.seeded(_:)` to be deterministic.
-    ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: this value does everything.
-    ///   - sendCounters: split only: the shared send counter of each new keypair (the engine's is atomic).
+    ///   - owners: reactors the sessions are split across (SessionShard.swift).
+    ///   - sharded: SessionShards seal and open the data, one per reactor, also
+    ///     when `owners` is 1 (the engine and the simulator always): implied by
+    ///     `owners` > 1. False: this value does everything (unit tests, benchmarks).
+    ///   - sendCounters: sharded only: the shared send counter of each new keypair (the engine's is atomic with several reactors).
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
                 sessionTimings: SessionTimings = .default, gossipTimings: GossipTimings = .default,
-                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
+                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1, sharded: Bool = false,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() },
                 txids: SecretRandom = .sodium) {
         publicKey = identity.publicKey
@@ -366,7 +369,7 @@ public struct NodeCore: Sendable {
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
                           timings: sessionTimings, pathTimings: timings, seed: seed, owners: owners,
-                          sendCounters: sendCounters)
+                          sharded: sharded, sendCounters: sendCounters)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         var entries: [RosterEntry] = []
         var anchors: [PeerID] = []

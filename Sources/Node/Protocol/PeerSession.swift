@@ -38,7 +38,7 @@
 //     peer is sending under right now.
 
 // Timer hooks (wireguard-go `timers.go`): the "authenticated packet received /
-// sent" ones are in Session/SessionHooks.swift (shared with the split data
+// sent" ones are in Session/SessionHooks.swift (shared with the shards' data
 // path); the handshake ones are here:
 //   initiation sent      -> arm handshakeRetry (backoff + jitter), cancel handshakeExpedite
 //   a path opened        -> arm handshakeExpedite: now, but at least expediteMinInterval after
@@ -63,10 +63,10 @@ struct Keypair: Sendable {
     /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
     let isInitiator: Bool
     var sendCounter: UInt64 = 0
-    /// Set when sessions are split across reactors (SessionShard.swift): the
-    /// owning reactor seals data and the session layer seals keepalives and
-    /// control messages under the same keys, so the counter is one atomic both
-    /// take from. Nil (one reactor): `sendCounter` is it.
+    /// Set when sessions are sharded (SessionShard.swift, 1..N reactors): the
+    /// owning shard seals data and the session layer seals keepalives and
+    /// control messages under the same keys, so the counter is one both take
+    /// from (atomic across reactors). Nil (not sharded): `sendCounter` is it.
     let shared: (any SharedSendCounter)?
     var replay: ReplayWindow
 
@@ -208,24 +208,28 @@ struct SessionContext: Sendable {
     var events = Outbox<TunnelEvent>()
     /// The last timestamp we put in an initiation (kept strictly increasing).
     var lastTimestamp: HandshakeTimestamp?
-    /// Reactors the sessions are split across (1: not split). See SessionShard.swift.
+    /// Reactors the sessions are split across (1: one lane owns them all). See SessionShard.swift.
     let owners: Int
+    /// The data plane is SessionShards (the engine at any reactor count, the
+    /// simulator): keys are pushed to the owners, DATA is opened only there,
+    /// and each keypair's send counter is shared with its owner. False only for
+    /// drivers that seal and open through NodeCore alone (unit tests, benchmarks).
+    let split: Bool
     /// Split only: peers whose keypairs changed, for the engine to install on the owning reactor.
     var keyChanges = Outbox<PeerID>()
 
     /// Split only: makes each new keypair's shared send counter (the engine's is atomic).
     let sendCounters: SendCounterFactory
 
-    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1,
+    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1, sharded: Bool = false,
          sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         self.identity = identity
         self.timings = timings
         self.rng = rng
         self.owners = max(1, owners)
+        split = sharded || owners > 1
         self.sendCounters = sendCounters
     }
-
-    var split: Bool { owners > 1 }
 
     mutating func keysChanged(_ peer: PeerID) {
         if split { keyChanges.push(peer) }

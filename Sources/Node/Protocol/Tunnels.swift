@@ -265,7 +265,11 @@ public struct Tunnels: Sendable {
     /// - Parameters:
     ///   - seed: seeds session indices and retry jitter. By default 8 bytes from
     ///     libsodium's CSPRNG; tests pass a constant to be deterministic.
-    ///   - owners: reactors the sessions are split across (SessionShard.swift); 1: not split.
+    ///   - owners: reactors the sessions are split across (SessionShard.swift).
+    ///   - sharded: the data plane is SessionShards, one per reactor, also when
+    ///     `owners` is 1 (the engine, the simulator): keys go to the owners, DATA
+    ///     is handed to them. Implied by `owners` > 1. False: this value seals and
+    ///     opens everything itself (unit tests, benchmarks).
     ///   - sendCounters: split only: each new keypair's send counter, shared by the
     ///     reactors that seal under it (the engine passes an atomic one).
     ///   - roster: the members, `peers[i]` being the session of the roster's
@@ -275,7 +279,7 @@ public struct Tunnels: Sendable {
     ///   A spec's `endpoint` becomes the member's first (direct, active) path.
     public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
                 pathTimings: ConnectivityTimings = .default,
-                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1,
+                seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1, sharded: Bool = false,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
         publicKey = identity.publicKey
         self.timings = timings
@@ -295,7 +299,7 @@ public struct Tunnels: Sendable {
         }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
-                             sendCounters: sendCounters)
+                             sharded: sharded, sendCounters: sendCounters)
         cookies = CookieChecker(identity: identity)
         wgCookies = CookieChecker(wireGuardIdentity: identity)
         loadMeter = HandshakeLoadMeter()
@@ -732,8 +736,11 @@ public struct Tunnels: Sendable {
 
     // MARK: Split sessions (SessionShard.swift)
 
-    /// Reactors the sessions are split across (1: not split).
+    /// Reactors the sessions are split across (1: one owns them all).
     public var owners: Int { ctx.owners }
+
+    /// Whether SessionShards seal and open the data (see `init`'s `sharded`).
+    public var sharded: Bool { ctx.split }
 
     /// A peer whose keypairs changed since the last call: install `keys(of:)` on its owner.
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }

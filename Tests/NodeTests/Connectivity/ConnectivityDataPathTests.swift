@@ -11,7 +11,7 @@ import Glibc
 @testable import Engine
 import Reactor
 
-/// NodeCore's data path in a loop, in one caller-owned buffer: direct, and
+/// The data path as the engine runs it (SessionShards, at 1 and 2 reactors) in a loop, in one caller-owned buffer: direct, and
 /// relayed through an anchor (sender wraps in place, anchor forwards in place,
 /// receiver unwraps in place). Allocations are counted when the test runs
 /// with perf/lib/malloccount.so preloaded (STYLE 16):
@@ -44,71 +44,21 @@ final class ConnectivityDataPathTests: XCTestCase {
         return sim
     }
 
+    /// The engine's data path with one reactor (N = 1): lane 0's one shard seals
+    /// and opens every session, the anchor forwards on its NodeCore, reports go back
+    /// to NodeCore every 20 ms. Without allocation.
     func testDirectAndRelayedSteadyStateInPlace() {
-        let sim = Self.makeWorld()
-        XCTAssertEqual(sim.activePath(2, 3)?.kind, .direct)
-        guard let relay = sim.activePath(4, 5), relay.kind == .relay, let via = relay.via?.rawValue else {
-            return XCTFail("the symmetric pair relays")
-        }
-        // The cores leave the simulator: the loop below is the engine's inner
-        // loop (plain code, no closures capturing state: a debug build boxes those).
-        var cone1 = sim.hosts[2].core, cone2 = sim.hosts[3].core
-        var sym1 = sim.hosts[4].core, sym2 = sim.hosts[5].core, anchor = sim.hosts[via].core
-        let cone2Peer = PeerID(rawValue: 3), cone1Peer = PeerID(rawValue: 2)
-        let sym2Peer = PeerID(rawValue: 5), sym1Peer = PeerID(rawValue: 4)
-        let cone1Seen = sim.activePath(3, 2)!.remote, sym1Seen = sim.activePath(via, 4)!.remote
-        let anchorEndpoint = sim.hosts[via].local
-        let start = sim.now
-        let headroom = 64, payload = 1380
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: headroom + payload + 64, alignment: 16)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        buffer[headroom] = 0x45
-
-        var counted: UInt64?
-        var delivered = 0
-        for i in 0..<10_100 {
-            // Warm-up first (copy-on-write of the cores' storage), then count.
-            if i == 100 { counted = Self.mallocCount?() }
-            let now = start + Span(ns: UInt64(i) * 1_000_000)  // 1 ms apart: ~1.4 MB/s, within the relay budget
-            buffer.storeBytes(of: UInt64(i), toByteOffset: headroom + 8, as: UInt64.self)
-            // Direct: seal in place, open in place.
-            guard case .send(_, let off, let len) = cone1.sendPacket(to: cone2Peer, buffer, payloadOffset: headroom,
-                                                                    payloadLength: payload, now: now) else { break }
-            var view = UnsafeMutableRawBufferPointer(rebasing: buffer[off..<buffer.count])
-            guard case .packet(cone1Peer, let o, payload) = cone2.receive(view, length: len, from: cone1Seen, now: now),
-                  view.loadUnaligned(fromByteOffset: o + 8, as: UInt64.self) == UInt64(i) else { break }
-            // Relayed: seal and wrap in place, forwarded in place, unwrapped and opened in place.
-            buffer.storeBytes(of: UInt64(i), toByteOffset: headroom + 8, as: UInt64.self)
-            buffer[headroom] = 0x45
-            guard case .send(anchorEndpoint, let roff, let rlen) = sym1.sendPacket(to: sym2Peer, buffer, payloadOffset: headroom,
-                                                                                  payloadLength: payload, now: now),
-                  rlen == payload + 32 + RelayMessage.headerSize else { break }
-            view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
-            guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
-            guard case .packet(sym1Peer, let ro, payload) = sym2.receive(view, length: rlen, from: anchorEndpoint, now: now),
-                  view.loadUnaligned(fromByteOffset: ro + 8, as: UInt64.self) == UInt64(i) else { break }
-            buffer[headroom] = 0x45
-            delivered += 1
-        }
-        let after = Self.mallocCount?()
-        XCTAssertEqual(delivered, 10_100)
-        if let counted, let after {
-            XCTAssertEqual(after - counted, 0, "allocations on the data path (10 000 direct + 10 000 relayed packets)")
-            print("datapath: \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
-        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
-            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
-        } else {
-            print("datapath: malloc counter not preloaded; allocation count not checked (see the doc comment)")
-        }
-        XCTAssertEqual(anchor.status(now: start).counters["relay_forwarded_packets"].map { $0 >= 10_100 }, true)
+        steadyState(owners: 1)
     }
 
     /// The same loop with sessions split across two reactors (SessionShard.swift):
-    /// the owners seal and open, the anchor forwards on reactor 0, reports go back
-    /// to NodeCore every 20 ms. Also without allocation.
+    /// each peer's owner seals and opens. Also without allocation.
     func testSplitAcrossReactorsSteadyStateInPlace() {
-        let sim = Self.makeWorld(owners: 2)
+        steadyState(owners: 2)
+    }
+
+    private func steadyState(owners: Int) {
+        let sim = Self.makeWorld(owners: owners)
         XCTAssertEqual(sim.activePath(2, 3)?.kind, .direct)
         guard let relay = sim.activePath(4, 5), relay.kind == .relay, let via = relay.via?.rawValue else {
             return XCTFail("the symmetric pair relays")
@@ -116,10 +66,10 @@ final class ConnectivityDataPathTests: XCTestCase {
         let cone2Peer = PeerID(rawValue: 3), cone1Peer = PeerID(rawValue: 2)
         let sym2Peer = PeerID(rawValue: 5), sym1Peer = PeerID(rawValue: 4)
         // Each peer's owner on each side.
-        var cone1 = sim.hosts[2].shards[SessionOwnership.owner(of: cone2Peer, owners: 2)]
-        var cone2 = sim.hosts[3].shards[SessionOwnership.owner(of: cone1Peer, owners: 2)]
-        var sym1 = sim.hosts[4].shards[SessionOwnership.owner(of: sym2Peer, owners: 2)]
-        var sym2 = sim.hosts[5].shards[SessionOwnership.owner(of: sym1Peer, owners: 2)]
+        var cone1 = sim.hosts[2].shards[SessionOwnership.owner(of: cone2Peer, owners: owners)]
+        var cone2 = sim.hosts[3].shards[SessionOwnership.owner(of: cone1Peer, owners: owners)]
+        var sym1 = sim.hosts[4].shards[SessionOwnership.owner(of: sym2Peer, owners: owners)]
+        var sym2 = sim.hosts[5].shards[SessionOwnership.owner(of: sym1Peer, owners: owners)]
         var cone1Core = sim.hosts[2].core
         var anchor = sim.hosts[via].core
         let cone1Seen = sim.activePath(3, 2)!.remote, sym1Seen = sim.activePath(via, 4)!.remote
@@ -142,7 +92,7 @@ final class ConnectivityDataPathTests: XCTestCase {
                                                              payloadLength: payload, now: now) else { break }
             var view = UnsafeMutableRawBufferPointer(rebasing: buffer[off..<buffer.count])
             // Steered by the receiver index to the owner on the other side.
-            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: len, owners: 2, relayInner: true)
+            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: len, owners: owners, relayInner: true)
                     == cone2.index,
                   case .packet(cone1Peer, let o, payload) = cone2.receive(view, length: len, from: cone1Seen, now: now),
                   view.loadUnaligned(fromByteOffset: o + 8, as: UInt64.self) == UInt64(i) else { break }
@@ -153,7 +103,7 @@ final class ConnectivityDataPathTests: XCTestCase {
                   rlen == payload + 32 + RelayMessage.headerSize else { break }
             view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
             guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
-            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: 2, relayInner: true)
+            guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: owners, relayInner: true)
                     == sym2.index,
                   case .packet(sym1Peer, let ro, payload) = sym2.receive(view, length: rlen, from: anchorEndpoint, now: now),
                   view.loadUnaligned(fromByteOffset: ro + 8, as: UInt64.self) == UInt64(i) else { break }
@@ -174,8 +124,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         XCTAssertEqual(cone1Core.tunnels.peerStatus(cone2Peer, now: start)?.counters.txPackets ?? 0 >= 10_000, true,
                        "the reports carried the counters")
         if let counted, let after {
-            XCTAssertEqual(after - counted, 0, "allocations on the split data path")
-            print("datapath split: \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
+            XCTAssertEqual(after - counted, 0, "allocations on the data path, \(owners) reactor(s)")
+            print("datapath, \(owners) reactor(s): \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
         } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
             XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
         }

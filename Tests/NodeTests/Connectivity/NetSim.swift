@@ -80,7 +80,7 @@ final class NetSim {
         let name: String
         let identity: Identity
         var core: NodeCore
-        /// Sessions split across reactors (`owners` > 1): one shard per reactor, as the engine's lanes.
+        /// One shard per reactor (one with `owners` = 1), as the engine's lanes.
         var shards: [SessionShard] = []
         /// What NodeCore told the shards: the engine's own `ShardSync` (Protocol/Lanes/LaneRouter.swift).
         var sync: ShardSync?
@@ -134,8 +134,10 @@ final class NetSim {
         var lanIP: IPAddressBytes?
     }
 
-    /// Reactors every host splits its sessions across (SessionShard.swift). 1: NodeCore alone.
-    /// WS_SIM_OWNERS in the environment sets the default, so the whole suite can run split.
+    /// Reactors every host splits its sessions across (SessionShard.swift): one shard
+    /// each, as the engine's lanes; 1: one shard owns every session, as the engine
+    /// with one reactor. WS_SIM_OWNERS in the environment sets the default, so the
+    /// whole suite can run split.
     var owners: Int
 
     static var defaultOwners: Int { ProcessInfo.processInfo.environment["WS_SIM_OWNERS"].flatMap { Int($0) } ?? 1 }
@@ -148,10 +150,10 @@ final class NetSim {
 
     func makeCore(_ identity: Identity, _ members: [MemberSpec], anchor: Bool, seed: UInt64) -> (NodeCore, [SessionShard]) {
         let core = NodeCore(identity: identity, members: members, isAnchor: anchor, timings: timings,
-                            sessionTimings: sessionTimings, seed: seed, owners: owners)
-        let shards = owners > 1 ? (0..<owners).map {
+                            sessionTimings: sessionTimings, seed: seed, owners: owners, sharded: true)
+        let shards = (0..<owners).map {
             SessionShard(index: $0, owners: owners, roster: core.roster, isAnchor: anchor, timings: sessionTimings)
-        } : []
+        }
         return (core, shards)
     }
 
@@ -219,16 +221,14 @@ final class NetSim {
         buffer.replaceSubrange(64..<(64 + payload.count), with: payload)
         let now = self.now
         let result = buffer.withUnsafeMutableBytes { b -> Outbound in
-            if owners > 1 {
-                // The owner seals; without keys or a path there it is NodeCore's (as the engine's lanes do).
-                let k = SessionOwnership.owner(of: pid(j), owners: owners)
-                switch hosts[i].shards[k].send(to: pid(j), b, payloadOffset: 64, payloadLength: payload.count, now: now) {
-                case .send(let to, let off, let len): return .send(to, offset: off, length: len)
-                case .drop(let r):
-                    if case .session(let d) = r { return .drop(d) }
-                    return .drop(.badLength)
-                case .core: break
-                }
+            // The owner seals; without keys or a path there it is NodeCore's (as the engine's lanes do).
+            let k = SessionOwnership.owner(of: pid(j), owners: owners)
+            switch hosts[i].shards[k].send(to: pid(j), b, payloadOffset: 64, payloadLength: payload.count, now: now) {
+            case .send(let to, let off, let len): return .send(to, offset: off, length: len)
+            case .drop(let r):
+                if case .session(let d) = r { return .drop(d) }
+                return .drop(.badLength)
+            case .core: break
             }
             return hosts[i].core.sendPacket(to: pid(j), b, payloadOffset: 64, payloadLength: payload.count, now: now)
         }
@@ -254,7 +254,6 @@ final class NetSim {
         var buffer = bytes + [UInt8](repeating: 0, count: 32)
         let now = self.now
         let result = buffer.withUnsafeMutableBytes { b -> NodeInbound in
-            guard owners > 1 else { return hosts[i].core.receive(b, length: bytes.count, from: source, now: now) }
             // As the engine's lanes, by the same rules (LaneRouter.deliver): steered to a lane by the
             // BPF rule, opened by the owner, the rest NodeCore's on lane 0; handed over at most once.
             let router = LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor)
@@ -280,7 +279,7 @@ final class NetSim {
         case .consumed:
             break
         case .handoff:
-            XCTFail("NodeCore handed a datagram over with one reactor")
+            XCTFail("the lanes left a datagram handed over (LaneRouter.deliver resolves every handoff)")
         }
         drain(i)
         return result
@@ -296,15 +295,13 @@ final class NetSim {
 
     func drain(_ i: Int) {
         var reportsDue: Instant?
-        if owners > 1 {
-            // The shards' reports, at most one per peer per 20 ms (a new path at once), as the lanes send them.
-            for k in 0..<owners {
-                if let d = hosts[i].shards[k].flushActivity(now: now), reportsDue.map({ d < $0 }) ?? true { reportsDue = d }
-                while let r = hosts[i].shards[k].pollReport() { hosts[i].core.applyShardReport(r, now: now) }
-            }
+        // The shards' reports, at most one per peer per 20 ms (a new path at once), as the lanes send them.
+        for k in hosts[i].shards.indices {
+            if let d = hosts[i].shards[k].flushActivity(now: now), reportsDue.map({ d < $0 }) ?? true { reportsDue = d }
+            while let r = hosts[i].shards[k].pollReport() { hosts[i].core.applyShardReport(r, now: now) }
         }
         while let t = hosts[i].core.pollTransmit() { emit(from: i, to: t.to, t.bytes) }
-        if owners > 1 { syncShards(i) }
+        syncShards(i)
         while let e = hosts[i].core.pollEvent() { hosts[i].events.append((now, e)) }
         hosts[i].wake = hosts[i].core.pollTimeout()?.deadline
         if let d = reportsDue, hosts[i].wake.map({ d < $0 }) ?? true { hosts[i].wake = d }

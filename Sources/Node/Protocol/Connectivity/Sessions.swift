@@ -24,8 +24,8 @@ extension NodeCore {
     mutating func receiveSession(_ buffer: UnsafeMutableRawBufferPointer, length: Int, from source: Endpoint,
                                  relayedBy anchor: PeerID?, relayedFor sender: MemberID? = nil,
                                  now: Instant, underLoad: Bool) -> NodeInbound {
-        // Split across reactors: DATA is opened only by the shard that owns its index.
-        if tunnels.owners > 1, buffer[0] == MessageType.data.rawValue {
+        // Sharded (1..N reactors): DATA is opened only by the shard that owns its index.
+        if tunnels.sharded, buffer[0] == MessageType.data.rawValue {
             guard length >= DataMessage.minimumSize else { return drop(.session(.badLength)) }
             return .handoff(reactor: SessionOwnership.owner(ofIndex: buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian,
                                                             owners: tunnels.owners))

@@ -2,10 +2,11 @@
 // `BeginSymmetricSession` / `ReceivedWithKeypair`), written once for the two
 // places that open and seal under them:
 //
-//   PeerSession (reactor 0, or the only reactor)   SessionShard (the owning reactor when split)
+//   PeerSession (NodeCore, reactor 0)              SessionShard (the owning reactor, at 1..N)
 //   ────────────────────────────────────────────   ─────────────────────────────────────────────
-//   seal: keepalives, control, data (1 reactor)    seal: data for the peers it owns
-//   open: DATA (1 reactor)                         open: DATA for the peers it owns
+//   seal: keepalives, control; data only when      seal: data for the peers it owns
+//         not sharded (unit tests, benchmarks)
+//   open: DATA only when not sharded               open: DATA for the peers it owns
 //   promote on the first packet under `next`       promote, then report it (ShardReport.promoted)
 //   install a new keypair (handshake completed)    install a copy of reactor 0's slots
 //

@@ -2,9 +2,9 @@
 // `timers.go`: timersDataReceived, timersAnyAuthenticatedPacketReceived, ...),
 // written once. Two callers reach them:
 //
-//   one reactor:  PeerSession.receiveData / afterSend ─────────────┐
-//                 (per packet)                                     ├─▶ received(data:) / sent(data:)
-//   split:        SessionShard opens and seals, reports activity ──┘
+//   not sharded:  PeerSession.receiveData / afterSend ─────────────┐
+//   (unit tests)  (per packet)                                     ├─▶ received(data:) / sent(data:)
+//   the engine:   SessionShard opens and seals, reports activity ──┘
 //                 PeerSession.applyActivity (per report, ≤ every 20 ms)
 //
 // so the session's timers end the same whichever reactor touched the keys.
