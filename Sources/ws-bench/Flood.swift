@@ -19,8 +19,19 @@
 //                   it rides in clear in every probe), a random txid each.
 //   replay      F11 the datagram in --payload-file (e.g. a captured real
 //                   HANDSHAKE_INIT), the same bytes every time.
+//   init-cookie F2  HANDSHAKE_INITs as `init`, from many sources that first
+//                   collect a cookie each: phase 1 sends one INIT per source
+//                   without a cookie per round (up to 12 rounds, 0.4 s apart;
+//                   the victim is under load, so it answers each with a
+//                   COOKIE_REPLY for that source), phase 2 (--seconds) sends
+//                   at --rate round-robin with mac2 made from each source's
+//                   cookie: past the cookie check, only the per-source (IPv6:
+//                   per-/64) limiter stands between them and the DH work.
+//                   Both phases' datagrams are in "sent"; "collected" says how
+//                   many sources got a cookie, "phase1" how many were sent
+//                   collecting.
 //
-// Sources: --from binds one UDP socket per listed local address (the caller
+// Sources: --from (or --from-file, one address a line) binds one UDP socket per listed local address (the caller
 // puts those addresses on an interface in the attacker's namespace) and sends
 // round-robin over them; answers (cookie replies, probe replies) are read from
 // the same sockets and counted. --spoof sends from a raw IPv4 socket with a
@@ -43,12 +54,13 @@ struct Flood: ParsableCommand {
         abstract: "Send crafted attack datagrams at a fixed rate (tests/flood.sh, perf/flood).")
 
     enum Kind: String, ExpressibleByArgument, CaseIterable {
-        case initiation = "init", relayInit = "relay-init", garbage, probe, replay
+        case initiation = "init", relayInit = "relay-init", garbage, probe, replay, initCookie = "init-cookie"
     }
 
-    @Option(help: "init | relay-init | garbage | probe") var kind: Kind
+    @Option(help: "init | relay-init | garbage | probe | replay | init-cookie") var kind: Kind
     @Option(help: "Victim, IP:PORT.") var to: String
     @Option(help: "Comma-separated local source addresses, one socket each (IPv4 or IPv6).") var from: String?
+    @Option(help: "A file of local source addresses, one a line (as --from; thousands are fine).") var fromFile: String?
     @Option(help: "Forged source IPv4:PORT, sent from a raw socket (needs root).") var spoof: String?
     @Option(help: "Datagrams per second, all sources together.") var rate: Double = 1000
     @Option(help: "Seconds to send.") var seconds: Double = 5
@@ -63,8 +75,8 @@ struct Flood: ParsableCommand {
         var out: [Sender] = []
         if let spoof {
             out.append(try RawSender(source: try SockAddr(parse: spoof), destination: dest))
-        } else if let from {
-            for ip in from.split(separator: ",") {
+        } else if let list = try sourceList() {
+            for ip in list {
                 out.append(try UDPSender(bind: try SockAddr(parse: String(ip), port: 0), destination: dest))
             }
         } else {
@@ -72,16 +84,55 @@ struct Flood: ParsableCommand {
         }
         var sent = 0, errors = 0, replies = 0, replyBytes = 0
         var rx = [UInt8](repeating: 0, count: 2048)
+        // init-cookie: one cookie state per source (mac2 for that source's address).
+        var macs: [MacGenerator] = []
+        if kind == .initCookie { macs = Array(repeating: MacGenerator(peer: try key(victimKey, "victim-key")), count: out.count) }
         func drain() {
-            for s in out {
+            for (k, s) in out.enumerated() {
                 while true {
                     let n = s.receive(&rx)
                     if n < 0 { break }
                     replies += 1
                     replyBytes += n
+                    if !macs.isEmpty { _ = macs[k].consumeCookieReply(Array(rx[0..<n]), now: Instant(ns: monotonicNs())) }
                 }
             }
         }
+        func stamped(_ msg: [UInt8], source k: Int) -> [UInt8] {
+            guard !macs.isEmpty else { return msg }
+            var m = msg
+            macs[k].stamp(&m, now: Instant(ns: monotonicNs()))
+            return m
+        }
+        var phase1 = 0, phase1Errors = 0
+        if kind == .initCookie {
+            // Phase 1: a cookie for every source. One INIT per source still
+            // without one per round (a second INIT before the answer would make
+            // that answer unusable: it is bound to the last mac1 sent), paced at
+            // --rate, plus enough from sources that have one to keep the victim's
+            // load meter (128/s) tripped.
+            var j = 0
+            for _ in 0..<12 {
+                let now0 = Instant(ns: monotonicNs())
+                var need = (0..<out.count).filter { !macs[$0].hasFreshCookie(now: now0) }
+                if need.isEmpty { break }
+                let have = (0..<out.count).filter { macs[$0].hasFreshCookie(now: now0) }
+                if need.count < 200, !have.isEmpty { need += (0..<(200 - need.count)).map { have[$0 % have.count] } }
+                let t0 = monotonicNs()
+                for (n, k) in need.enumerated() {
+                    while Double(monotonicNs() - t0) / 1e9 * rate < Double(n) { usleep(100) }
+                    if out[k].send(stamped(pool[j % pool.count], source: k)) { sent += 1 } else { errors += 1 }
+                    j += 1
+                }
+                // The answers wait in each socket's buffer (one or two per source).
+                usleep(400_000)
+                drain()
+            }
+            phase1 = sent
+            phase1Errors = errors
+        }
+        let collected = macs.isEmpty ? 0 : (0..<out.count).filter { macs[$0].hasFreshCookie(now: Instant(ns: monotonicNs())) }.count
+        let phase1Replies = replies
         let start = monotonicNs()
         let end = start + UInt64(seconds * 1e9)
         var lastDrain = start
@@ -89,22 +140,35 @@ struct Flood: ParsableCommand {
         while true {
             let now = monotonicNs()
             if now >= end { break }
-            let due = Int(Double(now - start) / 1e9 * rate) - (sent + errors)
+            let due = Int(Double(now - start) / 1e9 * rate) - (sent + errors - phase1 - phase1Errors)
             if due <= 0 {
-                if now - lastDrain > 10_000_000 { drain(); lastDrain = now }
+                // Draining visits every socket: with thousands of sources, rarely.
+                if now - lastDrain > (out.count > 64 ? 250_000_000 : 10_000_000) { drain(); lastDrain = now }
                 usleep(200)
                 continue
             }
             for _ in 0..<min(due, 256) {
-                let msg = pool[i % pool.count]
-                if out[i % out.count].send(msg) { sent += 1 } else { errors += 1 }
+                let k = i % out.count
+                if out[k].send(stamped(pool[i % pool.count], source: k)) { sent += 1 } else { errors += 1 }
                 i += 1
             }
         }
         let elapsed = Double(monotonicNs() - start) / 1e9
         usleep(300_000)  // answers still in flight
         drain()
-        print("flood kind=\(kind.rawValue) sent=\(sent) seconds=\(String(format: "%.2f", elapsed)) pps=\(Int(Double(sent) / elapsed)) replies=\(replies) reply_bytes=\(replyBytes) errors=\(errors) sources=\(out.count)")
+        let cookieFigures = kind == .initCookie ? " collected=\(collected) phase1=\(phase1) phase1_replies=\(phase1Replies)" : ""
+        print("flood kind=\(kind.rawValue) sent=\(sent) seconds=\(String(format: "%.2f", elapsed)) pps=\(Int(Double(sent - phase1) / elapsed)) replies=\(replies) reply_bytes=\(replyBytes) errors=\(errors) sources=\(out.count)\(cookieFigures)")
+    }
+
+    /// --from or --from-file: the local source addresses, or nil for none given.
+    func sourceList() throws -> [String]? {
+        if let fromFile {
+            guard let text = try? String(contentsOfFile: fromFile, encoding: .utf8) else { throw ValidationError("cannot read \(fromFile)") }
+            let list = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !list.isEmpty else { throw ValidationError("\(fromFile) lists no address") }
+            return list
+        }
+        return from.map { $0.split(separator: ",").map(String.init) }
     }
 
     func key(_ b64: String?, _ flag: String) throws -> PublicKey {
@@ -128,7 +192,7 @@ struct Flood: ParsableCommand {
             return (0..<256).map { _ in
                 PathProbe(txid: Sodium.randomBytes(8).reduce(0) { $0 << 8 | UInt64($1) }, sender: member).bytes
             }
-        case .initiation, .relayInit:
+        case .initiation, .relayInit, .initCookie:
             let victim = try key(victimKey, "victim-key")
             let stranger = Identity(secret: SecretKey.generate())
             var header: [UInt8] = []

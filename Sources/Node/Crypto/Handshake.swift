@@ -310,7 +310,7 @@ public struct MacGenerator: Sendable {
     }
 
     /// Fills the last 32 bytes of `message` (INIT or RESP, macs zeroed) with mac1 and mac2.
-    mutating func stamp(_ message: inout [UInt8], now: Instant) {
+    public mutating func stamp(_ message: inout [UInt8], now: Instant) {
         guard let mac1Key, message.count >= HandshakeMACs.trailerLength else { return }
         let mac1At = message.count - HandshakeMACs.trailerLength
         let mac2At = mac1At + HandshakeMACs.macLength
