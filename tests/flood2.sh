@@ -56,8 +56,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 secs=${WS_FLOOD_SECONDS:-3}       # attack time per flood
 rate=${WS_FLOOD_RATE:-2000}       # F2/F7 datagrams per second
-legit=${WS_FLOOD_LEGIT:-10M}      # offered legit UDP, bits/s
+legit=${WS_FLOOD_LEGIT:-10M}      # offered legit UDP, bits/s, direct (m2 -> m1)
 budget_mbit=8                     # a1's relay_rate_mbit
+legit_relay=4M                    # offered legit UDP through the relay (m3 -> m1): within the budget
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
 lab_init "ws$$"
@@ -93,11 +94,12 @@ ipx m1 route add 198.18.0.0/20 via 203.0.113.66 dev eth0
 ipx m1 -6 route add 2001:db8:aa::/48 via 2001:db8:f::66 dev eth0
 # s: the 16 third-party addresses m3 will announce.
 for i in $(seq 201 215); do ipx s addr add "203.0.113.$i/32" dev eth0; done
-# m3: the same 16 on a dummy interface (the daemon lists every interface's
+# m3: the same 16 on an interface of its own (the daemon lists every interface's
 # addresses as local candidates); arp_ignore so that m3 does not answer ARP
 # for them on eth0 (the sink does).
-ipx m3 link add dummy0 type dummy
+ipx m3 link add dummy0 type veth peer name dummy1   # no dummy driver everywhere: a veth to nowhere
 ipx m3 link set dummy0 up
+ipx m3 link set dummy1 up
 for i in $(seq 200 215); do ipx m3 addr add "203.0.113.$i/32" dev dummy0; done
 lab_exec m3 sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1
 # m1 and m3 never talk directly: their traffic is relayed by a1.
@@ -122,8 +124,9 @@ conf() { # NODE ANCHOR REACTORS PEERS...
     "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$reactors" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
   [ "$anchor" = false ] || printf 'relay_rate_mbit = %s\n' "$budget_mbit"
   for p in "$@"; do
-    printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\nendpoint = "%s:51820"\n' \
-      "$p" "${pub[$p]}" "${ov[$p]}" "${ip[$p]}"
+    printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\n' "$p" "${pub[$p]}" "${ov[$p]}"
+    # m1 and m3 know each other only through the anchor (it introduces them).
+    [ "$n$p" = m1m3 ] || [ "$n$p" = m3m1 ] || printf 'endpoint = "%s:51820"\n' "${ip[$p]}"
     if [ "$p" = a1 ]; then printf 'anchor = true\n'; fi
   done
 }
@@ -186,7 +189,9 @@ import json,sys; c=json.load(open('$f')).get('counters',{}); print(sum(c.get(n,0
 # legit_run TAG FROM SECONDS [RATE]: a UDP flow FROM -> m1 (iperf3, 1200-byte
 # datagrams) in the background; legit_wait TAG sets $got to what arrived.
 legit_run() {
-  lab_exec "$2" iperf3 -c 10.77.0.21 -u -b "${4:-$legit}" -l 1200 -t "$3" -J >"$LAB_DIR/legit-$1.json" 2>&1 &
+  local r=$legit
+  [ "$2" != m3 ] || r=$legit_relay
+  lab_exec "$2" iperf3 -c 10.77.0.21 -u -b "${4:-$r}" -l 1200 -t "$3" -J >"$LAB_DIR/legit-$1.json" 2>&1 &
   legit_pid=$!
 }
 legit_wait() {
@@ -204,7 +209,7 @@ for from in m2 m3; do
   base[$from]=$got
   [ "$got" -gt 0 ] || fail "the baseline legit flow from $from received nothing"
 done
-echo "ok: baselines: legit UDP $legit for $((secs + 2)) s: m2 -> m1 (direct) ${base[m2]}, m3 -> m1 (relayed) ${base[m3]} datagrams"
+echo "ok: baselines for $((secs + 2)) s: m2 -> m1 (direct, $legit) ${base[m2]}, m3 -> m1 (relayed, $legit_relay) ${base[m3]} datagrams"
 figures=()
 
 # attack NAME VICTIM LEGIT_FROM COUNTERS... -- injector...: one flood inside a

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# "Nothing lost" on disk (security review 60ee9cd, Part C.5): the only
-# persisted state is state_dir/endpoints.json, written atomically (temporary
+# "Nothing lost" on disk (security review 60ee9cd, Part C.5): the persisted
+# state is state_dir/endpoints.json (and records.bin, the gossip records, the
+# same way), written atomically (temporary
 # file, fsync, rename, fsync of the directory). kill -9 the daemon at random
 # moments while that file changes, WS_KILLS times (20 here, 100 in
 # perf/nothing-lost), and after every kill: the file is absent or valid JSON of
@@ -101,7 +102,17 @@ check_file() {
   md5sum <"$f" | cut -c1-12
 }
 
-prev=absent changed=0 present=0 tmp_left=0 from_cache=0
+# check_records: records.bin (binary, the gossip records) absent, or non-empty
+# of mode 0600; prints "absent" or its size.
+check_records() {
+  local f=$state/records.bin
+  if [ ! -e "$f" ]; then echo absent; return 0; fi
+  [ "$(stat -c %a "$f")" = 600 ] || fail "round $i: records.bin has mode $(stat -c %a "$f")"
+  [ -s "$f" ] || fail "round $i: records.bin is empty after kill -9"
+  stat -c %s "$f"
+}
+
+prev=absent changed=0 present=0 tmp_left=0 from_cache=0 records_loaded=0
 t0=$(date +%s)
 for i in $(seq 1 "$kills"); do
   # m2 on a new port: m1's cache of its endpoint changes this round.
@@ -121,6 +132,7 @@ for i in $(seq 1 "$kills"); do
   wait "$pinger" 2>/dev/null || true
   [ -e "$state/endpoints.json.tmp" ] && tmp_left=$((tmp_left + 1))
   sum=$(check_file)
+  rec=$(check_records)
   [ "$sum" != absent ] && present=$((present + 1))
   [ "$sum" != "$prev" ] && [ "$sum" != absent ] && changed=$((changed + 1))
   prev=$sum
@@ -144,13 +156,21 @@ for i in $(seq 1 "$kills"); do
     how="reached by m2"
   fi
   ! grep -q "unreadable" "$(lab_log d-m1)" || fail "round $i: $(grep unreadable "$(lab_log d-m1)")"
+  # records.bin left by the kill: loaded whole at the start (self-delimiting
+  # signed records: a torn file would load fewer, an empty one none).
+  if [ "$rec" != absent ]; then
+    n=$(sed -n 's/.*state: \([0-9]*\) gossip records loaded.*/\1/p' "$(lab_log d-m1)" | head -1)
+    [ "${n:-0}" -ge 1 ] || fail "round $i: records.bin ($rec bytes) left by the kill loaded ${n:-no} records"
+    records_loaded=$((records_loaded + 1))
+  fi
+  wait_until 3 test ! -e "$state/records.bin.tmp" || fail "round $i: records.bin.tmp stays after the restart"
   # The running daemon may be writing right now (its own .tmp for a moment);
   # what must not happen is one that stays.
   wait_until 3 test ! -e "$state/endpoints.json.tmp" || fail "round $i: endpoints.json.tmp stays after the restart"
   kill9_m1
   check_file >/dev/null
-  echo "ok: round $i: killed after a random moment; endpoints.json $sum; restarted, $how"
+  echo "ok: round $i: killed after a random moment; endpoints.json $sum, records.bin $rec; restarted, $how"
 done
-echo "figures: $kills kill -9 rounds in $(( $(date +%s) - t0 )) s: endpoints.json present after $present kills, new content after $changed, a .tmp left by $tmp_left (none stayed after the next start); every restart came up, $from_cache of them reached m2 from the cached endpoint alone, the others were reached by m2"
+echo "figures: $kills kill -9 rounds in $(( $(date +%s) - t0 )) s: endpoints.json present after $present kills, new content after $changed, a .tmp left by $tmp_left (none stayed after the next start); every restart came up, $from_cache of them reached m2 from the cached endpoint alone, the others were reached by m2; records.bin was left and loaded whole after $records_loaded kills"
 # A loop in which the file never changed tested no crash during a write.
 [ "$changed" -ge 2 ] || fail "endpoints.json changed in only $changed rounds: the kills exercised no write"

@@ -243,6 +243,10 @@ public struct Tunnels: Sendable {
     /// Session datagrams dropped at drain time because their member had no
     /// destination any more (counted as `no_endpoint` in `wsctl status`).
     public private(set) var unroutable: UInt64 = 0
+    /// Payloads dropped from the handshake queues of all peers (a queue full
+    /// while a handshake runs, or a handshake that gave up): status counter
+    /// `queue_dropped`, so that no packet waiting for keys is lost silently.
+    public var queueDropped: UInt64 { peers.reduce(0) { $0 &+ $1.counters.queueDropped } }
     /// Who the members are: key and X25519 static -> PeerID (shared with NodeCore).
     public let roster: Roster
     /// ss (our static with each member's), computed at that member's first

@@ -186,6 +186,7 @@ final class ConnectivitySimTests: XCTestCase {
         // Relay load spreads over both anchors, and they did forward.
         XCTAssertEqual(Set(relayVia.keys), ["anchor-1", "anchor-2"], "\(relayVia)")
         for a in [0, 1] { XCTAssertGreaterThan(sim.status(a).counters["relay_forwarded_packets"] ?? 0, 0) }
+        XCTAssertNotNil(sim.status(0).counters["queue_dropped"], "queue_dropped is always in the status counters")
         print("connectivity: relayed directions per anchor \(relayVia)")
 
         // For information: time to first packet, direct vs relayed.

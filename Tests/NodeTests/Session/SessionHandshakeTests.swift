@@ -250,6 +250,7 @@ final class SessionHandshakeTests: XCTestCase {
         for i in 0..<20 { XCTAssertEqual(seal(&a, p, .tagged(i), now: t0).0, .queued) }
         XCTAssertEqual(a.peerStatus(p, now: t0)?.queuedPackets, 8)
         XCTAssertEqual(a.peerStatus(p, now: t0)?.counters.queueDropped, 12)
+        XCTAssertEqual(a.queueDropped, 12, "summed over peers: the status counter queue_dropped")
         a.handleTimeout(now: t0, wallClock: wall(t0))
         let initiation = drainTransmits(&a)
         XCTAssertEqual(initiation.count, 1)

@@ -152,6 +152,8 @@ extension NodeCore {
         for (reason, n) in drops { counters[reason.name, default: 0] &+= n }
         // Session datagrams whose member had no destination when drained.
         if tunnels.unroutable > 0 { counters[NodeDropReason.session(.noEndpoint).name, default: 0] &+= tunnels.unroutable }
+        // Packets that waited for keys and were dropped (always present: 0 is the news).
+        counters["queue_dropped"] = tunnels.queueDropped
         for (name, n) in gossip.counters.named { counters[name] = n }
         counters["gossip_record_punches"] = recordPunches
         if isAnchor {
