@@ -250,9 +250,14 @@ attack() {
 }
 d() { "$PY" -c "import sys; print(sys.argv[1].split('$1=')[1].split()[0])" "$moved"; }
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$out"; }
-hs="cookieRequired notMember rateLimited authFailed mac1 handshakeFlood staleTimestamp"
+hs="cookieRequired notMember rateLimited authFailed mac1 handshakeFlood staleTimestamp simultaneousInitiation"
+
+# WS_FLOOD2_ONLY="F6 F9 ...": run only those of F2, F7 (to try one); F6, F8,
+# F9, F11b always run (they need no more than the lab).
+want() { [ -z "${WS_FLOOD2_ONLY:-}" ] || [[ " $WS_FLOOD2_ONLY " == *" $1 "* ]]; }
 
 # ── F2: many real sources, each with its own cookie ─────────────────────────
+if want F2; then
 # The injector gets m1 under load (> 128 INITs/s), collects a cookie for every
 # source (phase 1), then floods INITs with valid mac2 round-robin. Every INIT
 # ends as cookieRequired (phase 1, or a source whose cookie did not come),
@@ -282,7 +287,10 @@ past=$(( $(d notMember) + $(d authFailed) ))
 [ "$(d rateLimited)" -ge $((p2 - cap - 50)) ] || fail "F2 IPv6: only $(d rateLimited) of $p2 rate-limited"
 echo "ok: F2 IPv6 one /64: $collected addresses with a cookie, $p2 INITs with mac2: $(d rateLimited) rate-limited per /64, $past reached the DH (<= $cap + $phase1 in phase 1)"
 
+fi
+
 # ── F7: relay abuse at the anchor ───────────────────────────────────────────
+if want F7; then
 # a1's counters; the legit flow is m3 -> m1, relayed by a1.
 rl="relay_bad_tag relay_source_not_member relay_unknown_target relay_target_unreachable relay_rate_limited relay_not_anchor bad_length"
 fwd() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('counters',{}).get('relay_forwarded_packets',0))" "$1"; }
@@ -338,6 +346,8 @@ echo "figures: ${figures[-1]}"
 [ "$got" -gt 0 ] || fail "F7d: nothing of m3's flow arrived"
 echo "ok: F7d: m3 over its relay budget: $got forwarded (<= $allowed), $(d relay_rate_limited) relay_rate_limited"
 wait_until 10 pingable m3 m1 || fail "F7d: m3 no longer reaches m1 after its over-budget flow"
+
+fi
 
 # ── F6: probe-reply forgery by an on-path attacker ──────────────────────────
 # m1's packets to a1 now go through x, which forges a reply to every PATH_PROBE
@@ -412,9 +422,11 @@ reactors="$m1pid $reactors"
 writes=$(grep -E 'rename.*endpoints\.json' "$LAB_DIR/f9.strace" | grep -vc 'resumed>' || true)
 fsyncs_on_reactor=$(awk -v r=" $reactors " '/fsync|fdatasync/ { if (index(r, " " $1 " ")) n++ } END { print n + 0 }' "$LAB_DIR/f9.strace")
 fsyncs=$(grep -cE 'fsync|fdatasync' "$LAB_DIR/f9.strace" || true)
-figures+=("F9-roaming-race: $copies copies raced ahead of m2's DATA from 2 alternating addresses in ${f9secs} s; m1 reactor-0 CPU ${cpu}%; legit m2 -> m1 (numbered) $seqgot of $seqsent; endpoints.json renames $writes, fsyncs $fsyncs (on a reactor thread: $fsyncs_on_reactor); counters: $moved")
+flips=$(grep -c "m2: path direct 203.0.113.6[78]" "$(lab_log d-m1)" || true)
+figures+=("F9-roaming-race: $copies copies raced ahead of m2's DATA from 2 alternating addresses in ${f9secs} s; m1 logged $flips moves of m2's path to them; m1 reactor-0 CPU ${cpu}%; legit m2 -> m1 (numbered) $seqgot of $seqsent; endpoints.json renames $writes, fsyncs $fsyncs (on a reactor thread: $fsyncs_on_reactor); counters: $moved")
 echo "figures: ${figures[-1]}"
 [ "$copies" -ge 100 ] || fail "F9: only $copies copies raced"
+[ "$flips" -ge 1 ] || fail "F9: the race never moved m1's path to m2 (nothing for the debounce to hold back)"
 # Each DATA arrives twice (copy first): exactly one of the two is a replay.
 [ "$(d replay)" -ge $((copies * 98 / 100)) ] && [ "$(d replay)" -le $((copies + 5)) ] ||
   fail "F9: $copies raced copies, $(d replay) counted as replay"
@@ -445,6 +457,11 @@ if wait "$sniffer"; then
   settle m1 "$LAB_DIR/F11b-after.json" $hs
   moved=$("$PY" "$FL" delta "$LAB_DIR/F11b-before.json" "$LAB_DIR/F11b-after.json" $hs)
   refused=${moved##*sum=}
+  all=$("$PY" -c "
+import json
+a=json.load(open('$LAB_DIR/F11b-before.json'))['counters']; b=json.load(open('$LAB_DIR/F11b-after.json'))['counters']
+print(' '.join('%s=%d' % (k, b[k] - a.get(k, 0)) for k in sorted(b) if b[k] != a.get(k, 0)))")
+  echo "F11b: every counter that moved: $all"
   figures+=("F11b-replay-after-restart: $sent replays of m2's INIT captured before m1's restart; answered $replies; counters: $moved")
   echo "figures: ${figures[-1]}"
   # The INIT is older than m1's run: accepted at most once (if no newer INIT of

@@ -68,7 +68,7 @@ def ipv4_udp(src, sport, dst, dport, payload):
 
 def onpath(iface, seconds, mode, targets, args):
     targets = {socket.inet_aton(t) for t in targets.split(",")}
-    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))  # DGRAM: no link header
     rx.bind((iface, ETH_P_IP))
     rx.settimeout(0.2)
     tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -124,7 +124,7 @@ def onpath(iface, seconds, mode, targets, args):
 
 
 def sink(iface, out):
-    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))  # DGRAM: no link header
     rx.bind((iface, ETH_P_IP))
     rx.settimeout(0.2)
     stop = [False]
