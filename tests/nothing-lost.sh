@@ -159,6 +159,7 @@ for i in $(seq 1 "$kills"); do
   # records.bin left by the kill: loaded whole at the start (self-delimiting
   # signed records: a torn file would load fewer, an empty one none).
   if [ "$rec" != absent ]; then
+    wait_until 5 grep -q "gossip records loaded" "$(lab_log d-m1)" || fail "round $i: m1 did not say it loaded records.bin ($rec bytes)"
     n=$(sed -n 's/.*state: \([0-9]*\) gossip records loaded.*/\1/p' "$(lab_log d-m1)" | head -1)
     [ "${n:-0}" -ge 1 ] || fail "round $i: records.bin ($rec bytes) left by the kill loaded ${n:-no} records"
     records_loaded=$((records_loaded + 1))

@@ -26,8 +26,9 @@
       lines (T: seconds since start) until SIGTERM. Prints "listening".
   flood2.py sinkstats FILE SRC WINDOW
       Datagrams in FILE from SRC: total, distinct destinations, the most
-      distinct destinations in any WINDOW seconds, and the largest count to
-      one destination: "total=N distinct=D window_max=W per_target_max=P".
+      distinct destinations and the most datagrams in any WINDOW seconds, and
+      the largest count to one destination:
+      "total=N distinct=D window_max=W window_pkts=K per_target_max=P".
   flood2.py nested-relay OUTFILE TARGET_KEY_B64
       F7: a RELAY naming TARGET whose inner datagram is another RELAY (type 7
       inside type 7: relay chains must not exist), 96 bytes.
@@ -155,10 +156,13 @@ def sinkstats(path, src, window):
     per = {}
     for _, d in rows:
         per[d] = per.get(d, 0) + 1
-    wmax = 0
+    wmax = wpk = 0
     for i, (t, _) in enumerate(rows):
-        wmax = max(wmax, len({d for u, d in rows[i:] if u < t + window}))
-    print("total=%d distinct=%d window_max=%d per_target_max=%d" % (len(rows), len(per), wmax, max(per.values(), default=0)))
+        inside = [d for u, d in rows[i:] if u < t + window]
+        wmax = max(wmax, len(set(inside)))
+        wpk = max(wpk, len(inside))
+    print("total=%d distinct=%d window_max=%d window_pkts=%d per_target_max=%d" %
+          (len(rows), len(per), wmax, wpk, max(per.values(), default=0)))
 
 
 def main():
