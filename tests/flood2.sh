@@ -482,7 +482,8 @@ fi
 # endpoints, EndpointRecord.maxEndpoints) counts as vouched and is punched
 # outside that budget. So at most 8 + 8 distinct third-party targets per
 # window, and each direct attempt pings each target for one punch (about 9
-# rounds in 5 s): the review's example budget, 16 targets x 10 rounds per 5 s.
+# rounds in 5 s): the review's example budget, 16 targets x 10 rounds per
+# rendezvous per 5 s.
 lab_kill_tag sink
 run_s=$(awk 'END { print int($1) }' "$LAB_DIR/sink.log")
 cands=$(status m3 | "$PY" -c "import json,sys
@@ -503,8 +504,10 @@ total=$(sed -n 's/.*total=\([0-9]*\).*/\1/p' <<<"$s1")
 wmax=$(sed -n 's/.*window_max=\([0-9]*\).*/\1/p' <<<"$s1")
 wpk=$(sed -n 's/.*window_pkts=\([0-9]*\).*/\1/p' <<<"$s1b")
 [ "$wmax" -le 16 ] || fail "F8: m1 sent to $wmax distinct sink addresses within 30 s (bound 8 unattested + 8 signed)"
-[ "$wpk" -le 160 ] || fail "F8: m1 sent $wpk datagrams to the sink within 5 s (bound 16 targets x 10 rounds)"
-echo "ok: F8: m1 pinged at most $wmax distinct third-party addresses per 30 s and at most $wpk datagrams per 5 s (<= 16 and 160)"
+# A 5 s window can hold parts of two attempts (one of m1's, one m3's rendezvous
+# started): at most 2 x 16 targets x 10 rounds.
+[ "$wpk" -le 320 ] || fail "F8: m1 sent $wpk datagrams to the sink within 5 s (bound 2 attempts x 16 targets x 10 rounds)"
+echo "ok: F8: m1 pinged at most $wmax distinct third-party addresses per 30 s and at most $wpk datagrams per 5 s (<= 16 and 320)"
 if [ "$wmax" -gt 8 ]; then
   echo "note: F8: $wmax > 8 distinct: the 8-address budget covers CANDIDATES only; m3's own signed gossip record ($gossiped sink addresses) is punched as vouched, outside it"
 fi
