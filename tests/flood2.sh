@@ -69,6 +69,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 [ -x "$bin/ws-bench" ] || fail "no $bin/ws-bench (swift build -c release)"
 command -v iperf3 >/dev/null || fail "iperf3 not found"
 command -v nft >/dev/null || fail "nft not found"
+command -v strace >/dev/null || fail "strace not found (scripts/setup installs it)"
 PY=$LAB_PY
 FL=$here/lib/flood.py
 F2L=$here/lib/flood2.py
@@ -410,6 +411,7 @@ cpu=$(( ($(ticks m1) - t0) * 100 / hz / f9secs ))
 ipx m2 route del 203.0.113.21/32 via 203.0.113.66 dev eth0
 wait_until 10 grep -qs "^recv " "$(lab_log seq-recv)" || fail "F9: the receiver did not finish"
 sleep 1
+kill -0 "$stracer" 2>/dev/null || fail "F9: strace did not stay attached to m1 (pid $m1pid)"
 kill "$stracer" 2>/dev/null || true
 wait "$stracer" 2>/dev/null || true
 out=$(grep "^onpath " "$(lab_log onpath9)")
@@ -424,8 +426,9 @@ reactors="$m1pid $reactors"
 writes=$(grep -E 'rename.*endpoints\.json' "$LAB_DIR/f9.strace" | grep -vc 'resumed>' || true)
 fsyncs_on_reactor=$(awk -v r=" $reactors " '/fsync|fdatasync/ { if (index(r, " " $1 " ")) n++ } END { print n + 0 }' "$LAB_DIR/f9.strace")
 fsyncs=$(grep -cE 'fsync|fdatasync' "$LAB_DIR/f9.strace" || true)
+fsync_tids=$(awk '/fsync|fdatasync/ { print $1 }' "$LAB_DIR/f9.strace" | sort -u | tr '\n' ' ')
 flips=$(grep -c "m2: path direct 203.0.113.6[78]" "$(lab_log d-m1)" || true)
-figures+=("F9-roaming-race: $copies copies raced ahead of m2's DATA from 2 alternating addresses in ${f9secs} s; m1 logged $flips moves of m2's path to them; m1 reactor-0 CPU ${cpu}%; legit m2 -> m1 (numbered) $seqgot of $seqsent; endpoints.json renames $writes, fsyncs $fsyncs (on a reactor thread: $fsyncs_on_reactor); counters: $moved")
+figures+=("F9-roaming-race: $copies copies raced ahead of m2's DATA from 2 alternating addresses in ${f9secs} s; m1 logged $flips moves of m2's path to them; m1 reactor-0 CPU ${cpu}%; legit m2 -> m1 (numbered) $seqgot of $seqsent; endpoints.json renames $writes, fsyncs $fsyncs by threads [ ${fsync_tids}] (reactors [ $reactors ]: $fsyncs_on_reactor); counters: $moved")
 echo "figures: ${figures[-1]}"
 [ "$copies" -ge 100 ] || fail "F9: only $copies copies raced"
 [ "$flips" -ge 1 ] || fail "F9: the race never moved m1's path to m2 (nothing for the debounce to hold back)"
