@@ -80,7 +80,7 @@ extension Daemon {
         return StatusReport(
             node: StatusReport.Node(
                 publicKey: identity.publicKey.base64, interface: config.node.interface,
-                address: config.node.address.description, addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
+                address: config.node.addresses.first?.description ?? "", addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
                 anchor: config.node.anchor, reactors: lanes.count,
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
