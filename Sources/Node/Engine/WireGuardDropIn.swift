@@ -37,6 +37,10 @@ final class DropInState {
     var server: StreamServer<UAPIRequestReader>?
     var linkTimer: TimerID?
     var ifIndex: UInt32 = 0
+    var stopping = false
+    /// The socket file's inode: removing the file (as some tools do to stop a
+    /// userspace WireGuard) also ends the daemon, as in wireguard-go.
+    var socketInode: UInt64 = 0
     /// Traffic and handshakes of peers before the core was last made again,
     /// by public key, so `wg show` keeps counting across a reconfiguration.
     var carried: [[UInt8]: WireGuardPeerLive] = [:]
@@ -93,6 +97,16 @@ extension Daemon {
         server.timedOut = { [unowned d] _ in d.counters["uapi_timed_out", default: 0] &+= 1 }
         server.readable = { [unowned self] c in self.uapiRead(c) }
         d.server = server
+        d.socketInode = Self.inode(d.socketPath) ?? 0
+        // `ip link del` while a read waits: the TUN fd then fails with EBADFD (or EIO) at once,
+        // level-triggered: stop now rather than spin until the periodic check notices.
+        reactor.onError = { [unowned self, logger] e in
+            if e.call == "read(tun)" && (e.errno == EBADFD || e.errno == EIO) {
+                self.interfaceGone()
+            } else {
+                logger.debug("io: \(e)")
+            }
+        }
         armLinkCheck()
         service(now: Self.now())
     }
@@ -103,7 +117,7 @@ extension Daemon {
         d.linkTimer = nil
         if let s = d.server {
             s.close()
-            unlink(d.socketPath)
+            if d.socketInode != 0 && Self.inode(d.socketPath) == d.socketInode { unlink(d.socketPath) }
         }
         d.server = nil
     }
@@ -116,12 +130,24 @@ extension Daemon {
             d.linkTimer = nil
             let now = if_nametoindex(d.interface)
             if now == 0 || now != d.ifIndex {
-                self.logger.info("interface \(d.interface) is gone: shutting down")
+                self.interfaceGone()
+                return
+            }
+            if Self.inode(d.socketPath) != d.socketInode {
+                self.logger.info("\(d.socketPath) was removed: shutting down")
+                d.socketInode = 0  // not ours any more: shutdown must not unlink a successor's
                 self.reactor.stop()
                 return
             }
             self.armLinkCheck()
         }
+    }
+
+    private func interfaceGone() {
+        guard let d = dropIn, !d.stopping else { return }
+        d.stopping = true
+        logger.info("interface \(d.interface) is gone: shutting down")
+        reactor.stop()
     }
 
     // MARK: the UAPI socket
@@ -280,6 +306,12 @@ extension Daemon {
             out[key] = l
         }
         return out
+    }
+
+    static func inode(_ path: String) -> UInt64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return UInt64(st.st_ino)
     }
 
     static func base64(_ key: [UInt8]) -> String { PublicKey(exactly32: key).base64 }
