@@ -164,6 +164,21 @@ ip netns exec "$NA" wg showconf "$IA" | diff "$tmp/a.conf" - >/dev/null || fail 
 pings "$NA" 10.9.0.2 fd09::2 || fail "ping after setconf"
 ok "wg showconf | wg setconf round trip, traffic continues"
 
+# Runtime roster: adding and removing another peer leaves b's session as it was
+# (no new handshake: the latest-handshake second stays, although a second passed).
+hs0=$(ip netns exec "$NA" wg show "$IA" latest-handshakes | awk -v k="$PB" '$1 == k {print $2}')
+sleep 1.1
+PC=$(wg genkey | wg pubkey)
+ip netns exec "$NA" wg set "$IA" peer "$PC" allowed-ips 10.9.0.3/32,fd09::3/128 endpoint 203.0.113.9:51820
+[ "$(ip netns exec "$NA" wg show "$IA" peers | wc -l)" = 2 ] || fail "the added peer is not listed"
+ip -n "$NA" route get 10.9.0.3 | grep -q "dev $IA" || fail "no route to the new peer's address"
+pings "$NA" 10.9.0.2 fd09::2 || fail "ping a -> b after adding a peer"
+ip netns exec "$NA" wg set "$IA" peer "$PC" remove
+pings "$NA" 10.9.0.2 fd09::2 || fail "ping a -> b after removing the other peer"
+hs1=$(ip netns exec "$NA" wg show "$IA" latest-handshakes | awk -v k="$PB" '$1 == k {print $2}')
+[ "$hs0" = "$hs1" ] || fail "b's session was re-keyed by an unrelated peer change (handshake $hs0 -> $hs1)"
+ok "a peer added and removed at runtime; b's session untouched (handshake still at $hs1)"
+
 # Roaming: b moves to a new port, then to a new address; a follows its authenticated packets.
 ip netns exec "$NB" wg set "$IB" listen-port 51821
 pings "$NB" 10.9.0.1 fd09::1 || fail "ping b -> a from b's new port"

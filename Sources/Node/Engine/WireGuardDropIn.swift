@@ -238,9 +238,10 @@ extension Daemon {
             service(now: now)
             return nil
         }
-        // Keep counting across the new core: what `wg show` said before, by key.
-        let kept = Set(new.peers.map(\.publicKey))
-        d.carried = liveNumbers().filter { kept.contains($0.key) }
+        // What `wg show` said before, by key: a peer whose session is not carried over keeps its counts.
+        let before = liveNumbers()
+        let oldCore = core
+        let oldActive = old.privateKey == nil ? [] : old.peers
         members = active.map { p in
             MemberSpec(publicKey: PublicKey(exactly32: p.publicKey), name: Self.shortName(p.publicKey), endpoint: p.endpoint,
                        persistentKeepalive: p.persistentKeepalive > 0 ? .seconds(UInt64(p.persistentKeepalive)) : nil,
@@ -251,14 +252,32 @@ extension Daemon {
         }
         core = Self.makeCore(identity: identity, members: members, config: config, owners: 1)
         splitSessions(across: 1)
+        // Peers that are still the same peer (key, psk) under the same private key keep their
+        // sessions, timers and roaming state; only the others handshake (again).
+        var adopted = Set<[UInt8]>()
+        var carried: [[UInt8]: WireGuardPeerLive] = [:]
+        for (i, p) in active.enumerated() {
+            if new.privateKey == old.privateKey, let j = oldActive.firstIndex(where: { $0.publicKey == p.publicKey }),
+               oldActive[j].presharedKey == p.presharedKey {
+                core.adoptWireGuardPeer(PeerID(rawValue: i), from: oldCore, PeerID(rawValue: j),
+                                        keepPaths: p.endpoint == nil || p.endpoint == oldActive[j].endpoint)
+                adopted.insert(p.publicKey)
+                if let c = d.carried[p.publicKey] { carried[p.publicKey] = c }
+            } else if let b = before[p.publicKey] {
+                carried[p.publicKey] = b
+            }
+        }
+        d.carried = carried
         core.tunnelledPrefixes = active.flatMap(\.allowedIPs)
         if let u = udp {
             let port = Endpoint(u.localEndpoint).port
             core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                    now: now)
         }
-        for (i, p) in active.enumerated() where p.endpoint != nil { core.connect(PeerID(rawValue: i), now: now) }
-        logger.info("\(d.interface): \(active.count) peer\(active.count == 1 ? "" : "s")\(new.privateKey == nil ? " (no private key yet)" : "")")
+        for (i, p) in active.enumerated() where p.endpoint != nil && !adopted.contains(p.publicKey) {
+            core.connect(PeerID(rawValue: i), now: now)
+        }
+        logger.info("\(d.interface): \(active.count) peer\(active.count == 1 ? "" : "s")\(new.privateKey == nil ? " (no private key yet)" : ""), \(adopted.count) session\(adopted.count == 1 ? "" : "s") kept")
         service(now: now)
         return nil
     }

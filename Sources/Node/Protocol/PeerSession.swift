@@ -291,9 +291,10 @@ struct Outbox<Element: Sendable>: Sendable {
 /// One member's session state machine. Not driven directly: `Tunnels` calls it
 /// and drains the shared outputs (see `Tunnels` for the drain order).
 struct PeerSession: Sendable {
-    let id: PeerID
+    /// Changes only when a session moves to a new roster (`Tunnels.adopt`).
+    var id: PeerID
     let publicKey: PublicKey
-    let persistentKeepalive: Span?
+    var persistentKeepalive: Span?
     /// Whalescale's handshake or WireGuard's; the transport and timers are the same.
     let suite: HandshakeSuiteID
     /// WireGuard's preshared key (nil: zeros); nil for Whalescale peers.

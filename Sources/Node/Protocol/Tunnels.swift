@@ -745,6 +745,35 @@ public struct Tunnels: Sendable {
     /// A peer whose keypairs changed since the last call: install `keys(of:)` on its owner.
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
 
+    /// Carries member `oldID`'s session over from `old` (a Tunnels for another
+    /// roster of the same identity) to member `id` here: its keypairs, handshake
+    /// in flight, timers, replay state, counters and receiver indices, so the
+    /// new roster does not cost this member a handshake (the drop-in mode's
+    /// runtime roster, Engine/WireGuardDropIn.swift). Call it right after init,
+    /// before anything else ran here; the caller checks the member is the same
+    /// (key, suite, psk). `keepPaths`: the member's paths too (false: the ones
+    /// init made from a new configured endpoint stay). Its keys are queued for
+    /// the owning lane.
+    package mutating func adopt(_ id: PeerID, from old: Tunnels, _ oldID: PeerID, keepPaths: Bool,
+                                persistentKeepalive: Span?) {
+        guard id.rawValue >= 0, id.rawValue < peers.count, oldID.rawValue >= 0, oldID.rawValue < old.peers.count else { return }
+        var s = old.peers[oldID.rawValue]
+        guard s.publicKey == peers[id.rawValue].publicKey, s.suite == peers[id.rawValue].suite else { return }
+        s.id = id
+        let keepalive = persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
+        if keepalive != s.persistentKeepalive {
+            s.persistentKeepalive = keepalive
+            s.timers[.persistentKeepalive] = keepalive == nil ? nil : .zero
+        }
+        peers[id.rawValue] = s
+        for (index, p) in old.ctx.indices where p == oldID { ctx.indices[index] = id }
+        if let last = old.ctx.lastTimestamp, ctx.lastTimestamp.map({ $0 < last }) ?? true { ctx.lastTimestamp = last }
+        staticStatics[id.rawValue] = old.staticStatics[oldID.rawValue]
+        if keepPaths { paths.adopt(id, old.paths[oldID]) }
+        ctx.keysChanged(id)
+        synced(id)
+    }
+
     /// The relay-tag keys of our session with `peer` (RelayHop.swift): no copy of the slots.
     func relayHop(of peer: PeerID) -> RelayHopKeys {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return RelayHopKeys() }
