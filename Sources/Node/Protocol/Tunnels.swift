@@ -321,6 +321,9 @@ public struct Tunnels: Sendable {
 
     public var peerCount: Int { peers.count }
 
+    /// The identity the sessions run under (a carried-over session needs the same one).
+    var identity: Identity { ctx.identity }
+
     /// 8 random bytes from libsodium (not a clock, not I/O: fine in a sans-IO core).
     public static func randomSeed() -> UInt64 {
         Sodium.randomBytes(8).reduce(0) { $0 << 8 | UInt64($1) }
