@@ -157,7 +157,9 @@ PY
 [[ $(uapi "$IA" 'set=1\nnonsense\n\n') == "errno=71"* ]] || fail "a line without '=' not refused with errno=71"
 [[ $(uapi "$IA" 'bogus=1\n\n') == "errno=22"* ]] || fail "an unknown operation not refused with errno=22"
 [ "$(ip netns exec "$NA" wg show "$IA" listen-port)" = 51820 ] || fail "a refused set changed the device"
-ok "bad UAPI input: errno 22 / 71, the device unchanged"
+refused=$("$bin/wsctl" --socket "/run/whalescale/$IA.sock" status --json | python3 "$here/lib/jq.py" counters.uapi_refused)
+[ "$refused" = 4 ] || fail "wsctl status counters.uapi_refused = $refused, not 4"
+ok "bad UAPI input: errno 22 / 71, the device unchanged, counted (uapi_refused = 4 in wsctl status)"
 
 ip netns exec "$NA" wg showconf "$IA" >"$tmp/a.conf"
 grep -q "PresharedKey" "$tmp/a.conf" || fail "showconf lost the preshared key"

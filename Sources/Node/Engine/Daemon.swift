@@ -298,6 +298,10 @@ public final class Daemon: @unchecked Sendable {
         try tun.setUp(mtu: mtu)
         if dropIn != nil {
             // wireguard-go's contract: the interface exists; its addresses and routes are the user's (`ip`, wg-quick).
+            // The Whalescale control socket serves `wsctl status` (counters, roaming) beside the UAPI.
+            control = try ControlServer(path: config.node.controlSocket, reactor: reactor) {
+                [unowned self] request, reply in self.handle(request, reply: reply)
+            }
             try startDropIn()
             return
         }

@@ -76,6 +76,7 @@ extension Daemon {
         for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in lanCounters { counters[k, default: 0] &+= v }
+        for (k, v) in dropIn?.counters ?? [:] { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(

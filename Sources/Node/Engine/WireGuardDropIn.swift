@@ -67,7 +67,7 @@ extension Daemon {
         // A placeholder identity until `private_key` is set: no peer is given to the core before that.
         let identity = Identity(secret: SecretKey.generate())
         var node = NodeConfig(privateKey: .inline(""), interface: interface, address: CIDR("0.0.0.0/0")!, listenPort: 0,
-                              stateDir: "/nonexistent", controlSocket: "\(DropInState.socketDirectory)/\(interface).sock")
+                              stateDir: "/nonexistent")
         node.addresses = []
         node.reactors = 1
         node.portMapping = []
