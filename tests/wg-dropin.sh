@@ -156,10 +156,29 @@ PY
 [[ $(uapi "$IA" 'set=1\npublic_key=zz\n\n') == "errno=22"* ]] || fail "a bad public_key not refused with errno=22"
 [[ $(uapi "$IA" 'set=1\nnonsense\n\n') == "errno=71"* ]] || fail "a line without '=' not refused with errno=71"
 [[ $(uapi "$IA" 'bogus=1\n\n') == "errno=22"* ]] || fail "an unknown operation not refused with errno=22"
+big=$(python3 - "/var/run/wireguard/$IA.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10); s.connect(sys.argv[1])
+try:
+    s.sendall(b"set=1\n" + b"fwmark=1\n" * 150000 + b"\n")   # 1.3 MiB, over the 1 MiB limit
+except OSError:
+    pass  # the daemon answered and closed before we finished: its answer is still readable
+out = b""
+while True:
+    try:
+        b = s.recv(4096)
+    except OSError:
+        break
+    if not b: break
+    out += b
+print(out.decode(errors="replace"), end="")
+PY
+)
+[[ $big == "errno=90"* ]] || fail "an oversized request was not refused with errno=90: ${big:0:40}"
 [ "$(ip netns exec "$NA" wg show "$IA" listen-port)" = 51820 ] || fail "a refused set changed the device"
 refused=$("$bin/wsctl" --socket "/run/whalescale/$IA.sock" status --json | python3 "$here/lib/jq.py" counters.uapi_refused)
-[ "$refused" = 4 ] || fail "wsctl status counters.uapi_refused = $refused, not 4"
-ok "bad UAPI input: errno 22 / 71, the device unchanged, counted (uapi_refused = 4 in wsctl status)"
+[ "$refused" = 5 ] || fail "wsctl status counters.uapi_refused = $refused, not 5"
+ok "bad UAPI input: errno 22 / 71 / 90 (1.3 MiB), the device unchanged, counted (uapi_refused = 5 in wsctl status)"
 
 ip netns exec "$NA" wg showconf "$IA" >"$tmp/a.conf"
 grep -q "PresharedKey" "$tmp/a.conf" || fail "showconf lost the preshared key"
