@@ -27,7 +27,9 @@
 #     removing whalescaled's socket file ends it (and its interface).
 #  3. wg-quick up/down with a conf file on a (WG_QUICK_USERSPACE_IMPLEMENTATION
 #     = dist/whalescaled-wg, as wg-quick runs wireguard-go where the kernel has
-#     no WireGuard module): ping, then down removes the interface and the daemon.
+#     no WireGuard module), a full tunnel (AllowedIPs 0.0.0.0/0, ::/0: wg-quick's
+#     policy routing, which only works if the daemon marks its own datagrams with
+#     the fwmark): ping, then down removes the interface and the daemon.
 #
 # Interface names carry the pid, so two daemons never share a UAPI socket in
 # /var/run/wireguard. Everything is removed on exit, also on failure.
@@ -284,19 +286,23 @@ ListenPort = 51820
 
 [Peer]
 PublicKey = $PB
-AllowedIPs = 10.9.0.2/32, fd09::2/128
+AllowedIPs = 0.0.0.0/0, ::/0
 Endpoint = 203.0.113.2:51820
 EOF
 WHALESCALED=$ws LOG_LEVEL=debug WG_QUICK_USERSPACE_IMPLEMENTATION=$wrapper \
   ip netns exec "$NA" wg-quick up "$tmp/$IA.conf" >>"$tmp/wgquick.log" 2>&1 || fail "wg-quick up"
 grep -q "whalescaled-wg $IA" "$tmp/wgquick.log" || fail "wg-quick did not run the userspace implementation"
+fw=$(ip netns exec "$NA" wg show "$IA" fwmark)
+[ "$fw" != off ] || fail "wg-quick's full tunnel set no fwmark"
+ip -n "$NA" route get 203.0.113.2 | grep -q "dev $IA" || fail "the full tunnel does not route everything into $IA"
 pings "$NA" 10.9.0.2 fd09::2 || fail "wg-quick: ping a -> b"
 pings "$NB" 10.9.0.1 fd09::1 || fail "wg-quick: ping b -> a"
-ok "wg-quick up: ping IPv4 and IPv6 both ways"
+ok "wg-quick up, full tunnel (0.0.0.0/0, ::/0; fwmark $fw keeps the daemon's own datagrams out of it): ping IPv4 and IPv6 both ways"
 pa=$(daemon_pid "$NA" "$IA") || fail "no daemon for $IA after wg-quick up"
 ip netns exec "$NA" wg-quick down "$tmp/$IA.conf" >>"$tmp/wgquick.log" 2>&1 || fail "wg-quick down"
 wait_until 10 bash -c "! kill -0 $pa 2>/dev/null" || fail "the daemon did not exit after wg-quick down"
 [ ! -e "/var/run/wireguard/$IA.sock" ] || fail "the socket outlived wg-quick down"
+[ -z "$(ip -n "$NA" rule show | grep -v -e 'lookup local' -e 'lookup main' -e 'lookup default')" ] || fail "wg-quick down left policy rules"
 ok "wg-quick down: interface, daemon and socket gone"
 
 echo "PASS: wg-dropin"

@@ -34,7 +34,7 @@ public struct WireGuardDevice: Sendable, Equatable {
     public var privateKey: [UInt8]?
     /// 0: not set (the socket gets a free port).
     public var listenPort: UInt16 = 0
-    /// Accepted and reported, not applied (no SO_MARK on the socket yet).
+    /// SO_MARK on the UDP socket (0: none).
     public var fwmark: UInt32 = 0
     /// In the order they were added (what `get` lists).
     public var peers: [Peer] = []
@@ -91,6 +91,8 @@ public enum UAPIErrno: Int, Sendable, Equatable {
     case tooLong = 90  // EMSGSIZE
     /// The listen port could not be bound.
     case addressInUse = 98  // EADDRINUSE
+    /// The kernel refused the fwmark (SO_MARK needs CAP_NET_ADMIN).
+    case notPermitted = 1  // EPERM
 }
 
 /// A `set` refused: the errno and a sentence for the log.

@@ -214,8 +214,18 @@ extension Daemon {
         let old = d.device
         let now = Self.now()
         // listen_port=0 keeps the port the socket has (it was free); another port means a new socket.
+        var reopened = false
         if new.listenPort != 0, new.listenPort != udp.map({ Endpoint($0.localEndpoint).port }) {
-            if let e = reopenUDP(port: new.listenPort) { return e }
+            if let e = reopenUDP(port: new.listenPort, mark: old.fwmark) { return e }
+            reopened = true
+        }
+        if new.fwmark != old.fwmark || reopened, let u = udp {
+            do {
+                try UDPSocket.setMark(u.fd, new.fwmark)
+            } catch {
+                logger.notice("uapi: fwmark \(new.fwmark): \(error)")
+                return UAPIError(.notPermitted, "fwmark \(new.fwmark): \(error)")
+            }
         }
         config.node.listenPort = new.listenPort
         d.device = new
@@ -283,7 +293,7 @@ extension Daemon {
     }
 
     /// A UDP socket on `port` (0: any free one) in place of lane 0's; the old one stays if it cannot be bound.
-    private func reopenUDP(port: UInt16) -> UAPIError? {
+    private func reopenUDP(port: UInt16, mark: UInt32) -> UAPIError? {
         let lane = lanes[0]
         let old = lane.udp
         var p = port
@@ -293,6 +303,15 @@ extension Daemon {
             lane.udp = old
             logger.notice("uapi: listen_port \(port): \(error)")
             return UAPIError(.addressInUse, "listen_port \(port): \(error)")
+        }
+        if mark != 0 {
+            do {
+                try UDPSocket.setMark(lane.udp.fd, mark)
+            } catch {
+                lane.udp.close()
+                lane.udp = old
+                return UAPIError(.notPermitted, "fwmark \(mark): \(error)")
+            }
         }
         old?.close()
         logger.info("listening on \(p)")
