@@ -19,7 +19,7 @@
 #     showconf` | `wg setconf` / `wg syncconf` round trip (traffic continues); a
 #     peer added and removed at runtime without touching b's session; bad UAPI input
 #     answered with an errno; roaming (b's port, then b's address change: a's
-#     `wg show` endpoint follows, traffic continues); `wg set ... remove` stops
+#     `wg show` endpoint follows, traffic continues); an IPv6 endpoint; `wg set ... remove` stops
 #     traffic; `ip link del` ends the daemon and removes its socket; SIGTERM
 #     removes the interface and socket.
 #  2. whalescaled on a, Debian's wireguard-go on b (ping and TCP both ways), and
@@ -218,6 +218,16 @@ ep=$(ip netns exec "$NA" wg show "$IA" endpoints | awk '{print $2}')
 [ "$ep" = 203.0.113.3:51821 ] || fail "a's endpoint for b after b's address change: $ep"
 pings "$NA" 10.9.0.2 fd09::2 || fail "ping a -> b after roaming"
 ok "roaming: a's wg show follows b to 203.0.113.3:51821, traffic continues"
+
+# An IPv6 endpoint ([addr]:port through the UAPI), on the same dual-stack socket.
+ip -n "$NA" addr add 2001:db8:9::1/64 dev eth0 nodad
+ip -n "$NB" addr add 2001:db8:9::2/64 dev eth0 nodad
+ip netns exec "$NA" wg set "$IA" peer "$PB" endpoint "[2001:db8:9::2]:51821"
+[ "$(ip netns exec "$NA" wg show "$IA" endpoints | awk '{print $2}')" = "[2001:db8:9::2]:51821" ] || fail "a's IPv6 endpoint for b not shown"
+pings "$NA" 10.9.0.2 fd09::2 || fail "ping a -> b over the IPv6 endpoint"
+ep=$(ip netns exec "$NB" wg show "$IB" endpoints | awk '{print $2}')
+[ "$ep" = "[2001:db8:9::1]:51820" ] || fail "b's endpoint for a after a moved to IPv6: $ep"
+ok "IPv6 endpoint: a sends to [2001:db8:9::2]:51821, b follows a to $ep"
 
 ip netns exec "$NA" wg set "$IA" peer "$PB" remove
 [ -z "$(ip netns exec "$NA" wg show "$IA" peers)" ] || fail "peer still listed after remove"
