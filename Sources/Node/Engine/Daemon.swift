@@ -23,6 +23,7 @@
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
 //   LanAdapter.swift      LAN discovery (signed mDNS on 224.0.0.251:5353) on a worker thread, the same way
 //   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
+//   WireGuardDropIn.swift `whalescaled --wireguard IFNAME`: the UAPI socket, the device applied at run time
 //   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
 //   Interface.swift: one adapter per I/O source
 //
