@@ -81,6 +81,8 @@ public final class Daemon: @unchecked Sendable {
     var lan: LanAdapter?
     /// What the LAN worker counted last (lane 0's thread only).
     var lanCounters: [String: UInt64] = [:]
+    /// The interfaces traffic may leave through (Uplinks.swift), found at start.
+    var uplinks: [Uplink] = []
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told.
@@ -296,6 +298,7 @@ public final class Daemon: @unchecked Sendable {
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
+        findUplinks()
         startPortMapping(port: port)
         startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
@@ -418,6 +421,23 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
+    }
+
+    /// `[node] uplinks`, or every interface with a route to the outside, once
+    /// at start (a re-read when interfaces come and go is planned). Only listed
+    /// today: the kernel still picks the interface of every datagram.
+    private func findUplinks() {
+        uplinks = Uplinks.resolve(configured: config.node.uplinks, routes: Uplinks.readRoutes(), tunnel: tun.name,
+                                  limit: NodeConfig.maxUplinks)
+        let names = uplinks.map(\.name).joined(separator: ", ")
+        if config.node.uplinks == nil {
+            logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
+        } else {
+            logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
+        }
+        for u in uplinks where !Uplinks.present(u.name) {
+            logger.notice("uplinks: \(u.name) does not exist (yet)")
+        }
     }
 
     /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.

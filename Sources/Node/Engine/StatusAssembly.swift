@@ -14,12 +14,15 @@ extension Daemon {
     func status() -> StatusReport {
         let now = Self.now()
         let st = core.status(now: now)
+        // The main routing table once per status request (a control request, not the packet path).
+        let routes = Uplinks.readRoutes()
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
             StatusReport.Path(kind: p.kind, local: p.local.description, remote: "\(p.remote)",
                               via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
                               validated: p.validated, usable: p.usable,
                               lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
-                              sources: p.sources)
+                              sources: p.sources,
+                              uplink: Uplinks.lookup(routes, family: p.remote.family, address: p.remote.address))
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -89,7 +92,11 @@ extension Daemon {
                     StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
                 }),
-                wireGuardPublicKey: identity.wireGuardPublicKey),
+                wireGuardPublicKey: identity.wireGuardPublicKey,
+                uplinks: uplinks.enumerated().map {
+                    StatusReport.Uplink(index: $0.offset, name: $0.element.name, source: $0.element.source.rawValue,
+                                        present: Uplinks.present($0.element.name))
+                }),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 
