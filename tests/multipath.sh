@@ -13,8 +13,10 @@
 #    reference really is two-path. SKIP where the kernel has no MPTCP or mptcpize
 #    is missing.
 # 2. A, Whalescale: `wsctl status --json` lists both uplinks (node.uplinks: up0, up1,
-#    found from the routing table) and each path's `uplink` is the interface its
-#    remote is routed through; one iperf3 flow through the tunnel delivers data.
+#    found from the routing table; the receiver's, from `[node] uplinks` in its
+#    config, with one that does not exist) and each path's `uplink` is the
+#    interface its remote is routed through; one iperf3 flow through the tunnel
+#    delivers data.
 #    (Today the daemon sends on one path: nothing asserts it uses both.)
 # 3. D, Whalescale: the path the daemon is using is cut 6 s into a 36 s flow and
 #    restored at 30 s. The flow must go on over the other path during the cut
@@ -104,7 +106,8 @@ else
 fi
 
 # 2. Whalescale over the same two links: uplinks in the status, a flow through the tunnel.
-mp_daemons "$WS_BIN" || die "the daemons did not bring the tunnel up"
+# The receiver names its uplinks: one that exists and one that does not (yet).
+mp_daemons "$WS_BIN" "" 'uplinks = ["dn1", "nosuch0"]' || die "the daemons did not bring the tunnel up"
 st=$(mp_status snd) || die "wsctl status"
 ups=$(printf '%s' "$st" | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); print(" ".join("%d:%s:%s:%s" % (u["index"], u["name"], u["source"], u["present"]) for u in s["node"].get("uplinks") or []))')
 if [ "$ups" = "0:up0:routes:True 1:up1:routes:True" ]; then
@@ -112,6 +115,13 @@ if [ "$ups" = "0:up0:routes:True 1:up1:routes:True" ]; then
 else
   bad "node.uplinks: '$ups' (want up0 and up1, source routes)"
 fi
+rups=$(mp_status rcv | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); print(" ".join("%d:%s:%s:%s" % (u["index"], u["name"], u["source"], u["present"]) for u in s["node"].get("uplinks") or []))')
+if [ "$rups" = "0:dn1:config:True 1:nosuch0:config:False" ]; then
+  echo "ok: the receiver's configured uplinks, in order, a missing one shown as not present: $rups"
+else
+  bad "receiver's node.uplinks: '$rups' (want dn1 present, nosuch0 not, both from the config)"
+fi
+grep -q 'uplinks: nosuch0 does not exist' "$(lab_log d-rcv)" || bad "the receiver did not log its missing uplink"
 # Every path's uplink is the interface its remote is routed through (198.18.1.x: up0, 198.18.3.x: up1).
 pu=$(printf '%s' "$st" | "$LAB_PY" -c '
 import json, sys

@@ -21,7 +21,9 @@
 #   mp_set K 'SETTINGS'               new settings for path K, both directions
 #   mp_bytes K                        bytes path K delivered sender → receiver so far (IP packets)
 #   mp_mptcp                          the kernel MPTCP endpoints and limits (SKIP reason on stdout, 1, if not)
-#   mp_daemons BIN [TOML_EXTRA]       keys, configs, both daemons, waits for a ping through the tunnel
+#   mp_daemons BIN [SND_EXTRA] [RCV_EXTRA]
+#                                     keys, configs (the extra lines go into each one's [node]),
+#                                     both daemons; waits for a ping through the tunnel
 #   mp_status snd|rcv                 `wsctl status --json`
 #   mp_active_remote                  the sender's active path's remote address (host only)
 #   mp_settings RATE_MBIT RTT_MS [LOSS]  linkemu settings for a path: delay = RTT/2 each way,
@@ -70,13 +72,13 @@ mp_mptcp() {
 }
 
 mp_daemons() {
-  local bin=${1:?mp_daemons BIN [TOML_EXTRA]} extra=${2:-} n me other ep pub
+  local bin=${1:?mp_daemons BIN [SND_EXTRA] [RCV_EXTRA]} n me other ep pub extra
   for n in snd rcv; do
     "$bin/wsctl" genkey >"$LAB_DIR/$n.key" || return 1
     chmod 600 "$LAB_DIR/$n.key"
   done
   for n in snd rcv; do
-    if [ $n = snd ]; then me=1 other=rcv ep="endpoint = \"$MP_RCV0:51820\""; else me=2 other=snd ep=; fi
+    if [ $n = snd ]; then me=1 other=rcv ep="endpoint = \"$MP_RCV0:51820\"" extra=${2:-}; else me=2 other=snd ep= extra=${3:-}; fi
     pub=$("$bin/wsctl" pubkey <"$LAB_DIR/$other.key") || return 1
     cat >"$LAB_DIR/$n.toml" <<TOML
 [node]
