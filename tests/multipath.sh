@@ -14,9 +14,10 @@
 #    is missing.
 # 2. A, Whalescale: `wsctl status --json` lists both uplinks (node.uplinks: up0, up1,
 #    found from the routing table; the receiver's, from `[node] uplinks` in its
-#    config, with one that does not exist) and each path's `uplink` is the
-#    interface its remote is routed through; one iperf3 flow through the tunnel
-#    delivers data.
+#    config, with one that does not exist); a third interface with a gateway route
+#    becomes uplink 2 and leaves again when deleted (netlink re-read); each path's
+#    `uplink` is the interface its remote is routed through; one iperf3 flow
+#    through the tunnel delivers data.
 #    (Today the daemon sends on one path: nothing asserts it uses both.)
 # 3. D, Whalescale: the path the daemon is using is cut 6 s into a 36 s flow and
 #    restored at 30 s. The flow must go on over the other path during the cut
@@ -122,6 +123,26 @@ else
   bad "receiver's node.uplinks: '$rups' (want dn1 present, nosuch0 not, both from the config)"
 fi
 grep -q 'uplinks: nosuch0 does not exist' "$(lab_log d-rcv)" || bad "the receiver did not log its missing uplink"
+# Uplinks come and go: an interface with a route via a gateway appears in the sender's
+# list (at the next index) within seconds of its route, and leaves when it is deleted.
+uplinks_of_snd() { mp_status snd | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); print(" ".join("%d:%s" % (u["index"], u["name"]) for u in s["node"].get("uplinks") or []))'; }
+snd_uplinks_are() { [ "$(uplinks_of_snd)" = "$1" ]; }
+ns_snd=$(lab_ns snd)
+# (A veth pair inside snd: this kernel has no dummy interfaces.)
+ip -n "$ns_snd" link add up2 type veth peer name up2p && ip -n "$ns_snd" link set up2p up &&
+  ip -n "$ns_snd" addr add 198.18.100.2/24 dev up2 && ip -n "$ns_snd" link set up2 up &&
+  ip -n "$ns_snd" route add 198.18.200.0/24 via 198.18.100.1 dev up2 || die "could not add up2"
+if wait_until 15 snd_uplinks_are "0:up0 1:up1 2:up2"; then
+  echo "ok: a new interface with a gateway route became uplink 2"
+else
+  bad "after adding up2 with a gateway route, the sender's uplinks are '$(uplinks_of_snd)' (want 0:up0 1:up1 2:up2)"
+fi
+ip -n "$ns_snd" link del up2
+if wait_until 15 snd_uplinks_are "0:up0 1:up1"; then
+  echo "ok: the deleted interface left the uplinks"
+else
+  bad "after deleting up2, the sender's uplinks are '$(uplinks_of_snd)' (want 0:up0 1:up1)"
+fi
 # Every path's uplink is the interface its remote is routed through (198.18.1.x: up0, 198.18.3.x: up1).
 pu=$(printf '%s' "$st" | "$LAB_PY" -c '
 import json, sys

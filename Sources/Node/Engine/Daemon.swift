@@ -81,8 +81,12 @@ public final class Daemon: @unchecked Sendable {
     var lan: LanAdapter?
     /// What the LAN worker counted last (lane 0's thread only).
     var lanCounters: [String: UInt64] = [:]
-    /// The interfaces traffic may leave through (Uplinks.swift), found at start.
-    var uplinks: [Uplink] = []
+    /// The interfaces traffic may leave through (Uplinks.swift), by index; nil: a
+    /// hole left by one that went away. Found at start, re-read after route changes.
+    var uplinks: [Uplink?] = []
+    /// Netlink: links, addresses and routes changed (nil: the kernel refused it; read at start only).
+    var routeMonitor: RouteMonitor?
+    var uplinkTimer: TimerID?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told.
@@ -410,6 +414,9 @@ public final class Daemon: @unchecked Sendable {
             w.submit(core.gossipSnapshot())
             w.finish()
         }
+        routeMonitor?.close()
+        routeMonitor = nil
+        if let t = uplinkTimer { reactor.cancelTimer(t) }
         control?.close()
         control = nil
         metricsServer?.close()
@@ -423,20 +430,43 @@ public final class Daemon: @unchecked Sendable {
         logger.info("whalescaled stopped")
     }
 
-    /// `[node] uplinks`, or every interface with a route to the outside, once
-    /// at start (a re-read when interfaces come and go is planned). Only listed
-    /// today: the kernel still picks the interface of every datagram.
+    /// `[node] uplinks`, or every interface with a route to the outside: at
+    /// start, and again 200 ms after the kernel reports a change of links,
+    /// addresses or routes. Only listed today: the kernel still picks the
+    /// interface of every datagram.
     private func findUplinks() {
-        uplinks = Uplinks.resolve(configured: config.node.uplinks, routes: Uplinks.readRoutes(), tunnel: tun.name,
-                                  limit: NodeConfig.maxUplinks)
-        let names = uplinks.map(\.name).joined(separator: ", ")
+        uplinks = Uplinks.merge([], resolveUplinks())
+        let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
         if config.node.uplinks == nil {
             logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
         } else {
             logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
         }
-        for u in uplinks where !Uplinks.present(u.name) {
+        for case let u? in uplinks where !Uplinks.present(u.name) {
             logger.notice("uplinks: \(u.name) does not exist (yet)")
+        }
+        do {
+            routeMonitor = try RouteMonitor(reactor: reactor) { [unowned self] in self.routesChanged() }
+        } catch {
+            logger.notice("uplinks: no netlink route monitor (\(error)); uplinks are read at start only")
+        }
+    }
+
+    private func resolveUplinks() -> [Uplink] {
+        Uplinks.resolve(configured: config.node.uplinks, routes: Uplinks.readRoutes(), tunnel: tun.name, limit: NodeConfig.maxUplinks)
+    }
+
+    /// A burst of netlink messages (an interface going up brings its address and
+    /// routes) becomes one re-read, 200 ms after the first.
+    private func routesChanged() {
+        guard uplinkTimer == nil else { return }
+        uplinkTimer = reactor.addTimer(after: 200_000_000) { [unowned self] in
+            self.uplinkTimer = nil
+            let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
+            guard merged != self.uplinks else { return }
+            let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }
+            self.logger.info("uplinks: now \(text(merged).isEmpty ? "none" : text(merged)) (were \(text(self.uplinks).isEmpty ? "none" : text(self.uplinks)))")
+            self.uplinks = merged
         }
     }
 

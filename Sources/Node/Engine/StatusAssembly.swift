@@ -93,9 +93,8 @@ extension Daemon {
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
                 }),
                 wireGuardPublicKey: identity.wireGuardPublicKey,
-                uplinks: uplinks.enumerated().map {
-                    StatusReport.Uplink(index: $0.offset, name: $0.element.name, source: $0.element.source.rawValue,
-                                        present: Uplinks.present($0.element.name))
+                uplinks: uplinks.enumerated().compactMap { i, slot in
+                    slot.map { StatusReport.Uplink(index: i, name: $0.name, source: $0.source.rawValue, present: Uplinks.present($0.name)) }
                 }),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }

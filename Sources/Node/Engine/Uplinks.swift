@@ -8,15 +8,18 @@
 //   status: node.uplinks; per path `uplink` = the interface of the longest-prefix
 //           route to the path's remote (lowest metric among equals)
 //
+// Re-read when the kernel says links, addresses or routes changed (Reactor's
+// RouteMonitor, debounced by 200 ms), keeping each uplink's index (`merge`).
+//
 // What this is not yet: the daemon still has one UDP socket per lane, bound to
 // [::]:port and to no device, so the kernel picks the uplink of every datagram
 // by its routing table, and every path's `local` is `udp0`. One socket per
-// uplink (SO_BINDTODEVICE), a path per (uplink, remote) and a re-read when
-// interfaces come and go are planned (docs/multipath.md, "Uplinks").
+// uplink (SO_BINDTODEVICE) and a path per (uplink, remote) are planned
+// (docs/multipath.md, "Uplinks").
 //
 // The parsers are pure (text in, routes out) and tested in UplinkTests; only
-// `readRoutes` reads files, and only at start and for a status request, never
-// on the packet path.
+// `readRoutes` reads files, and only at start, after a change and for a status
+// request, never on the packet path.
 import Support
 import Wire
 import Foundation
@@ -125,6 +128,22 @@ enum Uplinks {
     static func resolve(configured: [String]?, routes: [KernelRoute], tunnel: String, limit: Int) -> [Uplink] {
         if let c = configured { return c.map { Uplink(name: $0, source: .config) } }
         return outside(routes, excluding: [tunnel], limit: limit).map { Uplink(name: $0, source: .routes) }
+    }
+
+    /// After a re-read: an uplink still found keeps its index (its slot); one
+    /// no longer found leaves a hole (nil); a new one takes the first hole, or
+    /// the end. Indices stay stable while interfaces come and go, so a path's
+    /// uplink index (planned: its socket) never points at another interface.
+    static func merge(_ current: [Uplink?], _ found: [Uplink]) -> [Uplink?] {
+        var out: [Uplink?] = current.map { slot in
+            guard let u = slot, let now = found.first(where: { $0.name == u.name }) else { return nil }
+            return now
+        }
+        for f in found where !out.contains(where: { $0?.name == f.name }) {
+            if let hole = out.firstIndex(where: { $0 == nil }) { out[hole] = f } else { out.append(f) }
+        }
+        while let last = out.last, last == nil { out.removeLast() }
+        return out
     }
 
     /// The main table now (unreadable files: no routes).

@@ -64,6 +64,25 @@ final class UplinkTests: XCTestCase {
         XCTAssertEqual(Uplinks.resolve(configured: nil, routes: routes, tunnel: "ws0", limit: 8).first?.source, .routes)
     }
 
+    /// Interfaces come and go: each keeps its index, a new one takes a hole.
+    func testMergeKeepsIndices() {
+        func u(_ n: String) -> Uplink { Uplink(name: n, source: .routes) }
+        let start = Uplinks.merge([], [u("wlan0"), u("wwan0")])
+        XCTAssertEqual(start, [u("wlan0"), u("wwan0")])
+        // wlan0 goes away: wwan0 stays at 1, a hole at 0.
+        let gone = Uplinks.merge(start, [u("wwan0")])
+        XCTAssertEqual(gone, [nil, u("wwan0")])
+        // usb0 appears: it takes the hole; wlan0 coming back goes to the end.
+        let usb = Uplinks.merge(gone, [u("usb0"), u("wwan0")])
+        XCTAssertEqual(usb, [u("usb0"), u("wwan0")])
+        XCTAssertEqual(Uplinks.merge(usb, [u("wlan0"), u("wwan0"), u("usb0")]), [u("usb0"), u("wwan0"), u("wlan0")])
+        // The last one going leaves no trailing hole; none left: empty.
+        XCTAssertEqual(Uplinks.merge(usb, [u("usb0")]), [u("usb0")])
+        XCTAssertEqual(Uplinks.merge(usb, []), [])
+        // Unchanged: equal (the daemon logs only a change).
+        XCTAssertEqual(Uplinks.merge(usb, [u("wwan0"), u("usb0")]), usb)
+    }
+
     func testLookupTakesTheLongestPrefixThenTheLowestMetric() {
         func v4(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) -> String? {
             Uplinks.lookup(routes, family: .v4, address: IPAddressBytes(v4: (a, b, c, d)))
