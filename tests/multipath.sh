@@ -19,10 +19,10 @@
 #    `uplink` is the interface its remote is routed through; one iperf3 flow
 #    through the tunnel delivers data.
 #    (Today the daemon sends on one path: nothing asserts it uses both.)
-# 3. D, Whalescale: the path the daemon is using is cut 6 s into a 36 s flow and
-#    restored at 30 s. The flow must go on over the other path during the cut
+# 3. D, Whalescale: the path the daemon is using is cut 6 s into a 40 s flow and
+#    restored at 34 s. The flow must go on over the other path during the cut
 #    (bytes arrive in the cut's second half), its longest stall (0.1 s receive
-#    intervals with no byte) must stay under 20 s (generous: the daemon's failover
+#    intervals with no byte) must stay under 24 s (generous: the daemon's failover
 #    to another path takes several seconds today, and the inner TCP's retransmit
 #    backoff adds to it; the issue's target of 1 s needs multipath), and data
 #    must arrive after the restore.
@@ -165,25 +165,25 @@ read -r total _ _ _ <<<"$(summary wsA)"
 [ "$total" -gt 0 ] && echo "ok: A through the tunnel: $total bytes received (path 0 $(mp_bytes 0), path 1 $(mp_bytes 1) bytes so far)" \
   || bad "A through the tunnel delivered nothing: $(tail -3 "$LAB_DIR/wsA-client.json")"
 
-# 3. D: cut the path in use 6 s into a 36 s flow, restore it at 30 s.
+# 3. D: cut the path in use 6 s into a 40 s flow, restore it at 34 s.
 active=$(mp_active_remote)
 [ "$active" = "$MP_RCV1" ] && k=1 || k=0
-flow wsD 36 10.77.0.2 || die "iperf3 (D) did not start"
-# These sleeps are the scenario's timeline (cut at 6 s, restore at 30 s), not waits for something.
+flow wsD 40 10.77.0.2 || die "iperf3 (D) did not start"
+# These sleeps are the scenario's timeline (cut at 6 s, restore at 34 s), not waits for something.
 sleep 6
 linkemu_ctl "emu$k" down
-sleep 24
+sleep 28
 linkemu_ctl "emu$k" up
 flow_end wsD
-read -r total stall during after <<<"$(summary wsD 6 30)"
-echo "D: active path to $active (path $k) cut for 24 s: $total bytes, longest stall $stall ms, $during bytes in the cut's second half, $after after the restore"
+read -r total stall during after <<<"$(summary wsD 6 34)"
+echo "D: active path to $active (path $k) cut for 28 s: $total bytes, longest stall $stall ms, $during bytes in the cut's second half, $after after the restore"
 if [ "$total" -le 0 ]; then
   bad "D: the flow delivered nothing: $(tail -3 "$LAB_DIR/wsD-client.json")"
 else
   [ "$during" -gt 0 ] && echo "ok: D: the flow went on over the other path during the cut" \
     || bad "D: nothing arrived in the second half of the cut: the daemon did not move to the other path"
-  [ "$stall" -ge 0 ] && [ "$stall" -lt 20000 ] && echo "ok: D: longest stall $stall ms (< 20 s)" \
-    || bad "D: longest stall $stall ms (want < 20000)"
+  [ "$stall" -ge 0 ] && [ "$stall" -lt 24000 ] && echo "ok: D: longest stall $stall ms (< 24 s)" \
+    || bad "D: longest stall $stall ms (want < 24000)"
   [ "$after" -gt 0 ] && echo "ok: D: data flows after the restore" || bad "D: nothing arrived after the restore"
 fi
 
