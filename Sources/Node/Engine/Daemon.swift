@@ -84,6 +84,8 @@ public final class Daemon: @unchecked Sendable {
     /// The interfaces traffic may leave through (Uplinks.swift), by index; nil: a
     /// hole left by one that went away. Found at start, re-read after route changes.
     var uplinks: [Uplink?] = []
+    /// The main routing table as last read (with the uplinks): what `paths[].uplink` looks up.
+    var kernelRoutes: [KernelRoute] = []
     /// Netlink: links, addresses and routes changed (nil: the kernel refused it; read at start only).
     var routeMonitor: RouteMonitor?
     var uplinkTimer: TimerID?
@@ -431,10 +433,11 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// `[node] uplinks`, or every interface with a route to the outside: at
-    /// start, and again 200 ms after the kernel reports a change of links,
+    /// start, and again 500 ms after the kernel reports a change of links,
     /// addresses or routes. Only listed today: the kernel still picks the
     /// interface of every datagram.
     private func findUplinks() {
+        kernelRoutes = Uplinks.readRoutes()
         uplinks = Uplinks.merge([], resolveUplinks())
         let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
         if config.node.uplinks == nil {
@@ -453,15 +456,16 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func resolveUplinks() -> [Uplink] {
-        Uplinks.resolve(configured: config.node.uplinks, routes: Uplinks.readRoutes(), tunnel: tun.name, limit: NodeConfig.maxUplinks)
+        Uplinks.resolve(configured: config.node.uplinks, routes: kernelRoutes, tunnel: tun.name, limit: NodeConfig.maxUplinks)
     }
 
     /// A burst of netlink messages (an interface going up brings its address and
-    /// routes) becomes one re-read, 200 ms after the first.
+    /// routes; a router's table churns) becomes one re-read, 500 ms after the first.
     private func routesChanged() {
         guard uplinkTimer == nil else { return }
-        uplinkTimer = reactor.addTimer(after: 200_000_000) { [unowned self] in
+        uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
             self.uplinkTimer = nil
+            self.kernelRoutes = Uplinks.readRoutes()
             let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
             guard merged != self.uplinks else { return }
             let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }

@@ -14,15 +14,13 @@ extension Daemon {
     func status() -> StatusReport {
         let now = Self.now()
         let st = core.status(now: now)
-        // The main routing table once per status request (a control request, not the packet path).
-        let routes = Uplinks.readRoutes()
         func path(_ p: NodeStatus.Path) -> StatusReport.Path {
             StatusReport.Path(kind: p.kind, local: p.local.description, remote: "\(p.remote)",
                               via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
                               validated: p.validated, usable: p.usable,
                               lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
                               sources: p.sources,
-                              uplink: Uplinks.lookup(routes, family: p.remote.family, address: p.remote.address))
+                              uplink: Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address))
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {

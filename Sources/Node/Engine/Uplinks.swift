@@ -6,10 +6,11 @@
 //   (absent)                ──▶ every interface with a route to the outside:
 //                               /proc/net/route, /proc/net/ipv6_route (main table)
 //   status: node.uplinks; per path `uplink` = the interface of the longest-prefix
-//           route to the path's remote (lowest metric among equals)
+//           route to the path's remote (lowest metric among equals), in the
+//           table as last read
 //
 // Re-read when the kernel says links, addresses or routes changed (Reactor's
-// RouteMonitor, debounced by 200 ms), keeping each uplink's index (`merge`).
+// RouteMonitor, debounced by 500 ms), keeping each uplink's index (`merge`).
 //
 // What this is not yet: the daemon still has one UDP socket per lane, bound to
 // [::]:port and to no device, so the kernel picks the uplink of every datagram
@@ -18,8 +19,8 @@
 // (docs/multipath.md, "Uplinks").
 //
 // The parsers are pure (text in, routes out) and tested in UplinkTests; only
-// `readRoutes` reads files, and only at start, after a change and for a status
-// request, never on the packet path.
+// `readRoutes` reads files, only at start and after a change (a status request
+// looks up the table read last), never on the packet path.
 import Support
 import Wire
 import Foundation
@@ -146,11 +147,24 @@ enum Uplinks {
         return out
     }
 
-    /// The main table now (unreadable files: no routes).
+    /// The main table now (unreadable files: no routes). At most the first
+    /// `maxRouteBytes` of each file: a router with a full table would make this
+    /// a long read on lane 0's thread; its uplinks (default and gateway routes)
+    /// come first in practice, a lookup beyond the cap says nil.
     static func readRoutes() -> [KernelRoute] {
-        let v4 = (try? String(contentsOfFile: "/proc/net/route", encoding: .utf8)) ?? ""
-        let v6 = (try? String(contentsOfFile: "/proc/net/ipv6_route", encoding: .utf8)) ?? ""
-        return parseIPv4(v4) + parseIPv6(v6)
+        parseIPv4(readCapped("/proc/net/route")) + parseIPv6(readCapped("/proc/net/ipv6_route"))
+    }
+
+    static let maxRouteBytes = 1 << 20
+
+    private static func readCapped(_ path: String) -> String {
+        guard let h = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? h.close() }
+        var out = Data()
+        while out.count < maxRouteBytes, let chunk = try? h.read(upToCount: 65536), !chunk.isEmpty { out.append(chunk) }
+        // Cut at the last whole line.
+        if out.count >= maxRouteBytes, let nl = out.lastIndex(of: UInt8(ascii: "\n")) { out = out.prefix(upTo: nl + 1) }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Whether an interface of that name exists now.
