@@ -81,6 +81,14 @@ public final class Daemon: @unchecked Sendable {
     var lan: LanAdapter?
     /// What the LAN worker counted last (lane 0's thread only).
     var lanCounters: [String: UInt64] = [:]
+    /// The interfaces traffic may leave through (Uplinks.swift), by index; nil: a
+    /// hole left by one that went away. Found at start, re-read after route changes.
+    var uplinks: [Uplink?] = []
+    /// The main routing table as last read (with the uplinks): what `paths[].uplink` looks up.
+    var kernelRoutes: [KernelRoute] = []
+    /// Netlink: links, addresses and routes changed (nil: the kernel refused it; read at start only).
+    var routeMonitor: RouteMonitor?
+    var uplinkTimer: TimerID?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told.
@@ -296,6 +304,7 @@ public final class Daemon: @unchecked Sendable {
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
+        findUplinks()
         startPortMapping(port: port)
         startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
@@ -407,6 +416,9 @@ public final class Daemon: @unchecked Sendable {
             w.submit(core.gossipSnapshot())
             w.finish()
         }
+        routeMonitor?.close()
+        routeMonitor = nil
+        if let t = uplinkTimer { reactor.cancelTimer(t) }
         control?.close()
         control = nil
         metricsServer?.close()
@@ -418,6 +430,48 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
+    }
+
+    /// `[node] uplinks`, or every interface with a route to the outside: at
+    /// start, and again 500 ms after the kernel reports a change of links,
+    /// addresses or routes. Only listed today: the kernel still picks the
+    /// interface of every datagram.
+    private func findUplinks() {
+        kernelRoutes = Uplinks.readRoutes()
+        uplinks = Uplinks.merge([], resolveUplinks())
+        let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
+        if config.node.uplinks == nil {
+            logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
+        } else {
+            logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
+        }
+        for case let u? in uplinks where !Uplinks.present(u.name) {
+            logger.notice("uplinks: \(u.name) does not exist (yet)")
+        }
+        do {
+            routeMonitor = try RouteMonitor(reactor: reactor) { [unowned self] in self.routesChanged() }
+        } catch {
+            logger.notice("uplinks: no netlink route monitor (\(error)); uplinks are read at start only")
+        }
+    }
+
+    private func resolveUplinks() -> [Uplink] {
+        Uplinks.resolve(configured: config.node.uplinks, routes: kernelRoutes, tunnel: tun.name, limit: NodeConfig.maxUplinks)
+    }
+
+    /// A burst of netlink messages (an interface going up brings its address and
+    /// routes; a router's table churns) becomes one re-read, 500 ms after the first.
+    private func routesChanged() {
+        guard uplinkTimer == nil else { return }
+        uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
+            self.uplinkTimer = nil
+            self.kernelRoutes = Uplinks.readRoutes()
+            let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
+            guard merged != self.uplinks else { return }
+            let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }
+            self.logger.info("uplinks: now \(text(merged).isEmpty ? "none" : text(merged)) (were \(text(self.uplinks).isEmpty ? "none" : text(self.uplinks)))")
+            self.uplinks = merged
+        }
     }
 
     /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.

@@ -19,7 +19,8 @@ extension Daemon {
                               via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
                               validated: p.validated, usable: p.usable,
                               lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
-                              sources: p.sources)
+                              sources: p.sources,
+                              uplink: Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address))
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -89,7 +90,10 @@ extension Daemon {
                     StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
                 }),
-                wireGuardPublicKey: identity.wireGuardPublicKey),
+                wireGuardPublicKey: identity.wireGuardPublicKey,
+                uplinks: uplinks.enumerated().compactMap { i, slot in
+                    slot.map { StatusReport.Uplink(index: i, name: $0.name, source: $0.source.rawValue, present: Uplinks.present($0.name)) }
+                }),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 
