@@ -153,7 +153,8 @@ final class UringEngine {
         s.deliver(n)
         let pool = s.pool
         for i in 0..<n { pool.release(s.slotHandles[i]) }
-        refill(s)
+        // A handler that closed the socket detached it: its ring takes no more buffers.
+        if sockets[s.uringID] === s { refill(s) }
     }
 }
 
