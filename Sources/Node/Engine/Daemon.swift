@@ -346,8 +346,12 @@ public final class Daemon: @unchecked Sendable {
             // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
             // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
             let gro = UDPSocket.groEnabled(opened.fd)
-            lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
-                                          bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
+            let slots = gro ? 64 : Self.batch, size = gro ? 65536 + Self.headroom : 2048
+            // One packet pool per reactor, made here, before the lane runs: the receive buffers,
+            // and as many again for datagrams kept past their batch (Reactor/PacketPool.swift).
+            let pool = PacketPool(count: DatagramSocket.ownPoolBuffers(backend: .default, batchSize: slots), bufferSize: size)
+            lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: slots, bufferSize: size,
+                                          headroom: Self.headroom, pool: pool, handler: UDPSide(lane))
             lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
             do {
                 lane.tun = try TunDevice(reactor: lane.reactor, name: lane.id == 0 ? config.node.interface : lanes[0].tun.name,

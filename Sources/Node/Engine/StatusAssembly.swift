@@ -71,6 +71,7 @@ extension Daemon {
         // Packets written to the TUN device inside a GSO super-packet instead of alone.
         counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
         counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
+        if let u = lanes[0].udp { for (k, v) in Lane.poolCounters(u.counters) { counters[k, default: 0] &+= v } }
         for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
