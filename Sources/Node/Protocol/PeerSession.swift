@@ -199,6 +199,8 @@ public struct PeerCounters: Sendable, Equatable {
 struct SessionContext: Sendable {
     let identity: Identity
     let timings: SessionTimings
+    /// `[node] cipher` allows AES-256-GCM: offered in our INITs, accepted in peers' (Whalescale suite only).
+    let aesGCM: Bool
     var rng: SessionRandom
     /// Receiver index -> peer, for every live keypair and in-flight initiation.
     var indices: [UInt32: PeerID] = [:]
@@ -222,9 +224,10 @@ struct SessionContext: Sendable {
     let sendCounters: SendCounterFactory
 
     init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1, sharded: Bool = false,
-         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
+         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }, cipher: CipherSetting = .auto) {
         self.identity = identity
         self.timings = timings
+        aesGCM = cipher.allowsAESGCM
         self.rng = rng
         self.owners = max(1, owners)
         split = sharded || owners > 1
@@ -425,7 +428,8 @@ struct PeerSession: Sendable {
         let index = ctx.allocateIndex(for: id)
         let answer: (message: [UInt8], keys: TransportKeys)?
         switch received {
-        case .whalescale(let r): answer = WhalescaleIK.createResponse(to: r, senderIndex: index, macs: &macs, now: now)
+        case .whalescale(let r):
+            answer = WhalescaleIK.createResponse(to: r, senderIndex: index, aesGCM: ctx.aesGCM, macs: &macs, now: now)
         case .wireGuard(let r): answer = WireGuardIK.createResponse(to: r, senderIndex: index, psk: psk, macs: &macs, now: now)
         }
         guard let (response, transport) = answer else {
@@ -589,7 +593,7 @@ struct PeerSession: Sendable {
             switch suite {
             case .whalescaleIK:
                 made = WhalescaleIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
-                                                     timestamp: timestamp.bytes, macs: &macs, now: now)
+                                                     timestamp: timestamp.bytes, aesGCM: ctx.aesGCM, macs: &macs, now: now)
                     .map { ($0.message, .whalescale($0.state)) }
             case .wireGuard:
                 made = WireGuardIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
@@ -770,7 +774,7 @@ struct PeerSession: Sendable {
         if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: nil, lastHandshake: lastHandshake,
-            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt },
+            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt }, cipher: keys.current?.keys.cipher,
             sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })
