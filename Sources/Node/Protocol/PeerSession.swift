@@ -592,8 +592,10 @@ struct PeerSession: Sendable {
         if reachable {
             switch suite {
             case .whalescaleIK:
+                // Offer AES-GCM on the first attempts only: a peer from before negotiation answers the later ones.
+                let offer = ctx.aesGCM && attempt <= SessionConstants.cipherOfferAttempts
                 made = WhalescaleIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
-                                                     timestamp: timestamp.bytes, aesGCM: ctx.aesGCM, macs: &macs, now: now)
+                                                     timestamp: timestamp.bytes, aesGCM: offer, macs: &macs, now: now)
                     .map { ($0.message, .whalescale($0.state)) }
             case .wireGuard:
                 made = WireGuardIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
