@@ -100,7 +100,7 @@ final class ConnectivityCipherTests: XCTestCase {
         }
         let took = sim.drive(until: { self.established(sim) }, within: .seconds(40 as UInt64))
         XCTAssertEqual(offers, SessionConstants.cipherOfferAttempts, "attempts that offered")
-        XCTAssertEqual(plain, 1, "the next attempt offered nothing")
+        XCTAssertGreaterThanOrEqual(plain, 1, "the next attempt offered nothing")  // more if one was lost (WS_SIM_LOSS)
         XCTAssertEqual(cipher(sim, 1, 0), .chachaPoly)
         XCTAssertEqual(cipher(sim, 0, 1), .chachaPoly)
         XCTAssertGreaterThan(sim.hosts[0].drops.filter { $0 == .session(.unknownType) }.count, 0)
