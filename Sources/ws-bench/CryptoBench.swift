@@ -43,7 +43,7 @@ struct CryptoBench: ParsableCommand {
     var rounds: Int = 3
     @Option(help: "Payload sizes in bytes, comma-separated.") var sizes: String = "64,512,1280,1420"
     @Option(help: ArgumentHelp(
-        "Run one loop untimed and exit: handshake, responder, mac1, raw:SIZE, tunnel:SIZE or session:SIZE (for malloc counting).",
+        "Run one loop untimed and exit: handshake, responder, mac1, raw:SIZE, tunnel:SIZE, aesgcm:SIZE (AES-NI only) or session:SIZE (for malloc counting).",
         valueName: "variant")) var probe: String?
     @Option(help: "Operations in a --probe loop.") var ops: Int = 1000
 

@@ -171,7 +171,8 @@ public func staticStatic(identity: Identity, peerStatic: [UInt8]) -> StaticStati
 /// its members before paying for anything else.
 public struct OpenedInitiation: Sendable {
     public let senderIndex: UInt32
-    /// The INIT's byte 1 (authenticated: it was mixed into the transcript that decrypted s).
+    /// The INIT's byte 1, bound to the transcript (mixed in before e: a changed offer does
+    /// not decrypt s; `authenticate` then proves who wrote it).
     public let cipherOffer: UInt8
     /// The initiator's X25519 static key, as claimed (proven by `authenticate`).
     public let initiatorStatic: [UInt8]
