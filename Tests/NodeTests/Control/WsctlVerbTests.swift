@@ -214,6 +214,15 @@ final class WsctlVerbTests: XCTestCase {
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
     }
 
+    /// The session's cipher follows the key; no session, no cipher.
+    func testExplainNamesTheCipher() {
+        var s = report()
+        s.peers[2].cipher = "aes256gcm"
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key, cipher aes256gcm\n"))
+        s.peers[2].cipher = nil
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key\n"))
+    }
+
     /// A path whose address came from the peer's LAN announcement says so.
     func testExplainLanPath() {
         var s = report()
