@@ -11,7 +11,7 @@
 #   2. auto, chacha20poly1305               -> chacha20poly1305
 #   3. chacha20poly1305, auto               -> chacha20poly1305
 # Each: the session comes up, `peers[].cipher` of `wsctl status --json` on both
-# ends names the expected cipher, a ping and a TCP transfer of 2 MB pass (payload
+# ends names the expected cipher (and the table's `ciphers:` line on a1), a ping and a TCP transfer of 2 MB pass (payload
 # checked), and no DATA failed authentication (counter authFailed stays absent or 0).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,6 +80,8 @@ run() { # A1_SETTING A2_SETTING EXPECTED
   wait_until 30 lab_exec a1 ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 || fail "$tag: a1 cannot reach a2"
   wait_until 10 cipher_is a1 "$want" || fail "$tag: a1 reports cipher $(peer_field a1 cipher), not $want"
   wait_until 10 cipher_is a2 "$want" || fail "$tag: a2 reports cipher $(peer_field a2 cipher), not $want"
+  t=$("$bin/wsctl" status --socket "$LAB_DIR/a1.sock")
+  grep -qx "ciphers: a2 $want" <<<"$t" || fail "$tag: wsctl status of a1 lacks 'ciphers: a2 $want': $t"
   # 2 MB over TCP through the tunnel, checked byte for byte.
   head -c 2000000 /dev/urandom >"$LAB_DIR/blob"
   lab_bg a2 "nc-$tag" "$LAB_PY" -c '
