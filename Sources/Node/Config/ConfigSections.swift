@@ -89,6 +89,12 @@ extension ConfigParser {
         node.portMapping = try portMapping(t)
         node.lanDiscovery = try bool(t, "lan_discovery", "node") ?? true
         node.uplinks = try uplinks(t, tunnel: interface)
+        if let c = try string(t, "cipher", "node") {
+            guard let setting = CipherSetting(rawValue: c) else {
+                throw fail("node.cipher", "\(quoted(c)) is not a cipher setting (\"auto\" or \"chacha20poly1305\")")
+            }
+            node.cipher = setting
+        }
         if let g = try string(t, "control_group", "node") {
             guard !g.isEmpty, g.utf8.count <= 32, g.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 throw fail("node.control_group", "\(quoted(g)) is not a group name (letters, digits, '-', '_', '.'; at most 32) or a numeric gid")

@@ -254,6 +254,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The session's traffic by the kind of path it went over (every kind, in
         /// the order direct, lan, relay; empty from a daemon before this key).
         public var byPathKind: [PathTraffic]
+        /// The current session's AEAD, "chacha20poly1305" or "aes256gcm"; nil without a session.
+        public var cipher: String?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
@@ -261,8 +263,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
             kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
-            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil
         ) {
+            self.cipher = cipher
             self.byPathKind = byPathKind
             self.rxPackets = rxPackets
             self.txPackets = txPackets
@@ -303,6 +306,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case persistentKeepaliveS = "persistent_keepalive_s"
             case roam
             case byPathKind = "by_path_kind"
+            case cipher
         }
 
         public init(from decoder: any Decoder) throws {
@@ -331,6 +335,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
             roam = try c.decodeIfPresent(Roam.self, forKey: .roam)
             byPathKind = try c.decodeIfPresent([PathTraffic].self, forKey: .byPathKind) ?? []
+            // Absent from a daemon before cipher negotiation.
+            cipher = try c.decodeIfPresent(String.self, forKey: .cipher)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -357,6 +363,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
             try c.encode(roam, forKey: .roam)
             try c.encode(byPathKind, forKey: .byPathKind)
+            try c.encode(cipher, forKey: .cipher)
         }
     }
 

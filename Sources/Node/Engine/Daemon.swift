@@ -167,7 +167,7 @@ public final class Daemon: @unchecked Sendable {
         return NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
                  sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners, sharded: true,
-                 sendCounters: counters)
+                 sendCounters: counters, cipher: config.node.cipher)
     }
 
     /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
@@ -230,7 +230,7 @@ public final class Daemon: @unchecked Sendable {
     /// Opens everything, runs until SIGTERM/SIGINT, cleans up. Throws only for start-up failures.
     public func run() throws {
         try start()
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64)")
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64), cipher \(config.node.cipher.rawValue)\(config.node.cipher.allowsAESGCM && !NoiseCipher.aesGCM.isAvailable ? " (no AES-NI: ChaCha20-Poly1305 only)" : "")")
         startLanes()
         reactor.run()
         stopLanes()

@@ -59,7 +59,8 @@ extension Daemon {
                     return StatusReport.PathTraffic(kind: k, rxBytes: t.rxBytes, rxPackets: t.rxPackets,
                                                     txBytes: t.txBytes, txPackets: t.txPackets)
                 },
-                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
+                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) },
+                cipher: p.session?.cipher?.statusName))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings

@@ -213,7 +213,7 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        guard let (response, transport) = createResponse(to: received, senderIndex: index, now: now) else {
+        guard let (response, transport) = createResponse(to: received, senderIndex: index, aesGCM: ctx.aesGCM, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -369,7 +369,11 @@ struct PeerSession: Sendable {
         }
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
-        let made = reachable ? createInitiation(identity: ctx.identity, senderIndex: index, timestamp: timestamp, now: now) : nil
+        // Offer AES-GCM on the first attempts only: a peer from before negotiation answers the later ones.
+        let offer = ctx.aesGCM && attempt <= SessionConstants.cipherOfferAttempts
+        let made = reachable
+            ? createInitiation(identity: ctx.identity, senderIndex: index, timestamp: timestamp, offerAESGCM: offer, now: now)
+            : nil
         guard let (message, state) = made else {
             // No endpoint yet (the path manager may find one), or the peer's key
             // cannot handshake: look again later; give-up still bounds it.
@@ -542,7 +546,7 @@ struct PeerSession: Sendable {
         if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: nil, lastHandshake: lastHandshake,
-            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt },
+            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt }, cipher: keys.current?.keys.cipher,
             sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })

@@ -168,6 +168,8 @@ public struct PeerStatus: Sendable, Equatable {
     public var handshakeAttempt: Int
     /// Age of the current keys.
     public var keyAge: Span?
+    /// The AEAD of the current keys (negotiated per session); nil without current keys.
+    public var cipher: NoiseCipher?
     /// Next counter to send under the current keys.
     public var sendCounter: UInt64?
     public var queuedPackets: Int

@@ -115,7 +115,7 @@ public struct Tunnels: Sendable {
     public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
                 pathTimings: ConnectivityTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1, sharded: Bool = false,
-                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
+                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }, cipher: CipherSetting = .auto) {
         publicKey = identity.publicKey
         self.timings = timings
         let roster = roster ?? Roster(local: identity.publicKey, members: specs.enumerated().map {
@@ -134,7 +134,7 @@ public struct Tunnels: Sendable {
         }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
-                             sharded: sharded, sendCounters: sendCounters)
+                             sharded: sharded, sendCounters: sendCounters, cipher: cipher)
         cookies = CookieChecker(identity: identity)
         wgCookies = CookieChecker(wireGuardIdentity: identity)
         loadMeter = HandshakeLoadMeter()
@@ -219,11 +219,18 @@ public struct Tunnels: Sendable {
     private mutating func receiveHandshake(_ message: [UInt8], suite classified: HandshakeSuiteID, initiation: Bool,
                                            from source: Endpoint, now: Instant, underLoad: Bool, roam: Bool,
                                            relayed: RelayOrigin?) -> Inbound {
-        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
         // Which suite: an INIT says by its length; a RESP (one layout in both)
         // belongs to the suite of the peer whose initiation its receiver index names.
         var suite = classified
         if !initiation, let peer = ctx.indices[wireLoad32(message, at: 8)] { suite = peers[peer.rawValue].suite }
+        // Bytes 2 and 3 are reserved (zero). Byte 1 is Whalescale's cipher offer (INIT,
+        // any value) or choice (RESP, 0 or 1), and reserved (zero) in WireGuard's suite.
+        guard message[2] == 0, message[3] == 0 else { return .drop(.unknownType) }
+        switch suite {
+        case .wireGuard: guard message[1] == 0 else { return .drop(.unknownType) }
+        case .whalescaleIK:
+            guard initiation || message[1] <= HandshakeResponseMessage.maxCipherChoice else { return .drop(.unknownType) }
+        }
         // mac1 first: one BLAKE2b/BLAKE2s, rejects anyone who does not know our key.
         guard suite == .wireGuard ? wgCookies.mac1Valid(message) : cookies.mac1Valid(message) else { return .drop(.mac1) }
         // Only now does it count as load: exact length, type word and mac1 all

@@ -215,6 +215,26 @@ final class WsctlVerbTests: XCTestCase {
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
     }
 
+    /// `wsctl status`: a `ciphers:` line under the table names each session's cipher,
+    /// only for peers that have one (none: no line).
+    func testStatusTableNamesCiphers() {
+        var s = report()
+        XCTAssertFalse(renderStatusTable(s).contains("ciphers:"))
+        s.peers[0].cipher = "aes256gcm"
+        s.peers[2].cipher = "chacha20poly1305"
+        let table = renderStatusTable(s)
+        XCTAssertTrue(table.contains("\nciphers: \(s.peers[0].name) aes256gcm, \(s.peers[2].name) chacha20poly1305\n"), table)
+    }
+
+    /// The session's cipher follows the key; no session, no cipher.
+    func testExplainNamesTheCipher() {
+        var s = report()
+        s.peers[2].cipher = "aes256gcm"
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key, cipher aes256gcm\n"))
+        s.peers[2].cipher = nil
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key\n"))
+    }
+
     /// A path whose address came from the peer's LAN announcement says so.
     func testExplainLanPath() {
         var s = report()

@@ -11,6 +11,8 @@ import Crypto
 struct SessionContext: Sendable {
     let identity: Identity
     let timings: SessionTimings
+    /// `[node] cipher` allows AES-256-GCM: offered in our INITs, accepted in peers' (Whalescale suite only).
+    let aesGCM: Bool
     var rng: SessionRandom
     /// Receiver index -> peer, for every live keypair and in-flight initiation.
     var indices: [UInt32: PeerID] = [:]
@@ -34,9 +36,10 @@ struct SessionContext: Sendable {
     let sendCounters: SendCounterFactory
 
     init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1, sharded: Bool = false,
-         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
+         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }, cipher: CipherSetting = .auto) {
         self.identity = identity
         self.timings = timings
+        aesGCM = cipher.allowsAESGCM
         self.rng = rng
         self.owners = max(1, owners)
         split = sharded || owners > 1
