@@ -90,6 +90,14 @@ public final class Daemon: @unchecked Sendable {
     var lan: LanAdapter?
     /// What the LAN worker counted last (lane 0's thread only).
     var lanCounters: [String: UInt64] = [:]
+    /// The interfaces traffic may leave through (Uplinks.swift), by index; nil: a
+    /// hole left by one that went away. Found at start, re-read after route changes.
+    var uplinks: [Uplink?] = []
+    /// The main routing table as last read (with the uplinks): what `paths[].uplink` looks up.
+    var kernelRoutes: [KernelRoute] = []
+    /// Netlink: links, addresses and routes changed (nil: the kernel refused it; read at start only).
+    var routeMonitor: RouteMonitor?
+    var uplinkTimer: TimerID?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told.
@@ -181,7 +189,7 @@ public final class Daemon: @unchecked Sendable {
         return NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
                  sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners, sharded: true,
-                 sendCounters: counters)
+                 sendCounters: counters, cipher: config.node.cipher)
     }
 
     /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
@@ -251,7 +259,7 @@ public final class Daemon: @unchecked Sendable {
             shutdown()
             return
         }
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64)")
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64), cipher \(config.node.cipher.rawValue)\(config.node.cipher.allowsAESGCM && !NoiseCipher.aesGCM.isAvailable ? " (no AES-NI: ChaCha20-Poly1305 only)" : "")")
         startLanes()
         reactor.run()
         stopLanes()
@@ -334,6 +342,7 @@ public final class Daemon: @unchecked Sendable {
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
+        findUplinks()
         startPortMapping(port: port)
         startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
@@ -431,8 +440,12 @@ public final class Daemon: @unchecked Sendable {
         // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
         // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
         let gro = UDPSocket.groEnabled(opened.fd)
-        lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
-                                      bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
+        let slots = gro ? 64 : Self.batch, size = gro ? 65536 + Self.headroom : 2048
+        // One packet pool per reactor, made here, before the lane runs: the receive buffers,
+        // and as many again for datagrams kept past their batch (Reactor/PacketPool.swift).
+        let pool = PacketPool(count: DatagramSocket.ownPoolBuffers(backend: .default, batchSize: slots), bufferSize: size)
+        lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: slots, bufferSize: size,
+                                      headroom: Self.headroom, pool: pool, handler: UDPSide(lane))
         lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
         return gro
     }
@@ -453,6 +466,9 @@ public final class Daemon: @unchecked Sendable {
             w.finish()
         }
         stopDropIn()
+        routeMonitor?.close()
+        routeMonitor = nil
+        if let t = uplinkTimer { reactor.cancelTimer(t) }
         control?.close()
         control = nil
         metricsServer?.close()
@@ -464,6 +480,48 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
+    }
+
+    /// `[node] uplinks`, or every interface with a route to the outside: at
+    /// start, and again 500 ms after the kernel reports a change of links,
+    /// addresses or routes. Only listed today: the kernel still picks the
+    /// interface of every datagram.
+    private func findUplinks() {
+        kernelRoutes = Uplinks.readRoutes()
+        uplinks = Uplinks.merge([], resolveUplinks())
+        let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
+        if config.node.uplinks == nil {
+            logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
+        } else {
+            logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
+        }
+        for case let u? in uplinks where !Uplinks.present(u.name) {
+            logger.notice("uplinks: \(u.name) does not exist (yet)")
+        }
+        do {
+            routeMonitor = try RouteMonitor(reactor: reactor) { [unowned self] in self.routesChanged() }
+        } catch {
+            logger.notice("uplinks: no netlink route monitor (\(error)); uplinks are read at start only")
+        }
+    }
+
+    private func resolveUplinks() -> [Uplink] {
+        Uplinks.resolve(configured: config.node.uplinks, routes: kernelRoutes, tunnel: tun.name, limit: NodeConfig.maxUplinks)
+    }
+
+    /// A burst of netlink messages (an interface going up brings its address and
+    /// routes; a router's table churns) becomes one re-read, 500 ms after the first.
+    private func routesChanged() {
+        guard uplinkTimer == nil else { return }
+        uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
+            self.uplinkTimer = nil
+            self.kernelRoutes = Uplinks.readRoutes()
+            let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
+            guard merged != self.uplinks else { return }
+            let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }
+            self.logger.info("uplinks: now \(text(merged).isEmpty ? "none" : text(merged)) (were \(text(self.uplinks).isEmpty ? "none" : text(self.uplinks)))")
+            self.uplinks = merged
+        }
     }
 
     /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.
