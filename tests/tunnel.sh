@@ -212,6 +212,17 @@ wait_tcp_listen $B 5203 || fail "iperf3 server (TCP after the overload) not list
 ip netns exec $A iperf3 -c 10.77.0.2 -p 5203 -P 4 -n 8M >/dev/null 2>&1 || fail "TCP on 4 flows after the UDP overload"
 echo "ok: UDP overload on 8 flows: TUN reads handed to the owner $reads, dropped at a full ring $full; ping and TCP on 4 flows pass afterwards"
 
+# The receive path's packet pool (docs/DESIGN.md §1.1): datagrams land in each
+# reactor's pool and the daemon keeps none past its batch, so no receive ever
+# found the pool short, even under the overload. Both counters are always present.
+settled b "$tmp/b-u.json"
+for f in "$tmp/a-u.json" "$tmp/b-u.json"; do
+  counter short "$f" udp_pool_short
+  counter dropped "$f" udp_pool_dropped
+  [ "$short" -eq 0 ] && [ "$dropped" -eq 0 ] || fail "packet pool ran low ($f): udp_pool_short $short, udp_pool_dropped $dropped"
+done
+echo "ok: packet pool never short on either node (udp_pool_short 0, udp_pool_dropped 0)"
+
 # wsctl status on B shows A up, at A's real endpoint.
 ip netns exec $B "$bin/wsctl" --help >/dev/null
 "$bin/wsctl" status --socket "$tmp/b.sock" --json >"$tmp/b1.json" || fail "wsctl status"

@@ -25,9 +25,10 @@ struct group {
     struct io_uring_buf_ring *br;
     size_t br_bytes;
     uint8_t *slab;
-    unsigned count;
+    unsigned count;  // ring entries
+    unsigned nbufs;  // buffer ids 0..<nbufs, at slab + id * size
     unsigned size;
-    int pending; // recycled, not yet published
+    int pending; // posted, not yet published
     struct msghdr msg; // template for the multishot recvmsg: name and control lengths
 };
 
@@ -81,9 +82,11 @@ void CReactor_uring_destroy(CReactor_uring *u) {
 
 int CReactor_uring_fd(const CReactor_uring *u) { return u->rx.ring_fd; }
 
-int CReactor_uring_provide_buffers(CReactor_uring *u, uint16_t bgid, uint8_t *slab, unsigned count, unsigned size) {
+int CReactor_uring_register_buffer_ring(CReactor_uring *u, uint16_t bgid, uint8_t *slab, unsigned count, unsigned nbufs,
+                                        unsigned size) {
     if (bgid >= MAX_GROUPS || u->groups[bgid].used) return -EINVAL;
     if (count == 0 || (count & (count - 1)) != 0 || count > 32768) return -EINVAL;
+    if (nbufs == 0 || nbufs > 65536) return -EINVAL;
     struct group *g = &u->groups[bgid];
     g->br_bytes = (size_t)count * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, g->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -100,27 +103,26 @@ int CReactor_uring_provide_buffers(CReactor_uring *u, uint16_t bgid, uint8_t *sl
         return r;
     }
     io_uring_buf_ring_init(g->br);
-    int mask = io_uring_buf_ring_mask(count);
-    for (unsigned i = 0; i < count; i++) io_uring_buf_ring_add(g->br, slab + (size_t)i * size, size, (unsigned short)i, mask, (int)i);
-    io_uring_buf_ring_advance(g->br, (int)count);
     g->used = 1;
     g->slab = slab;
     g->count = count;
+    g->nbufs = nbufs;
     g->size = size;
+    g->pending = 0;
     memset(&g->msg, 0, sizeof(g->msg));
     g->msg.msg_namelen = sizeof(struct sockaddr_storage);
     g->msg.msg_controllen = CREACTOR_CMSG_SPACE;
     return 0;
 }
 
-void CReactor_uring_recycle(CReactor_uring *u, uint16_t bgid, uint16_t bid) {
+void CReactor_uring_provide_buffer(CReactor_uring *u, uint16_t bgid, uint16_t bid) {
     struct group *g = &u->groups[bgid];
     io_uring_buf_ring_add(g->br, g->slab + (size_t)bid * g->size, g->size, bid, io_uring_buf_ring_mask(g->count),
                           g->pending);
     g->pending++;
 }
 
-void CReactor_uring_recycle_commit(CReactor_uring *u, uint16_t bgid) {
+void CReactor_uring_provide_commit(CReactor_uring *u, uint16_t bgid) {
     struct group *g = &u->groups[bgid];
     if (g->pending) {
         io_uring_buf_ring_advance(g->br, g->pending);
@@ -164,7 +166,7 @@ int CReactor_uring_reap(CReactor_uring *u, CReactor_cqe *out, int max) {
 
 int CReactor_uring_parse_recvmsg(CReactor_uring *u, uint16_t bgid, uint16_t bid, int32_t res, CReactor_dgram *out) {
     struct group *g = &u->groups[bgid];
-    if (bid >= g->count || res < 0) return -EINVAL;
+    if (bid >= g->nbufs || res < 0) return -EINVAL;
     uint8_t *buf = g->slab + (size_t)bid * g->size;
     struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, res, &g->msg);
     if (!o) return -EINVAL;

@@ -1,14 +1,28 @@
 // Batched UDP through the reactor.
 //
 // The batch contract (STYLE 9), stated once:
-//   - A `DatagramSocket` owns its receive memory: a slab of `batchSize` buffers
-//     of `bufferSize` bytes (mmsg backend), or a provided-buffer ring the kernel
-//     fills (uring backend). Each received datagram is a `CReactor_dgram` view:
-//     data/len/cap, peer, local address, GRO segment size.
+//   - A `DatagramSocket` receives into buffers of a `PacketPool` (PacketPool.swift;
+//     one per reactor, shared by its sockets, or the socket's own): for each
+//     recvmmsg it takes up to `batchSize` free buffers (mmsg backend), or it keeps
+//     a provided-buffer ring the kernel fills posted with up to
+//     `UringEngine.buffersPerSocket` of them (uring backend, buffer id = pool
+//     index). Each received datagram is a `CReactor_dgram` view: data/len/cap,
+//     peer, local address, GRO segment size.
 //   - Views are lent to `DatagramHandler.received` for the duration of the call.
 //     The handler may rewrite bytes in place (decrypt, re-encrypt), move `data`
 //     back into the header room before it (≥ `headroom` bytes, for headers
 //     written in place), and send the very same views back out with `send`.
+//   - A datagram the handler wants after the call it keeps: `keep(i)` gives the
+//     handle of view i's pool buffer with one more reference, and the handler
+//     releases it to `pool` when done (a GRO run kept twice is released twice).
+//     When the handler returns, the socket drops its own reference to every
+//     buffer of the batch: those not kept are free again, and the next receive
+//     posts buffers from the free list. Nothing is copied, nothing allocated.
+//   - Pool exhaustion is counted, never fatal: a receive posts as many buffers
+//     as are free (`poolShort`); with none free, the mmsg backend reads the
+//     waiting datagrams into one discard buffer and drops them (`poolDrops`),
+//     and the uring backend, its ring empty, waits for the socket to become
+//     readable, then posts what was freed meanwhile or drops likewise.
 //   - `send` takes a span of views and makes one syscall per batch (sendmmsg,
 //     or one io_uring_enter); a datagram the kernel refuses outright (EMSGSIZE,
 //     EHOSTUNREACH, ...) is dropped and counted, never retried; EAGAIN stops the
@@ -62,6 +76,10 @@ public struct DatagramCounters: Sendable {
     public var sendWouldBlock = 0
     public var receiveErrors = 0
     public var noBuffers = 0
+    /// Receives that posted fewer buffers than they wanted: the pool ran low (handlers kept many).
+    public var poolShort = 0
+    /// Datagrams read and dropped because the pool had no free buffer at all.
+    public var poolDrops = 0
 }
 
 /// Socket options for a Whalescale UDP socket, applied by `UDPSocket.open`.
@@ -112,8 +130,11 @@ public final class DatagramSocket {
     public let fd: Int32
     public let backend: DatagramBackend
     public let batchSize: Int
+    /// Bytes per receive buffer: the pool's (at least what `init` asked for).
     public let bufferSize: Int
     public let headroom: Int
+    /// Where received datagrams land (PacketPool.swift): `keep` hands out its handles.
+    public let pool: PacketPool
     public internal(set) var counters = DatagramCounters()
     public var isOpen: Bool { registration != nil }
     /// UDP GSO usable: probed at init (UDP_SEGMENT), off for good once the kernel refuses a run.
@@ -141,9 +162,13 @@ public final class DatagramSocket {
     private var registration: Registration?
     private var wantWritable = false
 
-    // mmsg backend
-    private var slab: UnsafeMutableRawPointer?
     private let views: UnsafeMutablePointer<CReactor_dgram>
+    /// The pool buffer under each view of the batch being received or delivered (the socket's reference).
+    let slotHandles: UnsafeMutablePointer<PacketHandle>
+    /// Views lent to the handler right now (`keep(i)` takes i below it); 0 outside `received`.
+    private var delivering = 0
+    /// Where datagrams are read and dropped while the pool has no free buffer.
+    private let discard: UnsafeMutableRawPointer
     private var recvScratch: OpaquePointer?
     private var sendScratch: OpaquePointer?
     private static let sendChunk = 256
@@ -153,25 +178,36 @@ public final class DatagramSocket {
 
     // uring backend
     var uringID: UInt16 = 0
-    var uringSlab: UnsafeMutableRawPointer?
-    var uringCount = 0
     var pending = 0  // views filled from completions, not yet delivered
-    let uringBufIDs: UnsafeMutablePointer<UInt16>
+    /// Pool buffers posted in the provided-buffer ring now (the socket holds their references).
+    var ringPosted = 0
+    /// The ring is empty and the multishot receive ended: waiting for the socket to become readable.
+    var starved = false
 
     /// Registers `fd` (a non-blocking UDP socket; the reactor owns it from now on and closes it).
+    /// `pool`: the reactor's packet pool, used on its thread only (buffers of at least
+    /// `bufferSize` bytes); nil makes the socket its own, `ownPoolBuffers(...)` large.
     public init(reactor: Reactor, fd: Int32, backend: DatagramBackend = .default, batchSize: Int = 64,
-                bufferSize: Int = 2048, headroom: Int = 64, handler: DatagramHandler) throws(SyscallError) {
+                bufferSize: Int = 2048, headroom: Int = 64, pool: PacketPool? = nil,
+                handler: DatagramHandler) throws(SyscallError) {
         precondition(batchSize > 0 && batchSize <= 1024 && bufferSize > headroom)
+        let pool = pool ?? PacketPool(count: Self.ownPoolBuffers(backend: backend, batchSize: batchSize), bufferSize: bufferSize)
+        precondition(pool.bufferSize >= bufferSize, "the pool's buffers are smaller than the socket's")
+        precondition(backend == .mmsg || pool.count <= 1 << 16, "io_uring names a buffer by a 16-bit id")
         self.reactor = reactor
         self.fd = fd
         self.backend = backend
         self.batchSize = batchSize
-        self.bufferSize = bufferSize
+        self.bufferSize = pool.bufferSize
         self.headroom = headroom
+        self.pool = pool
         self.handler = handler
         views = .allocate(capacity: max(batchSize, Self.sendChunk))
         views.initialize(repeating: CReactor_dgram(), count: max(batchSize, Self.sendChunk))
-        uringBufIDs = .allocate(capacity: batchSize)
+        slotHandles = .allocate(capacity: batchSize)
+        slotHandles.initialize(repeating: PacketHandle(index: 0, generation: 0), count: batchSize)
+        discard = .allocate(byteCount: pool.bufferSize, alignment: 64)
+        recvScratch = CReactor_mmsg_create(Int32(batchSize))
         sendScratch = CReactor_mmsg_create(Int32(Self.sendChunk))
         split = .allocate(capacity: Self.sendChunk)
         split.initialize(repeating: CReactor_dgram(), count: Self.sendChunk)
@@ -180,8 +216,6 @@ public final class DatagramSocket {
         gso = CReactor_set_udp_segment(fd, 0) == 0
         switch backend {
         case .mmsg:
-            slab = UnsafeMutableRawPointer.allocate(byteCount: batchSize * bufferSize, alignment: 64)
-            recvScratch = CReactor_mmsg_create(Int32(batchSize))
             registration = try reactor.register(fd: fd, events: .readable) { [unowned self] ev in self.ready(ev) }
         case .uring:
             registration = try reactor.register(fd: fd, events: []) { [unowned self] ev in self.ready(ev) }
@@ -195,13 +229,19 @@ public final class DatagramSocket {
         }
     }
 
+    /// The size of a socket's own pool: twice the buffers one receive posts, so
+    /// that a batch's worth may be kept while the next batch arrives.
+    public static func ownPoolBuffers(backend: DatagramBackend, batchSize: Int) -> Int {
+        2 * (backend == .mmsg ? batchSize : UringEngine.buffersPerSocket)
+    }
+
     deinit {
         close()
         views.deallocate()
-        uringBufIDs.deallocate()
+        slotHandles.deallocate()
+        discard.deallocate()
         split.deallocate()
         splitOwner.deallocate()
-        slab?.deallocate()
         if let s = recvScratch { CReactor_mmsg_destroy(s) }
         if let s = sendScratch { CReactor_mmsg_destroy(s) }
     }
@@ -224,33 +264,39 @@ public final class DatagramSocket {
             updateInterest()
             handler?.writable(self)
         }
-        if backend == .mmsg && (ev.contains(.readable) || ev.contains(.error)) { drain() }
+        guard ev.contains(.readable) || ev.contains(.error) else { return }
+        if backend == .mmsg { drain() } else if starved { reactor.uring?.unstarve(self) }
     }
 
-    private func updateInterest() {
+    func updateInterest() {
         guard let reg = registration else { return }
-        var ev: Events = backend == .mmsg ? .readable : []
+        var ev: Events = backend == .mmsg || starved ? .readable : []
         if wantWritable { ev.insert(.writable) }
         do { try reactor.modify(reg, events: ev) } catch { fail(error) }
     }
 
     /// mmsg backend: receive batches until the socket is empty (bounded, for fairness).
     private func drain() {
-        guard let slab, let recvScratch else { return }
+        guard let recvScratch else { return }
         for _ in 0..<16 {
             let want = min(batchSize, max(4, receiveBudget / max(averageView, 1)))
-            for i in 0..<want {
-                views[i].data = (slab + i * bufferSize + headroom).assumingMemoryBound(to: UInt8.self)
-                views[i].cap = UInt32(bufferSize - headroom)
-                views[i].segment = 0
+            let posted = post(want)
+            guard posted > 0 else {
+                // No free buffer at all: read what waits and drop it (counted), rather than leave
+                // the socket readable (the loop would spin) or let the kernel drop uncounted.
+                if !discardWaiting(want) { return }
+                continue
             }
             let n: Int
             do throws(SyscallError) {
-                switch try syscall("recvmmsg", { CReactor_recvmmsg(fd, recvScratch, views, Int32(want)) }) {
+                switch try syscall("recvmmsg", { CReactor_recvmmsg(fd, recvScratch, views, Int32(posted)) }) {
                 case .done(let k): n = k
-                case .wouldBlock: return
+                case .wouldBlock:
+                    unpost(posted)
+                    return
                 }
             } catch {
+                unpost(posted)
                 if error.isBug { fail(error); return }
                 // ICMP errors surfacing as ECONNREFUSED, ENOBUFS, ...: counted, the socket keeps working.
                 counters.receiveErrors += 1
@@ -263,11 +309,66 @@ public final class DatagramSocket {
                 averageView = (averageView * 3 + bytes / n) / 4
             }
             deliver(n)
-            if n < want || registration == nil { return }
+            unpost(posted)
+            if n < posted || registration == nil { return }
         }
     }
 
-    /// Hands views[0..<n] to the handler, dropping truncated ones.
+    /// Takes up to `want` pool buffers for views[0..<k] (fewer when the pool runs low: counted). Returns k.
+    @inline(__always)
+    private func post(_ want: Int) -> Int {
+        var k = 0
+        while k < want, let h = pool.take() {
+            slotHandles[k] = h
+            views[k].data = (pool.base + Int(h.index) * bufferSize + headroom).assumingMemoryBound(to: UInt8.self)
+            views[k].cap = UInt32(bufferSize - headroom)
+            views[k].segment = 0
+            k += 1
+        }
+        if k < want { counters.poolShort += 1 }
+        return k
+    }
+
+    /// Drops the socket's references to the buffers of slots 0..<k (in reverse, so the
+    /// next `post` takes the same buffers in the same order). What a handler kept stays held.
+    @inline(__always)
+    private func unpost(_ k: Int) {
+        var i = k
+        while i > 0 {
+            i -= 1
+            pool.release(slotHandles[i])
+        }
+    }
+
+    /// Reads up to `want` waiting datagrams into the discard buffer and drops them (`poolDrops`).
+    /// True when there may be more.
+    func discardWaiting(_ want: Int) -> Bool {
+        guard let recvScratch else { return false }
+        for i in 0..<want {
+            views[i].data = discard.assumingMemoryBound(to: UInt8.self)
+            views[i].cap = UInt32(bufferSize)
+            views[i].segment = 0
+        }
+        do throws(SyscallError) {
+            switch try syscall("recvmmsg", { CReactor_recvmmsg(fd, recvScratch, views, Int32(want)) }) {
+            case .done(let n):
+                for i in 0..<n {
+                    let seg = Int(views[i].segment), len = Int(views[i].len)
+                    counters.poolDrops += seg > 0 && len > seg ? (len + seg - 1) / seg : 1
+                }
+                return n == want
+            case .wouldBlock: return false
+            }
+        } catch {
+            if error.isBug { fail(error); return false }
+            counters.receiveErrors += 1
+            reactor.report(error)
+            return true
+        }
+    }
+
+    /// Hands views[0..<n] to the handler, dropping truncated ones. `slotHandles[0..<n]`
+    /// name their buffers; a dropped view's handle moves behind the delivered ones.
     func deliver(_ n0: Int) {
         var n = n0
         var i = 0
@@ -275,6 +376,9 @@ public final class DatagramSocket {
             if views[i].len > views[i].cap {
                 counters.truncated += 1
                 views[i] = views[n - 1]
+                let h = slotHandles[i]
+                slotHandles[i] = slotHandles[n - 1]
+                slotHandles[n - 1] = h
                 n -= 1
             } else { i += 1 }
         }
@@ -282,10 +386,22 @@ public final class DatagramSocket {
         for j in 0..<n where views[j].segment > 0 && views[j].len > UInt32(views[j].segment) { counters.groRuns += 1 }
         counters.received += n
         counters.batchesIn += 1
+        delivering = n
         handler?.received(DatagramBatch(base: views, count: n), on: self)
+        delivering = 0
     }
 
-    /// The view array the uring engine fills (capacity `batchSize`).
+    /// Keeps datagram `i` of the batch being delivered past the batch: the handle of its
+    /// pool buffer with one more reference, which the caller releases to `pool` when done.
+    /// The bytes stay where the view says (`pool.offset(of:in:)` turns its `data` into
+    /// an offset). Valid only inside `received`; nil outside it or for an index out of the batch.
+    public func keep(_ i: Int) -> PacketHandle? {
+        guard i >= 0 && i < delivering else { return nil }
+        let h = slotHandles[i]
+        return pool.retain(h) ? h : nil
+    }
+
+    /// The view array the uring engine fills (capacity `batchSize`), `slotHandles` beside it.
     var uringViews: UnsafeMutablePointer<CReactor_dgram> { views }
 
     /// Sends `batch`. Returns how many views were consumed (sent, or refused and

@@ -101,6 +101,16 @@ public func setThreadName(_ name: String) { _ = CReactor_set_thread_name(name) }
 extension UDPSocket {
     /// True when UDP GRO is on for `fd` (a receive may then carry a run of datagrams).
     public static func groEnabled(_ fd: Int32) -> Bool { CReactor_get_udp_gro(fd) == 1 }
+
+    /// SO_MARK on everything `fd` sends (0: none), as WireGuard's `fwmark`: policy
+    /// routing (wg-quick's full tunnel) keeps the tunnel's own datagrams out of
+    /// the tunnel by it. Needs CAP_NET_ADMIN.
+    public static func setMark(_ fd: Int32, _ mark: UInt32) throws(SyscallError) {
+        var v = mark
+        if setsockopt(fd, SOL_SOCKET, SO_MARK, &v, socklen_t(MemoryLayout<UInt32>.size)) != 0 {
+            throw SyscallError(call: "setsockopt(SO_MARK)", errno: errno)
+        }
+    }
 }
 
 extension FileDescriptor {

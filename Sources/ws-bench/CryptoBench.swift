@@ -9,6 +9,7 @@
 //   one packet, one buffer [ header 16 | payload n | tag 16 ], sealed then opened in place on this core:
 //                raw:       crypto_aead_chacha20poly1305_ietf_{encrypt,decrypt}_detached on payload+tag
 //                tunnel:    writeHeader, TransportKey.seal | parseHeader, ReplayWindow.check, TransportKey.open, accept
+//                aesgcm:    the same with an AES-256-GCM TransportKey (precomputed state; only with AES-NI)
 //                session:   Tunnels.send (A)               | Tunnels.receive (B): index table, keypair, replay, timers
 //
 // Time is this thread's CPU time (CLOCK_THREAD_CPUTIME_ID): a build running
@@ -42,7 +43,7 @@ struct CryptoBench: ParsableCommand {
     var rounds: Int = 3
     @Option(help: "Payload sizes in bytes, comma-separated.") var sizes: String = "64,512,1280,1420"
     @Option(help: ArgumentHelp(
-        "Run one loop untimed and exit: handshake, responder, mac1, raw:SIZE, tunnel:SIZE or session:SIZE (for malloc counting).",
+        "Run one loop untimed and exit: handshake, responder, mac1, raw:SIZE, tunnel:SIZE, aesgcm:SIZE (AES-NI only) or session:SIZE (for malloc counting).",
         valueName: "variant")) var probe: String?
     @Option(help: "Operations in a --probe loop.") var ops: Int = 1000
 
@@ -66,7 +67,7 @@ struct CryptoBench: ParsableCommand {
         // take turns in short slices, so drift on this shared machine (other
         // builds, frequency, a noisy neighbour) falls on all of them alike.
         let groups = [[Variant.handshake, .responder, .mac1]]
-            + payloadSizes.map { [Variant.raw($0), .tunnel($0), .session($0)] }
+            + payloadSizes.map { [Variant.raw($0), .tunnel($0)] + (pk.hasAESGCM ? [.aesgcm($0)] : []) + [.session($0)] }
         let variants = groups.flatMap { $0 }
         // Warm up: caches, branch predictors, lazily initialized runtime metadata, CPU clock.
         for g in groups { _ = measureGroup(g, seconds: min(0.2, seconds / 5), hs: &hs, pk: &pk) }
@@ -89,7 +90,7 @@ struct CryptoBench: ParsableCommand {
 
     enum Variant: Hashable, CustomStringConvertible {
         case handshake, responder, mac1
-        case raw(Int), tunnel(Int), session(Int)
+        case raw(Int), tunnel(Int), aesgcm(Int), session(Int)
 
         var description: String {
             switch self {
@@ -98,6 +99,7 @@ struct CryptoBench: ParsableCommand {
             case .mac1: return "mac1"
             case .raw(let n): return "raw:\(n)"
             case .tunnel(let n): return "tunnel:\(n)"
+            case .aesgcm(let n): return "aesgcm:\(n)"
             case .session(let n): return "session:\(n)"
             }
         }
@@ -110,6 +112,7 @@ struct CryptoBench: ParsableCommand {
             case ("mac1"?, nil) where parts.count == 1: self = .mac1
             case ("raw"?, let n?): self = .raw(n)
             case ("tunnel"?, let n?): self = .tunnel(n)
+            case ("aesgcm"?, let n?): self = .aesgcm(n)
             case ("session"?, let n?): self = .session(n)
             default: return nil
             }
@@ -118,7 +121,7 @@ struct CryptoBench: ParsableCommand {
         var payloadSize: Int? {
             switch self {
             case .handshake, .responder, .mac1: return nil
-            case .raw(let n), .tunnel(let n), .session(let n): return n
+            case .raw(let n), .tunnel(let n), .aesgcm(let n), .session(let n): return n
             }
         }
 
@@ -127,7 +130,7 @@ struct CryptoBench: ParsableCommand {
         var batch: Int {
             switch self {
             case .handshake, .responder: return 1
-            case .mac1, .raw, .tunnel, .session: return 64
+            case .mac1, .raw, .tunnel, .aesgcm, .session: return 64
             }
         }
     }
@@ -174,6 +177,7 @@ struct CryptoBench: ParsableCommand {
         case .mac1: return timed(ns, batch: v.batch) { hs.mac1($0) }
         case .raw(let n): return timed(ns, batch: v.batch) { pk.raw(size: n, count: $0) }
         case .tunnel(let n): return timed(ns, batch: v.batch) { pk.tunnel(size: n, count: $0) }
+        case .aesgcm(let n): return timed(ns, batch: v.batch) { pk.tunnel(size: n, count: $0, aesGCM: true) }
         case .session(let n): return timed(ns, batch: v.batch) { pk.session(size: n, count: $0) }
         }
     }
@@ -205,6 +209,9 @@ struct CryptoBench: ParsableCommand {
         case .mac1: hs.mac1(ops)
         case .raw(let n): pk.raw(size: n, count: ops)
         case .tunnel(let n): pk.tunnel(size: n, count: ops)
+        case .aesgcm(let n):
+            guard pk.hasAESGCM else { throw ValidationError("--probe \(text): this CPU has no AES-GCM in libsodium (AES-NI)") }
+            pk.tunnel(size: n, count: ops, aesGCM: true)
         case .session(let n): pk.session(size: n, count: ops)
         }
         guard hs.failures == 0, pk.failures == 0 else { throw ValidationError("probe \(text): an operation failed") }
@@ -248,14 +255,16 @@ struct CryptoBench: ParsableCommand {
         print("A packet's figure includes both ends' work (seal + open); a core doing one direction does about twice as many.")
         print("raw = libsodium crypto_aead_chacha20poly1305_ietf_encrypt/decrypt_detached on payload+tag;")
         print("tunnel = DataMessage.writeHeader + TransportKey.seal, then parseHeader + ReplayWindow.check + TransportKey.open + accept;")
-        print("session = Tunnels.send on A, then Tunnels.receive on B (two Tunnels after a handshake on a virtual clock).")
+        print("aesgcm = the tunnel row with an AES-256-GCM TransportKey (libsodium beforenm state, *_afternm per packet; absent without AES-NI);")
+        print("session = Tunnels.send on A, then Tunnels.receive on B (two Tunnels after a handshake on a virtual clock, ChaCha20-Poly1305).")
         print("")
         print("| payload B | path | packets/s min | packets/s median | packets/s max | ns/packet | Gbit/s payload | × raw |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|")
         for n in pkSizes(variants) {
             let base = med(.raw(n))
             for (v, label) in [(Variant.raw(n), "raw libsodium"), (.tunnel(n), "tunnel (header, seal, replay, open)"),
-                               (.session(n), "full session layer (Tunnels)")] {
+                               (.aesgcm(n), "tunnel, AES-256-GCM"),
+                               (.session(n), "full session layer (Tunnels)")] where samples[v] != nil {
                 let s = spread(v)
                 print("| \(n) | \(label) | \(grouped(s.min)) | \(grouped(s.med)) | \(grouped(s.max)) | "
                       + "\(fmt(1e9 / s.med, 0)) | \(fmt(s.med * Double(n) * 8 / 1e9, 2)) | \(fmt(s.med / base, 2)) |")
@@ -284,7 +293,7 @@ struct CryptoBench: ParsableCommand {
             case .handshake: unit = "handshake"
             case .responder: unit = "initiation"
             case .mac1: unit = "check"
-            case .raw, .tunnel, .session: unit = "packet"
+            case .raw, .tunnel, .aesgcm, .session: unit = "packet"
             }
             let perOp = calls.map { Double($0) / Double(ops) }
             let growthPerOp = Double(grow) / Double(fewest)
@@ -420,6 +429,12 @@ struct PacketBench {
     private let receiveKey: TransportKey
     private var window = ReplayWindow()
     private var counter: UInt64 = 0
+    // aesgcm (nil without AES-NI)
+    private let aesSendKey: TransportKey?
+    private let aesReceiveKey: TransportKey?
+    private var aesWindow = ReplayWindow()
+    private var aesCounter: UInt64 = 0
+    var hasAESGCM: Bool { aesSendKey != nil }
     private let receiverIndex: UInt32 = 0x1234_5678
     // session
     private var tunnelsA: Tunnels
@@ -443,11 +458,16 @@ struct PacketBench {
         nonce.initializeMemory(as: UInt8.self, repeating: 0, count: 12)
         sendKey = TransportKey(bytes: keyBytes)
         receiveKey = TransportKey(bytes: keyBytes)
+        aesSendKey = NoiseCipher.aesGCM.isAvailable ? TransportKey(bytes: keyBytes, cipher: .aesGCM) : nil
+        aesReceiveKey = NoiseCipher.aesGCM.isAvailable ? TransportKey(bytes: keyBytes, cipher: .aesGCM) : nil
 
         let a = Identity(secret: .generate()), b = Identity(secret: .generate())
         let endpointB = Endpoint.v4(10, 0, 0, 2, port: 51820)
-        tunnelsA = Tunnels(identity: a, peers: [PeerSpec(publicKey: b.publicKey, endpoint: endpointB)], seed: 1)
-        tunnelsB = Tunnels(identity: b, peers: [PeerSpec(publicKey: a.publicKey, endpoint: endpointA)], seed: 2)
+        // ChaCha20-Poly1305 sessions, so that the session row compares with raw and tunnel.
+        tunnelsA = Tunnels(identity: a, peers: [PeerSpec(publicKey: b.publicKey, endpoint: endpointB)], seed: 1,
+                           cipher: .chacha20poly1305)
+        tunnelsB = Tunnels(identity: b, peers: [PeerSpec(publicKey: a.publicKey, endpoint: endpointA)], seed: 2,
+                           cipher: .chacha20poly1305)
         now = Instant(ns: 1_000_000_000)
         try establish(endpointB: endpointB)
     }
@@ -496,19 +516,26 @@ struct PacketBench {
         }
     }
 
-    /// What the data path does around the AEAD, without the session layer.
-    mutating func tunnel(size: Int, count: Int) {
+    /// What the data path does around the AEAD, without the session layer
+    /// (`aesGCM`: with AES-256-GCM keys, their own counter and window).
+    mutating func tunnel(size: Int, count: Int, aesGCM: Bool = false) {
         let buffer = buffers[size]!
         let payload = buffer.baseAddress! + DataMessage.headerSize
         let length = size + DataMessage.overhead
+        let (seal, open) = aesGCM ? (aesSendKey!, aesReceiveKey!) : (sendKey, receiveKey)
+        var counter = aesGCM ? aesCounter : self.counter
+        var window = aesGCM ? aesWindow : self.window
+        defer {
+            if aesGCM { (aesCounter, aesWindow) = (counter, window) } else { (self.counter, self.window) = (counter, window) }
+        }
         for _ in 0..<count {
             let c = counter
             counter &+= 1
             DataMessage.writeHeader(.init(receiverIndex: receiverIndex, counter: c), into: buffer, at: 0)
-            sendKey.seal(counter: c, buffer: payload, length: size)
+            seal.seal(counter: c, buffer: payload, length: size)
             guard let h = DataMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
                   h.receiverIndex == receiverIndex, window.check(h.counter),
-                  receiveKey.open(counter: h.counter, buffer: payload, length: size + DataMessage.tagSize),
+                  open.open(counter: h.counter, buffer: payload, length: size + DataMessage.tagSize),
                   window.accept(h.counter) else {
                 failures += 1
                 continue

@@ -53,4 +53,35 @@ final class PacketPoolTests: XCTestCase {
         for (h, _) in held { pool.release(h) }
         XCTAssertEqual(pool.available, 128)
     }
+
+    /// Two holders of one buffer (two packets of one GRO run kept apart): the buffer
+    /// is freed at the second release only; a third release, or a retain after the
+    /// buffer was freed, is refused and counted, and the handle stays stale after reuse.
+    func testSharedBufferFreedAtLastReleaseAndStaleHandlesCounted() {
+        let pool = PacketPool(count: 2, bufferSize: 64)
+        let h = ([7, 7, 7] as [UInt8]).withUnsafeBytes { pool.hold($0) }!
+        XCTAssertTrue(pool.retain(h))
+        XCTAssertEqual(pool.holders(h), 2)
+        XCTAssertTrue(pool.release(h))
+        XCTAssertTrue(pool.isLive(h), "one holder left")
+        XCTAssertEqual(Array(pool.packet(h)), [7, 7, 7])
+        XCTAssertEqual(pool.available, 1)
+        XCTAssertTrue(pool.release(h))
+        XCTAssertFalse(pool.isLive(h))
+        XCTAssertEqual(pool.available, 2)
+        XCTAssertEqual(pool.counters.staleHandles, 0)
+        XCTAssertFalse(pool.release(h), "released once too often")
+        XCTAssertFalse(pool.retain(h), "retained after it was freed")
+        XCTAssertEqual(pool.counters.staleHandles, 2)
+        // The buffer comes back with a new generation: the old handle stays stale.
+        let again = pool.take()!
+        XCTAssertEqual(again.index, h.index)
+        XCTAssertNotEqual(again.generation, h.generation)
+        XCTAssertFalse(pool.isLive(h))
+        XCTAssertEqual(pool.holders(h), 0)
+        XCTAssertEqual(pool.counters.exhausted, 0)
+        _ = pool.take()
+        XCTAssertNil(pool.take())
+        XCTAssertEqual(pool.counters.exhausted, 1, "an empty pool is counted")
+    }
 }

@@ -58,18 +58,23 @@ let wireTargets: [FuzzTarget] = [
 
     FuzzTarget(name: "handshake-init", summary: "HandshakeInitiationMessage(bytes:) <-> .bytes") { input in
         let m = HandshakeInitiationMessage(bytes: input)
-        check((m != nil) == (input.count == 180 && word0(input) == 1), "HANDSHAKE_INIT acceptance")
+        // Byte 1 is the cipher offer (any value); bytes 2, 3 reserved (docs/wire.md).
+        check((m != nil) == (input.count == 180 && word0(input) & 0xffff_00ff == 1), "HANDSHAKE_INIT acceptance")
         if let m { check(m.bytes == input, "HANDSHAKE_INIT round trip") }
     } seeds: {
-        [HandshakeInitiationMessage(senderIndex: 0x01020304, noise: [UInt8](repeating: 0x11, count: 140)).bytes]
+        [HandshakeInitiationMessage(senderIndex: 0x01020304, noise: [UInt8](repeating: 0x11, count: 140)).bytes,
+         HandshakeInitiationMessage(senderIndex: 0x01020304, noise: [UInt8](repeating: 0x11, count: 140), cipherOffer: 1).bytes]
     },
 
     FuzzTarget(name: "handshake-resp", summary: "HandshakeResponseMessage(bytes:) <-> .bytes") { input in
         let m = HandshakeResponseMessage(bytes: input)
-        check((m != nil) == (input.count == 92 && word0(input) == 2), "HANDSHAKE_RESP acceptance")
+        // Byte 1 is the cipher choice (0 or 1); bytes 2, 3 reserved (docs/wire.md).
+        check((m != nil) == (input.count == 92 && (word0(input) == 2 || word0(input) == 0x0102)), "HANDSHAKE_RESP acceptance")
         if let m { check(m.bytes == input, "HANDSHAKE_RESP round trip") }
     } seeds: {
-        [HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48)).bytes]
+        [HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48)).bytes,
+         HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48),
+                                  cipherChoice: 1).bytes]
     },
 
     FuzzTarget(name: "cookie-reply", summary: "CookieReplyMessage(bytes:) <-> .bytes") { input in

@@ -246,15 +246,16 @@ void CReactor_uring_destroy(CReactor_uring *u);
 /// The ring's fd, pollable: readable when completions are waiting.
 int CReactor_uring_fd(const CReactor_uring *u);
 
-/// Registers a provided-buffer ring of count buffers (power of two) of size bytes
-/// each for group bgid, backed by memory the caller owns (count*size bytes).
-/// The first headroom bytes of each buffer are left free (for in-place headers).
-int CReactor_uring_provide_buffers(CReactor_uring *u, uint16_t bgid, uint8_t *slab,
-                                   unsigned count, unsigned size);
-/// Hands buffer bid of group bgid back to the kernel (publishes on the next commit).
-void CReactor_uring_recycle(CReactor_uring *u, uint16_t bgid, uint16_t bid);
-/// Publishes recycled buffers of group bgid.
-void CReactor_uring_recycle_commit(CReactor_uring *u, uint16_t bgid);
+/// Registers an empty provided-buffer ring of count entries (a power of two) for
+/// group bgid over memory the caller owns: buffer id b (0 <= b < nbufs <= 65536)
+/// is the size bytes at slab + b * size. The caller posts buffers with
+/// CReactor_uring_provide_buffer, never more than count at once.
+int CReactor_uring_register_buffer_ring(CReactor_uring *u, uint16_t bgid, uint8_t *slab,
+                                        unsigned count, unsigned nbufs, unsigned size);
+/// Posts buffer bid of group bgid to the kernel (published on the next commit).
+void CReactor_uring_provide_buffer(CReactor_uring *u, uint16_t bgid, uint16_t bid);
+/// Publishes the buffers posted to group bgid since the last commit.
+void CReactor_uring_provide_commit(CReactor_uring *u, uint16_t bgid);
 
 /// Arms a multishot recvmsg on fd into group bgid; user_data names the operation.
 int CReactor_uring_recvmsg_multishot(CReactor_uring *u, int fd, uint16_t bgid, uint64_t user_data);

@@ -17,6 +17,8 @@ import TOMLKit
 ///     state_dir = "/var/lib/whalescale/ws0"        # default /var/lib/whalescale/<interface>
 ///     port_mapping = ["pcp", "natpmp", "upnp"]     # default; tried in this order at start; [] = off
 ///     lan_discovery = true              # default true: signed mDNS announcements on 224.0.0.251:5353
+///     uplinks = ["wlan0", "wwan0"]      # default: every interface with a route to the outside
+///     cipher = "auto"                   # default "auto": AES-256-GCM when both ends have AES-NI; or "chacha20poly1305"
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
 ///     [[peer]]
@@ -187,6 +189,15 @@ public struct NodeConfig: Sendable, Equatable {
     public var portMapping: [PortMappingProtocol] = PortMappingProtocol.allCases
     /// LAN discovery: announce ourselves and listen for members on 224.0.0.251:5353 (mDNS).
     public var lanDiscovery = true
+    /// `uplinks`: the interfaces this node's traffic leaves through, in the
+    /// order given (an uplink's index is its place here); nil: every interface
+    /// that has a route to the outside, found by the engine at start.
+    public var uplinks: [String]?
+    /// At most as many uplinks as a session has multipath slots (`MultipathConstants.maxPaths`).
+    public static let maxUplinks = 8
+    /// `cipher`: `.auto` offers and accepts AES-256-GCM (when this CPU has AES-NI) in
+    /// Whalescale's handshake; `.chacha20poly1305` never does. ChaCha20-Poly1305 is the fallback.
+    public var cipher: CipherSetting = .auto
     public var stateDir: String
     public var controlSocket: String
     /// `control_group`: a group whose members may use the control socket too

@@ -88,6 +88,13 @@ extension ConfigParser {
         node.reactors = reactors
         node.portMapping = try portMapping(t)
         node.lanDiscovery = try bool(t, "lan_discovery", "node") ?? true
+        node.uplinks = try uplinks(t, tunnel: interface)
+        if let c = try string(t, "cipher", "node") {
+            guard let setting = CipherSetting(rawValue: c) else {
+                throw fail("node.cipher", "\(quoted(c)) is not a cipher setting (\"auto\" or \"chacha20poly1305\")")
+            }
+            node.cipher = setting
+        }
         if let g = try string(t, "control_group", "node") {
             guard !g.isEmpty, g.utf8.count <= 32, g.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 throw fail("node.control_group", "\(quoted(g)) is not a group name (letters, digits, '-', '_', '.'; at most 32) or a numeric gid")
@@ -130,6 +137,36 @@ extension ConfigParser {
             }
             guard !out.contains(p) else { throw fail(field, "\(quoted(s)) is listed twice") }
             out.append(p)
+        }
+        return out
+    }
+
+    /// `uplinks`: distinct interface names, at most `NodeConfig.maxUplinks`, never
+    /// the tunnel itself; absent: nil (the engine takes every interface with a
+    /// route to the outside). An empty list is refused: it would leave the node
+    /// without a way out, and leaving the key out already means "all of them".
+    func uplinks(_ t: TOMLTable, tunnel: String) throws(ConfigError) -> [String]? {
+        let field = "node.uplinks"
+        guard let v = t["uplinks"] else { return nil }
+        guard v.type == .array, let array = v.array else {
+            throw typeError(field, expected: "an array of interface names, e.g. [\"wlan0\", \"wwan0\"]", found: v)
+        }
+        guard !array.isEmpty else {
+            throw fail(field, "is empty: list at least one interface, or leave the key out for every interface with a route to the outside")
+        }
+        guard array.count <= NodeConfig.maxUplinks else {
+            throw fail(field, "has \(array.count) interfaces; at most \(NodeConfig.maxUplinks)")
+        }
+        var out: [String] = []
+        for (n, element) in array.enumerated() {
+            guard element.type == .string, let s = element.string else {
+                throw typeError("\(field)[\(n)]", expected: "a string", found: element)
+            }
+            if let problem = ConfigParser.interfaceProblem(s) { throw fail(field, "\(quoted(s)) \(problem)") }
+            guard s != tunnel else { throw fail(field, "\(quoted(s)) is this node's own tunnel interface (node.interface)") }
+            guard s != "lo" else { throw fail(field, "\(quoted(s)) is the loopback interface, not a way out") }
+            guard !out.contains(s) else { throw fail(field, "\(quoted(s)) is listed twice") }
+            out.append(s)
         }
         return out
     }

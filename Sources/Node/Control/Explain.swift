@@ -24,7 +24,7 @@ public enum Explain {
         var head = "\(p.name) (\(p.address.joined(separator: ", "))): \(p.state.rawValue)"
         head += p.lastHandshakeSecondsAgo.map { ", last handshake \(StatusText.age(seconds: $0)) ago" } ?? ", no handshake yet"
         out.append(head)
-        out.append("key \(p.publicKey)")
+        out.append("key \(p.publicKey)" + (p.cipher.map { ", cipher \($0)" } ?? ""))
         if p.paths.isEmpty {
             out.append("paths: none known")
         } else {

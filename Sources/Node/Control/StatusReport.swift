@@ -63,12 +63,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The node's X25519 static key in base64: what a stock WireGuard peer
         /// configures as this node's public key ("" from daemons before WireGuard peers).
         public var wireGuardPublicKey: String
+        /// The interfaces traffic may leave through (`node.uplinks`, or every one
+        /// with a route to the outside); nil from daemons before uplinks.
+        public var uplinks: [Uplink]?
 
         public init(
             publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
             reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown),
-            wireGuardPublicKey: String = ""
+            wireGuardPublicKey: String = "", uplinks: [Uplink]? = nil
         ) {
+            self.uplinks = uplinks
             self.wireGuardPublicKey = wireGuardPublicKey
             self.publicKey = publicKey
             self.interface = interface
@@ -87,6 +91,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case listenPort = "listen_port"
             case anchor, reactors, endpoints, nat
             case wireGuardPublicKey = "wireguard_public_key"
+            case uplinks
         }
 
         /// `addresses` and `reactors` came with version 1's later daemons: from an
@@ -103,6 +108,24 @@ public struct StatusReport: Codable, Sendable, Equatable {
             endpoints = try c.decode([AdvertisedEndpoint].self, forKey: .endpoints)
             nat = try c.decode(NAT.self, forKey: .nat)
             wireGuardPublicKey = try c.decodeIfPresent(String.self, forKey: .wireGuardPublicKey) ?? ""
+            uplinks = try c.decodeIfPresent([Uplink].self, forKey: .uplinks)
+        }
+    }
+
+    /// One of the node's uplinks: an interface its traffic may leave through.
+    public struct Uplink: Codable, Sendable, Equatable {
+        /// Its place in the list (a path's uplink, once paths are per uplink).
+        public var index: Int
+        public var name: String
+        /// "config" (`node.uplinks`) or "routes" (it had a route to the outside when the daemon started).
+        public var source: String
+        /// Whether the interface exists now.
+        public var present: Bool
+        public init(index: Int, name: String, source: String, present: Bool) {
+            self.index = index
+            self.name = name
+            self.source = source
+            self.present = present
         }
     }
 
@@ -231,6 +254,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The session's traffic by the kind of path it went over (every kind, in
         /// the order direct, lan, relay; empty from a daemon before this key).
         public var byPathKind: [PathTraffic]
+        /// The current session's AEAD, "chacha20poly1305" or "aes256gcm"; nil without a session.
+        public var cipher: String?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
@@ -238,8 +263,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
             kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
-            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil
         ) {
+            self.cipher = cipher
             self.byPathKind = byPathKind
             self.rxPackets = rxPackets
             self.txPackets = txPackets
@@ -280,6 +306,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case persistentKeepaliveS = "persistent_keepalive_s"
             case roam
             case byPathKind = "by_path_kind"
+            case cipher
         }
 
         public init(from decoder: any Decoder) throws {
@@ -308,6 +335,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             persistentKeepaliveS = try c.decodeIfPresent(UInt64.self, forKey: .persistentKeepaliveS)
             roam = try c.decodeIfPresent(Roam.self, forKey: .roam)
             byPathKind = try c.decodeIfPresent([PathTraffic].self, forKey: .byPathKind) ?? []
+            // Absent from a daemon before cipher negotiation.
+            cipher = try c.decodeIfPresent(String.self, forKey: .cipher)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -334,6 +363,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(persistentKeepaliveS, forKey: .persistentKeepaliveS)
             try c.encode(roam, forKey: .roam)
             try c.encode(byPathKind, forKey: .byPathKind)
+            try c.encode(cipher, forKey: .cipher)
         }
     }
 
@@ -456,10 +486,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var lastRxSecondsAgo: UInt64?
         /// Who said the peer may be at `remote`: "gossip", "candidates", "cache", "config", "lan".
         public var sources: [String]
+        /// The interface the kernel's main routing table sends `remote` through
+        /// (the daemon's socket is bound to no uplink yet); nil: no route, or not reported.
+        public var uplink: String?
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
                     loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
-                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = []) {
+                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil) {
+            self.uplink = uplink
             self.usable = usable ?? active
             self.sources = sources
             self.validated = validated
@@ -478,6 +512,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case rttMs = "rtt_ms"
             case loss, active, validated, usable, sources
             case lastRxSecondsAgo = "last_rx_s_ago"
+            case uplink
         }
 
         public init(from decoder: any Decoder) throws {
@@ -493,6 +528,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             usable = try c.decodeIfPresent(Bool.self, forKey: .usable) ?? active
             lastRxSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastRxSecondsAgo)
             sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
+            uplink = try c.decodeIfPresent(String.self, forKey: .uplink)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -507,7 +543,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encodeIfPresent(local, forKey: .local)
             try c.encodeIfPresent(validated, forKey: .validated)
             try c.encode(usable, forKey: .usable)
-            if local != nil { try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo) }
+            if local != nil {
+                try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo)
+                try c.encode(uplink, forKey: .uplink)
+            }
             try c.encode(sources, forKey: .sources)
         }
     }

@@ -66,6 +66,9 @@ public func renderStatusTable(_ s: StatusReport) -> String {
             ])
         }
         out += StatusText.columns(rows)
+        // Each session's transport cipher (negotiated per handshake; docs/wire.md).
+        let ciphers = s.peers.compactMap { p in p.cipher.map { "\(p.name) \($0)" } }
+        if !ciphers.isEmpty { out.append("ciphers: " + ciphers.joined(separator: ", ")) }
     }
 
     let drops = s.counters.filter { $0.value > 0 }.sorted { $0.key < $1.key }

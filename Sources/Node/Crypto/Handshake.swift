@@ -14,6 +14,17 @@
 //   macs.consumeCookieReply <──── COOKIE_REPLY ──────────────
 //   (the next INIT carries mac2, which mac2Valid accepts)
 //
+// Cipher negotiation (per session; docs/wire.md): the INIT's byte 1 is the initiator's
+// offer (bit 0: AES-256-GCM, sent when this CPU has AES-NI and the config allows it),
+// the RESP's byte 1 the responder's choice (1 only if offered, its CPU has it and its
+// config allows it). Both are authenticated: when the offer is non-zero,
+//   MixHash(offer)   right after the prologue and the responder's static (before e),
+//   MixHash(choice)  in the RESP, after se and before EncryptAndHash(empty payload),
+// on both sides, so a flipped bit fails the INIT's or the RESP's AEAD instead of
+// leaving the two ends with different ciphers. An offer of 0 mixes nothing: the
+// transcript is the one a peer without negotiation computes, and it gets ChaCha.
+// Split() gives the same keys either way; only the AEAD that uses them differs.
+//
 // Sans-IO: `now` is always a parameter; randomness (ephemerals, cookie secrets,
 // cookie-reply nonces) comes from libsodium's randombytes.
 //
@@ -60,23 +71,30 @@ public enum HandshakeConstants {
 public struct InitiatorHandshake: Sendable {
     public let responder: PublicKey
     public let senderIndex: UInt32
+    /// What the INIT offered (byte 1): the choice in the response must be 0 or one of these bits.
+    public let cipherOffer: UInt8
     /// When the initiation was created (for the session layer's retry and give-up timers).
     public let createdAt: Instant
     let noise: NoiseHandshakeState
 
-    /// Builds HANDSHAKE_INIT for `responder`, carrying `timestamp` (12 bytes, TAI64N).
-    /// Nil when the timestamp is not 12 bytes, `macs` is for another peer, or the
-    /// responder's key has no X25519 form.
-    public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
-                                        timestamp: [UInt8], macs: inout MacGenerator, now: Instant)
-        -> (message: [UInt8], state: InitiatorHandshake)? {
-        createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
-                         timestamp: timestamp, macs: &macs, now: now, ephemeral: nil)
+    /// The offer byte for a node whose config allows AES-GCM (`aesGCM`): bit 0 when this CPU has it.
+    public static func cipherOffer(aesGCM: Bool) -> UInt8 {
+        aesGCM && NoiseCipher.aesGCM.isAvailable ? 1 : 0
     }
 
-    /// As above, with a fixed ephemeral for tests.
+    /// Builds HANDSHAKE_INIT for `responder`, carrying `timestamp` (12 bytes, TAI64N).
+    /// `aesGCM`: offer AES-256-GCM (only if this CPU has it). Nil when the timestamp is
+    /// not 12 bytes, `macs` is for another peer, or the responder's key has no X25519 form.
+    public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
+                                        timestamp: [UInt8], aesGCM: Bool = false, macs: inout MacGenerator, now: Instant)
+        -> (message: [UInt8], state: InitiatorHandshake)? {
+        createInitiation(identity: identity, responder: responder, senderIndex: senderIndex, timestamp: timestamp,
+                         cipherOffer: cipherOffer(aesGCM: aesGCM), macs: &macs, now: now, ephemeral: nil)
+    }
+
+    /// As above, with the offer byte as given (tests send bits a real node would not) and a fixed ephemeral.
     static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
-                                 timestamp: [UInt8], macs: inout MacGenerator, now: Instant,
+                                 timestamp: [UInt8], cipherOffer: UInt8 = 0, macs: inout MacGenerator, now: Instant,
                                  ephemeral: DHKeyPair?) -> (message: [UInt8], state: InitiatorHandshake)? {
         guard timestamp.count == HandshakeConstants.timestampLength, macs.peer == responder,
               let responderStatic = responder.x25519 else { return nil }
@@ -84,10 +102,13 @@ public struct InitiatorHandshake: Sendable {
             var noise = try NoiseHandshakeState(
                 protocolName: HandshakeConstants.protocolName, role: .initiator, prologue: HandshakeConstants.prologue,
                 localStatic: identity.staticKeyPair, remoteStatic: responderStatic, psks: [], fixedEphemeral: ephemeral)
+            // The offer, authenticated: after the pre-message key, before e.
+            if cipherOffer != 0 { noise.mixHash([cipherOffer]) }
             let body = try noise.writeMessage(payload: timestamp + identity.publicKey.bytes)
-            var message = HandshakeInitiationMessage(senderIndex: senderIndex, noise: body).bytes
+            var message = HandshakeInitiationMessage(senderIndex: senderIndex, noise: body, cipherOffer: cipherOffer).bytes
             macs.stamp(&message, now: now)
-            return (message, InitiatorHandshake(responder: responder, senderIndex: senderIndex, createdAt: now, noise: noise))
+            return (message, InitiatorHandshake(responder: responder, senderIndex: senderIndex, cipherOffer: cipherOffer,
+                                                createdAt: now, noise: noise))
         } catch {
             return nil
         }
@@ -95,12 +116,18 @@ public struct InitiatorHandshake: Sendable {
 
     /// nil unless the response authenticates for this handshake (check receiver_index == our senderIndex).
     /// mac1/mac2 of the response are the caller's to check, with its own `CookieChecker`.
+    /// The choice must be 0 (ChaCha) or a cipher we offered; it is MixHash()ed before the
+    /// payload whenever we offered anything, so a choice changed in flight does not authenticate.
     public func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
-        guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex else { return nil }
+        guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex,
+              let cipher = NoiseCipher(rawValue: wire.cipherChoice),
+              cipher == .chachaPoly || (cipherOffer & 1 != 0 && cipher.isAvailable) else {
+            return nil
+        }
         // A copy: this state stays usable if the message was forged.
         var noise = self.noise
-        guard let payload = try? noise.readMessage(wire.noise), payload.isEmpty,
-              let keys = try? noise.transportKeys() else { return nil }
+        guard let payload = try? noise.readMessage(wire.noise, mixBeforePayload: cipherOffer != 0 ? [wire.cipherChoice] : nil),
+              payload.isEmpty, let keys = try? noise.transportKeys(cipher: cipher) else { return nil }
         return (wire.senderIndex, keys)
     }
 }
@@ -144,6 +171,9 @@ public func staticStatic(identity: Identity, peerStatic: [UInt8]) -> StaticStati
 /// its members before paying for anything else.
 public struct OpenedInitiation: Sendable {
     public let senderIndex: UInt32
+    /// The INIT's byte 1, bound to the transcript (mixed in before e: a changed offer does
+    /// not decrypt s; `authenticate` then proves who wrote it).
+    public let cipherOffer: UInt8
     /// The initiator's X25519 static key, as claimed (proven by `authenticate`).
     public let initiatorStatic: [UInt8]
     let symmetric: NoiseSymmetricState
@@ -159,8 +189,8 @@ public struct OpenedInitiation: Sendable {
         guard let (state, timestamp, carried) = decryptPayload(staticStatic: staticStatic), carried == initiator else {
             return nil
         }
-        return ReceivedInitiation(initiator: initiator, senderIndex: senderIndex, timestamp: timestamp,
-                                  symmetric: state, remoteEphemeral: remoteEphemeral,
+        return ReceivedInitiation(initiator: initiator, senderIndex: senderIndex, cipherOffer: cipherOffer,
+                                  timestamp: timestamp, symmetric: state, remoteEphemeral: remoteEphemeral,
                                   remoteStatic: initiatorStatic, fixedEphemeral: fixedEphemeral)
     }
 
@@ -193,6 +223,8 @@ func openInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPair?)
     var state = NoiseSymmetricState(protocolName: Array(HandshakeConstants.protocolName.utf8))
     state.mixHash(HandshakeConstants.prologue)
     state.mixHash(identity.staticPublic)
+    // The cipher offer, when there is one (Whalescale's addition, see the top of this file).
+    if wire.cipherOffer != 0 { state.mixHash([wire.cipherOffer]) }
     // e: "Sets re to the next DHLEN bytes from the message. Calls MixHash(re.public_key)."
     let re = Array(noise[0..<dh])
     state.mixHash(re)
@@ -201,7 +233,8 @@ func openInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPair?)
     state.mixKey(es)
     // s: "Sets rs to DecryptAndHash(temp)" (DHLEN + 16 bytes: a key is set).
     guard let rs = try? state.decryptAndHash(Array(noise[dh..<(2 * dh + tag)])) else { return nil }
-    return OpenedInitiation(senderIndex: wire.senderIndex, initiatorStatic: rs, symmetric: state, remoteEphemeral: re,
+    return OpenedInitiation(senderIndex: wire.senderIndex, cipherOffer: wire.cipherOffer, initiatorStatic: rs,
+                            symmetric: state, remoteEphemeral: re,
                             encryptedPayload: Array(noise[(2 * dh + tag)...]), fixedEphemeral: ephemeral)
 }
 
@@ -212,6 +245,8 @@ public struct ReceivedInitiation: Sendable {
     /// The initiator's Ed25519 key, proven to match the static it authenticated with.
     public let initiator: PublicKey
     public let senderIndex: UInt32
+    /// The initiator's cipher offer (INIT byte 1, authenticated).
+    public let cipherOffer: UInt8
     /// 12-byte TAI64N: the caller accepts the initiation only if this is greater
     /// than the last timestamp it accepted from `initiator`.
     public let timestamp: [UInt8]
@@ -220,10 +255,17 @@ public struct ReceivedInitiation: Sendable {
     let remoteStatic: [UInt8]
     let fixedEphemeral: DHKeyPair?
 
-    /// Builds HANDSHAKE_RESP (e, ee, se, empty payload) and the session keys.
+    /// The cipher a responder picks: AES-256-GCM only if offered, this CPU has it and
+    /// `aesGCM` (the config) allows it; ChaCha20-Poly1305 otherwise.
+    public func cipherChoice(aesGCM: Bool) -> NoiseCipher {
+        aesGCM && cipherOffer & 1 != 0 && NoiseCipher.aesGCM.isAvailable ? .aesGCM : .chachaPoly
+    }
+
+    /// Builds HANDSHAKE_RESP (e, ee, se, empty payload) and the session keys, under the
+    /// cipher `cipherChoice(aesGCM:)` picks (`keys.cipher`).
     /// Nil only if a DH gives all zeros, which es and ss already excluded.
     /// Every call makes a new ephemeral (tests fix it): call it once.
-    public func createResponse(senderIndex: UInt32, macs: inout MacGenerator, now: Instant)
+    public func createResponse(senderIndex: UInt32, aesGCM: Bool = false, macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], keys: TransportKeys)? {
         assert(macs.peer == initiator, "MacGenerator is for another peer: the initiator will drop this response")
         var state = symmetric
@@ -235,13 +277,17 @@ public struct ReceivedInitiation: Sendable {
         state.mixKey(ee)
         guard let se = Sodium.x25519(e.privateKey, remoteStatic) else { return nil }
         state.mixKey(se)
+        // The choice, authenticated (only when the initiator offered: see the top of this file).
+        let cipher = cipherChoice(aesGCM: aesGCM)
+        if cipherOffer != 0 { state.mixHash([cipher.rawValue]) }
         guard let tag = try? state.encryptAndHash([]) else { return nil }
         let noiseOut = e.publicKey + tag
         // Split: the initiator sends with c1, so the responder sends with c2.
         let (c1, c2) = state.split()
-        guard let k1 = c1.transportKey, let k2 = c2.transportKey else { return nil }
+        guard let k1 = c1.key.map({ TransportKey(secret: $0, cipher: cipher) }),
+              let k2 = c2.key.map({ TransportKey(secret: $0, cipher: cipher) }) else { return nil }
         var message = HandshakeResponseMessage(senderIndex: senderIndex, receiverIndex: self.senderIndex,
-                                               noise: noiseOut).bytes
+                                               noise: noiseOut, cipherChoice: cipher.rawValue).bytes
         macs.stamp(&message, now: now)
         return (message, TransportKeys(send: k2, receive: k1))
     }
@@ -265,7 +311,8 @@ func consumeInitiation(identity: Identity, message: [UInt8], ephemeral: DHKeyPai
           let (state, timestamp, carried) = opened.decryptPayload(staticStatic: ss),
           let claimed = staticOf(carried) ?? carried.x25519,
           Sodium.constantTimeEqual(claimed, opened.initiatorStatic) else { return nil }
-    return ReceivedInitiation(initiator: carried, senderIndex: opened.senderIndex, timestamp: timestamp, symmetric: state,
+    return ReceivedInitiation(initiator: carried, senderIndex: opened.senderIndex, cipherOffer: opened.cipherOffer,
+                              timestamp: timestamp, symmetric: state,
                               remoteEphemeral: opened.remoteEphemeral, remoteStatic: opened.initiatorStatic,
                               fixedEphemeral: ephemeral)
 }

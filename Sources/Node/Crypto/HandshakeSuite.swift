@@ -24,6 +24,18 @@
 import Support
 import Wire
 
+/// `[node] cipher`: which transport ciphers this node offers (as initiator) and
+/// accepts (as responder) in Whalescale's suite. WireGuard peers are ChaCha only.
+public enum CipherSetting: String, Sendable, CaseIterable {
+    /// AES-256-GCM when both ends have AES-NI and allow it, ChaCha20-Poly1305 otherwise (the default).
+    case auto
+    /// ChaCha20-Poly1305 only: never offer or accept AES-256-GCM.
+    case chacha20poly1305
+
+    /// Offer and accept AES-256-GCM (each only when this CPU has it).
+    public var allowsAESGCM: Bool { self == .auto }
+}
+
 /// Which suite a handshake message belongs to.
 public enum HandshakeSuiteID: UInt8, Sendable, CaseIterable {
     /// Noise_IK_25519_ChaChaPoly_BLAKE2b, prologue "whalescale v1" (`WhalescaleIK`).
@@ -82,7 +94,9 @@ extension HandshakeSuite {
 }
 
 /// Whalescale's suite: Noise_IK_25519_ChaChaPoly_BLAKE2b (Handshake.swift,
-/// layouts in Wire/HandshakeMessages.swift).
+/// layouts in Wire/HandshakeMessages.swift), with the transport cipher negotiated
+/// per session (ChaCha20-Poly1305, or AES-256-GCM where both ends have AES-NI).
+/// WireGuard's suite is ChaCha20-Poly1305 only.
 public enum WhalescaleIK: HandshakeSuite {
     public static let id = HandshakeSuiteID.whalescaleIK
     public static let protocolName = HandshakeConstants.protocolName
@@ -96,9 +110,19 @@ public enum WhalescaleIK: HandshakeSuite {
     public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32, timestamp: [UInt8],
                                         psk: PresharedKey? = nil, macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], state: InitiatorHandshake)? {
+        createInitiation(identity: identity, responder: responder, senderIndex: senderIndex, timestamp: timestamp,
+                         psk: psk, aesGCM: false, macs: &macs, now: now)
+    }
+
+    /// As above; `aesGCM`: offer AES-256-GCM for this session (config `[node] cipher`
+    /// allows it; sent only when this CPU has AES-NI). Handshake.swift negotiates.
+    @inline(__always)
+    public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32, timestamp: [UInt8],
+                                        psk: PresharedKey? = nil, aesGCM: Bool, macs: inout MacGenerator, now: Instant)
+        -> (message: [UInt8], state: InitiatorHandshake)? {
         assert(psk == nil, "Whalescale's suite has no preshared key")
         return InitiatorHandshake.createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
-                                            timestamp: timestamp, macs: &macs, now: now)
+                                                   timestamp: timestamp, aesGCM: aesGCM, macs: &macs, now: now)
     }
 
     @inline(__always)
@@ -117,8 +141,17 @@ public enum WhalescaleIK: HandshakeSuite {
     @inline(__always)
     public static func createResponse(to received: ReceivedInitiation, senderIndex: UInt32, psk: PresharedKey? = nil,
                                       macs: inout MacGenerator, now: Instant) -> (message: [UInt8], keys: TransportKeys)? {
+        createResponse(to: received, senderIndex: senderIndex, psk: psk, aesGCM: false, macs: &macs, now: now)
+    }
+
+    /// As above; `aesGCM`: accept an offer of AES-256-GCM (config allows it; only when
+    /// this CPU has AES-NI). The keys carry the cipher chosen (`keys.cipher`).
+    @inline(__always)
+    public static func createResponse(to received: ReceivedInitiation, senderIndex: UInt32, psk: PresharedKey? = nil,
+                                      aesGCM: Bool, macs: inout MacGenerator, now: Instant)
+        -> (message: [UInt8], keys: TransportKeys)? {
         assert(psk == nil, "Whalescale's suite has no preshared key")
-        return received.createResponse(senderIndex: senderIndex, macs: &macs, now: now)
+        return received.createResponse(senderIndex: senderIndex, aesGCM: aesGCM, macs: &macs, now: now)
     }
 
     @inline(__always)

@@ -137,6 +137,24 @@ public struct Identity: Sendable {
         staticKeyPair = DHKeyPair(privateKey: xsk)
     }
 
+    /// The drop-in WireGuard device's identity (`whalescaled --wireguard`): its
+    /// Noise static is the X25519 key `wg set IFNAME private-key` gave (32 bytes,
+    /// clamped by X25519 itself), not one derived from an Ed25519 seed. The
+    /// Ed25519 half is a fresh random key that nothing trusts: such a node has
+    /// only WireGuard peers, which never see a signature. Nil for another length.
+    public init?(wireGuardPrivateKey: [UInt8]) {
+        guard let pair = DHKeyPair(privateKey: wireGuardPrivateKey) else { return nil }
+        let random = Identity(secret: SecretKey(seed: SecretBytes.random(count: 32)))
+        publicKey = random.publicKey
+        signingKey = random.signingKey
+        staticKeyPair = pair
+    }
+
+    /// The X25519 public key of a WireGuard private key (as `wg pubkey` prints it); nil for another length.
+    public static func wireGuardPublicKey(privateKey: [UInt8]) -> [UInt8]? {
+        DHKeyPair(privateKey: privateKey)?.publicKey
+    }
+
     /// The X25519 static public key (equals `publicKey.x25519`).
     public var staticPublic: [UInt8] { staticKeyPair.publicKey }
 

@@ -1,5 +1,5 @@
-// The Noise Protocol Framework (revision 34), for DH = 25519, cipher = ChaChaPoly,
-// hash = BLAKE2b or BLAKE2s. Primitives come from libsodium (Sodium.swift) and,
+// The Noise Protocol Framework (revision 34), for DH = 25519, cipher = ChaChaPoly
+// or AESGCM (AES-256-GCM, only where libsodium has it: AES-NI), hash = BLAKE2b or BLAKE2s. Primitives come from libsodium (Sodium.swift) and,
 // for BLAKE2s, Debian's libb2 (Blake2s.swift); the state machines
 // below are a direct transcription of the spec's sections, which are quoted where
 // a rule is implemented.
@@ -26,7 +26,7 @@ import Wire
 
 /// Why a Noise operation failed.
 public enum NoiseError: Error, Equatable, Sendable {
-    /// DH, cipher or hash we do not implement (e.g. SHA256, AESGCM, 448).
+    /// DH, cipher or hash we do not implement (e.g. SHA256, 448), or AESGCM on a CPU without AES-NI.
     case unsupportedSuite(String)
     /// A pattern or modifier we do not implement, or a malformed protocol name.
     case unsupportedPattern(String)
@@ -55,14 +55,78 @@ public let noiseMaxMessageLength = 65535
 let noiseDHLength = 32
 let noiseTagLength = 16
 
+// MARK: - Cipher functions (§12.3, §12.4)
+
+/// The AEAD of a Noise protocol name, and of a data-path `TransportKey`.
+public enum NoiseCipher: UInt8, Sendable, Equatable, CaseIterable {
+    /// "ChaChaPoly": ChaCha20-Poly1305 (IETF), nonce 32 zero bits || n as 64-bit little-endian.
+    case chachaPoly = 0
+    /// "AESGCM": AES-256-GCM, nonce 32 zero bits || n as 64-bit big-endian. Only where
+    /// `Sodium.aesGCMAvailable` (libsodium has no portable AES-GCM).
+    case aesGCM = 1
+
+    /// The name in a Noise protocol name ("ChaChaPoly", "AESGCM").
+    public var noiseName: String {
+        switch self {
+        case .chachaPoly: "ChaChaPoly"
+        case .aesGCM: "AESGCM"
+        }
+    }
+
+    /// The name `wsctl status` and the status JSON show ("chacha20poly1305", "aes256gcm").
+    public var statusName: String {
+        switch self {
+        case .chachaPoly: "chacha20poly1305"
+        case .aesGCM: "aes256gcm"
+        }
+    }
+
+    /// True when this process can use the cipher (AES-GCM needs AES-NI).
+    public var isAvailable: Bool {
+        switch self {
+        case .chachaPoly: true
+        case .aesGCM: Sodium.aesGCMAvailable
+        }
+    }
+
+    init?(noiseName: Substring) {
+        switch noiseName {
+        case "ChaChaPoly": self = .chachaPoly
+        case "AESGCM": self = .aesGCM
+        default: return nil
+        }
+    }
+
+    /// ENCRYPT(k, n, ad, plaintext).
+    func encrypt(key: SecretBytes, nonce: UInt64, ad: some ByteView, plaintext: some ByteView) -> [UInt8] {
+        switch self {
+        case .chachaPoly: Sodium.chachaPolySeal(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
+        case .aesGCM: Sodium.aesGCMSeal(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
+        }
+    }
+
+    /// DECRYPT(k, n, ad, ciphertext); nil on authentication failure.
+    func decrypt(key: SecretBytes, nonce: UInt64, ad: some ByteView, ciphertext: some ByteView) -> [UInt8]? {
+        switch self {
+        case .chachaPoly: Sodium.chachaPolyOpen(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext)
+        case .aesGCM: Sodium.aesGCMOpen(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext)
+        }
+    }
+}
+
 // MARK: - NoiseCipherState (§5.1)
 
 /// k and n. Without a key, encryption is the identity (as the spec defines it).
 public struct NoiseCipherState: Sendable {
     var key: SecretBytes?
     public internal(set) var nonce: UInt64 = 0
+    /// The protocol's cipher functions.
+    public let cipher: NoiseCipher
 
-    init(key: SecretBytes? = nil) { self.key = key }
+    init(key: SecretBytes? = nil, cipher: NoiseCipher = .chachaPoly) {
+        self.key = key
+        self.cipher = cipher
+    }
 
     public var hasKey: Bool { key != nil }
 
@@ -78,7 +142,7 @@ public struct NoiseCipherState: Sendable {
         // "If incrementing n results in 2^64-1, then any further EncryptWithAd() or
         // DecryptWithAd() calls will signal an error."
         guard nonce < UInt64.max else { throw .nonceExhausted }
-        let out = Sodium.chachaPolySeal(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
+        let out = cipher.encrypt(key: key, nonce: nonce, ad: ad, plaintext: plaintext)
         nonce += 1
         return out
     }
@@ -87,7 +151,7 @@ public struct NoiseCipherState: Sendable {
     public mutating func decrypt(ad: [UInt8] = [], ciphertext: [UInt8]) throws(NoiseError) -> [UInt8] {
         guard let key else { return ciphertext }
         guard nonce < UInt64.max else { throw .nonceExhausted }
-        guard let out = Sodium.chachaPolyOpen(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
+        guard let out = cipher.decrypt(key: key, nonce: nonce, ad: ad, ciphertext: ciphertext) else {
             throw .decryptionFailed
         }
         nonce += 1
@@ -96,13 +160,13 @@ public struct NoiseCipherState: Sendable {
 
     /// This cipher's key as a data-path `TransportKey` (nil before a key is set).
     /// The TransportKey's counter is the caller's, independent of `nonce`.
-    public var transportKey: TransportKey? { key.map { TransportKey(secret: $0) } }
+    public var transportKey: TransportKey? { key.map { TransportKey(secret: $0, cipher: cipher) } }
 }
 
 // MARK: - NoiseSymmetricState (§5.2)
 
 struct NoiseSymmetricState: Sendable {
-    var cipher = NoiseCipherState()
+    var cipher: NoiseCipherState
     var chainingKey: SecretBytes
     var hash: [UInt8]
 
@@ -112,8 +176,9 @@ struct NoiseSymmetricState: Sendable {
     /// HASH: BLAKE2b for Whalescale's suite, BLAKE2s for WireGuard's.
     let hashFunction: NoiseHash
 
-    init(protocolName: [UInt8], hash hashFunction: NoiseHash = .blake2b) {
+    init(protocolName: [UInt8], hash hashFunction: NoiseHash = .blake2b, cipher: NoiseCipher = .chachaPoly) {
         self.hashFunction = hashFunction
+        self.cipher = NoiseCipherState(cipher: cipher)
         let hashLength = hashFunction.hashLength
         if protocolName.count <= hashLength {
             hash = protocolName + [UInt8](repeating: 0, count: hashLength - protocolName.count)
@@ -163,7 +228,8 @@ struct NoiseSymmetricState: Sendable {
     /// new NoiseCipherState objects c1 and c2. ... Returns the pair (c1, c2)."
     func split() -> (NoiseCipherState, NoiseCipherState) {
         let out = hashFunction.hkdf(chainingKey: chainingKey, inputKeyMaterial: [UInt8](), outputs: 2)
-        return (NoiseCipherState(key: out[0].prefix(32)), NoiseCipherState(key: out[1].prefix(32)))
+        return (NoiseCipherState(key: out[0].prefix(32), cipher: cipher.cipher),
+                NoiseCipherState(key: out[1].prefix(32), cipher: cipher.cipher))
     }
 }
 
@@ -229,19 +295,25 @@ public struct NoiseProtocol: Sendable, Equatable {
     public let pattern: NoisePattern
     /// BLAKE2b or BLAKE2s (libb2, Blake2s.swift).
     public let hash: NoiseHash
+    /// ChaChaPoly, or AESGCM where this CPU has AES-NI.
+    public let cipher: NoiseCipher
 
-    /// Throws `unsupportedSuite` for other primitives, `unsupportedPattern` for other patterns.
+    /// Throws `unsupportedSuite` for other primitives (and for AESGCM without AES-NI),
+    /// `unsupportedPattern` for other patterns.
     public init(name: String) throws(NoiseError) {
         let parts = name.split(separator: "_", omittingEmptySubsequences: false)
         guard parts.count == 5, parts[0] == "Noise" else { throw .unsupportedPattern(name) }
-        // Check the suite first: an AESGCM or 448 vector is "unsupported suite" whatever its pattern.
-        guard parts[2] == "25519", parts[3] == "ChaChaPoly", let hash = NoiseHash(rawValue: String(parts[4])) else {
+        // Check the suite first: a 448 or SHA256 vector (or AESGCM without AES-NI) is
+        // "unsupported suite" whatever its pattern.
+        guard parts[2] == "25519", let cipher = NoiseCipher(noiseName: parts[3]), cipher.isAvailable,
+              let hash = NoiseHash(rawValue: String(parts[4])) else {
             throw .unsupportedSuite("\(parts[2])_\(parts[3])_\(parts[4])")
         }
         guard let pattern = NoisePattern.named(String(parts[1])) else { throw .unsupportedPattern(String(parts[1])) }
         self.name = name
         self.pattern = pattern
         self.hash = hash
+        self.cipher = cipher
     }
 }
 
@@ -298,7 +370,7 @@ public struct NoiseHandshakeState: Sendable {
 
         noiseProtocol = proto
         self.role = role
-        symmetric = NoiseSymmetricState(protocolName: Array(protocolName.utf8), hash: proto.hash)
+        symmetric = NoiseSymmetricState(protocolName: Array(protocolName.utf8), hash: proto.hash, cipher: proto.cipher)
         self.localStatic = localStatic
         // A remote static given for a pattern that transmits it is ignored: it will be learned.
         self.remoteStatic = theirPre.contains(.s) ? remoteStatic : nil
@@ -334,13 +406,26 @@ public struct NoiseHandshakeState: Sendable {
     /// Reads the peer's next handshake message and returns its payload (§5.3 ReadMessage).
     /// On any error the state is unchanged.
     public mutating func readMessage(_ message: [UInt8]) throws(NoiseError) -> [UInt8] {
+        try readMessage(message, mixBeforePayload: nil)
+    }
+
+    /// As above; `mixBeforePayload`, when given, is MixHash()ed after the message's
+    /// tokens and before its payload is decrypted (Whalescale's cipher choice in a
+    /// RESP, Handshake.swift: the writer mixes the same bytes at the same point).
+    mutating func readMessage(_ message: [UInt8], mixBeforePayload: [UInt8]?) throws(NoiseError) -> [UInt8] {
         guard !isComplete else { throw .handshakeAlreadyComplete }
         guard !isOurTurn else { throw .notOurTurn }
         guard message.count <= noiseMaxMessageLength else { throw .messageTooLong }
         var next = self
-        let payload = try next.read(message)
+        let payload = try next.read(message, mixBeforePayload: mixBeforePayload)
         self = next
         return payload
+    }
+
+    /// MixHash(data) outside the pattern's tokens: Whalescale mixes the initiator's
+    /// cipher offer right after the pre-message keys (Handshake.swift), on both sides.
+    mutating func mixHash(_ data: [UInt8]) {
+        symmetric.mixHash(data)
     }
 
     /// (initiator→responder, responder→initiator), once the handshake is complete.
@@ -351,9 +436,13 @@ public struct NoiseHandshakeState: Sendable {
     }
 
     /// Transport keys named from this side: the initiator sends with c1, the responder with c2.
-    public func transportKeys() throws(NoiseError) -> TransportKeys {
+    /// `cipher`: the data path's AEAD when it is not the protocol's own (Whalescale's
+    /// negotiated AES-GCM under a ChaChaPoly handshake); nil: the protocol's.
+    public func transportKeys(cipher: NoiseCipher? = nil) throws(NoiseError) -> TransportKeys {
         let (c1, c2) = try split()
-        guard let k1 = c1.transportKey, let k2 = c2.transportKey else { throw .handshakeNotComplete }
+        let cipher = cipher ?? noiseProtocol.cipher
+        guard let k1 = c1.key.map({ TransportKey(secret: $0, cipher: cipher) }),
+              let k2 = c2.key.map({ TransportKey(secret: $0, cipher: cipher) }) else { throw .handshakeNotComplete }
         return role == .initiator ? TransportKeys(send: k1, receive: k2) : TransportKeys(send: k2, receive: k1)
     }
 
@@ -387,7 +476,7 @@ public struct NoiseHandshakeState: Sendable {
         return out
     }
 
-    private mutating func read(_ message: [UInt8]) throws(NoiseError) -> [UInt8] {
+    private mutating func read(_ message: [UInt8], mixBeforePayload: [UInt8]?) throws(NoiseError) -> [UInt8] {
         var cursor = 0
         func take(_ n: Int) throws(NoiseError) -> [UInt8] {
             guard message.count - cursor >= n else { throw .messageTooShort }
@@ -416,6 +505,7 @@ public struct NoiseHandshakeState: Sendable {
         // The rest is the payload (at least a tag once a key is set).
         let rest = Array(message[cursor...])
         if symmetric.cipher.hasKey && rest.count < noiseTagLength { throw .messageTooShort }
+        if let mixBeforePayload { symmetric.mixHash(mixBeforePayload) }
         let payload = try symmetric.decryptAndHash(rest)
         messageIndex += 1
         return payload

@@ -3,7 +3,7 @@
 // Everything cryptographic in Whalescale goes through the thin wrappers in this
 // file (and the data-path AEAD in TransportKey.swift, which calls libsodium
 // directly so it can work in place). No primitive is written here: X25519,
-// Ed25519, ChaCha20-Poly1305, XChaCha20-Poly1305, BLAKE2b and the random
+// Ed25519, ChaCha20-Poly1305, AES-256-GCM, XChaCha20-Poly1305, BLAKE2b and the random
 // generator all come from libsodium. What is ours is the glue: HMAC and HKDF
 // over BLAKE2b exactly as the Noise spec (§4.3) defines them, and the storage
 // of secrets so that they are wiped when no longer referenced.
@@ -213,6 +213,50 @@ public enum Sodium {
         return status == 0 ? out : nil
     }
 
+    /// True when libsodium's AES-256-GCM runs on this CPU (x86-64 with AES-NI and
+    /// PCLMULQDQ in libsodium 1.0.18). Without it, AES-GCM is refused, never emulated.
+    public static var aesGCMAvailable: Bool {
+        initialize()  // is_available reads the CPU features sodium_init() found
+        return crypto_aead_aes256gcm_is_available() == 1
+    }
+
+    /// AES-256-GCM with Noise's AESGCM nonce (§12.4): 4 zero bytes || 64-bit big-endian counter.
+    /// The caller checked `aesGCMAvailable` (NoiseProtocol refuses the suite otherwise).
+    static func aesGCMSeal(key: SecretBytes, nonce: UInt64, ad: some ByteView, plaintext: some ByteView) -> [UInt8] {
+        precondition(aesGCMAvailable, "AES-256-GCM used without AES-NI")
+        var out = [UInt8](repeating: 0, count: plaintext.count + 16)
+        let n = noiseAESGCMNonce(nonce)
+        key.withBytes { k in ad.withBytes { a in plaintext.withBytes { p in withUnsafeBytes(of: n) { nb in
+            out.withUnsafeMutableBytes { c in
+                _ = crypto_aead_aes256gcm_encrypt(
+                    c.baseAddress!.assumingMemoryBound(to: UInt8.self), nil,
+                    p.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(p.count),
+                    a.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(a.count), nil,
+                    nb.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        } } } }
+        return out
+    }
+
+    static func aesGCMOpen(key: SecretBytes, nonce: UInt64, ad: some ByteView, ciphertext: some ByteView) -> [UInt8]? {
+        guard ciphertext.count >= 16, aesGCMAvailable else { return nil }
+        // One spare byte so an empty plaintext still has an output pointer.
+        var out = [UInt8](repeating: 0, count: ciphertext.count - 16 + 1)
+        let n = noiseAESGCMNonce(nonce)
+        let status = key.withBytes { k in ad.withBytes { a in ciphertext.withBytes { c in withUnsafeBytes(of: n) { nb in
+            out.withUnsafeMutableBytes { m in
+                crypto_aead_aes256gcm_decrypt(
+                    m.baseAddress!.assumingMemoryBound(to: UInt8.self), nil, nil,
+                    c.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(c.count),
+                    a.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(a.count),
+                    nb.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        } } } }
+        guard status == 0 else { return nil }
+        out.removeLast()
+        return out
+    }
+
     /// XChaCha20-Poly1305 (24-byte nonce), for cookie replies.
     static func xchachaPolySeal(key: some ByteView, nonce: [UInt8], ad: some ByteView, plaintext: some ByteView) -> [UInt8] {
         precondition(key.count == 32 && nonce.count == 24)
@@ -247,6 +291,12 @@ public enum Sodium {
     /// little-endian 64-bit counter. Three UInt32s are 12 contiguous bytes.
     static func noiseNonce(_ counter: UInt64) -> (UInt32, UInt32, UInt32) {
         (0, UInt32(truncatingIfNeeded: counter).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
+    }
+
+    /// Noise's AESGCM nonce (§12.4): "32 bits of zeros followed by big-endian encoding
+    /// of n" -- the same 12 bytes as ChaChaPoly's but with the counter big-endian.
+    static func noiseAESGCMNonce(_ counter: UInt64) -> (UInt32, UInt32, UInt32) {
+        (0, UInt32(truncatingIfNeeded: counter >> 32).bigEndian, UInt32(truncatingIfNeeded: counter).bigEndian)
     }
 }
 

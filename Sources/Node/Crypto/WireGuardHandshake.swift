@@ -101,7 +101,9 @@ public struct WireGuardInitiator: Sendable {
     /// Nil unless `message` is a 92-byte RESP to this initiation (receiver_index
     /// = our sender index) that authenticates, psk included. mac1/mac2 are the caller's.
     public func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
-        guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex else { return nil }
+        // WireGuard's RESP has no cipher choice: byte 1 is reserved and zero.
+        guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex,
+              wire.cipherChoice == 0 else { return nil }
         var noise = self.noise  // a copy: a forged response leaves this state usable
         guard let payload = try? noise.readMessage(wire.noise), payload.isEmpty,
               let keys = try? noise.transportKeys() else { return nil }

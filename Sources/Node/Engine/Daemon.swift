@@ -23,6 +23,7 @@
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
 //   LanAdapter.swift      LAN discovery (signed mDNS on 224.0.0.251:5353) on a worker thread, the same way
 //   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
+//   WireGuardDropIn.swift `whalescaled --wireguard IFNAME`: the UAPI socket, the device applied at run time
 //   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
 //   Interface.swift: one adapter per I/O source
 //
@@ -42,15 +43,23 @@ import Logging
 import Reactor
 
 public final class Daemon: @unchecked Sendable {
-    public let config: Config
-    let identity: Identity
+    /// The node's configuration. The drop-in mode (WireGuardDropIn.swift) replaces
+    /// its peers when the UAPI changes them; otherwise it is fixed at start.
+    public internal(set) var config: Config
+    var identity: Identity
     var logger: Logger
     /// Lane 0's reactor: NodeCore, the control socket, signals (and lane 0's data).
     var reactor: Reactor { lanes[0].reactor }
     /// Sessions and connectivity (anchors, probes, rendezvous, relay, recovery), sans-IO. Lane 0 only.
     var core: NodeCore
-    let routes: CryptokeyRoutes
-    let members: [MemberSpec]
+    /// Read per packet by every lane; replaced only by the drop-in mode, which runs one lane.
+    var routes: CryptokeyRoutes
+    var members: [MemberSpec]
+    /// `whalescaled --wireguard IFNAME`: the WireGuard device the UAPI configures (nil: a Whalescale node).
+    var dropIn: DropInState?
+    /// Called once the interface exists and the UAPI socket listens (drop-in
+    /// mode: the parent process of a backgrounded daemon waits for it).
+    public var onReady: (() -> Void)?
     /// One per reactor, one reactor per core (Lane.swift); lane 0 runs on the daemon's thread.
     private(set) var lanes: [Lane] = []
     var udp: DatagramSocket! { lanes[0].udp }
@@ -81,6 +90,14 @@ public final class Daemon: @unchecked Sendable {
     var lan: LanAdapter?
     /// What the LAN worker counted last (lane 0's thread only).
     var lanCounters: [String: UInt64] = [:]
+    /// The interfaces traffic may leave through (Uplinks.swift), by index; nil: a
+    /// hole left by one that went away. Found at start, re-read after route changes.
+    var uplinks: [Uplink?] = []
+    /// The main routing table as last read (with the uplinks): what `paths[].uplink` looks up.
+    var kernelRoutes: [KernelRoute] = []
+    /// Netlink: links, addresses and routes changed (nil: the kernel refused it; read at start only).
+    var routeMonitor: RouteMonitor?
+    var uplinkTimer: TimerID?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
     /// What the lanes that own the sessions were told.
@@ -105,16 +122,20 @@ public final class Daemon: @unchecked Sendable {
     /// Outer IPv6 (40) + UDP (8) + DATA header (16) + tag (16), plus 16 for relay framing: 1500 - 96.
     public static let defaultMTU = 1500 - 40 - 8 - DataMessage.overhead - 16
 
-    public init(config: Config, logger: Logger) throws {
-        self.config = config
-        self.logger = logger
+    public convenience init(config: Config, logger: Logger) throws {
         Sodium.initialize()
         let keyText = try config.node.loadPrivateKey { [logger] w in logger.warning("\(w)") }
         guard let secret = SecretKey(base64: keyText) else {
             throw DaemonError("node.private_key: not a base64 key of 32 bytes")
         }
-        identity = Identity(secret: secret)
+        let identity = Identity(secret: secret)
         try config.checkNoPeerHasKey(identity.publicKey.base64)
+        let (members, routeList) = try Self.members(of: config)
+        try self.init(config: config, identity: identity, members: members, routes: routeList, logger: logger)
+    }
+
+    /// The config's peers as roster entries, and their routes by peer index.
+    static func members(of config: Config) throws -> ([MemberSpec], [(CIDR, Int)]) {
         var members: [MemberSpec] = []
         var routeList: [(CIDR, Int)] = []
         for (i, p) in config.peers.enumerated() {
@@ -133,12 +154,21 @@ public final class Daemon: @unchecked Sendable {
                                       persistentKeepalive: p.persistentKeepalive, kind: kind))
             for c in p.addresses { routeList.append((c, i)) }
         }
+        return (members, routeList)
+    }
+
+    init(config: Config, identity: Identity, members: [MemberSpec], routes routeList: [(CIDR, Int)], logger: Logger,
+         dropIn: DropInState? = nil, mtu: Int = Daemon.defaultMTU) throws {
+        self.config = config
+        self.logger = logger
+        self.identity = identity
+        self.dropIn = dropIn
         routes = CryptokeyRoutes(routeList)
         let n = config.node.reactorCount
         self.members = members
         core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
         shardSync = ShardSync(router: LaneRouter(lanes: n, isAnchor: config.node.anchor), peers: members.count)
-        mtu = Self.defaultMTU
+        self.mtu = mtu
         out = .allocate(capacity: Self.batch)
         out.initialize(repeating: DatagramView(), count: Self.batch)
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
@@ -159,7 +189,7 @@ public final class Daemon: @unchecked Sendable {
         return NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
                  timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
                  sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners, sharded: true,
-                 sendCounters: counters)
+                 sendCounters: counters, cipher: config.node.cipher)
     }
 
     /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
@@ -185,7 +215,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// One shard per lane, also with one lane (N = 1: one shard owns every session).
-    private func splitSessions(across n: Int) {
+    func splitSessions(across n: Int) {
         let router = LaneRouter(lanes: n, isAnchor: config.node.anchor)
         shardSync = ShardSync(router: router, peers: members.count)
         for lane in lanes {
@@ -222,7 +252,14 @@ public final class Daemon: @unchecked Sendable {
     /// Opens everything, runs until SIGTERM/SIGINT, cleans up. Throws only for start-up failures.
     public func run() throws {
         try start()
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64)")
+        if let d = dropIn {
+            logger.info("whalescaled up as a WireGuard device: \(tun.name) mtu \(mtu), UAPI on \(d.socketPath), listening on \(Endpoint(udp.localEndpoint).port)")
+            onReady?()
+            reactor.run()
+            shutdown()
+            return
+        }
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtu), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64), cipher \(config.node.cipher.rawValue)\(config.node.cipher.allowsAESGCM && !NoiseCipher.aesGCM.isAvailable ? " (no AES-NI: ChaCha20-Poly1305 only)" : "")")
         startLanes()
         reactor.run()
         stopLanes()
@@ -268,6 +305,15 @@ public final class Daemon: @unchecked Sendable {
 
         try openLanes()
         try tun.setUp(mtu: mtu)
+        if dropIn != nil {
+            // wireguard-go's contract: the interface exists; its addresses and routes are the user's (`ip`, wg-quick).
+            // The Whalescale control socket serves `wsctl status` (counters, roaming) beside the UAPI.
+            control = try ControlServer(path: config.node.controlSocket, reactor: reactor) {
+                [unowned self] request, reply in self.handle(request, reply: reply)
+            }
+            try startDropIn()
+            return
+        }
         try InterfaceSetup.configure(interface: tun.name, addresses: config.node.addresses,
                                      routes: config.peers.flatMap(\.addresses), logger: logger)
 
@@ -296,6 +342,7 @@ public final class Daemon: @unchecked Sendable {
         let port = Endpoint(udp.localEndpoint).port
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
+        findUplinks()
         startPortMapping(port: port)
         startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
@@ -314,32 +361,11 @@ public final class Daemon: @unchecked Sendable {
     /// Every lane's UDP socket (one SO_REUSEPORT group when there are several,
     /// with DATA steered to the lane that owns its receiver index) and TUN
     /// queue, and the rings and mailboxes between lanes.
-    private func openLanes() throws {
+    func openLanes() throws {
         let wanted = lanes.count
         var port = config.node.listenPort
         for lane in lanes where lane.id < lanes.count {
-            // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
-            var options = Self.udpOptions
-            options.reusePort = wanted > 1
-            let any6 = SocketAddress.any(v6: true, port: port)
-            var opened: (fd: Int32, notes: [String])
-            do {
-                opened = try UDPSocket.open(bind: any6, options: options)
-            } catch {
-                if lane.id == 0 { logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only") }
-                let any4 = SocketAddress.any(v6: false, port: port)
-                opened = try UDPSocket.open(bind: any4, options: options)
-            }
-            if lane.id == 0 {
-                for n in opened.notes { logger.notice("udp: \(n)") }
-                port = UDPSocket.localEndpoint(opened.fd).port  // the others join this port (it may have been 0)
-            }
-            // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
-            // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
-            let gro = UDPSocket.groEnabled(opened.fd)
-            lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: gro ? 64 : Self.batch,
-                                          bufferSize: gro ? 65536 + Self.headroom : 2048, headroom: Self.headroom, handler: UDPSide(lane))
-            lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
+            let gro = try openUDP(lane, port: &port, reusePort: wanted > 1)
             do {
                 lane.tun = try TunDevice(reactor: lane.reactor, name: lane.id == 0 ? config.node.interface : lanes[0].tun.name,
                                          multiQueue: wanted > 1, offloads: .all, headroom: Self.headroom, handler: TunSide(lane))
@@ -392,6 +418,38 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Opens `lane`'s UDP socket on `port` (lane 0 sets `port` to the one it got:
+    /// the others join it) and returns whether GRO is on.
+    func openUDP(_ lane: Lane, port: inout UInt16, reusePort: Bool) throws -> Bool {
+        // One UDP socket for IPv4 and IPv6: a dual-stack [::]:port, or 0.0.0.0:port where IPv6 is off.
+        var options = Self.udpOptions
+        options.reusePort = reusePort
+        let any6 = SocketAddress.any(v6: true, port: port)
+        var opened: (fd: Int32, notes: [String])
+        do {
+            opened = try UDPSocket.open(bind: any6, options: options)
+        } catch {
+            if lane.id == 0 { logger.notice("IPv6 socket unavailable (\(error)); listening on IPv4 only") }
+            let any4 = SocketAddress.any(v6: false, port: port)
+            opened = try UDPSocket.open(bind: any4, options: options)
+        }
+        if lane.id == 0 {
+            for n in opened.notes { logger.notice("udp: \(n)") }
+            port = UDPSocket.localEndpoint(opened.fd).port  // the others join this port (it may have been 0)
+        }
+        // With UDP GRO a receive may be a 64 KiB run of datagrams: 64 KiB buffers (touched only as far
+        // as datagrams fill them); the socket asks for fewer of them per batch while runs come in.
+        let gro = UDPSocket.groEnabled(opened.fd)
+        let slots = gro ? 64 : Self.batch, size = gro ? 65536 + Self.headroom : 2048
+        // One packet pool per reactor, made here, before the lane runs: the receive buffers,
+        // and as many again for datagrams kept past their batch (Reactor/PacketPool.swift).
+        let pool = PacketPool(count: DatagramSocket.ownPoolBuffers(backend: .default, batchSize: slots), bufferSize: size)
+        lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: slots, bufferSize: size,
+                                      headroom: Self.headroom, pool: pool, handler: UDPSide(lane))
+        lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }
+        return gro
+    }
+
     func shutdown() {
         // The gateway's mapping first (bounded wait), while the network is still ours.
         portMap?.stop()
@@ -407,6 +465,10 @@ public final class Daemon: @unchecked Sendable {
             w.submit(core.gossipSnapshot())
             w.finish()
         }
+        stopDropIn()
+        routeMonitor?.close()
+        routeMonitor = nil
+        if let t = uplinkTimer { reactor.cancelTimer(t) }
         control?.close()
         control = nil
         metricsServer?.close()
@@ -418,6 +480,48 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
+    }
+
+    /// `[node] uplinks`, or every interface with a route to the outside: at
+    /// start, and again 500 ms after the kernel reports a change of links,
+    /// addresses or routes. Only listed today: the kernel still picks the
+    /// interface of every datagram.
+    private func findUplinks() {
+        kernelRoutes = Uplinks.readRoutes()
+        uplinks = Uplinks.merge([], resolveUplinks())
+        let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
+        if config.node.uplinks == nil {
+            logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
+        } else {
+            logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
+        }
+        for case let u? in uplinks where !Uplinks.present(u.name) {
+            logger.notice("uplinks: \(u.name) does not exist (yet)")
+        }
+        do {
+            routeMonitor = try RouteMonitor(reactor: reactor) { [unowned self] in self.routesChanged() }
+        } catch {
+            logger.notice("uplinks: no netlink route monitor (\(error)); uplinks are read at start only")
+        }
+    }
+
+    private func resolveUplinks() -> [Uplink] {
+        Uplinks.resolve(configured: config.node.uplinks, routes: kernelRoutes, tunnel: tun.name, limit: NodeConfig.maxUplinks)
+    }
+
+    /// A burst of netlink messages (an interface going up brings its address and
+    /// routes; a router's table churns) becomes one re-read, 500 ms after the first.
+    private func routesChanged() {
+        guard uplinkTimer == nil else { return }
+        uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
+            self.uplinkTimer = nil
+            self.kernelRoutes = Uplinks.readRoutes()
+            let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
+            guard merged != self.uplinks else { return }
+            let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }
+            self.logger.info("uplinks: now \(text(merged).isEmpty ? "none" : text(merged)) (were \(text(self.uplinks).isEmpty ? "none" : text(self.uplinks)))")
+            self.uplinks = merged
+        }
     }
 
     /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.

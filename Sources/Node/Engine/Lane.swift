@@ -143,6 +143,11 @@ final class Lane: @unchecked Sendable {
     deinit { out.deallocate() }
 
 
+    /// The UDP socket's packet-pool counters, as status counters (Reactor/PacketPool.swift).
+    static func poolCounters(_ c: DatagramCounters) -> [(String, UInt64)] {
+        [("udp_pool_short", UInt64(c.poolShort)), ("udp_pool_dropped", UInt64(c.poolDrops))]
+    }
+
     func count(_ reason: String) {
         drops[reason, default: 0] &+= 1
     }
@@ -284,6 +289,7 @@ extension Lane {
         for (k, v) in shard.drops { c[k.name, default: 0] &+= v }
         c["tun_coalesced_packets", default: 0] &+= UInt64(fast.coalescer.merged)
         c["tun_coalesced_udp", default: 0] &+= UInt64(fast.coalescer.mergedUDP)
+        if let u = udp { for (k, v) in Lane.poolCounters(u.counters) { c[k, default: 0] &+= v } }
         let me = id
         let d = daemon
         let snapshot = c

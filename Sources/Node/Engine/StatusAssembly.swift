@@ -19,7 +19,8 @@ extension Daemon {
                               via: p.viaName, rttMs: p.rttMs, loss: p.loss, active: p.active,
                               validated: p.validated, usable: p.usable,
                               lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
-                              sources: p.sources)
+                              sources: p.sources,
+                              uplink: Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address))
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -58,7 +59,8 @@ extension Daemon {
                     return StatusReport.PathTraffic(kind: k, rxBytes: t.rxBytes, rxPackets: t.rxPackets,
                                                     txBytes: t.txBytes, txPackets: t.txPackets)
                 },
-                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) }))
+                lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) },
+                cipher: p.session?.cipher?.statusName))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings
@@ -70,17 +72,19 @@ extension Daemon {
         // Packets written to the TUN device inside a GSO super-packet instead of alone.
         counters["tun_coalesced_packets"] = UInt64(lanes[0].fast.coalescer.merged)
         counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
+        if let u = lanes[0].udp { for (k, v) in Lane.poolCounters(u.counters) { counters[k, default: 0] &+= v } }
         for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v }
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
         for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in lanCounters { counters[k, default: 0] &+= v }
+        for (k, v) in dropIn?.counters ?? [:] { counters[k, default: 0] &+= v }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(
                 publicKey: identity.publicKey.base64, interface: config.node.interface,
-                address: config.node.address.description, addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
+                address: config.node.addresses.first?.description ?? "", addresses: config.node.addresses.map(\.description), listenPort: local?.port ?? config.node.listenPort,
                 anchor: config.node.anchor, reactors: lanes.count,
                 endpoints: st.endpoints.map {
                     StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
@@ -89,7 +93,10 @@ extension Daemon {
                     StatusReport.Observation(anchor: $0.anchor, observed: "\($0.observed)",
                                              ageSeconds: now > $0.at ? UInt64((now - $0.at).seconds) : 0)
                 }),
-                wireGuardPublicKey: identity.wireGuardPublicKey),
+                wireGuardPublicKey: identity.wireGuardPublicKey,
+                uplinks: uplinks.enumerated().compactMap { i, slot in
+                    slot.map { StatusReport.Uplink(index: i, name: $0.name, source: $0.source.rawValue, present: Uplinks.present($0.name)) }
+                }),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

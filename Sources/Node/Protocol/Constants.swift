@@ -51,6 +51,13 @@ public enum SessionConstants {
     /// Only well-formed messages whose mac1 is valid count (direct or relayed):
     /// junk that merely starts with byte 1 or 2 must not force cookies on everyone.
     public static let underLoadHandshakesPerSecond = 128
+
+    /// Initiation attempts of one handshake that offer AES-256-GCM (INIT byte 1,
+    /// docs/wire.md "Cipher negotiation"), attempts: later ones offer nothing. A node
+    /// from before negotiation drops an INIT whose byte 1 is not zero; with the retry
+    /// backoff (5 s, then 10 s) it answers the third attempt, ~15 s after the first,
+    /// under ChaCha20-Poly1305. Two, not one, so that one lost INIT does not cost AES.
+    public static let cipherOfferAttempts = 2
 }
 
 /// The timers this node runs. `SessionTimings.default` is the specification;

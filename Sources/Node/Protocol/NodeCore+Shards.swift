@@ -90,3 +90,18 @@ extension NodeCore {
         absorbTunnels(now: now)
     }
 }
+
+extension NodeCore {
+    /// Carries a WireGuard peer's session and roaming record over from `old`, a
+    /// NodeCore of the same identity for another roster (the drop-in mode's
+    /// runtime roster: peers added or removed leave the others' sessions as
+    /// they were). Right after init, before `connect`; see `Tunnels.adopt`.
+    package mutating func adoptWireGuardPeer(_ id: PeerID, from old: NodeCore, _ oldID: PeerID, keepPaths: Bool) {
+        guard id.rawValue < roster.count, oldID.rawValue < old.roster.count,
+              isWireGuardPeer(id), old.isWireGuardPeer(oldID) else { return }
+        tunnels.adopt(id, from: old.tunnels, oldID, keepPaths: keepPaths, persistentKeepalive: members[id.rawValue].persistentKeepalive)
+        if id.rawValue < wireGuardRoams.count, oldID.rawValue < old.wireGuardRoams.count {
+            wireGuardRoams[id.rawValue] = old.wireGuardRoams[oldID.rawValue]
+        }
+    }
+}

@@ -339,11 +339,12 @@ public struct NodeCore: Sendable {
     ///     when `owners` is 1 (the engine and the simulator always): implied by
     ///     `owners` > 1. False: this value does everything (unit tests, benchmarks).
     ///   - sendCounters: sharded only: the shared send counter of each new keypair (the engine's is atomic with several reactors).
+    ///   - cipher: `[node] cipher`: `.auto` offers and accepts AES-256-GCM (when this CPU has AES-NI).
     public init(identity: Identity, members: [MemberSpec], isAnchor: Bool, timings: ConnectivityTimings = .default,
                 sessionTimings: SessionTimings = .default, gossipTimings: GossipTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1, sharded: Bool = false,
                 sendCounters: @escaping SendCounterFactory = { LocalSendCounter() },
-                txids: SecretRandom = .sodium) {
+                txids: SecretRandom = .sodium, cipher: CipherSetting = .auto) {
         publicKey = identity.publicKey
         self.isAnchor = isAnchor
         self.timings = timings
@@ -369,7 +370,7 @@ public struct NodeCore: Sendable {
         }
         tunnels = Tunnels(identity: identity, peers: specs, roster: Roster(local: identity.publicKey, members: members),
                           timings: sessionTimings, pathTimings: timings, seed: seed, owners: owners,
-                          sharded: sharded, sendCounters: sendCounters)
+                          sharded: sharded, sendCounters: sendCounters, cipher: cipher)
         rng = SessionRandom(seed: seed ^ 0xC0_77EC_7)
         var entries: [RosterEntry] = []
         var anchors: [PeerID] = []

@@ -50,84 +50,6 @@ import Support
 import Wire
 import Crypto
 
-/// Keys of one session and their bookkeeping. Stored inline (the replay window
-/// too): moving between slots copies ~1 KiB, but the data path never allocates.
-struct Keypair: Sendable {
-    let keys: TransportKeys
-    /// Index we chose: the peer puts it in every DATA it sends us under these keys.
-    let localIndex: UInt32
-    /// Index the peer chose: we put it in every DATA we send.
-    let remoteIndex: UInt32
-    let createdAt: Instant
-    /// True if we initiated the handshake that made these keys: only the
-    /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
-    let isInitiator: Bool
-    var sendCounter: UInt64 = 0
-    /// Set when sessions are sharded (SessionShard.swift, 1..N reactors): the
-    /// owning shard seals data and the session layer seals keepalives and
-    /// control messages under the same keys, so the counter is one both take
-    /// from (atomic across reactors). Nil (not sharded): `sendCounter` is it.
-    let shared: (any SharedSendCounter)?
-    var replay: ReplayWindow
-
-    init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool,
-         timings: SessionTimings, shared: (any SharedSendCounter)? = nil) {
-        self.keys = keys
-        self.localIndex = localIndex
-        self.remoteIndex = remoteIndex
-        self.createdAt = createdAt
-        self.isInitiator = isInitiator
-        self.shared = shared
-        self.replay = ReplayWindow(limit: timings.rejectAfterMessages)
-    }
-
-    /// The counter the next sealed packet gets.
-    var nextCounter: UInt64 { shared?.current ?? sendCounter }
-
-    enum SealOutcome { case sealed(rekeyDue: Bool), expired }
-    enum OpenOutcome { case opened, expired, replay, authFailed }
-
-    func canSend(now: Instant, timings: SessionTimings) -> Bool {
-        nextCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
-    }
-
-    /// Writes the DATA header in front of the payload and encrypts the payload in
-    /// place (tag behind it). The caller checked the geometry.
-    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
-                       now: Instant, timings: SessionTimings) -> SealOutcome {
-        guard canSend(now: now, timings: timings) else { return .expired }
-        let counter: UInt64
-        if let shared {
-            counter = shared.take()
-            guard counter < timings.rejectAfterMessages else { return .expired }  // taken concurrently
-        } else {
-            counter = sendCounter
-            sendCounter += 1
-        }
-        let header = base + (payloadOffset - DataMessage.headerSize)
-        header.storeBytes(of: UInt32(DataMessage.type).littleEndian, as: UInt32.self)
-        header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
-        header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
-        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength)
-        // keepKeyFreshSending: by count on either side, by age on the initiator's.
-        let rekey = counter + 1 >= timings.rekeyAfterMessages
-            || (isInitiator && now - createdAt >= timings.rekeyAfterTime)
-        return .sealed(rekeyDue: rekey)
-    }
-
-    /// Authenticates and decrypts a DATA message of `length` bytes at `base` in
-    /// place. The window moves only after authentication succeeded.
-    mutating func open(_ base: UnsafeMutableRawPointer, length: Int, counter: UInt64,
-                       now: Instant, timings: SessionTimings) -> OpenOutcome {
-        guard now - createdAt < timings.rejectAfterTime else { return .expired }
-        guard replay.check(counter) else { return .replay }  // cheap, before the AEAD
-        guard keys.receive.open(counter: counter, buffer: base + DataMessage.headerSize,
-                                length: length - DataMessage.headerSize) else { return .authFailed }
-        guard replay.accept(counter) else { return .replay }
-        return .opened
-    }
-}
-
 /// The handshake side of a peer, one case per protocol state.
 enum HandshakeState: Sendable {
     /// No handshake in progress.
@@ -141,41 +63,6 @@ enum HandshakeState: Sendable {
     case initiationSent(PendingInitiation, localIndex: UInt32, attempt: Int, since: Instant)
 
     var isIdle: Bool { if case .idle = self { true } else { false } }
-}
-
-/// Our initiation in flight, in the peer's suite.
-enum PendingInitiation: Sendable {
-    case whalescale(InitiatorHandshake)
-    case wireGuard(WireGuardInitiator)
-
-    /// The response's Noise part: nil unless it authenticates for this initiation.
-    func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
-        switch self {
-        case .whalescale(let s): WhalescaleIK.consumeResponse(message, state: s)
-        case .wireGuard(let s): WireGuardIK.consumeResponse(message, state: s)
-        }
-    }
-}
-
-/// A peer's initiation that authenticated (Tunnels checked macs, membership and
-/// the suite), in its suite: the session layer checks its timestamp and answers.
-enum AuthenticatedInitiation: Sendable {
-    case whalescale(ReceivedInitiation)
-    case wireGuard(WireGuardReceivedInitiation)
-
-    var timestamp: [UInt8] {
-        switch self {
-        case .whalescale(let r): r.timestamp
-        case .wireGuard(let r): r.timestamp
-        }
-    }
-
-    var senderIndex: UInt32 {
-        switch self {
-        case .whalescale(let r): r.senderIndex
-        case .wireGuard(let r): r.senderIndex
-        }
-    }
 }
 
 /// Traffic and handshake counters of one peer (for `wsctl status`).
@@ -194,106 +81,13 @@ public struct PeerCounters: Sendable, Equatable {
     public init() {}
 }
 
-/// Node-level state a peer's session needs: identity, timings, randomness, the
-/// index table and the output queues. Owned by `Tunnels`.
-struct SessionContext: Sendable {
-    let identity: Identity
-    let timings: SessionTimings
-    var rng: SessionRandom
-    /// Receiver index -> peer, for every live keypair and in-flight initiation.
-    var indices: [UInt32: PeerID] = [:]
-    /// What the sessions made to send; `to` nil: the member's destination
-    /// (Tunnels fills it in from the path manager when draining).
-    var transmits = Outbox<SessionTransmit>()
-    var events = Outbox<TunnelEvent>()
-    /// The last timestamp we put in an initiation (kept strictly increasing).
-    var lastTimestamp: HandshakeTimestamp?
-    /// Reactors the sessions are split across (1: one lane owns them all). See SessionShard.swift.
-    let owners: Int
-    /// The data plane is SessionShards (the engine at any reactor count, the
-    /// simulator): keys are pushed to the owners, DATA is opened only there,
-    /// and each keypair's send counter is shared with its owner. False only for
-    /// drivers that seal and open through NodeCore alone (unit tests, benchmarks).
-    let split: Bool
-    /// Split only: peers whose keypairs changed, for the engine to install on the owning reactor.
-    var keyChanges = Outbox<PeerID>()
-
-    /// Split only: makes each new keypair's shared send counter (the engine's is atomic).
-    let sendCounters: SendCounterFactory
-
-    init(identity: Identity, timings: SessionTimings, rng: SessionRandom, owners: Int = 1, sharded: Bool = false,
-         sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
-        self.identity = identity
-        self.timings = timings
-        self.rng = rng
-        self.owners = max(1, owners)
-        split = sharded || owners > 1
-        self.sendCounters = sendCounters
-    }
-
-    mutating func keysChanged(_ peer: PeerID) {
-        if split { keyChanges.push(peer) }
-    }
-
-    /// A new keypair's send counter: shared with the owning reactor when split.
-    var newSendCounter: (any SharedSendCounter)? { split ? sendCounters() : nil }
-
-    /// A random index not in use. 32 bits and a few live indices per peer: the
-    /// loop ends at once in practice. Split: an index the owning reactor's
-    /// steering program sends to it (`SessionOwnership`), so about `owners` tries.
-    mutating func allocateIndex(for peer: PeerID) -> UInt32 {
-        let owner = SessionOwnership.owner(of: peer, owners: owners)
-        while true {
-            let i = UInt32(truncatingIfNeeded: rng.next())
-            if indices[i] == nil, SessionOwnership.owner(ofIndex: i, owners: owners) == owner {
-                indices[i] = peer
-                return i
-            }
-        }
-    }
-
-    mutating func freeIndex(_ i: UInt32) { indices.removeValue(forKey: i) }
-
-    mutating func nextTimestamp(_ wallClock: HandshakeTimestamp) -> HandshakeTimestamp {
-        var t = wallClock
-        if let last = lastTimestamp, t <= last { t = last.successor }
-        lastTimestamp = t
-        return t
-    }
-}
-
-/// A datagram a session made, before Tunnels addressed it.
-struct SessionTransmit: Sendable {
-    /// Nil: wherever the member's path manager says (`PathSet.destination`) at drain time.
-    let to: Endpoint?
-    let bytes: [UInt8]
-    let peer: PeerID?
-}
-
-/// A FIFO that reuses its storage once drained (amortised allocation-free).
-struct Outbox<Element: Sendable>: Sendable {
-    private var items: [Element] = []
-    private var head = 0
-    var count: Int { items.count - head }
-    mutating func push(_ e: Element) { items.append(e) }
-    mutating func pop() -> Element? {
-        guard head < items.count else { return nil }
-        let e = items[head]
-        head += 1
-        if head == items.count {
-            items.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        return e
-    }
-}
-
 /// One member's session state machine. Not driven directly: `Tunnels` calls it
 /// and drains the shared outputs (see `Tunnels` for the drain order).
 struct PeerSession: Sendable {
-    let id: PeerID
+    /// Changes only when a session moves to a new roster (`Tunnels.adopt`).
+    var id: PeerID
     let publicKey: PublicKey
-    let persistentKeepalive: Span?
+    var persistentKeepalive: Span?
     /// Whalescale's handshake or WireGuard's; the transport and timers are the same.
     let suite: HandshakeSuiteID
     /// WireGuard's preshared key (nil: zeros); nil for Whalescale peers.
@@ -322,7 +116,7 @@ struct PeerSession: Sendable {
         self.persistentKeepalive = spec.persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
         self.suite = spec.suite
         self.psk = spec.psk
-        self.macs = spec.suite == .wireGuard ? WireGuardIK.makeMacs(peer: spec.publicKey) : WhalescaleIK.makeMacs(peer: spec.publicKey)
+        self.macs = Self.makeMacs(suite: spec.suite, peer: spec.publicKey)
         // A peer with persistent keepalive is one we must keep a session with
         // (an anchor, a peer behind NAT): start at once, as wireguard-go does.
         if persistentKeepalive != nil, spec.endpoint != nil { timers[.persistentKeepalive] = .zero }
@@ -335,10 +129,7 @@ struct PeerSession: Sendable {
     /// for a handshake when there are no usable keys.
     mutating func send(_ buffer: UnsafeMutableRawBufferPointer, base: UnsafeMutableRawPointer, payloadOffset: Int,
                        payloadLength: Int, to endpoint: Endpoint, now: Instant, ctx: inout SessionContext) -> Outbound {
-        // A WireGuard peer's packets are padded to 16 bytes (when there is room).
-        let sealedLength = suite == .wireGuard && keys.current != nil
-            ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
-            : payloadLength
+        let sealedLength = padded(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
         let outcome = keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength,
                                 now: now, timings: ctx.timings)
         if case .sealed(let rekeyDue)? = outcome {
@@ -423,12 +214,7 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id)
-        let answer: (message: [UInt8], keys: TransportKeys)?
-        switch received {
-        case .whalescale(let r): answer = WhalescaleIK.createResponse(to: r, senderIndex: index, macs: &macs, now: now)
-        case .wireGuard(let r): answer = WireGuardIK.createResponse(to: r, senderIndex: index, psk: psk, macs: &macs, now: now)
-        }
-        guard let (response, transport) = answer else {
+        guard let (response, transport) = createResponse(to: received, senderIndex: index, aesGCM: ctx.aesGCM, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -584,19 +370,11 @@ struct PeerSession: Sendable {
         }
         let index = ctx.allocateIndex(for: id)
         let timestamp = ctx.nextTimestamp(wallClock)
-        var made: (message: [UInt8], state: PendingInitiation)?
-        if reachable {
-            switch suite {
-            case .whalescaleIK:
-                made = WhalescaleIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
-                                                     timestamp: timestamp.bytes, macs: &macs, now: now)
-                    .map { ($0.message, .whalescale($0.state)) }
-            case .wireGuard:
-                made = WireGuardIK.createInitiation(identity: ctx.identity, responder: publicKey, senderIndex: index,
-                                                    timestamp: timestamp.bytes, psk: psk, macs: &macs, now: now)
-                    .map { ($0.message, .wireGuard($0.state)) }
-            }
-        }
+        // Offer AES-GCM on the first attempts only: a peer from before negotiation answers the later ones.
+        let offer = ctx.aesGCM && attempt <= SessionConstants.cipherOfferAttempts
+        let made = reachable
+            ? createInitiation(identity: ctx.identity, senderIndex: index, timestamp: timestamp, offerAESGCM: offer, now: now)
+            : nil
         guard let (message, state) = made else {
             // No endpoint yet (the path manager may find one), or the peer's key
             // cannot handshake: look again later; give-up still bounds it.
@@ -721,8 +499,7 @@ struct PeerSession: Sendable {
     /// (Tunnels drops and counts it if there is none then). False when there
     /// are no usable keys.
     mutating func sendOwned(_ payload: [UInt8], now: Instant, ctx: inout SessionContext) -> Bool {
-        // A WireGuard peer's packets are padded to 16 bytes with zeros (the array starts zeroed).
-        let sealedLength = suite == .wireGuard ? (payload.count + 15) & ~15 : payload.count
+        let sealedLength = ownedSealedLength(payload.count)
         var packet = [UInt8](repeating: 0, count: sealedLength + DataMessage.overhead)
         let timings = ctx.timings
         let outcome: Keypair.SealOutcome? = packet.withUnsafeMutableBytes { b in
@@ -770,7 +547,7 @@ struct PeerSession: Sendable {
         if case .initiationSent(_, _, let a, _) = handshake { attempt = a }
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: nil, lastHandshake: lastHandshake,
-            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt },
+            handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt }, cipher: keys.current?.keys.cipher,
             sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })

@@ -42,175 +42,9 @@ import Support
 import Wire
 import Crypto
 
-/// A member's id. The roster assigns it (Roster.swift): ask it, do not read
-/// meaning into the number. Sessions are kept in an array indexed by it.
-public struct PeerID: Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: Int
-    public init(rawValue: Int) { self.rawValue = rawValue }
-    public var description: String { "peer#\(rawValue)" }
-}
-
-/// What `Tunnels` needs to know about a member.
-public struct PeerSpec: Sendable {
-    public var publicKey: PublicKey
-    /// Where to send until the peer is heard from (static endpoint, cached, gossiped).
-    public var endpoint: Endpoint?
-    /// Send a keepalive after this long without traffic, and keep a session up
-    /// even when idle (anchors, peers behind NAT). Nil: off.
-    public var persistentKeepalive: Span?
-    /// The handshake this peer speaks: Whalescale's (`publicKey` Ed25519) or
-    /// WireGuard's (`publicKey` the peer's X25519 key).
-    public var suite: HandshakeSuiteID
-    /// WireGuard's optional preshared key (nil: Q is 32 zero bytes). Always nil for Whalescale peers.
-    public var psk: PresharedKey?
-
-    public init(publicKey: PublicKey, endpoint: Endpoint? = nil, persistentKeepalive: Span? = nil,
-                suite: HandshakeSuiteID = .whalescaleIK, psk: PresharedKey? = nil) {
-        self.publicKey = publicKey
-        self.endpoint = endpoint
-        self.persistentKeepalive = persistentKeepalive
-        self.suite = suite
-        self.psk = suite == .wireGuard ? psk : nil
-    }
-}
-
-/// Why a datagram (or an outbound payload) was dropped. The engine counts these.
-public enum DropReason: String, CaseIterable, Sendable {
-    /// Too short, too long for the buffer, wrong size for its type, or bad geometry on send.
-    case badLength
-    /// Unknown type byte, or non-zero reserved bytes.
-    case unknownType
-    /// No live keypair or initiation has this receiver index.
-    case unknownIndex
-    /// Counter already seen, or behind the replay window.
-    case replay
-    /// AEAD or Noise authentication failed (or a cookie reply did not decrypt).
-    case authFailed
-    /// The keypair named is older than REJECT_AFTER_TIME.
-    case keyExpired
-    /// A handshake that authenticated, from a key that is not a configured member.
-    case notMember
-    /// mac1 wrong: the sender does not know our public key.
-    case mac1
-    /// Under load and no valid mac2: a cookie reply was queued instead.
-    case cookieRequired
-    /// Under load and this source address used up its handshake budget.
-    case rateLimited
-    /// An initiation whose timestamp is not newer than the last accepted: a replay.
-    case staleTimestamp
-    /// A second initiation from one peer within INITIATION_MIN_INTERVAL.
-    case handshakeFlood
-    /// The peer's initiation crossed ours and ours wins the tie-break (lower key):
-    /// the peer will answer ours instead.
-    case simultaneousInitiation
-    /// A response that answers no initiation of ours (late, duplicate).
-    case unexpectedMessage
-    /// `send` named a peer that is not configured.
-    case unknownPeer
-    /// `send` to a peer with no known endpoint.
-    case noEndpoint
-}
-
-/// Result of `Tunnels.receive`.
-public enum Inbound: Equatable, Sendable {
-    /// Decrypted in place: the payload is `buffer[payloadOffset ..< payloadOffset + payloadLength]`.
-    /// Length 0 is a keepalive (nothing to deliver).
-    case data(PeerID, payloadOffset: Int, payloadLength: Int)
-    /// A handshake or cookie message was consumed; drain `pollTransmit`/`pollEvent`.
-    case control
-    case drop(DropReason)
-}
-
-/// Result of `Tunnels.send`.
-public enum Outbound: Equatable, Sendable {
-    /// Sealed in place: send `buffer[offset ..< offset + length]` to the endpoint.
-    case send(Endpoint, offset: Int, length: Int)
-    /// No keys yet: the payload was copied into the peer's bounded queue and a
-    /// handshake is on its way; it leaves through `pollTransmit` once keys exist.
-    case queued
-    case drop(DropReason)
-}
-
-/// Who sent the inner datagram of a RELAY: the member the anchor names, by
-/// PeerID and relay label. Set by the path manager (NodeCore), which knows
-/// which sources are anchors.
-public struct RelayOrigin: Equatable, Sendable {
-    public let sender: PeerID
-    public let memberID: MemberID
-    public init(sender: PeerID, memberID: MemberID) {
-        self.sender = sender
-        self.memberID = memberID
-    }
-}
-
-/// A datagram to send that the session layer made itself.
-public struct Transmit: Equatable, Sendable {
-    public let to: Endpoint
-    public let bytes: [UInt8]
-    /// The member whose session made it (nil for a cookie reply to a direct
-    /// handshake, which answers an address, not a member; a cookie reply to a
-    /// relayed one names the relaying member). A path manager uses it to send
-    /// the datagram another way than `to`, e.g. wrapped in RELAY through an anchor.
-    public let peer: PeerID?
-    public init(to: Endpoint, bytes: [UInt8], peer: PeerID? = nil) {
-        self.to = to
-        self.bytes = bytes
-        self.peer = peer
-    }
-}
-
-/// Result of `Tunnels.seal`: the sealed DATA message is `buffer[offset ..< offset + length]`.
-public struct Sealed: Equatable, Sendable {
-    public let offset: Int
-    public let length: Int
-}
-
-/// What happened, for the engine and `wsctl`.
-public enum TunnelEvent: Equatable, Sendable {
-    /// The peer has usable keys after having none.
-    case established(PeerID)
-    /// New keys replaced live ones.
-    case rekeyed(PeerID)
-    /// An authenticated, non-replayed packet came from a new address; we now send there.
-    case endpointChanged(PeerID, Endpoint)
-    /// REKEY_ATTEMPT_TIME passed without a handshake; queued packets were dropped.
-    case handshakeFailed(PeerID)
-    /// The current keys reached REJECT_AFTER_TIME; no session until a new handshake.
-    case expired(PeerID)
-}
-
-/// A peer's state for `wsctl status`.
-public struct PeerStatus: Sendable, Equatable {
-    public enum State: String, Sendable {
-        /// No keys, no handshake.
-        case idle
-        /// No usable keys; a handshake is wanted or in flight.
-        case handshaking
-        /// The peer initiated; we answered and wait for its first packet.
-        case awaitingConfirmation
-        case established
-        /// Established, with a new handshake under way.
-        case rekeying
-    }
-    public struct Timer: Sendable, Equatable {
-        public let deadline: Instant
-        public let reason: TimerReason
-    }
-    public var publicKey: PublicKey
-    public var state: State
-    public var endpoint: Endpoint?
-    public var lastHandshake: Instant?
-    /// 1-based initiation attempt of the handshake in flight; 0 if none.
-    public var handshakeAttempt: Int
-    /// Age of the current keys.
-    public var keyAge: Span?
-    /// Next counter to send under the current keys.
-    public var sendCounter: UInt64?
-    public var queuedPackets: Int
-    public var persistentKeepalive: Span?
-    public var counters: PeerCounters
-    public var nextTimer: Timer?
-}
+// The values of its interface (PeerID, PeerSpec, DropReason, Inbound, Outbound,
+// Transmit, TunnelEvent, PeerStatus, ...) are in TunnelTypes.swift; its path and
+// traffic methods in Tunnels+Paths.swift.
 
 /// All of a node's sessions. A value type; the engine owns one per reactor
 /// that handles sessions.
@@ -227,7 +61,8 @@ public struct PeerStatus: Sendable, Equatable {
 public struct Tunnels: Sendable {
     public let publicKey: PublicKey
     public let timings: SessionTimings
-    private var peers: [PeerSession]
+    /// Every member's session, indexed by PeerID (internal: Tunnels+Paths.swift works on them too).
+    var peers: [PeerSession]
     /// Every member's paths and destination (PathManager.swift, PathSet.swift).
     /// NodeCore drives it directly; alone, Tunnels' roaming does.
     var paths: PathManager
@@ -284,7 +119,7 @@ public struct Tunnels: Sendable {
     public init(identity: Identity, peers specs: [PeerSpec], roster: Roster? = nil, timings: SessionTimings = .default,
                 pathTimings: ConnectivityTimings = .default,
                 seed: UInt64 = Tunnels.randomSeed(), owners: Int = 1, sharded: Bool = false,
-                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }) {
+                sendCounters: @escaping SendCounterFactory = { LocalSendCounter() }, cipher: CipherSetting = .auto) {
         publicKey = identity.publicKey
         self.timings = timings
         let roster = roster ?? Roster(local: identity.publicKey, members: specs.enumerated().map {
@@ -303,7 +138,7 @@ public struct Tunnels: Sendable {
         }
         staticStatics = Array(repeating: nil, count: specs.count)
         ctx = SessionContext(identity: identity, timings: timings, rng: SessionRandom(seed: seed), owners: owners,
-                             sharded: sharded, sendCounters: sendCounters)
+                             sharded: sharded, sendCounters: sendCounters, cipher: cipher)
         cookies = CookieChecker(identity: identity)
         wgCookies = CookieChecker(wireGuardIdentity: identity)
         loadMeter = HandshakeLoadMeter()
@@ -318,12 +153,15 @@ public struct Tunnels: Sendable {
     /// After a call into `peer`'s session: its heap entry follows its earliest
     /// timer. One compare when nothing changed (the data path's usual case).
     @inline(__always)
-    private mutating func synced(_ peer: PeerID) {
+    mutating func synced(_ peer: PeerID) {
         let d = peers[peer.rawValue].timers.nextDeadline
         if d != wake[peer.rawValue] { wake.set(peer.rawValue, at: d) }
     }
 
     public var peerCount: Int { peers.count }
+
+    /// The identity the sessions run under (a carried-over session needs the same one).
+    var identity: Identity { ctx.identity }
 
     /// 8 random bytes from libsodium (not a clock, not I/O: fine in a sans-IO core).
     public static func randomSeed() -> UInt64 {
@@ -388,11 +226,18 @@ public struct Tunnels: Sendable {
     private mutating func receiveHandshake(_ message: [UInt8], suite classified: HandshakeSuiteID, initiation: Bool,
                                            from source: Endpoint, now: Instant, underLoad: Bool, roam: Bool,
                                            relayed: RelayOrigin?) -> Inbound {
-        guard wireTypeWord(message) == UInt32(message[0]) else { return .drop(.unknownType) }
         // Which suite: an INIT says by its length; a RESP (one layout in both)
         // belongs to the suite of the peer whose initiation its receiver index names.
         var suite = classified
         if !initiation, let peer = ctx.indices[wireLoad32(message, at: 8)] { suite = peers[peer.rawValue].suite }
+        // Bytes 2 and 3 are reserved (zero). Byte 1 is Whalescale's cipher offer (INIT,
+        // any value) or choice (RESP, 0 or 1), and reserved (zero) in WireGuard's suite.
+        guard message[2] == 0, message[3] == 0 else { return .drop(.unknownType) }
+        switch suite {
+        case .wireGuard: guard message[1] == 0 else { return .drop(.unknownType) }
+        case .whalescaleIK:
+            guard initiation || message[1] <= HandshakeResponseMessage.maxCipherChoice else { return .drop(.unknownType) }
+        }
         // mac1 first: one BLAKE2b/BLAKE2s, rejects anyone who does not know our key.
         guard suite == .wireGuard ? wgCookies.mac1Valid(message) : cookies.mac1Valid(message) else { return .drop(.mac1) }
         // Only now does it count as load: exact length, type word and mac1 all
@@ -656,88 +501,6 @@ public struct Tunnels: Sendable {
         return scheduled
     }
 
-    /// Send to `endpoint` from now on: it becomes the member's direct active
-    /// path (for a caller without a path policy; NodeCore uses `activate`).
-    /// Roaming on authenticated packets may later move it again; see
-    /// `TunnelEvent.endpointChanged`.
-    public mutating func setEndpoint(_ endpoint: Endpoint, for peer: PeerID) {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        _ = paths.activate(peer, paths.addPath(peer, kind: .direct, remote: endpoint, via: nil).index)
-        pathOpened(peer)
-    }
-
-    /// NodeCore's decision: data for `peer` goes on its paths[idx] from now on.
-    /// Returns the path that was active.
-    mutating func activate(_ peer: PeerID, _ idx: Int) -> PathState? {
-        attributeTraffic(peer)
-        let old = paths.activate(peer, idx)
-        pathOpened(peer)
-        return old
-    }
-
-    /// `peer` has a destination now (or a new one): whatever waited for one can go.
-    mutating func pathOpened(_ peer: PeerID) {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        if case .wanted = peers[peer.rawValue].handshake { peers[peer.rawValue].timers[.handshakeInitiation] = .zero }
-        if peers[peer.rawValue].persistentKeepalive != nil, !peers[peer.rawValue].timers.isPending(.persistentKeepalive) {
-            peers[peer.rawValue].timers[.persistentKeepalive] = .zero
-        }
-        synced(peer)
-    }
-
-    /// Whether `peer` has keys it can send under now (cheap; for the data path).
-    public func isEstablished(_ peer: PeerID, now: Instant) -> Bool {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) ?? false
-    }
-
-    /// Whether a handshake with `peer` is wanted or in flight.
-    public func isHandshaking(_ peer: PeerID) -> Bool {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }
-        return !peers[peer.rawValue].handshake.isIdle
-    }
-
-    /// Where the session sends now: the path manager's destination (cheap;
-    /// `peerStatus` builds the whole picture).
-    public func endpoint(of peer: PeerID) -> Endpoint? {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
-        return paths.destination(peer)
-    }
-
-    /// `peer`'s session counters as one value (what `PathSet.attribute` splits by path kind).
-    func trafficTotals(_ peer: PeerID) -> TrafficCount {
-        let c = peers[peer.rawValue].counters
-        return TrafficCount(rxBytes: c.rxBytes, rxPackets: c.rxPackets, txBytes: c.txBytes, txPackets: c.txPackets)
-    }
-
-    /// Puts `peer`'s traffic since the last call on the kinds of path it went
-    /// over (before the active path, or the kind traffic arrives on, changes).
-    mutating func attributeTraffic(_ peer: PeerID) {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return }
-        paths.attributeTraffic(peer, totals: trafficTotals(peer))
-    }
-
-    /// Traffic arrived over a path of `kind`: what came before goes on the kind it came over.
-    @inline(__always)
-    mutating func receivedOver(_ peer: PeerID, kind: PathKind) {
-        guard paths[peer].rxKind != kind else { return }
-        attributeTraffic(peer)
-        paths.setRxKind(peer, kind)
-    }
-
-    /// `peer`'s session traffic by path kind, up to now.
-    public func trafficByKind(_ peer: PeerID) -> TrafficByKind {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return TrafficByKind() }
-        return paths[peer].traffic(totals: trafficTotals(peer))
-    }
-
-    public func peerStatus(_ peer: PeerID, now: Instant) -> PeerStatus? {
-        guard peer.rawValue >= 0, peer.rawValue < peers.count else { return nil }
-        var st = peers[peer.rawValue].status(now: now, timings: timings)
-        st.endpoint = paths.destination(peer)
-        return st
-    }
-
     // MARK: Split sessions (SessionShard.swift)
 
     /// Reactors the sessions are split across (1: one owns them all).
@@ -748,6 +511,35 @@ public struct Tunnels: Sendable {
 
     /// A peer whose keypairs changed since the last call: install `keys(of:)` on its owner.
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
+
+    /// Carries member `oldID`'s session over from `old` (a Tunnels for another
+    /// roster of the same identity) to member `id` here: its keypairs, handshake
+    /// in flight, timers, replay state, counters and receiver indices, so the
+    /// new roster does not cost this member a handshake (the drop-in mode's
+    /// runtime roster, Engine/WireGuardDropIn.swift). Call it right after init,
+    /// before anything else ran here; the caller checks the member is the same
+    /// (key, suite, psk). `keepPaths`: the member's paths too (false: the ones
+    /// init made from a new configured endpoint stay). Its keys are queued for
+    /// the owning lane.
+    package mutating func adopt(_ id: PeerID, from old: Tunnels, _ oldID: PeerID, keepPaths: Bool,
+                                persistentKeepalive: Span?) {
+        guard id.rawValue >= 0, id.rawValue < peers.count, oldID.rawValue >= 0, oldID.rawValue < old.peers.count else { return }
+        var s = old.peers[oldID.rawValue]
+        guard s.publicKey == peers[id.rawValue].publicKey, s.suite == peers[id.rawValue].suite else { return }
+        s.id = id
+        let keepalive = persistentKeepalive.flatMap { $0.ns > 0 ? $0 : nil }
+        if keepalive != s.persistentKeepalive {
+            s.persistentKeepalive = keepalive
+            s.timers[.persistentKeepalive] = keepalive == nil ? nil : .zero
+        }
+        peers[id.rawValue] = s
+        for (index, p) in old.ctx.indices where p == oldID { ctx.indices[index] = id }
+        if let last = old.ctx.lastTimestamp, ctx.lastTimestamp.map({ $0 < last }) ?? true { ctx.lastTimestamp = last }
+        staticStatics[id.rawValue] = old.staticStatics[oldID.rawValue]
+        if keepPaths { paths.adopt(id, old.paths[oldID]) }
+        ctx.keysChanged(id)
+        synced(id)
+    }
 
     /// The relay-tag keys of our session with `peer` (RelayHop.swift): no copy of the slots.
     func relayHop(of peer: PeerID) -> RelayHopKeys {

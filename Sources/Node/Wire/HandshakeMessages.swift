@@ -3,10 +3,12 @@
 // All integers little-endian; reserved bytes are zero (a non-zero one is refused).
 //
 // HANDSHAKE_INIT, 180 bytes
-//   0        1                 4                         8
-//  +--------+-----------------+-------------------------+
-//  | type=1 |  reserved (0)   |  sender_index (u32 LE)  |
-//  +--------+-----------------+-------------------------+
+//   0        1        2        4                         8
+//  +--------+--------+--------+-------------------------+
+//  | type=1 | offer  | res (0)|  sender_index (u32 LE)  |
+//  +--------+--------+--------+-------------------------+
+//    1         offer               1   the initiator's cipher offer: bit 0 = AES-256-GCM; other bits
+//                                      are carried (and authenticated) but mean nothing yet. 0: ChaCha only.
 //    8 ..  40  ephemeral           32   Noise token e (clear X25519 public key)
 //   40 ..  88  encrypted static    48   token s: initiator's X25519 static + tag
 //   88 .. 148  encrypted payload   60   timestamp (12, TAI64N) || initiator's Ed25519 public key (32) + tag
@@ -20,10 +22,12 @@
 //   it keeps the initiator's identity hidden from observers as s does.
 //
 // HANDSHAKE_RESP, 92 bytes
-//   0        1                 4                         8                           12
-//  +--------+-----------------+-------------------------+---------------------------+
-//  | type=2 |  reserved (0)   |  sender_index (u32 LE)  | receiver_index (u32 LE)   |
-//  +--------+-----------------+-------------------------+---------------------------+
+//   0        1        2        4                         8                           12
+//  +--------+--------+--------+-------------------------+---------------------------+
+//  | type=2 | choice | res (0)|  sender_index (u32 LE)  | receiver_index (u32 LE)   |
+//  +--------+--------+--------+-------------------------+---------------------------+
+//    1         choice              1   the responder's cipher for the session: 0 ChaCha20-Poly1305,
+//                                      1 AES-256-GCM; any other value is refused (nil)
 //   12 ..  44  ephemeral           32   Noise token e
 //   44 ..  60  encrypted empty     16   the empty payload's tag
 //   60 ..  76  mac1                16   as above, keyed by the initiator's X25519 static, bytes 0..<60
@@ -44,8 +48,13 @@
 // which anyone knowing the receiver's public key can compute: they route, they
 // do not authenticate.
 //
-// Parsing is exact: a message of another length, type or with non-zero reserved
-// bytes is nil. The length check comes before every read.
+// Both cipher bytes are authenticated: Crypto/Handshake.swift mixes them into the
+// Noise transcript whenever the offer is non-zero (a flipped bit fails the
+// handshake). An offer of 0 leaves the transcript exactly as before negotiation
+// existed, so a peer that sends zeros gets ChaCha20-Poly1305.
+//
+// Parsing is exact: a message of another length or type, with non-zero bytes 2..<4,
+// or a RESP choice other than 0 or 1, is nil. The length check comes before every read.
 
 import Support
 
@@ -78,6 +87,8 @@ public struct HandshakeInitiationMessage: Equatable, Sendable {
     public static let mac1Offset = 148
     public static let mac2Offset = 164
 
+    /// Byte 1: the initiator's cipher offer (bit 0: AES-256-GCM). 0 for ChaCha only.
+    public var cipherOffer: UInt8
     public var senderIndex: UInt32
     /// Noise message 1: e || enc(s) || enc(payload).
     public var noise: [UInt8]
@@ -87,9 +98,10 @@ public struct HandshakeInitiationMessage: Equatable, Sendable {
     /// For building a message from our own parts: the sizes are the layout's
     /// (`noise` 140 bytes, macs 16), and a wrong one is the caller's bug. Bytes from
     /// the network go through `init?(bytes:)`.
-    public init(senderIndex: UInt32, noise: [UInt8],
+    public init(senderIndex: UInt32, noise: [UInt8], cipherOffer: UInt8 = 0,
                 mac1: [UInt8] = [UInt8](repeating: 0, count: 16), mac2: [UInt8] = [UInt8](repeating: 0, count: 16)) {
         precondition(noise.count == Self.noiseSize && mac1.count == 16 && mac2.count == 16, "HANDSHAKE_INIT part sizes")
+        self.cipherOffer = cipherOffer
         self.senderIndex = senderIndex
         self.noise = noise
         self.mac1 = mac1
@@ -97,7 +109,10 @@ public struct HandshakeInitiationMessage: Equatable, Sendable {
     }
 
     public init?(bytes: [UInt8]) {
-        guard bytes.count == Self.size, wireTypeWord(bytes) == UInt32(MessageType.handshakeInit.rawValue) else { return nil }
+        guard bytes.count == Self.size, bytes[0] == MessageType.handshakeInit.rawValue, bytes[2] == 0, bytes[3] == 0 else {
+            return nil
+        }
+        cipherOffer = bytes[1]
         senderIndex = wireLoad32(bytes, at: 4)
         noise = Array(bytes[Self.noiseOffset..<Self.mac1Offset])
         mac1 = Array(bytes[Self.mac1Offset..<Self.mac2Offset])
@@ -105,7 +120,7 @@ public struct HandshakeInitiationMessage: Equatable, Sendable {
     }
 
     public var bytes: [UInt8] {
-        var out: [UInt8] = [MessageType.handshakeInit.rawValue, 0, 0, 0]
+        var out: [UInt8] = [MessageType.handshakeInit.rawValue, cipherOffer, 0, 0]
         out.reserveCapacity(Self.size)
         wireAppend32(&out, senderIndex)
         out += noise
@@ -124,6 +139,11 @@ public struct HandshakeResponseMessage: Equatable, Sendable {
     public static let mac1Offset = 60
     public static let mac2Offset = 76
 
+    /// The largest cipher choice a RESP may carry (1: AES-256-GCM).
+    public static let maxCipherChoice: UInt8 = 1
+
+    /// Byte 1: the responder's cipher choice (0 ChaCha20-Poly1305, 1 AES-256-GCM).
+    public var cipherChoice: UInt8
     public var senderIndex: UInt32
     public var receiverIndex: UInt32
     /// Noise message 2: e || enc(empty payload).
@@ -133,9 +153,11 @@ public struct HandshakeResponseMessage: Equatable, Sendable {
 
     /// For building a message from our own parts (`noise` 48 bytes, macs 16);
     /// a wrong size is the caller's bug. Bytes from the network go through `init?(bytes:)`.
-    public init(senderIndex: UInt32, receiverIndex: UInt32, noise: [UInt8],
+    public init(senderIndex: UInt32, receiverIndex: UInt32, noise: [UInt8], cipherChoice: UInt8 = 0,
                 mac1: [UInt8] = [UInt8](repeating: 0, count: 16), mac2: [UInt8] = [UInt8](repeating: 0, count: 16)) {
         precondition(noise.count == Self.noiseSize && mac1.count == 16 && mac2.count == 16, "HANDSHAKE_RESP part sizes")
+        precondition(cipherChoice <= Self.maxCipherChoice, "HANDSHAKE_RESP cipher choice")
+        self.cipherChoice = cipherChoice
         self.senderIndex = senderIndex
         self.receiverIndex = receiverIndex
         self.noise = noise
@@ -144,7 +166,9 @@ public struct HandshakeResponseMessage: Equatable, Sendable {
     }
 
     public init?(bytes: [UInt8]) {
-        guard bytes.count == Self.size, wireTypeWord(bytes) == UInt32(MessageType.handshakeResp.rawValue) else { return nil }
+        guard bytes.count == Self.size, bytes[0] == MessageType.handshakeResp.rawValue, bytes[1] <= Self.maxCipherChoice,
+              bytes[2] == 0, bytes[3] == 0 else { return nil }
+        cipherChoice = bytes[1]
         senderIndex = wireLoad32(bytes, at: 4)
         receiverIndex = wireLoad32(bytes, at: 8)
         noise = Array(bytes[Self.noiseOffset..<Self.mac1Offset])
@@ -153,7 +177,7 @@ public struct HandshakeResponseMessage: Equatable, Sendable {
     }
 
     public var bytes: [UInt8] {
-        var out: [UInt8] = [MessageType.handshakeResp.rawValue, 0, 0, 0]
+        var out: [UInt8] = [MessageType.handshakeResp.rawValue, cipherChoice, 0, 0]
         out.reserveCapacity(Self.size)
         wireAppend32(&out, senderIndex)
         wireAppend32(&out, receiverIndex)

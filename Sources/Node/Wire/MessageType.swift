@@ -7,7 +7,9 @@
 //
 // Every family keeps bytes 1..<4 reserved and zero, so the first four bytes read
 // as one little-endian word equal the type (as in WireGuard); a receiver drops a
-// datagram whose reserved bytes are not zero. Layouts live one file per family:
+// datagram whose reserved bytes are not zero. One exception: byte 1 of
+// Whalescale's HANDSHAKE_INIT and HANDSHAKE_RESP carries the cipher offer and
+// choice (HandshakeMessages.swift, docs/wire.md). Layouts live one file per family:
 // HandshakeMessages.swift (1, 2, 3), DataMessage.swift (4), the path probe (5, 6)
 // and relay (7) files.
 

@@ -215,6 +215,26 @@ final class ConfigTests: XCTestCase {
                        message: "expected an array of \"pcp\", \"natpmp\", \"upnp\" ([] = off), found a boolean")
     }
 
+    func testUplinks() throws {
+        XCTAssertNil(try Config.parse(nodeTable).node.uplinks, "default: every interface with a route to the outside")
+        XCTAssertEqual(try Config.parse(nodeTable + "\nuplinks = [\"wlan0\", \"wwan0\"]").node.uplinks, ["wlan0", "wwan0"])
+        XCTAssertError(nodeTable + "\nuplinks = []", line: 4, field: "node.uplinks",
+                       message: "is empty: list at least one interface, or leave the key out for every interface with a route to the outside")
+        XCTAssertError(nodeTable + "\nuplinks = [\"wlan0\", \"wlan0\"]", line: 4, field: "node.uplinks",
+                       message: "\"wlan0\" is listed twice")
+        XCTAssertError(nodeTable + "\nuplinks = [\"ws0\"]", line: 4, field: "node.uplinks",
+                       message: "\"ws0\" is this node's own tunnel interface (node.interface)")
+        XCTAssertError(nodeTable + "\nuplinks = [\"lo\"]", line: 4, field: "node.uplinks",
+                       message: "\"lo\" is the loopback interface, not a way out")
+        XCTAssertError(nodeTable + "\nuplinks = [\"a/b\"]", line: 4, field: "node.uplinks",
+                       message: "\"a/b\" is not a valid interface name: use printable ASCII without '/', ':' or spaces")
+        XCTAssertError(nodeTable + "\nuplinks = \"wlan0\"", line: 4, field: "node.uplinks",
+                       message: "expected an array of interface names, e.g. [\"wlan0\", \"wwan0\"], found a string")
+        XCTAssertError(nodeTable + "\nuplinks = [1]", line: 4, field: "node.uplinks[0]", message: "expected a string, found an integer")
+        let nine = (0..<9).map { "\"e\($0)\"" }.joined(separator: ", ")
+        XCTAssertError(nodeTable + "\nuplinks = [\(nine)]", line: 4, field: "node.uplinks", message: "has 9 interfaces; at most 8")
+    }
+
     func testLanDiscovery() throws {
         XCTAssertTrue(try Config.parse(nodeTable).node.lanDiscovery, "default: on")
         XCTAssertFalse(try Config.parse(nodeTable + "\nlan_discovery = false").node.lanDiscovery)

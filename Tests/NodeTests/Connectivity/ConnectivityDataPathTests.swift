@@ -29,8 +29,9 @@ final class ConnectivityDataPathTests: XCTestCase {
         return unsafeBitCast(sym, to: Counter.self)
     }()
 
-    static func makeWorld(owners: Int = 1) -> NetSim {
+    static func makeWorld(owners: Int = 1, cipher: CipherSetting? = nil) -> NetSim {
         let sim = NetSim(owners: owners)
+        if let cipher { sim.cipher = cipher }
         let cone1 = sim.addNAT(.independent, .independent), cone2 = sim.addNAT(.independent, .independent)
         let sym1 = sim.addNAT(.dependent, .addressAndPort), sym2 = sim.addNAT(.dependent, .addressAndPort)
         sim.build([.init(name: "anchor-1", anchor: true), .init(name: "anchor-2", anchor: true),
@@ -47,8 +48,16 @@ final class ConnectivityDataPathTests: XCTestCase {
     /// The engine's data path with one reactor (N = 1): lane 0's one shard seals
     /// and opens every session, the anchor forwards on its NodeCore, reports go back
     /// to NodeCore every 20 ms. Without allocation.
+    /// Sessions under the default cipher setting ("auto": AES-256-GCM where this CPU has it).
     func testDirectAndRelayedSteadyStateInPlace() {
         steadyState(owners: 1)
+    }
+
+    /// The same loop with every node set to `cipher = "chacha20poly1305"` (and, where this
+    /// CPU has AES-NI, explicitly "auto": both transport ciphers through the engine's data path).
+    func testSteadyStateUnderEachCipher() {
+        steadyState(owners: 1, cipher: .chacha20poly1305)
+        if NoiseCipher.aesGCM.isAvailable { steadyState(owners: 2, cipher: .auto) }
     }
 
     /// The same loop with sessions split across two reactors (SessionShard.swift):
@@ -57,8 +66,13 @@ final class ConnectivityDataPathTests: XCTestCase {
         steadyState(owners: 2)
     }
 
-    private func steadyState(owners: Int) {
-        let sim = Self.makeWorld(owners: owners)
+    private func steadyState(owners: Int, cipher: CipherSetting? = nil) {
+        let sim = Self.makeWorld(owners: owners, cipher: cipher)
+        let want: NoiseCipher = sim.cipher.allowsAESGCM && NoiseCipher.aesGCM.isAvailable ? .aesGCM : .chachaPoly
+        for (i, j) in [(2, 3), (3, 2), (4, 5), (5, 4)] {
+            XCTAssertEqual(sim.hosts[i].core.tunnels.peerStatus(PeerID(rawValue: j), now: sim.now)?.cipher, want,
+                           "\(sim.hosts[i].name) -> \(sim.hosts[j].name) under \(sim.cipher)")
+        }
         XCTAssertEqual(sim.activePath(2, 3)?.kind, .direct)
         guard let relay = sim.activePath(4, 5), relay.kind == .relay, let via = relay.via?.rawValue else {
             return XCTFail("the symmetric pair relays")
@@ -124,8 +138,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         XCTAssertEqual(cone1Core.tunnels.peerStatus(cone2Peer, now: start)?.counters.txPackets ?? 0 >= 10_000, true,
                        "the reports carried the counters")
         if let counted, let after {
-            XCTAssertEqual(after - counted, 0, "allocations on the data path, \(owners) reactor(s)")
-            print("datapath, \(owners) reactor(s): \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
+            XCTAssertEqual(after - counted, 0, "allocations on the data path, \(owners) reactor(s), \(want)")
+            print("datapath, \(owners) reactor(s), \(want): \(after - counted) allocations for 10 000 direct + 10 000 relayed packets")
         } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
             XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
         }

@@ -148,9 +148,15 @@ final class NetSim {
         self.owners = owners
     }
 
-    func makeCore(_ identity: Identity, _ members: [MemberSpec], anchor: Bool, seed: UInt64) -> (NodeCore, [SessionShard]) {
+    /// `[node] cipher` of every host (`cipherOf` overrides it by host name). WS_SIM_CIPHER
+    /// in the environment sets the default ("auto": AES-256-GCM where this CPU has it).
+    var cipher: CipherSetting = ProcessInfo.processInfo.environment["WS_SIM_CIPHER"].flatMap(CipherSetting.init(rawValue:)) ?? .auto
+    var cipherOf: [String: CipherSetting] = [:]
+
+    func makeCore(_ identity: Identity, _ members: [MemberSpec], anchor: Bool, seed: UInt64,
+                  cipher: CipherSetting = .auto) -> (NodeCore, [SessionShard]) {
         let core = NodeCore(identity: identity, members: members, isAnchor: anchor, timings: timings,
-                            sessionTimings: sessionTimings, seed: seed, owners: owners, sharded: true)
+                            sessionTimings: sessionTimings, seed: seed, owners: owners, sharded: true, cipher: cipher)
         let shards = (0..<owners).map {
             SessionShard(index: $0, owners: owners, roster: core.roster, isAnchor: anchor, timings: sessionTimings)
         }
@@ -189,7 +195,8 @@ final class NetSim {
                        isAnchor: specs[$0].anchor)
         }
         for (i, s) in specs.enumerated() {
-            let (core, shards) = makeCore(ids[i], members, anchor: s.anchor, seed: seed &+ UInt64(i) &* 7919)
+            let (core, shards) = makeCore(ids[i], members, anchor: s.anchor, seed: seed &+ UInt64(i) &* 7919,
+                                          cipher: cipherOf[s.name] ?? cipher)
             hosts.append(Host(name: s.name, identity: ids[i], core: core, shards: shards,
                               sync: ShardSync(router: LaneRouter(lanes: owners, isAnchor: s.anchor), peers: members.count),
                               local: locals[i], nat: s.nat))
@@ -333,7 +340,8 @@ final class NetSim {
             MemberSpec(publicKey: hosts[$0].identity.publicKey, name: hosts[$0].name,
                        endpoint: hosts[$0].core.isAnchor ? hosts[$0].local : nil, isAnchor: hosts[$0].core.isAnchor)
         }
-        (hosts[i].core, hosts[i].shards) = makeCore(hosts[i].identity, members, anchor: hosts[i].core.isAnchor, seed: seed)
+        (hosts[i].core, hosts[i].shards) = makeCore(hosts[i].identity, members, anchor: hosts[i].core.isAnchor, seed: seed,
+                                                    cipher: cipherOf[hosts[i].name] ?? cipher)
         hosts[i].sync = ShardSync(router: LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor), peers: members.count)
         hosts[i].up = true
         let local = hosts[i].local
@@ -352,10 +360,14 @@ final class NetSim {
 
     /// Return true to lose a datagram as it leaves host `host` (after it is logged in `sent`).
     var lose: (_ host: Int, _ to: Endpoint, _ type: UInt8) -> Bool = { _, _, _ in false }
+    /// Changes a datagram as it leaves host `host` (an attacker on the path; after `lose`).
+    var tamper: ((_ host: Int, _ bytes: inout [UInt8]) -> Void)?
 
     func emit(from i: Int, to: Endpoint, _ bytes: [UInt8]) {
         sent.append(Sent(at: now, host: i, to: to, type: bytes.first ?? 0, length: bytes.count))
         if lose(i, to, bytes.first ?? 0) { return }
+        var bytes = bytes
+        tamper?(i, &bytes)
         var src = hosts[i].local
         var hops = Span.zero
         if let n = hosts[i].nat {

@@ -24,7 +24,8 @@ private func report() -> StatusReport {
             nat: .init(mapping: .endpointDependent, evidence: [
                 .init(anchor: "anchor-1", observed: "11.0.0.3:40001", ageSeconds: 4),
                 .init(anchor: "anchor-2", observed: "11.0.0.3:40002", ageSeconds: 65),
-            ])),
+            ]),
+            uplinks: [.init(index: 0, name: "eth0", source: "routes", present: true)]),
         anchors: [.init(publicKey: keyB, name: "anchor-1", reachable: true), .init(publicKey: keyC, name: "anchor-2", reachable: true)],
         peers: [
             .init(name: "anchor-1", publicKey: keyB, address: ["10.77.0.1/32"], state: .up,
@@ -32,7 +33,7 @@ private func report() -> StatusReport {
             .init(name: "h2", publicKey: "h2key", address: ["10.77.0.22/32", "192.168.50.0/24"], state: .up,
                   lastHandshakeSecondsAgo: 3,
                   paths: [.init(kind: .direct, local: "udp0", remote: "11.0.0.2:51820", rttMs: 0.84, loss: 0, active: true,
-                                 validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"])],
+                                 validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"], uplink: "eth0")],
                   gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)]),
                   byPathKind: [.init(kind: .direct, rxBytes: 2048, rxPackets: 12, txBytes: 4096, txPackets: 20)]),
             .init(name: "h3", publicKey: "h3key", address: ["10.77.0.23/32"], state: .up, lastHandshakeSecondsAgo: 70,
@@ -212,6 +213,26 @@ final class WsctlVerbTests: XCTestCase {
         let neither = Explain.render(s, peer: 2)
         XCTAssertTrue(neither.contains("why: no direct address of the peer is known to try"), neither)
         XCTAssertTrue(neither.contains("to make it direct: neither NAT looks endpoint-dependent"), neither)
+    }
+
+    /// `wsctl status`: a `ciphers:` line under the table names each session's cipher,
+    /// only for peers that have one (none: no line).
+    func testStatusTableNamesCiphers() {
+        var s = report()
+        XCTAssertFalse(renderStatusTable(s).contains("ciphers:"))
+        s.peers[0].cipher = "aes256gcm"
+        s.peers[2].cipher = "chacha20poly1305"
+        let table = renderStatusTable(s)
+        XCTAssertTrue(table.contains("\nciphers: \(s.peers[0].name) aes256gcm, \(s.peers[2].name) chacha20poly1305\n"), table)
+    }
+
+    /// The session's cipher follows the key; no session, no cipher.
+    func testExplainNamesTheCipher() {
+        var s = report()
+        s.peers[2].cipher = "aes256gcm"
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key, cipher aes256gcm\n"))
+        s.peers[2].cipher = nil
+        XCTAssertTrue(Explain.render(s, peer: 2).contains("\nkey h3key\n"))
     }
 
     /// A path whose address came from the peer's LAN announcement says so.

@@ -78,10 +78,12 @@ final class CryptoTransportKeyTests: XCTestCase {
         XCTAssertEqual(buffer, expected)
     }
 
-    /// The key lives inline: the struct is exactly its 32 key bytes and the 32 of
-    /// its relay-tag key (Crypto/RelayTag.swift; no Array, no heap).
+    /// The key lives inline: the struct is its 32 key bytes, the cipher (1, padded to 8),
+    /// the AES-GCM state's pointer and owner (8 + 8; nil for ChaCha) and the 32 of its
+    /// relay-tag key (Crypto/RelayTag.swift; no Array). The AES state itself is one
+    /// allocation per keypair direction, made when the handshake completes.
     func testKeyIsStoredInline() {
-        XCTAssertEqual(MemoryLayout<TransportKey>.size, 64)
-        XCTAssertEqual(MemoryLayout<TransportKeys>.size, 128)
+        XCTAssertEqual(MemoryLayout<TransportKey>.size, 88)
+        XCTAssertEqual(MemoryLayout<TransportKeys>.size, 176)
     }
 }

@@ -33,7 +33,14 @@ final class HandshakeMessageTests: XCTestCase {
         XCTAssertEqual(Array(wire[164..<180]), message.mac2)
         XCTAssertEqual(HandshakeInitiationMessage(bytes: wire), message)
         XCTAssertEqual(HandshakeMACs.mac1Offset(wire), 148)
-        assertStrictParsing(wire) { HandshakeInitiationMessage(bytes: $0) != nil }
+        // Byte 1 is the cipher offer: any value parses and round-trips; bytes 2, 3 stay reserved.
+        assertStrictParsing(wire, reserved: 2..<4) { HandshakeInitiationMessage(bytes: $0) != nil }
+        for offer: UInt8 in [1, 2, 0xff] {
+            var offered = message
+            offered.cipherOffer = offer
+            XCTAssertEqual(offered.bytes[1], offer)
+            XCTAssertEqual(HandshakeInitiationMessage(bytes: offered.bytes), offered)
+        }
     }
 
     func testResponseRoundTrip() throws {
@@ -45,7 +52,16 @@ final class HandshakeMessageTests: XCTestCase {
         XCTAssertEqual(Array(wire[12..<60]), message.noise)
         XCTAssertEqual(HandshakeResponseMessage(bytes: wire), message)
         XCTAssertEqual(HandshakeMACs.mac1Offset(wire), 60)
-        assertStrictParsing(wire) { HandshakeResponseMessage(bytes: $0) != nil }
+        // Byte 1 is the cipher choice: 0 and 1 parse, anything else is refused.
+        assertStrictParsing(wire, reserved: 2..<4) { HandshakeResponseMessage(bytes: $0) != nil }
+        let aes = HandshakeResponseMessage(senderIndex: 1, receiverIndex: 2, noise: bytes(48, from: 50), cipherChoice: 1)
+        XCTAssertEqual(aes.bytes[1], 1)
+        XCTAssertEqual(HandshakeResponseMessage(bytes: aes.bytes), aes)
+        for choice: UInt8 in [2, 3, 0x80, 0xff] {
+            var other = wire
+            other[1] = choice
+            XCTAssertNil(HandshakeResponseMessage(bytes: other), "choice \(choice)")
+        }
     }
 
     func testCookieReplyRoundTrip() throws {
@@ -59,7 +75,8 @@ final class HandshakeMessageTests: XCTestCase {
     }
 
     /// One byte more or less, another type, or any non-zero reserved byte: refused.
-    func assertStrictParsing(_ wire: [UInt8], file: StaticString = #filePath, line: UInt = #line, _ parses: ([UInt8]) -> Bool) {
+    func assertStrictParsing(_ wire: [UInt8], reserved reservedBytes: Range<Int> = 1..<4, file: StaticString = #filePath,
+                             line: UInt = #line, _ parses: ([UInt8]) -> Bool) {
         XCTAssertTrue(parses(wire), file: file, line: line)
         XCTAssertFalse(parses(Array(wire.dropLast())), "short", file: file, line: line)
         XCTAssertFalse(parses(wire + [0]), "long", file: file, line: line)
@@ -69,7 +86,7 @@ final class HandshakeMessageTests: XCTestCase {
             other[0] = type
             XCTAssertFalse(parses(other), "type \(type)", file: file, line: line)
         }
-        for reserved in 1..<4 {
+        for reserved in reservedBytes {
             var other = wire
             other[reserved] = 1
             XCTAssertFalse(parses(other), "reserved byte \(reserved)", file: file, line: line)

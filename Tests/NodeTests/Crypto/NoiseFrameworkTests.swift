@@ -85,9 +85,17 @@ final class NoiseFrameworkTests: XCTestCase {
 
     func testProtocolNames() {
         XCTAssertNoThrow(try NoiseProtocol(name: "Noise_IK_25519_ChaChaPoly_BLAKE2b"))
+        // AESGCM: only where libsodium has it (AES-NI); elsewhere an unsupported suite.
+        if NoiseCipher.aesGCM.isAvailable {
+            XCTAssertEqual(try NoiseProtocol(name: "Noise_IK_25519_AESGCM_BLAKE2b").cipher, .aesGCM)
+        } else {
+            XCTAssertThrowsError(try NoiseProtocol(name: "Noise_IK_25519_AESGCM_BLAKE2b")) {
+                XCTAssertEqual($0 as? NoiseError, .unsupportedSuite("25519_AESGCM_BLAKE2b"))
+            }
+        }
         for (name, expected) in [
             ("Noise_IK_25519_ChaChaPoly_SHA256", NoiseError.unsupportedSuite("25519_ChaChaPoly_SHA256")),
-            ("Noise_IK_25519_AESGCM_BLAKE2b", .unsupportedSuite("25519_AESGCM_BLAKE2b")),
+            ("Noise_IK_25519_AESGCM_SHA512", .unsupportedSuite("25519_AESGCM_SHA512")),
             ("Noise_IK_448_ChaChaPoly_BLAKE2b", .unsupportedSuite("448_ChaChaPoly_BLAKE2b")),
             ("Noise_XXfallback_25519_ChaChaPoly_BLAKE2b", .unsupportedPattern("XXfallback")),
             ("Noise_IK_25519_ChaChaPoly", .unsupportedPattern("Noise_IK_25519_ChaChaPoly")),

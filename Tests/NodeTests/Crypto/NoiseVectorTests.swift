@@ -12,7 +12,13 @@
 // and payloads byte for byte, then the handshake hash), then the transport
 // messages with the Split() ciphers, alternating sender as cacophony does (one-way
 // patterns: initiator only). Every transport ciphertext is also reproduced with
-// the data path's TransportKey, so the in-place AEAD is tied to the vectors too.
+// the data path's TransportKey, and opened in place by the receiving side's, so the
+// in-place AEAD is tied to the vectors too.
+//
+// AESGCM: Tests/vectors/noise-cacophony-aesgcm.json holds cacophony's 25519 AESGCM
+// vectors (NN NK KK IK XX, BLAKE2b and BLAKE2s; public domain test data, source in
+// the file). They run in the same harness (`testCacophonyAESGCMVectors`): every one
+// must run where libsodium has AES-GCM (AES-NI); without it the test is skipped, loudly.
 
 import Foundation
 import XCTest
@@ -59,6 +65,28 @@ final class NoiseVectorTests: XCTestCase {
         return repoRoot.appendingPathComponent("Tests/vectors/noise-cacophony-subset.json").path
     }
 
+    func testCacophonyAESGCMVectors() throws {
+        guard NoiseCipher.aesGCM.isAvailable else {
+            throw XCTSkip("this CPU has no AES-GCM in libsodium (AES-NI and PCLMULQDQ): AESGCM vectors not run")
+        }
+        let repoRoot = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = repoRoot.appendingPathComponent("Tests/vectors/noise-cacophony-aesgcm.json").path
+        let data = try XCTUnwrap(FileManager.default.contents(atPath: path), "AESGCM vectors not found at \(path)")
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let file = try decoder.decode(VectorFile.self, from: data)
+        XCTAssertEqual(file.vectors.count, 10, "NN NK KK IK XX × BLAKE2b, BLAKE2s")
+        var ran: [String] = []
+        for vector in file.vectors {
+            XCTAssertTrue(vector.protocolName.contains("_AESGCM_"), vector.protocolName)
+            XCTAssertEqual(try run(vector), .ran, "\(vector.protocolName) must run")
+            ran.append(vector.protocolName)
+        }
+        XCTAssertEqual(ran.count, file.vectors.count)
+        print("Noise AESGCM vectors (\(path)): \(ran.count) run")
+    }
+
     func testCacophonyVectors() throws {
         let path = Self.vectorsPath
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -87,7 +115,7 @@ final class NoiseVectorTests: XCTestCase {
         XCTAssertEqual(blake2sRan, blake2sListed, "every BLAKE2s vector runs (libb2): \(summary)")
     }
 
-    private func run(_ v: Vector) throws -> Outcome {
+    func run(_ v: Vector) throws -> Outcome {
         do {
             _ = try NoiseProtocol(name: v.protocolName)
         } catch NoiseError.unsupportedSuite(_) {
@@ -157,10 +185,14 @@ final class NoiseVectorTests: XCTestCase {
             XCTAssertEqual(received, payload, "\(name): transport message \(index) payload")
 
             // The data path's in-place AEAD must produce the same bytes.
-            if let key {
+            if let key, let receiver = (fromInitiator ? r1 : i2).transportKey {
+                XCTAssertEqual(key.cipher, initiator.noiseProtocol.cipher, "\(name): the transport key's cipher")
                 var buffer = payload + [UInt8](repeating: 0, count: 16)
                 buffer.withUnsafeMutableBytes { key.seal(counter: counter, buffer: $0.baseAddress!, length: payload.count) }
                 XCTAssertEqual(buffer.cryptoHexString, m.ciphertext, "\(name): TransportKey seal of message \(index)")
+                let opened = buffer.withUnsafeMutableBytes { receiver.open(counter: counter, buffer: $0.baseAddress!, length: $0.count) }
+                XCTAssertTrue(opened, "\(name): TransportKey open of message \(index)")
+                XCTAssertEqual(Array(buffer.prefix(payload.count)), payload, "\(name): TransportKey open of message \(index)")
             } else {
                 XCTFail("\(name): no transport key after split")
             }

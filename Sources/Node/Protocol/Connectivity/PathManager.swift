@@ -48,6 +48,10 @@ struct PathManager: Sendable {
     @inline(__always)
     subscript(p: PeerID) -> PathSet { peers[p.rawValue] }
 
+    /// A member's paths as another roster's manager held them (`Tunnels.adopt`).
+    /// Only for members whose paths name no other member (no relay: WireGuard peers).
+    mutating func adopt(_ p: PeerID, _ set: PathSet) { peers[p.rawValue] = set }
+
     // MARK: The table
 
     /// Adds a path (or finds it); `forgotPings`: a full table replaced one, and its pings went with it.

@@ -96,26 +96,11 @@ struct DeadlineHeap<Key: Hashable & Sendable>: Sendable {
     }
 
     private mutating func siftUp(_ start: Int) {
-        var i = start
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard heap[i].deadline < heap[parent].deadline else { return }
-            swapAt(i, parent)
-            i = parent
-        }
+        HeapSift.up(start, less: { heap[$0].deadline < heap[$1].deadline }, swap: { swapAt($0, $1) })
     }
 
     private mutating func siftDown(_ start: Int) {
-        var i = start
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < heap.count, heap[l].deadline < heap[m].deadline { m = l }
-            if r < heap.count, heap[r].deadline < heap[m].deadline { m = r }
-            if m == i { return }
-            swapAt(i, m)
-            i = m
-        }
+        HeapSift.down(start, count: heap.count, less: { heap[$0].deadline < heap[$1].deadline }, swap: { swapAt($0, $1) })
     }
 }
 
@@ -204,24 +189,42 @@ struct DenseDeadlineHeap: Sendable {
     }
 
     private mutating func siftUp(_ start: Int) {
+        HeapSift.up(start, less: { less($0, $1) }, swap: { swapAt($0, $1) })
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        HeapSift.down(start, count: heap.count, less: { less($0, $1) }, swap: { swapAt($0, $1) })
+    }
+}
+
+/// The sift loops of a binary min-heap stored as an array, written once for both
+/// heaps above. They see the heap only by slot index: `less(a, b)` says slot a's
+/// entry comes before slot b's (the heap's order), `swap(a, b)` exchanges two
+/// slots (and keeps the heap's key -> slot index in step).
+enum HeapSift {
+    /// Moves the entry at `start` up while it comes before its parent.
+    @inline(__always)
+    static func up(_ start: Int, less: (Int, Int) -> Bool, swap: (Int, Int) -> Void) {
         var i = start
         while i > 0 {
             let parent = (i - 1) / 2
             guard less(i, parent) else { return }
-            swapAt(i, parent)
+            swap(i, parent)
             i = parent
         }
     }
 
-    private mutating func siftDown(_ start: Int) {
+    /// Moves the entry at `start` down while a child (of `count` entries) comes before it.
+    @inline(__always)
+    static func down(_ start: Int, count: Int, less: (Int, Int) -> Bool, swap: (Int, Int) -> Void) {
         var i = start
         while true {
             let l = 2 * i + 1, r = l + 1
             var m = i
-            if l < heap.count, less(l, m) { m = l }
-            if r < heap.count, less(r, m) { m = r }
+            if l < count, less(l, m) { m = l }
+            if r < count, less(r, m) { m = r }
             if m == i { return }
-            swapAt(i, m)
+            swap(i, m)
             i = m
         }
     }

@@ -1,0 +1,84 @@
+// One session's keys and their bookkeeping (send counter, replay window, ages):
+// what the three slots of KeypairSlots.swift hold. Moved out of PeerSession.swift.
+
+import Support
+import Wire
+import Crypto
+
+/// Keys of one session and their bookkeeping. Stored inline (the replay window
+/// too): moving between slots copies ~1 KiB, but the data path never allocates.
+struct Keypair: Sendable {
+    let keys: TransportKeys
+    /// Index we chose: the peer puts it in every DATA it sends us under these keys.
+    let localIndex: UInt32
+    /// Index the peer chose: we put it in every DATA we send.
+    let remoteIndex: UInt32
+    let createdAt: Instant
+    /// True if we initiated the handshake that made these keys: only the
+    /// initiator rekeys by age (whitepaper §6.2), so both sides do not race.
+    let isInitiator: Bool
+    var sendCounter: UInt64 = 0
+    /// Set when sessions are sharded (SessionShard.swift, 1..N reactors): the
+    /// owning shard seals data and the session layer seals keepalives and
+    /// control messages under the same keys, so the counter is one both take
+    /// from (atomic across reactors). Nil (not sharded): `sendCounter` is it.
+    let shared: (any SharedSendCounter)?
+    var replay: ReplayWindow
+
+    init(keys: TransportKeys, localIndex: UInt32, remoteIndex: UInt32, createdAt: Instant, isInitiator: Bool,
+         timings: SessionTimings, shared: (any SharedSendCounter)? = nil) {
+        self.keys = keys
+        self.localIndex = localIndex
+        self.remoteIndex = remoteIndex
+        self.createdAt = createdAt
+        self.isInitiator = isInitiator
+        self.shared = shared
+        self.replay = ReplayWindow(limit: timings.rejectAfterMessages)
+    }
+
+    /// The counter the next sealed packet gets.
+    var nextCounter: UInt64 { shared?.current ?? sendCounter }
+
+    enum SealOutcome { case sealed(rekeyDue: Bool), expired }
+    enum OpenOutcome { case opened, expired, replay, authFailed }
+
+    func canSend(now: Instant, timings: SessionTimings) -> Bool {
+        nextCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
+    }
+
+    /// Writes the DATA header in front of the payload and encrypts the payload in
+    /// place (tag behind it). The caller checked the geometry.
+    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
+                       now: Instant, timings: SessionTimings) -> SealOutcome {
+        guard canSend(now: now, timings: timings) else { return .expired }
+        let counter: UInt64
+        if let shared {
+            counter = shared.take()
+            guard counter < timings.rejectAfterMessages else { return .expired }  // taken concurrently
+        } else {
+            counter = sendCounter
+            sendCounter += 1
+        }
+        let header = base + (payloadOffset - DataMessage.headerSize)
+        header.storeBytes(of: UInt32(DataMessage.type).littleEndian, as: UInt32.self)
+        header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
+        header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
+        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength)
+        // keepKeyFreshSending: by count on either side, by age on the initiator's.
+        let rekey = counter + 1 >= timings.rekeyAfterMessages
+            || (isInitiator && now - createdAt >= timings.rekeyAfterTime)
+        return .sealed(rekeyDue: rekey)
+    }
+
+    /// Authenticates and decrypts a DATA message of `length` bytes at `base` in
+    /// place. The window moves only after authentication succeeded.
+    mutating func open(_ base: UnsafeMutableRawPointer, length: Int, counter: UInt64,
+                       now: Instant, timings: SessionTimings) -> OpenOutcome {
+        guard now - createdAt < timings.rejectAfterTime else { return .expired }
+        guard replay.check(counter) else { return .replay }  // cheap, before the AEAD
+        guard keys.receive.open(counter: counter, buffer: base + DataMessage.headerSize,
+                                length: length - DataMessage.headerSize) else { return .authFailed }
+        guard replay.accept(counter) else { return .replay }
+        return .opened
+    }
+}
