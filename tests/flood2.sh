@@ -432,6 +432,8 @@ figures+=("F9-roaming-race: $copies copies raced ahead of m2's DATA from 2 alter
 echo "figures: ${figures[-1]}"
 [ "$copies" -ge 100 ] || fail "F9: only $copies copies raced"
 [ "$flips" -ge 1 ] || fail "F9: the race never moved m1's path to m2 (nothing for the debounce to hold back)"
+# The log is budgeted (Engine/LogBudget.swift: a burst of 20, then 2 lines/s), not written at the racer's rate.
+[ "$flips" -le $((20 + 2 * f9secs + 5)) ] || fail "F9: m1 logged $flips path moves in $f9secs s: the log runs at the attacker's rate"
 # Each DATA arrives twice (copy first): exactly one of the two is a replay.
 [ "$(d replay)" -ge $((copies * 98 / 100)) ] && [ "$(d replay)" -le $((copies + 5)) ] ||
   fail "F9: $copies raced copies, $(d replay) counted as replay"

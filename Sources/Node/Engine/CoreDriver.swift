@@ -70,11 +70,13 @@ extension Daemon {
         switch e {
         case .session(.established(let p)): logger.info("\(peerName(p)): session established")
         case .session(.rekeyed(let p)): logger.debug("\(peerName(p)): rekeyed")
-        case .session(.endpointChanged(let p, let ep)): logger.info("\(peerName(p)): endpoint now \(ep)")
+        case .session(.endpointChanged(let p, let ep)):
+            if let more = moveLine() { logger.info("\(peerName(p)): endpoint now \(ep)\(more)") }
         case .session(.handshakeFailed(let p)): logger.notice("\(peerName(p)): no handshake answer; queued packets dropped")
         case .session(.expired(let p)): logger.notice("\(peerName(p)): keys expired")
         case .pathChanged(let p, let kind, let remote, let via):
-            logger.info("\(peerName(p)): path \(kind.rawValue) \(remote)\(via.map { " via " + peerName($0) } ?? "")")
+            guard let more = moveLine() else { break }
+            logger.info("\(peerName(p)): path \(kind.rawValue) \(remote)\(via.map { " via " + peerName($0) } ?? "")\(more)")
         case .anchorReachable(let a): logger.info("anchor \(peerName(a)) reachable")
         case .anchorUnreachable(let a): logger.notice("anchor \(peerName(a)) unreachable")
         case .onlyOneAnchorReachable(let a):
@@ -91,6 +93,14 @@ extension Daemon {
         case .gossipRecordsChanged: gossipRecordsChanged(now: Self.now())
         case .echoReply(let r): echoReplied(r)
         }
+    }
+
+    /// Whether a path or endpoint change line may be written now (`LogBudget`): nil
+    /// if not; else a note of the lines left out before it ("" if none).
+    private func moveLine() -> String? {
+        let (allowed, leftOut) = moveLogBudget.admit(now: Self.now())
+        guard allowed else { return nil }
+        return leftOut == 0 ? "" : " (\(leftOut) path/endpoint change lines left out: over 2/s)"
     }
 
     /// After NodeCore ran: new keys, routes and anchors to the lanes

@@ -81,6 +81,8 @@ public final class Daemon: @unchecked Sendable {
     var recordsWriter: StateWriter?
     var recordsSchedule = SaveSchedule(interval: SaveSchedule.defaultInterval)
     var tunnelTimer: TimerID?
+    /// Path and endpoint change lines: a racing attacker must not set the log's rate (review F9).
+    var moveLogBudget = LogBudget()
     var tunnelDeadline: Instant?
     /// Port mapping (PCP, NAT-PMP, UPnP) on its own thread; nil when `node.port_mapping = []`.
     var portMap: PortMapAdapter?
