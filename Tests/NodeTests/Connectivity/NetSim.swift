@@ -520,7 +520,20 @@ final class NetSim {
 
     // MARK: Queries
 
-    func status(_ i: Int) -> NodeStatus { hosts[i].core.status(now: now) }
+    /// NodeCore's status with the shards' counters added, as the daemon's status adds its lanes'
+    /// (drops by reason; on an anchor what each lane forwarded, and per lane).
+    func status(_ i: Int) -> NodeStatus {
+        var st = hosts[i].core.status(now: now)
+        for (k, shard) in hosts[i].shards.enumerated() {
+            for (r, n) in shard.drops { st.counters[r.name, default: 0] &+= n }
+            guard hosts[i].core.isAnchor else { continue }
+            let r = shard.relayCounters
+            st.counters["relay_forwarded_packets", default: 0] &+= r.packets
+            st.counters["relay_forwarded_bytes", default: 0] &+= r.bytes
+            st.counters["relay_forwarded_packets_lane\(k)", default: 0] &+= r.packets
+        }
+        return st
+    }
 
     func activePath(_ i: Int, _ j: Int) -> NodeStatus.Path? {
         status(i).peers.first { $0.id == pid(j) }?.paths.first { $0.active }
