@@ -377,8 +377,10 @@ public final class Daemon: @unchecked Sendable {
         guard n > 1 else { return }
         do {
             // A RELAY carrying DATA goes by its inner receiver index on every node: a member unwraps
-            // it on the lane that owns the inner DATA; an anchor forwards it on the lane it lands on.
-            try UDPSocket.attachSteering(fd: lanes[0].udp.fd, groups: n, relayInner: LaneRouter.relayInner)
+            // it on the lane that owns the inner DATA; an anchor forwards it on the lane it lands
+            // on, picked by the index's second byte (the pair bit: LaneRouter.isAnchor).
+            try UDPSocket.attachSteering(fd: lanes[0].udp.fd, groups: n, relayInner: LaneRouter.relayInner,
+                                         relayByPair: config.node.anchor)
         } catch {
             logger.notice("udp: reuseport steering refused (\(error)); datagrams that land on the wrong reactor are handed over")
         }

@@ -241,10 +241,14 @@ struct SessionContext: Sendable {
     /// A random index not in use. 32 bits and a few live indices per peer: the
     /// loop ends at once in practice. Split: an index the owning reactor's
     /// steering program sends to it (`SessionOwnership`), so about `owners` tries.
-    mutating func allocateIndex(for peer: PeerID) -> UInt32 {
+    /// Its bit 8 (the low bit of its second byte) is `pairBit`, which the two
+    /// ends of a session set opposite (`SessionOwnership.pairBit`): an anchor
+    /// steers a RELAY by that byte, so the two directions of a relayed pair
+    /// land on different lanes of an anchor with an even number of them.
+    mutating func allocateIndex(for peer: PeerID, pairBit: Bool) -> UInt32 {
         let owner = SessionOwnership.owner(of: peer, owners: owners)
         while true {
-            let i = UInt32(truncatingIfNeeded: rng.next())
+            let i = UInt32(truncatingIfNeeded: rng.next()) & ~0x100 | (pairBit ? 0x100 : 0)
             if indices[i] == nil, SessionOwnership.owner(ofIndex: i, owners: owners) == owner {
                 indices[i] = peer
                 return i
@@ -422,7 +426,7 @@ struct PeerSession: Sendable {
 
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
-        let index = ctx.allocateIndex(for: id)
+        let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
         let answer: (message: [UInt8], keys: TransportKeys)?
         switch received {
         case .whalescale(let r): answer = WhalescaleIK.createResponse(to: r, senderIndex: index, macs: &macs, now: now)
@@ -582,7 +586,7 @@ struct PeerSession: Sendable {
             attempt = sameAttempt ? a : a + 1
             since = s
         }
-        let index = ctx.allocateIndex(for: id)
+        let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
         let timestamp = ctx.nextTimestamp(wallClock)
         var made: (message: [UInt8], state: PendingInitiation)?
         if reachable {

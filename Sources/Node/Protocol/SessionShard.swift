@@ -70,14 +70,26 @@ public enum SessionOwnership {
     /// on every node: on a member a RELAY from an anchor lands on the inner
     /// session's owner; on an anchor a RELAY to forward lands on a lane picked
     /// by its target's index, and that lane forwards it); anything else to
-    /// reactor 0. What the BPF program computes, byte for byte.
-    public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool) -> Int {
+    /// reactor 0. What the BPF program computes, byte for byte; on an anchor the
+    /// lane of a RELAY is picked by the inner index's second byte (`anchor`).
+    /// `anchor`: a RELAY goes by the inner index's second byte instead (byte 21),
+    /// whose low bit is the pair bit: the two directions of a pair differ there.
+    public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool,
+                             anchor: Bool = false) -> Int {
         guard owners > 1, length > 0 else { return 0 }
         if p[0] == MessageType.data.rawValue, length > 4 { return Int(p[4]) % owners }
-        if relayInner, p[0] == MessageType.relay.rawValue, length > 20, p[16] == MessageType.data.rawValue {
-            return Int(p[20]) % owners
+        let at = anchor ? 21 : 20
+        if relayInner, p[0] == MessageType.relay.rawValue, length > at, p[16] == MessageType.data.rawValue {
+            return Int(p[at]) % owners
         }
         return 0
+    }
+
+    /// The bit 8 of every receiver index we choose for `peer`'s sessions: set
+    /// when our key sorts before its, so the other end sets it the other way
+    /// (an anchor steers each direction of a relayed pair by it).
+    public static func pairBit(own: PublicKey, peer: PublicKey) -> Bool {
+        own.bytes.lexicographicallyPrecedes(peer.bytes)
     }
 }
 

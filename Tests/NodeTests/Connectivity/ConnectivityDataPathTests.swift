@@ -103,8 +103,7 @@ final class ConnectivityDataPathTests: XCTestCase {
                                                                             payloadLength: payload, now: now),
                   rlen == payload + 32 + RelayMessage.headerSize else { break }
             view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
-            let k = SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: owners,
-                                           relayInner: LaneRouter.relayInner)
+            let k = LaneRouter(lanes: owners, isAnchor: true).steer(UnsafeRawBufferPointer(view), length: rlen)
             guard case .forward(_, 0, rlen) = anchorLanes[k].receive(view, length: rlen, from: sym1Seen, now: now) else { break }
             guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: owners, relayInner: true)
                     == sym2.index,

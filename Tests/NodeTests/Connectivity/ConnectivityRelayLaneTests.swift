@@ -19,10 +19,11 @@ final class ConnectivityRelayLaneTests: XCTestCase {
         return sim
     }
 
-    /// Steering picks the anchor's lane by the inner DATA's receiver index, which the
-    /// target chose (≡ the sender's owner there): senders 1...4 land on lanes 1, 2, 0, 1
-    /// of 3 (1, 0, 1, 0 of 2). Fails if relaying goes back to lane 0 (steering that
-    /// does not read inside a RELAY on an anchor, or a shard that hands RELAY to NodeCore).
+    /// Steering picks the anchor's lane by the inner DATA receiver index's second byte,
+    /// which the target chose with the pair bit as its low bit: the two directions of
+    /// every pair land on different lanes of 2, and 12 directions spread over 3. Fails
+    /// if relaying goes back to lane 0 (steering that does not read inside a RELAY on
+    /// an anchor, or a shard that hands RELAY to NodeCore).
     func testEveryLaneOfAnAnchorForwardsWhatLandsOnIt() {
         for owners in [2, 3] {
             let sim = relayedWorld(owners: owners)
@@ -36,6 +37,16 @@ final class ConnectivityRelayLaneTests: XCTestCase {
                     XCTAssertEqual(sim.activePath(i, j)?.kind, .relay, "owners \(owners): \(i)->\(j) relays")
                     for n in 0..<6 { XCTAssertTrue(sim.delivered(j, from: i, number: n), "owners \(owners): \(i)->\(j) #\(n)") }
                 }
+            }
+            // Where each direction lands: the second byte of the index its target chose for it.
+            func lane(_ i: Int, _ j: Int) -> Int? {
+                sim.hosts[j].core.shardKeys(of: sim.pid(i)).current.map { Int($0.localIndex >> 8 & 0xFF) % owners }
+            }
+            if owners == 2 {
+                for i in members { for j in members where i < j {
+                    XCTAssertNotNil(lane(i, j))
+                    XCTAssertNotEqual(lane(i, j), lane(j, i), "\(i)<->\(j): the two directions on different lanes")
+                } }
             }
             let lanes = sim.hosts[0].shards.map(\.relayCounters.packets)
             XCTAssertEqual(lanes.count, owners)
@@ -62,10 +73,11 @@ final class ConnectivityRelayLaneTests: XCTestCase {
         return m
     }
 
-    /// A RELAY-looking inner DATA whose receiver index's low byte is `index` (what steering reads).
+    /// A RELAY-looking inner DATA whose receiver index's second byte is `index` (what an
+    /// anchor's steering reads: the pair byte).
     func inner(index: UInt8) -> [UInt8] {
         var d = [4] + [UInt8](repeating: 0xAB, count: 1199)
-        d[4] = index
+        d[5] = index
         return d
     }
 

@@ -31,16 +31,18 @@ final class LaneRouterTests: XCTestCase {
     }
 
     /// Steering is the kernel's BPF rule: DATA by its receiver index; a RELAY carrying DATA by
-    /// its inner index on members and anchors alike (an anchor forwards on the lane it lands on);
-    /// a RELAY carrying a handshake on lane 0.
+    /// its inner index: on a member by its low byte (the owner), on an anchor by its second
+    /// byte (the pair bit's: the anchor forwards on the lane it lands on); a RELAY carrying
+    /// a handshake on lane 0.
     func testSteeringIsByReceiverIndexAndAnchorsSpreadRelayOverTheLanes() {
         var relay = [UInt8](repeating: 0, count: 60)
         relay[0] = MessageType.relay.rawValue
         relay[RelayMessage.headerSize] = MessageType.data.rawValue  // 16
         relay[RelayMessage.headerSize + 4] = 5
+        relay[RelayMessage.headerSize + 5] = 7
         let member = LaneRouter(lanes: 3, isAnchor: false), anchor = LaneRouter(lanes: 3, isAnchor: true)
         XCTAssertEqual(relay.withUnsafeBytes { member.steer($0, length: relay.count) }, 2)
-        XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 2)
+        XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 1)
         relay[RelayMessage.headerSize] = 1  // HANDSHAKE_INIT inside
         XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 0)
         // A RELAY the shard forwarded is sent from where it lies, on that lane.

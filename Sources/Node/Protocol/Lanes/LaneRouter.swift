@@ -43,8 +43,13 @@ public enum LaneStep: Equatable, Sendable {
 public struct LaneRouter: Sendable {
     public let lanes: Int
     /// An anchor forwards RELAY on whichever lane it lands (the relay table is
-    /// published to every lane); steering is the same on anchors and members:
-    /// a RELAY carrying DATA by the inner receiver index.
+    /// published to every lane). Steering reads the DATA inside a RELAY on every
+    /// node: a member by the inner receiver index's low byte (its owner), an
+    /// anchor by its second byte, whose low bit the two ends of a session set
+    /// opposite (`SessionOwnership.pairBit`), so a relayed pair's two directions
+    /// land on different lanes (with an even number of lanes; more pairs spread
+    /// over the rest). A RELAY for the anchor itself may then land off its owner
+    /// and is handed over once (`handoff_datagrams`), as any mis-steered datagram.
     public let isAnchor: Bool
 
     public init(lanes: Int, isAnchor: Bool) {
@@ -62,7 +67,7 @@ public struct LaneRouter: Sendable {
     /// The lane the kernel's steering program delivers this datagram to (`CReactor/steering.c`).
     @inline(__always)
     public func steer(_ p: UnsafeRawBufferPointer, length: Int) -> Int {
-        SessionOwnership.owner(ofDatagram: p, length: length, owners: lanes, relayInner: Self.relayInner)
+        SessionOwnership.owner(ofDatagram: p, length: length, owners: lanes, relayInner: Self.relayInner, anchor: isAnchor)
     }
 
     /// What lane `lane` does after its shard answered `result`.
@@ -199,8 +204,9 @@ extension LaneRouter {
                 return .consumed
             case .handTo(let o):
                 // DATA is steered to its owner by the receiver index we chose; so is a
-                // RELAY carrying DATA for us; a RELAY to forward is forwarded where it lands.
-                if length > 0, b[0] == MessageType.data.rawValue || b[0] == MessageType.relay.rawValue {
+                // RELAY carrying DATA for a member. An anchor forwards a RELAY where it lands,
+                // and hands over only one for itself (steered by the pair byte, not the owner).
+                if length > 0, b[0] == MessageType.data.rawValue || (b[0] == MessageType.relay.rawValue && !isAnchor) {
                     fault(.misSteered(on: k, owner: o))
                 }
                 k = o
