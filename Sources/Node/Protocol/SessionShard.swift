@@ -216,7 +216,7 @@ public struct SessionShard: Sendable {
         if isAnchor {
             let rule = relayRule ?? RelayBudgetRule(bytesPerSecond: ConnectivityTimings.default.relayBytesPerSecond,
                                                     burstBytes: ConnectivityTimings.default.relayBurstBytes)
-            relay.budget = relayBudget ?? LocalRelayBudget(members: roster.count, rule: rule)
+            relay.setBudget(relayBudget ?? LocalRelayBudget(members: roster.count, rule: rule))
         }
     }
 

@@ -689,6 +689,7 @@ public struct Tunnels: Sendable {
 
     /// Until when `isEstablished(peer)` holds with the keys as they are now (nil: it does not now).
     /// What the lanes' relay table carries, so a lane checks the deadline per packet itself.
+    @inline(__always)
     public func sendableUntil(_ peer: PeerID) -> Instant? {
         // Field by field through the optional: binding `current` would copy a keypair (its replay window).
         guard peer.rawValue >= 0, peer.rawValue < peers.count, let created = peers[peer.rawValue].keys.current?.createdAt,
@@ -755,6 +756,7 @@ public struct Tunnels: Sendable {
     mutating func pollKeyChange() -> PeerID? { ctx.keyChanges.pop() }
 
     /// The relay-tag keys of our session with `peer` (RelayHop.swift): no copy of the slots.
+    @inline(__always)
     func relayHop(of peer: PeerID) -> RelayHopKeys {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return RelayHopKeys() }
         return peers[peer.rawValue].keys.relayHop

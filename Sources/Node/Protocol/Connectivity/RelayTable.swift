@@ -157,7 +157,17 @@ public struct RelayLaneCounters: Equatable, Sendable {
 /// One lane's RELAY forwarder on an anchor (held by its SessionShard).
 struct RelayLane: Sendable {
     var table = RelayTable()
-    var budget: (any SharedRelayBudget)?
+    /// The shared budget: held strongly in `budget`, called through `budgetRef`
+    /// without a retain per packet (a retain of an object every lane shares
+    /// would bounce its refcount between cores on each forwarded datagram; a
+    /// plain or `unowned(unsafe)` reference still retained it around the call).
+    private var budget: BudgetHolder?
+    private var budgetRef: Unmanaged<BudgetHolder>?
+
+    final class BudgetHolder: Sendable {
+        let impl: any SharedRelayBudget
+        init(_ b: any SharedRelayBudget) { impl = b }
+    }
     private(set) var counters = RelayLaneCounters()
     /// The last source looked up, and its member: a GRO run's datagrams share
     /// their source, so `bySource` is hashed once per run, not per datagram.
@@ -166,6 +176,11 @@ struct RelayLane: Sendable {
     enum Verdict: Equatable {
         case forward(Endpoint)
         case refuse(NodeDropReason)
+    }
+
+    mutating func setBudget(_ b: (any SharedRelayBudget)?) {
+        budget = b.map(BudgetHolder.init)
+        budgetRef = budget.map { Unmanaged.passUnretained($0) }
     }
 
     mutating func setTable(_ t: RelayTable) {
@@ -201,7 +216,9 @@ struct RelayLane: Sendable {
               let key = table.members[t].keys.send else {
             return .refuse(.relayTargetUnreachable)
         }
-        if let budget, !budget.take(s, bytes: length, now: now) { return .refuse(.relayRateLimited) }
+        if let b = budgetRef, !b._withUnsafeGuaranteedRef({ $0.impl.take(s, bytes: length, now: now) }) {
+            return .refuse(.relayRateLimited)
+        }
         counters.packets &+= 1
         counters.bytes &+= UInt64(length)
         RelayMessage.rewrite(table.members[s].label, in: UnsafeMutableRawBufferPointer(start: base, count: length))
