@@ -67,13 +67,11 @@ public enum SessionOwnership {
 
     /// Where a whole datagram goes: DATA by its receiver index; a RELAY
     /// carrying DATA by the inner index when `relayInner` (the engine sets it
-    /// on every node: on a member a RELAY from an anchor lands on the inner
-    /// session's owner; on an anchor a RELAY to forward lands on a lane picked
-    /// by its target's index, and that lane forwards it); anything else to
-    /// reactor 0. What the BPF program computes, byte for byte; on an anchor the
-    /// lane of a RELAY is picked by the inner index's second byte (`anchor`).
-    /// `anchor`: a RELAY goes by the inner index's second byte instead (byte 21),
-    /// whose low bit is the pair bit: the two directions of a pair differ there.
+    /// on every node): on a member by the index's low byte (byte 20), so it
+    /// lands on the inner session's owner; on an anchor (`anchor`) by its second
+    /// byte (byte 21), whose low bit is the pair bit, so the two directions of a
+    /// relayed pair land on different lanes, each of which forwards what lands
+    /// on it; anything else to reactor 0. What the BPF program computes, byte for byte.
     public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool,
                              anchor: Bool = false) -> Int {
         guard owners > 1, length > 0 else { return 0 }
