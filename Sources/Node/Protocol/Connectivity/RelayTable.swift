@@ -5,7 +5,9 @@
 //   ───────────────────────────────────────────────────      ───────────────────────────────────────────
 //   sessions, paths, keys change ── relayTable ─ ShardSync ─▶ setRelayTable (a value: read-only here)
 //                                   (compared member by       RELAY from a member's endpoint, steered to k
-//                                    member, no allocation)   by its inner DATA's receiver index:
+//                                    member, no allocation,   by its inner DATA's receiver index:
+//                                    after keys or routes
+//                                    changed)
 //                                                               source ─▶ sender (bySource, memo per run)
 //                                                               hop tag under the sender's session
 //                                                               target: a member with a direct path

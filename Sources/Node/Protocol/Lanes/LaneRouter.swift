@@ -113,6 +113,10 @@ package struct ShardSync: Sendable {
     private var anchorsSentTo: [Bool]
     private var sentRelayTable = RelayTable()
     private var relayTableSentTo: [Bool]
+    /// Syncs since the relay table was last compared in full.
+    private var relayTableAge = 0
+    /// A full compare at least this often (syncs), whatever changed: a safety net.
+    static let relayTableRecheck = 256
 
     package init(router: LaneRouter, peers: Int) {
         self.router = router
@@ -124,14 +128,22 @@ package struct ShardSync: Sendable {
     /// Runs every push NodeCore's state calls for; `apply(lane, push)` returns false
     /// when it could not deliver (offered again on the next call).
     package mutating func sync(_ core: inout NodeCore, _ apply: (Int, Push) -> Bool) {
-        while let p = core.pollKeyChange() { keysToSend.insert(p) }
+        // The relay table is a function of the members' keys and routes (RelayTable.swift):
+        // it is compared (O(members), a few copies each) only after one of them changed.
+        var relayInputsChanged = false
+        while let p = core.pollKeyChange() {
+            keysToSend.insert(p)
+            relayInputsChanged = true
+        }
         for p in keysToSend where apply(router.owner(of: p), .keys(p, core.shardKeys(of: p))) {
             keysToSend.remove(p)
         }
         for i in sentRoutes.indices {
             let p = PeerID(rawValue: i)
             let r = core.dataRoute(for: p)
-            if r != sentRoutes[i], apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
+            guard r != sentRoutes[i] else { continue }
+            relayInputsChanged = true
+            if apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
         }
         // The anchors and our sessions' keys with them: re-sent when either changes (a rekey too).
         if !core.relayAnchorsEqual(sentAnchors) {
@@ -143,9 +155,13 @@ package struct ShardSync: Sendable {
         }
         // An anchor's relay table, to every lane (each forwards what lands on it).
         guard router.isAnchor else { return }
-        if !core.relayTableEqual(sentRelayTable) {
-            sentRelayTable = core.relayTable
-            relayTableSentTo = Array(repeating: false, count: router.lanes)
+        relayTableAge += 1
+        if relayInputsChanged || relayTableAge >= Self.relayTableRecheck || sentRelayTable.members.isEmpty {
+            relayTableAge = 0
+            if !core.relayTableEqual(sentRelayTable) {
+                sentRelayTable = core.relayTable
+                relayTableSentTo = Array(repeating: false, count: router.lanes)
+            }
         }
         for k in relayTableSentTo.indices where !relayTableSentTo[k] {
             relayTableSentTo[k] = apply(k, .relayTable(sentRelayTable))
