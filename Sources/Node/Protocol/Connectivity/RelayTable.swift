@@ -170,11 +170,13 @@ struct RelayLane: Sendable {
         let impl: any SharedRelayBudget
         init(_ b: any SharedRelayBudget) { impl = b }
     }
+
     private(set) var counters = RelayLaneCounters()
     /// The last source looked up, and its member: a GRO run's datagrams share
     /// their source, so `bySource` is hashed once per run, not per datagram.
     private var lastSource: Endpoint?
     private var lastSender: PeerID?
+
     enum Verdict: Equatable {
         case forward(Endpoint)
         case refuse(NodeDropReason)
