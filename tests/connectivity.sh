@@ -47,6 +47,8 @@ for n in $nodes; do
   {
     printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
       "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
+    # Anchors run 2 reactors, whatever the machine: each forwards the RELAY that lands on it.
+    [ "$anchor" = true ] && printf 'reactors = 2\n'
     for m in $nodes; do
       [ "$m" = "$n" ] && continue
       printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\n' "$m" "${pub[$m]}" "${ov[$m]}"
@@ -108,6 +110,17 @@ k=$(active_kind e2 e1); [[ "$k" == direct* ]] || fail "e2 -> e1 (cone <-> cone) 
 echo "ok: cone <-> cone is direct"
 k=$(active_kind d1 d2); [[ "$k" == relay* ]] || fail "d1 -> d2 (symmetric <-> symmetric) is $k, not relay"
 echo "ok: symmetric <-> symmetric is relayed ($k)"
+# Every reactor of the relaying anchor forwards: the two directions of the pair land
+# on different reactors (the pair bit of the receiver index, docs/engine.md).
+via=${k##*via }
+if grep -q "reuseport steering refused" "$(lab_log "d-$via")"; then
+  echo "SKIP: $via's kernel refused the steering program: which reactor a RELAY lands on is the kernel's hash"
+else
+  for i in $(seq 20); do pingable d1 d2; pingable d2 d1; done
+  l0=$(counter "$via" relay_forwarded_packets_lane0) l1=$(counter "$via" relay_forwarded_packets_lane1)
+  [ "$l0" -gt 0 ] && [ "$l1" -gt 0 ] || fail "anchor $via forwarded on reactor 0: $l0, reactor 1: $l1 (both should)"
+  echo "ok: anchor $via forwards on both reactors (reactor 0: $l0, reactor 1: $l1 datagrams)"
+fi
 # A probe reply alone moves no state (security review M6): the class settles once
 # each anchor's authenticated pong agrees, a round trip after the sessions are up.
 nat_is() { # host mapping: waits up to 10 s for host's status to show the mapping

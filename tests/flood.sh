@@ -8,7 +8,7 @@
 #      ┌──────────────────┬───────────┴──────┬──────────────────────────┐
 #   a1 203.0.113.10    m1 203.0.113.21     m2 203.0.113.22         x 203.0.113.66
 #   anchor             the victim          legit peer: UDP to m1   the attacker (no daemon):
-#                      reactors = 2        through the tunnel      + 198.51.100.1-200/32 (F5, IPv4 sources)
+#   reactors = 2       reactors = 2        through the tunnel      + 198.51.100.1-200/32 (F5, IPv4 sources)
 #                      + 2001:db8:f::21/64                         + 2001:db8:f::1:0-ff/64 (F5, one /64)
 #
 # A sniffer on m2's port of the bridge catches one of m2's HANDSHAKE_INITs to m1
@@ -85,7 +85,8 @@ conf() { # NODE ANCHOR REACTORS PEERS...
     if [ "$p" = a1 ]; then printf 'anchor = true\n'; fi
   done
 }
-conf a1 true 1 m1 m2 >"$LAB_DIR/a1.toml"
+# The anchor runs 2 reactors: every one of them forwards RELAY (docs/engine.md).
+conf a1 true 2 m1 m2 >"$LAB_DIR/a1.toml"
 conf m1 false 2 a1 m2 >"$LAB_DIR/m1.toml"
 conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
 # The control socket's directory is traversable by others (the socket itself

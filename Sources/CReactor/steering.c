@@ -18,7 +18,11 @@
 //                   ^ byte 4: low byte (u32 LE)                                       ^ byte 20
 //
 //   socket = byte[4] % groups     DATA
-//          = byte[20] % groups    RELAY whose inner datagram is DATA (only with relay_inner)
+//          = byte[20] % groups    RELAY whose inner datagram is DATA (relay_inner 1: a member,
+//                                 the inner index's low byte names the owner)
+//          = byte[21] % groups    the same with relay_inner 2: an anchor, by the inner index's
+//                                 second byte (its low bit differs between the two directions
+//                                 of a pair: Protocol/SessionShard.swift, SessionOwnership.pairBit)
 //          = 0                    anything else: handshakes, probes, short datagrams
 //
 // A load past the end of the datagram aborts a classic BPF program with return
@@ -51,7 +55,7 @@ int CReactor_attach_steering(int fd, unsigned groups, int relay_inner) {
         /*  5 */ BPF_STMT(BPF_RET | BPF_A, 0),
         /*  6 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 16),                        // A = inner type
         /*  7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, DEFAULT - 8),        // inner DATA -> 8
-        /*  8 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 20),                        // A = inner receiver_index & 0xff
+        /*  8 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, relay_inner == 2 ? 21 : 20), // A = an inner receiver_index byte
         /*  9 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, groups),
         /* 10 */ BPF_STMT(BPF_RET | BPF_A, 0),
         /* 11 */ BPF_STMT(BPF_RET | BPF_K, 0),

@@ -21,6 +21,7 @@
 //            -> byte[4] % groups
 //   RELAY    type(1)=7 hop_tag(7) member_id(8) inner datagram (offset 16)
 //            -> byte[20] % groups when relayInner and the inner type byte[16] is 4
+//               (byte[21] with relayByPair: an anchor, which forwards it on that lane)
 //   else     -> 0 (also any datagram too short for a load: cBPF aborts with 0)
 //
 // These offsets are the one place the reactor knows the wire format (its
@@ -32,10 +33,11 @@ extension UDPSocket {
     /// socket will do; the program is the group's). `groups` is the number of
     /// sockets in the group, 1...255 in practice: only the index's low byte is
     /// read, so with more than 256 sockets the last ones never receive DATA.
-    public static func attachSteering(fd: Int32, groups: Int, relayInner: Bool) throws(SyscallError) {
+    /// `relayByPair` (anchors, with `relayInner`): a RELAY by the inner index's second byte.
+    public static func attachSteering(fd: Int32, groups: Int, relayInner: Bool, relayByPair: Bool = false) throws(SyscallError) {
         precondition(groups > 0 && groups <= Int(UInt32.max), "a reuseport group has at least one socket")
         _ = try syscallValue("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") {
-            CReactor_attach_steering(fd, UInt32(groups), relayInner ? 1 : 0)
+            CReactor_attach_steering(fd, UInt32(groups), relayInner ? (relayByPair ? 2 : 1) : 0)
         }
     }
 }
@@ -55,7 +57,7 @@ public enum Steering {
     /// `datagram` (a UDP payload) to once the program is attached: exactly what
     /// the program returns, short datagrams included.
     @inline(__always)
-    public static func group(of datagram: UnsafeRawBufferPointer, groups: Int, relayInner: Bool) -> Int {
+    public static func group(of datagram: UnsafeRawBufferPointer, groups: Int, relayInner: Bool, relayByPair: Bool = false) -> Int {
         precondition(groups > 0, "a reuseport group has at least one socket")
         // Each guard is one of the program's loads: past the end, the program returns 0.
         guard datagram.count > 0 else { return 0 }
@@ -65,8 +67,9 @@ public enum Steering {
             return Int(datagram[indexOffset]) % groups
         case relayType where relayInner:
             guard datagram.count > relayHeaderSize, datagram[relayHeaderSize] == dataType else { return 0 }
-            guard datagram.count > relayHeaderSize + indexOffset else { return 0 }
-            return Int(datagram[relayHeaderSize + indexOffset]) % groups
+            let at = relayHeaderSize + indexOffset + (relayByPair ? 1 : 0)
+            guard datagram.count > at else { return 0 }
+            return Int(datagram[at]) % groups
         default:
             return 0
         }

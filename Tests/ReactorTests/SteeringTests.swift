@@ -83,6 +83,26 @@ final class SteeringTests: XCTestCase {
         try runKernel(groups: 3, relayInner: true)
     }
 
+    /// An anchor's program: a RELAY by the inner index's second byte (the pair bit's byte).
+    func testKernelAnchorSteersRelayByTheInnerIndexSecondByte() throws {
+        try runKernel(groups: 2, relayInner: true, relayByPair: true)
+        try runKernel(groups: 3, relayInner: true, relayByPair: true)
+    }
+
+    func testAnAnchorSteersRelayByTheInnerIndexSecondByte() {
+        for (low, second) in [(0, 1), (1, 0), (5, 2), (2, 5), (255, 254)] as [(UInt8, UInt8)] {
+            let relay = relayMessage(member: 0x0102_0304_0506_07F3, inner: dataMessage(index: UInt32(low) | UInt32(second) << 8, counter: 1))
+            for groups in 1...5 {
+                XCTAssertEqual(group(relay, groups, relayInner: true, relayByPair: true), Int(second) % groups)
+                XCTAssertEqual(group(relay, groups, relayInner: true), Int(low) % groups)
+            }
+        }
+        // One byte short of the second index byte: socket 0.
+        let relay21 = [7] + [UInt8](repeating: 1, count: 15) + [4, 0, 0, 0, 5]
+        XCTAssertEqual(group(relay21, 3, relayInner: true, relayByPair: true), 0)
+        XCTAssertEqual(group(relay21 + [5], 3, relayInner: true, relayByPair: true), 2)
+    }
+
     func testKernelWithoutRelayInnerSendsRelayToSocketZero() throws {
         try runKernel(groups: 3, relayInner: false)
     }
@@ -97,7 +117,7 @@ final class SteeringTests: XCTestCase {
     /// kernel's hash misplaces datagrams, attaches the program to the last socket,
     /// then from two client ports sends every kind of datagram and checks each
     /// arrived on exactly the socket `Steering.group` names.
-    func runKernel(groups: Int, relayInner: Bool) throws {
+    func runKernel(groups: Int, relayInner: Bool, relayByPair: Bool = false) throws {
         var servers: [Int32] = []
         defer { for fd in servers { _ = CReactor_close(fd) } }
         let first = try UDPSocket.open(bind: loopback(port: 0), options: reusePort())
@@ -120,11 +140,12 @@ final class SteeringTests: XCTestCase {
         XCTAssertEqual(before.received, 64)
         XCTAssertGreaterThan(before.misplaced, 0, "the kernel's hash alone does not steer by index")
 
-        try UDPSocket.attachSteering(fd: servers[groups - 1], groups: groups, relayInner: relayInner)
+        try UDPSocket.attachSteering(fd: servers[groups - 1], groups: groups, relayInner: relayInner, relayByPair: relayByPair)
 
         let cases = dataCases() + relayCases() + otherCases()
         for (c, client) in clients.enumerated() {
-            let r = exchange(cases, from: client, to: server, servers: servers, groups: groups, relayInner: relayInner)
+            let r = exchange(cases, from: client, to: server, servers: servers, groups: groups, relayInner: relayInner,
+                             relayByPair: relayByPair)
             XCTAssertEqual(r.received, cases.count, "client \(c): every datagram arrived once")
             XCTAssertEqual(r.misplaced, 0, "client \(c): every datagram on the socket Steering.group names")
             for s in 0..<groups {
@@ -132,7 +153,7 @@ final class SteeringTests: XCTestCase {
             }
         }
         // The expectation itself spreads relayed DATA over every socket (or none but 0).
-        let relayed = relayCases().prefix(64).map { group($0, groups, relayInner: relayInner) }
+        let relayed = relayCases().prefix(64).map { group($0, groups, relayInner: relayInner, relayByPair: relayByPair) }
         XCTAssertEqual(Set(relayed), relayInner ? Set(0..<groups) : [0])
     }
 
@@ -149,8 +170,8 @@ final class SteeringTests: XCTestCase {
     /// 64 RELAYs carrying DATA, then 16 carrying a handshake.
     func relayCases() -> [[UInt8]] {
         let data = (0..<64).map { (i: Int) -> [UInt8] in
-            let low = UInt32((i &* 91 &+ 3) & 0xFF)
-            return relayMessage(member: UInt64(i &* 53 &+ 7), inner: dataMessage(index: low, counter: UInt64(i)),
+            let low = UInt32((i &* 91 &+ 3) & 0xFF), second = UInt32((i &* 29 &+ 5) & 0xFF)
+            return relayMessage(member: UInt64(i &* 53 &+ 7), inner: dataMessage(index: low | second << 8, counter: UInt64(i)),
                                 tag: UInt64(i &* 0x0101_0101_0101 &+ 0x77))
         }
         let handshakes = (0..<16).map { (i: Int) -> [UInt8] in
@@ -196,8 +217,8 @@ final class SteeringTests: XCTestCase {
 
     // MARK: - Plumbing
 
-    func group(_ d: [UInt8], _ groups: Int, relayInner: Bool) -> Int {
-        d.withUnsafeBytes { Steering.group(of: $0, groups: groups, relayInner: relayInner) }
+    func group(_ d: [UInt8], _ groups: Int, relayInner: Bool, relayByPair: Bool = false) -> Int {
+        d.withUnsafeBytes { Steering.group(of: $0, groups: groups, relayInner: relayInner, relayByPair: relayByPair) }
     }
 
     func loopback(port: UInt16) -> CReactor_endpoint {
@@ -216,7 +237,7 @@ final class SteeringTests: XCTestCase {
     /// arrived (or 2 s passed). Counts those on a socket other than the one
     /// `Steering.group` names.
     func exchange(_ datagrams: [[UInt8]], from client: Int32, to server: CReactor_endpoint, servers: [Int32],
-                  groups: Int, relayInner: Bool) -> (received: Int, misplaced: Int, perSocket: [Int]) {
+                  groups: Int, relayInner: Bool, relayByPair: Bool = false) -> (received: Int, misplaced: Int, perSocket: [Int]) {
         for d in datagrams {
             var copy = d + [0]  // a valid pointer even for the empty datagram
             let r = copy.withUnsafeMutableBufferPointer { b -> Int32 in
@@ -252,7 +273,8 @@ final class SteeringTests: XCTestCase {
                     received += 1
                     perSocket[s] += 1
                     let want = buffer.withUnsafeBytes {
-                        Steering.group(of: UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)]), groups: groups, relayInner: relayInner)
+                        Steering.group(of: UnsafeRawBufferPointer(rebasing: $0[0..<Int(n)]), groups: groups, relayInner: relayInner,
+                                       relayByPair: relayByPair)
                     }
                     if want != s { misplaced += 1 }
                 }

@@ -45,8 +45,10 @@ struct Host: Sendable {
         self.owners = owners
         let c = NodeCore(identity: identity, members: members, isAnchor: anchor, seed: seed, owners: owners, sharded: true)
         core = c
+        // An anchor's lanes take from one relay budget per member (the engine's AtomicRelayBudget).
+        let budget = LocalRelayBudget(members: members.count, rule: c.relayBudgetRule)
         shards = (0..<owners).map {
-            SessionShard(index: $0, owners: owners, roster: c.roster, isAnchor: anchor)
+            SessionShard(index: $0, owners: owners, roster: c.roster, isAnchor: anchor, relayBudget: budget)
         }
         router = LaneRouter(lanes: owners, isAnchor: anchor)
         sync = ShardSync(router: router, peers: members.count)

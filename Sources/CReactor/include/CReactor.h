@@ -96,7 +96,8 @@ int CReactor_get_rcvbuf(int fd);
 int CReactor_get_sndbuf(int fd);
 /// Attaches (SO_ATTACH_REUSEPORT_CBPF) the steering program to fd's SO_REUSEPORT
 /// group: DATA (type 4) goes to socket byte[4] % groups (the receiver index's low
-/// byte), RELAY (type 7) carrying DATA to byte[20] % groups when relay_inner,
+/// byte), RELAY (type 7) carrying DATA to byte[20] % groups when relay_inner is 1
+/// (a member: the inner index's owner byte) and to byte[21] % groups when it is 2 (an anchor),
 /// anything else and any datagram too short for its loads to socket 0. Sockets
 /// are numbered in the order they joined the group. The engine binds one socket
 /// per reactor and steers DATA to the reactor owning the receiver index

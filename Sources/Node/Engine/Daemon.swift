@@ -220,10 +220,20 @@ public final class Daemon: @unchecked Sendable {
     func splitSessions(across n: Int) {
         let router = LaneRouter(lanes: n, isAnchor: config.node.anchor)
         shardSync = ShardSync(router: router, peers: members.count)
+        // An anchor's lanes all forward RELAY and take from one budget per member.
+        var budget: (any SharedRelayBudget)?
+        if config.node.anchor {
+            if n > 1 {
+                budget = AtomicRelayBudget(members: members.count, rule: core.relayBudgetRule)
+            } else {
+                budget = LocalRelayBudget(members: members.count, rule: core.relayBudgetRule)
+            }
+        }
         for lane in lanes {
             lane.owners = n
             lane.router = router
-            lane.shard = SessionShard(index: lane.id, owners: n, roster: core.roster, isAnchor: config.node.anchor)
+            lane.shard = SessionShard(index: lane.id, owners: n, roster: core.roster, isAnchor: config.node.anchor,
+                                      relayBudget: budget, relayRule: core.relayBudgetRule)
         }
     }
 
@@ -394,8 +404,11 @@ public final class Daemon: @unchecked Sendable {
         let n = lanes.count
         guard n > 1 else { return }
         do {
-            // Members unwrap a RELAY from an anchor on the lane that owns its inner DATA; anchors forward RELAY on lane 0.
-            try UDPSocket.attachSteering(fd: lanes[0].udp.fd, groups: n, relayInner: !config.node.anchor)
+            // A RELAY carrying DATA goes by its inner receiver index on every node: a member unwraps
+            // it on the lane that owns the inner DATA; an anchor forwards it on the lane it lands
+            // on, picked by the index's second byte (the pair bit: LaneRouter.isAnchor).
+            try UDPSocket.attachSteering(fd: lanes[0].udp.fd, groups: n, relayInner: LaneRouter.relayInner,
+                                         relayByPair: config.node.anchor)
         } catch {
             logger.notice("udp: reuseport steering refused (\(error)); datagrams that land on the wrong reactor are handed over")
         }

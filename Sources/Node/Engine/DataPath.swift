@@ -333,6 +333,9 @@ extension Lane {
         switch router.afterShard(shard.receive(buf, length: length, from: from, now: now), handedOver: handedOver) {
         case .deliver(let peer, let offset, let len):
             deliver(buf.baseAddress! + offset, length: len, from: peer)
+        case .transmit(let ep, let offset, let len):
+            // An anchor's RELAY, forwarded by this lane's shard (every lane forwards).
+            queueForward(buf.baseAddress! + offset, length: len, to: ep)
         case .control(let peer, let offset, let len, let via):
             if id == 0 {
                 daemon.core.receiveOpened(from: peer, payload: UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + len)]),
@@ -368,18 +371,8 @@ extension Lane {
             guard len > 0 else { return }  // keepalive
             deliver(buf.baseAddress! + offset, length: len, from: peer)
         case .transmit(let ep, let offset, let len):
-            // Relayed on (anchor) or a probe answered: sent from where it lies, in this batch.
-            // A GRO run relayed to one member stays one run: its datagrams lie back to back,
-            // so the run goes out as one UDP GSO send, as it came in.
-            let data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
-            if forwards > 0, Daemon.extendRun(out + (forwards - 1), data: data, length: len, to: ep) { return }
-            if forwards == Daemon.batch { flushForwards() }
-            out[forwards] = DatagramView()
-            out[forwards].data = data
-            out[forwards].len = UInt32(len)
-            out[forwards].segment = UInt16(truncatingIfNeeded: len)
-            out[forwards].peer = ep.socketAddress
-            forwards += 1
+            // A probe answered (or, unsharded, a RELAY forwarded): sent from where it lies, in this batch.
+            queueForward(buf.baseAddress! + offset, length: len, to: ep)
         case .consumed:
             break
         case .drop:
@@ -392,6 +385,22 @@ extension Lane {
             default: udpDatagram(buf, length: length, from: from, now: now, handedOver: true)
             }
         }
+    }
+
+    /// Queues `length` bytes at `p` (in the receive slab) for `ep`, sent at the end of the batch.
+    /// A GRO run relayed to one member stays one run: its datagrams lie back to back,
+    /// so the run goes out as one UDP GSO send, as it came in.
+    @inline(__always)
+    private func queueForward(_ p: UnsafeMutableRawPointer, length len: Int, to ep: Endpoint) {
+        let data = p.assumingMemoryBound(to: UInt8.self)
+        if forwards > 0, Daemon.extendRun(out + (forwards - 1), data: data, length: len, to: ep) { return }
+        if forwards == Daemon.batch { flushForwards() }
+        out[forwards] = DatagramView()
+        out[forwards].data = data
+        out[forwards].len = UInt32(len)
+        out[forwards].segment = UInt16(truncatingIfNeeded: len)
+        out[forwards].peer = ep.socketAddress
+        forwards += 1
     }
 
     /// An opened IP packet from `peer`: checked against its addresses, then to the TUN (coalesced).

@@ -12,7 +12,8 @@
 //   UDP datagram on lane j:          DATA owned here ─▶ open (shard) ─▶ TUN queue j
 //                                    DATA owned by k (steering missed) ─▶ ring j→k
 //                                    a control message opened here ─▶ ring j→0 (NodeCore)
-//                                    anything else (handshake, probe, relay to forward) ─▶ ring j→0
+//                                    (anchor) a RELAY to forward ─▶ checked and forwarded here (every lane)
+//                                    anything else (handshake, probe) ─▶ ring j→0
 //   reactor 0 → lane k: keys, routes, anchors through k's mailbox (closures; rare)
 //
 // A ring is single-producer single-consumer and allocated once; a lane wakes
@@ -290,10 +291,23 @@ extension Lane {
         c["tun_coalesced_packets", default: 0] &+= UInt64(fast.coalescer.merged)
         c["tun_coalesced_udp", default: 0] &+= UInt64(fast.coalescer.mergedUDP)
         if let u = udp { for (k, v) in Lane.poolCounters(u.counters) { c[k, default: 0] &+= v } }
+        addRelayCounters(to: &c)
         let me = id
         let d = daemon
         let snapshot = c
         _ = mailboxTo[0]?.post { d.published[me] = snapshot }
+    }
+}
+
+extension Lane {
+    /// What this lane's shard forwarded as an anchor: added to the node's
+    /// `relay_forwarded_packets`/`_bytes`, and this lane's own `relay_forwarded_packets_lane<k>`.
+    func addRelayCounters(to c: inout [String: UInt64]) {
+        guard daemon.config.node.anchor else { return }
+        let r = shard.relayCounters
+        c["relay_forwarded_packets", default: 0] &+= r.packets
+        c["relay_forwarded_bytes", default: 0] &+= r.bytes
+        c["relay_forwarded_packets_lane\(id)", default: 0] &+= r.packets
     }
 }
 

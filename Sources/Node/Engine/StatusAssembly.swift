@@ -74,6 +74,8 @@ extension Daemon {
         counters["tun_coalesced_udp"] = UInt64(lanes[0].fast.coalescer.mergedUDP)
         if let u = lanes[0].udp { for (k, v) in Lane.poolCounters(u.counters) { counters[k, default: 0] &+= v } }
         for (k, v) in lanes[0].shard.drops { counters[k.name, default: 0] &+= v }
+        // Every lane of an anchor forwards RELAY: lane 0's here, the others' in `published`.
+        lanes[0].addRelayCounters(to: &counters)
         for (_, c) in published { for (k, v) in c { counters[k, default: 0] &+= v } }
         for (k, v) in portMapCounters { counters[k, default: 0] &+= v }
         for (k, v) in control?.counters ?? [:] { counters[k, default: 0] &+= v }

@@ -213,7 +213,7 @@ struct PeerSession: Sendable {
 
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
-        let index = ctx.allocateIndex(for: id)
+        let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
         guard let (response, transport) = createResponse(to: received, senderIndex: index, aesGCM: ctx.aesGCM, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
@@ -368,7 +368,7 @@ struct PeerSession: Sendable {
             attempt = sameAttempt ? a : a + 1
             since = s
         }
-        let index = ctx.allocateIndex(for: id)
+        let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
         let timestamp = ctx.nextTimestamp(wallClock)
         // Offer AES-GCM on the first attempts only: a peer from before negotiation answers the later ones.
         let offer = ctx.aesGCM && attempt <= SessionConstants.cipherOfferAttempts

@@ -5,6 +5,8 @@
 //   handshake completes, keys rotate ── keys(of:) ───────────▶ install: current/previous/next
 //   path manager picks a path ───────── dataRoute(for:) ─────▶ setRoute: endpoint [+ RELAY label]
 //   anchors or their keys change ────── relayAnchorList ─────▶ setAnchors (endpoints, relay-tag keys)
+//   (anchor) members' sessions/paths ── relayTable ──────────▶ setRelayTable: every lane forwards RELAY
+//                                                               (Connectivity/RelayTable.swift)
 //                                                               DATA in (steered by receiver index):
 //                                                                 open in place, replay window here only
 //                                                               TUN packet for an owned peer: seal in place
@@ -64,16 +66,28 @@ public enum SessionOwnership {
     public static func owner(ofIndex index: UInt32, owners: Int) -> Int { owners > 1 ? Int(index & 0xFF) % owners : 0 }
 
     /// Where a whole datagram goes: DATA by its receiver index; a RELAY
-    /// carrying DATA by the inner index when `relayInner` (members: a RELAY
-    /// comes from an anchor and is for us; anchors forward RELAY on reactor 0);
-    /// anything else to reactor 0. What the BPF program computes, byte for byte.
-    public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool) -> Int {
+    /// carrying DATA by the inner index when `relayInner` (the engine sets it
+    /// on every node): on a member by the index's low byte (byte 20), so it
+    /// lands on the inner session's owner; on an anchor (`anchor`) by its second
+    /// byte (byte 21), whose low bit is the pair bit, so the two directions of a
+    /// relayed pair land on different lanes, each of which forwards what lands
+    /// on it; anything else to reactor 0. What the BPF program computes, byte for byte.
+    public static func owner(ofDatagram p: UnsafeRawBufferPointer, length: Int, owners: Int, relayInner: Bool,
+                             anchor: Bool = false) -> Int {
         guard owners > 1, length > 0 else { return 0 }
         if p[0] == MessageType.data.rawValue, length > 4 { return Int(p[4]) % owners }
-        if relayInner, p[0] == MessageType.relay.rawValue, length > 20, p[16] == MessageType.data.rawValue {
-            return Int(p[20]) % owners
+        let at = anchor ? 21 : 20
+        if relayInner, p[0] == MessageType.relay.rawValue, length > at, p[16] == MessageType.data.rawValue {
+            return Int(p[at]) % owners
         }
         return 0
+    }
+
+    /// The bit 8 of every receiver index we choose for `peer`'s sessions: set
+    /// when our key sorts before its, so the other end sets it the other way
+    /// (an anchor steers each direction of a relayed pair by it).
+    public static func pairBit(own: PublicKey, peer: PublicKey) -> Bool {
+        own.bytes.lexicographicallyPrecedes(peer.bytes)
     }
 }
 
@@ -121,8 +135,10 @@ public enum ShardInbound: Equatable, Sendable {
     case packet(PeerID, offset: Int, length: Int)
     /// A control message from `peer`, decrypted in place: reactor 0's (`NodeCore.receiveOpened`).
     case control(PeerID, offset: Int, length: Int, via: PeerID?)
-    /// Not session data (handshake, probe, a RELAY to forward): the whole datagram is reactor 0's.
+    /// Not session data (handshake, probe, a relayed handshake for us): the whole datagram is reactor 0's.
     case core
+    /// (Anchor) a RELAY checked, rewritten and re-tagged in place: send `buffer[offset ..< offset + length]` there.
+    case forward(Endpoint, offset: Int, length: Int)
     /// Session data of a peer reactor `k` owns: hand the whole datagram over.
     case elsewhere(Int)
     /// Handled (a keepalive).
@@ -144,8 +160,14 @@ public struct SessionShard: Sendable {
     public let index: Int
     public let owners: Int
     let timings: SessionTimings
-    /// On an anchor, RELAY datagrams are forwarded by reactor 0 (budgets, sources).
+    /// On an anchor, every shard forwards the RELAY datagrams that land on its lane (`relay`).
     let isAnchor: Bool
+    /// The RELAY forwarder of this lane (anchors): the table reactor 0 publishes, the shared budget.
+    var relay = RelayLane()
+    /// The last RELAY label looked up and its member: a GRO run's datagrams
+    /// share it, so the roster's dictionary is hashed once per run.
+    private var lastLabel: MemberID?
+    private var lastLabelPeer: PeerID?
     var peers: [ShardPeer]
     var indices: [UInt32: PeerID] = [:]
     /// The anchors and our sessions' relay-tag keys with them (pushed by reactor 0).
@@ -175,7 +197,10 @@ public struct SessionShard: Sendable {
 
     /// - Parameters:
     ///   - roster: the node's roster (`NodeCore.roster`); empty on a lane that holds no sessions.
-    public init(index: Int, owners: Int, roster: Roster, isAnchor: Bool, timings: SessionTimings = .default) {
+    ///   - relayBudget: (anchors) the per-member relay budget every lane takes
+    ///     from; nil: one of this shard's own, from `relayRule`.
+    public init(index: Int, owners: Int, roster: Roster, isAnchor: Bool, timings: SessionTimings = .default,
+                relayBudget: (any SharedRelayBudget)? = nil, relayRule: RelayBudgetRule? = nil) {
         self.index = index
         self.owners = max(1, owners)
         self.isAnchor = isAnchor
@@ -186,6 +211,11 @@ public struct SessionShard: Sendable {
             peers[i].pads = roster.members[index + i * self.owners].key.suite == .wireGuard
         }
         self.roster = roster
+        if isAnchor {
+            let rule = relayRule ?? RelayBudgetRule(bytesPerSecond: ConnectivityTimings.default.relayBytesPerSecond,
+                                                    burstBytes: ConnectivityTimings.default.relayBurstBytes)
+            relay.setBudget(relayBudget ?? LocalRelayBudget(members: roster.count, rule: rule))
+        }
     }
 
     public func owns(_ peer: PeerID) -> Bool { SessionOwnership.owner(of: peer, owners: owners) == index }
@@ -228,6 +258,12 @@ public struct SessionShard: Sendable {
     }
 
     public mutating func setAnchors(_ list: [RelayAnchor]) { anchors = list }
+
+    /// (Anchors) who may relay and be relayed to, as reactor 0 sees it now.
+    public mutating func setRelayTable(_ t: RelayTable) { relay.setTable(t) }
+
+    /// What this lane forwarded as an anchor.
+    public var relayCounters: RelayLaneCounters { relay.counters }
 
     // MARK: Data path
 
@@ -287,14 +323,21 @@ public struct SessionShard: Sendable {
         case MessageType.data.rawValue:
             return receiveData(base, length: length, from: source, via: nil, relayedFor: nil, now: now)
         case MessageType.relay.rawValue:
-            // A RELAY from an anchor carries a datagram for us; one from a member is to forward (reactor 0).
-            guard let k = anchorAt(source),
-                  let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length),
-                  buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
+            // A RELAY from an anchor carries a datagram for us; one from a member is to forward
+            // (an anchor forwards it on this lane, whichever it is; NodeCore refuses it elsewhere).
+            guard let label = RelayMessage.parseHeader(UnsafeRawBufferPointer(buffer), length: length) else { return .core }
+            guard let k = anchorAt(source) else {
+                guard isAnchor else { return .core }
+                switch relay.forward(base, length: length, target: member(label), from: source, now: now) {
+                case .forward(let to): return .forward(to, offset: 0, length: length)
+                case .refuse(let r): return drop(r)
+                }
+            }
+            guard buffer[RelayMessage.headerSize] == MessageType.data.rawValue else { return .core }
             // The anchor tagged it under its session with us: a forged anchor source stops here.
             guard anchors[k].keys.check(base, length: length) else { return drop(.relayBadTag) }
             let anchor = anchors[k].peer
-            guard let sender = roster.peer(relayLabel: label) else { return drop(.relayUnknownTarget) }
+            guard let sender = member(label) else { return drop(.relayUnknownTarget) }
             let h = RelayMessage.headerSize
             let r = receiveData(base + h, length: length - h, from: source, via: anchor, relayedFor: sender, now: now)
             switch r {
@@ -409,6 +452,16 @@ public struct SessionShard: Sendable {
     }
 
     mutating func count(_ r: NodeDropReason) { drops[r, default: 0] &+= 1 }
+
+    /// The member a RELAY label names (the roster's; the last answer remembered).
+    @inline(__always)
+    private mutating func member(_ label: MemberID) -> PeerID? {
+        if let l = lastLabel, l == label { return lastLabelPeer }
+        let p = roster.peer(relayLabel: label)
+        lastLabel = label
+        lastLabelPeer = p
+        return p
+    }
 
     /// The anchor at `ep`, as its position in `anchors`.
     /// An index loop over the (few) anchors: the `for … where` form over an array of

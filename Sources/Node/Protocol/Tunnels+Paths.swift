@@ -42,6 +42,16 @@ extension Tunnels {
         return peers[peer.rawValue].keys.current?.canSend(now: now, timings: timings) ?? false
     }
 
+    /// Until when `isEstablished(peer)` holds with the keys as they are now (nil: it does not now).
+    /// What the lanes' relay table carries, so a lane checks the deadline per packet itself.
+    @inline(__always)
+    public func sendableUntil(_ peer: PeerID) -> Instant? {
+        // Field by field through the optional: binding `current` would copy a keypair (its replay window).
+        guard peer.rawValue >= 0, peer.rawValue < peers.count, let created = peers[peer.rawValue].keys.current?.createdAt,
+              let n = peers[peer.rawValue].keys.current?.nextCounter, n < timings.rejectAfterMessages else { return nil }
+        return created + timings.rejectAfterTime
+    }
+
     /// Whether a handshake with `peer` is wanted or in flight.
     public func isHandshaking(_ peer: PeerID) -> Bool {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return false }

@@ -542,6 +542,7 @@ public struct Tunnels: Sendable {
     }
 
     /// The relay-tag keys of our session with `peer` (RelayHop.swift): no copy of the slots.
+    @inline(__always)
     func relayHop(of peer: PeerID) -> RelayHopKeys {
         guard peer.rawValue >= 0, peer.rawValue < peers.count else { return RelayHopKeys() }
         return peers[peer.rawValue].keys.relayHop

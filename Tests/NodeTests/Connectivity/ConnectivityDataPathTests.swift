@@ -46,7 +46,7 @@ final class ConnectivityDataPathTests: XCTestCase {
     }
 
     /// The engine's data path with one reactor (N = 1): lane 0's one shard seals
-    /// and opens every session, the anchor forwards on its NodeCore, reports go back
+    /// and opens every session, the anchor forwards on its lane's shard, reports go back
     /// to NodeCore every 20 ms. Without allocation.
     /// Sessions under the default cipher setting ("auto": AES-256-GCM where this CPU has it).
     func testDirectAndRelayedSteadyStateInPlace() {
@@ -85,7 +85,8 @@ final class ConnectivityDataPathTests: XCTestCase {
         var sym1 = sim.hosts[4].shards[SessionOwnership.owner(of: sym2Peer, owners: owners)]
         var sym2 = sim.hosts[5].shards[SessionOwnership.owner(of: sym1Peer, owners: owners)]
         var cone1Core = sim.hosts[2].core
-        var anchor = sim.hosts[via].core
+        // The anchor forwards on the lane the steering picks (every lane forwards: RelayTable.swift).
+        var anchorLanes = sim.hosts[via].shards
         let cone1Seen = sim.activePath(3, 2)!.remote, sym1Seen = sim.activePath(via, 4)!.remote
         let anchorEndpoint = sim.hosts[via].local
         let start = sim.now
@@ -116,7 +117,8 @@ final class ConnectivityDataPathTests: XCTestCase {
                                                                             payloadLength: payload, now: now),
                   rlen == payload + 32 + RelayMessage.headerSize else { break }
             view = UnsafeMutableRawBufferPointer(rebasing: buffer[roff..<buffer.count])
-            guard case .transmit(_, 0, rlen) = anchor.receive(view, length: rlen, from: sym1Seen, now: now) else { break }
+            let k = LaneRouter(lanes: owners, isAnchor: true).steer(UnsafeRawBufferPointer(view), length: rlen)
+            guard case .forward(_, 0, rlen) = anchorLanes[k].receive(view, length: rlen, from: sym1Seen, now: now) else { break }
             guard SessionOwnership.owner(ofDatagram: UnsafeRawBufferPointer(view), length: rlen, owners: owners, relayInner: true)
                     == sym2.index,
                   case .packet(sym1Peer, let ro, payload) = sym2.receive(view, length: rlen, from: anchorEndpoint, now: now),

@@ -157,8 +157,11 @@ final class NetSim {
                   cipher: CipherSetting = .auto) -> (NodeCore, [SessionShard]) {
         let core = NodeCore(identity: identity, members: members, isAnchor: anchor, timings: timings,
                             sessionTimings: sessionTimings, seed: seed, owners: owners, sharded: true, cipher: cipher)
+        // An anchor's lanes take from one relay budget per member, as the engine's (AtomicRelayBudget there).
+        let budget = LocalRelayBudget(members: members.count, rule: core.relayBudgetRule)
         let shards = (0..<owners).map {
-            SessionShard(index: $0, owners: owners, roster: core.roster, isAnchor: anchor, timings: sessionTimings)
+            SessionShard(index: $0, owners: owners, roster: core.roster, isAnchor: anchor, timings: sessionTimings,
+                         relayBudget: budget)
         }
         return (core, shards)
     }
@@ -290,6 +293,30 @@ final class NetSim {
         }
         drain(i)
         return result
+    }
+
+    /// Runs `bytes` through host i's lanes (LaneRouter.deliver: steered, its shard, NodeCore) in
+    /// place, as `deliver` does, but sends nothing on: for tests that look at the verdict and the
+    /// rewritten bytes. `lane` hears which lane's shard ran last.
+    func receiveOnLanes(_ bytes: inout [UInt8], at i: Int, from source: Endpoint, lane: ((Int) -> Void)? = nil) -> NodeInbound {
+        let n = bytes.count
+        bytes += [UInt8](repeating: 0, count: 32)
+        defer { bytes.removeLast(32) }
+        let now = self.now
+        let router = LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor)
+        return bytes.withUnsafeMutableBytes { b in
+            router.deliver(b, length: n,
+                           shard: { k in
+                               lane?(k)
+                               return hosts[i].shards[k].receive(b, length: n, from: source, now: now)
+                           },
+                           opened: { p, off, len, via in
+                               hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
+                                                           source: source, via: via, now: now)
+                           },
+                           core: { hosts[i].core.receive(b, length: n, from: source, now: now) },
+                           fault: { f in XCTFail("lanes: \(f)") })
+        }
     }
 
     func fire(_ i: Int) {
@@ -532,7 +559,20 @@ final class NetSim {
 
     // MARK: Queries
 
-    func status(_ i: Int) -> NodeStatus { hosts[i].core.status(now: now) }
+    /// NodeCore's status with the shards' counters added, as the daemon's status adds its lanes'
+    /// (drops by reason; on an anchor what each lane forwarded, and per lane).
+    func status(_ i: Int) -> NodeStatus {
+        var st = hosts[i].core.status(now: now)
+        for (k, shard) in hosts[i].shards.enumerated() {
+            for (r, n) in shard.drops { st.counters[r.name, default: 0] &+= n }
+            guard hosts[i].core.isAnchor else { continue }
+            let r = shard.relayCounters
+            st.counters["relay_forwarded_packets", default: 0] &+= r.packets
+            st.counters["relay_forwarded_bytes", default: 0] &+= r.bytes
+            st.counters["relay_forwarded_packets_lane\(k)", default: 0] &+= r.packets
+        }
+        return st
+    }
 
     func activePath(_ i: Int, _ j: Int) -> NodeStatus.Path? {
         status(i).peers.first { $0.id == pid(j) }?.paths.first { $0.active }

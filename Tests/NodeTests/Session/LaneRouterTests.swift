@@ -30,15 +30,23 @@ final class LaneRouterTests: XCTestCase {
         XCTAssertEqual(r.owner(of: PeerID(rawValue: 7)), 0)
     }
 
-    /// Steering is the kernel's BPF rule: DATA by its receiver index; a RELAY by its inner
-    /// DATA on a member only (an anchor forwards RELAY on lane 0).
-    func testSteeringIsByReceiverIndexAndAnchorsKeepRelayOnLaneZero() {
+    /// Steering is the kernel's BPF rule: DATA by its receiver index; a RELAY carrying DATA by
+    /// its inner index: on a member by its low byte (the owner), on an anchor by its second
+    /// byte (the pair bit's: the anchor forwards on the lane it lands on); a RELAY carrying
+    /// a handshake on lane 0.
+    func testSteeringIsByReceiverIndexAndAnchorsSpreadRelayOverTheLanes() {
         var relay = [UInt8](repeating: 0, count: 60)
         relay[0] = MessageType.relay.rawValue
         relay[RelayMessage.headerSize] = MessageType.data.rawValue  // 16
         relay[RelayMessage.headerSize + 4] = 5
+        relay[RelayMessage.headerSize + 5] = 7
         let member = LaneRouter(lanes: 3, isAnchor: false), anchor = LaneRouter(lanes: 3, isAnchor: true)
         XCTAssertEqual(relay.withUnsafeBytes { member.steer($0, length: relay.count) }, 2)
+        XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 1)
+        relay[RelayMessage.headerSize] = 1  // HANDSHAKE_INIT inside
         XCTAssertEqual(relay.withUnsafeBytes { anchor.steer($0, length: relay.count) }, 0)
+        // A RELAY the shard forwarded is sent from where it lies, on that lane.
+        let to = Endpoint.v4(198, 51, 100, 9, port: 51820)
+        XCTAssertEqual(anchor.afterShard(.forward(to, offset: 0, length: 60), handedOver: false), .transmit(to, offset: 0, length: 60))
     }
 }

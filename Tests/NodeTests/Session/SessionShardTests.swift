@@ -21,10 +21,13 @@ final class SessionShardTests: XCTestCase {
                 var d = (0..<Int(rng.next() % 40)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
                 if !d.isEmpty, k % 2 == 0 { d[0] = [4, 7, 1, 5][k / 2 % 4] }
                 if d.count > 12, k % 3 == 0 { d[12] = 4 }
-                for relayInner in [false, true] {
+                if d.count > 16, k % 5 == 0 { d[16] = 4 }
+                for (relayInner, anchor) in [(false, false), (true, false), (true, true)] {
                     d.withUnsafeBytes { b in
-                        XCTAssertEqual(SessionOwnership.owner(ofDatagram: b, length: b.count, owners: owners, relayInner: relayInner),
-                                       owners > 1 ? Steering.group(of: b, groups: owners, relayInner: relayInner) : 0, "\(d)")
+                        XCTAssertEqual(SessionOwnership.owner(ofDatagram: b, length: b.count, owners: owners, relayInner: relayInner,
+                                                              anchor: anchor),
+                                       owners > 1 ? Steering.group(of: b, groups: owners, relayInner: relayInner, relayByPair: anchor) : 0,
+                                       "\(d)")
                     }
                 }
             }
@@ -37,11 +40,25 @@ final class SessionShardTests: XCTestCase {
                                  timings: .default, rng: SessionRandom(seed: 3), owners: 3)
         for p in 0..<30 {
             for _ in 0..<20 {
-                let i = ctx.allocateIndex(for: PeerID(rawValue: p))
+                let pairBit = p % 2 == 0
+                let i = ctx.allocateIndex(for: PeerID(rawValue: p), pairBit: pairBit)
                 XCTAssertEqual(SessionOwnership.owner(ofIndex: i, owners: 3), p % 3)
                 var le = i.littleEndian
-                withUnsafeBytes(of: &le) { XCTAssertEqual(Int($0[0]) % 3, p % 3, "the index's first byte on the wire") }
+                withUnsafeBytes(of: &le) {
+                    XCTAssertEqual(Int($0[0]) % 3, p % 3, "the index's first byte on the wire")
+                    XCTAssertEqual($0[1] & 1 == 1, pairBit, "the pair bit: the low bit of its second byte")
+                }
             }
+        }
+    }
+
+    /// The two ends of a session set the pair bit opposite, so an anchor steers the
+    /// two directions of a relayed pair to different lanes (with 2 lanes, always).
+    func testThePairBitIsOppositeAtTheTwoEnds() {
+        var rng = SessionRandom(seed: 5)
+        for _ in 0..<50 {
+            let a = SessionSim.identity(&rng).publicKey, b = SessionSim.identity(&rng).publicKey
+            XCTAssertNotEqual(SessionOwnership.pairBit(own: a, peer: b), SessionOwnership.pairBit(own: b, peer: a))
         }
     }
 

@@ -6,6 +6,7 @@
 //   datagram ─▶ kernel steering (BPF, `steer`) ─▶ lane k ─▶ SessionShard k
 //        .packet             ─▶ deliver to the TUN here
 //        .control            ─▶ NodeCore (lane 0; another lane hands the plaintext over)
+//        .transmit           ─▶ (anchor) a RELAY this lane forwarded: send it from where it lies
 //        .core               ─▶ NodeCore (lane 0; another lane hands the datagram over)
 //        .elsewhere(o)       ─▶ hand the datagram to lane o, once
 //   NodeCore .handoff(o)     ─▶ hand the datagram to lane o, once
@@ -14,8 +15,9 @@
 // `handoff_loop`): the rules cannot send one round the lanes.
 //
 // And after NodeCore ran, `ShardSync` says what the owners must be told:
-// new keys, changed routes, a changed anchor list (or new keys with an anchor). What the driver could not
-// deliver (a full mailbox) is offered again next time.
+// new keys, changed routes, a changed anchor list (or new keys with an anchor), and on an
+// anchor a changed relay table (every lane forwards RELAY: Connectivity/RelayTable.swift).
+// What the driver could not deliver (a full mailbox) is offered again next time.
 import Support
 import Wire
 
@@ -27,6 +29,8 @@ public enum LaneStep: Equatable, Sendable {
     case control(PeerID, offset: Int, length: Int, via: PeerID?)
     /// The whole datagram is NodeCore's: run it here on lane 0, else hand it to lane 0.
     case core
+    /// (Anchor) send `buffer[offset ..< offset + length]` to the endpoint: a RELAY forwarded on this lane.
+    case transmit(Endpoint, offset: Int, length: Int)
     /// Hand the whole datagram to lane `k`.
     case handTo(Int)
     /// It was handed over already and would be handed on again: drop and count.
@@ -38,14 +42,23 @@ public enum LaneStep: Equatable, Sendable {
 /// The rules between `lanes` lanes (see the header). N = 1 is the same rules with one lane.
 public struct LaneRouter: Sendable {
     public let lanes: Int
-    /// An anchor forwards RELAY on lane 0 (budgets and sources are NodeCore's), so
-    /// its steering does not look inside a RELAY; a member's steers it by the inner DATA.
+    /// An anchor forwards RELAY on whichever lane it lands (the relay table is
+    /// published to every lane). Steering reads the DATA inside a RELAY on every
+    /// node: a member by the inner receiver index's low byte (its owner), an
+    /// anchor by its second byte, whose low bit the two ends of a session set
+    /// opposite (`SessionOwnership.pairBit`), so a relayed pair's two directions
+    /// land on different lanes (with an even number of lanes; more pairs spread
+    /// over the rest). A RELAY for the anchor itself may then land off its owner
+    /// and is handed over once (`handoff_datagrams`), as any mis-steered datagram.
     public let isAnchor: Bool
 
     public init(lanes: Int, isAnchor: Bool) {
         self.lanes = max(1, lanes)
         self.isAnchor = isAnchor
     }
+
+    /// Whether steering reads the DATA inside a RELAY (on every node: see `isAnchor`).
+    public static let relayInner = true
 
     /// The lane that owns `peer`'s session.
     @inline(__always)
@@ -54,7 +67,7 @@ public struct LaneRouter: Sendable {
     /// The lane the kernel's steering program delivers this datagram to (`CReactor/steering.c`).
     @inline(__always)
     public func steer(_ p: UnsafeRawBufferPointer, length: Int) -> Int {
-        SessionOwnership.owner(ofDatagram: p, length: length, owners: lanes, relayInner: !isAnchor)
+        SessionOwnership.owner(ofDatagram: p, length: length, owners: lanes, relayInner: Self.relayInner, anchor: isAnchor)
     }
 
     /// What lane `lane` does after its shard answered `result`.
@@ -63,6 +76,7 @@ public struct LaneRouter: Sendable {
         case .packet(let peer, let offset, let length): return .deliver(peer, offset: offset, length: length)
         case .control(let peer, let offset, let length, let via): return .control(peer, offset: offset, length: length, via: via)
         case .core: return .core
+        case .forward(let to, let offset, let length): return .transmit(to, offset: offset, length: length)
         case .elsewhere(let k): return handedOver ? .loop : .handTo(k)
         case .consumed, .drop: return .done
         }
@@ -89,6 +103,7 @@ package struct ShardSync: Sendable {
         case keys(PeerID, KeypairSlots)
         case route(PeerID, DataRoute?)
         case anchors([RelayAnchor])
+        case relayTable(RelayTable)
     }
 
     package let router: LaneRouter
@@ -96,24 +111,39 @@ package struct ShardSync: Sendable {
     private var sentRoutes: [DataRoute?]
     private var sentAnchors: [RelayAnchor] = []
     private var anchorsSentTo: [Bool]
+    private var sentRelayTable = RelayTable()
+    private var relayTableSentTo: [Bool]
+    /// Syncs since the relay table was last compared in full.
+    private var relayTableAge = 0
+    /// A full compare at least this often (syncs), whatever changed: a safety net.
+    static let relayTableRecheck = 256
 
     package init(router: LaneRouter, peers: Int) {
         self.router = router
         sentRoutes = Array(repeating: nil, count: peers)
         anchorsSentTo = Array(repeating: true, count: router.lanes)
+        relayTableSentTo = Array(repeating: true, count: router.lanes)
     }
 
     /// Runs every push NodeCore's state calls for; `apply(lane, push)` returns false
     /// when it could not deliver (offered again on the next call).
     package mutating func sync(_ core: inout NodeCore, _ apply: (Int, Push) -> Bool) {
-        while let p = core.pollKeyChange() { keysToSend.insert(p) }
+        // The relay table is a function of the members' keys and routes (RelayTable.swift):
+        // it is compared (O(members), a few copies each) only after one of them changed.
+        var relayInputsChanged = false
+        while let p = core.pollKeyChange() {
+            keysToSend.insert(p)
+            relayInputsChanged = true
+        }
         for p in keysToSend where apply(router.owner(of: p), .keys(p, core.shardKeys(of: p))) {
             keysToSend.remove(p)
         }
         for i in sentRoutes.indices {
             let p = PeerID(rawValue: i)
             let r = core.dataRoute(for: p)
-            if r != sentRoutes[i], apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
+            guard r != sentRoutes[i] else { continue }
+            relayInputsChanged = true
+            if apply(router.owner(of: p), .route(p, r)) { sentRoutes[i] = r }
         }
         // The anchors and our sessions' keys with them: re-sent when either changes (a rekey too).
         if !core.relayAnchorsEqual(sentAnchors) {
@@ -122,6 +152,19 @@ package struct ShardSync: Sendable {
         }
         for k in anchorsSentTo.indices where !anchorsSentTo[k] {
             anchorsSentTo[k] = apply(k, .anchors(sentAnchors))
+        }
+        // An anchor's relay table, to every lane (each forwards what lands on it).
+        guard router.isAnchor else { return }
+        relayTableAge += 1
+        if relayInputsChanged || relayTableAge >= Self.relayTableRecheck || sentRelayTable.members.isEmpty {
+            relayTableAge = 0
+            if !core.relayTableEqual(sentRelayTable) {
+                sentRelayTable = core.relayTable
+                relayTableSentTo = Array(repeating: false, count: router.lanes)
+            }
+        }
+        for k in relayTableSentTo.indices where !relayTableSentTo[k] {
+            relayTableSentTo[k] = apply(k, .relayTable(sentRelayTable))
         }
     }
 }
@@ -133,6 +176,7 @@ extension SessionShard {
         case .keys(let p, let keys): install(keys, for: p)
         case .route(let p, let r): setRoute(r, for: p)
         case .anchors(let list): setAnchors(list)
+        case .relayTable(let t): setRelayTable(t)
         }
     }
 }
@@ -168,6 +212,7 @@ extension LaneRouter {
             if case .drop(let r) = result { return .drop(r) }
             switch afterShard(result, handedOver: handedOver) {
             case .deliver(let p, let off, let len): return .packet(p, offset: off, length: len)
+            case .transmit(let to, let off, let len): return .transmit(to, offset: off, length: len)
             case .control(let p, let off, let len, let via): return opened(p, off, len, via)
             case .done: return .consumed
             case .loop:
@@ -175,8 +220,11 @@ extension LaneRouter {
                 return .consumed
             case .handTo(let o):
                 // DATA is steered to its owner by the receiver index we chose; so is a
-                // RELAY on a member. Only an anchor hands a RELAY over (it steers none).
-                if length > 0, b[0] == MessageType.data.rawValue || !isAnchor { fault(.misSteered(on: k, owner: o)) }
+                // RELAY carrying DATA for a member. An anchor forwards a RELAY where it lands,
+                // and hands over only one for itself (steered by the pair byte, not the owner).
+                if length > 0, b[0] == MessageType.data.rawValue || (b[0] == MessageType.relay.rawValue && !isAnchor) {
+                    fault(.misSteered(on: k, owner: o))
+                }
                 k = o
                 handedOver = true
             case .core:

@@ -35,6 +35,9 @@ extension KeypairSlots {
     /// Read through the optionals field by field: `current ?? next` would copy a
     /// whole keypair (its 1 KiB replay window) per call, and an anchor asks twice
     /// per forwarded packet.
+    /// Inlined: called out of line, the caller copied the whole slots (three
+    /// keypairs, 3.6 KiB) to pass them (seen in the release build's code).
+    @inline(__always)
     var relayHop: RelayHopKeys {
         var h = RelayHopKeys()
         h.send = current?.keys.send.relayTagKey ?? next?.keys.send.relayTagKey

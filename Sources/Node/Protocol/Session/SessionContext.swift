@@ -56,10 +56,14 @@ struct SessionContext: Sendable {
     /// A random index not in use. 32 bits and a few live indices per peer: the
     /// loop ends at once in practice. Split: an index the owning reactor's
     /// steering program sends to it (`SessionOwnership`), so about `owners` tries.
-    mutating func allocateIndex(for peer: PeerID) -> UInt32 {
+    /// Its bit 8 (the low bit of its second byte) is `pairBit`, which the two
+    /// ends of a session set opposite (`SessionOwnership.pairBit`): an anchor
+    /// steers a RELAY by that byte, so the two directions of a relayed pair
+    /// land on different lanes of an anchor with an even number of them.
+    mutating func allocateIndex(for peer: PeerID, pairBit: Bool) -> UInt32 {
         let owner = SessionOwnership.owner(of: peer, owners: owners)
         while true {
-            let i = UInt32(truncatingIfNeeded: rng.next())
+            let i = UInt32(truncatingIfNeeded: rng.next()) & ~0x100 | (pairBit ? 0x100 : 0)
             if indices[i] == nil, SessionOwnership.owner(ofIndex: i, owners: owners) == owner {
                 indices[i] = peer
                 return i
