@@ -26,8 +26,9 @@
 #   - legit: received >= 90% of what the baseline (same flow, no attack, this
 #     run) received, and m1 still pings m2;
 #   - the attack's datagrams show up in m1's counters: sum of the named
-#     counters + replies the injector got + kernel receive drops within
-#     [95%, 102%] of what the injector sent;
+#     counters + replies the injector got + kernel receive drops at least 95%
+#     of what the injector sent, and counters + replies at most 102% (kernel
+#     drops on the shared socket may be the legit flow's, so they only fill in);
 #   - m1's state (NAT mapping, anchor reachability, peer sessions and active
 #     paths) is the same before and after;
 #   - per-attack limits (load meter tripped, global/per-/64 probe reply caps).
@@ -192,7 +193,11 @@ attack() {
   # Datagrams of a side injector (its line in $extra_file) counted by the same counters.
   local extra=0
   [ -z "${extra_file:-}" ] || extra=$(sed -n 's/.* sent=\([0-9]*\) .*/\1/p' "$extra_file")
-  acc=$(( ${moved##*sum=} + ${replies_acc:-$replies} + k1 - k0 - extra ))
+  # Kernel receive drops may be the legit flow's too (the socket is shared): they
+  # can make up for attack datagrams the daemon never saw (the lower bound), but
+  # never count against double counting (the upper bound is counters + replies).
+  local own=$(( ${moved##*sum=} + ${replies_acc:-$replies} - extra ))
+  acc=$(( own + k1 - k0 ))
   unset replies_acc
   figures+=("$name: sent $sent at $pps/s; m1 reactor-0 CPU ${cpu}% (baseline ${base_cpu}%); legit kept ${kept}% ($got/$base); counters: $moved; replies $replies; kernel drops $((k1 - k0))")
   echo "figures: ${figures[-1]}"
@@ -200,8 +205,8 @@ attack() {
   [ "$kept" -ge 90 ] || fail "$name: the legit flow kept $kept% of its baseline"
   pingable m1 m2 || fail "$name: m1 no longer pings m2"
   [ "$state1" = "$state0" ] || fail "$name: m1's state moved: before [$state0] after [$state1]"
-  [ $((acc * 100)) -ge $((sent * 95)) ] && [ $((acc * 100)) -le $((sent * 102)) ] ||
-    fail "$name: $acc of $sent attack datagrams accounted for (counters + replies + kernel drops)"
+  [ $((acc * 100)) -ge $((sent * 95)) ] && [ $((own * 100)) -le $((sent * 102)) ] ||
+    fail "$name: $acc of $sent attack datagrams accounted for (counters + replies + kernel drops; $own without kernel drops)"
   [ "$cpu" -le "${WS_FLOOD_CPU_MAX:-50}" ] || fail "$name: m1 reactor-0 CPU $cpu% > ${WS_FLOOD_CPU_MAX:-50}%"
   echo "ok: $name: legit kept $kept%, $acc of $sent accounted for, state unchanged [$state1]"
 }
