@@ -276,7 +276,9 @@ if command -v wireguard-go >/dev/null; then
 else
   echo "SKIP: Debian's wireguard-go not installed (scripts/setup installs it)"
 fi
+# Beside this checkout (../shared/reference), or where the project machines keep it (/work/shared).
 up=${WG_UPSTREAM:-$here/../../shared/reference/wireguard-go/wireguard-go-0.0.20250522}
+[ -x "$up" ] || [ -n "${WG_UPSTREAM:-}" ] || up=/work/shared/reference/wireguard-go/wireguard-go-0.0.20250522
 if [ -x "$up" ]; then
   against "upstream wireguard-go 0.0.20250522" "$up"
 else

@@ -36,7 +36,9 @@ bin=${WS_BIN:-$here/../.build/release}
 if [ -z "${WGCOMPAT_IMPL:-}" ]; then
   rc=0
   WGCOMPAT_IMPL=wireguard-go bash "$0" || rc=1
+  # Beside this checkout (../shared/reference), or where the project machines keep it (/work/shared).
   up=${WG_UPSTREAM:-$here/../../shared/reference/wireguard-go/wireguard-go-0.0.20250522}
+  [ -x "$up" ] || [ -n "${WG_UPSTREAM:-}" ] || up=/work/shared/reference/wireguard-go/wireguard-go-0.0.20250522
   if [ -x "$up" ]; then
     WGCOMPAT_IMPL=$up bash "$0" || rc=1
   else
