@@ -82,12 +82,7 @@ sample() {
 }
 block() { # on|off: m1 drops UDP to/from m2's endpoint
   if [ "$1" = on ]; then
-    lab_exec m1 nft -f - <<'NFT'
-table inet soak {
-  chain in { type filter hook input priority 0; ip saddr 203.0.113.22 udp dport 51820 drop; }
-  chain out { type filter hook output priority 0; ip daddr 203.0.113.22 udp sport 51820 drop; }
-}
-NFT
+    lab_block m1 m2 soak
   else
     lab_exec m1 nft delete table inet soak 2>/dev/null || true
   fi

@@ -453,6 +453,31 @@ lab_ct_list() {
     ip netns exec "$ns" conntrack -L 2>/dev/null
 }
 
+# lab_block NAME PEER [TABLE]: NAME drops UDP port 51820 to and from every
+# address of PEER's eth0 (IPv4 and IPv6, link-local included: two hosts on
+# one segment find each other's fe80:: addresses through LAN discovery, so a
+# rule on the IPv4 address alone leaves a direct path open). `nft delete
+# table inet TABLE` in NAME lifts it.
+lab_block() {
+  local who=${1:?lab_block NAME PEER [TABLE]} peer=${2:?lab_block NAME PEER [TABLE]} table=${3:-labblock}
+  local a rules="" ns
+  ns=$(lab_ns "$peer") || return 1
+  # The link-local address comes with the link (tentative at first): wait for it.
+  for a in 1 2 3 4 5 6 7 8 9 10; do
+    ip -n "$ns" -6 -o addr show dev eth0 scope link 2>/dev/null | grep -q inet6 && break
+    sleep 0.2
+  done
+  for a in $(ip -n "$ns" -o addr show dev eth0 | awk '$3 == "inet" || $3 == "inet6" {sub(/\/.*/, "", $4); print $3 "=" $4}'); do
+    case $a in
+      inet=*) rules="$rules ip saddr ${a#*=} udp dport 51820 drop; ip daddr ${a#*=} udp sport 51820 drop;" ;;
+      inet6=*) rules="$rules ip6 saddr ${a#*=} udp dport 51820 drop; ip6 daddr ${a#*=} udp sport 51820 drop;" ;;
+    esac
+  done
+  [ -n "$rules" ] || { echo "lab_block: $peer has no address on eth0" >&2; return 1; }
+  printf 'table inet %s {\n  chain in { type filter hook input priority 0; %s }\n  chain out { type filter hook output priority 0; %s }\n}\n' \
+    "$table" "$rules" "$rules" | lab_exec "$who" nft -f -
+}
+
 # ── processes ───────────────────────────────────────────────────────────────
 
 lab_exec() {

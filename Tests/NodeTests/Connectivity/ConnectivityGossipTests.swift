@@ -62,6 +62,42 @@ final class ConnectivityGossipTests: XCTestCase {
         print("gossip: a renumbered member's record reached a member it does not talk to after \((sim.now - t0).seconds) s (virtual)")
     }
 
+    /// Review M8, flood F8: a member's signed record is its word about the
+    /// addresses, like its CANDIDATES. A member that publishes a new set of
+    /// addresses every 2 s for 28 s (84 distinct ones) gets at most the
+    /// unattested budget's new addresses per 30 s window into another
+    /// member's book (two windows: 16), and its first new record is taken.
+    func testChurnedRecordsMeetTheUnattestedBudget() {
+        let sim = NetSim()
+        sim.build([
+            .init(name: "anchor-1", anchor: true),
+            .init(name: "churner"),
+            .init(name: "listener"),
+        ], seed: 5 &+ ConnectivitySimTests.seed)
+        let churner = sim.index("churner"), listener = sim.index("listener")
+        let pc = sim.pid(churner)
+        sim.drive(for: .seconds(10 as UInt64))
+        let before = Set(sim.hosts[listener].core.book.gossiped(pc).map(\.endpoint))
+        XCTAssertFalse(before.isEmpty, "the listener holds the churner's first record")
+        let budget = ConnectivityTimings.default.unattestedPunchTargets
+        var admitted = Set<Endpoint>(), firstSet: [Endpoint] = []
+        for round in 0..<14 {
+            let set = (0..<6).map { Endpoint(family: .v4, address: IPAddressBytes(v4: (198, 51, 100, UInt8(round * 6 + $0 + 1))), port: 51820) }
+            if round == 0 { firstSet = set }
+            sim.hosts[churner].core.setLocalEndpoints(set, now: sim.now)
+            sim.drain(churner)
+            for _ in 0..<4 {
+                sim.drive(for: .milliseconds(500))
+                admitted.formUnion(sim.hosts[listener].core.book.gossiped(pc).map(\.endpoint).filter { !before.contains($0) })
+            }
+        }
+        let records = sim.hosts[listener].core.gossipRecord(of: pc)?.sequence ?? 0
+        XCTAssertTrue(firstSet.allSatisfy(admitted.contains), "the first new record is within the budget: \(admitted)")
+        XCTAssertLessThanOrEqual(admitted.count, 2 * budget, "84 addresses offered in 28 s, \(records) records: \(admitted.count) taken")
+        XCTAssertTrue(sim.hosts[listener].core.book.punchable(pc).allSatisfy { before.contains($0) || admitted.contains($0) })
+        print("gossip: a churning member offered 84 addresses in 28 s; the listener took \(admitted.count) (budget \(budget) per 30 s)")
+    }
+
     /// Our own record's sequence continues from the snapshot across a restart,
     /// and members' records come back with it.
     func testSnapshotKeepsOurSequenceAcrossARestart() {

@@ -209,9 +209,11 @@ struct EndpointBook: Sendable {
     }
 
     /// The part of `list` (a member's announced candidates, or an anchor's
-    /// introduction) we will punch. Vouched-for addresses always: `attested`
-    /// (the introducing anchor's own observation), `p`'s configured or cached
-    /// endpoints, its own signed gossip record, and addresses we have heard `p` from (`heard`). Every other
+    /// introduction, or the endpoints of its new gossip record) we will punch.
+    /// Vouched-for addresses always: `attested` (the introducing anchor's own
+    /// observation), `p`'s configured or cached endpoints, what its gossip
+    /// record held already (admitted when it came) and its LAN announcement's
+    /// source, and addresses we have heard `p` from (`heard`). Every other
     /// address is only `p`'s word, and a member could name any host on the
     /// Internet: at most `unattestedPunchTargets` distinct ones per
     /// `unattestedPunchWindow`, however many introductions arrive (review M8).

@@ -43,7 +43,13 @@ extension NodeCore {
             switch e {
             case .recordChanged(let p, let record):
                 guard isPeer(p) else { continue }
-                book.setGossiped(p, record.endpoints.filter { PathManager.isUsableRemote($0.endpoint) && !isOwnEndpoint($0.endpoint) },
+                let usable = record.endpoints.filter { PathManager.isUsableRemote($0.endpoint) && !isOwnEndpoint($0.endpoint) }
+                // The signature says who published the addresses, not that
+                // they are the member's: a new one meets the same budget as
+                // its candidates (review M8), so a member that churns records
+                // cannot make us ping more third parties than its candidates
+                // could. An address its previous record held stays admitted.
+                book.setGossiped(p, isAnchor ? usable : admitCandidates(p, usable, attested: nil, now: now),
                                  sequence: record.sequence, now: now)
                 // A member we reach only through a relay published new
                 // addresses (it moved, or got a port mapping): try them now,
