@@ -48,9 +48,7 @@ rate=${WS_FLOOD_RATE:-2000}       # F1/F3/F5 datagrams per second (the review: 5
 legit=${WS_FLOOD_LEGIT:-20M}      # offered legit UDP, bits/s
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 [ -x "$bin/ws-bench" ] || fail "no $bin/ws-bench (swift build -c release)"
 command -v iperf3 >/dev/null || fail "iperf3 not found"
 PY=$LAB_PY

@@ -63,9 +63,7 @@ budget_mbit=8                     # a1's relay_rate_mbit
 legit_relay=4M                    # offered legit UDP through the relay (m3 -> m1): within the budget
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 [ -x "$bin/ws-bench" ] || fail "no $bin/ws-bench (swift build -c release)"
 command -v iperf3 >/dev/null || fail "iperf3 not found"
 command -v nft >/dev/null || fail "nft not found"

@@ -28,9 +28,7 @@ bin=${WS_BIN:-$here/../.build/release}
 kills=${WS_KILLS:-20}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 PY=$LAB_PY
 
 lab_internet

@@ -29,9 +29,7 @@ if ! miniupnpd --version 2>&1 | grep -q nftables; then
   exit 0
 fi
 
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 
 lab_internet
 lab_public a1 203.0.113.10

@@ -24,11 +24,7 @@ bin=${WS_BIN:-$root/.build/release}
 doc=$root/docs/quickstart.md
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-trap 'exit 143' TERM  # timeout(1) sends TERM: the EXIT trap above still cleans up
-trap 'exit 130' INT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 
 # block NAME: the fenced block after "<!-- file: NAME -->" in the doc
 block() {

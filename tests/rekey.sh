@@ -30,9 +30,7 @@ after=${WS_REKEY_AFTER:-3}
 pps=${WS_REKEY_PPS:-1000}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 PY=$LAB_PY
 FL=$here/lib/flood.py
 SEQ=$here/lib/seqstream.py

@@ -30,11 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-trap 'exit 143' TERM  # timeout(1) sends TERM: the EXIT trap above still cleans up
-trap 'exit 130' INT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 command -v iperf3 >/dev/null || fail "iperf3 not installed (scripts/setup installs it)"
 
 lab_internet

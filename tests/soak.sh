@@ -30,9 +30,7 @@ rss_pct=${WS_SOAK_RSS_PCT:-25}
 warm=${WS_SOAK_WARM:-20}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 PY=$LAB_PY
 FL=$here/lib/flood.py
 SEQ=$here/lib/seqstream.py

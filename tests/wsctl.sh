@@ -22,9 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 ok() { echo "ok: $*"; }
 
 lab_internet

@@ -213,6 +213,18 @@ lab_wan() {
   esac
 }
 
+# lab_begin: how a test script starts its lab: lab_init "ws<script PID>",
+# and on any exit (TERM from timeout(1) and INT included) a dump of the lab
+# when the script failed, then lab_cleanup; and fail MESSAGE, which prints
+# "FAIL: MESSAGE" and exits 1. Traps set here are the script's.
+lab_begin() {
+  lab_init "ws$$"
+  trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  fail() { echo "FAIL: $*"; exit 1; }
+}
+
 lab_init() {
   local prefix=${1:?lab_init PREFIX}
   [[ $prefix =~ ^ws[A-Za-z0-9]{1,20}$ ]] || _lab_die "prefix '$prefix' must be ws[A-Za-z0-9]+" || return 1
