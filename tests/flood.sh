@@ -48,6 +48,7 @@ rate=${WS_FLOOD_RATE:-2000}       # F1/F3/F5 datagrams per second (the review: 5
 legit=${WS_FLOOD_LEGIT:-20M}      # offered legit UDP, bits/s
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 [ -x "$bin/ws-bench" ] || fail "no $bin/ws-bench (swift build -c release)"
 command -v iperf3 >/dev/null || fail "iperf3 not found"
@@ -67,27 +68,11 @@ lab_public x 203.0.113.66
 ip -n "$(lab_ns m1)" addr add 2001:db8:f::21/64 dev eth0 nodad
 
 declare -A ov=([a1]=1 [m1]=21 [m2]=22) ip=([a1]=203.0.113.10 [m1]=203.0.113.21 [m2]=203.0.113.22)
-declare -A pub
-for n in a1 m1 m2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  chmod 600 "$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
-conf() { # NODE ANCHOR REACTORS PEERS...
-  local n=$1 anchor=$2 reactors=$3 p
-  shift 3
-  printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nreactors = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
-    "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$reactors" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
-  for p in "$@"; do
-    printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\nendpoint = "%s:51820"\n' \
-      "$p" "${pub[$p]}" "${ov[$p]}" "${ip[$p]}"
-    if [ "$p" = a1 ]; then printf 'anchor = true\n'; fi
-  done
-}
+mesh_keys a1 m1 m2
 # The anchor runs 2 reactors: every one of them forwards RELAY (docs/engine.md).
-conf a1 true 2 m1 m2 >"$LAB_DIR/a1.toml"
-conf m1 false 2 a1 m2 >"$LAB_DIR/m1.toml"
-conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
+mesh_conf a1 true 2 m1 m2 >"$LAB_DIR/a1.toml"
+mesh_conf m1 false 2 a1 m2 >"$LAB_DIR/m1.toml"
+mesh_conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
 # The control socket's directory is traversable by others (the socket itself
 # is 0600): F10 checks that a non-root user is refused by the socket's mode.
 chmod 711 "$LAB_DIR"
@@ -97,7 +82,6 @@ ip netns exec "$LAB_PREFIX-internet" "$PY" "$FL" sniff-init i-m2 "$LAB_DIR/init.
   >"$LAB_DIR/sniff.out" 2>&1 &
 sniffer=$!
 wait_until 5 grep -qs listening "$LAB_DIR/sniff.out" || fail "INIT sniffer did not start: $(cat "$LAB_DIR/sniff.out")"
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
 # m2 starts once m1 answers, and its first ping makes it the initiator toward
 # m1: m1 accepts that INIT, so F11's copy of it is a replay of an accepted one.
 for n in a1 m1; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
@@ -105,7 +89,6 @@ wait_until 10 status m1 >/dev/null 2>&1 || fail "m1 does not answer on its contr
 lab_bg m2 d-m2 "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/m2.toml"
 victim_pid=$(awk '$2 == "d-m1" {print $1}' "$LAB_DIR/pids")
 
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 wait_until 20 pingable m2 m1 || fail "m2 cannot ping m1 through the tunnel"
 wait_until 20 pingable m1 a1 || fail "m1 cannot ping the anchor"
 anchor_up() { status m1 | "$PY" "$here/lib/jq.py" anchors.0.reachable | grep -qix true; }

@@ -63,6 +63,7 @@ budget_mbit=8                     # a1's relay_rate_mbit
 legit_relay=4M                    # offered legit UDP through the relay (m3 -> m1): within the budget
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 [ -x "$bin/ws-bench" ] || fail "no $bin/ws-bench (swift build -c release)"
 command -v iperf3 >/dev/null || fail "iperf3 not found"
@@ -107,29 +108,14 @@ lab_exec m3 sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ign
 lab_block m1 m3 f7
 
 declare -A ov=([a1]=1 [m1]=21 [m2]=22 [m3]=23) ip=([a1]=203.0.113.10 [m1]=203.0.113.21 [m2]=203.0.113.22 [m3]=203.0.113.23)
-declare -A pub
-for n in a1 m1 m2 m3; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  chmod 600 "$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
-conf() { # NODE ANCHOR REACTORS PEERS...
-  local n=$1 anchor=$2 reactors=$3 p
-  shift 3
-  printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nreactors = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
-    "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$reactors" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
-  [ "$anchor" = false ] || printf 'relay_rate_mbit = %s\n' "$budget_mbit"
-  for p in "$@"; do
-    printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\n' "$p" "${pub[$p]}" "${ov[$p]}"
-    # m1 and m3 know each other only through the anchor (it introduces them).
-    [ "$n$p" = m1m3 ] || [ "$n$p" = m3m1 ] || printf 'endpoint = "%s:51820"\n' "${ip[$p]}"
-    if [ "$p" = a1 ]; then printf 'anchor = true\n'; fi
-  done
-}
-conf a1 true 1 m1 m2 m3 >"$LAB_DIR/a1.toml"
-conf m1 false 2 a1 m2 m3 >"$LAB_DIR/m1.toml"
-conf m2 false 1 a1 m1 m3 >"$LAB_DIR/m2.toml"
-conf m3 false 1 a1 m1 m2 >"$LAB_DIR/m3.toml"
+mesh_keys a1 m1 m2 m3
+# m1 and m3 know each other only through the anchor (it introduces them).
+MESH_NO_ENDPOINT="m1m3 m3m1"
+MESH_ANCHOR_LINES="relay_rate_mbit = $budget_mbit"
+mesh_conf a1 true 1 m1 m2 m3 >"$LAB_DIR/a1.toml"
+mesh_conf m1 false 2 a1 m2 m3 >"$LAB_DIR/m1.toml"
+mesh_conf m2 false 1 a1 m1 m3 >"$LAB_DIR/m2.toml"
+mesh_conf m3 false 1 a1 m1 m2 >"$LAB_DIR/m3.toml"
 
 # F11b replays a real HANDSHAKE_INIT of m2's to m1: catch one while the daemons start.
 ip netns exec "$LAB_PREFIX-internet" "$PY" "$FL" sniff-init i-m2 "$LAB_DIR/init.bin" 15 203.0.113.22 203.0.113.21 \
@@ -140,15 +126,12 @@ wait_until 5 grep -qs listening "$LAB_DIR/sniff.out" || fail "INIT sniffer did n
 lab_bg s sink "$PY" "$F2L" sink eth0 "$LAB_DIR/sink.log"
 wait_until 5 grep -qs listening "$(lab_log sink)" || fail "the sink did not start"
 
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
 start_daemon() { lab_bg "$1" "d-$1" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$1.toml"; }
 for n in a1 m1; do start_daemon "$n"; done
 wait_until 10 status m1 >/dev/null 2>&1 || fail "m1 does not answer on its control socket"
 start_daemon m2
 start_daemon m3
-pid_of() { awk -v t="d-$1" '$2 == t {print $1}' "$LAB_DIR/pids" | tail -1; }
 
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 wait_until 20 pingable m2 m1 || fail "m2 cannot ping m1 through the tunnel"
 wait_until 20 pingable m1 a1 || fail "m1 cannot ping the anchor"
 wait_until 30 pingable m3 m1 || fail "m3 cannot ping m1 (relayed by a1)"

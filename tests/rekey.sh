@@ -30,6 +30,7 @@ after=${WS_REKEY_AFTER:-3}
 pps=${WS_REKEY_PPS:-1000}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 PY=$LAB_PY
 FL=$here/lib/flood.py
@@ -39,26 +40,14 @@ command -v iperf3 >/dev/null || fail "iperf3 not found"
 lab_internet
 lab_public m1 203.0.113.21
 lab_public m2 203.0.113.22
-declare -A ov=([m1]=21 [m2]=22) pub
-for n in m1 m2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  chmod 600 "$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
-conf() { # NODE REACTORS PEER
-  printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nreactors = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
-    "$LAB_DIR/$1.key" "${ov[$1]}" "$2" "$LAB_DIR/$1-state" "$LAB_DIR/$1.sock"
-  printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\nendpoint = "203.0.113.%s:51820"\n' \
-    "$3" "${pub[$3]}" "${ov[$3]}" "${ov[$3]}"
-}
-conf m1 2 m2 >"$LAB_DIR/m1.toml"
-conf m2 1 m1 >"$LAB_DIR/m2.toml"
+declare -A ov=([m1]=21 [m2]=22) ip=([m1]=203.0.113.21 [m2]=203.0.113.22)
+mesh_keys m1 m2
+mesh_conf m1 false 2 m2 >"$LAB_DIR/m1.toml"
+mesh_conf m2 false 1 m1 >"$LAB_DIR/m2.toml"
 for n in m1 m2; do
   lab_bg "$n" "d-$n" env WS_TEST_REKEY_AFTER_S="$after" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"
 done
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.$2" >/dev/null 2>&1; }
-wait_until 20 pingable m2 21 || fail "m2 cannot ping m1 through the tunnel"
+wait_until 20 pingable m2 m1 || fail "m2 cannot ping m1 through the tunnel"
 echo "ok: m1 and m2 up, REKEY_AFTER_TIME $after s"
 
 rekeyc="unknownIndex authFailed keyExpired replay unexpectedMessage send_noEndpoint send_unknownPeer queue_dropped"

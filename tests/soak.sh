@@ -30,6 +30,7 @@ rss_pct=${WS_SOAK_RSS_PCT:-25}
 warm=${WS_SOAK_WARM:-20}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 PY=$LAB_PY
 FL=$here/lib/flood.py
@@ -41,30 +42,12 @@ lab_internet
 lab_public a1 203.0.113.10
 lab_public m1 203.0.113.21
 lab_public m2 203.0.113.22
-declare -A ov=([a1]=1 [m1]=21 [m2]=22) ip=([a1]=203.0.113.10 [m1]=203.0.113.21 [m2]=203.0.113.22) pub
-for n in a1 m1 m2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  chmod 600 "$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
-conf() { # NODE ANCHOR REACTORS PEERS...
-  local n=$1 anchor=$2 reactors=$3 p
-  shift 3
-  printf '[node]\nprivate_key_file = "%s"\ninterface = "ws0"\naddress = "10.77.0.%s/24"\nlisten_port = 51820\nanchor = %s\nreactors = %s\nstate_dir = "%s"\ncontrol_socket = "%s"\n' \
-    "$LAB_DIR/$n.key" "${ov[$n]}" "$anchor" "$reactors" "$LAB_DIR/$n-state" "$LAB_DIR/$n.sock"
-  for p in "$@"; do
-    printf '\n[[peer]]\nname = "%s"\npublic_key = "%s"\naddress = "10.77.0.%s/32"\nendpoint = "%s:51820"\n' \
-      "$p" "${pub[$p]}" "${ov[$p]}" "${ip[$p]}"
-    if [ "$p" = a1 ]; then printf 'anchor = true\n'; fi
-  done
-}
-conf a1 true 1 m1 m2 >"$LAB_DIR/a1.toml"
-conf m1 false 2 a1 m2 >"$LAB_DIR/m1.toml"
-conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
+declare -A ov=([a1]=1 [m1]=21 [m2]=22) ip=([a1]=203.0.113.10 [m1]=203.0.113.21 [m2]=203.0.113.22)
+mesh_keys a1 m1 m2
+mesh_conf a1 true 1 m1 m2 >"$LAB_DIR/a1.toml"
+mesh_conf m1 false 2 a1 m2 >"$LAB_DIR/m1.toml"
+mesh_conf m2 false 1 a1 m1 >"$LAB_DIR/m2.toml"
 for n in a1 m1 m2; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
-pid_of() { awk -v t="d-$1" '$2 == t {print $1}' "$LAB_DIR/pids" | tail -1; }
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 wait_until 20 pingable m2 m1 || fail "m2 cannot ping m1 through the tunnel"
 wait_until 20 pingable m1 a1 || fail "m1 cannot ping the anchor"
 echo "ok: a1, m1, m2 up"
