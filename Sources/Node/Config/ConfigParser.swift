@@ -41,6 +41,9 @@ struct ConfigParser {
         if let line = lines.badHeaderLine {
             throw ConfigError(path: path, line: line, field: "", message: "TOML syntax error: a table header must start with a key")
         }
+        if let line = lines.braceInArrayLine {
+            throw ConfigError(path: path, line: line, field: "", message: "TOML syntax error: '}' inside an array, where a value or ']' is expected")
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)

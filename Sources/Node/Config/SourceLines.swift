@@ -29,12 +29,17 @@ struct SourceLines {
     /// instead of reporting them (an abort in a release build), so `Config`
     /// refuses them before handing the text over.
     let badHeaderLine: Int?
+    /// The first '}' where an array expects a value or ']' (`p = [1, }`):
+    /// toml++ asserts on it too (found by the `config` fuzz target), so it is
+    /// refused the same way.
+    let braceInArrayLine: Int?
 
     init(_ text: String) {
         var s = LineScanner(Array(text.utf8))
         s.run()
         lines = s.found
         badHeaderLine = s.badHeader
+        braceInArrayLine = s.braceInArray
     }
 
     /// The line of `field`, else of its closest written parent: a missing
@@ -62,6 +67,7 @@ private struct LineScanner {
     private var line = 1
     private(set) var found: [String: Int] = [:]
     private(set) var badHeader: Int?
+    private(set) var braceInArray: Int?
     /// Resolved path of the current `[table]`; "" at the root.
     private var table = ""
     /// How many `[[x]]` headers each array-of-tables path has had so far.
@@ -154,6 +160,7 @@ private struct LineScanner {
             guard let c = peek() else { return }
             if c == .closeBracket { i += 1; return }
             if c == .comma { i += 1; continue }
+            if c == .closeBrace, braceInArray == nil { braceInArray = line }
             let element = "\(path)[\(n)]"
             record(element, line)
             let before = i

@@ -283,6 +283,27 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// Found by ws-fuzz (Fuzz/regressions/config/toml-brace-in-array-abort,
+    /// `p=[}s `): toml++ asserts where an array expects a value and sees '}'.
+    /// Inside a string or a comment a '}' is text, and an inline table in an
+    /// array still parses.
+    func testBraceWhereAnArrayExpectsAValueIsASyntaxErrorNotAnAbort() {
+        for bad in ["p = [}]", "p=[}s ", "p = [1, }", "p = [[}]]", "p = [\n}]", "p = [ # c\n }]", "p = [{a = 1}, }]"] {
+            let brace = 4 + bad.prefix { $0 != "}" }.filter { $0 == "\n" }.count
+            XCTAssertError(nodeTable + "\n" + bad, line: brace, field: "",
+                           message: "TOML syntax error: '}' inside an array, where a value or ']' is expected")
+        }
+        XCTAssertError(nodeTable + "\np = [1, }", line: 4, field: "",
+                       message: "TOML syntax error: '}' inside an array, where a value or ']' is expected")
+        for fine in ["p = [\"}\"]", "p = ['}']", "p = [1] # }", "p = [{a = 1}, {b = \"}\"}]", "p = [ # }\n 1]"] {
+            do {
+                _ = try Config.parse(nodeTable + "\n" + fine)
+            } catch {
+                XCTAssertFalse(error.message.contains("inside an array"), "\(fine): \(error)")
+            }
+        }
+    }
+
     func testDuplicateKeyIsASyntaxError() {
         XCTAssertError(nodeTable + "\naddress = \"10.77.0.2/24\"", line: 4, field: "", message: nil)
     }
