@@ -469,6 +469,18 @@ int CReactor_if_set_mtu(const char *name, int mtu) {
     return r;
 }
 
+int CReactor_if_get_mtu(const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    int r = ioctl(s, SIOCGIFMTU, &ifr) < 0 ? -errno : ifr.ifr_mtu;
+    close(s);
+    return r;
+}
+
 int CReactor_if_index(const char *name) {
     unsigned idx = if_nametoindex(name);
     return idx == 0 ? -errno : (int)idx;

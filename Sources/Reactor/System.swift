@@ -139,3 +139,18 @@ public enum ProcessHardening {
     /// Whether the process is dumpable now (for tests: 0 after `disableCoreDumps`).
     public static var dumpable: Int32 { CReactor_get_dumpable() }
 }
+
+/// An interface's MTU (ioctl SIOCGIFMTU / SIOCSIFMTU on a throwaway socket):
+/// read when the routes or links change and written when the tunnel's MTU
+/// moves, never per packet.
+public enum NetworkInterface {
+    /// The MTU of interface `name`; nil when it does not exist (or the kernel refused).
+    public static func mtu(_ name: String) -> Int? {
+        let r = CReactor_if_get_mtu(name)
+        return r > 0 ? Int(r) : nil
+    }
+
+    public static func setMTU(_ name: String, _ mtu: Int) throws(SyscallError) {
+        _ = try syscallValue("SIOCSIFMTU") { CReactor_if_set_mtu(name, Int32(mtu)) }
+    }
+}

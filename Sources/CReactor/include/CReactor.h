@@ -231,6 +231,8 @@ int CReactor_writev(int fd, const CReactor_iovec *iov, int n);
 /// Interface flags and MTU through an ioctl socket (no netlink policy here).
 int CReactor_if_set_up(const char *name, int up);
 int CReactor_if_set_mtu(const char *name, int mtu);
+/// The interface's MTU (SIOCGIFMTU), or -errno.
+int CReactor_if_get_mtu(const char *name);
 int CReactor_if_index(const char *name);
 
 /// setns(2) of the calling thread into a network namespace file (/var/run/netns/NAME).

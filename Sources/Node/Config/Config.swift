@@ -19,6 +19,7 @@ import TOMLKit
 ///     lan_discovery = true              # default true: signed mDNS announcements on 224.0.0.251:5353
 ///     uplinks = ["wlan0", "wwan0"]      # default: every interface with a route to the outside
 ///     cipher = "auto"                   # default "auto": AES-256-GCM when both ends have AES-NI; or "chacha20poly1305"
+///     mtu = 1420                        # default: none; a cap on the tunnel MTU (the minimum over active paths)
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
 ///     [[peer]]
@@ -195,6 +196,13 @@ public struct NodeConfig: Sendable, Equatable {
     public var uplinks: [String]?
     /// At most as many uplinks as a session has multipath slots (`MultipathConstants.maxPaths`).
     public static let maxUplinks = 8
+    /// `mtu`: the tunnel interface's MTU at most this (a cap); the daemon sets
+    /// the minimum over the paths data goes on, and this value while there is
+    /// none. Nil: no cap, and the default (1404) while no path exists.
+    public var mtu: Int?
+    /// IPv6's minimum link MTU (RFC 8200 §5) ... a 64 KiB IP packet.
+    public static let minMTU = 1280
+    public static let maxMTU = 65535
     /// `cipher`: `.auto` offers and accepts AES-256-GCM (when this CPU has AES-NI) in
     /// Whalescale's handshake; `.chacha20poly1305` never does. ChaCha20-Poly1305 is the fallback.
     public var cipher: CipherSetting = .auto

@@ -89,6 +89,12 @@ extension ConfigParser {
         node.portMapping = try portMapping(t)
         node.lanDiscovery = try bool(t, "lan_discovery", "node") ?? true
         node.uplinks = try uplinks(t, tunnel: interface)
+        if let m = try int(t, "mtu", "node") {
+            guard m >= NodeConfig.minMTU && m <= NodeConfig.maxMTU else {
+                throw fail("node.mtu", "\(m) is out of range (\(NodeConfig.minMTU)...\(NodeConfig.maxMTU) bytes)")
+            }
+            node.mtu = m
+        }
         if let c = try string(t, "cipher", "node") {
             guard let setting = CipherSetting(rawValue: c) else {
                 throw fail("node.cipher", "\(quoted(c)) is not a cipher setting (\"auto\" or \"chacha20poly1305\")")

@@ -66,12 +66,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The interfaces traffic may leave through (`node.uplinks`, or every one
         /// with a route to the outside); nil from daemons before uplinks.
         public var uplinks: [Uplink]?
+        /// The tunnel interface's MTU now: the smallest over the active paths
+        /// (1280 ... `[node] mtu`); nil from daemons before it followed the paths.
+        public var mtu: Int?
 
         public init(
             publicKey: String, interface: String, address: String, addresses: [String]? = nil, listenPort: UInt16, anchor: Bool = false,
             reactors: Int = 1, endpoints: [AdvertisedEndpoint] = [], nat: NAT = NAT(mapping: .unknown),
-            wireGuardPublicKey: String = "", uplinks: [Uplink]? = nil
+            wireGuardPublicKey: String = "", uplinks: [Uplink]? = nil, mtu: Int? = nil
         ) {
+            self.mtu = mtu
             self.uplinks = uplinks
             self.wireGuardPublicKey = wireGuardPublicKey
             self.publicKey = publicKey
@@ -91,7 +95,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case listenPort = "listen_port"
             case anchor, reactors, endpoints, nat
             case wireGuardPublicKey = "wireguard_public_key"
-            case uplinks
+            case uplinks, mtu
         }
 
         /// `addresses` and `reactors` came with version 1's later daemons: from an
@@ -109,6 +113,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             nat = try c.decode(NAT.self, forKey: .nat)
             wireGuardPublicKey = try c.decodeIfPresent(String.self, forKey: .wireGuardPublicKey) ?? ""
             uplinks = try c.decodeIfPresent([Uplink].self, forKey: .uplinks)
+            mtu = try c.decodeIfPresent(Int.self, forKey: .mtu)
         }
     }
 
@@ -489,10 +494,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The interface the kernel's main routing table sends `remote` through
         /// (the daemon's socket is bound to no uplink yet); nil: no route, or not reported.
         public var uplink: String?
+        /// The largest inner packet this path carries: its uplink's MTU minus the
+        /// outer IP and UDP headers and our overhead (nil: not reported).
+        public var mtu: Int?
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
                     loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
-                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil) {
+                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil, mtu: Int? = nil) {
+            self.mtu = mtu
             self.uplink = uplink
             self.usable = usable ?? active
             self.sources = sources
@@ -512,7 +521,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case rttMs = "rtt_ms"
             case loss, active, validated, usable, sources
             case lastRxSecondsAgo = "last_rx_s_ago"
-            case uplink
+            case uplink, mtu
         }
 
         public init(from decoder: any Decoder) throws {
@@ -529,6 +538,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             lastRxSecondsAgo = try c.decodeIfPresent(UInt64.self, forKey: .lastRxSecondsAgo)
             sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
             uplink = try c.decodeIfPresent(String.self, forKey: .uplink)
+            mtu = try c.decodeIfPresent(Int.self, forKey: .mtu)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -547,6 +557,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo)
                 try c.encode(uplink, forKey: .uplink)
             }
+            try c.encodeIfPresent(mtu, forKey: .mtu)
             try c.encode(sources, forKey: .sources)
         }
     }

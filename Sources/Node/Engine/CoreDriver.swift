@@ -40,6 +40,7 @@ extension Daemon {
         // The owners (with one reactor: lane 0's shard) learn new keys and paths before the next batch.
         syncShards()
         while let e = core.pollEvent() { log(e) }
+        if mtuControl.pending { recomputeMTU(now: now) }  // a path was added or removed (MTUControl.swift)
         armTimer()
     }
 
@@ -75,6 +76,7 @@ extension Daemon {
         case .session(.handshakeFailed(let p)): logger.notice("\(peerName(p)): no handshake answer; queued packets dropped")
         case .session(.expired(let p)): logger.notice("\(peerName(p)): keys expired")
         case .pathChanged(let p, let kind, let remote, let via):
+            mtuControl.pending = true
             guard let more = moveLine() else { break }
             logger.info("\(peerName(p)): path \(kind.rawValue) \(remote)\(via.map { " via " + peerName($0) } ?? "")\(more)")
         case .anchorReachable(let a): logger.info("anchor \(peerName(a)) reachable")

@@ -111,7 +111,10 @@ public final class Daemon: @unchecked Sendable {
     /// A scratch buffer for control messages from pollTransmit (not the data path).
     let scratch: UnsafeMutableRawPointer
     static let scratchSize = 65536
+    /// The TUN's MTU at start: `[node] mtu`, or the default (drop-in: WireGuard's).
     public let mtu: Int
+    /// The tunnel MTU over the active paths, and the per-member limits the lanes check (MTUControl.swift).
+    let mtuControl: MTUControl
 
     /// Room for our DATA header in front of every packet (and then some, for later framing).
     static let headroom = 64
@@ -170,7 +173,9 @@ public final class Daemon: @unchecked Sendable {
         self.members = members
         core = Self.makeCore(identity: identity, members: members, config: config, owners: n)
         shardSync = ShardSync(router: LaneRouter(lanes: n, isAnchor: config.node.anchor), peers: members.count)
-        self.mtu = mtu
+        self.mtu = dropIn == nil ? (config.node.mtu ?? mtu) : mtu
+        mtuControl = MTUControl(configured: dropIn == nil ? config.node.mtu : nil, initial: self.mtu, peers: members.count,
+                                enabled: dropIn == nil)
         out = .allocate(capacity: Self.batch)
         out.initialize(repeating: DatagramView(), count: Self.batch)
         scratch = .allocate(byteCount: Self.scratchSize, alignment: 16)
@@ -355,6 +360,7 @@ public final class Daemon: @unchecked Sendable {
         core.setLocalEndpoints(LocalAddresses.list(excluding: tun.name).map { Endpoint(family: $0.family, address: $0.address, port: port) },
                                now: now)
         findUplinks()
+        startMTU(now: now)
         startPortMapping(port: port)
         startLanDiscovery(port: port)
         // Last-known endpoints from the previous run (recovery tries them after the anchors).
@@ -484,6 +490,7 @@ public final class Daemon: @unchecked Sendable {
         routeMonitor?.close()
         routeMonitor = nil
         if let t = uplinkTimer { reactor.cancelTimer(t) }
+        stopMTU()
         control?.close()
         control = nil
         metricsServer?.close()
@@ -531,6 +538,7 @@ public final class Daemon: @unchecked Sendable {
         uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
             self.uplinkTimer = nil
             self.kernelRoutes = Uplinks.readRoutes()
+            self.mtuUplinksChanged(now: Self.now())
             let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
             guard merged != self.uplinks else { return }
             let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }

@@ -167,6 +167,8 @@ extension Lane {
             count("handoff_tun_reads")
             return
         }
+        // Above the member's path MTU (MTUControl.swift): dropped, answered with ICMP.
+        if exceedsPathMTU(id, p, length: len, header: h, now: now) { return }
         let headroom = Daemon.headroom
         if !h.isGSO {
             // One packet: complete its checksum if the kernel left it to us, seal where it lies.

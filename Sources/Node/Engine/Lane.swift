@@ -71,6 +71,8 @@ final class Lane: @unchecked Sendable {
     var tun: TunDevice!
     /// The data path's buffers (DataPath.swift).
     let fast = DataPathBuffers()
+    /// The ICMP errors for packets above a member's path MTU (MTUControl.swift).
+    let mtuGuard = LaneMTUGuard()
     /// Views for relayed forwards and probe answers within a batch.
     let out: UnsafeMutablePointer<DatagramView>
     /// The sessions this lane owns (all of them with one lane), set by the daemon

@@ -20,7 +20,8 @@ extension Daemon {
                               validated: p.validated, usable: p.usable,
                               lastRxSecondsAgo: p.lastRx.map { UInt64(max(0, (now - $0).seconds)) },
                               sources: p.sources,
-                              uplink: Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address))
+                              uplink: Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address),
+                              mtu: mtuControl.enabled ? pathMTU(remote: p.remote, relayed: p.via != nil) : nil)
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
@@ -82,6 +83,10 @@ extension Daemon {
         for (k, v) in metricsServer?.counters ?? [:] { counters[k, default: 0] &+= v }
         for (k, v) in lanCounters { counters[k, default: 0] &+= v }
         for (k, v) in dropIn?.counters ?? [:] { counters[k, default: 0] &+= v }
+        if mtuControl.enabled {
+            counters["mtu_changes"] = mtuControl.state.changes
+            counters["mtu_below_minimum"] = mtuControl.state.belowMinimum
+        }
         let local = udp.map { Endpoint($0.localEndpoint) }
         return StatusReport(
             node: StatusReport.Node(
@@ -98,7 +103,8 @@ extension Daemon {
                 wireGuardPublicKey: identity.wireGuardPublicKey,
                 uplinks: uplinks.enumerated().compactMap { i, slot in
                     slot.map { StatusReport.Uplink(index: i, name: $0.name, source: $0.source.rawValue, present: Uplinks.present($0.name)) }
-                }),
+                },
+                mtu: mtuControl.enabled ? mtuControl.state.current : mtu),
             anchors: anchors, peers: peers, warnings: warnings, counters: counters)
     }
 

@@ -25,7 +25,7 @@ private func report() -> StatusReport {
                 .init(anchor: "anchor-1", observed: "11.0.0.3:40001", ageSeconds: 4),
                 .init(anchor: "anchor-2", observed: "11.0.0.3:40002", ageSeconds: 65),
             ]),
-            uplinks: [.init(index: 0, name: "eth0", source: "routes", present: true)]),
+            uplinks: [.init(index: 0, name: "eth0", source: "routes", present: true)], mtu: 1404),
         anchors: [.init(publicKey: keyB, name: "anchor-1", reachable: true), .init(publicKey: keyC, name: "anchor-2", reachable: true)],
         peers: [
             .init(name: "anchor-1", publicKey: keyB, address: ["10.77.0.1/32"], state: .up,
@@ -33,7 +33,7 @@ private func report() -> StatusReport {
             .init(name: "h2", publicKey: "h2key", address: ["10.77.0.22/32", "192.168.50.0/24"], state: .up,
                   lastHandshakeSecondsAgo: 3,
                   paths: [.init(kind: .direct, local: "udp0", remote: "11.0.0.2:51820", rttMs: 0.84, loss: 0, active: true,
-                                 validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"], uplink: "eth0")],
+                                 validated: true, usable: true, lastRxSecondsAgo: 0, sources: ["gossip", "candidates"], uplink: "eth0", mtu: 1440)],
                   gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)]),
                   byPathKind: [.init(kind: .direct, rxBytes: 2048, rxPackets: 12, txBytes: 4096, txPackets: 20)]),
             .init(name: "h3", publicKey: "h3key", address: ["10.77.0.23/32"], state: .up, lastHandshakeSecondsAgo: 70,
