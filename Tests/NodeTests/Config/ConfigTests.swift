@@ -235,6 +235,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertError(nodeTable + "\nuplinks = [\(nine)]", line: 4, field: "node.uplinks", message: "has 9 interfaces; at most 8")
     }
 
+    /// `[node] mtu`: a cap on the tunnel MTU, 1280...65535.
+    func testMTU() throws {
+        XCTAssertNil(try Config.parse(nodeTable).node.mtu, "default: no cap")
+        XCTAssertEqual(try Config.parse(nodeTable + "\nmtu = 1420").node.mtu, 1420)
+        XCTAssertEqual(try Config.parse(nodeTable + "\nmtu = 1280").node.mtu, 1280)
+        XCTAssertError(nodeTable + "\nmtu = 1279", line: 4, field: "node.mtu", message: "1279 is out of range (1280...65535 bytes)")
+        XCTAssertError(nodeTable + "\nmtu = 65536", line: 4, field: "node.mtu", message: "65536 is out of range (1280...65535 bytes)")
+    }
+
     func testLanDiscovery() throws {
         XCTAssertTrue(try Config.parse(nodeTable).node.lanDiscovery, "default: on")
         XCTAssertFalse(try Config.parse(nodeTable + "\nlan_discovery = false").node.lanDiscovery)
