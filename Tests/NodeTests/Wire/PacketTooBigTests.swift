@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import Support
 @testable import Wire
@@ -149,6 +150,46 @@ final class PacketTooBigTests: XCTestCase {
         XCTAssertEqual(build(ipv6(length: 1400, src: [UInt8](repeating: 0, count: 16)), mtu: 1320).0, .skip(.badSource))
         XCTAssertEqual(build(ipv6(length: 1400, src: [0xff, 0x02] + [UInt8](repeating: 0, count: 13) + [1]), mtu: 1320).0, .skip(.badSource))
         XCTAssertEqual(build(Array(ipv6(length: 1400)[0..<39]), mtu: 1320).0, .skip(.notIP))
+    }
+
+    // MARK: No allocation
+
+    typealias Counter = @convention(c) () -> UInt64
+    static let mallocCount: Counter? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "ws_malloc_count") else { return nil }
+        return unsafeBitCast(sym, to: Counter.self)
+    }()
+
+    /// Building errors and asking the limiter allocate nothing (scripts/test's
+    /// allocation run preloads perf/lib/malloccount.so; without it, not counted).
+    func testBuildingAllocatesNothing() {
+        let packets = [ipv4(length: 1400), ipv6(length: 1400), ipv4(length: 1400, proto: 1, icmpType: 3)]
+        let out = UnsafeMutableRawPointer.allocate(byteCount: PacketTooBig.bufferSize, alignment: 16)
+        defer { out.deallocate() }
+        let raw = packets.map { p -> UnsafeMutableRawPointer in
+            let r = UnsafeMutableRawPointer.allocate(byteCount: p.count, alignment: 16)
+            p.withUnsafeBytes { r.copyMemory(from: $0.baseAddress!, byteCount: p.count) }
+            return r
+        }
+        defer { raw.forEach { $0.deallocate() } }
+        var limiter = PacketTooBigLimiter()
+        var built = 0, allowed = 0
+        var counted: UInt64?
+        for i in 0..<30_000 {
+            if i == 3_000 { counted = Self.mallocCount?() }
+            let k = i % 3
+            if case .built = PacketTooBig.build(packet: raw[k], length: 1400, mtu: 1340, into: out) { built += 1 }
+            if limiter.allow(now: Instant(ns: UInt64(i) * 1_000_000)) { allowed += 1 }
+        }
+        let after = Self.mallocCount?()
+        XCTAssertEqual(built, 20_000)
+        XCTAssertLessThanOrEqual(allowed, 30 * 20 + 10)
+        if let counted, let after {
+            XCTAssertEqual(after - counted, 0, "allocations building packet-too-big errors")
+            print("packet too big: \(after - counted) allocations for 27 000 errors")
+        } else if ProcessInfo.processInfo.environment["WS_REQUIRE_MALLOC_COUNT"] == "1" {
+            XCTFail("WS_REQUIRE_MALLOC_COUNT=1 but the malloc counter is not preloaded: allocations not counted")
+        }
     }
 
     // MARK: Rate limit
