@@ -22,6 +22,7 @@
 //   StatusAssembly.swift  the status object for the control socket
 //   PortMapAdapter.swift  PCP / NAT-PMP / UPnP port mapping on a worker thread, results through lane 0's mailbox
 //   LanAdapter.swift      LAN discovery (signed mDNS on 224.0.0.251:5353) on a worker thread, the same way
+//   MTUControl.swift      the TUN's MTU follows the smallest active path; ICMP too-big for packets above it
 //   ControlRequests.swift the control socket's verbs (status now; ping when its ECHO_REPLY comes or times out)
 //   WireGuardDropIn.swift `whalescaled --wireguard IFNAME`: the UAPI socket, the device applied at run time
 //   IOAdapters.swift, ControlServer.swift, MetricsServer.swift (HTTP /metrics), StateStore.swift,
