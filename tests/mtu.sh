@@ -24,11 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
-lab_init "ws$$"
-trap 'rc=$?; [ $rc = 0 ] || lab_dump >&2 || true; lab_cleanup; exit $rc' EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-fail() { echo "FAIL: $*"; exit 1; }
+lab_begin
 
 lab_internet
 lab_public a1 203.0.113.10
