@@ -38,6 +38,8 @@ final class MTUControl: @unchecked Sendable {
     var uplinkMTUs: [String: Int] = [:]
     var timer: TimerID?
     var loggedBelowMinimum: UInt64 = 0
+    /// The last MTU the kernel refused (logged once, retried on every recalculation).
+    var refused: Int?
     /// Off in the WireGuard drop-in mode (its MTU is the user's).
     let enabled: Bool
     /// Per member (PeerID), the largest packet read from the TUN that may go
@@ -140,10 +142,13 @@ extension Daemon {
         do {
             try NetworkInterface.setMTU(tun.name, change.new)
         } catch {
+            c.state.notApplied(change)
             lanes[0].count("mtu_set_failed")
-            logger.notice("mtu: setting \(tun.name) to \(change.new) failed: \(error)")
+            if c.refused != change.new { logger.notice("mtu: setting \(tun.name) to \(change.new) failed: \(error); keeping \(change.old)") }
+            c.refused = change.new
             return
         }
+        c.refused = nil
         let why = change.smallest.map { "smallest path: \($0)" } ?? "no active path"
         logger.info("mtu: \(change.old) -> \(change.new) (\(why))")
     }

@@ -73,6 +73,15 @@ final class PathMTUTests: XCTestCase {
         XCTAssertEqual(m.changes, 4, "1404 -> 1440 -> 1340 -> 1440 -> 1404")
     }
 
+    func testAChangeNotAppliedIsTriedAgain() {
+        var m = TunnelMTU(configured: nil, defaultMTU: 1404, peers: 2)
+        let first = m.update([path(1, v4)], now: t(1)).change!
+        m.notApplied(first)
+        XCTAssertEqual(m.current, 1404)
+        XCTAssertEqual(m.changes, 0)
+        XCTAssertEqual(m.update([path(1, v4)], now: t(2)).change?.new, 1440, "the same paths: the change again")
+    }
+
     func testFloorIs1280AndCounted() {
         var m = TunnelMTU(configured: nil, defaultMTU: 1404, peers: 2)
         let r = m.update([path(1, v6, uplink: "wwan0", mtu: 1300)], now: t(1))  // 1300 - 80 = 1220

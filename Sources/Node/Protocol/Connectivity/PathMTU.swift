@@ -135,6 +135,14 @@ public struct TunnelMTU: Sendable {
         changedAt = now
         return (change, limitsChanged)
     }
+
+    /// The driver could not apply `change` (the kernel refused the MTU): back
+    /// to the old value, so the next `update` tries again.
+    public mutating func notApplied(_ change: Change) {
+        guard current == change.new else { return }
+        current = change.old
+        changes &-= 1
+    }
 }
 
 extension NodeCore {
