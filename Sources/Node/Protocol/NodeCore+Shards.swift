@@ -23,7 +23,36 @@ extension NodeCore {
     public func dataRoute(for peer: PeerID) -> DataRoute? {
         guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer),
               tunnels.paths[peer].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
-        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil)
+        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil,
+                         spread: spreadRoute(for: peer, now: clock))
+    }
+
+    /// The paths `peer`'s data is spread over: every usable path that answered a
+    /// PATH_PING (it has an RTT), the active one first, up to `SpreadRoute.capacity`;
+    /// empty with fewer than two (then the owner sends on the active path alone).
+    /// Members only: not WireGuard peers (single path), not anchors (control traffic).
+    func spreadRoute(for peer: PeerID, now: Instant) -> SpreadRoute {
+        var r = SpreadRoute()
+        guard timings.multipath, !isWireGuardPeer(peer), !isAnchorMember(peer), let a = tunnels.paths[peer].active else {
+            return r
+        }
+        let set = tunnels.paths[peer]
+        guard set.paths.count >= 2 else { return r }
+        func add(_ k: Int) {
+            let path = set.paths[k]
+            guard let srtt = path.rtt, view(peer, k, now: now).usable else { return }
+            let label: MemberID? = path.via != nil ? memberID(of: peer) : nil
+            r.append(SpreadPath(slot: UInt8(k), endpoint: path.remote, relayFor: label, srtt: srtt, rttvar: path.rttvar,
+                                minRTT: path.minRTT ?? srtt))
+        }
+        add(a)
+        guard r.count == 1 else { return SpreadRoute() }  // the active path has no RTT yet: one path
+        var k = 0
+        while k < set.paths.count && r.count < SpreadRoute.capacity {
+            if k != a { add(k) }
+            k += 1
+        }
+        return r.count >= 2 ? r : SpreadRoute()
     }
 
     /// Every anchor's current endpoint (an owner unwraps RELAY only from these).

@@ -166,8 +166,25 @@ extension NodeCore {
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
         arm(.pathCheck(p), at: nil)
-        guard tunnels.isEstablished(p, now: now), let path = tunnels.paths.checkWanted(p, now: now) else { return }
+        guard tunnels.isEstablished(p, now: now) else { return }
+        checkSpreadPaths(p, now: now)
+        guard let path = tunnels.paths.checkWanted(p, now: now) else { return }
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
+    }
+
+    /// The other paths data is spread over (multipath): each quiet for `pathQuiet`
+    /// gets a check ping (its RTT for the scheduler, and misses declare it dead).
+    mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
+        let r = spreadRoute(for: p, now: now)
+        guard r.count >= 2 else { return }
+        for k in 1..<r.count {
+            let path = tunnels.paths[p].paths[Int(r[k].slot)]
+            if let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
+            if tunnels.paths[p].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) {
+                continue
+            }
+            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: false, now: now)
+        }
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
@@ -185,7 +202,15 @@ extension NodeCore {
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                guard tunnels.paths[p].active == idx else { continue }
+                guard tunnels.paths[p].active == idx else {
+                    // Another path of a spread (multipath): dead after as many misses, no fallback needed.
+                    if missed >= timings.pathMissedPings {
+                        tunnels.paths.markDead(p, idx, now: now)
+                    } else if spreadRoute(for: p, now: now).contains(slot: idx) {
+                        sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: false, now: now)
+                    }
+                    continue
+                }
                 if missed >= timings.pathMissedPings {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)

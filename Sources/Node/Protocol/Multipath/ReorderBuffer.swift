@@ -212,6 +212,23 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         releaseRun(.pathFailure)
     }
 
+    /// Releases everything held, in counter order (counted as released by timeout: their
+    /// gaps were not filled), and starts again at counter `first` with no path history:
+    /// the session's counter restarted (a new keypair) or buffering starts or ends.
+    /// Drain `pollRelease` after it. Allocates nothing.
+    @inlinable public mutating func reset(next first: UInt64) {
+        if heldCount > 0 { skip(below: highest &+ 1, reason: .timeout) }
+        _next = first
+        _highest = first
+        arrivalsHead = 0
+        arrivalsCount = 0
+        for i in 0..<skippedBits.count { skippedBits[i] = 0 }
+        for q in 0..<pathSeen.count {
+            pathSeen[q] = false
+            pathFailed[q] = false
+        }
+    }
+
     /// A path came back (or a new one appeared): it may fill gaps again.
     @inlinable public mutating func handlePathRestored(_ path: Int) {
         guard path >= 0 && path < pathFailed.count else { return }
