@@ -33,24 +33,23 @@ extension NodeCore {
     /// Members only: not WireGuard peers (single path), not anchors (control traffic).
     func spreadRoute(for peer: PeerID, now: Instant) -> SpreadRoute {
         var r = SpreadRoute()
-        guard timings.multipath, !isWireGuardPeer(peer), !isAnchorMember(peer), let a = tunnels.paths[peer].active else {
+        guard timings.multipath, !isWireGuardPeer(peer), !isAnchorMember(peer), let a = tunnels.paths[peer].active,
+              tunnels.paths[peer].paths.count >= 2 else {
             return r
         }
-        let set = tunnels.paths[peer]
-        guard set.paths.count >= 2 else { return r }
-        func add(_ k: Int) {
-            let path = set.paths[k]
-            guard let srtt = path.rtt, view(peer, k, now: now).usable else { return }
-            let label: MemberID? = path.via != nil ? memberID(of: peer) : nil
-            r.append(SpreadPath(slot: UInt8(k), endpoint: path.remote, relayFor: label, srtt: srtt, rttvar: path.rttvar,
-                                minRTT: path.minRTT ?? srtt))
-        }
-        add(a)
-        guard r.count == 1 else { return SpreadRoute() }  // the active path has no RTT yet: one path
-        var k = 0
-        while k < set.paths.count && r.count < SpreadRoute.capacity {
-            if k != a { add(k) }
+        // The active path first, then the others in PathSet order (no closure: this runs per shard report).
+        var k = -1
+        while k < tunnels.paths[peer].paths.count && r.count < SpreadRoute.capacity {
+            let idx = k < 0 ? a : k
             k += 1
+            if k > 0 && idx == a { continue }
+            let path = tunnels.paths[peer].paths[idx]
+            guard let srtt = path.rtt, view(peer, idx, now: now).usable else {
+                if idx == a { return SpreadRoute() }  // the active path has no RTT yet: one path
+                continue
+            }
+            r.append(SpreadPath(slot: UInt8(idx), endpoint: path.remote, relayFor: path.via != nil ? memberID(of: peer) : nil,
+                                srtt: srtt, rttvar: path.rttvar, minRTT: path.minRTT ?? srtt))
         }
         return r.count >= 2 ? r : SpreadRoute()
     }

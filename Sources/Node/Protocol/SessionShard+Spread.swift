@@ -36,6 +36,10 @@ struct ShardSpread: Sendable {
     var nextCheck = Instant.zero
     /// Packets sent per slot (status: a path's share).
     var packets: [UInt64]
+    /// Bytes sent per slot over the last second: the delivered rate the scheduler gets
+    /// until per-path delivery feedback exists (see the file header).
+    var sent: [BandwidthEstimator]
+    var nextReport = Instant.zero
 
     init() {
         var t = MultipathTimings.default
@@ -45,6 +49,7 @@ struct ShardSpread: Sendable {
         sentSince = Array(repeating: nil, count: Self.slots)
         failed = Array(repeating: false, count: Self.slots)
         packets = Array(repeating: 0, count: Self.slots)
+        sent = Array(repeating: BandwidthEstimator(), count: Self.slots)
     }
 
     mutating func routeChanged() { stale = true }
@@ -77,7 +82,9 @@ struct ShardSpread: Sendable {
                 sentSince[s] = nil
                 failed[s] = false
             }
-            scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt, rttvar: p.rttvar, minRTT: p.minRTT),
+            scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt,
+                                                    rttvar: p.rttvar, minRTT: p.minRTT,
+                                                    deliveredBitsPerSecond: failed[s] ? nil : sent[s].bitsPerSecond(now: now)),
                              now: now)
             k += 1
         }
@@ -93,6 +100,11 @@ struct ShardSpread: Sendable {
     mutating func checkHealth(_ route: DataRoute, now: Instant) {
         guard now >= nextCheck else { return }
         nextCheck = now + .milliseconds(10)
+        if now >= nextReport {
+            // The rates sent over the last second, to the scheduler four times a second.
+            nextReport = now + .milliseconds(250)
+            stale = true
+        }
         var newest = Instant.zero
         var k = 0
         while k < route.spread.count {
@@ -160,6 +172,7 @@ extension SessionShard {
                     label = p.relayFor
                     if peers[i].spread!.sentSince[pick.path] == nil { peers[i].spread!.sentSince[pick.path] = now }
                     peers[i].spread!.packets[pick.path] &+= 1
+                    peers[i].spread!.sent[pick.path].handleDelivered(bytes: length, now: now)
                     break
                 }
                 k += 1
@@ -181,15 +194,26 @@ extension SessionShard {
         return .send(endpoint, offset: offset - RelayMessage.headerSize, length: length + RelayMessage.headerSize)
     }
 
-    /// Per path of `peer`'s spread route (by PathSet slot): the scheduler's weight and
-    /// the packets sent on it. Nil when the peer is not spread here (status).
-    public func spreadView(_ peer: PeerID) -> [(slot: Int, weight: Double, packets: UInt64, failed: Bool)]? {
-        guard let i = slot(peer), let sp = peers[i].spread, let route = peers[i].route else { return nil }
-        var out: [(slot: Int, weight: Double, packets: UInt64, failed: Bool)] = []
+    /// Per path of `peer`'s spread route: where it goes, the scheduler's weight (0...1)
+    /// and bandwidth estimate (bits/s, 0: none). Nil when the peer is not spread here (status).
+    public func spreadView(_ peer: PeerID) -> [SpreadPathView]? {
+        guard let i = slot(peer), let sp = peers[i].spread, let route = peers[i].route, route.spread.count >= 2 else { return nil }
+        var out: [SpreadPathView] = []
         for k in 0..<route.spread.count {
-            let s = Int(route.spread[k].slot)
-            out.append((s, sp.scheduler.view(path: s).weight, sp.packets[s], sp.failed[s]))
+            let p = route.spread[k]
+            let v = sp.scheduler.view(path: Int(p.slot))
+            out.append(SpreadPathView(endpoint: p.endpoint, relayed: p.relayFor != nil, weight: v.weight,
+                                      bandwidthBitsPerSecond: v.committedBitsPerSecond, failed: sp.failed[Int(p.slot)]))
         }
         return out
     }
+}
+
+/// One path of a spread route as status shows it (`SessionShard.spreadView`).
+public struct SpreadPathView: Sendable, Equatable {
+    public var endpoint: Endpoint
+    public var relayed: Bool
+    public var weight: Double
+    public var bandwidthBitsPerSecond: Double
+    public var failed: Bool
 }

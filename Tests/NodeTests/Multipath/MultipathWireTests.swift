@@ -15,7 +15,7 @@ final class MultipathWireTests: XCTestCase {
         let a: Int, b: Int, anchor: Int
     }
 
-    func makeWorld(owners: Int = 1) -> World {
+    static func makeWorld(owners: Int = 1) -> World {
         let sim = NetSim(owners: owners)
         sim.build([.init(name: "anchor-1", anchor: true), .init(name: "a"), .init(name: "b")])
         let w = World(sim: sim, a: 1, b: 2, anchor: 0)
@@ -62,7 +62,7 @@ final class MultipathWireTests: XCTestCase {
 
     func testOneFlowOverTwoPathsArrivesCompleteAndInOrder() {
         for owners in [1, 2] {
-            let w = makeWorld(owners: owners)
+            let w = Self.makeWorld(owners: owners)
             let first = 1_000_000
             let (direct, relayed) = flow(w, first: first, count: 2000)
             XCTAssertGreaterThan(direct, 200, "the direct path carried a share (\(owners) reactor(s))")
@@ -79,7 +79,7 @@ final class MultipathWireTests: XCTestCase {
     }
 
     func testCuttingAPathMidFlowLosesOnlyInFlightPacketsAndTheFlowGoesOn() {
-        let w = makeWorld()
+        let w = Self.makeWorld()
         let sim = w.sim
         let first = 2_000_000
         let la = sim.hosts[w.a].local, lb = sim.hosts[w.b].local

@@ -67,7 +67,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
 
     var peers: [Peer]
     /// Peers buffering now (their ids).
-    var buffering: [Int] = []
+    public private(set) var buffering: [Int] = []
     public let timings: MultipathTimings
 
     public init(peers: Int, timings: MultipathTimings = .default) {
@@ -82,8 +82,20 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     @inline(__always)
     public mutating func handle(peer: PeerID, counter: UInt64, receiverIndex: UInt32, source: Endpoint, relayed: Bool,
                                 packet: Handle?, now: Instant) -> Verdict {
+        guard admit(peer: peer, counter: counter, receiverIndex: receiverIndex, source: source, relayed: relayed, now: now) else {
+            return .deliver
+        }
+        return hold(peer: peer, counter: counter, packet: packet, now: now)
+    }
+
+    /// `handle` in two steps, for a caller that makes the handle only when it is kept
+    /// (the engine keeps a pooled buffer past its batch): true when the packet goes to
+    /// `hold` next (at once, with the same counter), false when it is passed on now.
+    @inline(__always)
+    public mutating func admit(peer: PeerID, counter: UInt64, receiverIndex: UInt32, source: Endpoint, relayed: Bool,
+                               now: Instant) -> Bool {
         let i = peer.rawValue
-        guard i >= 0 && i < peers.count else { return .deliver }
+        guard i >= 0 && i < peers.count else { return false }
         // Which path: the last one (the common case) or another.
         let last = peers[i].last
         var k = last
@@ -102,20 +114,20 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
                     peers[i].index = receiverIndex
                     peers[i].highest = counter
                 }
-                return .deliver
+                return false
             }
             start(i, receiverIndex: receiverIndex)
             if receiverIndex == peers[i].index && counter < peers[i].buffer!.next {
                 // Behind what already passed before buffering began (it came the slow way): pass it on.
                 peers[i][k].lastAt = now
-                return .deliver
+                return false
             }
         }
         peers[i][k].lastAt = now
         peers[i][k].seen = true
         peers[i][k].failed = false
         if receiverIndex != peers[i].index {
-            if receiverIndex == peers[i].previousIndex { return .deliver }
+            if receiverIndex == peers[i].previousIndex { return false }
             // A new keypair: its counters start again.
             peers[i].previousIndex = peers[i].index
             peers[i].index = receiverIndex
@@ -124,7 +136,15 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         }
         if counter > peers[i].highest { peers[i].highest = counter }
         checkFailures(i, except: k, now: now)
-        switch peers[i].buffer!.handle(counter: counter, packet: packet, path: k, now: now) {
+        return true
+    }
+
+    /// The second step of `handle`, right after `admit` said true for this packet.
+    @inline(__always)
+    public mutating func hold(peer: PeerID, counter: UInt64, packet: Handle?, now: Instant) -> Verdict {
+        let i = peer.rawValue
+        guard i >= 0 && i < peers.count, peers[i].on else { return .deliver }
+        switch peers[i].buffer!.handle(counter: counter, packet: packet, path: peers[i].last, now: now) {
         case .accepted: return .held
         case .drop: return packet == nil ? .held : .drop
         }
@@ -144,7 +164,10 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     /// When `handleTimeout` has work (a held gap expires, or a buffering peer went back to one path).
     public mutating func pollTimeout() -> (deadline: Instant, reason: String)? {
         var best: Instant?
-        for i in buffering {
+        var n = 0
+        while n < buffering.count {  // no for-in over an array: its iterator allocates in a debug build
+            let i = buffering[n]
+            n += 1
             var d = peers[i].spreadUntil
             if let t = peers[i].buffer!.pollTimeout()?.deadline, t < d { d = t }
             if best.map({ d < $0 }) ?? true { best = d }
@@ -195,8 +218,11 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
 
     /// Held packets of every peer now.
     public var heldNow: Int {
-        var n = 0
-        for i in buffering { n += peers[i].buffer!.heldCount }
+        var n = 0, k = 0
+        while k < buffering.count {
+            n += peers[buffering[k]].buffer!.heldCount
+            k += 1
+        }
         return n
     }
 
