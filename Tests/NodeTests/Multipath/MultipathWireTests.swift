@@ -99,6 +99,14 @@ final class MultipathWireTests: XCTestCase {
         XCTAssertLessThan(missing.count, 400, "only packets in flight on the cut path are lost: \(missing.count)")
         XCTAssertTrue(missing.allSatisfy { $0 < first + 1600 }, "the flow goes on over the other path")
         XCTAssertEqual(Array(got.suffix(1000)), Array((first + 2000)..<(first + 3000)))
+
+        // The path comes back: its dead path is probed again while data flows, and it carries a share again.
+        sim.lose = { _, _, _ in false }
+        let again = 3_000_000
+        let (direct2, relayed2) = flow(w, first: again, count: 8000)
+        XCTAssertGreaterThan(direct2, 1000, "the restored direct path carries a share again")
+        XCTAssertGreaterThan(relayed2, 1000)
+        XCTAssertEqual(arrived(w, from: again), Array(again..<(again + 8000)), "complete and in order")
     }
 
     /// With one usable path nothing is spread and nothing is buffered.

@@ -172,17 +172,24 @@ extension NodeCore {
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
     }
 
-    /// The other paths data is spread over (multipath): each quiet for `pathQuiet`
-    /// gets a check ping (its RTT for the scheduler, and misses declare it dead).
+    /// Multipath (every member but WireGuard peers and anchors): the paths besides the
+    /// active one are kept probed while data flows (this runs every `pathQuiet` then).
+    /// A usable path quiet for `pathQuiet` gets a check ping (its RTT for the scheduler;
+    /// misses declare it dead); a direct path that answered once and was declared dead
+    /// gets one too, so it joins the spread again when it comes back.
     mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
-        let r = spreadRoute(for: p, now: now)
-        guard r.count >= 2 else { return }
-        for k in 1..<r.count {
-            let path = tunnels.paths[p].paths[Int(r[k].slot)]
+        guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
+        var k = 0
+        while k < tunnels.paths[p].paths.count {
+            let idx = k
+            k += 1
+            let path = tunnels.paths[p].paths[idx]
+            guard idx != a else { continue }
             if let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
-            if tunnels.paths[p].pings.contains(where: { $0.purpose == .check && $0.remote == path.remote && $0.via == path.via }) {
-                continue
-            }
+            let usable = view(p, idx, now: now).usable
+            let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
+            guard usable || revive else { continue }
+            if tunnels.paths[p].pings.contains(where: { $0.remote == path.remote && $0.via == path.via }) { continue }
             sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: false, now: now)
         }
     }
