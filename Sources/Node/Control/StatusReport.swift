@@ -383,12 +383,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var flushedByPathFailure: UInt64
         public var releasedByDepth: UInt64
         public var droppedLateDuplicate: UInt64
+        public var releasedLate: UInt64
         public var maxDepthReached: UInt64
         public var maxHeld: UInt64
 
         public init(buffering: Bool = false, held: UInt64 = 0, releasedInOrder: UInt64 = 0, releasedByTimeout: UInt64 = 0,
                     flushedByPathFailure: UInt64 = 0, releasedByDepth: UInt64 = 0, droppedLateDuplicate: UInt64 = 0,
-                    maxDepthReached: UInt64 = 0, maxHeld: UInt64 = 0) {
+                    releasedLate: UInt64 = 0, maxDepthReached: UInt64 = 0, maxHeld: UInt64 = 0) {
+            self.releasedLate = releasedLate
             self.buffering = buffering
             self.held = held
             self.releasedInOrder = releasedInOrder
@@ -407,6 +409,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case flushedByPathFailure = "flushed_by_path_failure"
             case releasedByDepth = "released_by_depth"
             case droppedLateDuplicate = "dropped_late_duplicate"
+            case releasedLate = "released_late"
             case maxDepthReached = "max_depth_reached"
             case maxHeld = "max_held"
         }

@@ -70,8 +70,10 @@ extension Lane {
             releaseReady(peer)
             return
         }
-        if case .drop = reorder.hold(peer: peer, counter: counter, packet: held, now: now) {
-            _ = pool.release(held.handle)  // late: counted by the buffer (dropped_late_duplicate)
+        switch reorder.hold(peer: peer, counter: counter, packet: held, now: now) {
+        case .held: break
+        case .late, .deliver: deliverHeld(peer, held)  // late (counted): passed on out of order
+        case .drop: _ = pool.release(held.handle)
         }
         releaseReady(peer)
     }

@@ -30,8 +30,9 @@ extension Daemon {
             func spreadPath(_ q: NodeStatus.Path) -> StatusReport.Path {
                 var out = path(q)
                 if let v = mp?.paths.first(where: { $0.endpoint == q.remote && $0.relayed == (q.via != nil) }) {
-                    out.weight = v.weight
-                    out.bandwidthBps = v.bandwidthBitsPerSecond > 0 ? UInt64(v.bandwidthBitsPerSecond) : nil
+                    out.weight = v.weight.isFinite ? v.weight : nil
+                    let bw = v.bandwidthBitsPerSecond
+                    out.bandwidthBps = bw.isFinite && bw > 0 && bw < 1e18 ? UInt64(bw) : nil
                 }
                 return out
             }
@@ -39,7 +40,8 @@ extension Daemon {
                 StatusReport.Reorder(buffering: mp?.buffering ?? false, held: UInt64($0.held),
                                      releasedInOrder: UInt64($0.releasedInOrder), releasedByTimeout: UInt64($0.releasedByTimeout),
                                      flushedByPathFailure: UInt64($0.flushedByPathFailure), releasedByDepth: UInt64($0.releasedByDepth),
-                                     droppedLateDuplicate: UInt64($0.droppedLateDuplicate), maxDepthReached: UInt64($0.maxDepthReached),
+                                     droppedLateDuplicate: UInt64($0.droppedLateDuplicate), releasedLate: UInt64($0.releasedLate),
+                                     maxDepthReached: UInt64($0.maxDepthReached),
                                      maxHeld: UInt64($0.maxHeld))
             }
             let state: StatusReport.PeerState

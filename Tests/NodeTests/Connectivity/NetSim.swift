@@ -298,7 +298,7 @@ final class NetSim {
             if case .packet(let peer, let off, let len) = result, peer == o.peer { packet = Array(buffer[off..<(off + len)]) }
             switch hosts[i].reorder.handle(peer: o.peer, counter: o.counter, receiverIndex: o.receiverIndex, source: o.source,
                                            relayed: o.relayed, packet: packet, now: now) {
-            case .deliver:
+            case .deliver, .late:
                 if let packet { hosts[i].received.append((o.peer.rawValue, packet, now)) }
             case .held: break
             case .drop: hosts[i].reorderDrops += 1

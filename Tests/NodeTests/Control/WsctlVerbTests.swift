@@ -38,7 +38,7 @@ private func report() -> StatusReport {
                   gossip: .init(sequence: 4, endpoints: [.init(addr: "11.0.0.2:51820", source: .observed)]),
                   byPathKind: [.init(kind: .direct, rxBytes: 2048, rxPackets: 12, txBytes: 4096, txPackets: 20)],
                   reorder: .init(buffering: true, held: 10, releasedInOrder: 90, releasedByTimeout: 1, flushedByPathFailure: 0,
-                                 releasedByDepth: 0, droppedLateDuplicate: 0, maxDepthReached: 0, maxHeld: 7)),
+                                 releasedByDepth: 0, droppedLateDuplicate: 0, releasedLate: 2, maxDepthReached: 0, maxHeld: 7)),
             .init(name: "h3", publicKey: "h3key", address: ["10.77.0.23/32"], state: .up, lastHandshakeSecondsAgo: 70,
                   paths: [
                     .init(kind: .relay, remote: "203.0.113.10:51820", via: "anchor-1", rttMs: 4.12, loss: 0, active: true),

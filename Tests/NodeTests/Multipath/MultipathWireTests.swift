@@ -2,6 +2,7 @@ import XCTest
 @testable import Support
 @testable import Wire
 @testable import Protocol
+@testable import Simulation
 
 /// Multipath in the data path (docs/multipath.md, "Wired"), in the simulated
 /// internet: two public hosts with two paths between them, direct (10 ms one
@@ -17,6 +18,9 @@ final class MultipathWireTests: XCTestCase {
 
     static func makeWorld(owners: Int = 1) -> World {
         let sim = NetSim(owners: owners)
+        // Exact order and completeness are the point here: no random loss or jitter
+        // (WS_SIM_LOSS / WS_SIM_JITTER_MS, which reorder within a path, do not apply).
+        sim.network = NetworkModel(latency: .milliseconds(10), jitter: .zero, loss: 0, seed: 77)
         sim.build([.init(name: "anchor-1", anchor: true), .init(name: "a"), .init(name: "b")])
         let w = World(sim: sim, a: 1, b: 2, anchor: 0)
         sim.drive(for: .seconds(2 as UInt64))

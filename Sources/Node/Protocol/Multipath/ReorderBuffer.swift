@@ -55,6 +55,9 @@ public struct ReorderCounters: Sendable, Equatable {
     public var gapsSkipped = 0
     /// Most packets held at once.
     public var maxHeld = 0
+    /// (SessionReorder) late packets passed on out of order instead of dropped: the
+    /// replay window proved them no duplicates. Not counted in `droppedLateDuplicate`.
+    public var releasedLate = 0
     @inlinable public init() {}
 }
 

@@ -18,9 +18,12 @@
 // restarts; a straggler under the previous keypair is passed on at once.
 //
 // Replay protection comes first: the shard's replay window has accepted the
-// counter before it gets here, so a duplicate never reaches a buffer; a packet
-// behind what the buffer already released is dropped and counted
-// (`droppedLateDuplicate`). Memory: one ReorderBuffer per peer that ever
+// counter before it gets here, so a duplicate never reaches a buffer (the
+// window drops and counts it). A packet behind what the buffer already released
+// (its gap was given up: the release timeout was too short, or buffering had
+// just begun) is therefore late, not a duplicate: it is passed on out of order
+// (`Verdict.late`, counted as `releasedLate`), as a single-path tunnel would,
+// rather than lost. Memory: one ReorderBuffer per peer that ever
 // spread (allocated once, reused), the list of buffering peers; nothing per packet.
 import Support
 import Wire
@@ -31,8 +34,12 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         case deliver
         /// Taken by the buffer: it comes out of `pollRelease` / `handleTimeout`.
         case held
-        /// Late (its counter was released or given up already): drop it (counted).
+        /// Late (its counter was released or given up already): the caller drops it. Not
+        /// returned today: a late IP packet is passed on (`.late`), see the file header.
         case drop
+        /// Late, and passed on out of order (counted as `releasedLate`): the replay window
+        /// proved it no duplicate, and a reordered packet costs an inner TCP less than a lost one.
+        case late
     }
 
     /// Paths told apart per peer (source endpoint and whether relayed).
@@ -58,6 +65,8 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         var index: UInt32 = 0
         var previousIndex: UInt32 = 0
         var highest: UInt64 = 0
+        /// Late packets passed on (`Verdict.late`).
+        var late = 0
 
         subscript(k: Int) -> PathSlot {
             get { switch k { case 0: p0; case 1: p1; case 2: p2; default: p3 } }
@@ -146,7 +155,10 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         guard i >= 0 && i < peers.count, peers[i].on else { return .deliver }
         switch peers[i].buffer!.handle(counter: counter, packet: packet, path: peers[i].last, now: now) {
         case .accepted: return .held
-        case .drop: return packet == nil ? .held : .drop
+        case .drop:
+            guard packet != nil else { return .held }
+            peers[i].late += 1
+            return .late
         }
     }
 
@@ -199,7 +211,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     /// Every peer's counters added up (maxHeld: the largest).
     public var total: ReorderCounters {
         var c = ReorderCounters()
-        for p in peers { if let b = p.buffer { c = Self.sum(c, b.counters) } }
+        for i in peers.indices { if let pc = counters(of: PeerID(rawValue: i)) { c = Self.sum(c, pc) } }
         return c
     }
 
@@ -208,7 +220,10 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         let i = peer.rawValue
         guard i >= 0 && i < peers.count else { return nil }
         guard let b = peers[i].buffer else { return nil }
-        return b.counters
+        var c = b.counters
+        c.droppedLateDuplicate -= min(c.droppedLateDuplicate, peers[i].late)
+        c.releasedLate = peers[i].late
+        return c
     }
 
     /// Whether `peer` is buffering now.
@@ -282,6 +297,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         c.lateAfterSkip += b.lateAfterSkip
         c.maxDepthReached += b.maxDepthReached
         c.gapsSkipped += b.gapsSkipped
+        c.releasedLate += b.releasedLate
         c.maxHeld = max(a.maxHeld, b.maxHeld)
         return c
     }
