@@ -113,6 +113,34 @@ final class MultipathWireTests: XCTestCase {
         XCTAssertEqual(arrived(w, from: again), Array(again..<(again + 8000)), "complete and in order")
     }
 
+    /// The replay window comes before the reorder buffer: a DATA replayed while b buffers
+    /// is dropped and counted as a replay, and its packet reaches the TUN once.
+    func testAReplayedPacketIsACountedDropWhileBuffering() {
+        let w = Self.makeWorld()
+        let sim = w.sim
+        var captured: [[UInt8]] = []
+        sim.tamper = { host, bytes in
+            if host == w.a, bytes.first == MessageType.data.rawValue, bytes.count > 1000, captured.count < 3 { captured.append(bytes) }
+        }
+        let first = 4_000_000
+        _ = flow(w, first: first, count: 500)
+        sim.tamper = nil
+        XCTAssertTrue(sim.hosts[w.b].reorder.isBuffering(sim.pid(w.a)) || sim.hosts[w.b].reorder.counters(of: sim.pid(w.a)) != nil)
+        let replaysBefore = sim.status(w.b).counters["replay"] ?? 0
+        // Again during the flow: b still buffers (both paths within the last second).
+        for k in 0..<20 {
+            sim.sendIP(from: w.a, to: w.b, first + 500 + k, size: 1000)
+            sim.drive(for: .milliseconds(1))
+        }
+        XCTAssertTrue(sim.hosts[w.b].reorder.isBuffering(sim.pid(w.a)), "b buffers now")
+        for bytes in captured { sim.deliver(bytes, to: w.b, from: sim.hosts[w.a].local) }
+        sim.drive(for: .seconds(2 as UInt64))
+        XCTAssertEqual(captured.count, 3)
+        XCTAssertEqual((sim.status(w.b).counters["replay"] ?? 0) - replaysBefore, 3, "each replay dropped and counted")
+        let got = arrived(w, from: first)
+        XCTAssertEqual(got, Array(first..<(first + 520)), "every packet once, in order")
+    }
+
     /// With one usable path nothing is spread and nothing is buffered.
     func testOnePathIsTheSinglePathFastPath() {
         var timings = ConnectivityTimings.default
