@@ -57,8 +57,12 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     struct Peer: Sendable {
         var buffer: ReorderBuffer<Handle?>?
         var on = false
-        /// The path the last packet came over, and until when the peer counts as spreading.
+        /// The path the last packet came over (its slot, and the slot's key kept flat: read
+        /// per packet), and until when the peer counts as spreading.
         var last = 0
+        var lastSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+        var lastRelayed = false
+        var hasLast = false
         var spreadUntil = Instant.zero
         var p0 = PathSlot(), p1 = PathSlot(), p2 = PathSlot(), p3 = PathSlot()
         /// The keypair the counters are under, and the one before (stragglers).
@@ -105,19 +109,24 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
                                now: Instant) -> Bool {
         let i = peer.rawValue
         guard i >= 0 && i < peers.count else { return false }
-        // Which path: the last one (the common case) or another.
-        let last = peers[i].last
-        var k = last
-        if !(peers[i][last].source == source && peers[i][last].relayed == relayed && peers[i][last].seen) {
-            let had = peers[i][last].seen  // the first path ever is no second path
+        // Which path: the last one (the common case: one compare of the source) or another.
+        var k = peers[i].last
+        if !(peers[i].hasLast && peers[i].lastSource == source && peers[i].lastRelayed == relayed) {
+            let had = peers[i].hasLast  // the first path ever is no second path
             k = slot(i, source: source, relayed: relayed, now: now)
             peers[i].last = k
+            peers[i].lastSource = source
+            peers[i].lastRelayed = relayed
+            peers[i].hasLast = true
             if had { peers[i].spreadUntil = now + Self.window }
         }
         if !peers[i].on {
             if now >= peers[i].spreadUntil {
-                // One path: nothing to reorder (the fast case).
-                if receiverIndex == peers[i].index, counter > peers[i].highest { peers[i].highest = counter }
+                // One path: nothing to reorder (the fast case: a compare and a store more).
+                if receiverIndex == peers[i].index {
+                    if counter > peers[i].highest { peers[i].highest = counter }
+                    return false
+                }
                 if receiverIndex != peers[i].index && receiverIndex != peers[i].previousIndex {
                     peers[i].previousIndex = peers[i].index
                     peers[i].index = receiverIndex
