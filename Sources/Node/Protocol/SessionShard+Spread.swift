@@ -25,6 +25,8 @@ import Crypto
 struct ShardSpread: Sendable {
     /// Indexed by the path's slot in the member's PathSet (`SpreadPath.slot`, < 16).
     static let slots = 16
+    /// The route as pushed (its spread: two or more paths).
+    var route: DataRoute
     var scheduler: MultipathScheduler
     /// Per slot: last heard over it, data sent since then (first such send), failed here.
     var lastRx: [Instant]
@@ -41,7 +43,8 @@ struct ShardSpread: Sendable {
     var sent: [BandwidthEstimator]
     var nextReport = Instant.zero
 
-    init() {
+    init(route: DataRoute) {
+        self.route = route
         var t = MultipathTimings.default
         t.overlap = .zero
         scheduler = MultipathScheduler(paths: Self.slots, timings: t)
@@ -55,7 +58,7 @@ struct ShardSpread: Sendable {
     mutating func routeChanged() { stale = true }
 
     /// Something authenticated came over the route's path from `source`.
-    mutating func heard(_ route: DataRoute, source: Endpoint, relayed: Bool, now: Instant) {
+    mutating func heard(source: Endpoint, relayed: Bool, now: Instant) {
         guard let k = route.spread.position(of: source, relayed: relayed) else { return }
         let s = Int(route.spread[k].slot)
         lastRx[s] = now
@@ -68,7 +71,7 @@ struct ShardSpread: Sendable {
 
     /// Brings the scheduler up to the route (after a push, or a failure here).
     /// `unkeyed`: relay paths (bit per slot) whose anchor has no relay-tag key here yet.
-    mutating func sync(_ route: DataRoute, unkeyed: UInt16, now: Instant) {
+    mutating func sync(unkeyed: UInt16, now: Instant) {
         stale = false
         var present: UInt16 = 0
         var k = 0
@@ -97,7 +100,7 @@ struct ShardSpread: Sendable {
     }
 
     /// The failure rule of the file header, at most every 10 ms.
-    mutating func checkHealth(_ route: DataRoute, now: Instant) {
+    mutating func checkHealth(now: Instant) {
         guard now >= nextCheck else { return }
         nextCheck = now + .milliseconds(10)
         if now >= nextReport {
@@ -129,23 +132,23 @@ struct ShardSpread: Sendable {
 
 extension SessionShard {
     /// `send` for a peer with two or more usable paths (see the file header).
-    mutating func sendSpread(_ i: Int, _ peer: PeerID, _ route: DataRoute, _ buffer: UnsafeMutableRawBufferPointer,
+    mutating func sendSpread(_ i: Int, _ peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer,
                              payloadOffset: Int, payloadLength: Int, now: Instant) -> ShardOutbound {
         guard let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
-        let room = DataMessage.headerSize + (route.spread.anyRelayed ? RelayMessage.headerSize : 0)
+        let room = DataMessage.headerSize + (peers[i].spreadRelayed ? RelayMessage.headerSize : 0)
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
             return .drop(.badLength)
         }
-        peers[i].spread!.checkHealth(route, now: now)
+        peers[i].spread!.checkHealth(now: now)
         if peers[i].spread!.stale {
             var unkeyed: UInt16 = 0
             var k = 0
-            while k < route.spread.count {
-                let p = route.spread[k]
+            while k < peers[i].spread!.route.spread.count {
+                let p = peers[i].spread!.route.spread[k]
                 if p.relayFor != nil, anchorAt(p.endpoint).flatMap({ anchors[$0].keys.send }) == nil { unkeyed |= 1 << UInt16(p.slot) }
                 k += 1
             }
-            peers[i].spread!.sync(route, unkeyed: unkeyed, now: now)
+            peers[i].spread!.sync(unkeyed: unkeyed, now: now)
         }
         let sealedLength = peers[i].pads
             ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
@@ -161,12 +164,12 @@ extension SessionShard {
         let length = sealedLength + DataMessage.overhead
         let counter = UInt64(littleEndian: (base + offset + 8).loadUnaligned(as: UInt64.self))
         // The picked path; with none usable (all failed here) the route's own path.
-        var endpoint = route.endpoint
-        var label = route.relayFor
+        var endpoint = peers[i].spread!.route.endpoint
+        var label = peers[i].spread!.route.relayFor
         if let pick = peers[i].spread!.scheduler.pick(counter: counter, length: length, now: now) {
             var k = 0
-            while k < route.spread.count {
-                let p = route.spread[k]
+            while k < peers[i].spread!.route.spread.count {
+                let p = peers[i].spread!.route.spread[k]
                 if Int(p.slot) == pick.path {
                     endpoint = p.endpoint
                     label = p.relayFor
@@ -197,7 +200,8 @@ extension SessionShard {
     /// Per path of `peer`'s spread route: where it goes, the scheduler's weight (0...1)
     /// and bandwidth estimate (bits/s, 0: none). Nil when the peer is not spread here (status).
     public func spreadView(_ peer: PeerID) -> [SpreadPathView]? {
-        guard let i = slot(peer), let sp = peers[i].spread, let route = peers[i].route, route.spread.count >= 2 else { return nil }
+        guard let i = slot(peer), let sp = peers[i].spread else { return nil }
+        let route = sp.route
         var out: [SpreadPathView] = []
         for k in 0..<route.spread.count {
             let p = route.spread[k]

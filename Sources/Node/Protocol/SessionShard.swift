@@ -107,6 +107,12 @@ public struct DataRoute: Equatable, Sendable {
     }
 }
 
+/// A route without its spread: what the owner reads per packet.
+struct DataHop: Sendable {
+    var endpoint: Endpoint
+    var relayFor: MemberID?
+}
+
 /// What the owner did under one peer's keys since its last report.
 public struct ShardActivity: Equatable, Sendable {
     public var rxPackets: UInt64 = 0
@@ -187,7 +193,10 @@ public struct SessionShard: Sendable {
 
     struct ShardPeer: Sendable {
         var keys = KeypairSlots()
-        var route: DataRoute?
+        /// Where the peer's data goes (the route without its spread: read per packet, kept small).
+        var route: DataHop?
+        /// The spread has a relayed path (the owner reserves RELAY header room).
+        var spreadRelayed = false
         var activity = ShardActivity()
         var dirty = false
         var lastReport: Instant?
@@ -274,12 +283,15 @@ public struct SessionShard: Sendable {
 
     public mutating func setRoute(_ route: DataRoute?, for peer: PeerID) {
         guard let i = slot(peer) else { return }
-        peers[i].route = route
+        peers[i].route = route.map { DataHop(endpoint: $0.endpoint, relayFor: $0.relayFor) }
         if let route, route.spread.count >= 2 {
-            if peers[i].spread == nil { peers[i].spread = ShardSpread() }
+            if peers[i].spread == nil { peers[i].spread = ShardSpread(route: route) }
+            peers[i].spread!.route = route
             peers[i].spread!.routeChanged()
+            peers[i].spreadRelayed = route.spread.anyRelayed
         } else {
             peers[i].spread = nil
+            peers[i].spreadRelayed = false
         }
     }
 
@@ -299,7 +311,7 @@ public struct SessionShard: Sendable {
     /// Header room a payload for `peer` needs: DATA, plus RELAY when relayed
     /// (or when there is no route here yet: the packet then goes to reactor 0, which may relay it).
     public func headerRoom(for peer: PeerID) -> Int {
-        guard let i = slot(peer), let r = peers[i].route, r.relayFor == nil, !r.spread.anyRelayed else {
+        guard let i = slot(peer), let r = peers[i].route, r.relayFor == nil, !peers[i].spreadRelayed else {
             return DataMessage.headerSize + RelayMessage.headerSize
         }
         return DataMessage.headerSize
@@ -311,7 +323,7 @@ public struct SessionShard: Sendable {
         guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
         if peers[i].spread != nil {
-            return sendSpread(i, peer, route, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
+            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
         }
         // Relayed: tagged under our session with the anchor; without its keys here, reactor 0 sends it.
         var hopKey: RelayTagKey?
@@ -409,7 +421,7 @@ public struct SessionShard: Sendable {
         lastOpened.receiverIndex = idx
         lastOpened.source = source
         lastOpened.relayed = via != nil
-        if peers[i].spread != nil, let route = peers[i].route { peers[i].spread!.heard(route, source: source, relayed: via != nil, now: now) }
+        if peers[i].spread != nil { peers[i].spread!.heard(source: source, relayed: via != nil, now: now) }
         peers[i].activity.rxPackets += 1
         peers[i].activity.rxBytes += UInt64(length)
         if payloadLength > 0 { peers[i].activity.rxData = true }
