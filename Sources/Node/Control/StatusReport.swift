@@ -261,6 +261,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var byPathKind: [PathTraffic]
         /// The current session's AEAD, "chacha20poly1305" or "aes256gcm"; nil without a session.
         public var cipher: String?
+        /// The receiver's reorder buffer for this peer (multipath); nil when the peer never
+        /// sent over two paths at once.
+        public var reorder: Reorder?
 
         public init(
             name: String, publicKey: String, address: [String], state: PeerState, endpoint: String? = nil,
@@ -268,9 +271,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
             kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
-            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil, reorder: Reorder? = nil
         ) {
             self.cipher = cipher
+            self.reorder = reorder
             self.byPathKind = byPathKind
             self.rxPackets = rxPackets
             self.txPackets = txPackets
@@ -311,7 +315,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case persistentKeepaliveS = "persistent_keepalive_s"
             case roam
             case byPathKind = "by_path_kind"
-            case cipher
+            case cipher, reorder
         }
 
         public init(from decoder: any Decoder) throws {
@@ -342,6 +346,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             byPathKind = try c.decodeIfPresent([PathTraffic].self, forKey: .byPathKind) ?? []
             // Absent from a daemon before cipher negotiation.
             cipher = try c.decodeIfPresent(String.self, forKey: .cipher)
+            reorder = try c.decodeIfPresent(Reorder.self, forKey: .reorder)
         }
 
         // Written out so nil is `null`, not a missing key (see the type's rules).
@@ -369,6 +374,49 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(roam, forKey: .roam)
             try c.encode(byPathKind, forKey: .byPathKind)
             try c.encode(cipher, forKey: .cipher)
+            try c.encode(reorder, forKey: .reorder)
+        }
+    }
+
+    /// A peer's reorder buffer counters (Protocol/Multipath/ReorderBuffer.swift, `ReorderCounters`).
+    public struct Reorder: Codable, Sendable, Equatable {
+        /// Buffering now: packets of the peer came over two paths within the last second.
+        public var buffering: Bool
+        public var held: UInt64
+        public var releasedInOrder: UInt64
+        public var releasedByTimeout: UInt64
+        public var flushedByPathFailure: UInt64
+        public var releasedByDepth: UInt64
+        public var droppedLateDuplicate: UInt64
+        public var releasedLate: UInt64
+        public var maxDepthReached: UInt64
+        public var maxHeld: UInt64
+
+        public init(buffering: Bool = false, held: UInt64 = 0, releasedInOrder: UInt64 = 0, releasedByTimeout: UInt64 = 0,
+                    flushedByPathFailure: UInt64 = 0, releasedByDepth: UInt64 = 0, droppedLateDuplicate: UInt64 = 0,
+                    releasedLate: UInt64 = 0, maxDepthReached: UInt64 = 0, maxHeld: UInt64 = 0) {
+            self.releasedLate = releasedLate
+            self.buffering = buffering
+            self.held = held
+            self.releasedInOrder = releasedInOrder
+            self.releasedByTimeout = releasedByTimeout
+            self.flushedByPathFailure = flushedByPathFailure
+            self.releasedByDepth = releasedByDepth
+            self.droppedLateDuplicate = droppedLateDuplicate
+            self.maxDepthReached = maxDepthReached
+            self.maxHeld = maxHeld
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case buffering, held
+            case releasedInOrder = "released_in_order"
+            case releasedByTimeout = "released_by_timeout"
+            case flushedByPathFailure = "flushed_by_path_failure"
+            case releasedByDepth = "released_by_depth"
+            case droppedLateDuplicate = "dropped_late_duplicate"
+            case releasedLate = "released_late"
+            case maxDepthReached = "max_depth_reached"
+            case maxHeld = "max_held"
         }
     }
 
@@ -497,12 +545,20 @@ public struct StatusReport: Codable, Sendable, Equatable {
         /// The largest inner packet this path carries: its uplink's MTU minus the
         /// outer IP and UDP headers and our overhead (nil: not reported).
         public var mtu: Int?
+        /// Multipath (docs/multipath.md): this path's share of the peer's packets as the
+        /// scheduler weighs it now, 0...1; nil when the peer's data is not spread.
+        public var weight: Double?
+        /// The scheduler's bandwidth estimate for this path, bits/s; nil when not spread or none yet.
+        public var bandwidthBps: UInt64?
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
                     loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
-                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil, mtu: Int? = nil) {
+                    lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil, mtu: Int? = nil,
+                    weight: Double? = nil, bandwidthBps: UInt64? = nil) {
             self.mtu = mtu
             self.uplink = uplink
+            self.weight = weight
+            self.bandwidthBps = bandwidthBps
             self.usable = usable ?? active
             self.sources = sources
             self.validated = validated
@@ -521,7 +577,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case rttMs = "rtt_ms"
             case loss, active, validated, usable, sources
             case lastRxSecondsAgo = "last_rx_s_ago"
-            case uplink, mtu
+            case uplink, mtu, weight
+            case bandwidthBps = "bandwidth_bps"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -539,6 +596,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
             sources = try c.decodeIfPresent([String].self, forKey: .sources) ?? []
             uplink = try c.decodeIfPresent(String.self, forKey: .uplink)
             mtu = try c.decodeIfPresent(Int.self, forKey: .mtu)
+            // Absent from a daemon before multipath was wired.
+            weight = try c.decodeIfPresent(Double.self, forKey: .weight)
+            bandwidthBps = try c.decodeIfPresent(UInt64.self, forKey: .bandwidthBps)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -556,6 +616,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             if local != nil {
                 try c.encode(lastRxSecondsAgo, forKey: .lastRxSecondsAgo)
                 try c.encode(uplink, forKey: .uplink)
+                try c.encode(weight.flatMap { $0.isFinite ? $0 : nil }, forKey: .weight)
+                try c.encode(bandwidthBps, forKey: .bandwidthBps)
             }
             try c.encodeIfPresent(mtu, forKey: .mtu)
             try c.encode(sources, forKey: .sources)

@@ -103,6 +103,8 @@ public final class Daemon: @unchecked Sendable {
     var uplinkTimer: TimerID?
     /// Counters the other lanes published last (lane 0's thread only).
     var published: [Int: [String: UInt64]] = [:]
+    /// The multipath state of the peers the other lanes own, as they published it last (lane 0's thread only).
+    var publishedMultipath: [Int: [Int: LaneMultipath]] = [:]
     /// What the lanes that own the sessions were told.
     var shardSync: ShardSync
     let started = Daemon.now()
@@ -240,6 +242,7 @@ public final class Daemon: @unchecked Sendable {
             lane.router = router
             lane.shard = SessionShard(index: lane.id, owners: n, roster: core.roster, isAnchor: config.node.anchor,
                                       relayBudget: budget, relayRule: core.relayBudgetRule)
+            lane.reorder = SessionReorder(peers: members.count)
         }
     }
 
@@ -465,7 +468,10 @@ public final class Daemon: @unchecked Sendable {
         let slots = gro ? 64 : Self.batch, size = gro ? 65536 + Self.headroom : 2048
         // One packet pool per reactor, made here, before the lane runs: the receive buffers,
         // and as many again for datagrams kept past their batch (Reactor/PacketPool.swift).
-        let pool = PacketPool(count: DatagramSocket.ownPoolBuffers(backend: .default, batchSize: slots), bufferSize: size)
+        // Plus room for what the reorder buffers hold (Engine/Reorder.swift): a held datagram keeps
+        // its receive buffer (with GRO, a run's datagrams share one).
+        let held = gro ? 32 : MultipathConstants.reorderDepth
+        let pool = PacketPool(count: DatagramSocket.ownPoolBuffers(backend: .default, batchSize: slots) + held, bufferSize: size)
         lane.udp = try DatagramSocket(reactor: lane.reactor, fd: opened.fd, batchSize: slots, bufferSize: size,
                                       headroom: Self.headroom, pool: pool, handler: UDPSide(lane))
         lane.udp.onNotice = { [logger] n in logger.notice("udp: \(n)") }

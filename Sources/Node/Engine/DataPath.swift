@@ -97,6 +97,8 @@ extension Lane {
         arenaUsed = 0
         flushForwards()
         if tun.vnetHeader, fast.coalescing, !fast.coalescer.isEmpty { writeCoalesced(fast.coalescer) }
+        if releasingCount > 0 { releaseDelivered() }
+        if !reorder.buffering.isEmpty { armReorderTimer() }
         flushReports(now: now, force: false)
         if outbound.contains(where: { $0 != nil }) { wakeWritten() }
         publishSoon(now: now)
@@ -318,6 +320,7 @@ extension Lane {
             let step = seg > 0 && seg < total ? seg : max(total, 1)
             let from = Endpoint(d.pointee.peer)
             var off = 0
+            receivingView = i
             repeat {
                 let length = min(step, total - off)
                 let buf = UnsafeMutableRawBufferPointer(start: d.pointee.data + off, count: Int(d.pointee.cap) - off)
@@ -325,6 +328,7 @@ extension Lane {
                 udpDatagram(buf, length: length, from: from, now: now, handedOver: false)
             } while off < total
         }
+        receivingView = -1
         endBatch(now: now)
     }
 
@@ -332,13 +336,16 @@ extension Lane {
     /// (once: a datagram another lane handed us is never handed on again).
     func udpDatagram(_ buf: UnsafeMutableRawBufferPointer, length: Int, from: Endpoint, now: Instant, handedOver: Bool) {
         // The rules are LaneRouter's (Protocol/Lanes/LaneRouter.swift), which the simulator runs too.
-        switch router.afterShard(shard.receive(buf, length: length, from: from, now: now), handedOver: handedOver) {
+        let result = shard.receive(buf, length: length, from: from, now: now)
+        switch router.afterShard(result, handedOver: handedOver) {
         case .deliver(let peer, let offset, let len):
-            deliver(buf.baseAddress! + offset, length: len, from: peer)
+            // In counter order when the peer spreads over several paths (Reorder.swift).
+            deliverOpened(buf.baseAddress! + offset, length: len, from: peer, now: now)
         case .transmit(let ep, let offset, let len):
             // An anchor's RELAY, forwarded by this lane's shard (every lane forwards).
             queueForward(buf.baseAddress! + offset, length: len, to: ep)
         case .control(let peer, let offset, let len, let via):
+            markOpened(peer, now: now)
             if id == 0 {
                 daemon.core.receiveOpened(from: peer, payload: UnsafeRawBufferPointer(rebasing: buf[offset..<(offset + len)]),
                                           source: from, via: via, now: now).countDrop(in: self)
@@ -359,7 +366,8 @@ extension Lane {
         case .loop:
             count("handoff_loop")
         case .done:
-            break  // consumed, or dropped and counted by the shard
+            // Consumed (a keepalive: its counter fills its place), or dropped and counted by the shard.
+            if case .consumed = result, !reorder.buffering.isEmpty { markOpened(shard.lastOpened.peer, now: now) }
         }
     }
 
@@ -406,7 +414,7 @@ extension Lane {
     }
 
     /// An opened IP packet from `peer`: checked against its addresses, then to the TUN (coalesced).
-    private func deliver(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID) {
+    func deliver(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID) {
         guard let (src, fam) = IPHeader.source(p, length: length) else {
             count("inner_not_ip")
             return
@@ -428,7 +436,7 @@ extension Lane {
     }
 
     /// One TUN write per packet or super-packet the coalescer holds, in order.
-    private func writeCoalesced(_ coalescer: GSOCoalescer) {
+    func writeCoalesced(_ coalescer: GSOCoalescer) {
         let st = fast
         let tun = self.tun!
         coalescer.flush { o in

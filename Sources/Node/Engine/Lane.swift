@@ -99,6 +99,27 @@ final class Lane: @unchecked Sendable {
         self.lastPublish = Daemon.now()
         self.publish()
     }
+    /// The receiver's reorder buffers of the sessions this lane owns (Engine/Reorder.swift).
+    var reorder = SessionReorder<HeldPacket>(peers: 0)
+    /// The receive view the datagram being handled came in (-1: handed over from another lane).
+    var receivingView = -1
+    /// Pool buffers of packets the reorder buffers released, given back after the batch's TUN writes.
+    let releasing: UnsafeMutablePointer<PacketHandle?> = {
+        let p = UnsafeMutablePointer<PacketHandle?>.allocate(capacity: Lane.releasingCapacity)
+        p.initialize(repeating: nil, count: Lane.releasingCapacity)
+        return p
+    }()
+    var releasingCount = 0
+    var reorderTimer: TimerID?
+    var reorderTimerAt = Instant.zero
+    /// The reorder timer's action, made once.
+    lazy var reorderTimerFired: () -> Void = { [unowned self] in
+        self.reorderTimer = nil
+        let now = Daemon.now()
+        self.beginBatch()
+        self.reorder.handleTimeout(now: now) { p, h in self.deliverHeld(p, h) }
+        self.endBatch(now: now)
+    }
     /// The report timer's action, made once.
     lazy var reportTimerFired: () -> Void = { [unowned self] in
         self.reportTimer = nil
@@ -143,7 +164,10 @@ final class Lane: @unchecked Sendable {
         out.initialize(repeating: DatagramView(), count: Daemon.batch)
     }
 
-    deinit { out.deallocate() }
+    deinit {
+        out.deallocate()
+        releasing.deallocate()
+    }
 
 
     /// The UDP socket's packet-pool counters, as status counters (Reactor/PacketPool.swift).
@@ -297,7 +321,11 @@ extension Lane {
         let me = id
         let d = daemon
         let snapshot = c
-        _ = mailboxTo[0]?.post { d.published[me] = snapshot }
+        let multipath = multipathSnapshot(peers: daemon.config.peers.count)
+        _ = mailboxTo[0]?.post {
+            d.published[me] = snapshot
+            d.publishedMultipath[me] = multipath
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //
 //   lane 0:  path added/removed (NodeCore's pathChanged), uplinks re-read
 //            (RouteMonitor), and once a second (a path that died)
-//              ─▶ NodeCore.dataPaths() + per path its uplink (the main table's
+//              ─▶ NodeCore.dataPaths(now:) + per path its uplink (the main table's
 //                 route to its remote) and that uplink's MTU (SIOCGIFMTU, cached
 //                 until the routes or links change)
 //              ─▶ TunnelMTU.update ─▶ changed: SIOCSIFMTU on the TUN, one info line;
@@ -121,7 +121,7 @@ extension Daemon {
         let c = mtuControl
         c.pending = false
         guard c.enabled else { return }
-        let paths = core.dataPaths().map { p -> TunnelMTU.Path in
+        let paths = core.dataPaths(now: now).map { p -> TunnelMTU.Path in
             let uplink = Uplinks.lookup(kernelRoutes, family: p.remote.family, address: p.remote.address)
             return TunnelMTU.Path(peer: p.peer, peerName: p.name, kind: p.kind, remote: p.remote, relayed: p.via != nil,
                                   uplink: uplink, uplinkMTU: uplinkMTU(uplink))

@@ -25,6 +25,26 @@ extension Daemon {
         }
         var peers: [StatusReport.Peer] = []
         for p in st.peers {
+            // Multipath, from the lane that owns the peer (lane 0's now, the others' as last published).
+            let owner = SessionOwnership.owner(of: p.id, owners: lanes.count)
+            let mp = owner == 0 ? lanes[0].multipath(of: p.id) : publishedMultipath[owner]?[p.id.rawValue]
+            func spreadPath(_ q: NodeStatus.Path) -> StatusReport.Path {
+                var out = path(q)
+                if let v = mp?.paths.first(where: { $0.endpoint == q.remote && $0.relayed == (q.via != nil) }) {
+                    out.weight = v.weight.isFinite ? v.weight : nil
+                    let bw = v.bandwidthBitsPerSecond
+                    out.bandwidthBps = bw.isFinite && bw > 0 && bw < 1e18 ? UInt64(bw) : nil
+                }
+                return out
+            }
+            let reorder = mp?.reorder.map {
+                StatusReport.Reorder(buffering: mp?.buffering ?? false, held: UInt64($0.held),
+                                     releasedInOrder: UInt64($0.releasedInOrder), releasedByTimeout: UInt64($0.releasedByTimeout),
+                                     flushedByPathFailure: UInt64($0.flushedByPathFailure), releasedByDepth: UInt64($0.releasedByDepth),
+                                     droppedLateDuplicate: UInt64($0.droppedLateDuplicate), releasedLate: UInt64($0.releasedLate),
+                                     maxDepthReached: UInt64($0.maxDepthReached),
+                                     maxHeld: UInt64($0.maxHeld))
+            }
             let state: StatusReport.PeerState
             switch p.session?.state {
             case .established?, .rekeying?: state = .up
@@ -38,7 +58,7 @@ extension Daemon {
                 endpoint: active.map { "\($0.remote)" },
                 lastHandshakeSecondsAgo: p.session?.lastHandshake.map { UInt64((now - $0).seconds) },
                 rxBytes: p.session?.counters.rxBytes ?? 0, txBytes: p.session?.counters.txBytes ?? 0,
-                paths: p.paths.map(path),
+                paths: p.paths.map(spreadPath),
                 gossip: p.gossip.map {
                     StatusReport.GossipRecord(sequence: $0.sequence, endpoints: $0.endpoints.map {
                         StatusReport.AdvertisedEndpoint(addr: "\($0.endpoint)", source: StatusReport.EndpointSource(rawValue: $0.source.name) ?? .local)
@@ -61,7 +81,7 @@ extension Daemon {
                                                     txBytes: t.txBytes, txPackets: t.txPackets)
                 },
                 lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) },
-                cipher: p.session?.cipher?.statusName))
+                cipher: p.session?.cipher?.statusName, reorder: reorder))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings

@@ -23,7 +23,35 @@ extension NodeCore {
     public func dataRoute(for peer: PeerID) -> DataRoute? {
         guard peer.rawValue >= 0, peer.rawValue < roster.count, !isSelf(peer),
               tunnels.paths[peer].active != nil, let ep = tunnels.endpoint(of: peer) else { return nil }
-        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil)
+        return DataRoute(endpoint: ep, relayFor: relayingAnchor(to: ep, for: peer) != nil ? memberID(of: peer) : nil,
+                         spread: spreadRoute(for: peer, now: clock))
+    }
+
+    /// The paths `peer`'s data is spread over: every usable path that answered a
+    /// PATH_PING (it has an RTT), the active one first, up to `SpreadRoute.capacity`;
+    /// empty with fewer than two (then the owner sends on the active path alone).
+    /// Members only: not WireGuard peers (single path), not anchors (control traffic).
+    func spreadRoute(for peer: PeerID, now: Instant) -> SpreadRoute {
+        var r = SpreadRoute()
+        guard timings.multipath, !isWireGuardPeer(peer), !isAnchorMember(peer), let a = tunnels.paths[peer].active,
+              tunnels.paths[peer].paths.count >= 2 else {
+            return r
+        }
+        // The active path first, then the others in PathSet order (no closure: this runs per shard report).
+        var k = -1
+        while k < tunnels.paths[peer].paths.count && r.count < SpreadRoute.capacity {
+            let idx = k < 0 ? a : k
+            k += 1
+            if k > 0 && idx == a { continue }
+            let path = tunnels.paths[peer].paths[idx]
+            guard let srtt = path.rtt, view(peer, idx, now: now).usable else {
+                if idx == a { return SpreadRoute() }  // the active path has no RTT yet: one path
+                continue
+            }
+            r.append(SpreadPath(slot: UInt8(idx), endpoint: path.remote, relayFor: path.via != nil ? memberID(of: peer) : nil,
+                                srtt: srtt, rttvar: path.rttvar, minRTT: path.minRTT ?? srtt))
+        }
+        return r.count >= 2 ? r : SpreadRoute()
     }
 
     /// Every anchor's current endpoint (an owner unwraps RELAY only from these).

@@ -327,6 +327,9 @@ public struct NodeCore: Sendable {
     let wireGuardFlags: [Bool]
     var rng: SessionRandom
     var startedAt: Instant?
+    /// The latest `now` any input brought (`start`): what `dataRoute(for:)`, which
+    /// takes no clock, judges path usability at.
+    var clock = Instant.zero
 
     /// - Parameters:
     ///   - members: every configured member, in config order (PeerID = index).
@@ -576,6 +579,7 @@ public struct NodeCore: Sendable {
     // MARK: Helpers used everywhere
 
     mutating func start(_ now: Instant) {
+        if now > clock { clock = now }
         guard startedAt == nil else { return }
         startedAt = now
         arm(.addressProbe, at: now)

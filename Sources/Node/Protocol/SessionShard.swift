@@ -93,13 +93,24 @@ public enum SessionOwnership {
 
 /// Where the owner sends a peer's data: the session's endpoint, wrapped in
 /// RELAY for `relayFor` (the peer's label) when that endpoint is an anchor's.
+/// With two or more usable paths, `spread` lists them and the owner's
+/// multipath scheduler picks one per packet (Multipath/MultipathRoute.swift).
 public struct DataRoute: Equatable, Sendable {
     public var endpoint: Endpoint
     public var relayFor: MemberID?
-    public init(endpoint: Endpoint, relayFor: MemberID?) {
+    /// Empty: one path (`endpoint`). Two or more: the paths data is spread over.
+    public var spread = SpreadRoute()
+    public init(endpoint: Endpoint, relayFor: MemberID?, spread: SpreadRoute = SpreadRoute()) {
         self.endpoint = endpoint
         self.relayFor = relayFor
+        self.spread = spread
     }
+}
+
+/// A route without its spread: what the owner reads per packet.
+struct DataHop: Sendable {
+    var endpoint: Endpoint
+    var relayFor: MemberID?
 }
 
 /// What the owner did under one peer's keys since its last report.
@@ -182,7 +193,10 @@ public struct SessionShard: Sendable {
 
     struct ShardPeer: Sendable {
         var keys = KeypairSlots()
-        var route: DataRoute?
+        /// Where the peer's data goes (the route without its spread: read per packet, kept small).
+        var route: DataHop?
+        /// The spread has a relayed path (the owner reserves RELAY header room).
+        var spreadRelayed = false
         var activity = ShardActivity()
         var dirty = false
         var lastReport: Instant?
@@ -193,7 +207,22 @@ public struct SessionShard: Sendable {
         /// A stock WireGuard peer: pad what is sealed for it to 16 bytes, trim what
         /// it sends to the IP length, take no control message from it.
         var pads = false
+        /// Two or more usable paths (`route.spread`): the multipath scheduler's state.
+        /// Nil on the single-path fast path (SessionShard+Spread.swift).
+        var spread: ShardSpread?
     }
+
+    /// What the last `.packet` / `.control` / `.consumed` verdict of `receive` opened: the
+    /// session's counter, the keypair it was under and the path it came over (the
+    /// receiver's reorder buffer, `SessionReorder`, reads it).
+    public struct Opened: Sendable {
+        public var peer = PeerID(rawValue: -1)
+        public var counter: UInt64 = 0
+        public var receiverIndex: UInt32 = 0
+        public var source = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+        public var relayed = false
+    }
+    public private(set) var lastOpened = Opened()
 
     /// - Parameters:
     ///   - roster: the node's roster (`NodeCore.roster`); empty on a lane that holds no sessions.
@@ -254,10 +283,22 @@ public struct SessionShard: Sendable {
 
     public mutating func setRoute(_ route: DataRoute?, for peer: PeerID) {
         guard let i = slot(peer) else { return }
-        peers[i].route = route
+        peers[i].route = route.map { DataHop(endpoint: $0.endpoint, relayFor: $0.relayFor) }
+        if let route, route.spread.count >= 2 {
+            if peers[i].spread == nil { peers[i].spread = ShardSpread(route: route) }
+            peers[i].spread!.route = route
+            peers[i].spread!.routeChanged()
+            peers[i].spreadRelayed = route.spread.anyRelayed
+        } else {
+            peers[i].spread = nil
+            peers[i].spreadRelayed = false
+        }
     }
 
-    public mutating func setAnchors(_ list: [RelayAnchor]) { anchors = list }
+    public mutating func setAnchors(_ list: [RelayAnchor]) {
+        anchors = list
+        for i in peers.indices where peers[i].spread != nil { peers[i].spread!.routeChanged() }
+    }
 
     /// (Anchors) who may relay and be relayed to, as reactor 0 sees it now.
     public mutating func setRelayTable(_ t: RelayTable) { relay.setTable(t) }
@@ -270,7 +311,7 @@ public struct SessionShard: Sendable {
     /// Header room a payload for `peer` needs: DATA, plus RELAY when relayed
     /// (or when there is no route here yet: the packet then goes to reactor 0, which may relay it).
     public func headerRoom(for peer: PeerID) -> Int {
-        guard let i = slot(peer), let r = peers[i].route, r.relayFor == nil else {
+        guard let i = slot(peer), let r = peers[i].route, r.relayFor == nil, !peers[i].spreadRelayed else {
             return DataMessage.headerSize + RelayMessage.headerSize
         }
         return DataMessage.headerSize
@@ -281,6 +322,9 @@ public struct SessionShard: Sendable {
                               payloadLength: Int, now: Instant) -> ShardOutbound {
         guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
+        if peers[i].spread != nil {
+            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
+        }
         // Relayed: tagged under our session with the anchor; without its keys here, reactor 0 sends it.
         var hopKey: RelayTagKey?
         if route.relayFor != nil {
@@ -372,6 +416,12 @@ public struct SessionShard: Sendable {
             reports.push(.promoted(peer, localIndex: idx))
         }
         let payloadLength = length - DataMessage.overhead
+        lastOpened.peer = peer
+        lastOpened.counter = header.counter
+        lastOpened.receiverIndex = idx
+        lastOpened.source = source
+        lastOpened.relayed = via != nil
+        if peers[i].spread != nil { peers[i].spread!.heard(source: source, relayed: via != nil, now: now) }
         peers[i].activity.rxPackets += 1
         peers[i].activity.rxBytes += UInt64(length)
         if payloadLength > 0 { peers[i].activity.rxData = true }
@@ -439,7 +489,7 @@ public struct SessionShard: Sendable {
 
     // MARK: Helpers
 
-    private mutating func markDirty(_ p: PeerID) {
+    mutating func markDirty(_ p: PeerID) {
         let i = p.rawValue / owners
         guard !peers[i].dirty else { return }
         peers[i].dirty = true
@@ -467,7 +517,7 @@ public struct SessionShard: Sendable {
     /// An index loop over the (few) anchors: the `for … where` form over an array of
     /// tuples went through unspecialised generic code and allocated per step in a
     /// debug build (found by the preloaded allocation counter, scripts/test).
-    private func anchorAt(_ ep: Endpoint) -> Int? {
+    func anchorAt(_ ep: Endpoint) -> Int? {
         var i = 0
         while i < anchors.count {
             if anchors[i].endpoint == ep { return i }

@@ -99,8 +99,12 @@ public struct TimerTable: Sendable, Equatable {
 
     private mutating func recompute() {
         earliest = nil
-        for reason in TimerReason.allCases {
-            guard let d = slots[reason.rawValue] else { continue }
+        // An index loop: `allCases` builds an array per call (found by the allocation
+        // count of a session that sends and receives, MultipathAllocationTests).
+        var r = 0
+        while r < slots.count {
+            defer { r += 1 }
+            guard let d = slots[r], let reason = TimerReason(rawValue: r) else { continue }
             if let e = earliest, e <= d { continue }
             earliest = d
             earliestReason = reason

@@ -29,8 +29,12 @@ final class ConnectivityDataPathTests: XCTestCase {
         return unsafeBitCast(sym, to: Counter.self)
     }()
 
+    /// The single-path data path: `multipath` off, so the cone pair's relay path (usable
+    /// too) carries nothing (MultipathWireTests has the spread data path).
     static func makeWorld(owners: Int = 1, cipher: CipherSetting? = nil) -> NetSim {
-        let sim = NetSim(owners: owners)
+        var timings = ConnectivityTimings.default
+        timings.multipath = false
+        let sim = NetSim(timings: timings, owners: owners)
         if let cipher { sim.cipher = cipher }
         let cone1 = sim.addNAT(.independent, .independent), cone2 = sim.addNAT(.independent, .independent)
         let sym1 = sim.addNAT(.dependent, .addressAndPort), sym2 = sim.addNAT(.dependent, .addressAndPort)

@@ -92,6 +92,11 @@ final class NetSim {
         var received: [(from: Int, payload: [UInt8], at: Instant)] = []
         var events: [(at: Instant, event: NodeEvent)] = []
         var drops: [NodeDropReason] = []
+        /// The receiver's reorder buffers (Multipath/SessionReorder.swift), as a lane's: IP
+        /// packets of a peer that spreads over several paths leave in counter order.
+        var reorder = SessionReorder<[UInt8]>(peers: 0)
+        /// Packets the reorder buffers dropped as late.
+        var reorderDrops = 0
     }
 
     /// A datagram as it left a host (before any NAT), for inspection.
@@ -202,7 +207,7 @@ final class NetSim {
                                           cipher: cipherOf[s.name] ?? cipher)
             hosts.append(Host(name: s.name, identity: ids[i], core: core, shards: shards,
                               sync: ShardSync(router: LaneRouter(lanes: owners, isAnchor: s.anchor), peers: members.count),
-                              local: locals[i], nat: s.nat))
+                              local: locals[i], nat: s.nat, reorder: SessionReorder(peers: members.count)))
         }
         for i in hosts.indices {
             let local = hosts[i].local
@@ -263,13 +268,21 @@ final class NetSim {
     func deliver(_ bytes: [UInt8], to i: Int, from source: Endpoint) -> NodeInbound {
         var buffer = bytes + [UInt8](repeating: 0, count: 32)
         let now = self.now
+        var opened: SessionShard.Opened?
         let result = buffer.withUnsafeMutableBytes { b -> NodeInbound in
             // As the engine's lanes, by the same rules (LaneRouter.deliver): steered to a lane by the
             // BPF rule, opened by the owner, the rest NodeCore's on lane 0; handed over at most once.
             let router = LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor)
             let name = hosts[i].name
             return router.deliver(b, length: bytes.count,
-                                  shard: { k in hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now) },
+                                  shard: { k in
+                                      let r = hosts[i].shards[k].receive(b, length: bytes.count, from: source, now: now)
+                                      switch r {
+                                      case .packet, .control, .consumed: opened = hosts[i].shards[k].lastOpened
+                                      default: opened = nil
+                                      }
+                                      return r
+                                  },
                                   opened: { p, off, len, via in
                                       hosts[i].core.receiveOpened(from: p, payload: UnsafeRawBufferPointer(rebasing: b[off..<(off + len)]),
                                                                   source: source, via: via, now: now)
@@ -278,6 +291,23 @@ final class NetSim {
                                   fault: { f in
                                       XCTFail("lanes at \(name): \(f), type \(bytes.first ?? 0), \(bytes.count) bytes from \(source)")
                                   })
+        }
+        if let o = opened, o.peer.rawValue >= 0 {
+            // What a lane does with what its shard opened: the reorder buffer (a marker for what is no IP packet).
+            var packet: [UInt8]?
+            if case .packet(let peer, let off, let len) = result, peer == o.peer { packet = Array(buffer[off..<(off + len)]) }
+            switch hosts[i].reorder.handle(peer: o.peer, counter: o.counter, receiverIndex: o.receiverIndex, source: o.source,
+                                           relayed: o.relayed, packet: packet, now: now) {
+            case .deliver, .late:
+                if let packet { hosts[i].received.append((o.peer.rawValue, packet, now)) }
+            case .held: break
+            case .drop: hosts[i].reorderDrops += 1
+            }
+            while let h = hosts[i].reorder.pollRelease(peer: o.peer) { hosts[i].received.append((o.peer.rawValue, h, now)) }
+            if packet != nil {
+                drain(i)
+                return result
+            }
         }
         switch result {
         case .packet(let peer, let off, let len):
@@ -324,6 +354,11 @@ final class NetSim {
         if let w = hosts[i].core.pollTimeout()?.deadline, w <= now {
             hosts[i].core.handleTimeout(now: now, wallClock: wallClock)
         }
+        if let w = hosts[i].reorder.pollTimeout()?.deadline, w <= now {
+            var out: [(Int, [UInt8])] = []
+            hosts[i].reorder.handleTimeout(now: now) { p, h in out.append((p.rawValue, h)) }
+            for (p, h) in out { hosts[i].received.append((p, h, now)) }
+        }
         drain(i)
     }
 
@@ -338,6 +373,7 @@ final class NetSim {
         syncShards(i)
         while let e = hosts[i].core.pollEvent() { hosts[i].events.append((now, e)) }
         hosts[i].wake = hosts[i].core.pollTimeout()?.deadline
+        if let d = hosts[i].reorder.pollTimeout()?.deadline, hosts[i].wake.map({ d < $0 }) ?? true { hosts[i].wake = d }
         if let d = reportsDue, hosts[i].wake.map({ d < $0 }) ?? true { hosts[i].wake = d }
     }
 
@@ -370,6 +406,7 @@ final class NetSim {
         (hosts[i].core, hosts[i].shards) = makeCore(hosts[i].identity, members, anchor: hosts[i].core.isAnchor, seed: seed,
                                                     cipher: cipherOf[hosts[i].name] ?? cipher)
         hosts[i].sync = ShardSync(router: LaneRouter(lanes: owners, isAnchor: hosts[i].core.isAnchor), peers: members.count)
+        hosts[i].reorder = SessionReorder(peers: members.count)
         hosts[i].up = true
         let local = hosts[i].local
         let now = self.now

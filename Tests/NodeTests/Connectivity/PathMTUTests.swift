@@ -118,11 +118,11 @@ final class PathMTUTests: XCTestCase {
                                                     MemberSpec(publicKey: kb.publicKey, name: "b"),
                                                     MemberSpec(publicKey: kc.publicKey, name: "c")],
                             isAnchor: false, seed: 5)
-        XCTAssertTrue(core.dataPaths().isEmpty)
+        XCTAssertTrue(core.dataPaths(now: t(2)).isEmpty)
         let b = core.peerID(for: kb.publicKey)!, c = core.peerID(for: kc.publicKey)!
         core.activate(b, core.addPath(b, kind: .direct, remote: v4, via: nil), now: t(1))
         core.activate(c, core.addPath(c, kind: .direct, remote: v6, via: nil), now: t(1))
-        let paths = core.dataPaths()
+        let paths = core.dataPaths(now: t(2))
         XCTAssertEqual(paths.map(\.name).sorted(), ["b", "c"])
         var m = TunnelMTU(configured: nil, defaultMTU: 1404, peers: 3)
         func apply(_ d: [(peer: PeerID, name: String, kind: PathKind, remote: Endpoint, via: PeerID?)]) -> TunnelMTU.Change? {
@@ -131,7 +131,7 @@ final class PathMTUTests: XCTestCase {
         }
         XCTAssertEqual(apply(paths)?.new, 1420, "the IPv6 path is the smallest")
         core.tunnels.paths.deactivate(c)
-        XCTAssertEqual(core.dataPaths().map(\.name), ["b"])
-        XCTAssertEqual(apply(core.dataPaths())?.new, 1440, "its removal lifts the MTU to the IPv4 path's")
+        XCTAssertEqual(core.dataPaths(now: t(2)).map(\.name), ["b"])
+        XCTAssertEqual(apply(core.dataPaths(now: t(2)))?.new, 1440, "its removal lifts the MTU to the IPv4 path's")
     }
 }

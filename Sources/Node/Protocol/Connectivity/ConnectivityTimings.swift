@@ -76,6 +76,9 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// its RTT is below 80% of the active one's and at least 5 ms better.
     public var rttSwitchRatio: Double
     public var rttSwitchMinimum: Span
+    /// Spread a member's data over every usable path that answers (two or more:
+    /// `NodeCore.dataRoute`, docs/multipath.md). Off: one active path, as before.
+    public var multipath = true
 
     // MARK: Relay and rate limits
 

@@ -17,7 +17,7 @@
 // or lost by the uplink) and `belowMinimum` counts it once per such path set.
 //
 // Plain struct, no I/O: the engine reads the uplinks' MTUs and the data paths
-// (`NodeCore.dataPaths()`), calls `update(_:now:)` when a path is added or
+// (`NodeCore.dataPaths(now:)`), calls `update(_:now:)` when a path is added or
 // removed or an uplink's MTU changed, and applies what changed (the TUN's MTU,
 // the per-member limits the lanes read).
 import Support
@@ -146,13 +146,21 @@ public struct TunnelMTU: Sendable {
 }
 
 extension NodeCore {
-    /// The paths data goes on now, one per member with an active path (one
-    /// active path per member today; once several carry one flow, every path
-    /// the scheduler may pick belongs here).
-    public func dataPaths() -> [(peer: PeerID, name: String, kind: PathKind, remote: Endpoint, via: PeerID?)] {
+    /// The paths data goes on now: a member's active path, or, while its data
+    /// is spread (`spreadRoute`, docs/multipath.md), every path the scheduler
+    /// may pick, so a relayed path in the spread limits the MTU too.
+    public func dataPaths(now: Instant) -> [(peer: PeerID, name: String, kind: PathKind, remote: Endpoint, via: PeerID?)] {
         var out: [(peer: PeerID, name: String, kind: PathKind, remote: Endpoint, via: PeerID?)] = []
         for i in entries.indices where !entries[i].isSelf {
             let id = PeerID(rawValue: i)
+            let spread = spreadRoute(for: id, now: now)
+            if spread.count >= 2 {
+                for k in 0..<spread.count {
+                    let path = tunnels.paths[id].paths[Int(spread[k].slot)]
+                    out.append((id, members[i].name, path.kind, path.remote, path.via))
+                }
+                continue
+            }
             guard let path = tunnels.paths[id].activePath else { continue }
             out.append((id, members[i].name, path.kind, path.remote, path.via))
         }

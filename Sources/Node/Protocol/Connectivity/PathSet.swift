@@ -90,6 +90,10 @@ struct PathState: Sendable {
     var validatedAt: Instant?
     /// Smoothed RTT (RFC 6298's 7/8 EWMA).
     var rtt: Span?
+    /// RTT variation (RFC 6298's 3/4 EWMA of |srtt − sample|) and the smallest sample:
+    /// what the multipath scheduler reads (`NodeCore.dataRoute`).
+    var rttvar: Span = .zero
+    var minRTT: Span?
     /// Consecutive pings that went unanswered.
     var missed = 0
     /// Set when declared dead (missed pings); cleared by a pong or traffic.
@@ -133,7 +137,15 @@ struct PathState: Sendable {
     }
 
     mutating func recordRTT(_ sample: Span) {
-        if let r = rtt { rtt = Span(ns: (r.ns / 8) * 7 + sample.ns / 8) } else { rtt = sample }
+        if let r = rtt {
+            let d = r.ns > sample.ns ? r.ns - sample.ns : sample.ns - r.ns
+            rttvar = Span(ns: (rttvar.ns / 4) * 3 + d / 4)
+            rtt = Span(ns: (r.ns / 8) * 7 + sample.ns / 8)
+        } else {
+            rtt = sample
+            rttvar = Span(ns: sample.ns / 2)
+        }
+        if minRTT.map({ sample < $0 }) ?? true { minRTT = sample }
     }
 
     func isValid(now: Instant, timings: ConnectivityTimings) -> Bool {

@@ -166,8 +166,32 @@ extension NodeCore {
     /// The active path's check: heard from lately, or ping it.
     mutating func checkPath(_ p: PeerID, now: Instant) {
         arm(.pathCheck(p), at: nil)
-        guard tunnels.isEstablished(p, now: now), let path = tunnels.paths.checkWanted(p, now: now) else { return }
+        guard tunnels.isEstablished(p, now: now) else { return }
+        checkSpreadPaths(p, now: now)
+        guard let path = tunnels.paths.checkWanted(p, now: now) else { return }
         sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: true, now: now)
+    }
+
+    /// Multipath (every member but WireGuard peers and anchors): the paths besides the
+    /// active one are kept probed while data flows (this runs every `pathQuiet` then).
+    /// A usable path quiet for `pathQuiet` gets a check ping (its RTT for the scheduler;
+    /// misses declare it dead); a direct path that answered once and was declared dead
+    /// gets one too, so it joins the spread again when it comes back.
+    mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
+        guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
+        var k = 0
+        while k < tunnels.paths[p].paths.count {
+            let idx = k
+            k += 1
+            let path = tunnels.paths[p].paths[idx]
+            guard idx != a else { continue }
+            if let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
+            let usable = view(p, idx, now: now).usable
+            let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
+            guard usable || revive else { continue }
+            if tunnels.paths[p].pings.contains(where: { $0.remote == path.remote && $0.via == path.via }) { continue }
+            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: false, now: now)
+        }
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
@@ -185,7 +209,15 @@ extension NodeCore {
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                guard tunnels.paths[p].active == idx else { continue }
+                guard tunnels.paths[p].active == idx else {
+                    // Another path of a spread (multipath): dead after as many misses, no fallback needed.
+                    if missed >= timings.pathMissedPings {
+                        tunnels.paths.markDead(p, idx, now: now)
+                    } else if spreadRoute(for: p, now: now).contains(slot: idx) {
+                        sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: false, now: now)
+                    }
+                    continue
+                }
                 if missed >= timings.pathMissedPings {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)

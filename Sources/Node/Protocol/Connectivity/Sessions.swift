@@ -91,6 +91,11 @@ extension NodeCore {
         if traffic { tunnels.receivedOver(p, kind: tunnels.paths[p].paths[idx].kind) }
         anchorTracker.heard(p, now: now)
         guard traffic, tunnels.paths[p].active != idx, tunnels.paths.roams(p, to: idx, relayed: via != nil, now: now) else { return }
+        // Spread over several paths (multipath): traffic over another path of the
+        // spread is expected, not a move; the active path stays while it is usable.
+        if let a = tunnels.paths[p].active, view(p, a, now: now).usable, spreadRoute(for: p, now: now).contains(slot: idx) {
+            return
+        }
         activate(p, idx, now: now)
     }
 

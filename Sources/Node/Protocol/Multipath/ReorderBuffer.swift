@@ -55,6 +55,9 @@ public struct ReorderCounters: Sendable, Equatable {
     public var gapsSkipped = 0
     /// Most packets held at once.
     public var maxHeld = 0
+    /// (SessionReorder) late packets passed on out of order instead of dropped: the
+    /// replay window proved them no duplicates. Not counted in `droppedLateDuplicate`.
+    public var releasedLate = 0
     @inlinable public init() {}
 }
 
@@ -210,6 +213,23 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         // Gaps below `bound` are owed by failed paths only.
         skip(below: bound, reason: .pathFailure)
         releaseRun(.pathFailure)
+    }
+
+    /// Releases everything held, in counter order (counted as released by timeout: their
+    /// gaps were not filled), and starts again at counter `first` with no path history:
+    /// the session's counter restarted (a new keypair) or buffering starts or ends.
+    /// Drain `pollRelease` after it. Allocates nothing.
+    @inlinable public mutating func reset(next first: UInt64) {
+        if heldCount > 0 { skip(below: highest &+ 1, reason: .timeout) }
+        _next = first
+        _highest = first
+        arrivalsHead = 0
+        arrivalsCount = 0
+        for i in 0..<skippedBits.count { skippedBits[i] = 0 }
+        for q in 0..<pathSeen.count {
+            pathSeen[q] = false
+            pathFailed[q] = false
+        }
     }
 
     /// A path came back (or a new one appeared): it may fill gaps again.
