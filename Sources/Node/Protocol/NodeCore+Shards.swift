@@ -38,12 +38,19 @@ extension NodeCore {
             return r
         }
         // The active path first, then the others in PathSet order (no closure: this runs per shard report).
+        let activeRelayed = tunnels.paths[peer].paths[a].via != nil
         var k = -1
         while k < tunnels.paths[peer].paths.count && r.count < SpreadRoute.capacity {
             let idx = k < 0 ? a : k
             k += 1
             if k > 0 && idx == a { continue }
             let path = tunnels.paths[peer].paths[idx]
+            if !timings.multipathRelay, (path.via != nil) != activeRelayed { continue }  // another class than the active path's
+            // A path besides the active one must have answered lately: while data
+            // flows its check pings come every `pathQuiet`, so a path silent for
+            // twice that (a NAT renumbered under it, a link gone) leaves the spread
+            // instead of taking a share of the packets into nowhere.
+            if idx != a, path.lastRx.map({ now - $0 > timings.pathQuiet + timings.pathQuiet }) ?? true { continue }
             guard let srtt = path.rtt, view(peer, idx, now: now).usable else {
                 if idx == a { return SpreadRoute() }  // the active path has no RTT yet: one path
                 continue

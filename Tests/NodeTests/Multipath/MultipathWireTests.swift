@@ -17,7 +17,10 @@ final class MultipathWireTests: XCTestCase {
     }
 
     static func makeWorld(owners: Int = 1) -> World {
-        let sim = NetSim(owners: owners)
+        // A direct and a relayed path in one spread: what `multipathRelay` allows.
+        var timings = ConnectivityTimings.default
+        timings.multipathRelay = true
+        let sim = NetSim(timings: timings, owners: owners)
         // Exact order and completeness are the point here: no random loss or jitter
         // (WS_SIM_LOSS / WS_SIM_JITTER_MS, which reorder within a path, do not apply).
         sim.network = NetworkModel(latency: .milliseconds(10), jitter: .zero, loss: 0, seed: 77)
@@ -163,4 +166,28 @@ final class MultipathWireTests: XCTestCase {
         XCTAssertFalse(sim.hosts[2].reorder.isBuffering(sim.pid(1)))
         XCTAssertEqual(sim.hosts[2].reorder.counters(of: sim.pid(1))?.held ?? 0, heldAfterSetup, "nothing held on one path")
     }
+
+    /// The default (`multipathRelay` off): a pair with a direct path does not
+    /// spread over its relay too, so its anchor carries none of its data.
+    /// With it on (`makeWorld`), the same pair spreads over both.
+    func testADirectPairDoesNotSpreadOverTheRelayByDefault() {
+        let sim = NetSim()
+        sim.network = NetworkModel(latency: .milliseconds(10), jitter: .zero, loss: 0, seed: 77)
+        sim.build([.init(name: "anchor-1", anchor: true), .init(name: "a"), .init(name: "b")])
+        let w = World(sim: sim, a: 1, b: 2, anchor: 0)
+        sim.drive(for: .seconds(2 as UInt64))
+        for n in 0..<300 {
+            sim.sendIP(from: w.a, to: w.b, n)
+            sim.sendIP(from: w.b, to: w.a, n)
+            sim.drive(for: .milliseconds(50))
+        }
+        XCTAssertEqual(sim.activePath(w.a, w.b)?.kind, .direct)
+        XCTAssertTrue(sim.hosts[w.a].core.tunnels.paths[sim.pid(w.b)].paths.contains { $0.via != nil },
+                      "the relay path is there (so the test can tell)")
+        XCTAssertEqual(sim.hosts[w.a].core.spreadRoute(for: sim.pid(w.b), now: sim.now).count, 0)
+        let (direct, relayed) = flow(w, first: 1000, count: 1000)
+        XCTAssertEqual(relayed, 0, "no data through the anchor while the direct path works")
+        XCTAssertEqual(direct, 1000)
+    }
 }
+

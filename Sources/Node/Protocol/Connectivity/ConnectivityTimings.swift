@@ -79,6 +79,15 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// Spread a member's data over every usable path that answers (two or more:
     /// `NodeCore.dataRoute`, docs/multipath.md). Off: one active path, as before.
     public var multipath = true
+    /// Whether a relayed path may join a spread beside a direct or LAN one.
+    /// Off (the default): a spread holds paths of the active path's class only,
+    /// relayed or not, so an anchor carries a pair's data only while the pair
+    /// has no direct path (two anchors' relays may still share a flow). On: every
+    /// usable path, relays included. Measured with it on (perf/relay, session 7):
+    /// a direct pair 0.2 ms apart that sent half its TCP through an anchor 0.9 ms
+    /// away fell from about 4 to 0.9 Gbit/s with retransmits, and its anchor
+    /// forwarded half of the pair's UDP.
+    public var multipathRelay = false
 
     // MARK: Relay and rate limits
 
