@@ -27,8 +27,8 @@ final class SchedulerTests: XCTestCase {
     /// Paths that appeared at 0, delivered, and report their rates at 1 s (a new path's
     /// rate counts only after a full window: until then it has the others' mean).
     let t1 = Instant(ns: 1_000_000_000)
-    func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
-        var s = MultipathScheduler()
+    func confirmed(_ rtts: [UInt64], _ mbits: [Double?], timings: MultipathTimings = .default) -> MultipathScheduler {
+        var s = MultipathScheduler(timings: timings)
         for (i, r) in rtts.enumerated() {
             s.update(path: i, report: report(rtt: r, mbit: nil, queueing: true), now: .zero)
             s.handleDelivered(path: i)
@@ -93,7 +93,10 @@ final class SchedulerTests: XCTestCase {
 
     func testPathWhoseSpreadExceedsTheDepthIsSkipped() {
         // 20 ms and 200 ms RTT: one-way spread 90 ms; at 10 000 packets/s that is 900 packets ≫ 128.
-        var s = confirmed([20, 200], [50, 20])
+        // (The depth rule alone: the latency rule would skip this path at any rate.)
+        var depthOnly = MultipathTimings()
+        depthOnly.latencySkip = false
+        var s = confirmed([20, 200], [50, 20], timings: depthOnly)
         let per = send(&s, 20_000, from: t1)
         XCTAssertEqual(s.view(path: 1).skipped, .reorderDepth)
         XCTAssertGreaterThanOrEqual(s.counters.reorderSkips, 1)
@@ -113,6 +116,7 @@ final class SchedulerTests: XCTestCase {
         // The predicted check is blind at the start (no rate yet): the per-packet check must catch it.
         var tim = MultipathTimings()
         tim.depthSkip = 1e9  // disable the predicted check
+        tim.latencySkip = false  // and the latency rule
         var s = MultipathScheduler(timings: tim)
         for (now, m0, m1) in [(Instant.zero, nil, nil), (t1, 90.0, 10.0)] as [(Instant, Double?, Double?)] {
             s.update(path: 0, report: report(rtt: 10, mbit: m0, queueing: true), now: now)
@@ -216,4 +220,42 @@ final class SchedulerTests: XCTestCase {
         // Silence: zero after a second.
         XCTAssertEqual(b.bitsPerSecond(now: ms(6000)), 0)
     }
+
+    /// The latency rule (seed 2.11): a path whose one-way delay is above the
+    /// reference's by more than max(15 ms, the reference's one-way delay) is
+    /// skipped whatever the rate (perf/multipath C: an inner TCP at 2.9 Mbit/s
+    /// passed the depth rule); 20 and 40 ms RTT paths are both used; the skipped
+    /// path comes back when its delay falls.
+    func testPathFarBehindTheReferenceIsSkippedForLatencyAtAnyRate() {
+        // Paths without a queue: one-way delay = RTT / 2.
+        func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
+            var s = MultipathScheduler()
+            for (i, r) in rtts.enumerated() {
+                s.update(path: i, report: report(rtt: r, mbit: nil), now: .zero)
+                s.handleDelivered(path: i)
+            }
+            for (i, r) in rtts.enumerated() { s.update(path: i, report: report(rtt: r, mbit: mbits[i]), now: t1) }
+            return s
+        }
+        var near = confirmed([20, 40], [50, 50])
+        let perNear = send(&near, 2000, from: t1, gap: .milliseconds(5))  // 200 packets/s: the depth rule would allow anything
+        XCTAssertNil(near.view(path: 1).skipped)
+        XCTAssertGreaterThan(perNear[1], 500, "a 40 ms path beside a 20 ms one is used")
+        for (rtt, why) in [(60, "B"), (200, "C")] {
+            var s = confirmed([20, UInt64(rtt)], [50, 20])
+            let per = send(&s, 2000, from: t1, gap: .milliseconds(5))
+            XCTAssertEqual(s.view(path: 1).skipped, .latency, why)
+            XCTAssertEqual(s.counters.latencySkips, 1, why)
+            XCTAssertLessThan(per[1], 60, "\(why): only before the first review")
+        }
+        // The slow path's delay falls to 30 ms RTT: used again after the hold.
+        var s = confirmed([20, 200], [50, 20])
+        _ = send(&s, 400, from: t1, gap: .milliseconds(5))
+        let later = t1 + .seconds(3 as UInt64)
+        s.update(path: 1, report: report(rtt: 30, mbit: 20, queueing: false), now: later)
+        let per = send(&s, 400, from: later, gap: .milliseconds(5))
+        XCTAssertNil(s.view(path: 1).skipped)
+        XCTAssertGreaterThan(per[1], 50)
+    }
 }
+

@@ -55,7 +55,15 @@ public struct MultipathTimings: Sendable, Equatable {
     /// and used again below `depthResume` × depth (hysteresis).
     public var depthSkip = 1.0
     public var depthResume = 0.8
-    /// A reorder-skipped path is held out at least this long before it is reconsidered.
+    /// Latency spread: a path whose one-way delay exceeds the reference path's by
+    /// more than max(`spreadFloor`, the reference's own one-way delay) is skipped
+    /// whatever the rate, and used again below `depthResume` × that. The depth rule
+    /// alone let an inner TCP settle at a rate low enough for a 200 ms path to pass
+    /// it, with every fast packet waiting for the slow ones (perf/multipath C, session
+    /// 7: 2.9 Mbit/s over a 50 and a 20 Mbit/s path).
+    public var latencySkip = true
+    public var spreadFloor: Span = .milliseconds(15)
+    /// A skipped path is held out at least this long before it is reconsidered.
     public var skipHold: Span = .milliseconds(1000)
 
     public init() {}

@@ -63,6 +63,9 @@ public struct MultipathScheduler: Sendable {
     public enum SkipReason: String, Sendable, Equatable {
         /// The receiver could not absorb the reordering it causes (seed 2.11).
         case reorderDepth = "reorder-depth"
+        /// Its one-way delay is so far above the reference path's that the receiver
+        /// would hold every packet of the fast path that long (seed 2.11).
+        case latency = "latency"
     }
 
     public struct Pick: Sendable, Equatable {
@@ -91,6 +94,8 @@ public struct MultipathScheduler: Sendable {
         public var duplicates = 0
         /// Times a path was skipped for the reordering depth (predicted or hard check).
         public var reorderSkips = 0
+        /// Times a path was skipped for its latency spread (`MultipathTimings.latencySkip`).
+        public var latencySkips = 0
         /// Committed weight changes (hysteresis passed).
         public var weightChanges = 0
         public init() {}
@@ -319,13 +324,22 @@ public struct MultipathScheduler: Sendable {
         return best
     }
 
-    private mutating func skip(_ s: Int, _ now: Instant) {
+    private mutating func skip(_ s: Int, _ now: Instant, _ why: SkipReason = .reorderDepth) {
         guard paths[s].skipped == nil else { return }
-        paths[s].skipped = .reorderDepth
+        paths[s].skipped = why
         paths[s].skipUntil = now + timings.skipHold
         paths[s].ringCount = 0
-        counters.reorderSkips += 1
+        if why == .latency { counters.latencySkips += 1 } else { counters.reorderSkips += 1 }
         dirty = true
+    }
+
+    /// Whether path i's one-way delay is above the reference's by more than `factor` ×
+    /// max(`spreadFloor`, the reference's own one-way delay) (jitter not counted: the
+    /// depth rule weighs that).
+    private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
+        guard timings.latencySkip, paths[i].owd > paths[ref].owd else { return false }
+        let limit = max(timings.spreadFloor.ns, paths[ref].owd.ns)
+        return Double(paths[i].owd.ns - paths[ref].owd.ns) > factor * Double(limit)
     }
 
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
@@ -342,8 +356,13 @@ public struct MultipathScheduler: Sendable {
         for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
             let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
             if paths[i].skipped == nil {
-                if need > timings.depthSkip * Double(depth) { skip(i, now) }
-            } else if now >= paths[i].skipUntil && need < timings.depthResume * Double(depth) {
+                if tooFar(i, ref) {
+                    skip(i, now, .latency)
+                } else if need > timings.depthSkip * Double(depth) {
+                    skip(i, now)
+                }
+            } else if now >= paths[i].skipUntil && need < timings.depthResume * Double(depth)
+                        && !tooFar(i, ref, factor: timings.depthResume) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
                 paths[i].committed = 0
