@@ -55,8 +55,9 @@ public struct MultipathTimings: Sendable, Equatable {
     /// and used again below `depthResume` × depth (hysteresis).
     public var depthSkip = 1.0
     public var depthResume = 0.8
-    /// Latency spread: a path whose one-way delay exceeds the reference path's by
-    /// more than max(`spreadFloor`, the reference's own one-way delay) is skipped
+    /// Latency spread: a path whose base one-way delay (half its smallest RTT)
+    /// exceeds the reference path's by more than max(`spreadFloor`, the
+    /// reference's) is skipped
     /// whatever the rate, and used again below `depthResume` × that. The depth rule
     /// alone let an inner TCP settle at a rate low enough for a 200 ms path to pass
     /// it, with every fast packet waiting for the slow ones (perf/multipath C, session

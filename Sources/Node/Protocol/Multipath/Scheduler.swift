@@ -333,13 +333,15 @@ public struct MultipathScheduler: Sendable {
         dirty = true
     }
 
-    /// Whether path i's one-way delay is above the reference's by more than `factor` ×
-    /// max(`spreadFloor`, the reference's own one-way delay) (jitter not counted: the
-    /// depth rule weighs that).
+    /// Whether path i's base one-way delay (half its smallest RTT: the path itself,
+    /// not the queue the flow builds on it) is above the reference's by more than
+    /// `factor` × max(`spreadFloor`, the reference's base delay). Queues and jitter
+    /// are the depth rule's.
     private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
-        guard timings.latencySkip, paths[i].owd > paths[ref].owd else { return false }
-        let limit = max(timings.spreadFloor.ns, paths[ref].owd.ns)
-        return Double(paths[i].owd.ns - paths[ref].owd.ns) > factor * Double(limit)
+        guard timings.latencySkip, let a = paths[i].minRTT ?? paths[i].srtt,
+              let b = paths[ref].minRTT ?? paths[ref].srtt, a > b else { return false }
+        let limit = max(timings.spreadFloor.ns, b.ns / 2)
+        return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
     }
 
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
