@@ -246,8 +246,13 @@ final class SchedulerTests: XCTestCase {
             let per = send(&s, 2000, from: t1, gap: .milliseconds(5))
             XCTAssertEqual(s.view(path: 1).skipped, .latency, why)
             XCTAssertEqual(s.counters.latencySkips, 1, why)
-            XCTAssertLessThan(per[1], 60, "\(why): only before the first review")
+            XCTAssertEqual(per[1], 0, "\(why): skipped when its report came, before any packet")
         }
+        // Removed and back (it left the spread for a while): skipped again before any packet.
+        var back = confirmed([20, 200], [50, 20])
+        back.remove(path: 1, now: t1 + .milliseconds(10))
+        back.update(path: 1, report: report(rtt: 200, mbit: nil), now: t1 + .milliseconds(20))
+        XCTAssertEqual(send(&back, 500, from: t1 + .milliseconds(20), gap: .milliseconds(1))[1], 0)
         // The slow path's delay falls to 30 ms RTT: used again after the hold.
         var s = confirmed([20, 200], [50, 20])
         _ = send(&s, 400, from: t1, gap: .milliseconds(5))

@@ -185,6 +185,10 @@ public struct MultipathScheduler: Sendable {
             }
         }
         paths[i] = p
+        // The latency rule at once, not at the next review: a far path that (re)appears
+        // would otherwise take packets for up to 100 ms, each of which makes the
+        // receiver wait (perf/multipath C flapped between 45 and 18 Mbit/s so).
+        if p.usable, p.skipped == nil, let ref = referencePath(), ref != i, tooFar(i, ref) { skip(i, now, .latency) }
         reweigh(now)
     }
 
