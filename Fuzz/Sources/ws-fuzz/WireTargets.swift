@@ -195,6 +195,42 @@ let wireTargets: [FuzzTarget] = [
                 [1, 1] + Array(IPAddressBytes(v6: "fd00::")!.bytes) + [16] + v6]
     },
 
+    FuzzTarget(name: "packet-too-big", summary: "PacketTooBig.build: the ICMP error for a packet read from the TUN") { input in
+        // Two bytes of MTU, then the packet (an exact buffer: ASan sees any read past it).
+        var r = FuzzReader(input)
+        let mtu = 1280 + Int(UInt16(r.u8()) << 8 | UInt16(r.u8())) % 300
+        let packet = r.rest()
+        let out = UnsafeMutableRawPointer.allocate(byteCount: PacketTooBig.bufferSize, alignment: 4)
+        defer { out.deallocate() }
+        withExactBuffer(packet) { b in
+            guard let base = b.baseAddress else { return }
+            guard case .built(let n) = PacketTooBig.build(packet: base, length: packet.count, mtu: mtu, into: out) else { return }
+            let v4 = packet[0] >> 4 == 4
+            check(n <= (v4 ? 576 : 1280) && n >= (v4 ? 28 : 48), "error length \(n)")
+            if v4 {
+                check(InternetChecksum.finish(InternetChecksum.add(0, out, 20)) == 0, "IPv4 header checksum")
+                check(InternetChecksum.finish(InternetChecksum.add(0, out + 20, n - 20)) == 0, "ICMP checksum")
+                check(out.load(fromByteOffset: 20, as: UInt8.self) == 3 && out.load(fromByteOffset: 21, as: UInt8.self) == 4, "type 3 code 4")
+                check((0..<4).allSatisfy { out.load(fromByteOffset: 16 + $0, as: UInt8.self) == base.load(fromByteOffset: 12 + $0, as: UInt8.self) }, "sent back to the packet's source")
+            } else {
+                var sum = InternetChecksum.add(0, out + 8, 32)
+                sum &+= UInt32((n - 40) >> 16) &+ UInt32((n - 40) & 0xFFFF) &+ 58
+                check(InternetChecksum.finish(InternetChecksum.add(sum, out + 40, n - 40)) == 0, "ICMPv6 checksum")
+                check(out.load(fromByteOffset: 40, as: UInt8.self) == 2, "type 2")
+                check((0..<16).allSatisfy { out.load(fromByteOffset: 24 + $0, as: UInt8.self) == base.load(fromByteOffset: 8 + $0, as: UInt8.self) }, "sent back to the packet's source")
+            }
+        }
+    } seeds: {
+        var v4 = [UInt8](repeating: 0, count: 1400)
+        v4[0] = 0x45; v4[2] = 0x05; v4[3] = 0x78; v4[6] = 0x40; v4[8] = 64; v4[9] = 6
+        v4.replaceSubrange(12..<20, with: [10, 77, 0, 1, 10, 77, 0, 2])
+        var v6 = [UInt8](repeating: 0, count: 1400)
+        v6[0] = 0x60; v6[6] = 17; v6[7] = 64; v6[8] = 0xfd; v6[23] = 1; v6[24] = 0xfd; v6[39] = 2
+        var icmp = v4
+        icmp[9] = 1; icmp[20] = 3
+        return [[0, 100] + v4, [1, 0] + v6, [0, 0] + icmp, [0, 0] + Array(v4.prefix(20))]
+    },
+
     FuzzTarget(name: "handshake-timestamp", summary: "HandshakeTimestamp(bytes:) <-> .bytes") { input in
         let t = HandshakeTimestamp(bytes: input)
         check((t != nil) == (input.count == 12), "timestamp acceptance")
