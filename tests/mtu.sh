@@ -24,16 +24,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 
 lab_internet
 lab_public a1 203.0.113.10
 lab_public a2 203.0.113.20
-declare -A pub ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
-for n in a1 a2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
+declare -A ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
+mesh_keys a1 a2
 config() { # NODE EXTRA
   local n=$1 m=a1
   [ "$n" = a1 ] && m=a2
@@ -59,7 +57,6 @@ TOML
 config a1 ""
 config a2 "mtu = 1420"
 
-status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
 field() { status "$1" | python3 "$here/lib/jq.py" "$2"; }
 counter() { # NODE NAME -> its value, 0 when absent
   local v
