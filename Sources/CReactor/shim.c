@@ -437,48 +437,46 @@ int CReactor_tun_features(int fd) {
 }
 int CReactor_writev(int fd, const CReactor_iovec *iov, int n) { RET(writev(fd, (const struct iovec *)iov, n)); }
 
-int CReactor_if_set_up(const char *name, int up) {
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
+// Interface ioctls go through a throwaway AF_INET datagram socket. `if_named`
+// fills the name (refusing one that would not fit); `if_ioctl` runs one request.
+static int if_named(struct ifreq *ifr, const char *name) {
+    memset(ifr, 0, sizeof(*ifr));
     if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    return 0;
+}
+
+static int if_ioctl(unsigned long request, struct ifreq *ifr) {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) return -errno;
-    int r = 0;
-    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-        r = -errno;
-    } else {
-        if (up) ifr.ifr_flags |= IFF_UP;
-        else ifr.ifr_flags &= ~IFF_UP;
-        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) r = -errno;
-    }
+    int r = ioctl(s, request, ifr) < 0 ? -errno : 0;
     close(s);
     return r;
+}
+
+int CReactor_if_set_up(const char *name, int up) {
+    struct ifreq ifr;
+    int r = if_named(&ifr, name);
+    if (r == 0) r = if_ioctl(SIOCGIFFLAGS, &ifr);
+    if (r < 0) return r;
+    if (up) ifr.ifr_flags |= IFF_UP;
+    else ifr.ifr_flags &= ~IFF_UP;
+    return if_ioctl(SIOCSIFFLAGS, &ifr);
 }
 
 int CReactor_if_set_mtu(const char *name, int mtu) {
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int r = if_named(&ifr, name);
+    if (r < 0) return r;
     ifr.ifr_mtu = mtu;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return -errno;
-    int r = ioctl(s, SIOCSIFMTU, &ifr) < 0 ? -errno : 0;
-    close(s);
-    return r;
+    return if_ioctl(SIOCSIFMTU, &ifr);
 }
 
 int CReactor_if_get_mtu(const char *name) {
     struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
-    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return -errno;
-    int r = ioctl(s, SIOCGIFMTU, &ifr) < 0 ? -errno : ifr.ifr_mtu;
-    close(s);
-    return r;
+    int r = if_named(&ifr, name);
+    if (r == 0) r = if_ioctl(SIOCGIFMTU, &ifr);
+    return r < 0 ? r : ifr.ifr_mtu;
 }
 
 int CReactor_if_index(const char *name) {
