@@ -15,7 +15,9 @@
 // routes. With one reactor, lane 0 hands every packet to NodeCore.
 //
 // The engine by job, one file each:
-//   Daemon.swift          lifecycle: configure, open the lanes, run, stop, clean up
+//   Daemon.swift          lifecycle: open the lanes, run, stop, clean up
+//   Daemon+Setup.swift    the roster, NodeCore and the session shards made from the config
+//   Daemon+Sources.swift  uplinks (netlink), port mapping and LAN discovery feeding lane 0
 //   Lane.swift            one reactor's lane: rings and mailboxes between lanes
 //   DataPath.swift        a lane's packet path (TUN ⇄ seal/open ⇄ UDP), routed by LaneRouter
 //   CoreDriver.swift      lane 0 driving NodeCore: drain order, shard sync, the one timer, events
@@ -142,29 +144,6 @@ public final class Daemon: @unchecked Sendable {
         try self.init(config: config, identity: identity, members: members, routes: routeList, logger: logger)
     }
 
-    /// The config's peers as roster entries, and their routes by peer index.
-    static func members(of config: Config) throws -> ([MemberSpec], [(CIDR, Int)]) {
-        var members: [MemberSpec] = []
-        var routeList: [(CIDR, Int)] = []
-        for (i, p) in config.peers.enumerated() {
-            guard let key = PublicKey(base64: p.publicKey) else { throw DaemonError("peer[\(i)].public_key: not a valid key") }
-            var kind = MemberKind.whalescale
-            if p.wireGuard {
-                // A stock WireGuard peer: its key is X25519 (`wg pubkey`), its psk optional.
-                var psk: PresharedKey?
-                if let text = try config.loadPresharedKey(peer: i) {
-                    guard let k = PresharedKey(base64: text) else { throw DaemonError("peer[\(i)].preshared_key_file: not a key") }
-                    psk = k
-                }
-                kind = .wireGuard(psk: psk)
-            }
-            members.append(MemberSpec(publicKey: key, name: p.name, endpoint: p.endpoint, isAnchor: p.anchor,
-                                      persistentKeepalive: p.persistentKeepalive, kind: kind))
-            for c in p.addresses { routeList.append((c, i)) }
-        }
-        return (members, routeList)
-    }
-
     init(config: Config, identity: Identity, members: [MemberSpec], routes routeList: [(CIDR, Int)], logger: Logger,
          dropIn: DropInState? = nil, mtu: Int = Daemon.defaultMTU) throws {
         self.config = config
@@ -189,61 +168,6 @@ public final class Daemon: @unchecked Sendable {
             lanes.append(lane)
         }
         splitSessions(across: n)
-    }
-
-    static func makeCore(identity: Identity, members: [MemberSpec], config: Config, owners: Int) -> NodeCore {
-        // Several reactors seal under one keypair: an atomic counter. One reactor
-        // (NodeCore and the one shard on one thread): a plain one suffices.
-        let counters: SendCounterFactory
-        if owners > 1 { counters = { AtomicSendCounter() } } else { counters = { LocalSendCounter() } }
-        return NodeCore(identity: identity, members: members, isAnchor: config.node.anchor,
-                 timings: ConnectivityTimings.default.withRelayRate(mbit: config.node.relayRateMbit),
-                 sessionTimings: sessionTimings(), gossipTimings: gossipTimings(config), owners: owners, sharded: true,
-                 sendCounters: counters, cipher: config.node.cipher)
-    }
-
-    /// The whitepaper's session timers; tests only: `WS_TEST_REKEY_AFTER_S=N`
-    /// (N ≥ 2) shortens REKEY_AFTER_TIME to N s (REJECT_AFTER_TIME 2N + 15 s,
-    /// REKEY_ATTEMPT_TIME N s, keeping their order) so a lab script sees a rekey
-    /// in seconds (tests/wgcompat.sh). Never set it in production.
-    static func sessionTimings() -> SessionTimings {
-        guard let v = ProcessInfo.processInfo.environment["WS_TEST_REKEY_AFTER_S"], let n = UInt64(v), n >= 2 else {
-            return .default
-        }
-        var t = SessionTimings.default
-        t.rekeyAfterTime = .seconds(n)
-        t.rejectAfterTime = .seconds(2 * n + 15)
-        t.rekeyAttemptTime = .seconds(n)
-        return t
-    }
-
-    /// The gossip constants with `[gossip] anti_entropy_s`.
-    static func gossipTimings(_ config: Config) -> GossipTimings {
-        var t = GossipTimings.default
-        t.antiEntropy = .seconds(UInt64(config.gossip.antiEntropySeconds))
-        return t
-    }
-
-    /// One shard per lane, also with one lane (N = 1: one shard owns every session).
-    func splitSessions(across n: Int) {
-        let router = LaneRouter(lanes: n, isAnchor: config.node.anchor)
-        shardSync = ShardSync(router: router, peers: members.count)
-        // An anchor's lanes all forward RELAY and take from one budget per member.
-        var budget: (any SharedRelayBudget)?
-        if config.node.anchor {
-            if n > 1 {
-                budget = AtomicRelayBudget(members: members.count, rule: core.relayBudgetRule)
-            } else {
-                budget = LocalRelayBudget(members: members.count, rule: core.relayBudgetRule)
-            }
-        }
-        for lane in lanes {
-            lane.owners = n
-            lane.router = router
-            lane.shard = SessionShard(index: lane.id, owners: n, roster: core.roster, isAnchor: config.node.anchor,
-                                      relayBudget: budget, relayRule: core.relayBudgetRule)
-            lane.reorder = SessionReorder(peers: members.count)
-        }
     }
 
     /// Fewer reactors than configured (the kernel refused a TUN queue): before
@@ -509,102 +433,6 @@ public final class Daemon: @unchecked Sendable {
         if let s = signals { reactor.deregister(s) }
         if signalFD >= 0 { FileDescriptor.close(signalFD) }
         logger.info("whalescaled stopped")
-    }
-
-    /// `[node] uplinks`, or every interface with a route to the outside: at
-    /// start, and again 500 ms after the kernel reports a change of links,
-    /// addresses or routes. Only listed today: the kernel still picks the
-    /// interface of every datagram.
-    private func findUplinks() {
-        kernelRoutes = Uplinks.readRoutes()
-        uplinks = Uplinks.merge([], resolveUplinks())
-        let names = uplinks.compactMap { $0?.name }.joined(separator: ", ")
-        if config.node.uplinks == nil {
-            logger.info("uplinks: \(names.isEmpty ? "none" : names) (interfaces with a route to the outside; the kernel's routing picks one per datagram)")
-        } else {
-            logger.info("uplinks: \(names) (node.uplinks; the kernel's routing picks one per datagram)")
-        }
-        for case let u? in uplinks where !Uplinks.present(u.name) {
-            logger.notice("uplinks: \(u.name) does not exist (yet)")
-        }
-        do {
-            routeMonitor = try RouteMonitor(reactor: reactor) { [unowned self] in self.routesChanged() }
-        } catch {
-            logger.notice("uplinks: no netlink route monitor (\(error)); uplinks are read at start only")
-        }
-    }
-
-    private func resolveUplinks() -> [Uplink] {
-        Uplinks.resolve(configured: config.node.uplinks, routes: kernelRoutes, tunnel: tun.name, limit: NodeConfig.maxUplinks)
-    }
-
-    /// A burst of netlink messages (an interface going up brings its address and
-    /// routes; a router's table churns) becomes one re-read, 500 ms after the first.
-    private func routesChanged() {
-        guard uplinkTimer == nil else { return }
-        uplinkTimer = reactor.addTimer(after: 500_000_000) { [unowned self] in
-            self.uplinkTimer = nil
-            self.kernelRoutes = Uplinks.readRoutes()
-            self.mtuUplinksChanged(now: Self.now())
-            let merged = Uplinks.merge(self.uplinks, self.resolveUplinks())
-            guard merged != self.uplinks else { return }
-            let text = { (u: [Uplink?]) in u.enumerated().compactMap { i, x in x.map { "\(i):\($0.name)" } }.joined(separator: ", ") }
-            self.logger.info("uplinks: now \(text(merged).isEmpty ? "none" : text(merged)) (were \(text(self.uplinks).isEmpty ? "none" : text(self.uplinks)))")
-            self.uplinks = merged
-        }
-    }
-
-    /// Starts the port-mapping worker; its results come back through a mailbox into lane 0.
-    private func startPortMapping(port: UInt16) {
-        guard !config.node.portMapping.isEmpty else { return }
-        let mailbox = reactor.makeMailbox(capacity: 256)
-        let adapter = PortMapAdapter(protocols: config.node.portMapping, port: port, logger: logger) { [unowned self] update in
-            mailbox.post { self.portMapUpdate(update) }
-        }
-        portMap = adapter
-        adapter.start()
-    }
-
-    /// On lane 0: a mapped endpoint becomes a self-attested candidate (announced to anchors, used for punching).
-    func portMapUpdate(_ u: PortMapUpdate) {
-        let now = Self.now()
-        switch u {
-        case .mapped(let e, let source): core.addMappedEndpoint(e, source: source, now: now)
-        case .lost(let e): core.removeMappedEndpoint(e, now: now)
-        case .counters(let c):
-            portMapCounters = c
-            return
-        }
-        service(now: now)
-    }
-
-    /// Starts the LAN discovery worker; what it finds comes back through a mailbox into lane 0.
-    private func startLanDiscovery(port: UInt16) {
-        guard config.node.lanDiscovery else { return }
-        let mailbox = reactor.makeMailbox(capacity: 256)
-        // The announcement's sequence starts at the wall clock's milliseconds: a restarted
-        // node continues above its last run (peers refuse a lower one as stale).
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let first = UInt64(max(0, ts.tv_sec)) &* 1000 &+ UInt64(max(0, ts.tv_nsec) / 1_000_000)
-        let adapter = LanAdapter(identity: identity, members: members.map(\.publicKey), port: port, tunName: tun.name,
-                                 firstSequence: first, logger: logger) { [unowned self] update in
-            mailbox.post { self.lanUpdate(update) }
-        }
-        lan = adapter
-        adapter.start()
-    }
-
-    /// On lane 0: a member's signed LAN announcement becomes a `lan` endpoint (NodeCore punches it).
-    func lanUpdate(_ u: LanUpdate) {
-        switch u {
-        case .discovered(let p, let ep):
-            let now = Self.now()
-            core.addLanEndpoint(p, ep, now: now)
-            service(now: now)
-        case .counters(let c):
-            lanCounters = c
-        }
     }
 
     static func now() -> Instant { Instant(ns: Reactor.now()) }
