@@ -16,102 +16,28 @@ final class NodeCoreWithoutAnchorsTests: XCTestCase {
     let aAddr = Endpoint.v4(198, 51, 100, 1, port: 51820)
     let bAddr = Endpoint.v4(203, 0, 113, 2, port: 51820)
 
-    struct Pair {
-        var a: NodeCore
-        var b: NodeCore
-        var now = Instant(ns: 1_000_000_000)
-        var inFlight: [(at: Instant, toB: Bool, bytes: [UInt8])] = []
-        var receivedByA: [[UInt8]] = []
-        var receivedByB: [[UInt8]] = []
-        var eventsA: [NodeEvent] = []
-        var eventsB: [NodeEvent] = []
-    }
-
-    func pair() -> Pair {
+    func pair() -> NodeCorePair {
         var rng = SessionRandom(seed: 11)
         let ia = SessionSim.identity(&rng), ib = SessionSim.identity(&rng)
         let a = NodeCore(identity: ia, members: [MemberSpec(publicKey: ib.publicKey, name: "b", endpoint: bAddr)], isAnchor: false, seed: 1)
         let b = NodeCore(identity: ib, members: [MemberSpec(publicKey: ia.publicKey, name: "a")], isAnchor: false, seed: 2)
-        return Pair(a: a, b: b)
-    }
-
-    func drain(_ p: inout Pair) {
-        while let t = p.a.pollTransmit() {
-            XCTAssertEqual(t.to, bAddr)
-            p.inFlight.append((p.now + .milliseconds(5), true, t.bytes))
-        }
-        while let t = p.b.pollTransmit() {
-            XCTAssertEqual(t.to, aAddr)
-            p.inFlight.append((p.now + .milliseconds(5), false, t.bytes))
-        }
-        while let e = p.a.pollEvent() { p.eventsA.append(e) }
-        while let e = p.b.pollEvent() { p.eventsB.append(e) }
-    }
-
-    func run(_ p: inout Pair, for span: Span) {
-        let end = p.now + span
-        var steps = 0
-        while steps < 100_000 {
-            steps += 1
-            var next = end
-            for f in p.inFlight where f.at < next { next = f.at }
-            if let d = p.a.pollTimeout()?.deadline, d < next { next = d }
-            if let d = p.b.pollTimeout()?.deadline, d < next { next = d }
-            p.now = max(p.now, next)
-            let now = p.now
-            let due = p.inFlight.filter { $0.at <= now }
-            p.inFlight.removeAll { $0.at <= now }
-            for f in due {
-                var buf = f.bytes + [UInt8](repeating: 0, count: 32)
-                let r = buf.withUnsafeMutableBytes {
-                    f.toB ? p.b.receive($0, length: f.bytes.count, from: aAddr, now: now)
-                          : p.a.receive($0, length: f.bytes.count, from: bAddr, now: now)
-                }
-                if case .packet(_, let o, let l) = r {
-                    if f.toB { p.receivedByB.append(Array(buf[o..<(o + l)])) } else { p.receivedByA.append(Array(buf[o..<(o + l)])) }
-                }
-                if case .drop(let reason) = r { XCTFail("drop \(reason)") }
-            }
-            let wall = HandshakeTimestamp(unixSeconds: 1_700_000_000 + now.ns / 1_000_000_000, nanoseconds: 0)
-            if let d = p.a.pollTimeout()?.deadline, d <= now { p.a.handleTimeout(now: now, wallClock: wall) }
-            if let d = p.b.pollTimeout()?.deadline, d <= now { p.b.handleTimeout(now: now, wallClock: wall) }
-            drain(&p)
-            if now >= end && p.inFlight.isEmpty { return }
-            if now >= end, p.inFlight.allSatisfy({ $0.at > end }) { return }
-        }
-        XCTFail("livelock")
-    }
-
-    func send(_ p: inout Pair, aToB: Bool, _ payload: [UInt8]) -> Outbound {
-        var buf = [UInt8](repeating: 0, count: 64 + payload.count + 32)
-        buf.replaceSubrange(64..<(64 + payload.count), with: payload)
-        let now = p.now
-        let r = buf.withUnsafeMutableBytes {
-            aToB ? p.a.sendPacket(to: PeerID(rawValue: 0), $0, payloadOffset: 64, payloadLength: payload.count, now: now)
-                 : p.b.sendPacket(to: PeerID(rawValue: 0), $0, payloadOffset: 64, payloadLength: payload.count, now: now)
-        }
-        if case .send(let to, let o, let l) = r {
-            XCTAssertEqual(to, aToB ? bAddr : aAddr)
-            p.inFlight.append((now + .milliseconds(5), aToB, Array(buf[o..<(o + l)])))
-        }
-        drain(&p)
-        return r
+        return NodeCorePair(a: a, b: b, aAddr: aAddr, bAddr: bAddr)
     }
 
     func testTwoMembersWithoutAnchorsTalkDirectly() {
         var p = pair()
         let ping = [0x45] + [UInt8](repeating: 1, count: 39)
-        XCTAssertEqual(send(&p, aToB: true, ping), .queued, "no keys yet: queued, handshake to the static endpoint")
-        run(&p, for: .seconds(1 as UInt64))
+        XCTAssertEqual(p.send(aToB: true, ping), .queued, "no keys yet: queued, handshake to the static endpoint")
+        p.run(for: .seconds(1 as UInt64))
         XCTAssertEqual(p.receivedByB, [ping])
         // B learned A's endpoint from the authenticated first contact and answers directly.
         let pong = [0x45] + [UInt8](repeating: 2, count: 39)
-        if case .send = send(&p, aToB: false, pong) {} else { XCTFail("B sends at once") }
-        run(&p, for: .seconds(1 as UInt64))
+        if case .send = p.send(aToB: false, pong) {} else { XCTFail("B sends at once") }
+        p.run(for: .seconds(1 as UInt64))
         XCTAssertEqual(p.receivedByA, [pong])
         XCTAssertTrue(p.eventsB.contains(.pathChanged(PeerID(rawValue: 0), kind: .direct, remote: aAddr, via: nil)))
         // Idle for ten minutes: no recovery mode without anchors, no probes, no chatter beyond the session's own.
-        run(&p, for: .seconds(600 as UInt64))
+        p.run(for: .seconds(600 as UInt64))
         XCTAssertFalse(p.eventsA.contains(.recoveryStarted))
         XCTAssertFalse(p.eventsB.contains(.recoveryStarted))
         let st = p.a.status(now: p.now)
@@ -124,8 +50,8 @@ final class NodeCoreWithoutAnchorsTests: XCTestCase {
         XCTAssertEqual(st.peers.first?.paths.first?.active, true)
         XCTAssertNotNil(st.peers.first?.paths.first?.lastRx, "heard over it")
         // And it still works.
-        _ = send(&p, aToB: true, ping)
-        run(&p, for: .seconds(1 as UInt64))
+        _ = p.send(aToB: true, ping)
+        p.run(for: .seconds(1 as UInt64))
         XCTAssertEqual(p.receivedByB.count, 2)
     }
 
@@ -140,8 +66,8 @@ final class NodeCoreWithoutAnchorsTests: XCTestCase {
             var p = pair()
             if tunnelled { p.b.tunnelledPrefixes = [CIDR("10.77.0.0/24")!, CIDR("10.77.0.1/32")!, CIDR("192.168.10.0/24")!] }
             let ping = [0x45] + [UInt8](repeating: 1, count: 39)
-            _ = send(&p, aToB: true, ping)
-            run(&p, for: .seconds(1 as UInt64))
+            _ = p.send(aToB: true, ping)
+            p.run(for: .seconds(1 as UInt64))
             XCTAssertEqual(p.receivedByB, [ping])
             // A seals one more packet; it reaches B from inside the tunnel.
             var buf = [UInt8](repeating: 0, count: 64 + ping.count + 64)
