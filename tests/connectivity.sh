@@ -64,7 +64,9 @@ t0=$(ms)
 for n in $nodes; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
 
 # pingable FROM TO-NAME: one ping through the tunnel
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
+# -I ws0: the anchors answer ARP for their overlay addresses on the internet
+# segment, so a host whose ws0 is not up yet would reach them through its NAT.
+pingable() { lab_exec "$1" ping -I ws0 -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 # wait_pair A B SECONDS: both directions answer within SECONDS
 wait_pair() {
   local deadline=$(( $(ms) + $3 * 1000 ))
