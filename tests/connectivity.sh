@@ -18,6 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
+. "$here/lib/wait.sh"
 lab_begin
 
 lab_internet
@@ -63,7 +64,9 @@ t0=$(ms)
 for n in $nodes; do lab_bg "$n" "d-$n" "$bin/whalescaled" --log-level "${WS_LOG:-info}" --config "$LAB_DIR/$n.toml"; done
 
 # pingable FROM TO-NAME: one ping through the tunnel
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
+# -I ws0: the anchors answer ARP for their overlay addresses on the internet
+# segment, so a host whose ws0 is not up yet would reach them through its NAT.
+pingable() { lab_exec "$1" ping -I ws0 -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
 # wait_pair A B SECONDS: both directions answer within SECONDS
 wait_pair() {
   local deadline=$(( $(ms) + $3 * 1000 ))
@@ -103,10 +106,13 @@ done
 echo "ok: every pair connected; the last one $worst ms after the daemons started"
 [ "$worst" -le "${WS_CONNECT_BUDGET_MS:-5000}" ] || echo "note: slower than 5 s on this run ($worst ms)"
 
-k=$(active_kind e1 e2); [[ "$k" == direct* ]] || fail "e1 -> e2 (cone <-> cone) is $k, not direct"
-k=$(active_kind e2 e1); [[ "$k" == direct* ]] || fail "e2 -> e1 (cone <-> cone) is $k, not direct"
+# A pair answers pings over the relay first; its direct path comes once the
+# punch answers, which on a loaded machine can be after the pings above.
+kind_is() { k=$(active_kind "$1" "$2"); [[ "$k" == $3* ]]; }
+wait_until 30 kind_is e1 e2 direct || fail "e1 -> e2 (cone <-> cone) is $k, not direct"
+wait_until 30 kind_is e2 e1 direct || fail "e2 -> e1 (cone <-> cone) is $k, not direct"
 echo "ok: cone <-> cone is direct"
-k=$(active_kind d1 d2); [[ "$k" == relay* ]] || fail "d1 -> d2 (symmetric <-> symmetric) is $k, not relay"
+wait_until 10 kind_is d1 d2 relay || fail "d1 -> d2 (symmetric <-> symmetric) is $k, not relay"
 echo "ok: symmetric <-> symmetric is relayed ($k)"
 # Every reactor of the relaying anchor forwards: the two directions of the pair land
 # on different reactors (the pair bit of the receiver index, docs/engine.md).
@@ -114,9 +120,14 @@ via=${k##*via }
 if grep -q "reuseport steering refused" "$(lab_log "d-$via")"; then
   echo "SKIP: $via's kernel refused the steering program: which reactor a RELAY lands on is the kernel's hash"
 else
-  for i in $(seq 20); do pingable d1 d2; pingable d2 d1; done
-  l0=$(counter "$via" relay_forwarded_packets_lane0) l1=$(counter "$via" relay_forwarded_packets_lane1)
-  [ "$l0" -gt 0 ] && [ "$l1" -gt 0 ] || fail "anchor $via forwarded on reactor 0: $l0, reactor 1: $l1 (both should)"
+  # Traffic to relay (a lost ping is no failure here, and must not end the script under set -e).
+  for i in $(seq 20); do pingable d1 d2 || true; pingable d2 d1 || true; done
+  # Reactor 1 publishes its counters every 0.5 s: the status shows them that late.
+  both_lanes() {
+    l0=$(counter "$via" relay_forwarded_packets_lane0) l1=$(counter "$via" relay_forwarded_packets_lane1)
+    [ "$l0" -gt 0 ] && [ "$l1" -gt 0 ]
+  }
+  wait_until 10 both_lanes || fail "anchor $via forwarded on reactor 0: $l0, reactor 1: $l1 (both should)"
   echo "ok: anchor $via forwards on both reactors (reactor 0: $l0, reactor 1: $l1 datagrams)"
 fi
 # A probe reply alone moves no state (security review M6): the class settles once

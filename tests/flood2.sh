@@ -221,7 +221,7 @@ attack() {
   echo "figures: ${figures[-1]}"
   [ "$sent" -gt 0 ] || fail "$name: the injector sent nothing"
   [ "$kept" -ge 90 ] || fail "$name: the legit flow kept $kept% of its baseline"
-  pingable m1 m2 || fail "$name: m1 no longer pings m2"
+  wait_until 5 pingable m1 m2 || fail "$name: m1 no longer pings m2"
   [ $((acc * 100)) -ge $((sent * 95)) ] && [ $((acc * 100)) -le $((sent * 102)) ] ||
     fail "$name: $acc of $sent attack datagrams accounted for (counters + kernel drops)"
   [ "$cpu" -le "${WS_FLOOD_CPU_MAX:-50}" ] || fail "$name: $victim reactor-0 CPU $cpu% > ${WS_FLOOD_CPU_MAX:-50}%"

@@ -96,12 +96,24 @@ pings() { # NS DST4 DST6: both families answer
   ip netns exec "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1 || ip netns exec "$1" ping -c 2 -W 3 "$2" >/dev/null 2>&1 || return 1
   ip netns exec "$1" ping -6 -c 1 -W 2 "$3" >/dev/null 2>&1 || ip netns exec "$1" ping -6 -c 2 -W 3 "$3" >/dev/null 2>&1 || return 1
 }
+# iperf_server NS: a one-off iperf3 server on port 5201, once the previous one
+# has exited (its client returns a moment before it does, and a new server
+# that finds the port still taken exits at once, while the old socket makes
+# wait_tcp_listen pass).
+iperf_srv=
+iperf_server() {
+  if [ -n "$iperf_srv" ]; then
+    wait_until 10 bash -c "! kill -0 $iperf_srv 2>/dev/null" || kill "$iperf_srv" 2>/dev/null || true
+    wait "$iperf_srv" 2>/dev/null || true
+  fi
+  ip netns exec "$1" iperf3 -s -1 -p 5201 >>"$tmp/iperf.log" 2>&1 &
+  iperf_srv=$!
+  wait_tcp_listen "$1" 5201 10 || fail "iperf3 server did not listen"
+}
 iperf_both() { # CLIENT-NS SERVER-NS SERVER-ADDR UDP?
-  ip netns exec "$2" iperf3 -s -1 -p 5201 >>"$tmp/iperf.log" 2>&1 &
-  wait_tcp_listen "$2" 5201 10 || fail "iperf3 server did not listen"
+  iperf_server "$2"
   ip netns exec "$1" iperf3 -c "$3" -p 5201 -t 2 $4 --connect-timeout 5000 >>"$tmp/iperf.log" 2>&1 || return 1
-  ip netns exec "$2" iperf3 -s -1 -p 5201 >>"$tmp/iperf.log" 2>&1 &
-  wait_tcp_listen "$2" 5201 10 || fail "iperf3 server did not listen"
+  iperf_server "$2"
   ip netns exec "$1" iperf3 -c "$3" -p 5201 -t 2 -R $4 --connect-timeout 5000 >>"$tmp/iperf.log" 2>&1 || return 1
 }
 
@@ -116,10 +128,14 @@ out=$(ip netns exec "$NA" wg show "$IA")
 [[ $out != *"public key"* && $out != *"peer:"* ]] || fail "a fresh device has a key or peers: $out"
 ok "fresh device: wg show lists the interface with no key and no peers"
 
-ip netns exec "$NA" wg set "$IA" private-key "$tmp/ka" listen-port 51820 \
-  peer "$PB" preshared-key "$tmp/psk" allowed-ips 10.9.0.2/32,fd09::2/128 endpoint 203.0.113.2:51820
+# b first: whalescaled starts a handshake with a peer as soon as it is
+# configured with an endpoint, and an INIT that reaches a b without its key
+# yet is dropped; the retry comes a REKEY_TIMEOUT (5 s) later, about all the
+# first pings allow.
 ip netns exec "$NB" wg set "$IB" private-key "$tmp/kb" listen-port 51820 \
   peer "$PA" preshared-key "$tmp/psk" allowed-ips 10.9.0.1/32,fd09::1/128
+ip netns exec "$NA" wg set "$IA" private-key "$tmp/ka" listen-port 51820 \
+  peer "$PB" preshared-key "$tmp/psk" allowed-ips 10.9.0.2/32,fd09::2/128 endpoint 203.0.113.2:51820
 addr_up "$NA" "$IA" 1
 addr_up "$NB" "$IB" 2
 [ "$(ip netns exec "$NA" wg show "$IA" public-key)" = "$PA" ] || fail "wg show public-key is not the key wg set gave"
@@ -255,10 +271,11 @@ against() { # LABEL BINARY
   start_ws "$NA" "$IA"
   ip netns exec "$NB" "$2" "$IB" >>"$tmp/wggo.log" 2>&1 || fail "$1 did not start"
   wait_until 10 test -S "/var/run/wireguard/$IB.sock" || fail "$1: no UAPI socket"
-  ip netns exec "$NA" wg set "$IA" private-key "$tmp/ka" listen-port 51820 \
-    peer "$PB" preshared-key "$tmp/psk" allowed-ips 10.9.0.2/32,fd09::2/128 endpoint 203.0.113.2:51820
+  # b (wireguard-go) first, as in section 1: a's first INIT goes out when a is configured.
   ip netns exec "$NB" wg set "$IB" private-key "$tmp/kb" listen-port 51820 \
     peer "$PA" preshared-key "$tmp/psk" allowed-ips 10.9.0.1/32,fd09::1/128 endpoint 203.0.113.1:51820
+  ip netns exec "$NA" wg set "$IA" private-key "$tmp/ka" listen-port 51820 \
+    peer "$PB" preshared-key "$tmp/psk" allowed-ips 10.9.0.2/32,fd09::2/128 endpoint 203.0.113.2:51820
   addr_up "$NA" "$IA" 1
   addr_up "$NB" "$IB" 2
   pings "$NA" 10.9.0.2 fd09::2 || fail "$1: ping a -> b"

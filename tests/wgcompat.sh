@@ -158,7 +158,12 @@ ping_from() { ip netns exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1; }
 wg_latest() { ip netns exec $W wg show $WGIF latest-handshakes | awk '{print $2}'; }
 
 start_node WS_TEST_REKEY_AFTER_S=8
-ip netns exec $S "$bin/whalescaled" --config "$tmp/s.toml" 2>"$tmp/s.log" & pids+=($!)
+# The Whalescale peer runs the node's session timers: the node's test value
+# applies to every peer, and with the default ones here s would keep using a
+# session the node has let expire (REJECT_AFTER_TIME 2 x 8 + 15 s after the
+# node's restart below, with no traffic to s since) and only start a new
+# handshake after KEEPALIVE + REKEY_TIMEOUT (15 s), past the final check's wait.
+ip netns exec $S env WS_TEST_REKEY_AFTER_S=8 "$bin/whalescaled" --config "$tmp/s.toml" 2>"$tmp/s.log" & pids+=($!)
 start_wg
 
 # ── 1. wireguard-go initiates ────────────────────────────────────────────────

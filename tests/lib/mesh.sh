@@ -16,7 +16,7 @@
 #                                    MESH_ANCHOR_LINES: more [node] lines for an anchor
 #   status NODE                      wsctl status --json of NODE
 #   pid_of NODE                      the pid of NODE's daemon started as lab_bg NODE d-NODE ...
-#   pingable FROM TO                 FROM pings TO's overlay address once (1 s)
+#   pingable FROM TO                 FROM pings TO's overlay address once (1 s) from its ws0
 
 declare -gA pub
 
@@ -47,4 +47,7 @@ mesh_conf() {
 
 status() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json; }
 pid_of() { awk -v t="d-$1" '$2 == t {print $1}' "$LAB_DIR/pids" | tail -1; }
-pingable() { lab_exec "$1" ping -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
+# -I ws0: on the lab's one segment a public node answers ARP for any address it
+# has, its ws0's too, so without it a ping from a node whose ws0 is not up yet
+# goes out on eth0 and is answered outside the tunnel.
+pingable() { lab_exec "$1" ping -I ws0 -c 1 -W 1 "10.77.0.${ov[$2]}" >/dev/null 2>&1; }
