@@ -129,7 +129,9 @@ punch() { # EARLY LATE SKEW TIMEOUT -> p_early p_late ok_early ok_late
   p_early=$(seen "$(lab_udp "$1" client --port 41000 $A1)" $A1)
   p_late=$(seen "$(lab_udp "$2" client --port 41000 $A1)" $A1)
   [ -n "$p_early" ] && [ -n "$p_late" ] || fail "punch: no observed address ($1: '$p_early', $2: '$p_late')"
-  at=$("$LAB_PY" -c "import time; print(time.time() + 0.5)")
+  # Both sides sleep until the agreed time: 2 s leaves room for a slow interpreter start on a loaded machine,
+  # which would otherwise make the early side late.
+  at=$("$LAB_PY" -c "import time; print(time.time() + 2.0)")
   : >"$(lab_log "punch-$1")"
   : >"$(lab_log "punch-$2")"
   lab_bg "$1" "punch-$1" "$LAB_PY" "$LAB_UDP" punch --port 41000 --peer "$p_late" --at "$at" --timeout "$4"

@@ -147,7 +147,9 @@ grep -q '^to make it direct: .*endpoint-dependent.*port mapping' <<<"$out" || fa
 out=$(ctl e1 explain 10.77.0.12)
 grep -Eq '^\* direct 11\.0\.0\.2:[0-9]+ .*answers pings' <<<"$out" || fail "explain e2 path: $out"
 grep -q '^why: a direct path answers its pings' <<<"$out" || fail "explain e2 why: $out"
-grep -Eq '^gossip record: seq [0-9]+' <<<"$out" || fail "explain e2 gossip record: $out"
+# e2's signed record reaches e1 by gossip, which may come a moment after the path.
+e2_record() { out=$(ctl e1 explain 10.77.0.12); grep -Eq '^gossip record: seq [0-9]+' <<<"$out"; }
+wait_until 30 e2_record || fail "explain e2 gossip record: $out"
 ok "explain names the paths and why"
 show() { sed 's/^/    | /'; }
 { echo "  e1: wsctl status"; ctl e1 status | show; echo "  d1: wsctl netcheck"; ctl d1 netcheck | show
