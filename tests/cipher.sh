@@ -18,16 +18,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 
 lab_internet
 lab_public a1 203.0.113.10
 lab_public a2 203.0.113.20
-declare -A pub ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
-for n in a1 a2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
+declare -A ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
+mesh_keys a1 a2
 
 config() { # NODE CIPHER
   local n=$1 m=a1
@@ -53,10 +51,10 @@ TOML
 }
 
 # peer_field NODE FIELD: FIELD of the one peer in NODE's status.
-peer_field() { "$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json | python3 "$here/lib/jq.py" "peers.0.$2"; }
+peer_field() { status "$1" | python3 "$here/lib/jq.py" "peers.0.$2"; }
 auth_failed() {
   local v
-  v=$("$bin/wsctl" status --socket "$LAB_DIR/$1.sock" --json | python3 "$here/lib/jq.py" counters.authFailed)
+  v=$(status "$1" | python3 "$here/lib/jq.py" counters.authFailed)
   [ "$v" = null ] && v=0
   echo "$v"
 }

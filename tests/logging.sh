@@ -18,16 +18,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
 . "$here/lib/lab.sh"
 . "$here/lib/wait.sh"
+. "$here/lib/mesh.sh"
 lab_begin
 
 lab_internet
 lab_public a1 203.0.113.10
 lab_public a2 203.0.113.20
-declare -A pub ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
-for n in a1 a2; do
-  "$bin/wsctl" genkey >"$LAB_DIR/$n.key"
-  pub[$n]=$("$bin/wsctl" pubkey <"$LAB_DIR/$n.key")
-done
+declare -A ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
+mesh_keys a1 a2
 # a1 routes one more prefix to a2 (outside its own /24): the daemon installs that
 # route and says so at debug level, the one debug line every start has.
 declare -A extra=([a1]=', "10.88.2.0/24"' [a2]='')

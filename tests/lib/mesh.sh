@@ -1,5 +1,5 @@
 # Members of a small test mesh on public lab nodes (tests/lib/lab.sh), the
-# part the flood, soak and rekey scripts share. Source it after lab.sh, with
+# part the flood, soak, rekey, mtu, cipher and logging scripts share. Source it after lab.sh, with
 # `bin` set to the directory of whalescaled and wsctl, and declare first:
 #
 #   declare -A ov=([a1]=1 [m1]=21) ip=([a1]=203.0.113.10 [m1]=203.0.113.21)
