@@ -74,7 +74,10 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testUnsaturatedPathIsProbedUpward() {
-        var s = confirmed([20, 20], [nil, nil])
+        // The capacity rule alone (queue balance, which would cut the queued path: its own test).
+        var tim = MultipathTimings()
+        tim.queueBalance = false
+        var s = confirmed([20, 20], [nil, nil], timings: tim)
         s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
         s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
         XCTAssertEqual(s.view(path: 0).weight, 50.0 / 90, accuracy: 1e-9)  // 40 × 1.25 vs 40
@@ -221,11 +224,11 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(b.bitsPerSecond(now: ms(6000)), 0)
     }
 
-    /// The latency rule (seed 2.11): a path whose one-way delay is above the
-    /// reference's by more than max(15 ms, the reference's one-way delay) is
-    /// skipped whatever the rate (perf/multipath C: an inner TCP at 2.9 Mbit/s
-    /// passed the depth rule); 20 and 40 ms RTT paths are both used; the skipped
-    /// path comes back when its delay falls.
+    /// The latency rule (seed 2.11): a path whose base one-way delay above the
+    /// reference's holds more than the depth at max(peak rate, 1000 packets/s) is
+    /// skipped whatever the current rate (perf/multipath C: an inner TCP at 2.9
+    /// Mbit/s passed the depth rule); 20 and 40 ms RTT paths are both used; the
+    /// skipped path comes back when its delay falls.
     func testPathFarBehindTheReferenceIsSkippedForLatencyAtAnyRate() {
         // Paths without a queue: one-way delay = RTT / 2.
         func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
@@ -241,7 +244,7 @@ final class SchedulerTests: XCTestCase {
         let perNear = send(&near, 2000, from: t1, gap: .milliseconds(5))  // 200 packets/s: the depth rule would allow anything
         XCTAssertNil(near.view(path: 1).skipped)
         XCTAssertGreaterThan(perNear[1], 500, "a 40 ms path beside a 20 ms one is used")
-        for (rtt, why) in [(60, "B"), (200, "C")] {
+        for (rtt, why) in [(200, "C")] {
             var s = confirmed([20, UInt64(rtt)], [50, 20])
             let per = send(&s, 2000, from: t1, gap: .milliseconds(5))
             XCTAssertEqual(s.view(path: 1).skipped, .latency, why)
@@ -262,5 +265,82 @@ final class SchedulerTests: XCTestCase {
         XCTAssertNil(s.view(path: 1).skipped)
         XCTAssertGreaterThan(per[1], 50)
     }
-}
 
+    /// Absorbability (issue 14 B: 50 Mbit/s 20 ms + 20 Mbit/s 60 ms): a 20 ms base
+    /// one-way spread is spread over while rate × 20 ms fits the depth (5000 packets/s:
+    /// 100 < 128), skipped above it (10 000 packets/s: 200), and stays out while the
+    /// peak rate decays, then comes back (below 80% of the depth: < 5120 packets/s).
+    func testLatencyRuleAdmitsASlowerPathTheBufferCanAbsorb() {
+        func b() -> MultipathScheduler {
+            var s = MultipathScheduler()
+            for i in 0..<2 {
+                s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: nil), now: .zero)
+                s.handleDelivered(path: i)
+            }
+            for i in 0..<2 { s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: i == 0 ? 50 : 20), now: t1) }
+            return s
+        }
+        var slow = b()
+        XCTAssertGreaterThan(send(&slow, 2000, from: t1, gap: .milliseconds(5))[1], 400, "200 packets/s: both paths")
+        XCTAssertNil(slow.view(path: 1).skipped)
+        XCTAssertEqual(slow.counters.latencySkips, 0)
+        var fits = b()
+        XCTAssertGreaterThan(send(&fits, 10_000, from: t1, gap: Span(ns: 200_000))[1], 2000, "5000 packets/s: both paths")
+        XCTAssertNil(fits.view(path: 1).skipped)
+        var fast = b()
+        _ = send(&fast, 20_000, from: t1, gap: Span(ns: 100_000))  // 10 000 packets/s for 2 s
+        XCTAssertNotNil(fast.view(path: 1).skipped)  // by the per-packet check first, then kept out by the latency rule
+        // Then 200 packets/s: the peak decays (0.98 per 100 ms); out for a while, back later.
+        let t3 = t1 + .seconds(2 as UInt64)
+        XCTAssertEqual(send(&fast, 300, from: t3, gap: .milliseconds(5), counter: 20_000)[1], 0, "1.5 s later: still out")
+        let per = send(&fast, 1200, from: t3 + .milliseconds(1500), gap: .milliseconds(5), counter: 20_300)
+        XCTAssertNil(fast.view(path: 1).skipped)
+        XCTAssertGreaterThan(per[1], 100, "back once the peak fell")
+        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(95), peakPPS: 0, floorPPS: 1000), 95, accuracy: 1e-9)
+        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(20), peakPPS: 5800, floorPPS: 1000), 116, accuracy: 1e-9)
+    }
+
+    /// Queue balance: a queued path whose queue stands more than 5 ms above the other
+    /// candidate's was given more than it carries: its basis is cut to 0.75 × what it was
+    /// given, at most once per second; a path without a queue keeps growing.
+    func testOverfedPathIsCutOncePerWindow() {
+        let rows: [(queue: UInt64, other: UInt64?, overfed: Bool)] = [
+            (20, 0, true), (20, 14, true), (20, 15, false), (20, 30, false), (20, nil, false), (0, 0, false),
+        ]
+        for r in rows {
+            XCTAssertEqual(MultipathScheduler.overfed(queue: .milliseconds(r.queue), leastOtherQueue: r.other.map { .milliseconds($0) },
+                                                      slack: .milliseconds(5)), r.overfed, "\(r)")
+        }
+        // Two 20 ms paths given 40 Mbit/s each (a committed basis of 40 each).
+        var s = confirmed([20, 20], [40, 40])
+        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 40e6, accuracy: 1)
+        func rep(_ q: UInt64, _ mbit: Double) -> Report {
+            Report(usable: true, srtt: .milliseconds(20 + q), rttvar: .zero, minRTT: .milliseconds(20),
+                   deliveredBitsPerSecond: UInt64(mbit * 1e6))
+        }
+        // Path 1's queue 60 ms, path 0's none: path 1 is cut to 0.75 × 40.
+        let t2 = t1 + .seconds(1 as UInt64)
+        s.update(path: 0, report: rep(0, 40), now: t2)
+        s.update(path: 1, report: rep(60, 40), now: t2)
+        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 30e6, accuracy: 1)
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 50e6, accuracy: 1, "no queue: grows to 1.25 × delivered")
+        // Again 500 ms later: not cut again within the window.
+        s.update(path: 1, report: rep(60, 30), now: t2 + .milliseconds(500))
+        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 30e6, accuracy: 1)
+        // A second later, still over-fed: cut again (0.75 × 30).
+        s.update(path: 1, report: rep(60, 30), now: t2 + .milliseconds(1100))
+        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 22.5e6, accuracy: 1)
+        // Queues level (both 30 ms): no cut, the saturated path's basis is what it carries.
+        s.update(path: 0, report: rep(30, 50), now: t2 + .milliseconds(2200))
+        s.update(path: 1, report: rep(30, 22.5), now: t2 + .milliseconds(2200))
+        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 22.5e6, accuracy: 1)
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 50e6, accuracy: 1)
+        // Off: a saturated path's basis is what it was given.
+        var off = MultipathTimings()
+        off.queueBalance = false
+        var o = confirmed([20, 20], [40, 40], timings: off)
+        o.update(path: 0, report: rep(0, 40), now: t2)
+        o.update(path: 1, report: rep(60, 40), now: t2)
+        XCTAssertEqual(o.view(path: 1).committedBitsPerSecond, 40e6, accuracy: 1)
+    }
+}

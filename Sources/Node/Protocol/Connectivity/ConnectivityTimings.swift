@@ -88,6 +88,11 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// away fell from about 4 to 0.9 Gbit/s with retransmits, and its anchor
     /// forwarded half of the pair's UDP.
     public var multipathRelay = false
+    /// While a member's data is spread over two or more paths, every path of the
+    /// spread (the active one too) gets a check ping this often, so the scheduler
+    /// sees each path's queue in fresh RTTs (its queue balance, its depth rule).
+    /// Zero: only paths quiet for `pathQuiet`, as with one path.
+    public var spreadProbe: Span = .milliseconds(100)
 
     // MARK: Relay and rate limits
 

@@ -50,20 +50,33 @@ public struct MultipathTimings: Sendable, Equatable {
     /// would freeze the shares it was first given).
     public var probeGain = 1.25
     public var queueingSlack: Span = .milliseconds(5)
+    /// Queue balance: a queued path whose queueing delay stands `queueingSlack` above
+    /// the least of the other candidates' has its basis cut to `queueCut` × what it was
+    /// given, at most once per bandwidth window; a path back from a skip starts from
+    /// its old basis × `queueCut`. Needs fresh RTTs: the spread's paths are pinged
+    /// every `ConnectivityTimings.spreadProbe` while data flows.
+    public var queueBalance = true
+    public var queueCut = 0.75
     /// Reordering-depth constraint: a path is skipped when the packets the receiver
     /// would hold behind it (send rate × its latency spread) exceed `depthSkip` × depth,
     /// and used again below `depthResume` × depth (hysteresis).
     public var depthSkip = 1.0
     public var depthResume = 0.8
-    /// Latency spread: a path whose base one-way delay (half its smallest RTT)
-    /// exceeds the reference path's by more than max(`spreadFloor`, the
-    /// reference's) is skipped
-    /// whatever the rate, and used again below `depthResume` × that. The depth rule
-    /// alone let an inner TCP settle at a rate low enough for a 200 ms path to pass
-    /// it, with every fast packet waiting for the slow ones (perf/multipath C, session
-    /// 7: 2.9 Mbit/s over a 50 and a 20 Mbit/s path).
+    /// Latency rule, absorbability: a path whose base one-way delay (half its smallest
+    /// RTT) exceeds the reference path's by a spread the receiver could not absorb —
+    /// spread × max(peak send rate, `latencyFloorPPS`) > `latencyDepthShare` × depth —
+    /// is skipped whatever the current rate, and used again below `depthResume` × that.
+    /// The peak decays by `peakDecay` every 100 ms (halves in about 3.4 s). The floor
+    /// keeps a far path out even while the flow is slow: the depth rule alone let an
+    /// inner TCP settle at a rate low enough for a 200 ms path to pass it, with every
+    /// fast packet waiting for the slow ones (perf/multipath C, session 7: 2.9 Mbit/s
+    /// over a 50 and a 20 Mbit/s path). At 1000 packets/s a 190 ms spread (C) needs
+    /// 190 > 128: never spread; a 20 ms one (B) needs 20, and 116 at 5800 packets/s
+    /// (70 Mbit/s): spread.
     public var latencySkip = true
-    public var spreadFloor: Span = .milliseconds(15)
+    public var latencyFloorPPS = 1000.0
+    public var latencyDepthShare = 1.0
+    public var peakDecay = 0.98
     /// A skipped path is held out at least this long before it is reconsidered.
     public var skipHold: Span = .milliseconds(1000)
 

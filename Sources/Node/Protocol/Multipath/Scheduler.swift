@@ -114,6 +114,7 @@ public struct MultipathScheduler: Sendable {
         var skipped: SkipReason?
         var skipUntil = Instant.zero
         var appearedAt = Instant.zero
+        var lastCut = Instant.zero     // queue balance: the last cut of the basis
         var confirmed = true
         var packets = 0
         var bytes = 0
@@ -133,6 +134,8 @@ public struct MultipathScheduler: Sendable {
     private var rateCurrent: UInt64 = 0
     private var rateFirst: Instant?
     private var nextReview = Instant.zero
+    /// The largest send rate lately, packets/s: × `peakDecay` per review (100 ms).
+    private var peakPPS = 0.0
 
     public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
                 timings: MultipathTimings = .default) {
@@ -177,8 +180,18 @@ public struct MultipathScheduler: Sendable {
         if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
             var queueing = false
             if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
-            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
+            var basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
                                            probeGain: timings.probeGain)
+            // Queue balance: a queued path whose queue stands above another candidate's
+            // was given more than it carries (delivered is the rate sent here: no per-path
+            // feedback on the wire), so its basis is cut, at most once per window.
+            if timings.queueBalance, queueing, let s = r.srtt, let m = r.minRTT,
+               now >= p.lastCut + MultipathConstants.bandwidthWindow,
+               Self.overfed(queue: Span(ns: s.ns - min(m.ns, s.ns)), leastOtherQueue: leastQueue(excluding: i),
+                            slack: timings.queueingSlack) {
+                basis = min(p.committed > 0 ? p.committed : Double(d), Double(d)) * timings.queueCut
+                p.lastCut = now
+            }
             if Self.shouldCommit(committed: p.committed, candidate: basis) {
                 if p.committed > 0 { counters.weightChanges += 1 }
                 p.committed = basis
@@ -219,6 +232,26 @@ public struct MultipathScheduler: Sendable {
     /// little, and grows to delivered × probeGain when that is more.
     public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, probeGain: Double) -> Double {
         saturated ? delivered : max(committed, delivered * probeGain)
+    }
+
+    /// Queue balance (a pure decision): a path is over-fed when its queueing delay
+    /// (srtt − minRTT) stands more than `slack` above the least of the other
+    /// candidates'. Spread in proportion to the paths' capacities, the queues grow
+    /// at the same pace and stay level, and the latency spread stays the base one.
+    public static func overfed(queue: Span, leastOtherQueue: Span?, slack: Span) -> Bool {
+        guard let o = leastOtherQueue else { return false }
+        return queue > o + slack
+    }
+
+    /// The smallest queueing delay (srtt − minRTT) among the other candidates.
+    private func leastQueue(excluding x: Int) -> Span? {
+        var q: Span?
+        for j in 0..<paths.count where j != x && isCandidate(j) {
+            guard let s = paths[j].srtt, let m = paths[j].minRTT else { continue }
+            let v = Span(ns: s.ns - min(m.ns, s.ns))
+            q = min(q ?? v, v)
+        }
+        return q
     }
 
     /// One-way delay of the data direction from RTTs: half the base RTT plus all the
@@ -337,15 +370,26 @@ public struct MultipathScheduler: Sendable {
         dirty = true
     }
 
-    /// Whether path i's base one-way delay (half its smallest RTT: the path itself,
-    /// not the queue the flow builds on it) is above the reference's by more than
-    /// `factor` × max(`spreadFloor`, the reference's base delay). Queues and jitter
-    /// are the depth rule's.
+    /// The latency rule (seed 2.11) as absorbability: whether the packets the receiver
+    /// would hold behind path i's base one-way delay (half its smallest RTT: the path
+    /// itself, not the queue the flow builds on it) above the reference's, at the
+    /// session's rate, exceed `factor` × `latencyDepthShare` × depth. The rate is the
+    /// larger of the peak send rate (decaying: `peakPPS`) and `latencyFloorPPS`, so a
+    /// flow that slowed down because a far path holds it back does not pass the rule
+    /// by its own slowness (perf/multipath C at 2.9 Mbit/s before the rule). Queues
+    /// and jitter are the depth rule's.
     private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
         guard timings.latencySkip, let a = paths[i].minRTT ?? paths[i].srtt,
               let b = paths[ref].minRTT ?? paths[ref].srtt, a > b else { return false }
-        let limit = max(timings.spreadFloor.ns, b.ns / 2)
-        return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
+        return Self.latencyNeed(baseSpread: Span(ns: a.ns / 2 - b.ns / 2), peakPPS: peakPPS,
+                                floorPPS: timings.latencyFloorPPS)
+            > factor * timings.latencyDepthShare * Double(depth)
+    }
+
+    /// Packets held behind a path `baseSpread` slower than the reference at the
+    /// latency rule's rate, max(peak, floor) packets/s (a pure decision).
+    public static func latencyNeed(baseSpread: Span, peakPPS: Double, floorPPS: Double) -> Double {
+        depthNeeded(packetsPerSecond: max(peakPPS, floorPPS), spread: baseSpread)
     }
 
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
@@ -359,6 +403,7 @@ public struct MultipathScheduler: Sendable {
             dirty = true
         }
         let pps = packetsPerSecond(now: now)
+        peakPPS = max(pps, peakPPS * timings.peakDecay)
         for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
             let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
             if paths[i].skipped == nil {
@@ -371,7 +416,9 @@ public struct MultipathScheduler: Sendable {
                         && !tooFar(i, ref, factor: timings.depthResume) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
-                paths[i].committed = 0
+                // Back from a skip (not a failure): what it carried before, cut as an
+                // over-fed path's (a queue that grew is what skips a path for depth).
+                paths[i].committed *= timings.queueBalance ? timings.queueCut : 0
                 paths[i].appearedAt = now
                 paths[i].confirmed = false
                 dirty = true
