@@ -300,47 +300,38 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(20), peakPPS: 5800, floorPPS: 1000), 116, accuracy: 1e-9)
     }
 
-    /// Queue balance: a queued path whose queue stands more than 5 ms above the other
-    /// candidate's was given more than it carries: its basis is cut to 0.75 × what it was
-    /// given, at most once per second; a path without a queue keeps growing.
-    func testOverfedPathIsCutOncePerWindow() {
-        let rows: [(queue: UInt64, other: UInt64?, overfed: Bool)] = [
-            (20, 0, true), (20, 14, true), (20, 15, false), (20, 30, false), (20, nil, false), (0, 0, false),
-        ]
+    /// Queue balance: every 200 ms, a path whose queue (srtt − minRTT) stands more than
+    /// 5 ms above the least of the candidates' has its share × 0.9; level queues move
+    /// nothing; the other way round, the shares come back.
+    func testQueueBalanceShiftsSharesAwayFromTheLongerQueue() {
+        let rows: [(queue: UInt64, least: UInt64, overfed: Bool)] = [(20, 0, true), (20, 14, true), (20, 15, false), (0, 0, false)]
         for r in rows {
-            XCTAssertEqual(MultipathScheduler.overfed(queue: .milliseconds(r.queue), leastOtherQueue: r.other.map { .milliseconds($0) },
+            XCTAssertEqual(MultipathScheduler.overfed(queue: .milliseconds(r.queue), leastQueue: .milliseconds(r.least),
                                                       slack: .milliseconds(5)), r.overfed, "\(r)")
         }
-        // Two 20 ms paths given 40 Mbit/s each (a committed basis of 40 each).
-        var s = confirmed([20, 20], [40, 40])
-        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 40e6, accuracy: 1)
-        func rep(_ q: UInt64, _ mbit: Double) -> Report {
-            Report(usable: true, srtt: .milliseconds(20 + q), rttvar: .zero, minRTT: .milliseconds(20),
-                   deliveredBitsPerSecond: UInt64(mbit * 1e6))
+        func rep(_ q: UInt64) -> Report { Report(usable: true, srtt: .milliseconds(20 + q), rttvar: .zero, minRTT: .milliseconds(20)) }
+        for on in [true, false] {
+            var tim = MultipathTimings()
+            tim.queueBalance = on
+            var s = confirmed([20, 20], [nil, nil], timings: tim)
+            s.update(path: 0, report: rep(0), now: t1)
+            s.update(path: 1, report: rep(60), now: t1)
+            _ = send(&s, 1000, from: t1, gap: .milliseconds(1))  // 1 s: steps at +0, 200, 400, 600, 800 ms
+            let b = pow(0.9, 5.0)
+            XCTAssertEqual(s.view(path: 1).weight, on ? b / (1 + b) : 0.5, accuracy: 1e-9)
+            XCTAssertEqual(s.counters.balanceCuts, on ? 5 : 0)
+            // Level queues: nothing moves.
+            let t2 = t1 + .seconds(1 as UInt64)
+            s.update(path: 0, report: rep(30), now: t2)
+            s.update(path: 1, report: rep(30), now: t2)
+            _ = send(&s, 1000, from: t2, gap: .milliseconds(1), counter: 1000)
+            XCTAssertEqual(s.view(path: 1).weight, on ? b / (1 + b) : 0.5, accuracy: 1e-9)
+            // Path 0's queue the longer now: five cuts of path 0 bring the shares back to even.
+            let t3 = t2 + .seconds(1 as UInt64)
+            s.update(path: 0, report: rep(40), now: t3)
+            s.update(path: 1, report: rep(0), now: t3)
+            _ = send(&s, 1000, from: t3, gap: .milliseconds(1), counter: 2000)
+            XCTAssertEqual(s.view(path: 1).weight, 0.5, accuracy: 1e-9)
         }
-        // Path 1's queue 60 ms, path 0's none: path 1 is cut to 0.75 × 40.
-        let t2 = t1 + .seconds(1 as UInt64)
-        s.update(path: 0, report: rep(0, 40), now: t2)
-        s.update(path: 1, report: rep(60, 40), now: t2)
-        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 30e6, accuracy: 1)
-        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 50e6, accuracy: 1, "no queue: grows to 1.25 × delivered")
-        // Again 500 ms later: not cut again within the window.
-        s.update(path: 1, report: rep(60, 30), now: t2 + .milliseconds(500))
-        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 30e6, accuracy: 1)
-        // A second later, still over-fed: cut again (0.75 × 30).
-        s.update(path: 1, report: rep(60, 30), now: t2 + .milliseconds(1100))
-        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 22.5e6, accuracy: 1)
-        // Queues level (both 30 ms): no cut, the saturated path's basis is what it carries.
-        s.update(path: 0, report: rep(30, 50), now: t2 + .milliseconds(2200))
-        s.update(path: 1, report: rep(30, 22.5), now: t2 + .milliseconds(2200))
-        XCTAssertEqual(s.view(path: 1).committedBitsPerSecond, 22.5e6, accuracy: 1)
-        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 50e6, accuracy: 1)
-        // Off: a saturated path's basis is what it was given.
-        var off = MultipathTimings()
-        off.queueBalance = false
-        var o = confirmed([20, 20], [40, 40], timings: off)
-        o.update(path: 0, report: rep(0, 40), now: t2)
-        o.update(path: 1, report: rep(60, 40), now: t2)
-        XCTAssertEqual(o.view(path: 1).committedBitsPerSecond, 40e6, accuracy: 1)
     }
 }

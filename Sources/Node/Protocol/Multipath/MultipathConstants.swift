@@ -50,13 +50,16 @@ public struct MultipathTimings: Sendable, Equatable {
     /// would freeze the shares it was first given).
     public var probeGain = 1.25
     public var queueingSlack: Span = .milliseconds(5)
-    /// Queue balance: a queued path whose queueing delay stands `queueingSlack` above
-    /// the least of the other candidates' has its basis cut to `queueCut` × what it was
-    /// given, at most once per bandwidth window; a path back from a skip starts from
-    /// its old basis × `queueCut`. Needs fresh RTTs: the spread's paths are pinged
-    /// every `ConnectivityTimings.spreadProbe` while data flows.
+    /// Queue balance: every `balanceInterval`, a path whose queueing delay (srtt −
+    /// minRTT) stands more than `queueingSlack` above the least of the candidates' has
+    /// its share × (1 − `balanceGain`) (never below `balanceFloor` of the largest);
+    /// spread in proportion to the paths' capacities, the queues stay level. Needs
+    /// fresh RTTs: the spread's paths are pinged every `ConnectivityTimings.spreadProbe`
+    /// while data flows.
     public var queueBalance = true
-    public var queueCut = 0.75
+    public var balanceGain = 0.1
+    public var balanceInterval: Span = .milliseconds(200)
+    public var balanceFloor = 0.02
     /// Reordering-depth constraint: a path is skipped when the packets the receiver
     /// would hold behind it (send rate × its latency spread) exceed `depthSkip` × depth,
     /// and used again below `depthResume` × depth (hysteresis).

@@ -98,6 +98,8 @@ public struct MultipathScheduler: Sendable {
         public var latencySkips = 0
         /// Committed weight changes (hysteresis passed).
         public var weightChanges = 0
+        /// Queue-balance steps: an over-fed path's share cut (`MultipathTimings.queueBalance`).
+        public var balanceCuts = 0
         public init() {}
     }
 
@@ -114,7 +116,7 @@ public struct MultipathScheduler: Sendable {
         var skipped: SkipReason?
         var skipUntil = Instant.zero
         var appearedAt = Instant.zero
-        var lastCut = Instant.zero     // queue balance: the last cut of the basis
+        var balance = 1.0              // queue balance: multiplies the weight basis (max over paths: 1)
         var confirmed = true
         var packets = 0
         var bytes = 0
@@ -136,6 +138,7 @@ public struct MultipathScheduler: Sendable {
     private var nextReview = Instant.zero
     /// The largest send rate lately, packets/s: × `peakDecay` per review (100 ms).
     private var peakPPS = 0.0
+    private var nextBalance = Instant.zero
 
     public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
                 timings: MultipathTimings = .default) {
@@ -180,18 +183,8 @@ public struct MultipathScheduler: Sendable {
         if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
             var queueing = false
             if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
-            var basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
+            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
                                            probeGain: timings.probeGain)
-            // Queue balance: a queued path whose queue stands above another candidate's
-            // was given more than it carries (delivered is the rate sent here: no per-path
-            // feedback on the wire), so its basis is cut, at most once per window.
-            if timings.queueBalance, queueing, let s = r.srtt, let m = r.minRTT,
-               now >= p.lastCut + MultipathConstants.bandwidthWindow,
-               Self.overfed(queue: Span(ns: s.ns - min(m.ns, s.ns)), leastOtherQueue: leastQueue(excluding: i),
-                            slack: timings.queueingSlack) {
-                basis = min(p.committed > 0 ? p.committed : Double(d), Double(d)) * timings.queueCut
-                p.lastCut = now
-            }
             if Self.shouldCommit(committed: p.committed, candidate: basis) {
                 if p.committed > 0 { counters.weightChanges += 1 }
                 p.committed = basis
@@ -235,23 +228,38 @@ public struct MultipathScheduler: Sendable {
     }
 
     /// Queue balance (a pure decision): a path is over-fed when its queueing delay
-    /// (srtt − minRTT) stands more than `slack` above the least of the other
-    /// candidates'. Spread in proportion to the paths' capacities, the queues grow
-    /// at the same pace and stay level, and the latency spread stays the base one.
-    public static func overfed(queue: Span, leastOtherQueue: Span?, slack: Span) -> Bool {
-        guard let o = leastOtherQueue else { return false }
-        return queue > o + slack
+    /// (srtt − minRTT) stands more than `slack` above the least of the candidates'.
+    /// Spread in proportion to the paths' capacities, the queues grow at the same pace
+    /// and stay level, so the latency spread stays the base one.
+    public static func overfed(queue: Span, leastQueue: Span, slack: Span) -> Bool {
+        queue > leastQueue + slack
     }
 
-    /// The smallest queueing delay (srtt − minRTT) among the other candidates.
-    private func leastQueue(excluding x: Int) -> Span? {
-        var q: Span?
-        for j in 0..<paths.count where j != x && isCandidate(j) {
+    /// Every `balanceInterval`: each over-fed candidate's balance × (1 − `balanceGain`),
+    /// then all scaled so the largest is 1. Needs two candidates with RTTs; with no
+    /// queue anywhere (the flow is below every path's rate) nothing moves.
+    private mutating func balanceQueues() {
+        var least: Span?
+        var n = 0
+        for j in 0..<paths.count where isCandidate(j) {
             guard let s = paths[j].srtt, let m = paths[j].minRTT else { continue }
-            let v = Span(ns: s.ns - min(m.ns, s.ns))
-            q = min(q ?? v, v)
+            let q = Span(ns: s.ns - min(m.ns, s.ns))
+            least = min(least ?? q, q)
+            n += 1
         }
-        return q
+        guard n >= 2, let l = least else { return }
+        var top = 0.0
+        for j in 0..<paths.count where isCandidate(j) {
+            guard let s = paths[j].srtt, let m = paths[j].minRTT else { continue }
+            if Self.overfed(queue: Span(ns: s.ns - min(m.ns, s.ns)), leastQueue: l, slack: timings.queueingSlack) {
+                paths[j].balance = max(paths[j].balance * (1 - timings.balanceGain), timings.balanceFloor)
+                counters.balanceCuts += 1
+                dirty = true
+            }
+            top = max(top, paths[j].balance)
+        }
+        guard top > 0, top < 1 else { return }
+        for j in 0..<paths.count where isCandidate(j) { paths[j].balance /= top }
     }
 
     /// One-way delay of the data direction from RTTs: half the base RTT plus all the
@@ -395,6 +403,10 @@ public struct MultipathScheduler: Sendable {
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
     private mutating func review(_ now: Instant) {
         nextReview = now + .milliseconds(100)
+        if timings.queueBalance, now >= nextBalance {
+            nextBalance = now + timings.balanceInterval
+            balanceQueues()
+        }
         guard let ref = referencePath() else { return }
         if paths[ref].skipped != nil {
             // The reference changed to a path skipped against the old one: it is never skipped.
@@ -416,9 +428,7 @@ public struct MultipathScheduler: Sendable {
                         && !tooFar(i, ref, factor: timings.depthResume) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
-                // Back from a skip (not a failure): what it carried before, cut as an
-                // over-fed path's (a queue that grew is what skips a path for depth).
-                paths[i].committed *= timings.queueBalance ? timings.queueCut : 0
+                paths[i].committed = 0
                 paths[i].appearedAt = now
                 paths[i].confirmed = false
                 dirty = true
@@ -459,7 +469,7 @@ public struct MultipathScheduler: Sendable {
         let fallback = n > 0 ? known / Double(n) : 1
         var total = 0.0
         for i in 0..<paths.count where isCandidate(i) {
-            total += paths[i].committed > 0 ? paths[i].committed : fallback
+            total += (paths[i].committed > 0 ? paths[i].committed : fallback) * paths[i].balance
         }
         for i in 0..<paths.count {
             guard isCandidate(i), total > 0 else {
@@ -467,7 +477,7 @@ public struct MultipathScheduler: Sendable {
                 paths[i].credit = 0
                 continue
             }
-            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) / total
+            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) * paths[i].balance / total
         }
     }
 
