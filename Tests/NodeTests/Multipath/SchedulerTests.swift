@@ -225,7 +225,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     /// The latency rule (seed 2.11): a path whose base one-way delay above the
-    /// reference's holds more than the depth at max(peak rate, 1000 packets/s) is
+    /// reference's holds more than the depth at max(peak rate, 2000 packets/s) is
     /// skipped whatever the current rate (perf/multipath C: an inner TCP at 2.9
     /// Mbit/s passed the depth rule); 20 and 40 ms RTT paths are both used; the
     /// skipped path comes back when its delay falls.
@@ -281,7 +281,7 @@ final class SchedulerTests: XCTestCase {
             return s
         }
         var slow = b()
-        XCTAssertGreaterThan(send(&slow, 2000, from: t1, gap: .milliseconds(5))[1], 400, "200 packets/s: both paths")
+        XCTAssertGreaterThan(send(&slow, 2000, from: t1, gap: .milliseconds(5))[1], 400, "200 packets/s (40 at the floor): both paths")
         XCTAssertNil(slow.view(path: 1).skipped)
         XCTAssertEqual(slow.counters.latencySkips, 0)
         var fits = b()
@@ -296,7 +296,7 @@ final class SchedulerTests: XCTestCase {
         let per = send(&fast, 1200, from: t3 + .milliseconds(1500), gap: .milliseconds(5), counter: 20_300)
         XCTAssertNil(fast.view(path: 1).skipped)
         XCTAssertGreaterThan(per[1], 100, "back once the peak fell")
-        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(95), peakPPS: 0, floorPPS: 1000), 95, accuracy: 1e-9)
+        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(90), peakPPS: 0, floorPPS: 2000), 180, accuracy: 1e-9)
         XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(20), peakPPS: 5800, floorPPS: 1000), 116, accuracy: 1e-9)
     }
 

@@ -222,16 +222,20 @@ extension NodeCore {
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
+                // A spread's paths are pinged every `spreadProbe` while data flows, and a full
+                // drop-tail queue loses a few in a row: misses declare such a path dead only
+                // once nothing at all came over it for `pathQuiet` (the data's answers count).
+                let silent = tunnels.paths[p].paths[idx].lastRx.map { now - $0 >= timings.pathQuiet } ?? true
                 guard tunnels.paths[p].active == idx else {
                     // Another path of a spread (multipath): dead after as many misses, no fallback needed.
-                    if missed >= timings.pathMissedPings {
+                    if missed >= timings.pathMissedPings && silent {
                         tunnels.paths.markDead(p, idx, now: now)
                     } else if spreadRoute(for: p, now: now).contains(slot: idx) {
                         sendPing(p, remote: ping.remote, via: ping.via, purpose: .check, onActivePath: false, now: now)
                     }
                     continue
                 }
-                if missed >= timings.pathMissedPings {
+                if missed >= timings.pathMissedPings && (silent || !isSpreading(p, now: now)) {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {

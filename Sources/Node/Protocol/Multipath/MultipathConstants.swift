@@ -73,11 +73,11 @@ public struct MultipathTimings: Sendable, Equatable {
     /// keeps a far path out even while the flow is slow: the depth rule alone let an
     /// inner TCP settle at a rate low enough for a 200 ms path to pass it, with every
     /// fast packet waiting for the slow ones (perf/multipath C, session 7: 2.9 Mbit/s
-    /// over a 50 and a 20 Mbit/s path). At 1000 packets/s a 190 ms spread (C) needs
-    /// 190 > 128: never spread; a 20 ms one (B) needs 20, and 116 at 5800 packets/s
-    /// (70 Mbit/s): spread.
+    /// over a 50 and a 20 Mbit/s path). At 2000 packets/s (about 24 Mbit/s) C's 90 ms
+    /// one-way spread (20 and 200 ms RTT) needs 180 > 128: never spread; B's 20 ms
+    /// (20 and 60 ms) needs 40, and 116 at 5800 packets/s (70 Mbit/s): spread.
     public var latencySkip = true
-    public var latencyFloorPPS = 1000.0
+    public var latencyFloorPPS = 2000.0
     public var latencyDepthShare = 1.0
     public var peakDecay = 0.98
     /// A skipped path is held out at least this long before it is reconsidered.
