@@ -12,12 +12,9 @@
 // max(3 × (srtt + 4 × rttvar), 100 ms) while the peer's packets kept arriving over
 // another path of the route; anything heard over it makes it usable again.
 // There is no per-path delivery feedback on the wire yet (planned): the
-// scheduler gets no delivered rate (the rate sent on a path says nothing of
-// what it can carry), so every usable path has the same weight basis and the
-// shares come from the scheduler's queue balance: NodeCore pings every path of
-// the spread each 100 ms while data flows (`ConnectivityTimings.spreadProbe`),
-// and a path whose queue (srtt − minRTT) stands above the others' gets less.
-// The rate sent on each path over the last second is kept for status. Make-before-break copies are off here (a copy
+// scheduler's "delivered" rate is the rate sent on the path over the last
+// second (also status's `bandwidth_bps`), and its reordering-depth and latency
+// rules (from the RTT spread) skip a path the receiver could not absorb. Make-before-break copies are off here (a copy
 // would need a second datagram per packet): `timings.overlap` is zero.
 //
 // With one path, `spread` is nil and `send` pays one nil check for all this.
@@ -42,7 +39,7 @@ struct ShardSpread: Sendable {
     /// Packets sent per slot (status: a path's share).
     var packets: [UInt64]
     /// Bytes sent per slot over the last second, and that rate as of the last sync
-    /// (status: `bandwidth_bps`; not the scheduler's: see the file header).
+    /// (the scheduler's delivered rate until per-path feedback exists; status).
     var sent: [BandwidthEstimator]
     var sentRate: [UInt64]
     var nextReport = Instant.zero
@@ -92,7 +89,8 @@ struct ShardSpread: Sendable {
             }
             sentRate[s] = sent[s].bitsPerSecond(now: now) ?? 0
             scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt,
-                                                    rttvar: p.rttvar, minRTT: p.minRTT, deliveredBitsPerSecond: nil),
+                                                    rttvar: p.rttvar, minRTT: p.minRTT,
+                                                    deliveredBitsPerSecond: failed[s] ? nil : sentRate[s]),
                              now: now)
             k += 1
         }

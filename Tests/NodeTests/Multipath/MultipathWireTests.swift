@@ -191,11 +191,12 @@ final class MultipathWireTests: XCTestCase {
         XCTAssertEqual(direct, 1000)
     }
 
-    /// While a flow is spread, each path of the spread (the active one too) gets a
-    /// PATH_PING every `spreadProbe` (100 ms), so the scheduler sees each path's queue
+    /// With `spreadProbe` on (100 ms here; off by default), while a flow is spread,
+    /// each path of the spread (the active one too) gets a PATH_PING that often, so the scheduler sees each path's queue
     /// in fresh RTTs; with it off, a path that carries traffic is not pinged.
     func testSpreadPathsArePingedEverySpreadProbeWhileDataFlows() {
-        for probe in [ConnectivityTimings.default.spreadProbe, Span.zero] {
+        XCTAssertEqual(ConnectivityTimings.default.spreadProbe, .zero, "off by default (docs/multipath.md)")
+        for probe in [Span.milliseconds(100), Span.zero] {
             let w = Self.makeWorld(spreadProbe: probe)
             let sim = w.sim
             let before = sim.sent.count

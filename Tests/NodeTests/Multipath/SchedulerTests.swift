@@ -271,8 +271,10 @@ final class SchedulerTests: XCTestCase {
     /// 100 < 128), skipped above it (10 000 packets/s: 200), and stays out while the
     /// peak rate decays, then comes back (below 80% of the depth: < 5120 packets/s).
     func testLatencyRuleAdmitsASlowerPathTheBufferCanAbsorb() {
-        func b() -> MultipathScheduler {
-            var s = MultipathScheduler()
+        var whole = MultipathTimings()
+        whole.latencyDepthShare = 1.0  // the whole depth (the default leaves half for queues: below)
+        func b(_ tim: MultipathTimings = whole) -> MultipathScheduler {
+            var s = MultipathScheduler(timings: tim)
             for i in 0..<2 {
                 s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: nil), now: .zero)
                 s.handleDelivered(path: i)
@@ -296,6 +298,13 @@ final class SchedulerTests: XCTestCase {
         let per = send(&fast, 1200, from: t3 + .milliseconds(1500), gap: .milliseconds(5), counter: 20_300)
         XCTAssertNil(fast.view(path: 1).skipped)
         XCTAssertGreaterThan(per[1], 100, "back once the peak fell")
+        // The default share (half the depth): B's path is spread at 2000 packets/s (40 < 64),
+        // not at 5000 (100 > 64).
+        XCTAssertEqual(MultipathTimings.default.latencyDepthShare, 0.5)
+        var half = b(.default)
+        XCTAssertGreaterThan(send(&half, 2000, from: t1, gap: Span(ns: 500_000))[1], 400, "2000 packets/s: both paths")
+        _ = send(&half, 10_000, from: t1 + .seconds(1 as UInt64), gap: Span(ns: 200_000), counter: 2000)
+        XCTAssertEqual(half.view(path: 1).skipped, .latency, "5000 packets/s: out once the rate is seen")
         XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(90), peakPPS: 0, floorPPS: 2000), 180, accuracy: 1e-9)
         XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(20), peakPPS: 5800, floorPPS: 1000), 116, accuracy: 1e-9)
     }

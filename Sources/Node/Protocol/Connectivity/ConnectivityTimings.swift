@@ -91,8 +91,11 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// While a member's data is spread over two or more paths, every path of the
     /// spread (the active one too) gets a check ping this often, so the scheduler
     /// sees each path's queue in fresh RTTs (its queue balance, its depth rule).
-    /// Zero: only paths quiet for `pathQuiet`, as with one path.
-    public var spreadProbe: Span = .milliseconds(100)
+    /// Zero (the default): only paths quiet for `pathQuiet`. Off because each ping
+    /// takes a counter of the session: one sent over the slower path is a gap the
+    /// receiver's reorder buffer waits for, and ten a second made perf/multipath A
+    /// fall from 89.9 to 66 and C from 45 to 37 Mbit/s (docs/multipath.md).
+    public var spreadProbe: Span = .zero
 
     // MARK: Relay and rate limits
 

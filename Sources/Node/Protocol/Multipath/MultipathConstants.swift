@@ -56,7 +56,10 @@ public struct MultipathTimings: Sendable, Equatable {
     /// spread in proportion to the paths' capacities, the queues stay level. Needs
     /// fresh RTTs: the spread's paths are pinged every `ConnectivityTimings.spreadProbe`
     /// while data flows.
-    public var queueBalance = true
+    /// Off by default: it needs `spreadProbe`, off (see there), and with both on
+    /// the balance drove a path to its floor in perf/multipath B (a 120 ms drop-tail
+    /// queue fills further than a 40 ms one whatever the split).
+    public var queueBalance = false
     public var balanceGain = 0.1
     public var balanceInterval: Span = .milliseconds(200)
     public var balanceFloor = 0.02
@@ -78,7 +81,7 @@ public struct MultipathTimings: Sendable, Equatable {
     /// (20 and 60 ms) needs 40, and 116 at 5800 packets/s (70 Mbit/s): spread.
     public var latencySkip = true
     public var latencyFloorPPS = 2000.0
-    public var latencyDepthShare = 1.0
+    public var latencyDepthShare = 0.5
     public var peakDecay = 0.98
     /// A skipped path is held out at least this long before it is reconsidered.
     public var skipHold: Span = .milliseconds(1000)
