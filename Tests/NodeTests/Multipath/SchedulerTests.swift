@@ -224,11 +224,11 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(b.bitsPerSecond(now: ms(6000)), 0)
     }
 
-    /// The latency rule (seed 2.11): a path whose base one-way delay above the
-    /// reference's holds more than the depth at max(peak rate, 2000 packets/s) is
-    /// skipped whatever the current rate (perf/multipath C: an inner TCP at 2.9
-    /// Mbit/s passed the depth rule); 20 and 40 ms RTT paths are both used; the
-    /// skipped path comes back when its delay falls.
+    /// The latency rule (seed 2.11), fixed (the default): a path whose one-way delay
+    /// is above the reference's by more than max(15 ms, the reference's one-way delay)
+    /// is skipped whatever the rate (perf/multipath C: an inner TCP at 2.9 Mbit/s
+    /// passed the depth rule); 20 and 40 ms RTT paths are both used, 20 and 60 (B)
+    /// not; the skipped path comes back when its delay falls.
     func testPathFarBehindTheReferenceIsSkippedForLatencyAtAnyRate() {
         // Paths without a queue: one-way delay = RTT / 2.
         func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
@@ -244,7 +244,7 @@ final class SchedulerTests: XCTestCase {
         let perNear = send(&near, 2000, from: t1, gap: .milliseconds(5))  // 200 packets/s: the depth rule would allow anything
         XCTAssertNil(near.view(path: 1).skipped)
         XCTAssertGreaterThan(perNear[1], 500, "a 40 ms path beside a 20 ms one is used")
-        for (rtt, why) in [(200, "C")] {
+        for (rtt, why) in [(60, "B"), (200, "C")] {
             var s = confirmed([20, UInt64(rtt)], [50, 20])
             let per = send(&s, 2000, from: t1, gap: .milliseconds(5))
             XCTAssertEqual(s.view(path: 1).skipped, .latency, why)
@@ -266,13 +266,14 @@ final class SchedulerTests: XCTestCase {
         XCTAssertGreaterThan(per[1], 50)
     }
 
-    /// Absorbability (issue 14 B: 50 Mbit/s 20 ms + 20 Mbit/s 60 ms): a 20 ms base
+    /// Absorbability (`latencyAbsorb`, off by default; issue 14 B: 50 Mbit/s 20 ms + 20 Mbit/s 60 ms): a 20 ms base
     /// one-way spread is spread over while rate × 20 ms fits the depth (5000 packets/s:
     /// 100 < 128), skipped above it (10 000 packets/s: 200), and stays out while the
     /// peak rate decays, then comes back (below 80% of the depth: < 5120 packets/s).
     func testLatencyRuleAdmitsASlowerPathTheBufferCanAbsorb() {
         var whole = MultipathTimings()
-        whole.latencyDepthShare = 1.0  // the whole depth (the default leaves half for queues: below)
+        whole.latencyAbsorb = true     // not the default (MultipathConstants.swift)
+        whole.latencyDepthShare = 1.0  // the whole depth (the default share leaves half for queues: below)
         func b(_ tim: MultipathTimings = whole) -> MultipathScheduler {
             var s = MultipathScheduler(timings: tim)
             for i in 0..<2 {
@@ -301,7 +302,10 @@ final class SchedulerTests: XCTestCase {
         // The default share (half the depth): B's path is spread at 2000 packets/s (40 < 64),
         // not at 5000 (100 > 64).
         XCTAssertEqual(MultipathTimings.default.latencyDepthShare, 0.5)
-        var half = b(.default)
+        XCTAssertFalse(MultipathTimings.default.latencyAbsorb)
+        var halfTimings = MultipathTimings()
+        halfTimings.latencyAbsorb = true
+        var half = b(halfTimings)
         XCTAssertGreaterThan(send(&half, 2000, from: t1, gap: Span(ns: 500_000))[1], 400, "2000 packets/s: both paths")
         _ = send(&half, 10_000, from: t1 + .seconds(1 as UInt64), gap: Span(ns: 200_000), counter: 2000)
         XCTAssertEqual(half.view(path: 1).skipped, .latency, "5000 packets/s: out once the rate is seen")

@@ -68,7 +68,7 @@ public struct MultipathTimings: Sendable, Equatable {
     /// and used again below `depthResume` × depth (hysteresis).
     public var depthSkip = 1.0
     public var depthResume = 0.8
-    /// Latency rule, absorbability: a path whose base one-way delay (half its smallest
+    /// Latency rule, absorbability (`latencyAbsorb`): a path whose base one-way delay (half its smallest
     /// RTT) exceeds the reference path's by a spread the receiver could not absorb —
     /// spread × max(peak send rate, `latencyFloorPPS`) > `latencyDepthShare` × depth —
     /// is skipped whatever the current rate, and used again below `depthResume` × that.
@@ -79,7 +79,14 @@ public struct MultipathTimings: Sendable, Equatable {
     /// over a 50 and a 20 Mbit/s path). At 2000 packets/s (about 24 Mbit/s) C's 90 ms
     /// one-way spread (20 and 200 ms RTT) needs 180 > 128: never spread; B's 20 ms
     /// (20 and 60 ms) needs 40, and 116 at 5800 packets/s (70 Mbit/s): spread.
+    /// Off (the default): the fixed rule of session 7 instead, a base one-way spread
+    /// above max(`spreadFloor`, the reference's base one-way delay) is skipped (B's
+    /// 60 ms path is: 20 > 15 ms). Absorbability admitted B's path and lost to the fast
+    /// path alone in every perf/multipath run of session 8 (17–43 vs 45 Mbit/s), and C
+    /// once at 40 (perf/results/multipath.md): the receiver needs per-path feedback first.
     public var latencySkip = true
+    public var spreadFloor: Span = .milliseconds(15)
+    public var latencyAbsorb = false
     public var latencyFloorPPS = 2000.0
     public var latencyDepthShare = 0.5
     public var peakDecay = 0.98

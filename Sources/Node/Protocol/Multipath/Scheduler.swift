@@ -378,7 +378,7 @@ public struct MultipathScheduler: Sendable {
         dirty = true
     }
 
-    /// The latency rule (seed 2.11) as absorbability: whether the packets the receiver
+    /// The latency rule (seed 2.11). With `latencyAbsorb`, as absorbability: whether the packets the receiver
     /// would hold behind path i's base one-way delay (half its smallest RTT: the path
     /// itself, not the queue the flow builds on it) above the reference's, at the
     /// session's rate, exceed `factor` × `latencyDepthShare` × depth. The rate is the
@@ -386,9 +386,15 @@ public struct MultipathScheduler: Sendable {
     /// flow that slowed down because a far path holds it back does not pass the rule
     /// by its own slowness (perf/multipath C at 2.9 Mbit/s before the rule). Queues
     /// and jitter are the depth rule's.
+    /// With `latencyAbsorb` off (the default), the fixed rule instead: skipped when the
+    /// base spread exceeds max(`spreadFloor`, the reference's base one-way delay).
     private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
         guard timings.latencySkip, let a = paths[i].minRTT ?? paths[i].srtt,
               let b = paths[ref].minRTT ?? paths[ref].srtt, a > b else { return false }
+        guard timings.latencyAbsorb else {
+            let limit = max(timings.spreadFloor.ns, b.ns / 2)
+            return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
+        }
         return Self.latencyNeed(baseSpread: Span(ns: a.ns / 2 - b.ns / 2), peakPPS: peakPPS,
                                 floorPPS: timings.latencyFloorPPS)
             > factor * timings.latencyDepthShare * Double(depth)
