@@ -347,4 +347,25 @@ final class SchedulerTests: XCTestCase {
             XCTAssertEqual(s.view(path: 1).weight, 0.5, accuracy: 1e-9)
         }
     }
+
+    /// A far path that carried the whole flow (it was the only one, or the active one)
+    /// is not the reference: the latency rule still skips it, not the near path
+    /// (perf/multipath B and C, session 8: the flow stayed on the far path).
+    func testFarPathCarryingTheFlowIsNotTheReference() {
+        for rtt in [60, 200] as [UInt64] {
+            var s = MultipathScheduler()
+            for i in 0..<2 {
+                s.update(path: i, report: report(rtt: i == 0 ? 20 : rtt, mbit: nil), now: .zero)
+                s.handleDelivered(path: i)
+            }
+            // The far path was given (and so "delivered") everything, the near one little.
+            s.update(path: 1, report: report(rtt: rtt, mbit: 20), now: t1)
+            s.update(path: 0, report: report(rtt: 20, mbit: 1), now: t1)
+            let per = send(&s, 2000, from: t1, gap: .milliseconds(1))
+            XCTAssertEqual(s.view(path: 1).skipped, .latency, "\(rtt) ms")
+            XCTAssertNil(s.view(path: 0).skipped, "\(rtt) ms")
+            XCTAssertEqual(per[1], 0, "\(rtt) ms: the far path carries nothing")
+            XCTAssertEqual(per[0], 2000)
+        }
+    }
 }

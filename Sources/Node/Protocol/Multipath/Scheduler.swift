@@ -16,7 +16,9 @@
 //    committed basis changes only when the new one differs by more than 20%
 //    (seed 3.11: weights do not oscillate). A path with no estimate yet — new,
 //    back from a failure or a skip, for its first second — gets the mean of the
-//    others (equal shares when none has one).
+//    others (equal shares when none has one). Queue balance (`queueBalance`, off by
+//    default: docs/multipath.md) multiplies a path's basis by its balance, cut
+//    every 200 ms while its queue (srtt − minRTT) stands above the others'.
 // 3. Spread: smooth weighted round robin over bytes (nginx's smooth WRR with
 //    packet lengths): every candidate earns weight × length, the richest sends
 //    and pays length. Deterministic, no bursts, O(paths) with paths ≤ 8.
@@ -451,17 +453,28 @@ public struct MultipathScheduler: Sendable {
     }
 
     /// The path the reordering constraint measures others against, and never skips: the
-    /// usable path with the largest committed bandwidth (ties: the lower delay). Skipping
-    /// the path that carries most of the flow because a small path is faster would cost
-    /// more than it saves.
+    /// usable path with the largest committed bandwidth (ties: the lower delay), among
+    /// those the latency rule does not put too far behind the path with the smallest
+    /// base RTT. Skipping the path that carries most of the flow because a small path is
+    /// faster would cost more than it saves; but a far path that carries most of it only
+    /// because it was the active one (perf/multipath B and C after the far path had been
+    /// the only one: the flow stayed on it, 17.7 and 3.4 Mbit/s) must not be the
+    /// reference, or the latency rule would skip the near path instead.
     private func referencePath() -> Int? {
+        var base: Int?
+        for i in 0..<paths.count where paths[i].present && paths[i].usable {
+            guard let r = paths[i].minRTT ?? paths[i].srtt else { continue }
+            if let b = base, let rb = paths[b].minRTT ?? paths[b].srtt, rb <= r { continue }
+            base = i
+        }
         var ref: Int?
         for i in 0..<paths.count where paths[i].present && paths[i].usable {
+            if let b = base, i != b, tooFar(i, b) { continue }
             guard let r = ref else { ref = i; continue }
             if paths[i].committed > paths[r].committed
                 || (paths[i].committed == paths[r].committed && paths[i].owd < paths[r].owd) { ref = i }
         }
-        return ref
+        return ref ?? base
     }
 
     private mutating func reweigh(_ now: Instant) {
