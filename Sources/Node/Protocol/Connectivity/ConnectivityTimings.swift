@@ -93,8 +93,9 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// sees each path's queue in fresh RTTs (its queue balance, its depth rule).
     /// Zero (the default): only paths quiet for `pathQuiet`. Off because each ping
     /// takes a counter of the session: one sent over the slower path is a gap the
-    /// receiver's reorder buffer waits for, and ten a second made perf/multipath A
-    /// fall from 89.9 to 66 and C from 45 to 37 Mbit/s (docs/multipath.md).
+    /// receiver's reorder buffer waits for: with ten a second (and the queue balance
+    /// on) perf/multipath A gave 66 and C 37 Mbit/s, against 89.9 and 45 without
+    /// (docs/multipath.md).
     public var spreadProbe: Span = .zero
 
     // MARK: Relay and rate limits
