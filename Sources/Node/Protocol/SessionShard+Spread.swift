@@ -12,9 +12,9 @@
 // max(3 × (srtt + 4 × rttvar), 100 ms) while the peer's packets kept arriving over
 // another path of the route; anything heard over it makes it usable again.
 // There is no per-path delivery feedback on the wire yet (planned): the
-// scheduler gets no delivered rate, so every usable path has the same weight
-// basis, and its reordering-depth rule (from the RTT spread) still skips a path
-// the receiver could not absorb. Make-before-break copies are off here (a copy
+// scheduler's "delivered" rate is the rate sent on the path over the last
+// second (also status's `bandwidth_bps`), and its reordering-depth and latency
+// rules (from the RTT spread) skip a path the receiver could not absorb. Make-before-break copies are off here (a copy
 // would need a second datagram per packet): `timings.overlap` is zero.
 //
 // With one path, `spread` is nil and `send` pays one nil check for all this.
@@ -38,9 +38,10 @@ struct ShardSpread: Sendable {
     var nextCheck = Instant.zero
     /// Packets sent per slot (status: a path's share).
     var packets: [UInt64]
-    /// Bytes sent per slot over the last second: the delivered rate the scheduler gets
-    /// until per-path delivery feedback exists (see the file header).
+    /// Bytes sent per slot over the last second, and that rate as of the last sync
+    /// (the scheduler's delivered rate until per-path feedback exists; status).
     var sent: [BandwidthEstimator]
+    var sentRate: [UInt64]
     var nextReport = Instant.zero
 
     init(route: DataRoute) {
@@ -53,6 +54,7 @@ struct ShardSpread: Sendable {
         failed = Array(repeating: false, count: Self.slots)
         packets = Array(repeating: 0, count: Self.slots)
         sent = Array(repeating: BandwidthEstimator(), count: Self.slots)
+        sentRate = Array(repeating: 0, count: Self.slots)
     }
 
     mutating func routeChanged() { stale = true }
@@ -85,9 +87,10 @@ struct ShardSpread: Sendable {
                 sentSince[s] = nil
                 failed[s] = false
             }
+            sentRate[s] = sent[s].bitsPerSecond(now: now) ?? 0
             scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt,
                                                     rttvar: p.rttvar, minRTT: p.minRTT,
-                                                    deliveredBitsPerSecond: failed[s] ? nil : sent[s].bitsPerSecond(now: now)),
+                                                    deliveredBitsPerSecond: failed[s] ? nil : sentRate[s]),
                              now: now)
             k += 1
         }
@@ -104,7 +107,7 @@ struct ShardSpread: Sendable {
         guard now >= nextCheck else { return }
         nextCheck = now + .milliseconds(10)
         if now >= nextReport {
-            // The rates sent over the last second, to the scheduler four times a second.
+            // The paths' reports to the scheduler (and the sent rates for status) four times a second.
             nextReport = now + .milliseconds(250)
             stale = true
         }
@@ -207,7 +210,7 @@ extension SessionShard {
             let p = route.spread[k]
             let v = sp.scheduler.view(path: Int(p.slot))
             out.append(SpreadPathView(endpoint: p.endpoint, relayed: p.relayFor != nil, weight: v.weight,
-                                      bandwidthBitsPerSecond: v.committedBitsPerSecond, failed: sp.failed[Int(p.slot)]))
+                                      bandwidthBitsPerSecond: Double(sp.sentRate[Int(p.slot)]), failed: sp.failed[Int(p.slot)]))
         }
         return out
     }
