@@ -16,6 +16,31 @@ final class PathSetTests: XCTestCase {
     private let a = PeerID(rawValue: 1), m = PeerID(rawValue: 2)
     private let epA = Endpoint("192.0.2.1:51820")!, epM = Endpoint("198.51.100.7:40001")!
 
+    /// A path whose delay changes shows it at the next sample, not after
+    /// dozens (a path out of the spread is pinged only every few seconds), and
+    /// its smallest RTT rises once the old minimum is older than the window.
+    func testRTTFollowsAPathWhoseDelayChanged() {
+        var p = PathState(kind: .direct, remote: epA, via: nil)
+        p.recordRTT(.milliseconds(200), now: t(0))
+        p.recordRTT(.milliseconds(204), now: t(3_000))
+        XCTAssertEqual(p.rtt?.ns ?? 0, Span.milliseconds(200).ns, accuracy: 1_000_000, "smoothed within 2x")
+        // The route changed to a 20 ms one: the next sample restarts the estimate.
+        p.recordRTT(.milliseconds(20), now: t(6_000))
+        XCTAssertEqual(p.rtt, .milliseconds(20))
+        XCTAssertEqual(p.rttvar, .milliseconds(10))
+        XCTAssertEqual(p.minRTT, .milliseconds(20))
+        // And back to 200 ms: srtt at once; the 20 ms minimum stands for its window, then goes.
+        p.recordRTT(.milliseconds(200), now: t(9_000))
+        XCTAssertEqual(p.rtt, .milliseconds(200))
+        XCTAssertEqual(p.minRTT, .milliseconds(20))
+        p.recordRTT(.milliseconds(201), now: t(6_000) + PathState.minRTTWindow)
+        XCTAssertEqual(p.minRTT, .milliseconds(201))
+        // Queueing of less than 2x is smoothed as before.
+        p.recordRTT(.milliseconds(300), now: t(20_000))
+        XCTAssertLessThan(p.rtt!.ns, Span.milliseconds(220).ns)
+        XCTAssertEqual(p.minRTT, .milliseconds(201))
+    }
+
     func testPathIDSidesAndRelayFollowsItsAnchor() {
         var pm = PathManager(members: 4, timings: .default)
         // The anchor's address reached straight and the same address as a relay are two paths.

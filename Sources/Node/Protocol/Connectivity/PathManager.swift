@@ -138,7 +138,7 @@ struct PathManager: Sendable {
     /// A PATH_PONG came back exactly the way its ping went, after `rtt`.
     mutating func validated(_ p: PeerID, _ idx: Int, rtt: Span, now: Instant) {
         peers[p.rawValue].paths[idx].validatedAt = now
-        peers[p.rawValue].paths[idx].recordRTT(rtt)
+        peers[p.rawValue].paths[idx].recordRTT(rtt, now: now)
         peers[p.rawValue].paths[idx].missed = 0
         peers[p.rawValue].paths[idx].deadAt = nil
         peers[p.rawValue].paths[idx].recordPing(lost: false)

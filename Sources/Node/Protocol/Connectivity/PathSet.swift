@@ -94,6 +94,8 @@ struct PathState: Sendable {
     /// what the multipath scheduler reads (`NodeCore.dataRoute`).
     var rttvar: Span = .zero
     var minRTT: Span?
+    /// When `minRTT` was taken.
+    var minRTTAt: Instant?
     /// Consecutive pings that went unanswered.
     var missed = 0
     /// Set when declared dead (missed pings); cleared by a pong or traffic.
@@ -136,8 +138,19 @@ struct PathState: Sendable {
         if samples < 16 { samples += 1 }
     }
 
-    mutating func recordRTT(_ sample: Span) {
-        if let r = rtt {
+    /// How long the smallest RTT stands before a larger sample replaces it: a
+    /// path whose route changed (a longer one, a new uplink behind the same
+    /// address) shows its new base delay within this, not never.
+    static let minRTTWindow = Span.seconds(10 as UInt64)
+
+    /// One RTT sample (a PATH_PONG). RFC 6298's smoothing, except that a sample
+    /// below half or above twice the smoothed RTT starts it again: a path not
+    /// carrying data is pinged only every few seconds, and at 1/8 per sample a
+    /// path whose delay changed (perf/multipath going from a 200 ms path to a
+    /// 20 ms one) kept its old RTT for half a minute and stayed out of the
+    /// spread. The smallest RTT is the minimum over `minRTTWindow`.
+    mutating func recordRTT(_ sample: Span, now: Instant) {
+        if let r = rtt, sample.ns >= r.ns / 2, sample.ns <= 2 * r.ns {
             let d = r.ns > sample.ns ? r.ns - sample.ns : sample.ns - r.ns
             rttvar = Span(ns: (rttvar.ns / 4) * 3 + d / 4)
             rtt = Span(ns: (r.ns / 8) * 7 + sample.ns / 8)
@@ -145,7 +158,9 @@ struct PathState: Sendable {
             rtt = sample
             rttvar = Span(ns: sample.ns / 2)
         }
-        if minRTT.map({ sample < $0 }) ?? true { minRTT = sample }
+        if let m = minRTT, let at = minRTTAt, sample >= m, now - at < Self.minRTTWindow { return }
+        minRTT = sample
+        minRTTAt = now
     }
 
     func isValid(now: Instant, timings: ConnectivityTimings) -> Bool {
