@@ -1,6 +1,7 @@
 // Multipath constants (docs/multipath.md; seed 2.8–2.11, 3.11; DESIGN §7).
-// Only the machines in this folder read them; nothing is wired into the data
-// path yet (planned, issue 14).
+// The machines in this folder read them; the data path runs those machines
+// per session (the scheduler in the owning shard, the reorder buffer in the
+// receiving lane: docs/multipath.md, "Wired").
 import Support
 
 public enum MultipathConstants {
