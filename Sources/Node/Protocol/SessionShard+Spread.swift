@@ -53,7 +53,9 @@ struct ShardSpread: Sendable {
         sentSince = Array(repeating: nil, count: Self.slots)
         failed = Array(repeating: false, count: Self.slots)
         packets = Array(repeating: 0, count: Self.slots)
-        sent = Array(repeating: BandwidthEstimator(), count: Self.slots)
+        // One estimator made per slot: `Array(repeating:)` would share one bucket
+        // buffer among them, and a slot's first count would copy it on the data path.
+        sent = (0..<Self.slots).map { _ in BandwidthEstimator() }
         sentRate = Array(repeating: 0, count: Self.slots)
     }
 

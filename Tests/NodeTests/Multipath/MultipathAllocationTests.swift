@@ -221,6 +221,10 @@ final class MultipathAllocationTests: XCTestCase {
         var aShard = sim.hosts[w.a].shards[0], bShard = sim.hosts[w.b].shards[0]
         var anchor = sim.hosts[w.anchor].shards[0]
         var aCore = sim.hosts[w.a].core, bCore = sim.hosts[w.b].core
+        // The world lets go of what the loop took out of it: two copies of a shard share
+        // their arrays, and the first write to one of them would copy it here, where the
+        // daemon (one shard per lane, never copied) copies nothing.
+        for h in [w.a, w.b, w.anchor] { sim.hosts[h].shards = [] }
         var reorder = SessionReorder<UInt32>(peers: sim.hosts.count)
         XCTAssertGreaterThanOrEqual(aCore.dataRoute(for: pb)?.spread.count ?? 0, 2, "a spreads to b")
         let aLocal = sim.hosts[w.a].local, bLocal = sim.hosts[w.b].local, anchorLocal = sim.hosts[w.anchor].local
