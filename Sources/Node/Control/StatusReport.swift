@@ -387,6 +387,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var releasedByTimeout: UInt64
         public var flushedByPathFailure: UInt64
         public var releasedByDepth: UInt64
+        /// Packets released because every live path had delivered past the gap before them (a loss).
+        public var releasedByLoss: UInt64
         public var droppedLateDuplicate: UInt64
         public var releasedLate: UInt64
         public var maxDepthReached: UInt64
@@ -394,8 +396,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
         public init(buffering: Bool = false, held: UInt64 = 0, releasedInOrder: UInt64 = 0, releasedByTimeout: UInt64 = 0,
                     flushedByPathFailure: UInt64 = 0, releasedByDepth: UInt64 = 0, droppedLateDuplicate: UInt64 = 0,
-                    releasedLate: UInt64 = 0, maxDepthReached: UInt64 = 0, maxHeld: UInt64 = 0) {
+                    releasedLate: UInt64 = 0, maxDepthReached: UInt64 = 0, maxHeld: UInt64 = 0,
+                    releasedByLoss: UInt64 = 0) {
             self.releasedLate = releasedLate
+            self.releasedByLoss = releasedByLoss
             self.buffering = buffering
             self.held = held
             self.releasedInOrder = releasedInOrder
@@ -413,6 +417,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case releasedByTimeout = "released_by_timeout"
             case flushedByPathFailure = "flushed_by_path_failure"
             case releasedByDepth = "released_by_depth"
+            case releasedByLoss = "released_by_loss"
             case droppedLateDuplicate = "dropped_late_duplicate"
             case releasedLate = "released_late"
             case maxDepthReached = "max_depth_reached"

@@ -43,7 +43,7 @@ extension Daemon {
                                      flushedByPathFailure: UInt64($0.flushedByPathFailure), releasedByDepth: UInt64($0.releasedByDepth),
                                      droppedLateDuplicate: UInt64($0.droppedLateDuplicate), releasedLate: UInt64($0.releasedLate),
                                      maxDepthReached: UInt64($0.maxDepthReached),
-                                     maxHeld: UInt64($0.maxHeld))
+                                     maxHeld: UInt64($0.maxHeld), releasedByLoss: UInt64($0.releasedByLoss))
             }
             let state: StatusReport.PeerState
             switch p.session?.state {

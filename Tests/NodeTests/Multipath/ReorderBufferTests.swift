@@ -101,6 +101,45 @@ final class ReorderBufferTests: XCTestCase {
         XCTAssertEqual(b.heldCount, 1)
     }
 
+    func testAGapEveryLivePathPassedIsALossSkippedAtOnce() {
+        // Path 0 (fast) carries the even counters, path 1 (slow) the odd ones; 3 is lost on path 1.
+        var b = Buffer()
+        XCTAssertEqual(feed(&b, 0, path: 0, at: ms(0)), [0])
+        XCTAssertEqual(feed(&b, 2, path: 0, at: ms(1)), [])
+        XCTAssertEqual(feed(&b, 4, path: 0, at: ms(2)), [])
+        XCTAssertEqual(feed(&b, 6, path: 0, at: ms(3)), [])
+        XCTAssertEqual(feed(&b, 1, path: 1, at: ms(20)), [1, 2])
+        // Path 1 delivers 5: it sent 3 before 5 and delivers in order, so 3 was lost. Path 0
+        // passed 3 too. 4, 5 and 6 go now, long before the release timeout.
+        XCTAssertEqual(feed(&b, 5, path: 1, at: ms(21)), [4, 5, 6])
+        XCTAssertEqual(b.counters.releasedByLoss, 3)   // 4, 5, 6: released past the skipped gap
+        XCTAssertEqual(b.counters.releasedByTimeout, 0)
+        XCTAssertEqual(b.counters.gapsSkipped, 1)
+        XCTAssertEqual(b.heldCount, 0)
+        XCTAssertNil(b.pollTimeout())
+    }
+
+    func testAGapAPathHasNotPassedYetIsKept() {
+        // Path 1 lags: it delivered 1 only; gap 3 may still come over it. Nothing is skipped.
+        var b = Buffer()
+        feed(&b, 0, path: 0)
+        XCTAssertEqual(feed(&b, 1, path: 1), [1])
+        for c in [2, 4, 6, 8] as [UInt64] { XCTAssertEqual(feed(&b, c, path: 0, at: ms(1)), c == 2 ? [2] : []) }
+        XCTAssertEqual(b.heldCount, 3)
+        XCTAssertEqual(b.counters.releasedByLoss, 0)
+        XCTAssertEqual(feed(&b, 3, path: 1, at: ms(2)), [3, 4])
+    }
+
+    func testOneLivePathInfersNoLoss() {
+        // Only path 0 has been seen: the gap's packet may be on its way over a path not seen yet.
+        var b = Buffer()
+        feed(&b, 0, path: 0)
+        XCTAssertEqual(feed(&b, 2, path: 0), [])
+        XCTAssertEqual(feed(&b, 3, path: 0), [])
+        XCTAssertEqual(b.heldCount, 2)
+        XCTAssertEqual(b.counters.releasedByLoss, 0)
+    }
+
     func testDepthBoundForcesTheOldestGapOut() {
         var b = Buffer()
         feed(&b, 0)

@@ -6,6 +6,7 @@
 //                                      ─▶ slot[counter % depth]; in-order run moves to the output
 //   handleTimeout(now)                 ─▶ gaps older than the release timeout are skipped
 //   handlePathFailed(path, now)        ─▶ gaps no live path can fill any more are skipped at once
+//   (every handle, while holding)      ─▶ gaps every live path has delivered past are lost: skipped at once
 //   pollRelease() ─▶ packets in counter order (drain after every handle… call)
 //   pollTimeout() ─▶ when the oldest held packet's gap expires
 //
@@ -23,6 +24,14 @@
 // above h_Q. A gap g below h_Q of every live path can only be filled by a failed
 // path: it is flushed the moment the path is declared failed, without waiting
 // for the timeout, and without the sender telling which counter went where.
+// The same rule finds losses while every path lives: a gap below h_Q of every
+// live path (two or more seen) was sent on one of them and that path has
+// delivered past it, so it was lost on the way. It is skipped when the packet
+// that shows it arrives (`releasedByLoss`), not a release timeout later: a
+// packet dropped by a slow path's queue would otherwise hold every packet of
+// the fast path for the timeout. A path that reorders its own packets (none of
+// ours does: one socket, one sender per path) would see such a packet passed
+// on late, as a single-path tunnel passes a reordered packet.
 //
 // Release timeout: adapts to the latency spread between paths. It is the
 // larger of the spread the driver reports (from path RTTs) and the spread
@@ -44,6 +53,9 @@ public struct ReorderCounters: Sendable, Equatable {
     public var flushedByPathFailure = 0
     /// Packets released because the depth bound forced a gap to be skipped.
     public var releasedByDepth = 0
+    /// Packets released because every live path had delivered past the gap before them
+    /// (its packet was lost on the way: paths deliver in order), without waiting for the timeout.
+    public var releasedByLoss = 0
     /// Packets dropped: counter already released or skipped, or a duplicate.
     public var droppedLateDuplicate = 0
     /// Of those, packets whose gap had been given up on timeout before they came: each
@@ -69,7 +81,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         case drop(Handle)
     }
 
-    public enum ReleaseReason: Sendable { case inOrder, timeout, pathFailure, depth }
+    public enum ReleaseReason: Sendable { case inOrder, timeout, pathFailure, depth, loss }
 
     @usableFromInline struct Slot: Sendable {
         @usableFromInline var handle: Handle
@@ -186,7 +198,22 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             arrivals[(arrivalsHead + arrivalsCount) % arrivals.count] = (counter, now)
             arrivalsCount += 1
         }
+        if heldCount > 0 { skipLost() }
         return .accepted
+    }
+
+    /// Gaps every live path delivered past are lost (the file comment): skipped now.
+    /// Needs two live paths seen: with one, the other path's packets may be on their way.
+    @inlinable mutating func skipLost() {
+        var bound = UInt64.max
+        var live = 0
+        for q in 0..<pathHigh.count where pathSeen[q] && !pathFailed[q] {
+            bound = min(bound, pathHigh[q])
+            live += 1
+        }
+        guard live >= 2, bound > next else { return }
+        skip(below: bound, reason: .loss)
+        releaseRun(.loss)
     }
 
     /// Gives up gaps whose oldest waiting packet has waited the release timeout.
@@ -287,6 +314,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         case .timeout: _counters.releasedByTimeout += 1
         case .pathFailure: _counters.flushedByPathFailure += 1
         case .depth: _counters.releasedByDepth += 1
+        case .loss: _counters.releasedByLoss += 1
         }
     }
 

@@ -302,6 +302,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         c.releasedByTimeout += b.releasedByTimeout
         c.flushedByPathFailure += b.flushedByPathFailure
         c.releasedByDepth += b.releasedByDepth
+        c.releasedByLoss += b.releasedByLoss
         c.droppedLateDuplicate += b.droppedLateDuplicate
         c.lateAfterSkip += b.lateAfterSkip
         c.maxDepthReached += b.maxDepthReached
