@@ -74,10 +74,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testUnsaturatedPathIsProbedUpward() {
-        // The capacity rule alone (queue balance, which would cut the queued path: its own test).
-        var tim = MultipathTimings()
-        tim.queueBalance = false
-        var s = confirmed([20, 20], [nil, nil], timings: tim)
+        var s = confirmed([20, 20], [nil, nil])
         s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
         s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
         XCTAssertEqual(s.view(path: 0).weight, 50.0 / 90, accuracy: 1e-9)  // 40 × 1.25 vs 40
@@ -264,88 +261,6 @@ final class SchedulerTests: XCTestCase {
         let per = send(&s, 400, from: later, gap: .milliseconds(5))
         XCTAssertNil(s.view(path: 1).skipped)
         XCTAssertGreaterThan(per[1], 50)
-    }
-
-    /// Absorbability (`latencyAbsorb`, off by default; issue 14 B: 50 Mbit/s 20 ms + 20 Mbit/s 60 ms): a 20 ms base
-    /// one-way spread is spread over while rate × 20 ms fits the depth (5000 packets/s:
-    /// 100 < 128), skipped above it (10 000 packets/s: 200), and stays out while the
-    /// peak rate decays, then comes back (below 80% of the depth: < 5120 packets/s).
-    func testLatencyRuleAdmitsASlowerPathTheBufferCanAbsorb() {
-        var whole = MultipathTimings()
-        whole.latencyAbsorb = true     // not the default (MultipathConstants.swift)
-        whole.latencyDepthShare = 1.0  // the whole depth (the default share leaves half for queues: below)
-        func b(_ tim: MultipathTimings = whole) -> MultipathScheduler {
-            var s = MultipathScheduler(timings: tim)
-            for i in 0..<2 {
-                s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: nil), now: .zero)
-                s.handleDelivered(path: i)
-            }
-            for i in 0..<2 { s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: i == 0 ? 50 : 20), now: t1) }
-            return s
-        }
-        var slow = b()
-        XCTAssertGreaterThan(send(&slow, 2000, from: t1, gap: .milliseconds(5))[1], 400, "200 packets/s (40 at the floor): both paths")
-        XCTAssertNil(slow.view(path: 1).skipped)
-        XCTAssertEqual(slow.counters.latencySkips, 0)
-        var fits = b()
-        XCTAssertGreaterThan(send(&fits, 10_000, from: t1, gap: Span(ns: 200_000))[1], 2000, "5000 packets/s: both paths")
-        XCTAssertNil(fits.view(path: 1).skipped)
-        var fast = b()
-        _ = send(&fast, 20_000, from: t1, gap: Span(ns: 100_000))  // 10 000 packets/s for 2 s
-        XCTAssertNotNil(fast.view(path: 1).skipped)  // by the per-packet check first, then kept out by the latency rule
-        // Then 200 packets/s: the peak decays (0.98 per 100 ms); out for a while, back later.
-        let t3 = t1 + .seconds(2 as UInt64)
-        XCTAssertEqual(send(&fast, 300, from: t3, gap: .milliseconds(5), counter: 20_000)[1], 0, "1.5 s later: still out")
-        let per = send(&fast, 1200, from: t3 + .milliseconds(1500), gap: .milliseconds(5), counter: 20_300)
-        XCTAssertNil(fast.view(path: 1).skipped)
-        XCTAssertGreaterThan(per[1], 100, "back once the peak fell")
-        // The default share (half the depth): B's path is spread at 2000 packets/s (40 < 64),
-        // not at 5000 (100 > 64).
-        XCTAssertEqual(MultipathTimings.default.latencyDepthShare, 0.5)
-        XCTAssertFalse(MultipathTimings.default.latencyAbsorb)
-        var halfTimings = MultipathTimings()
-        halfTimings.latencyAbsorb = true
-        var half = b(halfTimings)
-        XCTAssertGreaterThan(send(&half, 2000, from: t1, gap: Span(ns: 500_000))[1], 400, "2000 packets/s: both paths")
-        _ = send(&half, 10_000, from: t1 + .seconds(1 as UInt64), gap: Span(ns: 200_000), counter: 2000)
-        XCTAssertEqual(half.view(path: 1).skipped, .latency, "5000 packets/s: out once the rate is seen")
-        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(90), peakPPS: 0, floorPPS: 2000), 180, accuracy: 1e-9)
-        XCTAssertEqual(MultipathScheduler.latencyNeed(baseSpread: .milliseconds(20), peakPPS: 5800, floorPPS: 1000), 116, accuracy: 1e-9)
-    }
-
-    /// Queue balance: every 200 ms, a path whose queue (srtt − minRTT) stands more than
-    /// 5 ms above the least of the candidates' has its share × 0.9; level queues move
-    /// nothing; the other way round, the shares come back.
-    func testQueueBalanceShiftsSharesAwayFromTheLongerQueue() {
-        let rows: [(queue: UInt64, least: UInt64, overfed: Bool)] = [(20, 0, true), (20, 14, true), (20, 15, false), (0, 0, false)]
-        for r in rows {
-            XCTAssertEqual(MultipathScheduler.overfed(queue: .milliseconds(r.queue), leastQueue: .milliseconds(r.least),
-                                                      slack: .milliseconds(5)), r.overfed, "\(r)")
-        }
-        func rep(_ q: UInt64) -> Report { Report(usable: true, srtt: .milliseconds(20 + q), rttvar: .zero, minRTT: .milliseconds(20)) }
-        for on in [true, false] {
-            var tim = MultipathTimings()
-            tim.queueBalance = on
-            var s = confirmed([20, 20], [nil, nil], timings: tim)
-            s.update(path: 0, report: rep(0), now: t1)
-            s.update(path: 1, report: rep(60), now: t1)
-            _ = send(&s, 1000, from: t1, gap: .milliseconds(1))  // 1 s: steps at +0, 200, 400, 600, 800 ms
-            let b = pow(0.9, 5.0)
-            XCTAssertEqual(s.view(path: 1).weight, on ? b / (1 + b) : 0.5, accuracy: 1e-9)
-            XCTAssertEqual(s.counters.balanceCuts, on ? 5 : 0)
-            // Level queues: nothing moves.
-            let t2 = t1 + .seconds(1 as UInt64)
-            s.update(path: 0, report: rep(30), now: t2)
-            s.update(path: 1, report: rep(30), now: t2)
-            _ = send(&s, 1000, from: t2, gap: .milliseconds(1), counter: 1000)
-            XCTAssertEqual(s.view(path: 1).weight, on ? b / (1 + b) : 0.5, accuracy: 1e-9)
-            // Path 0's queue the longer now: five cuts of path 0 bring the shares back to even.
-            let t3 = t2 + .seconds(1 as UInt64)
-            s.update(path: 0, report: rep(40), now: t3)
-            s.update(path: 1, report: rep(0), now: t3)
-            _ = send(&s, 1000, from: t3, gap: .milliseconds(1), counter: 2000)
-            XCTAssertEqual(s.view(path: 1).weight, 0.5, accuracy: 1e-9)
-        }
     }
 
     /// A far path that carried the whole flow (it was the only one, or the active one)

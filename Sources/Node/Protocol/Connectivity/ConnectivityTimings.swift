@@ -88,15 +88,6 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// away fell from about 4 to 0.9 Gbit/s with retransmits, and its anchor
     /// forwarded half of the pair's UDP.
     public var multipathRelay = false
-    /// While a member's data is spread over two or more paths, every path of the
-    /// spread (the active one too) gets a check ping this often, so the scheduler
-    /// sees each path's queue in fresh RTTs (its queue balance, its depth rule).
-    /// Zero (the default): only paths quiet for `pathQuiet`. Off because each ping
-    /// takes a counter of the session: one sent over the slower path is a gap the
-    /// receiver's reorder buffer waits for: with ten a second (and the queue balance
-    /// on) perf/multipath A gave 66 and C 37 Mbit/s, against 89.9 and 45 without
-    /// (docs/multipath.md).
-    public var spreadProbe: Span = .zero
 
     // MARK: Relay and rate limits
 

@@ -157,7 +157,7 @@ extension NodeCore {
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         if deadline(.pathCheck(p)) == nil, !isAnchorMember(p) {
-            arm(.pathCheck(p), at: now + (isSpreading(p, now: now) ? timings.spreadProbe : timings.pathQuiet))
+            arm(.pathCheck(p), at: now + timings.pathQuiet)
         }
         if tunnels.paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
@@ -179,32 +179,25 @@ extension NodeCore {
     /// A usable path quiet for `pathQuiet` gets a check ping (its RTT for the scheduler;
     /// misses declare it dead); a direct path that answered once and was declared dead
     /// gets one too, so it joins the spread again when it comes back.
-    /// While the data is spread (two or more paths), every path of the spread, the
-    /// active one too, is pinged each `spreadProbe` (this runs that often then): the
-    /// scheduler reads each path's queue from fresh RTTs.
+    /// (A spread's paths are not pinged more often than that: a PATH_PING takes a counter of
+    /// the session, and one sent over the slower path is a gap the receiver waits for.
+    /// Session 8 measured pings every 100 ms: perf/multipath A 66 and C 37 Mbit/s against
+    /// 89.9 and 45 without; removed, in git history at 71b4d91.)
     mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
         guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
-        let spread = timings.spreadProbe > .zero ? spreadRoute(for: p, now: now) : SpreadRoute()
         var k = 0
         while k < tunnels.paths[p].paths.count {
             let idx = k
             k += 1
             let path = tunnels.paths[p].paths[idx]
-            let probe = spread.contains(slot: idx)
-            guard idx != a || probe else { continue }
-            if !probe, let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
+            guard idx != a else { continue }
+            if let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
             let usable = view(p, idx, now: now).usable
             let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
             guard usable || revive else { continue }
             if tunnels.paths[p].pings.contains(where: { $0.remote == path.remote && $0.via == path.via }) { continue }
-            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: idx == a, now: now)
+            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: false, now: now)
         }
-    }
-
-    /// Whether `p`'s data is spread now (two or more paths; `spreadProbe` on).
-    func isSpreading(_ p: PeerID, now: Instant) -> Bool {
-        timings.spreadProbe > .zero && timings.multipath && tunnels.paths[p].paths.count >= 2
-            && spreadRoute(for: p, now: now).count >= 2
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
@@ -222,9 +215,9 @@ extension NodeCore {
                 if anchorTracker.pingLost(p), anchorTracker.tracks(p) { arm(.anchorKeepalive(p), at: now + timings.probeRetry) }
                 updateAnchorReachability(p, now: now)
             case .check:
-                // A spread's paths are pinged every `spreadProbe` while data flows, and a full
-                // drop-tail queue loses a few in a row: misses declare such a path dead only
-                // once nothing at all came over it for `pathQuiet` (the data's answers count).
+                // A path of a spread behind a full drop-tail queue loses a few pings in a row:
+                // misses declare such a path dead only once nothing at all came over it for
+                // `pathQuiet` (the data's answers count).
                 let silent = tunnels.paths[p].paths[idx].lastRx.map { now - $0 >= timings.pathQuiet } ?? true
                 guard tunnels.paths[p].active == idx else {
                     // Another path of a spread (multipath): dead after as many misses, no fallback needed.
@@ -235,7 +228,7 @@ extension NodeCore {
                     }
                     continue
                 }
-                if missed >= timings.pathMissedPings && (silent || !isSpreading(p, now: now)) {
+                if missed >= timings.pathMissedPings {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {

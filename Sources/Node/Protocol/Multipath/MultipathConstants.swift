@@ -51,46 +51,20 @@ public struct MultipathTimings: Sendable, Equatable {
     /// would freeze the shares it was first given).
     public var probeGain = 1.25
     public var queueingSlack: Span = .milliseconds(5)
-    /// Queue balance: every `balanceInterval`, a path whose queueing delay (srtt −
-    /// minRTT) stands more than `queueingSlack` above the least of the candidates' has
-    /// its share × (1 − `balanceGain`) (never below `balanceFloor` of the largest);
-    /// spread in proportion to the paths' capacities, the queues stay level. Needs
-    /// fresh RTTs: the spread's paths are pinged every `ConnectivityTimings.spreadProbe`
-    /// while data flows.
-    /// Off by default: it needs `spreadProbe`, off (see there), and with both on
-    /// the balance drove a path to its floor in perf/multipath B (a 120 ms drop-tail
-    /// queue fills further than a 40 ms one whatever the split).
-    public var queueBalance = false
-    public var balanceGain = 0.1
-    public var balanceInterval: Span = .milliseconds(200)
-    public var balanceFloor = 0.02
     /// Reordering-depth constraint: a path is skipped when the packets the receiver
     /// would hold behind it (send rate × its latency spread) exceed `depthSkip` × depth,
     /// and used again below `depthResume` × depth (hysteresis).
     public var depthSkip = 1.0
     public var depthResume = 0.8
-    /// Latency rule, absorbability (`latencyAbsorb`): a path whose base one-way delay (half its smallest
-    /// RTT) exceeds the reference path's by a spread the receiver could not absorb —
-    /// spread × max(peak send rate, `latencyFloorPPS`) > `latencyDepthShare` × depth —
-    /// is skipped whatever the current rate, and used again below `depthResume` × that.
-    /// The peak decays by `peakDecay` every 100 ms (halves in about 3.4 s). The floor
-    /// keeps a far path out even while the flow is slow: the depth rule alone let an
-    /// inner TCP settle at a rate low enough for a 200 ms path to pass it, with every
-    /// fast packet waiting for the slow ones (perf/multipath C, session 7: 2.9 Mbit/s
-    /// over a 50 and a 20 Mbit/s path). At 2000 packets/s (about 24 Mbit/s) C's 90 ms
-    /// one-way spread (20 and 200 ms RTT) needs 180 > 128: never spread; B's 20 ms
-    /// (20 and 60 ms) needs 40, and 116 at 5800 packets/s (70 Mbit/s): spread.
-    /// Off (the default): the fixed rule of session 7 instead, a base one-way spread
-    /// above max(`spreadFloor`, the reference's base one-way delay) is skipped (B's
-    /// 60 ms path is: 20 > 15 ms). Absorbability admitted B's path and lost to the fast
-    /// path alone in every perf/multipath run of session 8 (17–43 vs 45 Mbit/s), and C
-    /// once at 40 (perf/results/multipath.md): the receiver needs per-path feedback first.
+    /// Latency rule (seed 2.11): a path whose base one-way delay (half its smallest RTT)
+    /// exceeds the reference path's by more than max(`spreadFloor`, the reference's base
+    /// one-way delay) is skipped: perf/multipath B's 60 ms path is (20 > 15 ms), C's
+    /// 200 ms one too. (Session 8 built and measured a rate-aware "absorbability" rule that
+    /// admitted B's path: it lost to the fast path alone in every run, 17–43 vs 45 Mbit/s,
+    /// because the receiver then needs more than the depth; removed, in git history at
+    /// 71b4d91, until per-path delivery feedback exists: perf/results/multipath.md.)
     public var latencySkip = true
     public var spreadFloor: Span = .milliseconds(15)
-    public var latencyAbsorb = false
-    public var latencyFloorPPS = 2000.0
-    public var latencyDepthShare = 0.5
-    public var peakDecay = 0.98
     /// A skipped path is held out at least this long before it is reconsidered.
     public var skipHold: Span = .milliseconds(1000)
 

@@ -16,9 +16,7 @@
 //    committed basis changes only when the new one differs by more than 20%
 //    (seed 3.11: weights do not oscillate). A path with no estimate yet — new,
 //    back from a failure or a skip, for its first second — gets the mean of the
-//    others (equal shares when none has one). Queue balance (`queueBalance`, off by
-//    default: docs/multipath.md) multiplies a path's basis by its balance, cut
-//    every 200 ms while its queue (srtt − minRTT) stands above the others'.
+//    others (equal shares when none has one).
 // 3. Spread: smooth weighted round robin over bytes (nginx's smooth WRR with
 //    packet lengths): every candidate earns weight × length, the richest sends
 //    and pays length. Deterministic, no bursts, O(paths) with paths ≤ 8.
@@ -100,8 +98,6 @@ public struct MultipathScheduler: Sendable {
         public var latencySkips = 0
         /// Committed weight changes (hysteresis passed).
         public var weightChanges = 0
-        /// Queue-balance steps: an over-fed path's share cut (`MultipathTimings.queueBalance`).
-        public var balanceCuts = 0
         public init() {}
     }
 
@@ -118,7 +114,6 @@ public struct MultipathScheduler: Sendable {
         var skipped: SkipReason?
         var skipUntil = Instant.zero
         var appearedAt = Instant.zero
-        var balance = 1.0              // queue balance: multiplies the weight basis (max over paths: 1)
         var confirmed = true
         var packets = 0
         var bytes = 0
@@ -138,9 +133,6 @@ public struct MultipathScheduler: Sendable {
     private var rateCurrent: UInt64 = 0
     private var rateFirst: Instant?
     private var nextReview = Instant.zero
-    /// The largest send rate lately, packets/s: × `peakDecay` per review (100 ms).
-    private var peakPPS = 0.0
-    private var nextBalance = Instant.zero
 
     public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
                 timings: MultipathTimings = .default) {
@@ -227,41 +219,6 @@ public struct MultipathScheduler: Sendable {
     /// little, and grows to delivered × probeGain when that is more.
     public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, probeGain: Double) -> Double {
         saturated ? delivered : max(committed, delivered * probeGain)
-    }
-
-    /// Queue balance (a pure decision): a path is over-fed when its queueing delay
-    /// (srtt − minRTT) stands more than `slack` above the least of the candidates'.
-    /// Spread in proportion to the paths' capacities, the queues grow at the same pace
-    /// and stay level, so the latency spread stays the base one.
-    public static func overfed(queue: Span, leastQueue: Span, slack: Span) -> Bool {
-        queue > leastQueue + slack
-    }
-
-    /// Every `balanceInterval`: each over-fed candidate's balance × (1 − `balanceGain`),
-    /// then all scaled so the largest is 1. Needs two candidates with RTTs; with no
-    /// queue anywhere (the flow is below every path's rate) nothing moves.
-    private mutating func balanceQueues() {
-        var least: Span?
-        var n = 0
-        for j in 0..<paths.count where isCandidate(j) {
-            guard let s = paths[j].srtt, let m = paths[j].minRTT else { continue }
-            let q = Span(ns: s.ns - min(m.ns, s.ns))
-            least = min(least ?? q, q)
-            n += 1
-        }
-        guard n >= 2, let l = least else { return }
-        var top = 0.0
-        for j in 0..<paths.count where isCandidate(j) {
-            guard let s = paths[j].srtt, let m = paths[j].minRTT else { continue }
-            if Self.overfed(queue: Span(ns: s.ns - min(m.ns, s.ns)), leastQueue: l, slack: timings.queueingSlack) {
-                paths[j].balance = max(paths[j].balance * (1 - timings.balanceGain), timings.balanceFloor)
-                counters.balanceCuts += 1
-                dirty = true
-            }
-            top = max(top, paths[j].balance)
-        }
-        guard top > 0, top < 1 else { return }
-        for j in 0..<paths.count where isCandidate(j) { paths[j].balance /= top }
     }
 
     /// One-way delay of the data direction from RTTs: half the base RTT plus all the
@@ -380,41 +337,21 @@ public struct MultipathScheduler: Sendable {
         dirty = true
     }
 
-    /// The latency rule (seed 2.11). With `latencyAbsorb`, as absorbability: whether the packets the receiver
-    /// would hold behind path i's base one-way delay (half its smallest RTT: the path
-    /// itself, not the queue the flow builds on it) above the reference's, at the
-    /// session's rate, exceed `factor` × `latencyDepthShare` × depth. The rate is the
-    /// larger of the peak send rate (decaying: `peakPPS`) and `latencyFloorPPS`, so a
-    /// flow that slowed down because a far path holds it back does not pass the rule
-    /// by its own slowness (perf/multipath C at 2.9 Mbit/s before the rule). Queues
-    /// and jitter are the depth rule's.
-    /// With `latencyAbsorb` off (the default), the fixed rule instead: skipped when the
-    /// base spread exceeds max(`spreadFloor`, the reference's base one-way delay).
+    /// The latency rule (seed 2.11): path i is skipped when its base one-way delay (half
+    /// its smallest RTT: the path itself, not the queue the flow builds on it) exceeds the
+    /// reference's by more than `factor` × max(`spreadFloor`, the reference's base one-way
+    /// delay). The receiver would hold every packet of the fast path that long; queues and
+    /// jitter are the depth rule's.
     private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
         guard timings.latencySkip, let a = paths[i].minRTT ?? paths[i].srtt,
               let b = paths[ref].minRTT ?? paths[ref].srtt, a > b else { return false }
-        guard timings.latencyAbsorb else {
-            let limit = max(timings.spreadFloor.ns, b.ns / 2)
-            return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
-        }
-        return Self.latencyNeed(baseSpread: Span(ns: a.ns / 2 - b.ns / 2), peakPPS: peakPPS,
-                                floorPPS: timings.latencyFloorPPS)
-            > factor * timings.latencyDepthShare * Double(depth)
-    }
-
-    /// Packets held behind a path `baseSpread` slower than the reference at the
-    /// latency rule's rate, max(peak, floor) packets/s (a pure decision).
-    public static func latencyNeed(baseSpread: Span, peakPPS: Double, floorPPS: Double) -> Double {
-        depthNeeded(packetsPerSecond: max(peakPPS, floorPPS), spread: baseSpread)
+        let limit = max(timings.spreadFloor.ns, b.ns / 2)
+        return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
     }
 
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
     private mutating func review(_ now: Instant) {
         nextReview = now + .milliseconds(100)
-        if timings.queueBalance, now >= nextBalance {
-            nextBalance = now + timings.balanceInterval
-            balanceQueues()
-        }
         guard let ref = referencePath() else { return }
         if paths[ref].skipped != nil {
             // The reference changed to a path skipped against the old one: it is never skipped.
@@ -423,7 +360,6 @@ public struct MultipathScheduler: Sendable {
             dirty = true
         }
         let pps = packetsPerSecond(now: now)
-        peakPPS = max(pps, peakPPS * timings.peakDecay)
         for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
             let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
             if paths[i].skipped == nil {
@@ -488,7 +424,7 @@ public struct MultipathScheduler: Sendable {
         let fallback = n > 0 ? known / Double(n) : 1
         var total = 0.0
         for i in 0..<paths.count where isCandidate(i) {
-            total += (paths[i].committed > 0 ? paths[i].committed : fallback) * paths[i].balance
+            total += paths[i].committed > 0 ? paths[i].committed : fallback
         }
         for i in 0..<paths.count {
             guard isCandidate(i), total > 0 else {
@@ -496,7 +432,7 @@ public struct MultipathScheduler: Sendable {
                 paths[i].credit = 0
                 continue
             }
-            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) * paths[i].balance / total
+            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) / total
         }
     }
 
