@@ -18,8 +18,17 @@
 # Why the file changes every round: m2 comes back on another port each round,
 # so m1's cache of m2's endpoint changes and m1 writes it (at once after a
 # quiet spell: Engine/StateStore.swift SaveSchedule), somewhere around the
-# first handshake; the kill lands at a random moment 0-0.3 s (odd rounds) or
-# 0-1.5 s (even rounds) after m1 starts, before, during or after that write.
+# first handshake. The kill lands at a random moment, by round (i mod 3):
+#   1: 0-0.3 s after m1 starts (start-up, the first handshake and the write
+#      lie close together: before, during or after the write);
+#   2: 0-0.3 s after m1 was seen to have written m2's new endpoint (waited
+#      for, up to 15 s: a daemon that never writes it fails), while it may
+#      still be writing records.bin or fsyncing the directory;
+#   0: 0-1.5 s after m1 starts, anywhere around the write.
+# Rounds 1 and 0 race the write on the clock alone: on a slow machine m1 may
+# take longer than their window to write, and they all land before it. Rounds
+# 2 wait for it, so the loop always kills a daemon that has just written the
+# file: endpoints.json changes in each of them (the check at the end).
 #
 # Everything lives in namespaces this test makes; lab_cleanup removes them on any exit.
 set -euo pipefail
@@ -123,9 +132,15 @@ for i in $(seq 1 "$kills"); do
   # m2 sends all the time, so m1 hears m2's new endpoint as soon as it is up.
   lab_exec m2 ping -q -i 0.2 -w 3 10.77.0.21 >/dev/null 2>&1 &
   pinger=$!
-  # Every other round within the first 0.3 s, where start-up, the first
-  # handshake and the write lie close together; the others anywhere in 1.5 s.
-  sleep "$(awk -v s="$RANDOM" -v w=$((i % 2 ? 3 : 15)) 'BEGIN{srand(s); printf "%.3f", rand() * w / 10}')"
+  # The kill moment, by round (the header): within 0.3 s of the start, within
+  # 0.3 s of the write, or within 1.5 s of the start.
+  when="at a random moment after the start"
+  if [ $((i % 3)) = 2 ]; then
+    when="at a random moment after it wrote m2's new endpoint"
+    written() { grep -q "203.0.113.22:$port" "$state/endpoints.json" 2>/dev/null; }
+    wait_until 15 written || fail "round $i: m1 did not write m2's new endpoint 203.0.113.22:$port to endpoints.json within 15 s ($(kill -0 "$m1_pid" 2>/dev/null && echo running || echo exited))"
+  fi
+  sleep "$(awk -v s="$RANDOM" -v w=$((i % 3 ? 3 : 15)) 'BEGIN{srand(s); printf "%.3f", rand() * w / 10}')"
   kill9_m1
   wait "$pinger" 2>/dev/null || true
   [ -e "$state/endpoints.json.tmp" ] && tmp_left=$((tmp_left + 1))
@@ -168,8 +183,11 @@ for i in $(seq 1 "$kills"); do
   wait_until 3 test ! -e "$state/endpoints.json.tmp" || fail "round $i: endpoints.json.tmp stays after the restart"
   kill9_m1
   check_file >/dev/null
-  echo "ok: round $i: killed after a random moment; endpoints.json $sum, records.bin $rec; restarted, $how"
+  echo "ok: round $i: killed $when; endpoints.json $sum, records.bin $rec; restarted, $how"
 done
 echo "figures: $kills kill -9 rounds in $(( $(date +%s) - t0 )) s: endpoints.json present after $present kills, new content after $changed, a .tmp left by $tmp_left (none stayed after the next start); every restart came up, $from_cache of them reached m2 from the cached endpoint alone, the others were reached by m2; records.bin was left and loaded whole after $records_loaded kills"
-# A loop in which the file never changed tested no crash during a write.
+# A loop in which the file never changed tested no crash during a write. The
+# rounds that wait for the write (i mod 3 = 2) each find new content (this
+# round's port, the last round's file held an older one), so with 5 kills or
+# more this holds on any machine; a failure means the waits did not happen.
 [ "$changed" -ge 2 ] || fail "endpoints.json changed in only $changed rounds: the kills exercised no write"
