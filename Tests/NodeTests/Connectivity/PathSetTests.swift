@@ -41,19 +41,6 @@ final class PathSetTests: XCTestCase {
         XCTAssertEqual(p.minRTT, .milliseconds(201))
     }
 
-    /// A busy path (samples every 100 ms, most of them queued): when a half-window ends, the
-    /// minimum keeps the previous half's smallest sample instead of jumping to a queued one.
-    func testMinRTTOfABusyPathDoesNotJumpToAQueuedSample() {
-        var p = PathState(kind: .direct, remote: epA, via: nil)
-        p.recordRTT(.milliseconds(20), now: t(0))
-        for k in 1...120 { p.recordRTT(.milliseconds(45), now: t(UInt64(k) * 100)) }   // 12 s of queue
-        // The 20 ms sample began a window 12 s ago: gone; the minimum is what the last 5-10 s saw.
-        XCTAssertEqual(p.minRTT, .milliseconds(45))
-        p.recordRTT(.milliseconds(21), now: t(12_100))
-        for k in 1...60 { p.recordRTT(.milliseconds(45), now: t(12_100 + UInt64(k) * 100)) }  // into the next half
-        XCTAssertEqual(p.minRTT, .milliseconds(21), "the previous half's minimum stands")
-    }
-
     func testPathIDSidesAndRelayFollowsItsAnchor() {
         var pm = PathManager(members: 4, timings: .default)
         // The anchor's address reached straight and the same address as a relay are two paths.

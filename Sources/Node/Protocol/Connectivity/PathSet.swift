@@ -94,11 +94,8 @@ struct PathState: Sendable {
     /// what the multipath scheduler reads (`NodeCore.dataRoute`).
     var rttvar: Span = .zero
     var minRTT: Span?
-    /// When the current half of the windowed minimum began (`recordRTT`).
+    /// When `minRTT` was taken.
     var minRTTAt: Instant?
-    /// The windowed minimum's two halves: the smallest sample since `minRTTAt`, and the one before.
-    var minRTTNow: Span?
-    var minRTTBefore: Span?
     /// Consecutive pings that went unanswered.
     var missed = 0
     /// Set when declared dead (missed pings); cleared by a pong or traffic.
@@ -151,7 +148,7 @@ struct PathState: Sendable {
     /// carrying data is pinged only every few seconds, and at 1/8 per sample a
     /// path whose delay changed (perf/multipath going from a 200 ms path to a
     /// 20 ms one) kept its old RTT for half a minute and stayed out of the
-    /// spread. The smallest RTT is a windowed minimum (two halves of `minRTTWindow`).
+    /// spread. The smallest RTT is the minimum over `minRTTWindow`.
     mutating func recordRTT(_ sample: Span, now: Instant) {
         if let r = rtt, sample.ns >= r.ns / 2, sample.ns <= 2 * r.ns {
             let d = r.ns > sample.ns ? r.ns - sample.ns : sample.ns - r.ns
@@ -161,17 +158,9 @@ struct PathState: Sendable {
             rtt = sample
             rttvar = Span(ns: sample.ns / 2)
         }
-        // A windowed minimum in two halves: the smallest sample of the current half-window
-        // and of the one before it (dropped when that began a whole window ago), so a busy
-        // path's minimum never jumps to a queued sample when a window ends.
-        if let at = minRTTAt, now - at < Span(ns: Self.minRTTWindow.ns / 2), let m = minRTTNow {
-            minRTTNow = min(m, sample)
-        } else {
-            minRTTBefore = minRTTAt.map { now - $0 < Self.minRTTWindow } ?? false ? minRTTNow : nil
-            minRTTNow = sample
-            minRTTAt = now
-        }
-        minRTT = min(minRTTNow ?? sample, minRTTBefore ?? sample)
+        if let m = minRTT, let at = minRTTAt, sample >= m, now - at < Self.minRTTWindow { return }
+        minRTT = sample
+        minRTTAt = now
     }
 
     func isValid(now: Instant, timings: ConnectivityTimings) -> Bool {
