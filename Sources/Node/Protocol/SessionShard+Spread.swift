@@ -9,8 +9,16 @@
 // (PathState, pushed in the route); usable is "in the route" (NodeCore's view:
 // validated or carrying traffic, not declared dead) and not failed here. Failed
 // here: data went out on the path and nothing came back over it for
-// max(3 × (srtt + 4 × rttvar), 100 ms) while the peer's packets kept arriving over
-// another path of the route; anything heard over it makes it usable again.
+// max(3 × (srtt + 4 × rttvar), 100 ms, 4 × the usual gap between packets heard
+// over it) while the peer's packets kept arriving over another path of the
+// route; anything heard over it makes it usable again. The usual gap (a smoothed
+// mean, 3 s until two packets came over the path since it joined) is what makes
+// silence mean something: the peer sends its own traffic over the paths its
+// scheduler picks, so a path it does not use for replies (a LAN path it prefers,
+// one its latency rule leaves out) only hears PATH_PONGs, every few seconds;
+// without it such a working path was declared failed 100 ms after each pong
+// (perf/multipath C as the first scenario: the flow stayed on the 200 ms LAN path
+// for 6 s, the 20 ms direct path failed here over and over).
 // There is no per-path delivery feedback on the wire yet (planned): the
 // scheduler's "delivered" rate is the rate sent on the path over the last
 // second (also status's `bandwidth_bps`), and its reordering-depth and latency
@@ -25,11 +33,17 @@ import Crypto
 struct ShardSpread: Sendable {
     /// Indexed by the path's slot in the member's PathSet (`SpreadPath.slot`, < 16).
     static let slots = 16
+    /// The usual gap assumed for a path heard fewer than twice since it joined the route.
+    static let unknownGap = Span.seconds(3 as UInt64)
     /// The route as pushed (its spread: two or more paths).
     var route: DataRoute
     var scheduler: MultipathScheduler
     /// Per slot: last heard over it, data sent since then (first such send), failed here.
     var lastRx: [Instant]
+    /// Per slot: the usual gap between packets heard over it (smoothed, 1/8), and how many
+    /// came since it joined the route (up to 2: the gap is known from the second on).
+    var rxGap: [Span]
+    var rxCount: [UInt8]
     var sentSince: [Instant?]
     var failed: [Bool]
     /// Slots the scheduler knows (bit per slot), and whether the route changed since.
@@ -50,6 +64,8 @@ struct ShardSpread: Sendable {
         t.overlap = .zero
         scheduler = MultipathScheduler(paths: Self.slots, timings: t)
         lastRx = Array(repeating: .zero, count: Self.slots)
+        rxGap = Array(repeating: .zero, count: Self.slots)
+        rxCount = Array(repeating: 0, count: Self.slots)
         sentSince = Array(repeating: nil, count: Self.slots)
         failed = Array(repeating: false, count: Self.slots)
         packets = Array(repeating: 0, count: Self.slots)
@@ -65,6 +81,11 @@ struct ShardSpread: Sendable {
     mutating func heard(source: Endpoint, relayed: Bool, now: Instant) {
         guard let k = route.spread.position(of: source, relayed: relayed) else { return }
         let s = Int(route.spread[k].slot)
+        if rxCount[s] > 0 {
+            let gap = now - lastRx[s]
+            rxGap[s] = rxCount[s] < 2 ? gap : Span(ns: rxGap[s].ns / 8 * 7 + gap.ns / 8)
+        }
+        if rxCount[s] < 2 { rxCount[s] += 1 }
         lastRx[s] = now
         sentSince[s] = nil
         if failed[s] {
@@ -86,6 +107,8 @@ struct ShardSpread: Sendable {
             if known & (1 << UInt16(s)) == 0 {
                 // New in the route: it has not been heard or sent on here yet.
                 lastRx[s] = now
+                rxGap[s] = .zero
+                rxCount[s] = 0
                 sentSince[s] = nil
                 failed[s] = false
             }
@@ -126,7 +149,8 @@ struct ShardSpread: Sendable {
             let s = Int(p.slot)
             k += 1
             guard !failed[s], let since = sentSince[s] else { continue }
-            let limit = max(Span(ns: 3 * (p.srtt.ns + 4 * p.rttvar.ns)), .milliseconds(100))
+            let usual = rxCount[s] >= 2 ? Span(ns: 4 * rxGap[s].ns) : Self.unknownGap
+            let limit = max(Span(ns: 3 * (p.srtt.ns + 4 * p.rttvar.ns)), .milliseconds(100), usual)
             if now - since >= limit && newest > lastRx[s] + limit && newest > since {
                 failed[s] = true
                 stale = true

@@ -112,6 +112,11 @@ public struct PathView: Equatable, Sendable {
 ///   - a better class wins at once (lan > direct > relay): a relayed pair goes
 ///     direct as soon as a direct path answers;
 ///   - a worse class never wins while the active path is usable;
+///   - except between lan and direct, both straight to the member: there the
+///     class gives way to a clear RTT win as within a class (a "lan" path that
+///     is the slow one, such as a second uplink the LAN discovery found, 200 ms
+///     away beside a 20 ms direct path: perf/multipath C kept its flow on it);
+///     without RTTs for both, the class decides;
 ///   - within a class, only a clear RTT win: below `ratio` × the active RTT and
 ///     at least `minimum` better (default 80% and 5 ms), so two paths with
 ///     similar RTTs do not trade places on every sample (STYLE 8). Without
@@ -122,9 +127,18 @@ public func prefers(_ candidate: PathView, over active: PathView?, ratio: Double
                     minimum: Span = .milliseconds(5)) -> Bool {
     guard candidate.usable else { return false }
     guard let active, active.usable else { return true }
-    if candidate.kind != active.kind { return candidate.kind > active.kind }
-    guard let c = candidate.rtt, let a = active.rtt, c < a else { return false }
-    return Double(c.ns) < ratio * Double(a.ns) && a.ns - c.ns >= minimum.ns
+    func clearlyFaster(_ c: Span, than a: Span) -> Bool {
+        c < a && Double(c.ns) < ratio * Double(a.ns) && a.ns - c.ns >= minimum.ns
+    }
+    if candidate.kind != active.kind {
+        if candidate.kind != .relay && active.kind != .relay, let c = candidate.rtt, let a = active.rtt {
+            // lan and direct: the class, unless the other one is clearly faster.
+            return candidate.kind > active.kind ? !clearlyFaster(a, than: c) : clearlyFaster(c, than: a)
+        }
+        return candidate.kind > active.kind
+    }
+    guard let c = candidate.rtt, let a = active.rtt else { return false }
+    return clearlyFaster(c, than: a)
 }
 
 // MARK: - Relay anchor choice
