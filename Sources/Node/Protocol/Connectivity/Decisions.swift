@@ -104,6 +104,11 @@ public struct PathView: Equatable, Sendable {
     }
 }
 
+/// `prefers`' RTT hysteresis: `c` below `ratio` × `a` and at least `minimum` less.
+public func rttClearlyBelow(_ c: Span, _ a: Span, ratio: Double = 0.8, minimum: Span = .milliseconds(5)) -> Bool {
+    c < a && Double(c.ns) < ratio * Double(a.ns) && a.ns - c.ns >= minimum.ns
+}
+
 /// Whether `candidate` should replace `active` as the path data goes on.
 ///
 /// Class first, then RTT with hysteresis:
@@ -127,9 +132,7 @@ public func prefers(_ candidate: PathView, over active: PathView?, ratio: Double
                     minimum: Span = .milliseconds(5)) -> Bool {
     guard candidate.usable else { return false }
     guard let active, active.usable else { return true }
-    func clearlyFaster(_ c: Span, than a: Span) -> Bool {
-        c < a && Double(c.ns) < ratio * Double(a.ns) && a.ns - c.ns >= minimum.ns
-    }
+    func clearlyFaster(_ c: Span, than a: Span) -> Bool { rttClearlyBelow(c, a, ratio: ratio, minimum: minimum) }
     if candidate.kind != active.kind {
         if candidate.kind != .relay && active.kind != .relay, let c = candidate.rtt, let a = active.rtt {
             // lan and direct: the class, unless the other one is clearly faster.

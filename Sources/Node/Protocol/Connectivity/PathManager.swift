@@ -227,12 +227,18 @@ struct PathManager: Sendable {
 
     /// The roaming rule for authenticated traffic over paths[idx] (Sessions.swift):
     /// the same or a better class follows at once, a worse one (or a relay)
-    /// only once the active path has gone quiet.
+    /// only once the active path has gone quiet. A lan path counts as worse than
+    /// an active direct path clearly faster than it (`prefers`' exception).
     func roams(_ p: PeerID, to idx: Int, relayed: Bool, now: Instant) -> Bool {
         guard let a = peers[p.rawValue].active else { return true }
         let act = peers[p.rawValue].paths[a]
+        let cand = peers[p.rawValue].paths[idx]
         let quiet = act.lastRx.map { now - $0 >= timings.pathQuiet } ?? true
-        if relayed || peers[p.rawValue].paths[idx].kind < act.kind { return quiet }
+        if relayed || cand.kind < act.kind { return quiet }
+        if cand.kind == .lan, act.kind == .direct, let c = cand.rtt, let r = act.rtt,
+           rttClearlyBelow(r, c, ratio: timings.rttSwitchRatio, minimum: timings.rttSwitchMinimum) {
+            return quiet
+        }
         return true
     }
 

@@ -190,13 +190,19 @@ extension NodeCore {
             let idx = k
             k += 1
             let path = tunnels.paths[p].paths[idx]
-            guard idx != a else { continue }
-            if let rx = path.lastRx, now - rx < timings.pathQuiet { continue }
+            // The active path too while it has no RTT (the side that did not start the
+            // session learned it from traffic, never pinged it): `prefers` compares a lan
+            // path with it by RTT, and without one the class alone would decide.
+            if idx == a {
+                guard path.rtt == nil, path.via == nil else { continue }
+            } else if let rx = path.lastRx, now - rx < timings.pathQuiet {
+                continue
+            }
             let usable = view(p, idx, now: now).usable
             let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
             guard usable || revive else { continue }
             if tunnels.paths[p].pings.contains(where: { $0.remote == path.remote && $0.via == path.via }) { continue }
-            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: false, now: now)
+            sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: idx == a, now: now)
         }
     }
 
