@@ -143,17 +143,47 @@ final class ReorderBufferTests: XCTestCase {
     func testDepthBoundForcesTheOldestGapOut() {
         var b = Buffer()
         feed(&b, 0)
-        for c in UInt64(2)...128 { XCTAssertEqual(feed(&b, c), []) }   // 127 held, gap at 1
-        XCTAssertEqual(b.heldCount, 127)
-        // 129 needs the window [2, 130): gap 1 is skipped, 2...129 go.
-        XCTAssertEqual(feed(&b, 129), Array(UInt64(2)...129))
+        for c in UInt64(2)...129 { XCTAssertEqual(feed(&b, c), []) }   // 128 held (the depth), gap at 1
+        XCTAssertEqual(b.heldCount, 128)
+        XCTAssertEqual(b.counters.maxDepthReached, 0)
+        // A 129th to hold: gap 1 is skipped, 2...130 go.
+        XCTAssertEqual(feed(&b, 130), Array(UInt64(2)...130))
         XCTAssertEqual(b.counters.maxDepthReached, 1)
-        XCTAssertEqual(b.counters.releasedByDepth, 127)
+        XCTAssertEqual(b.counters.releasedByDepth, 128)
         XCTAssertLessThanOrEqual(b.counters.maxHeld, 128)
-        // A far jump skips at most `depth` slots of work and lands in the window.
+        // A far jump skips at most `window` slots of work and lands in the window.
         feed(&b, 1_000_000_000)
-        XCTAssertEqual(b.next, 1_000_000_000 - 127)
+        XCTAssertEqual(b.next, 1_000_000_000 - 511)
         XCTAssertEqual(b.heldCount, 1)
+    }
+
+    func testWindowIsWiderThanTheDepth() {
+        // A slow path's gap spans the fast path's packets: held counters may lie up to the
+        // window (512) above the gap while fewer than the depth (128) wait.
+        var b = Buffer()
+        feed(&b, 0)
+        for c in stride(from: UInt64(4), through: 508, by: 4) { XCTAssertEqual(feed(&b, c), []) }
+        XCTAssertEqual(b.heldCount, 127)
+        XCTAssertEqual(b.counters.maxDepthReached, 0)
+        XCTAssertEqual(feed(&b, 1), [1])   // the slow path's packets fill the gaps in turn
+        XCTAssertEqual(feed(&b, 2), [2])
+        XCTAssertEqual(feed(&b, 3), [3, 4])
+        // Beyond the window: the oldest gaps go until it fits.
+        var w = Buffer()
+        feed(&w, 0)
+        feed(&w, 10)
+        XCTAssertEqual(feed(&w, 600), [10])   // next = 600 − 511: gap 1...9 and 11...88 skipped
+        XCTAssertEqual(w.next, 89)
+        XCTAssertEqual(w.counters.maxDepthReached, 1)
+        // Full, and a packet below every held one arrives: it is the next after the skip.
+        var f = Buffer()
+        feed(&f, 0)
+        for c in UInt64(200)..<328 { feed(&f, c) }
+        XCTAssertEqual(f.heldCount, 128)
+        XCTAssertEqual(feed(&f, 150), [150])
+        XCTAssertEqual(f.next, 151)
+        XCTAssertEqual(f.heldCount, 128)
+        XCTAssertEqual(f.counters.maxDepthReached, 1)
     }
 
     func testMemoryIsBoundedByTheDepth() {
@@ -208,7 +238,7 @@ final class ReorderBufferTests: XCTestCase {
         // A gap skipped for depth says nothing about the timeout.
         var d = Buffer()
         feed(&d, 0)
-        feed(&d, 129)  // 1...1 skipped for depth
+        feed(&d, 513)  // 1...1 skipped: beyond the window
         XCTAssertEqual(d.counters.maxDepthReached, 1)
         let before = d.releaseTimeout
         feed(&d, 1)

@@ -195,7 +195,9 @@ extension NodeCore {
             // path with it by RTT, and without one the class alone would decide.
             if idx == a {
                 guard path.rtt == nil, path.via == nil else { continue }
-            } else if let rx = path.lastRx, now - rx < timings.pathQuiet {
+            } else if path.rtt != nil, let rx = path.lastRx, now - rx < timings.pathQuiet {
+                // (A path that carries the peer's traffic but was never measured here gets
+                // its one ping: without an RTT it cannot join this side's spread.)
                 continue
             }
             let usable = view(p, idx, now: now).usable

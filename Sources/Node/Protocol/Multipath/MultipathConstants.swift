@@ -9,6 +9,11 @@ public enum MultipathConstants {
     /// session holds while waiting for a gap. Bounds memory per session and the
     /// scheduler's reordering-depth constraint.
     public static let reorderDepth = 128
+    /// Reorder buffer window, counters: how far above the next counter to release a
+    /// held packet may be (ReorderBuffer's file comment: a slow path's gap spans every
+    /// path's packets, but only the faster paths' wait behind it). Memory per buffer
+    /// grows with it (a slot per counter: `ReorderBuffer.storageBytes`).
+    public static let reorderWindow = 512
 
     /// Paths per session a scheduler / reorder buffer tracks (fixed arrays: no
     /// allocation after init, and "O(paths)" per packet is a constant).

@@ -2,8 +2,9 @@
 // leave in the session's 64-bit counter order, however the paths reordered them.
 //
 //   handle(counter, packet, path, now) ─▶ late/duplicate? ─▶ .drop(packet)  (counted)
-//                                      ─▶ beyond the window? force-skip the oldest gaps (depth bound)
-//                                      ─▶ slot[counter % depth]; in-order run moves to the output
+//                                      ─▶ beyond the counter window, or `depth` packets held already?
+//                                         force-skip the oldest gaps (the depth bound)
+//                                      ─▶ slot[counter % window]; in-order run moves to the output
 //   handleTimeout(now)                 ─▶ gaps older than the release timeout are skipped
 //   handlePathFailed(path, now)        ─▶ gaps no live path can fill any more are skipped at once
 //   (every handle, while holding)      ─▶ gaps every live path has delivered past are lost: skipped at once
@@ -13,10 +14,20 @@
 // Packets are opaque handles (Engine: `Reactor.PacketHandle` into a lane's
 // PacketPool); this layer never sees bytes, so Protocol does not import Reactor.
 // Every handle given to `handle` comes back exactly once, from `handle` (.drop)
-// or from `pollRelease`. Memory is fixed at init: `depth` slots, a FIFO of
-// 2 × `depth` arrival records (every record's counter lies in a span of
-// 2 × depth counters: see `oldestHeld`) and an output ring of 2 × `depth`; nothing is
+// or from `pollRelease`. Memory is fixed at init: `window` slots, a FIFO of
+// `window` + `depth` arrival records (one per held packet, plus records of packets
+// released before an older-arriving one: their counters lie in the window), an
+// output ring of 2 × `depth` + 1 and a bit per counter of 2 × `window`; nothing is
 // allocated per packet.
+//
+// Depth and window. The depth (128) bounds the packets held; the window (512)
+// bounds how far above the next counter a held packet may be. They differ because
+// a slow path's gap spans every packet sent meanwhile on *all* paths, but only the
+// faster paths' packets wait behind it: a path 20 ms behind at 5 500 packets/s
+// spans 110 counters, of which the fast path's 83 are held (perf/multipath B; and
+// A's two equal paths whose queues drift 15 ms apart: 125 counters, 62 held). With
+// the window equal to the depth such a gap was forced out by the depth bound while
+// fewer than the depth were held.
 //
 // Which gaps can a failed path still owe? A path delivers in the order it was
 // given packets (no link reorders on purpose; the scheduler sends a counter once).
@@ -61,7 +72,8 @@ public struct ReorderCounters: Sendable, Equatable {
     /// Of those, packets whose gap had been given up on timeout before they came: each
     /// one says the release timeout was too short, and raises it.
     public var lateAfterSkip = 0
-    /// Times a packet arrived beyond the window (depth bound reached: gaps skipped).
+    /// Times a packet arrived beyond the counter window or with `depth` packets held
+    /// already (the depth bound: gaps skipped).
     public var maxDepthReached = 0
     /// Counters given up (gaps skipped), whatever the reason.
     public var gapsSkipped = 0
@@ -92,7 +104,10 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         }
     }
 
+    /// The most packets held at once (`MultipathConstants.reorderDepth`).
     public let depth: Int
+    /// How far above `next` a held packet's counter may be (`MultipathConstants.reorderWindow`, ≥ depth).
+    public let window: Int
     public var timings: MultipathTimings
     public var counters: ReorderCounters { _counters }
     @usableFromInline var _counters: ReorderCounters = ReorderCounters()
@@ -107,7 +122,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     @usableFromInline var _highest: UInt64 = 0
 
     @usableFromInline var slots: [Slot?]
-    /// One bit per counter in [next − 2·depth, next): 1 = given up on timeout, 0 = released or skipped otherwise.
+    /// One bit per counter in [next − 2·window, next): 1 = given up on timeout, 0 = released or skipped otherwise.
     @usableFromInline var skippedBits: [UInt64]
     /// Held packets in arrival order (counter, arrival): the oldest still-held one
     /// says when the current gap expires. Entries of released counters are skipped lazily.
@@ -129,14 +144,15 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     @usableFromInline var waitSamples = 0
 
     @inlinable public init(firstCounter: UInt64 = 0, depth: Int = MultipathConstants.reorderDepth,
-                paths: Int = MultipathConstants.maxPaths, timings: MultipathTimings = .default) {
+                window: Int? = nil, paths: Int = MultipathConstants.maxPaths, timings: MultipathTimings = .default) {
         precondition(depth > 0 && paths > 0)
         self.depth = depth
+        self.window = max(depth, window ?? MultipathConstants.reorderWindow)
         self.timings = timings
         _next = firstCounter
-        slots = Array(repeating: nil, count: depth)
-        skippedBits = Array(repeating: 0, count: (2 * depth + 63) / 64)
-        arrivals = Array(repeating: (0, .zero), count: 2 * depth)
+        slots = Array(repeating: nil, count: self.window)
+        skippedBits = Array(repeating: 0, count: (2 * self.window + 63) / 64)
+        arrivals = Array(repeating: (0, .zero), count: self.window + depth)
         out = Array(repeating: nil, count: 2 * depth + 1)
         pathHigh = Array(repeating: 0, count: paths)
         pathSeen = Array(repeating: false, count: paths)
@@ -155,7 +171,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
         }
         if counter < next {
             _counters.droppedLateDuplicate += 1
-            if next - counter <= UInt64(2 * depth), isSkipped(counter) {
+            if next - counter <= UInt64(2 * window), isSkipped(counter) {
                 // It came after all: the gap was given up too early. Count it as a wait
                 // longer than the timeout, so the timeout grows (as TCP backs off its RTO).
                 setSkipped(counter, false)
@@ -164,18 +180,30 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             }
             return .drop(packet)
         }
-        if counter - next >= UInt64(depth) {
-            // Beyond the window: the depth bound. Skip the oldest gaps (releasing what
-            // is held below) until the counter fits.
-            _counters.maxDepthReached += 1
-            skip(below: counter - UInt64(depth) + 1, reason: .depth)
+        var forced = false
+        if counter - next >= UInt64(window) {
+            // Beyond the window: skip the oldest gaps (releasing what is held below)
+            // until the counter fits.
+            forced = true
+            skip(below: counter - UInt64(window) + 1, reason: .depth)
             releaseRun(.depth)
         }
-        let i = Int(counter % UInt64(depth))
+        let i = Int(counter % UInt64(window))
         if slots[i] != nil {
             _counters.droppedLateDuplicate += 1
             return .drop(packet)
         }
+        if counter != next && heldCount >= depth {
+            // The depth bound: `depth` packets wait already. The oldest gap goes (the lowest
+            // held packet, or this one if lower, and the run after it are released) until
+            // this one has a place or is next.
+            forced = true
+            while heldCount >= depth && counter != next {
+                skip(below: min(lowestHeld(), counter), reason: .depth)
+                releaseRun(.depth)
+            }
+        }
+        if forced { _counters.maxDepthReached += 1 }
         if heldCount == 0 || counter > highest { _highest = counter }
         if counter == next {
             if heldCount > 0, let oldest = oldestArrival() {
@@ -190,7 +218,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
             _heldCount += 1
             _counters.held += 1
             _counters.maxHeld = max(counters.maxHeld, heldCount)
-            _ = oldestHeld()  // drop released records first: then the 2 × depth bound holds
+            _ = oldestHeld()  // drop released records first: then the window + depth bound holds
             if arrivalsCount == arrivals.count {  // cannot happen (see above); degrade, never overrun
                 arrivalsHead = (arrivalsHead + 1) % arrivals.count
                 arrivalsCount -= 1
@@ -321,7 +349,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     /// Releases the contiguous run of held packets starting at `next`.
     @inlinable mutating func releaseRun(_ reason: ReleaseReason) {
         while heldCount > 0 {
-            let i = Int(next % UInt64(depth))
+            let i = Int(next % UInt64(window))
             guard let s = slots[i], s.counter == next else { return }
             slots[i] = nil
             _heldCount -= 1
@@ -332,17 +360,17 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     /// Moves `next` up to `target`: held packets on the way are released (with
-    /// `reason`), missing counters are counted as skipped gaps. O(depth) at most.
+    /// `reason`), missing counters are counted as skipped gaps. O(window) at most.
     @inlinable mutating func skip(below target: UInt64, reason: ReleaseReason) {
         guard target > next else { return }
-        if heldCount == 0 || target - next > UInt64(depth) {
+        if heldCount == 0 || target - next > UInt64(window) {
             // Far jump: every held packet is below target. Release them in order, then jump.
-            let end = min(target, next + UInt64(depth))
+            let end = min(target, next + UInt64(window))
             while next < end, heldCount > 0 {
                 releaseOne(reason)
             }
             _counters.gapsSkipped += Int(clamping: target - next)
-            var c = max(next, target >= UInt64(2 * depth) ? target - UInt64(2 * depth) : 0)
+            var c = max(next, target >= UInt64(2 * window) ? target - UInt64(2 * window) : 0)
             while c < target {
                 setSkipped(c, reason == .timeout)
                 c += 1
@@ -356,7 +384,7 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     @inlinable mutating func releaseOne(_ reason: ReleaseReason) {
-        let i = Int(next % UInt64(depth))
+        let i = Int(next % UInt64(window))
         if let s = slots[i], s.counter == next {
             slots[i] = nil
             _heldCount -= 1
@@ -393,6 +421,17 @@ public struct ReorderBuffer<Handle>: Sendable where Handle: Sendable {
     }
 
     @inlinable mutating func oldestArrival() -> Instant? { oldestHeld()?.at }
+
+    /// The lowest counter held (call only while something is held): O(window) at most,
+    /// paid only when the depth bound forces a gap out.
+    @inlinable func lowestHeld() -> UInt64 {
+        var c = next
+        while c < next + UInt64(window) {
+            if let s = slots[Int(c % UInt64(window))], s.counter == c { return c }
+            c += 1
+        }
+        return next
+    }
 
     @inlinable mutating func noteWait(_ w: Span) {
         let x = Double(w.ns)
