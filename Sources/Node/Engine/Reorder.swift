@@ -44,7 +44,7 @@ extension Lane {
         guard !reorder.buffering.isEmpty else { return }
         let o = shard.lastOpened
         guard o.peer == peer, reorder.admit(peer: peer, counter: o.counter, receiverIndex: o.receiverIndex, source: o.source,
-                                            relayed: o.relayed, now: now) else { return }
+                                            relayed: o.relayed, data: false, now: now) else { return }
         _ = reorder.hold(peer: peer, counter: o.counter, packet: nil, now: now)
         releaseReady(peer)
     }

@@ -56,7 +56,8 @@ extension NodeCore {
                 continue
             }
             r.append(SpreadPath(slot: UInt8(idx), endpoint: path.remote, relayFor: path.via != nil ? memberID(of: peer) : nil,
-                                srtt: srtt, rttvar: path.rttvar, minRTT: path.minRTT ?? srtt))
+                                srtt: srtt, rttvar: path.rttvar, minRTT: path.minRTT ?? srtt,
+                                lastRTT: path.lastRTT, samples: path.rttSamples))
         }
         return r.count >= 2 ? r : SpreadRoute()
     }

@@ -115,7 +115,8 @@ struct ShardSpread: Sendable {
             sentRate[s] = sent[s].bitsPerSecond(now: now) ?? 0
             scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt,
                                                     rttvar: p.rttvar, minRTT: p.minRTT,
-                                                    deliveredBitsPerSecond: failed[s] ? nil : sentRate[s]),
+                                                    deliveredBitsPerSecond: failed[s] ? nil : sentRate[s],
+                                                    lastRTT: p.lastRTT, sample: p.samples),
                              now: now)
             k += 1
         }

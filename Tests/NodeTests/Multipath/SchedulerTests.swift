@@ -222,10 +222,11 @@ final class SchedulerTests: XCTestCase {
     }
 
     /// The latency rule (seed 2.11), fixed (the default): a path whose one-way delay
-    /// is above the reference's by more than max(15 ms, the reference's one-way delay)
-    /// is skipped whatever the rate (perf/multipath C: an inner TCP at 2.9 Mbit/s
-    /// passed the depth rule); 20 and 40 ms RTT paths are both used, 20 and 60 (B)
-    /// not; the skipped path comes back when its delay falls.
+    /// is above the reference's by more than 2 × max(15 ms, the reference's one-way
+    /// delay) is skipped whatever the rate (perf/multipath C: an inner TCP at 2.9 Mbit/s
+    /// passed the depth rule); 20 and 40 ms RTT paths are both used, 20 and 60 (B) too
+    /// (the 60 ms one as a far path, under its cap), 20 and 200 (C) not; the skipped
+    /// path comes back when its delay falls.
     func testPathFarBehindTheReferenceIsSkippedForLatencyAtAnyRate() {
         // Paths without a queue: one-way delay = RTT / 2.
         func confirmed(_ rtts: [UInt64], _ mbits: [Double?]) -> MultipathScheduler {
@@ -241,7 +242,12 @@ final class SchedulerTests: XCTestCase {
         let perNear = send(&near, 2000, from: t1, gap: .milliseconds(5))  // 200 packets/s: the depth rule would allow anything
         XCTAssertNil(near.view(path: 1).skipped)
         XCTAssertGreaterThan(perNear[1], 500, "a 40 ms path beside a 20 ms one is used")
-        for (rtt, why) in [(60, "B"), (200, "C")] {
+        var b = confirmed([20, 60], [50, 20])
+        let perB = send(&b, 2000, from: t1, gap: .milliseconds(5))
+        XCTAssertNil(b.view(path: 1).skipped, "B")
+        XCTAssertGreaterThan(b.view(path: 1).capBitsPerSecond, 0, "B's 60 ms path is a far path")
+        XCTAssertGreaterThan(perB[1], 100, "B's far path carries a share")
+        for (rtt, why) in [(200, "C"), (400, "400 ms")] {
             var s = confirmed([20, UInt64(rtt)], [50, 20])
             let per = send(&s, 2000, from: t1, gap: .milliseconds(5))
             XCTAssertEqual(s.view(path: 1).skipped, .latency, why)
@@ -267,7 +273,7 @@ final class SchedulerTests: XCTestCase {
     /// is not the reference: the latency rule still skips it, not the near path
     /// (perf/multipath B and C, session 8: the flow stayed on the far path).
     func testFarPathCarryingTheFlowIsNotTheReference() {
-        for rtt in [60, 200] as [UInt64] {
+        for rtt in [200, 400] as [UInt64] {
             var s = MultipathScheduler()
             for i in 0..<2 {
                 s.update(path: i, report: report(rtt: i == 0 ? 20 : rtt, mbit: nil), now: .zero)
@@ -282,5 +288,90 @@ final class SchedulerTests: XCTestCase {
             XCTAssertEqual(per[1], 0, "\(rtt) ms: the far path carries nothing")
             XCTAssertEqual(per[0], 2000)
         }
+    }
+
+    // MARK: Far paths (rule 4b)
+
+    /// The cap's rule as a table: no cap yet, the start; a queue above the limit, a cut
+    /// below what the path carried; the fast path not busy, a decay; room and a binding
+    /// cap, a raise (faster far below the limit); else unchanged; never below the floor.
+    func testFarCapTable() {
+        let t = MultipathTimings.default
+        let q = { (x: Double) in Span(ns: UInt64(x * 1e6)) }
+        let rows: [(cap: Double, sent: Double, queue: Span, limited: Bool, busy: Bool, start: Double, next: Double)] = [
+            (0, 0, .zero, false, false, 20e6, 20e6),                  // the start
+            (0, 0, .zero, false, false, 0, t.farMinCap),              // nothing to start from: the floor
+            (20e6, 18e6, q(9), true, true, 0, 0.85 * 18e6),           // a queue: below what it carried
+            (20e6, 0, q(9), true, true, 0, 0.85 * 20e6),              // nothing measured: below the cap
+            (20e6, 18e6, q(1), true, false, 0, 0.95 * 20e6),          // the fast path not busy: decay
+            (t.farMinCap, 0, q(1), false, false, 0, t.farMinCap),     // never below the floor
+            (16e6, 16e6, q(1), true, true, 0, 16e6 * 1.25),           // far below the limit, binding: fast raise
+            (16e6, 16e6, q(3), true, true, 0, 16e6 * 1.1),            // below half the limit: raise
+            (16e6, 16e6, q(5), true, true, 0, 16e6),                  // between half and the limit: hold
+            (16e6, 12e6, q(1), false, true, 0, 16e6),                 // not binding: hold
+        ]
+        for r in rows {
+            let next = MultipathScheduler.nextCap(cap: r.cap, sent: r.sent, queue: r.queue, limited: r.limited,
+                                                  fastBusy: r.busy, start: r.start, timings: t)
+            XCTAssertEqual(next, r.next, accuracy: 1, "\(r)")
+        }
+        // Which paths are far: more than max(5 ms, the fastest's one-way delay) behind it.
+        XCTAssertTrue(MultipathScheduler.isFar(minRTT: .milliseconds(60), fastest: .milliseconds(20), timings: t))
+        XCTAssertFalse(MultipathScheduler.isFar(minRTT: .milliseconds(40), fastest: .milliseconds(20), timings: t))
+        XCTAssertFalse(MultipathScheduler.isFar(minRTT: .milliseconds(20), fastest: .milliseconds(20), timings: t))
+        XCTAssertTrue(MultipathScheduler.isFar(minRTT: .milliseconds(14), fastest: .milliseconds(2), timings: t))
+    }
+
+    /// B's paths at 70 Mbit/s offered: the far path carries at most its cap (a token
+    /// bucket), the near one the rest; its cap follows its queue in each new RTT sample
+    /// (cut above the limit, raised while it is binding and the near path is busy), and
+    /// small packets never take it.
+    func testFarPathCarriesAtMostItsCapWhichFollowsItsQueue() {
+        var s = MultipathScheduler()
+        var sample: UInt32 = 0
+        func samples(_ at: Instant, farQueueMs: Double, nearQueueMs: Double, nearMbit: Double = 50, farSent: Double? = nil) {
+            sample += 1
+            s.update(path: 0, report: Report(usable: true, srtt: .milliseconds(20), minRTT: .milliseconds(20),
+                                             deliveredBitsPerSecond: UInt64(nearMbit * 1e6),
+                                             lastRTT: Span(ns: UInt64((20 + nearQueueMs) * 1e6)), sample: sample), now: at)
+            s.update(path: 1, report: Report(usable: true, srtt: .milliseconds(60), minRTT: .milliseconds(60),
+                                             deliveredBitsPerSecond: farSent.map { UInt64($0) },
+                                             lastRTT: Span(ns: UInt64((60 + farQueueMs) * 1e6)), sample: sample), now: at)
+        }
+        for i in 0..<2 {
+            s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: nil), now: .zero)
+            s.handleDelivered(path: i)
+        }
+        samples(t1, farQueueMs: 0, nearQueueMs: 10)
+        let cap0 = s.view(path: 1).capBitsPerSecond
+        XCTAssertEqual(cap0, 0.4 * 50e6 * 1.25, accuracy: 1, "it starts at 40% of the near path's basis")
+        XCTAssertNil(s.view(path: 1).skipped)
+        // 1 s at 70 Mbit/s of 1400-byte packets (6250/s): the far path is held to its cap.
+        let per = send(&s, 6250, from: t1, gap: Span(ns: 160_000))
+        let farMbit = Double(per[1] * 1400 * 8) / 1e6
+        XCTAssertLessThanOrEqual(farMbit, cap0 / 1e6 * 1.02 + 0.1, "at most its cap")
+        XCTAssertGreaterThan(farMbit, cap0 / 1e6 * 0.9, "its cap binds at full load")
+        XCTAssertEqual(per[0] + per[1], 6250, "nothing is held or dropped: the near path takes the rest")
+        // Its queue above the limit: cut below what it carried.
+        let t2 = t1 + .seconds(1 as UInt64)
+        samples(t2, farQueueMs: 12, nearQueueMs: 10, farSent: farMbit * 1e6)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, 0.85 * min(cap0, farMbit * 1e6), accuracy: 1)
+        XCTAssertEqual(s.counters.capCuts, 1)
+        // No queue, binding (packets turned away), the near path busy: raised.
+        let before = s.view(path: 1).capBitsPerSecond
+        _ = send(&s, 625, from: t2, gap: Span(ns: 160_000), counter: 6250)
+        samples(t2 + .milliseconds(100), farQueueMs: 0, nearQueueMs: 10)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.25, accuracy: 1)
+        XCTAssertEqual(s.counters.capRaises, 1)
+        // The near path not busy: it decays.
+        samples(t2 + .milliseconds(200), farQueueMs: 0, nearQueueMs: 0)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.25 * 0.95, accuracy: 1)
+        // Small packets (ACKs) never take the far path.
+        var small = 0
+        for k in 0..<1000 {
+            if let p = s.pick(counter: 6875 + UInt64(k), length: 100, now: t2 + .milliseconds(300) + Span(ns: UInt64(k) * 100_000)),
+               p.path == 1 { small += 1 }
+        }
+        XCTAssertEqual(small, 0)
     }
 }

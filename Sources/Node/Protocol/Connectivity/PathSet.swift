@@ -96,6 +96,12 @@ struct PathState: Sendable {
     var minRTT: Span?
     /// When `minRTT` was taken.
     var minRTTAt: Instant?
+    /// The last sample as it came (not smoothed), and how many there were: the
+    /// multipath scheduler reads a far path's queue from each new one (`SpreadPath`).
+    var lastRTT: Span?
+    var rttSamples: UInt32 = 0
+    /// When the last sample came.
+    var rttAt: Instant?
     /// Consecutive pings that went unanswered.
     var missed = 0
     /// Set when declared dead (missed pings); cleared by a pong or traffic.
@@ -150,6 +156,9 @@ struct PathState: Sendable {
     /// 20 ms one) kept its old RTT for half a minute and stayed out of the
     /// spread. The smallest RTT is the minimum over `minRTTWindow`.
     mutating func recordRTT(_ sample: Span, now: Instant) {
+        lastRTT = sample
+        rttSamples &+= 1
+        rttAt = now
         if let r = rtt, sample.ns >= r.ns / 2, sample.ns <= 2 * r.ns {
             let d = r.ns > sample.ns ? r.ns - sample.ns : sample.ns - r.ns
             rttvar = Span(ns: (rttvar.ns / 4) * 3 + d / 4)

@@ -156,8 +156,13 @@ extension NodeCore {
     /// Data was sent to `p` (the data path: a few comparisons, no allocation).
     @inline(__always)
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
-        if deadline(.pathCheck(p)) == nil, !isAnchorMember(p) {
-            arm(.pathCheck(p), at: now + timings.pathQuiet)
+        if !isAnchorMember(p) {
+            let d = deadline(.pathCheck(p))
+            if d == nil || (d! > now + timings.farProbe && timings.multipath && tunnels.paths[p].paths.count >= 2) {
+                // (A spread with a far path gets its checks every `farProbe`, from the first.)
+                let far = timings.multipath && tunnels.paths[p].paths.count >= 2 && farSpreadPaths(p, now: now) != 0
+                if d == nil || far { arm(.pathCheck(p), at: now + (far ? timings.farProbe : timings.pathQuiet)) }
+            }
         }
         if tunnels.paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
            deadline(.rendezvousTimeout(p)) == nil {
@@ -185,6 +190,7 @@ extension NodeCore {
     /// 89.9 and 45 without; removed, in git history at 71b4d91.)
     mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
         guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
+        let far = farSpreadPaths(p, now: now)
         var k = 0
         while k < tunnels.paths[p].paths.count {
             let idx = k
@@ -193,19 +199,64 @@ extension NodeCore {
             // The active path too while it has no RTT (the side that did not start the
             // session learned it from traffic, never pinged it): `prefers` compares a lan
             // path with it by RTT, and without one the class alone would decide.
-            if idx == a {
+            // A far path of the spread, and the spread's fastest path, every time (`farProbe`):
+            // a far path's cap follows its own queue and the fastest path's.
+            if idx < 16, far & (1 << UInt16(idx)) != 0 {
+                // pinged below, busy or not
+            } else if idx == a {
                 guard path.rtt == nil, path.via == nil else { continue }
-            } else if path.rtt != nil, let rx = path.lastRx, now - rx < timings.pathQuiet {
-                // (A path that carries the peer's traffic but was never measured here gets
-                // its one ping: without an RTT it cannot join this side's spread.)
+            } else if path.rtt != nil, let at = path.rttAt, now - at < timings.rttStale, let rx = path.lastRx,
+                      now - rx < timings.pathQuiet {
+                // (A path that carries the peer's traffic but was never measured here, or not
+                // for `rttStale`, gets its one ping: without an RTT it cannot join this side's
+                // spread, and with an old one the latency rule may keep it out for good: after
+                // perf/multipath C, D's 20 ms path kept its 200 ms RTT, carried only the
+                // peer's ACKs, and the spread never formed.)
                 continue
             }
             let usable = view(p, idx, now: now).usable
             let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
             guard usable || revive else { continue }
-            if tunnels.paths[p].pings.contains(where: { $0.remote == path.remote && $0.via == path.via }) { continue }
+            // One ping in flight per path; on a far-probed path one that is overdue (twice
+            // its RTT, at least twice `farProbe`: a drop-tail queue lost it) does not hold up
+            // the next for the whole `probeTimeout`.
+            let probed = idx < 16 && far & (1 << UInt16(idx)) != 0
+            let overdue = max(Span(ns: 2 * (path.rtt ?? timings.farProbe).ns), Span(ns: 2 * timings.farProbe.ns))
+            if tunnels.paths[p].pings.contains(where: {
+                $0.remote == path.remote && $0.via == path.via && (!probed || now - $0.sentAt < overdue)
+            }) { continue }
             sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: idx == a, now: now)
         }
+    }
+
+    /// The far paths of `p`'s spread (bit per PathSet slot): base one-way delay more than
+    /// max(`MultipathTimings.farSpread`, the fastest's) behind the spread's fastest path (the scheduler's rule
+    /// 4b) and not so far that its latency rule leaves them out; with any, the fastest path too (its queue says whether the flow wants more
+    /// than it carries); 0 when the data is not spread or has no far path.
+    func farSpreadPaths(_ p: PeerID, now: Instant) -> UInt16 {
+        let r = spreadRoute(for: p, now: now)
+        guard r.count >= 2 else { return 0 }
+        var fastest = 0
+        var k = 1
+        while k < r.count {
+            if r[k].minRTT < r[fastest].minRTT { fastest = k }
+            k += 1
+        }
+        var mask: UInt16 = 0
+        k = 0
+        while k < r.count {
+            let m = r[k].minRTT, f = r[fastest].minRTT, t = MultipathTimings.default
+            // Far, and near enough for the latency rule to let it carry data: a path the
+            // scheduler leaves out (C's 200 ms one) is not pinged often, as every ping on it
+            // is a gap the receiver waits for (perf/multipath C held 375 packets' worth behind each).
+            if r[k].slot < 16, MultipathScheduler.isFar(minRTT: m, fastest: f, timings: t),
+               !MultipathScheduler.tooFar(minRTT: m, reference: f, timings: t) {
+                mask |= 1 << UInt16(r[k].slot)
+            }
+            k += 1
+        }
+        if mask != 0 && r[fastest].slot < 16 { mask |= 1 << UInt16(r[fastest].slot) }
+        return mask
     }
 
     mutating func pingTimeouts(_ p: PeerID, now: Instant) {
@@ -236,7 +287,11 @@ extension NodeCore {
                     }
                     continue
                 }
-                if missed >= timings.pathMissedPings {
+                // A far-probed spread pings its fastest path (often the active one) ten times a
+                // second through the flow's own drop-tail queue: misses count there only once
+                // nothing at all came over it for `pathQuiet`.
+                let probed = idx < 16 && farSpreadPaths(p, now: now) & (1 << UInt16(idx)) != 0
+                if missed >= timings.pathMissedPings && (silent || !probed) {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)
                 } else {

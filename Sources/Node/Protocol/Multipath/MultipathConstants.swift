@@ -70,6 +70,43 @@ public struct MultipathTimings: Sendable, Equatable {
     /// 71b4d91, until per-path delivery feedback exists: perf/results/multipath.md.)
     public var latencySkip = true
     public var spreadFloor: Span = .milliseconds(15)
+    /// The latency rule's factor: a path is too far beyond `latencyFactor` × max(`spreadFloor`,
+    /// the reference's base one-way delay). 2 since session 10, when far paths got a cap
+    /// (below): B's 60 ms path (20 ms behind) is in, C's 200 ms one (90 ms behind) is not.
+    public var latencyFactor = 2.0
+    /// Far paths (seed 2.11; docs/multipath.md, "Far paths"): a path whose base one-way
+    /// delay is more than max(`farSpread`, the fastest path's) behind the fastest path's carries at most a cap, a
+    /// token bucket, and the cap follows the path's own queue in each new RTT sample
+    /// (NodeCore pings a far path of a spread, and the spread's fastest path, every
+    /// `ConnectivityTimings.farProbe`): a queue above `farQueueHigh` cuts it to `farCut` ×
+    /// what the path carried (or the cap, if less); a queue at most half that, after the
+    /// cap turned a packet away, while the fastest path's last sample showed a queue of
+    /// `farBusy` or more (the flow wants more than it carries), raises it × `farGrow`
+    /// (× `farGrowFast` while its queue is a quarter of the limit or less);
+    /// while the fastest path shows no such queue it decays × `farDecay` (a flow the fast
+    /// path carries alone keeps off the far one). It starts at `farStartShare` × the
+    /// fastest path's weight basis, never below `farMinCap`, and weighs `farWeightGain` ×
+    /// its cap in the round robin (its committed basis follows the cap with the 20%
+    /// hysteresis), so that at full load the bucket, not the share, says what it carries:
+    /// the fast path takes the rest, its queue (not the far path's) absorbs the inner
+    /// TCP's sawtooth, and the receiver holds little more than the base spread's worth of
+    /// the fast path's packets.
+    public var farSpread: Span = .milliseconds(5)
+    public var farQueueHigh: Span = .milliseconds(8)
+    public var farBusy: Span = .milliseconds(3)
+    public var farCut = 0.85
+    public var farGrow = 1.1
+    public var farGrowFast = 1.25
+    public var farDecay = 0.95
+    public var farStartShare = 0.4
+    public var farMinCap = 250_000.0
+    public var farWeightGain = 1.5
+    /// Packets shorter than this never take a far path: they need no bandwidth (TCP's
+    /// ACKs, keepalives, interactive traffic), and a far path only adds to their delay.
+    /// (The receiver of a bulk flow spread its ACKs half over B's 60 ms path: the
+    /// sender's reorder buffer then released them in bursts, and each burst of the inner
+    /// TCP overran the fast path's queue.)
+    public var farMinLength = 600
     /// A skipped path is held out at least this long before it is reconsidered.
     public var skipHold: Span = .milliseconds(1000)
 

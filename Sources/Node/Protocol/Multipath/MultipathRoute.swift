@@ -23,13 +23,20 @@ public struct SpreadPath: Equatable, Sendable {
     public var srtt: Span
     public var rttvar: Span
     public var minRTT: Span
-    public init(slot: UInt8, endpoint: Endpoint, relayFor: MemberID?, srtt: Span, rttvar: Span, minRTT: Span) {
+    /// The last sample as it came and the number of samples so far (a new sample shows
+    /// as a change, so the route is pushed again): a far path's queue, sample by sample.
+    public var lastRTT: Span
+    public var samples: UInt32
+    public init(slot: UInt8, endpoint: Endpoint, relayFor: MemberID?, srtt: Span, rttvar: Span, minRTT: Span,
+                lastRTT: Span? = nil, samples: UInt32 = 0) {
         self.slot = slot
         self.endpoint = endpoint
         self.relayFor = relayFor
         self.srtt = srtt
         self.rttvar = rttvar
         self.minRTT = minRTT
+        self.lastRTT = lastRTT ?? srtt
+        self.samples = samples
     }
 }
 

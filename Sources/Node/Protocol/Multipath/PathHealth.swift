@@ -31,6 +31,10 @@ public struct PathHealth: Sendable, Equatable {
     public private(set) var srtt: Span?
     public private(set) var rttvar: Span = .zero
     public private(set) var minRTT: Span?
+    /// The last RTT sample as it came, and how many there were (the scheduler reads a
+    /// far path's queue from each new one).
+    public private(set) var lastSample: Span?
+    public private(set) var samples: UInt32 = 0
     /// EWMA of loss outcomes, 0...1 (gain 1/16).
     public private(set) var loss: Double = 0
     public private(set) var lastReceive: Instant?
@@ -78,6 +82,8 @@ public struct PathHealth: Sendable, Equatable {
             rttvar = Span(ns: rtt.ns / 2)
         }
         minRTT = min(minRTT ?? rtt, rtt)
+        lastSample = rtt
+        samples &+= 1
         handleReceive(now: now)
         state = .active
     }

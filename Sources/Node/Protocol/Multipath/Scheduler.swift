@@ -30,6 +30,12 @@
 //    slower path, one of the two is skipped at once (the slower, unless it is the
 //    reference). The packet always goes: nothing is held or rate-limited here
 //    (seed 2.8: no congestion control in the tunnel).
+// 4b. Far paths: a path whose base one-way delay is more than max(`farSpread`, the
+//    fastest usable path's) behind the fastest usable path's carries at most a cap (a token bucket; a packet it turns
+//    away goes by the round robin's next choice), learned from the path's own queue in
+//    each new RTT sample (`nextCap`). Its queue then stays short, so the receiver holds
+//    about the base spread's worth of the faster paths' packets, and the fastest path's
+//    queue absorbs the inner TCP's sawtooth (perf/multipath B).
 // 5. Make-before-break (seed 1.7): a path that became usable carries its packets
 //    twice — also on the established path with the largest weight — until it
 //    delivered something or `overlap` passed. No other duplication, no retransmission.
@@ -47,16 +53,23 @@ public struct MultipathScheduler: Sendable {
         public var minRTT: Span?
         /// Delivered rate over the last second, bits/s (nil: no feedback yet).
         public var deliveredBitsPerSecond: UInt64?
+        /// The last RTT sample as it came, and the number of samples so far: a far path's
+        /// cap follows the queue in each new one.
+        public var lastRTT: Span?
+        public var sample: UInt32
         public init(usable: Bool, srtt: Span?, rttvar: Span = .zero, minRTT: Span? = nil,
-                    deliveredBitsPerSecond: UInt64? = nil) {
+                    deliveredBitsPerSecond: UInt64? = nil, lastRTT: Span? = nil, sample: UInt32 = 0) {
             self.usable = usable
             self.srtt = srtt
             self.rttvar = rttvar
             self.minRTT = minRTT
             self.deliveredBitsPerSecond = deliveredBitsPerSecond
+            self.lastRTT = lastRTT
+            self.sample = sample
         }
         public init(_ h: PathHealth, delivered: UInt64?) {
-            self.init(usable: h.isUsable, srtt: h.srtt, rttvar: h.rttvar, minRTT: h.minRTT, deliveredBitsPerSecond: delivered)
+            self.init(usable: h.isUsable, srtt: h.srtt, rttvar: h.rttvar, minRTT: h.minRTT, deliveredBitsPerSecond: delivered,
+                      lastRTT: h.lastSample, sample: h.samples)
         }
     }
 
@@ -80,6 +93,8 @@ public struct MultipathScheduler: Sendable {
         public var usable: Bool
         public var weight: Double
         public var committedBitsPerSecond: Double
+        /// A far path's cap, bits/s (0: not a far path).
+        public var capBitsPerSecond: Double
         public var skipped: SkipReason?
         public var overlapping: Bool
         public var packets: Int
@@ -98,6 +113,9 @@ public struct MultipathScheduler: Sendable {
         public var latencySkips = 0
         /// Committed weight changes (hysteresis passed).
         public var weightChanges = 0
+        /// Far paths' caps cut (a queue) and raised (room, and the cap was binding).
+        public var capCuts = 0
+        public var capRaises = 0
         public init() {}
     }
 
@@ -117,12 +135,26 @@ public struct MultipathScheduler: Sendable {
         var confirmed = true
         var packets = 0
         var bytes = 0
+        // Far path (rule 4b): its cap (bits/s), token bucket (bytes), the last RTT sample
+        // number seen, whether the cap turned a packet away since, the sent rate reported.
+        var far = false
+        var capBps = 0.0
+        var tokens = 0.0
+        var tokensAt = Instant.zero
+        var sample: UInt32 = 0
+        var queue = Span.zero           // the last RTT sample above the path's smallest (any path)
+        var queueAt = Instant.zero
+        var capLimited = false
+        var capSeeded = false
+        var sentBps = 0.0
         // In-flight records (counter, sentAt), FIFO ring of `depth`.
         var ringHead = 0
         var ringCount = 0
     }
 
     public let depth: Int
+    /// The receiver's counter window (`ReorderBuffer.window`): the hard check's bound.
+    public let window: Int
     public var timings: MultipathTimings
     public private(set) var counters = Counters()
     private var paths: [Path]
@@ -135,9 +167,10 @@ public struct MultipathScheduler: Sendable {
     private var nextReview = Instant.zero
 
     public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
-                timings: MultipathTimings = .default) {
+                window: Int = MultipathConstants.reorderWindow, timings: MultipathTimings = .default) {
         precondition(paths > 0 && depth > 0)
         self.depth = depth
+        self.window = max(depth, window)
         self.timings = timings
         self.paths = Array(repeating: Path(), count: paths)
         ring = Array(repeating: (0, .zero), count: paths * depth)
@@ -165,6 +198,9 @@ public struct MultipathScheduler: Sendable {
         }
         p.present = true
         p.usable = usable
+        p.sentBps = Double(r.deliveredBitsPerSecond ?? 0)
+        let newSample = r.lastRTT != nil && r.sample != p.sample
+        p.sample = r.sample
         p.minRTT = r.minRTT ?? p.minRTT
         if let s = r.srtt {
             p.srtt = s
@@ -174,7 +210,7 @@ public struct MultipathScheduler: Sendable {
         // A path that (re)appeared has not had a window of traffic yet: its delivered rate
         // says what the last second gave it, not what it can carry. Until a full window
         // passed it keeps the others' mean.
-        if let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
+        if !p.far, let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
             var queueing = false
             if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
             let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
@@ -184,7 +220,15 @@ public struct MultipathScheduler: Sendable {
                 p.committed = basis
             }
         }
+        if newSample, let last = r.lastRTT {
+            let m = p.minRTT ?? last
+            p.queue = Span(ns: last.ns > m.ns ? last.ns - m.ns : 0)
+            p.queueAt = now
+        }
         paths[i] = p
+        classifyFar()
+        if paths[i].far, usable, !paths[i].capSeeded { seedCap(i) }
+        if paths[i].far, usable, newSample { capControl(i, now: now) }
         // The latency rule at once, not at the next review: a far path that (re)appears
         // would otherwise take packets for up to 100 ms, each of which makes the
         // receiver wait (perf/multipath C flapped between 45 and 18 Mbit/s so).
@@ -235,6 +279,23 @@ public struct MultipathScheduler: Sendable {
         packetsPerSecond * spread.seconds
     }
 
+    /// A far path's next cap (rule 4b, a pure decision): none yet, the start; its queue
+    /// above `farQueueHigh`, `farCut` × what it carried (the cap if less, or if it carried
+    /// nothing measured); the fastest path not busy (no queue of `farBusy` in its last
+    /// sample), × `farDecay`; its queue at most half the limit while the cap was binding
+    /// (it turned a packet away since the last sample), × `farGrow` (× `farGrowFast` at a
+    /// quarter of the limit or less: far below what the path carries); else unchanged.
+    /// Never below `farMinCap`.
+    public static func nextCap(cap: Double, sent: Double, queue: Span, limited: Bool, fastBusy: Bool, start: Double,
+                               timings t: MultipathTimings) -> Double {
+        guard cap > 0 else { return max(t.farMinCap, start) }
+        if queue > t.farQueueHigh { return max(t.farMinCap, t.farCut * (sent > 0 ? min(cap, sent) : cap)) }
+        if !fastBusy { return max(t.farMinCap, cap * t.farDecay) }
+        if limited && queue.ns <= t.farQueueHigh.ns / 4 { return cap * t.farGrowFast }
+        if limited && queue.ns <= t.farQueueHigh.ns / 2 { return cap * t.farGrow }
+        return cap
+    }
+
     // MARK: The per-packet decision
 
     /// The path for the packet with session counter `counter` and `length` bytes,
@@ -247,6 +308,12 @@ public struct MultipathScheduler: Sendable {
         var best = -1
         var total = 0.0
         for i in 0..<paths.count where isCandidate(i) {
+            if paths[i].far && length < timings.farMinLength { continue }
+            if paths[i].far && !hasTokens(i, Double(length), now) {
+                // Its cap turned the packet away (rule 4b): it sits this one out.
+                paths[i].capLimited = true
+                continue
+            }
             paths[i].credit += paths[i].weight * Double(length)
             total += paths[i].weight
             if best < 0 || paths[i].credit > paths[best].credit { best = i }
@@ -256,6 +323,7 @@ public struct MultipathScheduler: Sendable {
             return nil
         }
         paths[best].credit -= total * Double(length)
+        if paths[best].far { paths[best].tokens -= Double(length) }
         // Hard reordering check against slower paths' oldest in-flight packet. The path to
         // leave out is the slower one, unless that is the reference: then the faster one.
         let fastest = fastestOWD()
@@ -265,7 +333,7 @@ public struct MultipathScheduler: Sendable {
             prune(s, before: now + fastest)
             guard paths[s].ringCount > 0 else { continue }
             let oldest = ring[s * depth + paths[s].ringHead]
-            if oldest.at + paths[s].owd > arrival && counter >= oldest.counter + UInt64(depth) {
+            if oldest.at + paths[s].owd > arrival && counter >= oldest.counter + UInt64(window) {
                 let victim = s == ref ? best : s
                 if victim != ref { skip(victim, now) }
             }
@@ -290,7 +358,7 @@ public struct MultipathScheduler: Sendable {
     public func view(path i: Int) -> PathView {
         let p = paths[i]
         return PathView(present: p.present, usable: p.usable, weight: isCandidate(i) ? p.weight : 0,
-                        committedBitsPerSecond: p.committed, skipped: p.skipped,
+                        committedBitsPerSecond: p.committed, capBitsPerSecond: p.far ? p.capBps : 0, skipped: p.skipped,
                         overlapping: p.usable && !p.confirmed, packets: p.packets, bytes: p.bytes)
     }
 
@@ -344,9 +412,114 @@ public struct MultipathScheduler: Sendable {
     /// jitter are the depth rule's.
     private func tooFar(_ i: Int, _ ref: Int, factor: Double = 1) -> Bool {
         guard timings.latencySkip, let a = paths[i].minRTT ?? paths[i].srtt,
-              let b = paths[ref].minRTT ?? paths[ref].srtt, a > b else { return false }
+              let b = paths[ref].minRTT ?? paths[ref].srtt else { return false }
+        return Self.tooFar(minRTT: a, reference: b, factor: factor, timings: timings)
+    }
+
+    /// The latency rule as a pure decision (also NodeCore's: it pings a far path of a spread
+    /// often only when this rule lets it carry data, as each ping on it is a gap the receiver
+    /// waits for): base one-way delay more than `latencyFactor` × max(`spreadFloor`, the
+    /// reference's base one-way delay) behind the reference's.
+    public static func tooFar(minRTT a: Span, reference b: Span, factor: Double = 1, timings: MultipathTimings) -> Bool {
+        guard a > b else { return false }
         let limit = max(timings.spreadFloor.ns, b.ns / 2)
-        return Double(a.ns / 2 - b.ns / 2) > factor * Double(limit)
+        return Double(a.ns / 2 - b.ns / 2) > factor * timings.latencyFactor * Double(limit)
+    }
+
+    /// Rule 4b's classification (a pure decision, also NodeCore's for its probes): base
+    /// one-way delay (half the smallest RTT) more than max(`farSpread`, the fastest path's
+    /// base one-way delay) behind the fastest path's. (A relayed path 10 ms behind a 10 ms
+    /// direct one is not far; B's 60 ms path beside a 20 ms one is.)
+    public static func isFar(minRTT b: Span, fastest f: Span, timings: MultipathTimings) -> Bool {
+        b > f && b.ns / 2 - f.ns / 2 > max(timings.farSpread.ns, f.ns / 2)
+    }
+
+    /// Rule 4b's classification over the usable paths (`isFar`). A path that becomes
+    /// far starts a cap; one that stops being far drops it.
+    private mutating func classifyFar() {
+        var fastest: Span?
+        for j in 0..<paths.count where paths[j].present && paths[j].usable {
+            if let b = paths[j].minRTT ?? paths[j].srtt { fastest = min(fastest ?? b, b) }
+        }
+        for j in 0..<paths.count {
+            var far = false
+            if paths[j].present && paths[j].usable, let f = fastest, let b = paths[j].minRTT ?? paths[j].srtt {
+                far = Self.isFar(minRTT: b, fastest: f, timings: timings)
+            }
+            guard far != paths[j].far else { continue }
+            paths[j].far = far
+            paths[j].capBps = 0
+            paths[j].tokens = 0
+            paths[j].tokensAt = .zero
+            paths[j].capLimited = false
+            paths[j].capSeeded = false
+            if far {
+                paths[j].capBps = Self.nextCap(cap: 0, sent: 0, queue: .zero, limited: false, fastBusy: false,
+                                               start: startCap(), timings: timings)
+                paths[j].committed = paths[j].capBps
+            }
+            dirty = true
+        }
+    }
+
+    /// A far path's first cap: `farStartShare` of the largest weight basis among the paths
+    /// that are not far.
+    private func startCap() -> Double {
+        var m = 0.0
+        for j in 0..<paths.count where paths[j].present && paths[j].usable && !paths[j].far { m = max(m, paths[j].committed) }
+        return timings.farStartShare * m
+    }
+
+    /// A new RTT sample of far path i: its cap follows its queue and the fastest path's
+    /// (`nextCap`); its committed basis follows the cap with the hysteresis.
+    private mutating func capControl(_ i: Int, now: Instant) {
+        // The fastest usable path that is not far: busy when its last sample (at most
+        // 500 ms old) stood `farBusy` above its smallest RTT.
+        var fastBusy = false
+        var fastest: Int?
+        for j in 0..<paths.count where paths[j].present && paths[j].usable && !paths[j].far {
+            guard let b = paths[j].minRTT ?? paths[j].srtt else { continue }
+            if let f = fastest, let fb = paths[f].minRTT ?? paths[f].srtt, fb <= b { continue }
+            fastest = j
+        }
+        if let f = fastest { fastBusy = paths[f].queue >= timings.farBusy && now - paths[f].queueAt < .milliseconds(500) }
+        let start = startCap()
+        let next = Self.nextCap(cap: paths[i].capBps, sent: paths[i].sentBps, queue: paths[i].queue,
+                                limited: paths[i].capLimited, fastBusy: fastBusy, start: start, timings: timings)
+        paths[i].capLimited = false
+        if next < paths[i].capBps { counters.capCuts += 1 } else if next > paths[i].capBps { counters.capRaises += 1 }
+        paths[i].capBps = next
+        if Self.shouldCommit(committed: paths[i].committed, candidate: next) {
+            if paths[i].committed > 0 { counters.weightChanges += 1 }
+            paths[i].committed = next
+            dirty = true
+        }
+    }
+
+    /// A far path's first cap was taken before the paths that are not far had a basis:
+    /// start over from theirs once they have one.
+    private mutating func seedCap(_ i: Int) {
+        let start = startCap()
+        guard start > 0 else { return }
+        paths[i].capSeeded = true
+        guard start > paths[i].capBps else { return }
+        paths[i].capBps = start
+        paths[i].committed = start
+        dirty = true
+    }
+
+    /// Refills far path i's bucket (5 ms of its cap, at least two full packets) and says
+    /// whether it holds `length` bytes.
+    private mutating func hasTokens(_ i: Int, _ length: Double, _ now: Instant) -> Bool {
+        let rate = paths[i].capBps / 8
+        let bucket = max(rate * 0.005, 3000)
+        if paths[i].tokensAt == .zero {
+            paths[i].tokens = bucket
+        } else if now > paths[i].tokensAt {
+            paths[i].tokens = min(bucket, paths[i].tokens + rate * (now - paths[i].tokensAt).seconds)
+        }
+        paths[i].tokensAt = now
+        return paths[i].tokens >= length
     }
 
     /// Every 100 ms: the predicted reordering-depth constraint, with hysteresis.
@@ -361,7 +534,11 @@ public struct MultipathScheduler: Sendable {
         }
         let pps = packetsPerSecond(now: now)
         for i in 0..<paths.count where i != ref && paths[i].present && paths[i].usable {
-            let need = Self.depthNeeded(packetsPerSecond: pps, spread: spread(i, ref))
+            // The receiver holds the faster side's packets behind the slower side's gap:
+            // behind path i, the share not on it; ahead of it, its own share.
+            let slower = paths[i].owd >= paths[ref].owd
+            let w = isCandidate(i) ? paths[i].weight : 0
+            let need = Self.depthNeeded(packetsPerSecond: pps * (slower ? 1 - w : w), spread: spread(i, ref))
             if paths[i].skipped == nil {
                 if tooFar(i, ref) {
                     skip(i, now, .latency)
@@ -372,7 +549,7 @@ public struct MultipathScheduler: Sendable {
                         && !tooFar(i, ref, factor: timings.depthResume) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
-                paths[i].committed = 0
+                paths[i].committed = paths[i].far ? paths[i].capBps : 0
                 paths[i].appearedAt = now
                 paths[i].confirmed = false
                 dirty = true
@@ -384,6 +561,10 @@ public struct MultipathScheduler: Sendable {
     /// (either way: a path ahead of the reference reorders as much as one behind it) plus
     /// the later one's jitter allowance.
     private func spread(_ i: Int, _ ref: Int) -> Span {
+        if paths[i].far, let a = paths[i].minRTT, let b = paths[ref].minRTT, a > b {
+            // Its cap keeps its queue under `farQueueHigh`: the base spread and half that.
+            return Span(ns: a.ns / 2 - b.ns / 2 + timings.farQueueHigh.ns / 2)
+        }
         let a = paths[i].owd, b = paths[ref].owd
         return a >= b ? Span(ns: a.ns - b.ns) + paths[i].jitter : Span(ns: b.ns - a.ns) + paths[ref].jitter
     }
@@ -417,14 +598,18 @@ public struct MultipathScheduler: Sendable {
         dirty = false
         var known = 0.0
         var n = 0
-        for i in 0..<paths.count where isCandidate(i) && paths[i].committed > 0 {
+        for i in 0..<paths.count where isCandidate(i) && paths[i].committed > 0 && !paths[i].far {
             known += paths[i].committed
             n += 1
         }
-        let fallback = n > 0 ? known / Double(n) : 1
+        // With no estimate among the paths that are not far, a far path's cap is the only
+        // figure: the others are taken as that over `farStartShare` (what a cap starts from).
+        var farBasis = 0.0
+        for i in 0..<paths.count where isCandidate(i) && paths[i].far { farBasis = max(farBasis, paths[i].committed) }
+        let fallback = n > 0 ? known / Double(n) : (farBasis > 0 ? farBasis / max(timings.farStartShare, 0.01) : 1)
         var total = 0.0
         for i in 0..<paths.count where isCandidate(i) {
-            total += paths[i].committed > 0 ? paths[i].committed : fallback
+            total += basis(i, fallback)
         }
         for i in 0..<paths.count {
             guard isCandidate(i), total > 0 else {
@@ -432,8 +617,15 @@ public struct MultipathScheduler: Sendable {
                 paths[i].credit = 0
                 continue
             }
-            paths[i].weight = (paths[i].committed > 0 ? paths[i].committed : fallback) / total
+            paths[i].weight = basis(i, fallback) / total
         }
+    }
+
+    /// Path i's weight basis: a far path's committed cap × `farWeightGain` (its bucket binds
+    /// at full load); else its committed basis, or `fallback` (the others' mean) without one.
+    private func basis(_ i: Int, _ fallback: Double) -> Double {
+        if paths[i].far { return timings.farWeightGain * paths[i].committed }
+        return paths[i].committed > 0 ? paths[i].committed : fallback
     }
 
     private mutating func record(_ i: Int, counter: UInt64, length: Int, now: Instant) {

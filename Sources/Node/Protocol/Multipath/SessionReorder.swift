@@ -9,9 +9,13 @@
 // A packet is `Handle` (Engine: a pooled receive buffer, kept past its batch; the
 // simulator: bytes). Control messages and keepalives take counters too: they are
 // handled at once by the caller and enter the buffer as a marker (`packet: nil`),
-// so their counters are no gap. Buffering starts when packets of one session came
+// so their counters are no gap. Buffering starts when IP packets of one session came
 // over two paths (source endpoint, relayed or not) within `window` (1 s) and ends
-// after `window` of one path (everything held is released then). A path that
+// after `window` of one path (everything held is released then). Control messages
+// do not count for that: a peer whose data all comes one way while its PATH_PONGs
+// come over a far path (the multipath scheduler sends no small packet there) has
+// nothing to reorder, and buffering its ACKs behind each pong's counter released
+// them in bursts of 20 ms (perf/multipath B, session 10). A path that
 // delivered nothing for max(4 × release timeout, 100 ms) while another did is
 // declared failed: its gaps are flushed at once (`ReorderBuffer.handlePathFailed`).
 // A new keypair restarts the counter: what is held is released and the buffer
@@ -63,6 +67,10 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         var lastSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
         var lastRelayed = false
         var hasLast = false
+        /// The path the last IP packet came over (control messages do not start buffering).
+        var lastDataSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+        var lastDataRelayed = false
+        var hasLastData = false
         var spreadUntil = Instant.zero
         var p0 = PathSlot(), p1 = PathSlot(), p2 = PathSlot(), p3 = PathSlot()
         /// The keypair the counters are under, and the one before (stragglers).
@@ -95,7 +103,8 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     @inline(__always)
     public mutating func handle(peer: PeerID, counter: UInt64, receiverIndex: UInt32, source: Endpoint, relayed: Bool,
                                 packet: Handle?, now: Instant) -> Verdict {
-        guard admit(peer: peer, counter: counter, receiverIndex: receiverIndex, source: source, relayed: relayed, now: now) else {
+        guard admit(peer: peer, counter: counter, receiverIndex: receiverIndex, source: source, relayed: relayed,
+                    data: packet != nil, now: now) else {
             return .deliver
         }
         return hold(peer: peer, counter: counter, packet: packet, now: now)
@@ -106,19 +115,23 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     /// `hold` next (at once, with the same counter), false when it is passed on now.
     @inline(__always)
     public mutating func admit(peer: PeerID, counter: UInt64, receiverIndex: UInt32, source: Endpoint, relayed: Bool,
-                               now: Instant) -> Bool {
+                               data: Bool = true, now: Instant) -> Bool {
         let i = peer.rawValue
         guard i >= 0 && i < peers.count else { return false }
         // Which path: the last one (the common case: one compare of the source) or another.
         var k = peers[i].last
         if !(peers[i].hasLast && peers[i].lastSource == source && peers[i].lastRelayed == relayed) {
-            let had = peers[i].hasLast  // the first path ever is no second path
             k = slot(i, source: source, relayed: relayed, now: now)
             peers[i].last = k
             peers[i].lastSource = source
             peers[i].lastRelayed = relayed
             peers[i].hasLast = true
-            if had { peers[i].spreadUntil = now + Self.window }
+        }
+        if data && !(peers[i].hasLastData && peers[i].lastDataSource == source && peers[i].lastDataRelayed == relayed) {
+            if peers[i].hasLastData { peers[i].spreadUntil = now + Self.window }  // the first path ever is no second path
+            peers[i].lastDataSource = source
+            peers[i].lastDataRelayed = relayed
+            peers[i].hasLastData = true
         }
         if !peers[i].on {
             if now >= peers[i].spreadUntil {
