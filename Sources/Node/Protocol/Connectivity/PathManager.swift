@@ -167,6 +167,13 @@ struct PathManager: Sendable {
 
     mutating func noteDataTx(_ p: PeerID, at t: Instant) { peers[p.rawValue].lastDataTx = t }
 
+    /// Whether `noteDataSent` may look at `p`'s paths now (and not again for `interval`).
+    mutating func mayLookAtChecks(_ p: PeerID, now: Instant, interval: Span) -> Bool {
+        guard now >= peers[p.rawValue].checkLookAt else { return false }
+        peers[p.rawValue].checkLookAt = now + interval
+        return true
+    }
+
     // MARK: Pings
 
     func canPing(_ p: PeerID) -> Bool { peers[p.rawValue].pings.count < PathSet.maxPings }

@@ -231,6 +231,9 @@ struct PathSet: Sendable {
     var destination: Endpoint?
     var pings: [PendingPing] = []
     var lastDataTx: Instant?
+    /// When `noteDataSent` may next look at the paths for its check interval (far paths of
+    /// a spread, a dead path to revive): at most every `farProbe`, not per shard report.
+    var checkLookAt = Instant.zero
     /// Traffic already put on a kind of path, and the session's totals when it
     /// was (`attribute`): what the session counted since then went over the
     /// path last heard from (received) and the active path (sent), because

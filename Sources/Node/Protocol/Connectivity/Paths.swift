@@ -158,10 +158,21 @@ extension NodeCore {
     mutating func noteDataSent(_ p: PeerID, now: Instant) {
         if !isAnchorMember(p) {
             let d = deadline(.pathCheck(p))
-            if d == nil || (d! > now + timings.farProbe && timings.multipath && tunnels.paths[p].paths.count >= 2) {
-                // (A spread with a far path gets its checks every `farProbe`, from the first.)
-                let far = timings.multipath && tunnels.paths[p].paths.count >= 2 && farSpreadPaths(p, now: now) != 0
-                if d == nil || far { arm(.pathCheck(p), at: now + (far ? timings.farProbe : timings.pathQuiet)) }
+            let multi = timings.multipath && tunnels.paths[p].paths.count >= 2
+            if d == nil || (multi && d! > now + timings.farProbe && tunnels.paths.mayLookAtChecks(p, now: now, interval: timings.farProbe)) {
+                // The interval: `farProbe` for a spread with a far path (from the first check),
+                // `probeRetry` while a direct path that answered before is dead (it rejoins the
+                // spread within a second of coming back: perf/multipath A after the single-path
+                // runs had one path rejoin 2-3 s late), else `pathQuiet`.
+                var every = timings.pathQuiet
+                if multi {
+                    if farSpreadPaths(p, now: now) != 0 {
+                        every = timings.farProbe
+                    } else if tunnels.paths[p].paths.contains(where: { $0.via == nil && $0.rtt != nil && $0.deadAt != nil }) {
+                        every = timings.probeRetry
+                    }
+                }
+                if d == nil || now + every < d! { arm(.pathCheck(p), at: now + every) }
             }
         }
         if tunnels.paths[p].activeKind == .relay, deadline(.directRetry(p)) == nil, !holePunch.isPunching(p),
@@ -182,8 +193,9 @@ extension NodeCore {
     /// Multipath (every member but WireGuard peers and anchors): the paths besides the
     /// active one are kept probed while data flows (this runs every `pathQuiet` then).
     /// A usable path quiet for `pathQuiet` gets a check ping (its RTT for the scheduler;
-    /// misses declare it dead); a direct path that answered once and was declared dead
-    /// gets one too, so it joins the spread again when it comes back.
+    /// misses declare it dead); a direct path that answered once and is not usable now
+    /// (declared dead, or its validation ran out while unused) gets one too, so it joins
+    /// the spread again when it comes back.
     /// (A spread's paths are not pinged more often than that: a PATH_PING takes a counter of
     /// the session, and one sent over the slower path is a gap the receiver waits for.
     /// Session 8 measured pings every 100 ms: perf/multipath A 66 and C 37 Mbit/s against
@@ -215,7 +227,11 @@ extension NodeCore {
                 continue
             }
             let usable = view(p, idx, now: now).usable
-            let revive = !usable && path.via == nil && path.rtt != nil && path.deadAt != nil
+            // A direct path that answered once and is not usable now: declared dead, or its
+            // validation ran out while it carried nothing (perf/multipath A after the
+            // single-path runs: path 1 had been the active path, the flow came back to
+            // path 0, and path 1, unused and unvalidated, was never pinged again: no spread).
+            let revive = !usable && path.via == nil && path.rtt != nil
             guard usable || revive else { continue }
             // One ping in flight per path; on a far-probed path one that is overdue (twice
             // its RTT, at least twice `farProbe`: a drop-tail queue lost it) does not hold up
