@@ -196,10 +196,12 @@ extension NodeCore {
     /// misses declare it dead); a direct path that answered once and is not usable now
     /// (declared dead, or its validation ran out while unused) gets one too, so it joins
     /// the spread again when it comes back.
-    /// (A spread's paths are not pinged more often than that: a PATH_PING takes a counter of
-    /// the session, and one sent over the slower path is a gap the receiver waits for.
-    /// Session 8 measured pings every 100 ms: perf/multipath A 66 and C 37 Mbit/s against
-    /// 89.9 and 45 without; removed, in git history at 71b4d91.)
+    /// (A spread's paths are not pinged more often than that, except its far paths and its
+    /// fastest path while it has a far one, every `farProbe`: a PATH_PING takes a counter of
+    /// the session, and one sent over the slower path is a gap the receiver waits for, no
+    /// longer than a data packet's on a far path. Session 8 measured pings every 100 ms on
+    /// every path of a spread: perf/multipath A 66 and C 37 Mbit/s against 89.9 and 45
+    /// without; removed, in git history at 71b4d91.)
     mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
         guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
         let far = farSpreadPaths(p, now: now)
@@ -246,9 +248,10 @@ extension NodeCore {
     }
 
     /// The far paths of `p`'s spread (bit per PathSet slot): base one-way delay more than
-    /// max(`MultipathTimings.farSpread`, the fastest's) behind the spread's fastest path (the scheduler's rule
-    /// 4b) and not so far that its latency rule leaves them out; with any, the fastest path too (its queue says whether the flow wants more
-    /// than it carries); 0 when the data is not spread or has no far path.
+    /// max(`MultipathTimings.farSpread`, the fastest's) behind the spread's fastest path
+    /// (the scheduler's rule 4b, `isFar`) and not so far that its latency rule leaves them
+    /// out; with any, the fastest path too (its queue says whether the flow wants more than
+    /// it carries); 0 when the data is not spread or has no far path.
     func farSpreadPaths(_ p: PeerID, now: Instant) -> UInt16 {
         let r = spreadRoute(for: p, now: now)
         guard r.count >= 2 else { return 0 }

@@ -23,17 +23,19 @@
 // 4. Reordering depth (seed 2.11): the reference path is the usable one with the
 //    most bandwidth; it is never skipped. Another path whose latency spread from
 //    the reference (either way) would make the receiver hold more than the reorder
-//    depth — packets/s × spread > depth — is skipped ("reorder-depth"), and used
+//    depth — the packets/s held behind it (the others' share; its own when it is
+//    ahead) × spread > depth — is skipped ("reorder-depth"), and used
 //    again only below 80% of the depth after `skipHold` (hysteresis). Per packet,
 //    a hard check backs it: if the packet about to go on a faster path would
-//    arrive `depth` counters or more after the oldest packet still in flight on a
-//    slower path, one of the two is skipped at once (the slower, unless it is the
+//    arrive `window` counters (the receiver's) or more after the oldest packet still
+//    in flight on a slower path, one of the two is skipped at once (the slower, unless it is the
 //    reference). The packet always goes: nothing is held or rate-limited here
 //    (seed 2.8: no congestion control in the tunnel).
 // 4b. Far paths: a path whose base one-way delay is more than max(`farSpread`, the
-//    fastest usable path's) behind the fastest usable path's carries at most a cap (a token bucket; a packet it turns
-//    away goes by the round robin's next choice), learned from the path's own queue in
-//    each new RTT sample (`nextCap`). Its queue then stays short, so the receiver holds
+//    fastest usable path's) behind the fastest usable path's (`isFar`) carries at most
+//    a cap (a token bucket; a packet it turns away goes by the round robin's next
+//    choice; packets under `farMinLength` never take it), learned from the path's own
+//    queue in each new RTT sample (`nextCap`). Its queue then stays short, so the receiver holds
 //    about the base spread's worth of the faster paths' packets, and the fastest path's
 //    queue absorbs the inner TCP's sawtooth (perf/multipath B).
 // 5. Make-before-break (seed 1.7): a path that became usable carries its packets
