@@ -167,6 +167,18 @@ struct PathManager: Sendable {
 
     mutating func noteDataTx(_ p: PeerID, at t: Instant) { peers[p.rawValue].lastDataTx = t }
 
+    /// Whether `p` has a direct path that answered once and is declared dead (a loop, no
+    /// closure: `noteDataSent` asks it on the data path's reports, which allocate nothing).
+    func hasDeadDirectPath(_ p: PeerID) -> Bool {
+        var k = 0
+        while k < peers[p.rawValue].paths.count {
+            let path = peers[p.rawValue].paths[k]
+            if path.via == nil && path.rtt != nil && path.deadAt != nil { return true }
+            k += 1
+        }
+        return false
+    }
+
     /// Whether `noteDataSent` may look at `p`'s paths now (and not again for `interval`).
     mutating func mayLookAtChecks(_ p: PeerID, now: Instant, interval: Span) -> Bool {
         guard now >= peers[p.rawValue].checkLookAt else { return false }

@@ -168,7 +168,7 @@ extension NodeCore {
                 if multi {
                     if farSpreadPaths(p, now: now) != 0 {
                         every = timings.farProbe
-                    } else if tunnels.paths[p].paths.contains(where: { $0.via == nil && $0.rtt != nil && $0.deadAt != nil }) {
+                    } else if tunnels.paths.hasDeadDirectPath(p) {
                         every = timings.probeRetry
                     }
                 }
