@@ -8,9 +8,13 @@ final class SchedulerTests: XCTestCase {
     typealias Report = MultipathScheduler.PathReport
     func ms(_ x: Double) -> Instant { Instant(ns: UInt64(x * 1e6)) }
 
+    /// Each report carries a new RTT sample (the spread's paths are pinged every 100 ms).
+    var samples: UInt32 = 0
     func report(rtt: UInt64, mbit: Double?, queueing: Bool = false) -> Report {
-        Report(usable: true, srtt: .milliseconds(rtt + (queueing ? 20 : 0)), rttvar: .zero, minRTT: .milliseconds(rtt),
-               deliveredBitsPerSecond: mbit.map { UInt64($0 * 1e6) })
+        samples += 1
+        let srtt = Span.milliseconds(rtt + (queueing ? 20 : 0))
+        return Report(usable: true, srtt: srtt, rttvar: .zero, minRTT: .milliseconds(rtt),
+                      deliveredBitsPerSecond: mbit.map { UInt64($0 * 1e6) }, lastRTT: srtt, sample: samples)
     }
 
     /// Sends `n` packets of 1400 bytes spaced `gap` apart; returns packets per path.
@@ -74,21 +78,85 @@ final class SchedulerTests: XCTestCase {
     }
 
     func testUnsaturatedPathIsProbedUpward() {
-        var s = confirmed([20, 20], [nil, nil])
+        var noBalance = MultipathTimings()
+        noBalance.balanceStep = 0  // the queue balance has its own test
+        var s = confirmed([20, 20], [nil, nil], timings: noBalance)
         s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
         s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
-        XCTAssertEqual(s.view(path: 0).weight, 50.0 / 90, accuracy: 1e-9)  // 40 × 1.25 vs 40
+        XCTAssertEqual(s.view(path: 0).weight, 60.0 / 100, accuracy: 1e-9)  // 40 × 1.5 vs 40
         // Given less, an unsaturated path keeps its basis; a saturated one follows what it delivers.
         s.update(path: 0, report: report(rtt: 20, mbit: 10, queueing: false), now: ms(1100))
         s.update(path: 1, report: report(rtt: 20, mbit: 20, queueing: true), now: ms(1100))
-        XCTAssertEqual(s.view(path: 0).weight, 50.0 / 70, accuracy: 1e-9)
-        let rows: [(committed: Double, delivered: Double, saturated: Bool, basis: Double)] = [
-            (0, 40, false, 50), (60, 40, false, 60), (40, 40, false, 50), (60, 40, true, 40), (0, 40, true, 40),
+        XCTAssertEqual(s.view(path: 0).weight, 60.0 / 80, accuracy: 1e-9)
+        // (committed, delivered, saturated, measured, another path saturated) -> basis
+        let rows: [(Double, Double, Bool, Bool, Bool, Double)] = [
+            (0, 40, false, false, true, 50), (60, 40, false, false, true, 60), (40, 40, false, false, true, 50),
+            (60, 40, true, false, true, 40), (0, 40, true, false, false, 40), (60, 40, true, true, false, 40),
+            // Nobody saturated: the flow takes what the split gives, no guess grows.
+            (40, 40, false, false, false, 40), (40, 45, false, false, false, 45),
+            // Measured: follows what it delivers, never a guess above it.
+            (40, 40, false, true, true, 40), (40, 48, false, true, true, 48), (50, 40, false, true, true, 50),
         ]
         for r in rows {
-            XCTAssertEqual(MultipathScheduler.capacityBasis(committed: r.committed, delivered: r.delivered,
-                                                            saturated: r.saturated, probeGain: 1.25), r.basis, "\(r)")
+            XCTAssertEqual(MultipathScheduler.capacityBasis(committed: r.0, delivered: r.1, saturated: r.2, measured: r.3,
+                                                            othersSaturated: r.4, probeGain: 1.25), r.5, "\(r)")
         }
+    }
+
+    /// perf/multipath A: a guess 25–50% above a path's share, then its first measurement
+    /// (saturated for a whole window) only a little below the guess. The measurement
+    /// replaces the guess whatever the difference; later ones pass the hysteresis.
+    func testFirstMeasurementReplacesTheGuess() {
+        var noBalance = MultipathTimings()
+        noBalance.balanceStep = 0
+        var s = confirmed([20, 20], [nil, nil], timings: noBalance)
+        // Path 1 saturated (measured 49), path 0 not: path 0's guess is 45 × 1.5.
+        s.update(path: 1, report: report(rtt: 20, mbit: 49, queueing: true), now: t1)
+        s.update(path: 0, report: report(rtt: 20, mbit: 45, queueing: false), now: t1)
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 67.5e6, accuracy: 1)
+        // Path 0 takes more, fills, and stays saturated for a second: measured 52, 23% under its guess.
+        var t = t1
+        for _ in 0..<11 {
+            t = t + .milliseconds(100)
+            s.update(path: 0, report: report(rtt: 20, mbit: 52, queueing: true), now: t)
+        }
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 52e6, accuracy: 1)
+        // Measured 58 (+12%) or 44 (-15%) afterwards: inside the hysteresis, the weights stay.
+        let changes = s.counters.weightChanges
+        s.update(path: 0, report: report(rtt: 20, mbit: 58, queueing: true), now: t + .milliseconds(100))
+        s.update(path: 0, report: report(rtt: 20, mbit: 44, queueing: true), now: t + .milliseconds(200))
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 52e6, accuracy: 1)
+        XCTAssertEqual(s.counters.weightChanges, changes)
+        // Measured once, a path is not guessed upward again within `remeasure`.
+        s.update(path: 0, report: report(rtt: 20, mbit: 50, queueing: false), now: t + .milliseconds(300))
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 52e6, accuracy: 1)
+    }
+
+    /// Queue balance between paths of about the same base delay (rule 2): the one whose
+    /// queue stands more than `balanceSlack` above the other's gives up a little of its
+    /// share per sample, and takes it back once the queues are level.
+    func testQueueBalanceTrim() {
+        let q = { (x: UInt64) in Span.milliseconds(x) }
+        let rows: [(trim: Double, queue: Span, others: Span?, next: Double)] = [
+            (1, q(30), q(5), 0.99), (1, q(15), q(5), 1), (0.9, q(15), q(5), 0.909), (0.5, q(40), q(0), 0.5),
+            (0.8, q(0), nil, 1), (1, q(0), q(30), 1),
+        ]
+        for r in rows {
+            XCTAssertEqual(MultipathScheduler.nextTrim(r.trim, queue: r.queue, others: r.others), r.next, accuracy: 1e-9, "\(r)")
+        }
+        // Through the machine: equal estimates, path 1 with a 20 ms queue at every sample, path 0 none.
+        var s = confirmed([20, 20], [50, 50])
+        var t = t1
+        for _ in 0..<20 {
+            t = t + .milliseconds(100)
+            s.update(path: 0, report: report(rtt: 20, mbit: 48, queueing: false), now: t)
+            s.update(path: 1, report: report(rtt: 20, mbit: 50, queueing: true), now: t)
+        }
+        var f = 1.0
+        for _ in 0..<20 { f *= 0.99 }
+        XCTAssertEqual(s.view(path: 1).weight, f / (1 + f), accuracy: 0.01)
+        XCTAssertNil(s.view(path: 0).skipped, "the path without a queue is not skipped for the spread")
+        XCTAssertNil(s.view(path: 1).skipped)
     }
 
     func testPathWhoseSpreadExceedsTheDepthIsSkipped() {
@@ -328,7 +396,7 @@ final class SchedulerTests: XCTestCase {
     /// small packets never take it.
     func testFarPathCarriesAtMostItsCapWhichFollowsItsQueue() {
         var s = MultipathScheduler()
-        var sample: UInt32 = 0
+        var sample: UInt32 = 1000  // above the helper's `report` samples
         func samples(_ at: Instant, farQueueMs: Double, nearQueueMs: Double, nearMbit: Double = 50, farSent: Double? = nil) {
             sample += 1
             s.update(path: 0, report: Report(usable: true, srtt: .milliseconds(20), minRTT: .milliseconds(20),
@@ -344,7 +412,7 @@ final class SchedulerTests: XCTestCase {
         }
         samples(t1, farQueueMs: 0, nearQueueMs: 10)
         let cap0 = s.view(path: 1).capBitsPerSecond
-        XCTAssertEqual(cap0, 0.4 * 50e6 * 1.25, accuracy: 1, "it starts at 40% of the near path's basis")
+        XCTAssertEqual(cap0, 0.4 * 50e6, accuracy: 1, "it starts at 40% of the near path's basis (its delivered rate: no path is saturated, so no guess above it)")
         XCTAssertNil(s.view(path: 1).skipped)
         // 1 s at 70 Mbit/s of 1400-byte packets (6250/s): the far path is held to its cap.
         let per = send(&s, 6250, from: t1, gap: Span(ns: 160_000))

@@ -160,13 +160,13 @@ extension NodeCore {
             let d = deadline(.pathCheck(p))
             let multi = timings.multipath && tunnels.paths[p].paths.count >= 2
             if d == nil || (multi && d! > now + timings.farProbe && tunnels.paths.mayLookAtChecks(p, now: now, interval: timings.farProbe)) {
-                // The interval: `farProbe` for a spread with a far path (from the first check),
+                // The interval: `farProbe` for a spread (from the first check),
                 // `probeRetry` while a direct path that answered before is dead (it rejoins the
                 // spread within a second of coming back: perf/multipath A after the single-path
                 // runs had one path rejoin 2-3 s late), else `pathQuiet`.
                 var every = timings.pathQuiet
                 if multi {
-                    if farSpreadPaths(p, now: now) != 0 {
+                    if probedSpreadPaths(p, now: now) != 0 {
                         every = timings.farProbe
                     } else if tunnels.paths.hasDeadDirectPath(p) {
                         every = timings.probeRetry
@@ -196,15 +196,18 @@ extension NodeCore {
     /// misses declare it dead); a direct path that answered once and is not usable now
     /// (declared dead, or its validation ran out while unused) gets one too, so it joins
     /// the spread again when it comes back.
-    /// (A spread's paths are not pinged more often than that, except its far paths and its
-    /// fastest path while it has a far one, every `farProbe`: a PATH_PING takes a counter of
-    /// the session, and one sent over the slower path is a gap the receiver waits for, no
-    /// longer than a data packet's on a far path. Session 8 measured pings every 100 ms on
-    /// every path of a spread: perf/multipath A 66 and C 37 Mbit/s against 89.9 and 45
-    /// without; removed, in git history at 71b4d91.)
+    /// The paths of a spread that the latency rule lets carry data are pinged every
+    /// `farProbe` (100 ms), busy or not: the scheduler learns from the queue in each RTT
+    /// sample whether a path is saturated (its rule 2) and a far path's cap follows it
+    /// (4b). A PATH_PING takes a counter of the session, and one sent over a slower path
+    /// is a gap the receiver waits for, no longer than a data packet's on that path; a
+    /// path the latency rule leaves out (C's 200 ms one) is not pinged that often.
+    /// (Session 8 measured pings every 100 ms on every path, that one included, with
+    /// other rules of its own: A 66 and C 37 Mbit/s; session 11 without the left-out path
+    /// and with the saturation rule: A 90.0, C 45.1, perf/results/multipath.md.)
     mutating func checkSpreadPaths(_ p: PeerID, now: Instant) {
         guard timings.multipath, !isWireGuardPeer(p), !isAnchorMember(p), let a = tunnels.paths[p].active else { return }
-        let far = farSpreadPaths(p, now: now)
+        let far = probedSpreadPaths(p, now: now)
         var k = 0
         while k < tunnels.paths[p].paths.count {
             let idx = k
@@ -213,8 +216,8 @@ extension NodeCore {
             // The active path too while it has no RTT (the side that did not start the
             // session learned it from traffic, never pinged it): `prefers` compares a lan
             // path with it by RTT, and without one the class alone would decide.
-            // A far path of the spread, and the spread's fastest path, every time (`farProbe`):
-            // a far path's cap follows its own queue and the fastest path's.
+            // A path of the spread, every time (`farProbe`): the scheduler's saturation rule
+            // and a far path's cap follow the queues in its samples.
             if idx < 16, far & (1 << UInt16(idx)) != 0 {
                 // pinged below, busy or not
             } else if idx == a {
@@ -247,12 +250,10 @@ extension NodeCore {
         }
     }
 
-    /// The far paths of `p`'s spread (bit per PathSet slot): base one-way delay more than
-    /// max(`MultipathTimings.farSpread`, the fastest's) behind the spread's fastest path
-    /// (the scheduler's rule 4b, `isFar`) and not so far that its latency rule leaves them
-    /// out; with any, the fastest path too (its queue says whether the flow wants more than
-    /// it carries); 0 when the data is not spread or has no far path.
-    func farSpreadPaths(_ p: PeerID, now: Instant) -> UInt16 {
+    /// The paths of `p`'s spread pinged every `farProbe` (bit per PathSet slot): each one
+    /// the latency rule lets carry data (not too far behind the spread's fastest path,
+    /// `MultipathScheduler.tooFar`), the fastest included; 0 when the data is not spread.
+    func probedSpreadPaths(_ p: PeerID, now: Instant) -> UInt16 {
         let r = spreadRoute(for: p, now: now)
         guard r.count >= 2 else { return 0 }
         var fastest = 0
@@ -265,11 +266,10 @@ extension NodeCore {
         k = 0
         while k < r.count {
             let m = r[k].minRTT, f = r[fastest].minRTT, t = MultipathTimings.default
-            // Far, and near enough for the latency rule to let it carry data: a path the
-            // scheduler leaves out (C's 200 ms one) is not pinged often, as every ping on it
-            // is a gap the receiver waits for (perf/multipath C held 375 packets' worth behind each).
-            if r[k].slot < 16, MultipathScheduler.isFar(minRTT: m, fastest: f, timings: t),
-               !MultipathScheduler.tooFar(minRTT: m, reference: f, timings: t) {
+            // Near enough for the latency rule to let it carry data: a path the scheduler
+            // leaves out (C's 200 ms one) is not pinged often, as every ping on it is a gap
+            // the receiver waits for (perf/multipath C held 375 packets' worth behind each).
+            if r[k].slot < 16, !MultipathScheduler.tooFar(minRTT: m, reference: f, timings: t) {
                 mask |= 1 << UInt16(r[k].slot)
             }
             k += 1
@@ -306,10 +306,10 @@ extension NodeCore {
                     }
                     continue
                 }
-                // A far-probed spread pings its fastest path (often the active one) ten times a
-                // second through the flow's own drop-tail queue: misses count there only once
-                // nothing at all came over it for `pathQuiet`.
-                let probed = idx < 16 && farSpreadPaths(p, now: now) & (1 << UInt16(idx)) != 0
+                // A spread pings its paths (the active one too) ten times a second through the
+                // flow's own drop-tail queue: misses count there only once nothing at all came
+                // over it for `pathQuiet`.
+                let probed = idx < 16 && probedSpreadPaths(p, now: now) & (1 << UInt16(idx)) != 0
                 if missed >= timings.pathMissedPings && (silent || !probed) {
                     tunnels.paths.markDead(p, idx, now: now)
                     fallBack(p, now: now)

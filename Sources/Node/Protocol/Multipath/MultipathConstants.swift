@@ -54,8 +54,18 @@ public struct MultipathTimings: Sendable, Equatable {
     /// saturated; its weight basis never falls then and grows to its delivered rate ×
     /// `probeGain`, so its share can grow until a queue builds (delivered rate alone
     /// would freeze the shares it was first given).
-    public var probeGain = 1.25
+    public var probeGain = 1.5
     public var queueingSlack: Span = .milliseconds(5)
+    /// A path counts as saturated only while its last RTT sample is at most this old
+    /// (a spread's paths are pinged every `ConnectivityTimings.farProbe` while data flows).
+    public var saturationFresh: Span = .milliseconds(500)
+    /// A measured basis (the path was saturated) stops being trusted as the path's capacity
+    /// after this long without saturation: it may grow by `probeGain` again.
+    /// Queue balance between paths that are not far (`MultipathScheduler.nextTrim`).
+    public var balanceSlack: Span = .milliseconds(10)
+    public var balanceStep = 0.01
+    public var balanceFloor = 0.5
+    public var remeasure: Span = .seconds(UInt64(5))
     /// Reordering-depth constraint: a path is skipped when the packets the receiver
     /// would hold behind it (send rate × its latency spread) exceed `depthSkip` × depth,
     /// and used again below `depthResume` × depth (hysteresis).

@@ -56,10 +56,12 @@ extension MultipathScheduler {
     }
 
     /// A far path's first cap: `farStartShare` of the largest weight basis among the paths
-    /// that are not far.
+    /// that are not far (or, before one has a basis, of what it sent over its first window).
     func startCap() -> Double {
         var m = 0.0
-        for j in 0..<paths.count where paths[j].present && paths[j].usable && !paths[j].far { m = max(m, paths[j].committed) }
+        for j in 0..<paths.count where paths[j].present && paths[j].usable && !paths[j].far {
+            m = max(m, paths[j].committed, paths[j].windowed ? paths[j].sentBps : 0)
+        }
         return timings.farStartShare * m
     }
 

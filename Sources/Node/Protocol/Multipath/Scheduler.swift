@@ -10,13 +10,20 @@
 // Rules, in the order they apply:
 // 1. Candidates: paths present, healthy (an RTT sample, not failed) and not skipped.
 // 2. Weights: by estimated bandwidth. A path's weight basis is its delivered rate
-//    over 1 s while it is saturated (its RTT shows a queue); while it is not, the
-//    basis never falls and grows to delivered × probeGain (delivered data alone only
-//    measures what the path was given: `capacityBasis`). The
-//    committed basis changes only when the new one differs by more than 20%
-//    (seed 3.11: weights do not oscillate). A path with no estimate yet — new,
-//    back from a failure or a skip, for its first second — gets the mean of the
-//    others (equal shares when none has one).
+//    over 1 s while it is saturated (every RTT sample of that second showed a
+//    queue; a spread's paths are pinged every 100 ms while data flows); while it is
+//    not, the basis never falls, and grows to delivered × probeGain only while
+//    another path is saturated and this one was not measured saturated within
+//    `remeasure` (delivered data alone only measures what the path was given:
+//    `capacityBasis`). The committed basis changes only when the new one differs by
+//    more than 20% (seed 3.11: weights do not oscillate), except a path's first
+//    measurement, which replaces the guess it had. A path with no estimate yet —
+//    new, back from a failure or a skip, or nothing saturated so far — gets the
+//    mean of the others (equal shares when none has one). Between paths that are
+//    not far, a queue balance trims the share of the one whose queue stands above
+//    the others' (`nextTrim`: 1% per sample, at most half): estimates 2% apart
+//    inside the hysteresis would otherwise keep one path saturated and the other
+//    not.
 // 3. Spread: smooth weighted round robin over bytes (nginx's smooth WRR with
 //    packet lengths): every candidate earns weight × length, the richest sends
 //    and pays length. Deterministic, no bursts, O(paths) with paths ≤ 8.
@@ -25,7 +32,9 @@
 //    the reference (either way) would make the receiver hold more than the reorder
 //    depth — the packets/s held behind it (the others' share; its own when it is
 //    ahead) × spread > depth — is skipped ("reorder-depth"), and used
-//    again only below 80% of the depth after `skipHold` (hysteresis). Per packet,
+//    again only below 80% of the depth after `skipHold` (hysteresis); not between
+//    two paths whose base delays are within `farSpread` (their spread is a queue,
+//    which rule 2 moves the flow off). Per packet,
 //    a hard check backs it: if the packet about to go on a faster path would
 //    arrive `window` counters (the receiver's) or more after the oldest packet still
 //    in flight on a slower path, one of the two is skipped at once (the slower, unless it is the
@@ -149,6 +158,13 @@ public struct MultipathScheduler: Sendable {
         var capLimited = false
         var capSeeded = false
         var sentBps = 0.0
+        var windowed = false            // a whole bandwidth window passed since it appeared
+        // Saturation (rule 2): since when every RTT sample showed a queue; whether its
+        // committed basis was measured saturated, and when last.
+        var queuedSince: Instant?
+        var trim = 1.0                  // queue balance (`nextTrim`): a factor on its basis
+        var measured = false
+        var measuredAt = Instant.zero
         // In-flight records (counter, sentAt), FIFO ring of `depth`.
         var ringHead = 0
         var ringCount = 0
@@ -197,10 +213,14 @@ public struct MultipathScheduler: Sendable {
             // (it then starts from the others' mean, `reweigh`).
             p.ringCount = 0
             p.committed = 0
+            p.measured = false
+            p.queuedSince = nil
+            p.trim = 1
         }
         p.present = true
         p.usable = usable
         p.sentBps = Double(r.deliveredBitsPerSecond ?? 0)
+        p.windowed = now >= p.appearedAt + MultipathConstants.bandwidthWindow
         let newSample = r.lastRTT != nil && r.sample != p.sample
         p.sample = r.sample
         p.minRTT = r.minRTT ?? p.minRTT
@@ -212,20 +232,42 @@ public struct MultipathScheduler: Sendable {
         // A path that (re)appeared has not had a window of traffic yet: its delivered rate
         // says what the last second gave it, not what it can carry. Until a full window
         // passed it keeps the others' mean.
-        if !p.far, let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
-            var queueing = false
-            if let s = r.srtt, let m = r.minRTT { queueing = s > m + timings.queueingSlack }
-            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: queueing,
-                                           probeGain: timings.probeGain)
-            if Self.shouldCommit(committed: p.committed, candidate: basis) {
-                if p.committed > 0 { counters.weightChanges += 1 }
-                p.committed = basis
-            }
-        }
         if newSample, let last = r.lastRTT {
             let m = p.minRTT ?? last
             p.queue = Span(ns: last.ns > m.ns ? last.ns - m.ns : 0)
             p.queueAt = now
+            // Saturation: every sample since stood above the smallest RTT (each sample, not
+            // the smoothed RTT: that lags about 0.8 s, and a window in which the flow backed
+            // off and the queue drained would be "measured" low).
+            if p.queue > timings.queueingSlack {
+                if p.queuedSince == nil { p.queuedSince = now }
+            } else {
+                p.queuedSince = nil
+            }
+            if !p.far {
+                let t = Self.nextTrim(p.trim, queue: p.queue, others: shortestQueue(besides: i, now), timings: timings)
+                if t != p.trim {
+                    p.trim = t
+                    dirty = true
+                }
+            }
+        }
+        if !p.far, let d = r.deliveredBitsPerSecond, d > 0, now >= p.appearedAt + MultipathConstants.bandwidthWindow {
+            let saturated = isSaturated(p, now)
+            if p.measured && now - p.measuredAt >= timings.remeasure { p.measured = false }
+            let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: saturated,
+                                           measured: p.measured, othersSaturated: anySaturated(besides: i, now),
+                                           probeGain: timings.probeGain)
+            // A path's first measurement replaces the guess it had, whatever the difference
+            // (the guess was no estimate of its bandwidth); after that the hysteresis applies.
+            if (saturated && !p.measured && basis > 0) || Self.shouldCommit(committed: p.committed, candidate: basis) {
+                if p.committed > 0 && basis != p.committed { counters.weightChanges += 1 }
+                p.committed = basis
+            }
+            if saturated {
+                p.measured = true
+                p.measuredAt = now
+            }
         }
         paths[i] = p
         classifyFar()
@@ -259,12 +301,63 @@ public struct MultipathScheduler: Sendable {
     }
 
     /// A path's weight basis from its delivered rate (a pure decision). Delivered data only
-    /// measures capacity when the path is saturated (its RTT stands above its minimum: a queue
-    /// built up), so then the basis is the delivered rate, up or down. An unsaturated path
-    /// delivered all it was given and may take more: its basis never falls for being given
-    /// little, and grows to delivered × probeGain when that is more.
-    public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, probeGain: Double) -> Double {
-        saturated ? delivered : max(committed, delivered * probeGain)
+    /// measures capacity when the path is saturated (a queue stood on it for a whole
+    /// bandwidth window), so then the basis is the delivered rate, up or down. An
+    /// unsaturated path delivered all it was given and may take more: its basis never falls
+    /// for being given little. While another path is saturated — the flow wants more than
+    /// the split gives it — an unsaturated path not measured lately (`measured`: saturated
+    /// within `remeasure`) grows to delivered × probeGain, until it saturates and is
+    /// measured. A measured one only follows what it delivers: growing it by a guess again
+    /// would outrun the hysteresis (a guess 25% high, then measured 18% lower, stays).
+    public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, measured: Bool,
+                                     othersSaturated: Bool, probeGain: Double) -> Double {
+        if saturated { return delivered }
+        if !measured && othersSaturated { return max(committed, delivered * probeGain) }
+        // Nobody saturated: the flow took what the split gave it. A first estimate waits
+        // for a saturation (until then the path has the others' mean: equal shares).
+        return committed > 0 ? max(committed, delivered) : 0
+    }
+
+    /// Saturated: a queue stood on the path at every RTT sample for a whole bandwidth window,
+    /// and the last sample is recent (a path not probed often has no say).
+    func isSaturated(_ p: Path, _ now: Instant) -> Bool {
+        guard let since = p.queuedSince else { return false }
+        return now - since >= MultipathConstants.bandwidthWindow && now - p.queueAt <= timings.saturationFresh
+    }
+
+    /// Queue balance between paths that are not far (rule 2): a path whose last sample
+    /// stood more than `balanceSlack` above the shortest queue among the others gives up
+    /// `balanceStep` of its share per sample (down to `balanceFloor`), and takes it back
+    /// otherwise. Their estimates carry the 20% hysteresis, so two equal paths measured 2%
+    /// apart keep that split; the saturated one holds the flow back (perf/multipath A,
+    /// 87 Mbit/s with one path at 47 and no queue, the other at 49 with one).
+    /// `others` nil: no other path with a recent sample.
+    public static func nextTrim(_ trim: Double, queue: Span, others: Span?, timings: MultipathTimings = .default) -> Double {
+        guard let o = others else { return 1 }
+        if queue > o + timings.balanceSlack { return max(timings.balanceFloor, trim * (1 - timings.balanceStep)) }
+        return min(1, trim * (1 + timings.balanceStep))
+    }
+
+    private func shortestQueue(besides i: Int, _ now: Instant) -> Span? {
+        var best: Span?
+        var k = 0
+        while k < paths.count {
+            let q = paths[k]
+            if k != i, q.present, q.usable, !q.far, q.skipped == nil, q.queueAt != .zero, now - q.queueAt <= timings.saturationFresh {
+                if best == nil || q.queue < best! { best = q.queue }
+            }
+            k += 1
+        }
+        return best
+    }
+
+    private func anySaturated(besides i: Int, _ now: Instant) -> Bool {
+        var k = 0
+        while k < paths.count {
+            if k != i, isCandidate(k), !paths[k].far, isSaturated(paths[k], now) { return true }
+            k += 1
+        }
+        return false
     }
 
     /// One-way delay of the data direction from RTTs: half the base RTT plus all the
@@ -428,13 +521,18 @@ public struct MultipathScheduler: Sendable {
             let slower = paths[i].owd >= paths[ref].owd
             let w = isCandidate(i) ? paths[i].weight : 0
             let need = Self.depthNeeded(packetsPerSecond: pps * (slower ? 1 - w : w), spread: spread(i, ref))
+            // Between two paths of about the same base delay, the spread is one path's queue:
+            // the weights (rule 2) move the flow off the saturated path. Skipping the other
+            // would put the whole flow on the queue (perf/multipath A with every RTT fresh:
+            // the path without a queue skipped, the queued one overflowing, 69 Mbit/s).
+            let near = !Self.baseApart(paths[i].minRTT, paths[ref].minRTT, timings: timings)
             if paths[i].skipped == nil {
                 if tooFar(i, ref) {
                     skip(i, now, .latency)
-                } else if need > timings.depthSkip * Double(depth) {
+                } else if need > timings.depthSkip * Double(depth) && !near {
                     skip(i, now)
                 }
-            } else if now >= paths[i].skipUntil && need < timings.depthResume * Double(depth)
+            } else if now >= paths[i].skipUntil && (need < timings.depthResume * Double(depth) || near)
                         && !tooFar(i, ref, factor: timings.depthResume) {
                 paths[i].skipped = nil
                 paths[i].credit = 0
@@ -444,6 +542,14 @@ public struct MultipathScheduler: Sendable {
                 dirty = true
             }
         }
+    }
+
+    /// Whether two paths' base one-way delays (half their smallest RTTs) are more than
+    /// `farSpread` apart (unknown: apart).
+    static func baseApart(_ a: Span?, _ b: Span?, timings: MultipathTimings) -> Bool {
+        guard let a, let b else { return true }
+        let d = a > b ? a.ns - b.ns : b.ns - a.ns
+        return d / 2 > timings.farSpread.ns
     }
 
     /// The latency spread between path i and the reference: the one-way delay difference
@@ -509,7 +615,7 @@ public struct MultipathScheduler: Sendable {
     /// at full load); else its committed basis, or `fallback` (the others' mean) without one.
     private func basis(_ i: Int, _ fallback: Double) -> Double {
         if paths[i].far { return timings.farWeightGain * paths[i].committed }
-        return paths[i].committed > 0 ? paths[i].committed : fallback
+        return (paths[i].committed > 0 ? paths[i].committed : fallback) * paths[i].trim
     }
 
     private mutating func record(_ i: Int, counter: UInt64, length: Int, now: Instant) {
