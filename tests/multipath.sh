@@ -27,6 +27,8 @@
 #    byte) must stay under 24 s (generous, a bound from before multipath, when a
 #    failover took several seconds; what it was is printed), and data must arrive
 #    after the restore.
+# 4. The daemons restarted with path 1 down: once it is up again, the spread forms
+#    (the endpoint that never answered is pinged every 5 s while data flows).
 #
 # Needs root, iproute2, iperf3, python3; mptcpize for check 1. Everything it makes
 # is removed on exit (tests/lib/lab.sh).
@@ -212,6 +214,21 @@ else
   [ "$stall" -ge 0 ] && [ "$stall" -lt 24000 ] && echo "ok: D: longest stall $stall ms (< 24 s)" \
     || bad "D: longest stall $stall ms (want < 24000)"
   [ "$after" -gt 0 ] && echo "ok: D: data flows after the restore" || bad "D: nothing arrived after the restore"
+fi
+
+# 4. A path that is down when the daemons start joins the spread once it comes back: its
+#    endpoint (from the receiver's gossip record) never answered, and is pinged every 5 s
+#    while data flows (`candidateRetry`). Before, it was never pinged again.
+lab_kill_tag d-snd
+lab_kill_tag d-rcv
+linkemu_ctl emu1 down
+mp_daemons "$WS_BIN" || die "the daemons did not bring the tunnel up over path 0 alone"
+lab_exec snd ping -c 3 -i 0.3 -W 1 10.77.0.2 >/dev/null 2>&1
+linkemu_ctl emu1 up
+if wait_until 40 spread_paths; then
+  echo "ok: a path down at start joined the spread after it came back: $(mp_status snd | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); print(", ".join("%s weight %.2f" % (q["remote"], q["weight"]) for p in s["peers"] for q in p["paths"] if q.get("weight") is not None))')"
+else
+  bad "a path down at start never joined the spread: $(mp_status snd | "$LAB_PY" -c 'import json,sys; s=json.load(sys.stdin); print([(q["remote"], q["usable"], q["rtt_ms"], q.get("weight")) for p in s["peers"] for q in p["paths"]])')"
 fi
 
 [ $fail = 0 ] || { lab_dump | tail -60; exit 1; }

@@ -88,13 +88,15 @@ public struct ConnectivityTimings: Sendable, Equatable {
     /// away fell from about 4 to 0.9 Gbit/s with retransmits, and its anchor
     /// forwarded half of the pair's UDP.
     public var multipathRelay = false
-    /// Multipath: a far path of a spread (its base one-way delay more than
-    /// max(`MultipathTimings.farSpread`, the fastest path's) behind the fastest path's) is pinged this often
-    /// while data flows: the scheduler's cap for it follows the queue in each RTT
-    /// sample. A ping on a far path costs the receiver no more waiting than a data
-    /// packet on it; the other paths of a spread are not pinged more often than
-    /// `pathQuiet` (a ping on the slower path of two is a gap the receiver waits for).
+    /// Multipath: every path of a spread that the latency rule lets carry data is pinged
+    /// this often while data flows: the scheduler's saturation rule and a far path's cap
+    /// follow the queue in each RTT sample. A ping on a path costs the receiver no more
+    /// waiting than a data packet on it.
     public var farProbe: Span = .milliseconds(100)
+    /// Multipath: a direct or LAN path of a member that never answered here (down when
+    /// the session began, or not yet reachable) gets a check ping this often while data
+    /// flows, so it joins the spread once it answers.
+    public var candidateRetry: Span = .seconds(5 as UInt64)
     /// Multipath: a path that carries the peer's traffic is not pinged while it does,
     /// except once its last RTT sample is this old (its delay may have changed).
     public var rttStale: Span = .seconds(10 as UInt64)

@@ -151,6 +151,10 @@ struct PathManager: Sendable {
         return peers[p.rawValue].paths[idx].missed
     }
 
+    mutating func noteCandidateProbe(_ p: PeerID, _ idx: Int, now: Instant) {
+        peers[p.rawValue].paths[idx].candidateProbeAt = now
+    }
+
     mutating func markDead(_ p: PeerID, _ idx: Int, now: Instant) {
         peers[p.rawValue].paths[idx].deadAt = now
         peers[p.rawValue].paths[idx].validatedAt = nil

@@ -106,6 +106,8 @@ struct PathState: Sendable {
     var missed = 0
     /// Set when declared dead (missed pings); cleared by a pong or traffic.
     var deadAt: Instant?
+    /// The last check ping sent while it had never answered (`candidateRetry`).
+    var candidateProbeAt: Instant?
     /// The last 16 ping outcomes, bit = lost; `samples` of them are valid.
     var lossBits: UInt16 = 0
     var samples: UInt8 = 0

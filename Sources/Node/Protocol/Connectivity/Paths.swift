@@ -237,7 +237,12 @@ extension NodeCore {
             // single-path runs: path 1 had been the active path, the flow came back to
             // path 0, and path 1, unused and unvalidated, was never pinged again: no spread).
             let revive = !usable && path.via == nil && path.rtt != nil
-            guard usable || revive else { continue }
+            // A direct or LAN path that never answered here (its link was down when the
+            // session began: perf/multipath with `--runs "ws0 ws"` had path 1 never
+            // probed again, and no spread): one ping every `candidateRetry`.
+            let candidate = !usable && path.via == nil && path.rtt == nil && (path.kind == .direct || path.kind == .lan)
+                && path.candidateProbeAt.map { now - $0 >= timings.candidateRetry } ?? true
+            guard usable || revive || candidate else { continue }
             // One ping in flight per path; on a far-probed path one that is overdue (twice
             // its RTT, at least twice `farProbe`: a drop-tail queue lost it) does not hold up
             // the next for the whole `probeTimeout`.
@@ -246,6 +251,7 @@ extension NodeCore {
             if tunnels.paths[p].pings.contains(where: {
                 $0.remote == path.remote && $0.via == path.via && (!probed || now - $0.sentAt < overdue)
             }) { continue }
+            if candidate { tunnels.paths.noteCandidateProbe(p, idx, now: now) }
             sendPing(p, remote: path.remote, via: path.via, purpose: .check, onActivePath: idx == a, now: now)
         }
     }
