@@ -373,9 +373,10 @@ final class SchedulerTests: XCTestCase {
             (20e6, 0, q(9), true, true, 0, 0.85 * 20e6),              // nothing measured: below the cap
             (20e6, 18e6, q(1), true, false, 0, 0.95 * 20e6),          // the fast path not busy: decay
             (t.farMinCap, 0, q(1), false, false, 0, t.farMinCap),     // never below the floor
-            (16e6, 16e6, q(1), true, true, 0, 16e6 * 1.25),           // far below the limit, binding: fast raise
-            (16e6, 16e6, q(3), true, true, 0, 16e6 * 1.1),            // below half the limit: raise
-            (16e6, 16e6, q(5), true, true, 0, 16e6),                  // between half and the limit: hold
+            (16e6, 16e6, q(0.5), true, true, 0, 16e6 * 1.1),          // no queue, binding: fast raise
+            (16e6, 16e6, q(3), true, true, 0, 16e6 * 1.03),           // below half the limit: raise
+            (16e6, 16e6, q(5), true, true, 0, 16e6 * 0.97),           // between half and the limit: trimmed
+            (16e6, 16e6, q(5), false, true, 0, 16e6 * 0.97),          // (binding or not)
             (16e6, 12e6, q(1), false, true, 0, 16e6),                 // not binding: hold
         ]
         for r in rows {
@@ -429,11 +430,11 @@ final class SchedulerTests: XCTestCase {
         let before = s.view(path: 1).capBitsPerSecond
         _ = send(&s, 625, from: t2, gap: Span(ns: 160_000), counter: 6250)
         samples(t2 + .milliseconds(100), farQueueMs: 0, nearQueueMs: 10)
-        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.25, accuracy: 1)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.1, accuracy: 1)
         XCTAssertEqual(s.counters.capRaises, 1)
         // The near path not busy: it decays.
         samples(t2 + .milliseconds(200), farQueueMs: 0, nearQueueMs: 0)
-        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.25 * 0.95, accuracy: 1)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.1 * 0.95, accuracy: 1)
         // Small packets (ACKs) never take the far path.
         var small = 0
         for k in 0..<1000 {
@@ -441,5 +442,35 @@ final class SchedulerTests: XCTestCase {
                p.path == 1 { small += 1 }
         }
         XCTAssertEqual(small, 0)
+    }
+
+    /// A flow that starts on idle paths: the far path's cap, seeded from the fast path's
+    /// first reports, is lifted to `farStartShare` of what the fast path carries while that
+    /// one is busy, until the far path's queue first passes the limit; after that only
+    /// its queue moves it.
+    func testFarCapFollowsTheFastPathUntilItsFirstQueue() {
+        var s = MultipathScheduler()
+        var sample: UInt32 = 1000
+        func samples(_ at: Instant, fastMbit: Double, farQueueMs: Double) {
+            sample += 1
+            s.update(path: 0, report: Report(usable: true, srtt: .milliseconds(20), minRTT: .milliseconds(20),
+                                             deliveredBitsPerSecond: UInt64(fastMbit * 1e6),
+                                             lastRTT: .milliseconds(30), sample: sample), now: at)
+            s.update(path: 1, report: Report(usable: true, srtt: .milliseconds(60), minRTT: .milliseconds(60),
+                                             lastRTT: Span(ns: UInt64((60 + farQueueMs) * 1e6)), sample: sample), now: at)
+        }
+        for i in 0..<2 {
+            s.update(path: i, report: report(rtt: i == 0 ? 20 : 60, mbit: nil), now: .zero)
+            s.handleDelivered(path: i)
+        }
+        samples(t1, fastMbit: 5, farQueueMs: 0)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, 0.4 * 5e6, accuracy: 1, "seeded from the first rate")
+        samples(t1 + .milliseconds(100), fastMbit: 30, farQueueMs: 0)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, 0.4 * 30e6, accuracy: 1, "lifted with the fast path's rate")
+        samples(t1 + .milliseconds(200), fastMbit: 45, farQueueMs: 12)
+        let cut = s.view(path: 1).capBitsPerSecond
+        XCTAssertLessThan(cut, 0.4 * 30e6, "its first queue cuts it")
+        samples(t1 + .milliseconds(300), fastMbit: 50, farQueueMs: 0)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, cut, accuracy: 1, "after that, not lifted (not binding: held)")
     }
 }

@@ -89,13 +89,14 @@ public struct MultipathTimings: Sendable, Equatable {
     /// token bucket, and the cap follows the path's own queue in each new RTT sample
     /// (NodeCore pings a far path of a spread, and the spread's fastest path, every
     /// `ConnectivityTimings.farProbe`): a queue above `farQueueHigh` cuts it to `farCut` ×
-    /// what the path carried (or the cap, if less); a queue at most half that, after the
-    /// cap turned a packet away, while the fastest path's last sample showed a queue of
-    /// `farBusy` or more (the flow wants more than it carries), raises it × `farGrow`
-    /// (× `farGrowFast` while its queue is a quarter of the limit or less);
-    /// while the fastest path shows no such queue it decays × `farDecay` (a flow the fast
-    /// path carries alone keeps off the far one). It starts at `farStartShare` × the
-    /// fastest path's weight basis, never below `farMinCap`, and weighs `farWeightGain` ×
+    /// what the path carried (or the cap, if less); while the fastest path's last sample
+    /// showed a queue of `farBusy` or more (the flow wants more than it carries), a queue
+    /// above half the limit trims it × `farTrim`, and one at most half the limit, after the
+    /// cap turned a packet away, raises it × `farGrow` (× `farGrowFast` at `farQueueEmpty`
+    /// or less); while the fastest path shows no such queue it decays × `farDecay` (a flow
+    /// the fast path carries alone keeps off the far one). It starts at `farStartShare` ×
+    /// the fastest path's rate, is lifted to that while the fastest path is busy until its
+    /// queue first passes the limit, never below `farMinCap`, and weighs `farWeightGain` ×
     /// its cap in the round robin (its committed basis follows the cap with the 20%
     /// hysteresis), so that at full load the bucket, not the share, says what it carries:
     /// the fast path takes the rest, its queue (not the far path's) absorbs the inner
@@ -105,8 +106,10 @@ public struct MultipathTimings: Sendable, Equatable {
     public var farQueueHigh: Span = .milliseconds(8)
     public var farBusy: Span = .milliseconds(3)
     public var farCut = 0.85
-    public var farGrow = 1.1
-    public var farGrowFast = 1.25
+    public var farTrim = 0.97
+    public var farQueueEmpty: Span = .milliseconds(1)
+    public var farGrow = 1.03
+    public var farGrowFast = 1.1
     public var farDecay = 0.95
     public var farStartShare = 0.4
     public var farMinCap = 250_000.0

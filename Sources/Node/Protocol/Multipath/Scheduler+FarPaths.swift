@@ -8,17 +8,18 @@ extension MultipathScheduler {
     /// A far path's next cap (rule 4b, a pure decision): none yet, the start; its queue
     /// above `farQueueHigh`, `farCut` × what it carried (the cap if less, or if it carried
     /// nothing measured); the fastest path not busy (no queue of `farBusy` in its last
-    /// sample), × `farDecay`; its queue at most half the limit while the cap was binding
-    /// (it turned a packet away since the last sample), × `farGrow` (× `farGrowFast` at a
-    /// quarter of the limit or less: far below what the path carries); else unchanged.
-    /// Never below `farMinCap`.
+    /// sample), × `farDecay`; its queue above half the limit, × `farTrim`; at most half the
+    /// limit while the cap was binding (it turned a packet away since the last sample),
+    /// × `farGrow` (× `farGrowFast` at `farQueueEmpty` or less: below what the path
+    /// carries); else unchanged. Never below `farMinCap`.
     public static func nextCap(cap: Double, sent: Double, queue: Span, limited: Bool, fastBusy: Bool, start: Double,
                                timings t: MultipathTimings) -> Double {
         guard cap > 0 else { return max(t.farMinCap, start) }
         if queue > t.farQueueHigh { return max(t.farMinCap, t.farCut * (sent > 0 ? min(cap, sent) : cap)) }
         if !fastBusy { return max(t.farMinCap, cap * t.farDecay) }
-        if limited && queue.ns <= t.farQueueHigh.ns / 4 { return cap * t.farGrowFast }
-        if limited && queue.ns <= t.farQueueHigh.ns / 2 { return cap * t.farGrow }
+        if queue.ns > t.farQueueHigh.ns / 2 { return max(t.farMinCap, cap * t.farTrim) }
+        if limited && queue <= t.farQueueEmpty { return cap * t.farGrowFast }
+        if limited { return cap * t.farGrow }
         return cap
     }
 
@@ -46,6 +47,7 @@ extension MultipathScheduler {
             paths[j].tokensAt = .zero
             paths[j].capLimited = false
             paths[j].capSeeded = false
+            paths[j].capCutOnce = false
             if far {
                 paths[j].capBps = Self.nextCap(cap: 0, sent: 0, queue: .zero, limited: false, fastBusy: false,
                                                start: startCap(), timings: timings)
@@ -60,7 +62,7 @@ extension MultipathScheduler {
     func startCap() -> Double {
         var m = 0.0
         for j in 0..<paths.count where paths[j].present && paths[j].usable && !paths[j].far {
-            m = max(m, paths[j].committed, paths[j].windowed ? paths[j].sentBps : 0)
+            m = max(m, paths[j].committed > 0 ? min(paths[j].committed, paths[j].sentBps) : 0, paths[j].windowed ? paths[j].sentBps : 0)
         }
         return timings.farStartShare * m
     }
@@ -73,8 +75,14 @@ extension MultipathScheduler {
         var fastBusy = false
         if let f = fastestPath(nonFarOnly: true) { fastBusy = paths[f].queue >= timings.farBusy && now - paths[f].queueAt < .milliseconds(500) }
         let start = startCap()
-        let next = Self.nextCap(cap: paths[i].capBps, sent: paths[i].sentBps, queue: paths[i].queue,
+        var next = Self.nextCap(cap: paths[i].capBps, sent: paths[i].sentBps, queue: paths[i].queue,
                                 limited: paths[i].capLimited, fastBusy: fastBusy, start: start, timings: timings)
+        // Until its queue first passed the limit, the cap is at least `farStartShare` of what
+        // the fastest path carries now: a flow that starts after the paths were idle seeds
+        // the cap from the first quarter second's rate, and growing from there by steps
+        // took over a second of perf/multipath B's 12.
+        if paths[i].queue > timings.farQueueHigh { paths[i].capCutOnce = true }
+        if !paths[i].capCutOnce && fastBusy { next = max(next, start) }
         paths[i].capLimited = false
         if next < paths[i].capBps { counters.capCuts += 1 } else if next > paths[i].capBps { counters.capRaises += 1 }
         paths[i].capBps = next

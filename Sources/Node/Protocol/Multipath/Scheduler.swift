@@ -157,6 +157,7 @@ public struct MultipathScheduler: Sendable {
         var queueAt = Instant.zero
         var capLimited = false
         var capSeeded = false
+        var capCutOnce = false          // its queue passed `farQueueHigh` since it became far
         var sentBps = 0.0
         var windowed = false            // a whole bandwidth window passed since it appeared
         // Saturation (rule 2): since when every RTT sample showed a queue; whether its
