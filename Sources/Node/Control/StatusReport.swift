@@ -555,12 +555,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var weight: Double?
         /// The scheduler's bandwidth estimate for this path, bits/s; nil when not spread or none yet.
         public var bandwidthBps: UInt64?
+        /// Multipath: a far path's cap (scheduler rule 4b), bits/s; nil when not spread or not far.
+        public var capBps: UInt64?
 
         public init(kind: PathKind, local: String? = nil, remote: String, via: String? = nil, rttMs: Double? = nil,
                     loss: Double? = nil, active: Bool, validated: Bool? = nil, usable: Bool? = nil,
                     lastRxSecondsAgo: UInt64? = nil, sources: [String] = [], uplink: String? = nil, mtu: Int? = nil,
-                    weight: Double? = nil, bandwidthBps: UInt64? = nil) {
+                    weight: Double? = nil, bandwidthBps: UInt64? = nil, capBps: UInt64? = nil) {
             self.mtu = mtu
+            self.capBps = capBps
             self.uplink = uplink
             self.weight = weight
             self.bandwidthBps = bandwidthBps
@@ -584,6 +587,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case lastRxSecondsAgo = "last_rx_s_ago"
             case uplink, mtu, weight
             case bandwidthBps = "bandwidth_bps"
+            case capBps = "cap_bps"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -604,6 +608,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             // Absent from a daemon before multipath was wired.
             weight = try c.decodeIfPresent(Double.self, forKey: .weight)
             bandwidthBps = try c.decodeIfPresent(UInt64.self, forKey: .bandwidthBps)
+            capBps = try c.decodeIfPresent(UInt64.self, forKey: .capBps)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -623,6 +628,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
                 try c.encode(uplink, forKey: .uplink)
                 try c.encode(weight.flatMap { $0.isFinite ? $0 : nil }, forKey: .weight)
                 try c.encode(bandwidthBps, forKey: .bandwidthBps)
+                try c.encode(capBps, forKey: .capBps)
             }
             try c.encodeIfPresent(mtu, forKey: .mtu)
             try c.encode(sources, forKey: .sources)

@@ -34,6 +34,8 @@ extension Daemon {
                     out.weight = v.weight.isFinite ? v.weight : nil
                     let bw = v.bandwidthBitsPerSecond
                     out.bandwidthBps = bw.isFinite && bw > 0 && bw < 1e18 ? UInt64(bw) : nil
+                    let cap = v.capBitsPerSecond
+                    out.capBps = cap.isFinite && cap > 0 && cap < 1e18 ? UInt64(cap) : nil
                 }
                 return out
             }

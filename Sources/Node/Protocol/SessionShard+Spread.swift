@@ -237,7 +237,8 @@ extension SessionShard {
             let p = route.spread[k]
             let v = sp.scheduler.view(path: Int(p.slot))
             out.append(SpreadPathView(endpoint: p.endpoint, relayed: p.relayFor != nil, weight: v.weight,
-                                      bandwidthBitsPerSecond: Double(sp.sentRate[Int(p.slot)]), failed: sp.failed[Int(p.slot)]))
+                                      bandwidthBitsPerSecond: Double(sp.sentRate[Int(p.slot)]), failed: sp.failed[Int(p.slot)],
+                                      capBitsPerSecond: v.capBitsPerSecond))
         }
         return out
     }
@@ -250,4 +251,6 @@ public struct SpreadPathView: Sendable, Equatable {
     public var weight: Double
     public var bandwidthBitsPerSecond: Double
     public var failed: Bool
+    /// A far path's cap (rule 4b), bits/s; 0: not far.
+    public var capBitsPerSecond: Double = 0
 }

@@ -371,19 +371,24 @@ final class SchedulerTests: XCTestCase {
             (0, 0, .zero, false, false, 0, t.farMinCap),              // nothing to start from: the floor
             (20e6, 18e6, q(9), true, true, 0, 0.85 * 18e6),           // a queue: below what it carried
             (20e6, 0, q(9), true, true, 0, 0.85 * 20e6),              // nothing measured: below the cap
-            (20e6, 18e6, q(1), true, false, 0, 0.95 * 20e6),          // the fast path not busy: decay
+            (20e6, 10e6, q(9), true, true, 0, 0.85 * 0.85 * 20e6),    // a lagging sent rate: at most farCut² of the cap
+            (20e6, 18e6, q(5), true, false, 0, 20e6),                 // the fast path just stopped being busy: held
+            (20e6, 18e6, q(1), true, false, 0, 20e6),                 // the fast path not busy, not yet idle: held
             (t.farMinCap, 0, q(1), false, false, 0, t.farMinCap),     // never below the floor
-            (16e6, 16e6, q(0.5), true, true, 0, 16e6 * 1.1),          // no queue, binding: fast raise
-            (16e6, 16e6, q(3), true, true, 0, 16e6 * 1.03),           // below half the limit: raise
-            (16e6, 16e6, q(5), true, true, 0, 16e6 * 0.97),           // between half and the limit: trimmed
-            (16e6, 16e6, q(5), false, true, 0, 16e6 * 0.97),          // (binding or not)
+            (16e6, 16e6, q(0.5), true, true, 0, 16e6 * t.farGrowFast), // no queue, binding: fast raise
+            (16e6, 16e6, q(3), true, true, 0, 16e6 * t.farGrow),      // below half the limit: raise
+            (16e6, 16e6, q(5), true, true, 0, 16e6 * t.farTrim),      // between half and the limit: trimmed
+            (16e6, 16e6, q(5), false, true, 0, 16e6 * t.farTrim),     // (binding or not)
             (16e6, 12e6, q(1), false, true, 0, 16e6),                 // not binding: hold
         ]
         for r in rows {
             let next = MultipathScheduler.nextCap(cap: r.cap, sent: r.sent, queue: r.queue, limited: r.limited,
-                                                  fastBusy: r.busy, start: r.start, timings: t)
+                                                  fastBusy: r.busy, fastIdle: false, start: r.start, timings: t)
             XCTAssertEqual(next, r.next, accuracy: 1, "\(r)")
         }
+        // The fast path idle (no queue for `farIdleHold`): the cap decays.
+        XCTAssertEqual(MultipathScheduler.nextCap(cap: 20e6, sent: 18e6, queue: q(1), limited: true, fastBusy: false,
+                                                  fastIdle: true, start: 0, timings: t), 0.95 * 20e6, accuracy: 1)
         // Which paths are far: more than max(5 ms, the fastest's one-way delay) behind it.
         XCTAssertTrue(MultipathScheduler.isFar(minRTT: .milliseconds(60), fastest: .milliseconds(20), timings: t))
         XCTAssertFalse(MultipathScheduler.isFar(minRTT: .milliseconds(40), fastest: .milliseconds(20), timings: t))
@@ -430,11 +435,15 @@ final class SchedulerTests: XCTestCase {
         let before = s.view(path: 1).capBitsPerSecond
         _ = send(&s, 625, from: t2, gap: Span(ns: 160_000), counter: 6250)
         samples(t2 + .milliseconds(100), farQueueMs: 0, nearQueueMs: 10)
-        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.1, accuracy: 1)
+        let raised = before * MultipathTimings.default.farGrowFast
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, raised, accuracy: 1)
         XCTAssertEqual(s.counters.capRaises, 1)
-        // The near path not busy: it decays.
+        // The near path not busy: held (a TCP backoff drains it for a moment), then, idle
+        // for a second, it decays.
         samples(t2 + .milliseconds(200), farQueueMs: 0, nearQueueMs: 0)
-        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, before * 1.1 * 0.95, accuracy: 1)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, raised, accuracy: 1)
+        samples(t2 + .milliseconds(1200), farQueueMs: 0, nearQueueMs: 0)
+        XCTAssertEqual(s.view(path: 1).capBitsPerSecond, raised * 0.95, accuracy: 1)
         // Small packets (ACKs) never take the far path.
         var small = 0
         for k in 0..<1000 {

@@ -106,11 +106,13 @@ public struct MultipathTimings: Sendable, Equatable {
     public var farQueueHigh: Span = .milliseconds(8)
     public var farBusy: Span = .milliseconds(3)
     public var farCut = 0.85
-    public var farTrim = 0.97
+    public var farTrim = 0.98
     public var farQueueEmpty: Span = .milliseconds(1)
-    public var farGrow = 1.03
-    public var farGrowFast = 1.1
+    public var farGrow = 1.02
+    public var farGrowFast = 1.05
     public var farDecay = 0.95
+    /// The fastest path counts as idle for the decay only after this long without a queue.
+    public var farIdleHold: Span = .seconds(UInt64(1))
     public var farStartShare = 0.4
     public var farMinCap = 250_000.0
     public var farWeightGain = 1.5

@@ -7,16 +7,20 @@ import Support
 extension MultipathScheduler {
     /// A far path's next cap (rule 4b, a pure decision): none yet, the start; its queue
     /// above `farQueueHigh`, `farCut` × what it carried (the cap if less, or if it carried
-    /// nothing measured); the fastest path not busy (no queue of `farBusy` in its last
+    /// nothing measured; at least `farCut`² × the cap); the fastest path not busy (no queue of `farBusy` in its last
     /// sample), × `farDecay`; its queue above half the limit, × `farTrim`; at most half the
     /// limit while the cap was binding (it turned a packet away since the last sample),
     /// × `farGrow` (× `farGrowFast` at `farQueueEmpty` or less: below what the path
     /// carries); else unchanged. Never below `farMinCap`.
-    public static func nextCap(cap: Double, sent: Double, queue: Span, limited: Bool, fastBusy: Bool, start: Double,
-                               timings t: MultipathTimings) -> Double {
+    public static func nextCap(cap: Double, sent: Double, queue: Span, limited: Bool, fastBusy: Bool, fastIdle: Bool? = nil,
+                               start: Double, timings t: MultipathTimings) -> Double {
         guard cap > 0 else { return max(t.farMinCap, start) }
-        if queue > t.farQueueHigh { return max(t.farMinCap, t.farCut * (sent > 0 ? min(cap, sent) : cap)) }
-        if !fastBusy { return max(t.farMinCap, cap * t.farDecay) }
+        // Cut below what it carried, but by at most farCut² of the cap in one sample: the
+        // sent rate is a second's average and lags a cap that was just raised or lifted
+        // (B's start: lifted to 20.7 Mbit/s, then cut to 10.3 from a sent rate of 12).
+        if queue > t.farQueueHigh { return max(t.farMinCap, t.farCut * (sent > 0 ? max(min(cap, sent), t.farCut * cap) : cap)) }
+        if fastIdle ?? !fastBusy { return max(t.farMinCap, cap * t.farDecay) }
+        if !fastBusy { return cap }
         if queue.ns > t.farQueueHigh.ns / 2 { return max(t.farMinCap, cap * t.farTrim) }
         if limited && queue <= t.farQueueEmpty { return cap * t.farGrowFast }
         if limited { return cap * t.farGrow }
@@ -74,9 +78,15 @@ extension MultipathScheduler {
         // 500 ms old) stood `farBusy` above its smallest RTT.
         var fastBusy = false
         if let f = fastestPath(nonFarOnly: true) { fastBusy = paths[f].queue >= timings.farBusy && now - paths[f].queueAt < .milliseconds(500) }
+        // Idle: not busy for `farIdleHold`. A TCP backoff drains the fast path's queue for a
+        // few hundred ms; decaying the cap then left B's far path at 12 of its 19 Mbit/s for
+        // a second after each one.
+        if fastBusy { fastBusyAt = now }
+        let fastIdle = !fastBusy && now - fastBusyAt >= timings.farIdleHold
         let start = startCap()
         var next = Self.nextCap(cap: paths[i].capBps, sent: paths[i].sentBps, queue: paths[i].queue,
-                                limited: paths[i].capLimited, fastBusy: fastBusy, start: start, timings: timings)
+                                limited: paths[i].capLimited, fastBusy: fastBusy, fastIdle: fastIdle, start: start,
+                                timings: timings)
         // Until its queue first passed the limit, the cap is at least `farStartShare` of what
         // the fastest path carries now: a flow that starts after the paths were idle seeds
         // the cap from the first quarter second's rate, and growing from there by steps

@@ -184,6 +184,8 @@ public struct MultipathScheduler: Sendable {
     private var rateCurrent: UInt64 = 0
     private var rateFirst: Instant?
     private var nextReview = Instant.zero
+    /// The last RTT sample in which the fastest path that is not far showed a queue (rule 4b).
+    var fastBusyAt = Instant.zero
 
     public init(paths: Int = MultipathConstants.maxPaths, depth: Int = MultipathConstants.reorderDepth,
                 window: Int = MultipathConstants.reorderWindow, timings: MultipathTimings = .default) {
