@@ -46,6 +46,9 @@ struct ShardSpread: Sendable {
     var rxCount: [UInt8]
     var sentSince: [Instant?]
     var failed: [Bool]
+    /// Per slot: the path's RTT sample count (NodeCore's PATH_PONGs) when it failed here: a
+    /// newer sample in a later push means a pong came back over it, so it works again.
+    var failedSamples: [UInt32]
     /// Slots the scheduler knows (bit per slot), and whether the route changed since.
     var known: UInt16 = 0
     var stale = true
@@ -68,6 +71,7 @@ struct ShardSpread: Sendable {
         rxCount = Array(repeating: 0, count: Self.slots)
         sentSince = Array(repeating: nil, count: Self.slots)
         failed = Array(repeating: false, count: Self.slots)
+        failedSamples = Array(repeating: 0, count: Self.slots)
         packets = Array(repeating: 0, count: Self.slots)
         // One estimator made per slot: `Array(repeating:)` would share one bucket
         // buffer among them, and a slot's first count would copy it on the data path.
@@ -112,6 +116,14 @@ struct ShardSpread: Sendable {
                 sentSince[s] = nil
                 failed[s] = false
             }
+            // Failed here, but a PATH_PONG came back over it since (its sample count moved):
+            // it answers again. Traffic over it clears it too (`heard`), but the peer's replies
+            // may come over another path, and then a path that failed here during an outage
+            // stayed out (perf/multipath C after its path-1-alone run: the flow started on the
+            // 200 ms path, 544 packets released by depth in its first half second).
+            if failed[s] && p.samples != failedSamples[s] {
+                failed[s] = false
+            }
             sentRate[s] = sent[s].bitsPerSecond(now: now) ?? 0
             scheduler.update(path: s, report: .init(usable: !failed[s] && unkeyed & (1 << UInt16(s)) == 0, srtt: p.srtt,
                                                     rttvar: p.rttvar, minRTT: p.minRTT,
@@ -154,6 +166,7 @@ struct ShardSpread: Sendable {
             let limit = max(Span(ns: 3 * (p.srtt.ns + 4 * p.rttvar.ns)), .milliseconds(100), usual)
             if now - since >= limit && newest > lastRx[s] + limit && newest > since {
                 failed[s] = true
+                failedSamples[s] = p.samples
                 stale = true
             }
         }

@@ -50,4 +50,22 @@ final class ShardSpreadTests: XCTestCase {
         s.heard(source: slow, relayed: false, now: ms(1200))
         XCTAssertFalse(s.failed[0], "anything heard makes it usable again")
     }
+
+    /// A path that failed here, whose peer then replies over another path: a PATH_PONG that
+    /// came back over it (NodeCore's sample count moved in a later push) makes it usable.
+    func testAPongOverAFailedPathMakesItUsableAgain() {
+        var s = spread()
+        drive(&s, from: 2, to: 1000, slowToo: true)
+        drive(&s, from: 1000, to: 1200, slowToo: false)
+        XCTAssertTrue(s.failed[0])
+        s.sync(unkeyed: 0, now: ms(1300))
+        XCTAssertTrue(s.failed[0], "the same samples: still failed")
+        var r = SpreadRoute()
+        r.append(SpreadPath(slot: 0, endpoint: slow, relayFor: nil, srtt: .milliseconds(20), rttvar: .milliseconds(1),
+                            minRTT: .milliseconds(20), lastRTT: .milliseconds(20), samples: 1))
+        r.append(s.route.spread[1])
+        s.route = DataRoute(endpoint: slow, relayFor: nil, spread: r)
+        s.sync(unkeyed: 0, now: ms(1400))
+        XCTAssertFalse(s.failed[0], "a new RTT sample: a pong came back over it")
+    }
 }
