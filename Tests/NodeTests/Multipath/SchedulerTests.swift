@@ -77,16 +77,24 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.counters.weightChanges, 1)
     }
 
+    /// Samples at 1 s with no queue on `path` and a queue on `other`, no rates: a second
+    /// later `path` is clearly unsaturated (`isClear`) and `other` saturated.
+    func clear(_ s: inout MultipathScheduler, path: Int, other: Int) {
+        s.update(path: path, report: report(rtt: 20, mbit: nil, queueing: false), now: t1)
+        s.update(path: other, report: report(rtt: 20, mbit: nil, queueing: true), now: t1)
+    }
+
     func testUnsaturatedPathIsProbedUpward() {
         var noBalance = MultipathTimings()
         noBalance.balanceStep = 0  // the queue balance has its own test
         var s = confirmed([20, 20], [nil, nil], timings: noBalance)
-        s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: t1)
-        s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: t1)
+        clear(&s, path: 0, other: 1)
+        s.update(path: 1, report: report(rtt: 20, mbit: 40, queueing: true), now: ms(2000))
+        s.update(path: 0, report: report(rtt: 20, mbit: 40, queueing: false), now: ms(2000))
         XCTAssertEqual(s.view(path: 0).weight, 60.0 / 100, accuracy: 1e-9)  // 40 × 1.5 vs 40
         // Given less, an unsaturated path keeps its basis; a saturated one follows what it delivers.
-        s.update(path: 0, report: report(rtt: 20, mbit: 10, queueing: false), now: ms(1100))
-        s.update(path: 1, report: report(rtt: 20, mbit: 20, queueing: true), now: ms(1100))
+        s.update(path: 1, report: report(rtt: 20, mbit: 20, queueing: true), now: ms(2100))
+        s.update(path: 0, report: report(rtt: 20, mbit: 10, queueing: false), now: ms(2100))
         XCTAssertEqual(s.view(path: 0).weight, 60.0 / 80, accuracy: 1e-9)
         // (committed, delivered, saturated, measured, another path saturated) -> basis
         let rows: [(Double, Double, Bool, Bool, Bool, Double)] = [
@@ -110,12 +118,13 @@ final class SchedulerTests: XCTestCase {
         var noBalance = MultipathTimings()
         noBalance.balanceStep = 0
         var s = confirmed([20, 20], [nil, nil], timings: noBalance)
-        // Path 1 saturated (measured 49), path 0 not: path 0's guess is 45 × 1.5.
-        s.update(path: 1, report: report(rtt: 20, mbit: 49, queueing: true), now: t1)
-        s.update(path: 0, report: report(rtt: 20, mbit: 45, queueing: false), now: t1)
+        clear(&s, path: 0, other: 1)
+        // Path 1 saturated (measured 49), path 0 clearly not: path 0's guess is 45 × 1.5.
+        s.update(path: 1, report: report(rtt: 20, mbit: 49, queueing: true), now: ms(2000))
+        s.update(path: 0, report: report(rtt: 20, mbit: 45, queueing: false), now: ms(2000))
         XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 67.5e6, accuracy: 1)
         // Path 0 takes more, fills, and stays saturated for a second: measured 52, 23% under its guess.
-        var t = t1
+        var t = ms(2000)
         for _ in 0..<11 {
             t = t + .milliseconds(100)
             s.update(path: 0, report: report(rtt: 20, mbit: 52, queueing: true), now: t)
@@ -130,6 +139,20 @@ final class SchedulerTests: XCTestCase {
         // Measured once, a path is not guessed upward again within `remeasure`.
         s.update(path: 0, report: report(rtt: 20, mbit: 50, queueing: false), now: t + .milliseconds(300))
         XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 52e6, accuracy: 1)
+    }
+
+    /// A path whose queue comes and goes (not clear for a whole window) is not guessed
+    /// upward while another is saturated: the queue balance evens such a split out.
+    func testAPathWithSomeQueueIsNotGuessedUpward() {
+        var noBalance = MultipathTimings()
+        noBalance.balanceStep = 0
+        var s = confirmed([20, 20], [nil, nil], timings: noBalance)
+        s.update(path: 0, report: report(rtt: 20, mbit: nil, queueing: false), now: ms(1500))  // clear only since 1.5 s
+        s.update(path: 1, report: report(rtt: 20, mbit: nil, queueing: true), now: ms(1500))
+        s.update(path: 1, report: report(rtt: 20, mbit: 49, queueing: true), now: ms(2000))
+        s.update(path: 0, report: report(rtt: 20, mbit: 45, queueing: false), now: ms(2000))
+        XCTAssertEqual(s.view(path: 0).committedBitsPerSecond, 0, "no guess: it keeps the others' mean")
+        XCTAssertEqual(s.view(path: 0).weight, 0.5, accuracy: 1e-9)
     }
 
     /// Queue balance between paths of about the same base delay (rule 2): the one whose

@@ -13,8 +13,9 @@
 //    over 1 s while it is saturated (every RTT sample of that second showed a
 //    queue; a spread's paths are pinged every 100 ms while data flows); while it is
 //    not, the basis never falls, and grows to delivered × probeGain only while
-//    another path is saturated and this one was not measured saturated within
-//    `remeasure` (delivered data alone only measures what the path was given:
+//    another path is saturated, this one showed no queue for a whole second
+//    (`isClear`) and was not measured saturated within `remeasure` (delivered
+//    data alone only measures what the path was given:
 //    `capacityBasis`). The committed basis changes only when the new one differs by
 //    more than 20% (seed 3.11: weights do not oscillate), except a path's first
 //    measurement, which replaces the guess it had. A path with no estimate yet —
@@ -163,6 +164,7 @@ public struct MultipathScheduler: Sendable {
         // Saturation (rule 2): since when every RTT sample showed a queue; whether its
         // committed basis was measured saturated, and when last.
         var queuedSince: Instant?
+        var clearSince: Instant?        // since when every sample showed no queue
         var trim = 1.0                  // queue balance (`nextTrim`): a factor on its basis
         var measured = false
         var measuredAt = Instant.zero
@@ -218,6 +220,7 @@ public struct MultipathScheduler: Sendable {
             p.committed = 0
             p.measured = false
             p.queuedSince = nil
+            p.clearSince = nil
             p.trim = 1
         }
         p.present = true
@@ -244,8 +247,10 @@ public struct MultipathScheduler: Sendable {
             // off and the queue drained would be "measured" low).
             if p.queue > timings.queueingSlack {
                 if p.queuedSince == nil { p.queuedSince = now }
+                p.clearSince = nil
             } else {
                 p.queuedSince = nil
+                if p.clearSince == nil { p.clearSince = now }
             }
             if !p.far {
                 let t = Self.nextTrim(p.trim, queue: p.queue, others: shortestQueue(besides: i, now), timings: timings)
@@ -259,7 +264,7 @@ public struct MultipathScheduler: Sendable {
             let saturated = isSaturated(p, now)
             if p.measured && now - p.measuredAt >= timings.remeasure { p.measured = false }
             let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: saturated,
-                                           measured: p.measured, othersSaturated: anySaturated(besides: i, now),
+                                           measured: p.measured, othersSaturated: isClear(p, now) && anySaturated(besides: i, now),
                                            probeGain: timings.probeGain)
             // A path's first measurement replaces the guess it had, whatever the difference
             // (the guess was no estimate of its bandwidth); after that the hysteresis applies.
@@ -352,6 +357,15 @@ public struct MultipathScheduler: Sendable {
             k += 1
         }
         return best
+    }
+
+    /// Clearly not saturated: no queue at any RTT sample for a whole bandwidth window. Only
+    /// such a path is guessed upward while another is saturated; one whose queue comes and
+    /// goes is left to the queue balance (perf/multipath A's slow start: a path with 2–5 ms
+    /// of queue guessed 1.5× its rate, the split at 0.6 / 0.4 for half a second).
+    func isClear(_ p: Path, _ now: Instant) -> Bool {
+        guard let since = p.clearSince else { return false }
+        return now - since >= MultipathConstants.bandwidthWindow && now - p.queueAt <= timings.saturationFresh
     }
 
     private func anySaturated(besides i: Int, _ now: Instant) -> Bool {
