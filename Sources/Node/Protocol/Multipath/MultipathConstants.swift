@@ -50,10 +50,12 @@ public struct MultipathTimings: Sendable, Equatable {
     /// Make-before-break overlap: a new path's packets are also sent on an established
     /// path until the new path delivered something, at most this long.
     public var overlap: Span = .milliseconds(500)
-    /// Capacity probe: a path whose RTT is within `queueingSlack` of its minimum is not
-    /// saturated; its weight basis never falls then and grows to its delivered rate ×
-    /// `probeGain`, so its share can grow until a queue builds (delivered rate alone
-    /// would freeze the shares it was first given).
+    /// Capacity probe: a path is saturated while every RTT sample of a second stood more
+    /// than `queueingSlack` above its minimum. One that showed no queue for a second while
+    /// another is saturated, and was not measured saturated within `remeasure`, grows to
+    /// its delivered rate × `probeGain`, so its share can grow until a queue builds
+    /// (delivered rate alone would freeze the shares it was first given; the step must
+    /// clear the 20% hysteresis). `MultipathScheduler.capacityBasis`.
     public var probeGain = 1.5
     public var queueingSlack: Span = .milliseconds(5)
     /// A path counts as saturated only while its last RTT sample is at most this old
