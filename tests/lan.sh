@@ -37,6 +37,12 @@ lab_router r1 11.0.0.1 192.168.1.1/24 eim
 lab_lan_host h1 r1 192.168.1.10
 lab_lan_host h2 r1 192.168.1.11
 lab_lan_host h3 r1 192.168.1.12
+# Another VPN's tunnel on h2: a TUN (point-to-point) with a private address. Its
+# address must not be announced nor become a path: that would carry Whalescale
+# inside the other VPN.
+lab_exec h2 ip tuntap add dev vpn0 mode tun
+lab_exec h2 ip addr add 10.80.0.2/24 dev vpn0
+lab_exec h2 ip link set vpn0 up
 
 # IPv6 on the LAN (ULA fd55::/64, link-local too): on by sysctl in each namespace, the
 # bridge floods multicast (no MLD snooping to wait for), addresses without DAD.
@@ -136,6 +142,10 @@ wait_until 20 is_lan h1 h2 192.168.1.11:51820 || fail "h1 -> h2 is '$(active h1 
 wait_until 20 is_lan h2 h1 192.168.1.10:51820 || fail "h2 -> h1 is '$(active h2 h1)', not $(lan_eps h2 h1 192.168.1.10:51820 | paste -sd/)"
 both || fail "h1 <-> h2 stopped answering on the lan path"
 echo "ok: h1 <-> h2 ping over a lan path ($(active h1 h2) / $(active h2 h1))"
+grep -q "lan: announcing .*192.168.1.11" "$(lab_log d-h2)" || fail "h2 does not announce 192.168.1.11: $(grep 'lan:' "$(lab_log d-h2)" | head -2)"
+grep "lan: announcing" "$(lab_log d-h2)" | grep -q "10.80.0.2" && fail "h2 announces its other VPN's address 10.80.0.2: $(grep 'lan: announcing' "$(lab_log d-h2)" | head -1)"
+status h1 | grep -q '10.80.0.2' && fail "h1 knows h2's other VPN's address 10.80.0.2 (a path inside that tunnel)"
+echo "ok: h2's other VPN (TUN vpn0, 10.80.0.2) is neither announced nor a candidate on h1"
 "$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -qF "$(active h1 h2)" || fail "wsctl status (table) does not show '$(active h1 h2)'"
 echo "ok: wsctl status shows: $("$bin/wsctl" status --socket "$LAB_DIR/h1.sock" | grep -E '^(h2|on this lan)' | tr -s ' ' | paste -sd';')"
 

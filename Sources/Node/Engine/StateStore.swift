@@ -203,8 +203,28 @@ final class StateWriter: @unchecked Sendable {
 }
 
 /// The host's own interface addresses (candidates of kind `local`), skipping
-/// loopback, link-local IPv6 and our own TUN interface.
+/// loopback, link-local IPv6, our own TUN interface, and private addresses on
+/// point-to-point interfaces (`reachesOnlyItsTunnel`).
 enum LocalAddresses {
+    /// Whether an address on an interface with `flags` can be reached only
+    /// through that interface's own tunnel: a private, link-local, ULA or
+    /// shared (100.64/10) address on a point-to-point interface (another VPN's
+    /// TUN, kernel WireGuard, a ppp link). There is no LAN behind such an
+    /// interface, so the address is no candidate and no LAN announcement: a
+    /// path to it would carry Whalescale inside the other tunnel. A public
+    /// address on a point-to-point link (ppp with a public IP) stays one.
+    static func reachesOnlyItsTunnel(flags: UInt32, family: Endpoint.Family, address: IPAddressBytes) -> Bool {
+        guard flags & UInt32(IFF_POINTOPOINT) != 0 else { return false }
+        let a = address
+        switch family {
+        case .v4:  // 10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10
+            return a[0] == 10 || (a[0] == 172 && a[1] & 0xF0 == 16) || (a[0] == 192 && a[1] == 168)
+                || (a[0] == 169 && a[1] == 254) || (a[0] == 100 && a[1] & 0xC0 == 64)
+        case .v6:  // fc00::/7, fe80::/10
+            return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
+        }
+    }
+
     static func list(excluding tunName: String) -> [(family: Endpoint.Family, address: IPAddressBytes)] {
         var head: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&head) == 0, let first = head else { return [] }
@@ -220,19 +240,23 @@ enum LocalAddresses {
                 let sin = UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in.self).pointee
                 var a = IPAddressBytes()
                 a.hi = UInt64(UInt32(bigEndian: sin.sin_addr.s_addr)) << 32
+                if reachesOnlyItsTunnel(flags: ifa.pointee.ifa_flags, family: .v4, address: a) { continue }
                 out.append((.v4, a))
             } else if sa.pointee.sa_family == sa_family_t(AF_INET6) {
                 let sin6 = UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in6.self).pointee
                 let bytes = withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }
                 if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { continue }  // link-local: needs a scope, not a candidate
-                out.append((.v6, IPAddressBytes(bytes: bytes)))
+                let a = IPAddressBytes(bytes: bytes)
+                if reachesOnlyItsTunnel(flags: ifa.pointee.ifa_flags, family: .v6, address: a) { continue }
+                out.append((.v6, a))
             }
         }
         return out
     }
 
     /// IPv6 addresses of the up, non-loopback interfaces other than `tunName`, link-local
-    /// included, each with its interface's index (LAN discovery joins ff02::fb by index).
+    /// included (not on a point-to-point interface: `reachesOnlyItsTunnel`), each with its
+    /// interface's index (LAN discovery joins ff02::fb by index).
     static func listV6(excluding tunName: String) -> [(address: IPAddressBytes, index: UInt32)] {
         var head: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&head) == 0, let first = head else { return [] }
@@ -248,7 +272,9 @@ enum LocalAddresses {
             let index = if_nametoindex(ifa.pointee.ifa_name)
             guard index != 0 else { continue }
             let sin6 = UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in6.self).pointee
-            out.append((IPAddressBytes(bytes: withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }), index))
+            let a = IPAddressBytes(bytes: withUnsafeBytes(of: sin6.sin6_addr) { Array($0) })
+            if reachesOnlyItsTunnel(flags: ifa.pointee.ifa_flags, family: .v6, address: a) { continue }
+            out.append((a, index))
         }
         return out
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import XCTest
 @testable import Support
+import Wire
 @testable import Engine
 
 /// The endpoint cache on disk (security review M5): debounced, written off the
@@ -97,5 +98,26 @@ final class StateStoreTests: XCTestCase {
         XCTAssertEqual(store.load(), Array("snapshot 99".utf8))
         XCTAssertGreaterThanOrEqual(w.writes, 1)
         XCTAssertLessThanOrEqual(w.writes, 100)
+    }
+
+    /// Another VPN's TUN (point-to-point) with a private address is no candidate and
+    /// no LAN announcement: a path to it would carry Whalescale inside that tunnel.
+    /// The same address on a broadcast interface (Ethernet, Wi-Fi, a bridge) is,
+    /// and so is a public address on a point-to-point link (ppp with a public IP).
+    func testPrivateAddressesOnPointToPointInterfacesReachOnlyTheirTunnel() {
+        let p2p = UInt32(IFF_UP | IFF_POINTOPOINT | IFF_NOARP), lan = UInt32(IFF_UP | IFF_BROADCAST | IFF_MULTICAST)
+        func v4(_ t: String) -> IPAddressBytes { IPAddressBytes(v4: t)! }
+        func v6(_ t: String) -> IPAddressBytes { IPAddressBytes(v6: t)! }
+        for a in ["10.80.0.1", "172.20.1.1", "192.168.7.1", "169.254.3.3", "100.100.1.1"] {
+            XCTAssertTrue(LocalAddresses.reachesOnlyItsTunnel(flags: p2p, family: .v4, address: v4(a)), a)
+            XCTAssertFalse(LocalAddresses.reachesOnlyItsTunnel(flags: lan, family: .v4, address: v4(a)), a)
+        }
+        for a in ["fd80::1", "fe80::1"] {
+            XCTAssertTrue(LocalAddresses.reachesOnlyItsTunnel(flags: p2p, family: .v6, address: v6(a)), a)
+            XCTAssertFalse(LocalAddresses.reachesOnlyItsTunnel(flags: lan, family: .v6, address: v6(a)), a)
+        }
+        XCTAssertFalse(LocalAddresses.reachesOnlyItsTunnel(flags: p2p, family: .v4, address: v4("198.51.100.7")))
+        XCTAssertFalse(LocalAddresses.reachesOnlyItsTunnel(flags: p2p, family: .v4, address: v4("100.128.0.1")), "outside 100.64/10")
+        XCTAssertFalse(LocalAddresses.reachesOnlyItsTunnel(flags: p2p, family: .v6, address: v6("2001:db8::7")))
     }
 }
