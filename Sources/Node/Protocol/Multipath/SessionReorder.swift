@@ -58,8 +58,12 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         var failed = false
     }
 
+    /// Not generic (the buffer is kept apart, in `buffers`): the per-packet reads of the
+    /// single-path case are plain field loads even where this code is not specialized
+    /// for `Handle`. With the buffer inside, each read copied the whole Peer through
+    /// its value witness (memmove, retain and release: 3% of a daemon's CPU in
+    /// perf/throughput's single stream, session 12).
     struct Peer: Sendable {
-        var buffer: ReorderBuffer<Handle?>?
         var on = false
         /// The path the last packet came over (its slot, and the slot's key kept flat: read
         /// per packet), and until when the peer counts as spreading.
@@ -87,12 +91,15 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     }
 
     var peers: [Peer]
+    /// Per peer, its ReorderBuffer once it has spread (allocated once, reused).
+    var buffers: [ReorderBuffer<Handle?>?]
     /// Peers buffering now (their ids).
     public private(set) var buffering: [Int] = []
     public let timings: MultipathTimings
 
     public init(peers: Int, timings: MultipathTimings = .default) {
         self.peers = Array(repeating: Peer(), count: max(0, peers))
+        self.buffers = Array(repeating: nil, count: max(0, peers))
         self.timings = timings
         buffering.reserveCapacity(16)
     }
@@ -148,7 +155,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
                 return false
             }
             start(i, receiverIndex: receiverIndex)
-            if receiverIndex == peers[i].index && counter < peers[i].buffer!.next {
+            if receiverIndex == peers[i].index && counter < buffers[i]!.next {
                 // Behind what already passed before buffering began (it came the slow way): pass it on.
                 peers[i][k].lastAt = now
                 return false
@@ -162,7 +169,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
             // A new keypair: its counters start again.
             peers[i].previousIndex = peers[i].index
             peers[i].index = receiverIndex
-            peers[i].buffer!.reset(next: counter < UInt64(peers[i].buffer!.depth) ? 0 : counter)
+            buffers[i]!.reset(next: counter < UInt64(buffers[i]!.depth) ? 0 : counter)
             // (released packets wait in the buffer's output for the caller's pollRelease)
         }
         if counter > peers[i].highest { peers[i].highest = counter }
@@ -175,7 +182,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     public mutating func hold(peer: PeerID, counter: UInt64, packet: Handle?, now: Instant) -> Verdict {
         let i = peer.rawValue
         guard i >= 0 && i < peers.count, peers[i].on else { return .deliver }
-        switch peers[i].buffer!.handle(counter: counter, packet: packet, path: peers[i].last, now: now) {
+        switch buffers[i]!.handle(counter: counter, packet: packet, path: peers[i].last, now: now) {
         case .accepted: return .held
         case .drop:
             guard packet != nil else { return .held }
@@ -188,8 +195,8 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     @inline(__always)
     public mutating func pollRelease(peer: PeerID) -> Handle? {
         let i = peer.rawValue
-        guard i >= 0 && i < peers.count, peers[i].buffer != nil else { return nil }
-        while let h = peers[i].buffer!.pollRelease() {
+        guard i >= 0 && i < peers.count, buffers[i] != nil else { return nil }
+        while let h = buffers[i]!.pollRelease() {
             if let h { return h }
         }
         return nil
@@ -203,7 +210,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
             let i = buffering[n]
             n += 1
             var d = peers[i].spreadUntil
-            if let t = peers[i].buffer!.pollTimeout()?.deadline, t < d { d = t }
+            if let t = buffers[i]!.pollTimeout()?.deadline, t < d { d = t }
             if best.map({ d < $0 }) ?? true { best = d }
         }
         return best.map { ($0, "reorder gap expires") }
@@ -217,14 +224,14 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
             let i = buffering[n]
             let peer = PeerID(rawValue: i)
             if now >= peers[i].spreadUntil {
-                peers[i].buffer!.reset(next: 0)
+                buffers[i]!.reset(next: 0)
                 while let h = pollRelease(peer: peer) { release(peer, h) }
                 stop(i)
                 buffering.swapAt(n, buffering.count - 1)
                 buffering.removeLast()
                 continue
             }
-            peers[i].buffer!.handleTimeout(now: now)
+            buffers[i]!.handleTimeout(now: now)
             while let h = pollRelease(peer: peer) { release(peer, h) }
             n += 1
         }
@@ -241,7 +248,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     public func counters(of peer: PeerID) -> ReorderCounters? {
         let i = peer.rawValue
         guard i >= 0 && i < peers.count else { return nil }
-        guard let b = peers[i].buffer else { return nil }
+        guard let b = buffers[i] else { return nil }
         var c = b.counters
         c.droppedLateDuplicate -= min(c.droppedLateDuplicate, peers[i].late)
         c.releasedLate = peers[i].late
@@ -257,7 +264,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     public var heldNow: Int {
         var n = 0, k = 0
         while k < buffering.count {
-            n += peers[buffering[k]].buffer!.heldCount
+            n += buffers[buffering[k]]!.heldCount
             k += 1
         }
         return n
@@ -266,8 +273,8 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     // MARK: Internals
 
     mutating func start(_ i: Int, receiverIndex: UInt32) {
-        if peers[i].buffer == nil {
-            peers[i].buffer = ReorderBuffer(firstCounter: 0, paths: Self.pathSlots, timings: timings)
+        if buffers[i] == nil {
+            buffers[i] = ReorderBuffer(firstCounter: 0, paths: Self.pathSlots, timings: timings)
         }
         // Everything up to the highest counter passed on so far is behind us.
         let first = receiverIndex == peers[i].index ? peers[i].highest &+ 1 : 0
@@ -275,7 +282,7 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
             peers[i].previousIndex = peers[i].index
             peers[i].index = receiverIndex
         }
-        peers[i].buffer!.reset(next: first)
+        buffers[i]!.reset(next: first)
         peers[i].on = true
         buffering.append(i)
     }
@@ -293,18 +300,18 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
             if !s.seen || (peers[i][oldest].seen && s.lastAt < peers[i][oldest].lastAt) { oldest = k }
         }
         peers[i][oldest] = PathSlot(source: source, relayed: relayed, seen: true, lastAt: now, failed: false)
-        peers[i].buffer?.handlePathRestored(oldest)
+        buffers[i]?.handlePathRestored(oldest)
         return oldest
     }
 
     /// A path silent for max(4 × release timeout, 100 ms) while path `k` delivers: failed.
     mutating func checkFailures(_ i: Int, except k: Int, now: Instant) {
-        let limit = max(peers[i].buffer!.releaseTimeout * 4, .milliseconds(100))
+        let limit = max(buffers[i]!.releaseTimeout * 4, .milliseconds(100))
         for s in 0..<Self.pathSlots where s != k {
             let p = peers[i][s]
             guard p.seen, !p.failed, p.lastAt + limit <= now else { continue }
             peers[i][s].failed = true
-            peers[i].buffer!.handlePathFailed(s, now: now)
+            buffers[i]!.handlePathFailed(s, now: now)
         }
     }
 
