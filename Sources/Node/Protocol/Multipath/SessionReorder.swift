@@ -50,45 +50,8 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
     public static var pathSlots: Int { 4 }
     public static var window: Span { .seconds(1 as UInt64) }
 
-    struct PathSlot: Sendable {
-        var source = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
-        var relayed = false
-        var seen = false
-        var lastAt = Instant.zero
-        var failed = false
-    }
-
-    /// Not generic (the buffer is kept apart, in `buffers`): the per-packet reads of the
-    /// single-path case are plain field loads even where this code is not specialized
-    /// for `Handle`. With the buffer inside, each read copied the whole Peer through
-    /// its value witness (memmove, retain and release: 3% of a daemon's CPU in
-    /// perf/throughput's single stream, session 12).
-    struct Peer: Sendable {
-        var on = false
-        /// The path the last packet came over (its slot, and the slot's key kept flat: read
-        /// per packet), and until when the peer counts as spreading.
-        var last = 0
-        var lastSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
-        var lastRelayed = false
-        var hasLast = false
-        /// The path the last IP packet came over (control messages do not start buffering).
-        var lastDataSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
-        var lastDataRelayed = false
-        var hasLastData = false
-        var spreadUntil = Instant.zero
-        var p0 = PathSlot(), p1 = PathSlot(), p2 = PathSlot(), p3 = PathSlot()
-        /// The keypair the counters are under, and the one before (stragglers).
-        var index: UInt32 = 0
-        var previousIndex: UInt32 = 0
-        var highest: UInt64 = 0
-        /// Late packets passed on (`Verdict.late`).
-        var late = 0
-
-        subscript(k: Int) -> PathSlot {
-            get { switch k { case 0: p0; case 1: p1; case 2: p2; default: p3 } }
-            set { switch k { case 0: p0 = newValue; case 1: p1 = newValue; case 2: p2 = newValue; default: p3 = newValue } }
-        }
-    }
+    typealias PathSlot = ReorderPathSlot
+    typealias Peer = ReorderPeer
 
     var peers: [Peer]
     /// Per peer, its ReorderBuffer once it has spread (allocated once, reused).
@@ -330,5 +293,47 @@ public struct SessionReorder<Handle: Sendable>: Sendable {
         c.releasedLate += b.releasedLate
         c.maxHeld = max(a.maxHeld, b.maxHeld)
         return c
+    }
+}
+
+/// One path of a peer as its reorder state knows it (SessionReorder).
+struct ReorderPathSlot: Sendable {
+    var source = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+    var relayed = false
+    var seen = false
+    var lastAt = Instant.zero
+    var failed = false
+}
+
+/// One peer's reorder state, its buffer apart (`SessionReorder.buffers`). Not nested
+/// in SessionReorder and not holding the buffer, so it is not generic: the per-packet
+/// reads of the single-path case are plain field loads even where SessionReorder's
+/// code is not specialized for `Handle`. Nested (so generic), each read copied the
+/// whole Peer through its value witness (memmove, retain and release: about 3% of a
+/// daemon's CPU in perf/throughput's single stream, session 12).
+struct ReorderPeer: Sendable {
+    var on = false
+    /// The path the last packet came over (its slot, and the slot's key kept flat: read
+    /// per packet), and until when the peer counts as spreading.
+    var last = 0
+    var lastSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+    var lastRelayed = false
+    var hasLast = false
+    /// The path the last IP packet came over (control messages do not start buffering).
+    var lastDataSource = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
+    var lastDataRelayed = false
+    var hasLastData = false
+    var spreadUntil = Instant.zero
+    var p0 = ReorderPathSlot(), p1 = ReorderPathSlot(), p2 = ReorderPathSlot(), p3 = ReorderPathSlot()
+    /// The keypair the counters are under, and the one before (stragglers).
+    var index: UInt32 = 0
+    var previousIndex: UInt32 = 0
+    var highest: UInt64 = 0
+    /// Late packets passed on (`Verdict.late`).
+    var late = 0
+
+    subscript(k: Int) -> ReorderPathSlot {
+        get { switch k { case 0: p0; case 1: p1; case 2: p2; default: p3 } }
+        set { switch k { case 0: p0 = newValue; case 1: p1 = newValue; case 2: p2 = newValue; default: p3 = newValue } }
     }
 }
