@@ -215,14 +215,8 @@ enum LocalAddresses {
     /// address on a point-to-point link (ppp with a public IP) stays one.
     static func reachesOnlyItsTunnel(flags: UInt32, family: Endpoint.Family, address: IPAddressBytes) -> Bool {
         guard flags & UInt32(IFF_POINTOPOINT) != 0 else { return false }
-        let a = address
-        switch family {
-        case .v4:  // 10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10
-            return a[0] == 10 || (a[0] == 172 && a[1] & 0xF0 == 16) || (a[0] == 192 && a[1] == 168)
-                || (a[0] == 169 && a[1] == 254) || (a[0] == 100 && a[1] & 0xC0 == 64)
-        case .v6:  // fc00::/7, fe80::/10
-            return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
-        }
+        let e = Endpoint(family: family, address: address, port: 0)
+        return e.isPrivate || e.isShared
     }
 
     static func list(excluding tunName: String) -> [(family: Endpoint.Family, address: IPAddressBytes)] {

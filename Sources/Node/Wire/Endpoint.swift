@@ -39,6 +39,22 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var addressText: String { family == .v4 ? address.v4Text : address.v6Text }
+
+    /// A private or link-local address: 10/8, 172.16/12, 192.168/16, 169.254/16;
+    /// fc00::/7 (ULA), fe80::/10. Reachable on a LAN, not from the internet.
+    public var isPrivate: Bool {
+        let a = address
+        switch family {
+        case .v4:
+            return a[0] == 10 || (a[0] == 172 && a[1] & 0xF0 == 16) || (a[0] == 192 && a[1] == 168) || (a[0] == 169 && a[1] == 254)
+        case .v6:
+            return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
+        }
+    }
+
+    /// IPv4 shared address space (100.64/10, RFC 6598: carrier-grade NAT, Tailscale's overlay).
+    public var isShared: Bool { family == .v4 && address[0] == 100 && address[1] & 0xC0 == 64 }
+
     public var description: String { family == .v4 ? "\(addressText):\(port)" : "[\(addressText)]:\(port)" }
 }
 

@@ -291,13 +291,5 @@ struct PathManager: Sendable {
         }
     }
 
-    static func isPrivate(_ e: Endpoint) -> Bool {
-        let a = e.address
-        switch e.family {
-        case .v4:
-            return a[0] == 10 || (a[0] == 172 && a[1] & 0xF0 == 16) || (a[0] == 192 && a[1] == 168) || (a[0] == 169 && a[1] == 254)
-        case .v6:
-            return a[0] & 0xFE == 0xFC || (a[0] == 0xFE && a[1] & 0xC0 == 0x80)
-        }
-    }
+    static func isPrivate(_ e: Endpoint) -> Bool { e.isPrivate }
 }
