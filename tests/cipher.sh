@@ -10,9 +10,14 @@
 #                                              (SKIP: without it, both chacha20poly1305)
 #   2. auto, chacha20poly1305               -> chacha20poly1305
 #   3. chacha20poly1305, auto               -> chacha20poly1305
+#   4. auto, auto, a2 with checksum_offload = false -> (as 1), checksum_offload false
 # Each: the session comes up, `peers[].cipher` of `wsctl status --json` on both
 # ends names the expected cipher (and the table's `ciphers:` line on a1), a ping and a TCP transfer of 2 MB pass (payload
 # checked), and no DATA failed authentication (counter authFailed stays absent or 0).
+# DATA header flags (docs/wire.md "Header flags"): both TUNs have offloads, so
+# `peers[].checksum_offload` is true on both ends in runs 1-3 (the 2 MB then travel
+# as segments whose checksums were left partial, completed by a2's kernel), and
+# false on both when one end turns it off (run 4); the bytes arrive intact either way.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${WS_BIN:-$here/../.build/release}
@@ -27,7 +32,7 @@ lab_public a2 203.0.113.20
 declare -A ov=([a1]=1 [a2]=2) ip=([a1]=203.0.113.10 [a2]=203.0.113.20)
 mesh_keys a1 a2
 
-config() { # NODE CIPHER
+config() { # NODE CIPHER [CHECKSUM_OFFLOAD]
   local n=$1 m=a1
   [ "$n" = a1 ] && m=a2
   cat >"$LAB_DIR/$n.toml" <<TOML
@@ -40,6 +45,7 @@ control_socket = "$LAB_DIR/$n.sock"
 port_mapping = []
 lan_discovery = false
 cipher = "$2"
+checksum_offload = ${3:-true}
 
 [[peer]]
 name = "$m"
@@ -63,10 +69,11 @@ cipher_is() { [ "$(peer_field "$1" cipher)" = "\"$2\"" ] || [ "$(peer_field "$1"
 aesni=0
 if grep -qw aes /proc/cpuinfo && grep -qw pclmulqdq /proc/cpuinfo; then aesni=1; fi
 
-run() { # A1_SETTING A2_SETTING EXPECTED
-  local s1=$1 s2=$2 want=$3 tag="$1-$2"
+run() { # A1_SETTING A2_SETTING EXPECTED [A2_CHECKSUM_OFFLOAD]
+  local s1=$1 s2=$2 want=$3 offload=${4:-true}
+  local tag="$1-$2-$offload"
   config a1 "$s1"
-  config a2 "$s2"
+  config a2 "$s2" "$offload"
   lab_bg a1 "a1-$tag" "$bin/whalescaled" --config "$LAB_DIR/a1.toml"
   lab_bg a2 "a2-$tag" "$bin/whalescaled" --config "$LAB_DIR/a2.toml"
   lab_wait_log "a1-$tag" "whalescaled up" 60 || fail "a1 ($tag) did not start"
@@ -74,6 +81,10 @@ run() { # A1_SETTING A2_SETTING EXPECTED
   wait_until 30 lab_exec a1 ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 || fail "$tag: a1 cannot reach a2"
   wait_until 10 cipher_is a1 "$want" || fail "$tag: a1 reports cipher $(peer_field a1 cipher), not $want"
   wait_until 10 cipher_is a2 "$want" || fail "$tag: a2 reports cipher $(peer_field a2 cipher), not $want"
+  for n in a1 a2; do
+    got=$(peer_field $n checksum_offload | tr '[:upper:]' '[:lower:]')
+    [ "$got" = "$offload" ] || fail "$tag: $n reports checksum_offload $got, not $offload"
+  done
   t=$("$bin/wsctl" status --socket "$LAB_DIR/a1.sock")
   grep -qx "ciphers: a2 $want" <<<"$t" || fail "$tag: wsctl status of a1 lacks 'ciphers: a2 $want': $t"
   # 2 MB over TCP through the tunnel, checked byte for byte.
@@ -98,7 +109,7 @@ s.sendall(open(sys.argv[1], "rb").read()); s.close()
   cmp -s "$LAB_DIR/blob" "$LAB_DIR/got-$tag" || fail "$tag: the bytes changed in the tunnel"
   [ "$(auth_failed a1)" = 0 ] || fail "$tag: a1 counted $(auth_failed a1) authFailed"
   [ "$(auth_failed a2)" = 0 ] || fail "$tag: a2 counted $(auth_failed a2) authFailed"
-  echo "ok: a1 $s1, a2 $s2: both report $want; ping and 2 MB over TCP intact, no authFailed"
+  echo "ok: a1 $s1, a2 $s2 (checksum_offload $offload): both report $want and checksum_offload $offload; ping and 2 MB over TCP intact, no authFailed"
   lab_kill_tag "a1-$tag"
   lab_kill_tag "a2-$tag"
   lab_kill_tag "nc-$tag"
@@ -112,4 +123,5 @@ else
 fi
 run auto chacha20poly1305 chacha20poly1305
 run chacha20poly1305 auto chacha20poly1305
+if [ $aesni = 1 ]; then run auto auto aes256gcm false; else run auto auto chacha20poly1305 false; fi
 echo "cipher: all checks passed"

@@ -11,7 +11,10 @@
 // super-packet. Each merged segment's checksum is verified first: the
 // super-packet goes to the kernel as CHECKSUM_PARTIAL (NEEDS_CSUM), which the
 // kernel trusts, so a segment with a bad checksum must never hide inside one
-// (it is written alone, and the kernel drops it).
+// (it is written alone, and the kernel drops it). A packet added as partial
+// (its peer left the checksum to the receiver: Wire/DataMessage.swift) has
+// nothing to verify: its field holds the pseudo-header sum, it merges as a
+// verified one, and alone it is written with NEEDS_CSUM at the place given.
 //
 // Nothing here allocates after init, reads a clock or touches a descriptor.
 
@@ -61,6 +64,9 @@ public final class GSOCoalescer {
         var proto: UInt8
         var mergeable: Bool
         var verified: Bool
+        /// The head's checksum is partial: where it lies (csum_start; 0: complete) and csum_offset.
+        var partialStart: UInt16
+        var partialOffset: UInt16
         var psh: Bool
         var gsoSize: Int
         var lastPayload: Int
@@ -122,11 +128,13 @@ public final class GSOCoalescer {
     public var isEmpty: Bool { groupCount == 0 }
 
     /// Takes the IP packet at `p`. False (nothing taken) when full: `flush` first.
+    /// `partial`: its transport checksum holds only the pseudo-header sum, at this
+    /// place (`Offload.checksumPlace` of the packet); nil: it is complete.
     @discardableResult
-    public func add(_ p: UnsafeMutableRawPointer, length: Int) -> Bool {
+    public func add(_ p: UnsafeMutableRawPointer, length: Int, partial: (start: Int, offset: Int)? = nil) -> Bool {
         guard groupCount < maxGroups, pieceCount < maxPieces else { return false }
         guard let s = Self.segment(p, length: length), s.proto == 6 || udp else {
-            newGroup(p, length: length, s: nil)
+            newGroup(p, length: length, s: nil, partial: partial)
             return true
         }
         // The flow's open group, if any.
@@ -147,10 +155,10 @@ public final class GSOCoalescer {
                     }
                 }
                 if groups[gi].mergeable {
-                    if !Self.checksumValid(p, length: length, s) {
+                    if partial == nil, !Self.checksumValid(p, length: length, s) {
                         // Written alone (the kernel drops it); the group stays open.
                         badChecksums += 1
-                        newGroup(p, length: length, s: nil)
+                        newGroup(p, length: length, s: nil, partial: nil)
                         return true
                     }
                     append(gi, p, s)
@@ -161,7 +169,7 @@ public final class GSOCoalescer {
             // Whatever comes now in this flow must not be written before what the group holds.
             closeOpen(slot)
         }
-        newGroup(p, length: length, s: s)
+        newGroup(p, length: length, s: s, partial: partial)
         return true
     }
 
@@ -172,7 +180,10 @@ public final class GSOCoalescer {
         for gi in 0..<groupCount {
             let g = groups[gi]
             guard g.pieceCount > 0 else {
-                write(Output(header: .none, head: g.head, headLength: g.headLength,
+                let header = g.partialStart == 0
+                    ? VirtioNetHeader.none
+                    : VirtioNetHeader.partialChecksum(start: Int(g.partialStart), offset: Int(g.partialOffset))
+                write(Output(header: header, head: g.head, headLength: g.headLength,
                              pieces: UnsafeBufferPointer(start: nil, count: 0)))
                 continue
             }
@@ -218,18 +229,24 @@ public final class GSOCoalescer {
     /// of the head as the single segment it was. The other segments were never
     /// touched: each piece still has its own headers in front of it.
     public static func restoreHead(_ o: Output) {
+        restoreSegment(o.head, length: o.headLength, of: o)
+    }
+
+    /// The same for every other segment of `o`, at `piece.base - o.header.headerLength`
+    /// (`piece.length + headerLength` bytes): its headers are its own, but its
+    /// checksum may have been left partial by its sender, so it is computed in full.
+    public static func restoreSegment(_ h: UnsafeMutableRawPointer, length: Int, of o: Output) {
         let ihl = Int(o.header.checksumStart)
-        let h = o.head
         let isV6 = h.load(as: UInt8.self) >> 4 == 6
         let isUDP = o.header.gsoType == VirtioNetHeader.gsoUDPL4
         if isV6 {
-            h.storeBytes(of: UInt16(truncatingIfNeeded: o.headLength - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
+            h.storeBytes(of: UInt16(truncatingIfNeeded: length - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
         } else {
-            h.storeBytes(of: UInt16(truncatingIfNeeded: o.headLength).bigEndian, toByteOffset: 2, as: UInt16.self)
+            h.storeBytes(of: UInt16(truncatingIfNeeded: length).bigEndian, toByteOffset: 2, as: UInt16.self)
             h.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
             h.storeBytes(of: ~InternetChecksum.fold(InternetChecksum.partial(h, count: ihl)), toByteOffset: 10, as: UInt16.self)
         }
-        let l4 = o.headLength - ihl
+        let l4 = length - ihl
         let at = ihl + (isUDP ? 6 : 16)
         if isUDP { h.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: ihl + 4, as: UInt16.self) }
         h.storeBytes(of: UInt16(0), toByteOffset: at, as: UInt16.self)
@@ -361,12 +378,14 @@ public final class GSOCoalescer {
         Offload.transportChecksumValid(p, length: length, transportOffset: s.ipHeaderLength, isV6: s.isV6, proto: s.proto)
     }
 
-    private func newGroup(_ p: UnsafeMutableRawPointer, length: Int, s: Segment?) {
+    private func newGroup(_ p: UnsafeMutableRawPointer, length: Int, s: Segment?, partial: (start: Int, offset: Int)?) {
         let gi = groupCount
         groupCount += 1
         groups[gi] = Group(
             head: p, headLength: length, ipHeaderLength: s?.ipHeaderLength ?? 0, l4HeaderLength: s?.l4HeaderLength ?? 0,
-            isV6: s?.isV6 ?? false, proto: s?.proto ?? 0, mergeable: s?.mergeable ?? false, verified: false, psh: s?.psh ?? false,
+            isV6: s?.isV6 ?? false, proto: s?.proto ?? 0, mergeable: s?.mergeable ?? false, verified: partial != nil,
+            partialStart: UInt16(truncatingIfNeeded: partial?.start ?? 0), partialOffset: UInt16(truncatingIfNeeded: partial?.offset ?? 0),
+            psh: s?.psh ?? false,
             gsoSize: s?.payload ?? 0, lastPayload: s?.payload ?? 0, totalLength: length,
             nextSeq: (s?.seq ?? 0) &+ UInt32(truncatingIfNeeded: s?.payload ?? 0), firstPiece: -1, lastPiece: -1,
             pieceCount: 0)

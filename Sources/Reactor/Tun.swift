@@ -112,6 +112,8 @@ public final class TunDevice {
     private let capacities: UnsafeMutablePointer<Int>
     /// Scratch for `write`: a zero vnet header and the two pieces of a plain packet.
     private let zeroHeader: UnsafeMutableRawPointer
+    /// The header of `write(_:length:header:)`.
+    private let headerScratch: UnsafeMutableRawPointer
     private let iov: UnsafeMutablePointer<CReactor_iovec>
 
     public static let vnetHeaderLength = Int(CReactor_VIRTIO_NET_HDR_LEN)
@@ -184,6 +186,8 @@ public final class TunDevice {
         capacities = .allocate(capacity: batchSize)
         zeroHeader = .allocate(byteCount: 16, alignment: 16)
         zeroHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+        headerScratch = .allocate(byteCount: 16, alignment: 16)
+        headerScratch.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
         iov = .allocate(capacity: 2)
         iov.initialize(repeating: CReactor_iovec(), count: 2)
         do throws(SyscallError) {
@@ -206,6 +210,7 @@ public final class TunDevice {
         lengths.deallocate()
         capacities.deallocate()
         zeroHeader.deallocate()
+        headerScratch.deallocate()
         iov.deallocate()
     }
 
@@ -285,6 +290,21 @@ public final class TunDevice {
             return finish("write(tun)") { CReactor_write(fd, packet, length) }
         }
         iov[0] = CReactor_iovec(base: zeroHeader, len: Self.vnetHeaderLength)
+        iov[1] = CReactor_iovec(base: UnsafeMutableRawPointer(mutating: packet), len: length)
+        return finish("writev(tun)") { CReactor_writev(fd, iov, 2) }
+    }
+
+    /// Writes one packet with this virtio_net_hdr (a checksum left partial:
+    /// `VirtioNetHeader.partialChecksum`). Only with `vnetHeader`; false (counted
+    /// as a write error) without. False if dropped (counted).
+    @discardableResult
+    public func write(_ packet: UnsafeRawPointer, length: Int, header: VirtioNetHeader) -> Bool {
+        guard vnetHeader else {
+            writeErrors += 1
+            return false
+        }
+        header.write(to: headerScratch)
+        iov[0] = CReactor_iovec(base: headerScratch, len: Self.vnetHeaderLength)
         iov[1] = CReactor_iovec(base: UnsafeMutableRawPointer(mutating: packet), len: length)
         return finish("writev(tun)") { CReactor_writev(fd, iov, 2) }
     }

@@ -95,6 +95,13 @@ public struct VirtioNetHeader: Equatable, Sendable {
         p.storeBytes(of: checksumOffset.littleEndian, toByteOffset: 8, as: UInt16.self)
     }
 
+    /// One packet whose transport checksum field holds only the pseudo-header sum
+    /// (`Offload.checksumPlace` says where): the kernel completes or trusts it.
+    public static func partialChecksum(start: Int, offset: Int) -> VirtioNetHeader {
+        VirtioNetHeader(flags: needsChecksum, checksumStart: UInt16(truncatingIfNeeded: start),
+                        checksumOffset: UInt16(truncatingIfNeeded: offset))
+    }
+
     /// A GSO super-packet to split (ECN bit ignored).
     @inlinable public var isGSO: Bool { gsoType & ~Self.gsoECN != Self.gsoNone }
     @inlinable public var needsChecksumCompletion: Bool { flags & Self.needsChecksum != 0 }
@@ -254,11 +261,42 @@ public enum Offload {
                            gsoSize: gso, count: count, lastPayload: payload - (count - 1) * gso))
     }
 
+    /// Where the TCP or UDP checksum of the IP packet at `p` lies, when the packet
+    /// alone says so: IPv4 (options allowed, not a fragment) or IPv6 without extension
+    /// headers, carrying a whole TCP or UDP header. `start` is csum_start, `offset`
+    /// csum_offset. A peer sends a checksum left partial only in such a packet, and the
+    /// receiver finds it here to write the packet with NEEDS_CSUM.
+    @inlinable
+    public static func checksumPlace(_ p: UnsafeRawPointer, length: Int) -> (start: Int, offset: Int)? {
+        guard length >= 20 else { return nil }
+        let start: Int, proto: UInt8
+        switch p.load(as: UInt8.self) >> 4 {
+        case 4:
+            start = Int(p.load(as: UInt8.self) & 0x0f) * 4
+            guard start >= 20, UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 6, as: UInt16.self)) & 0x3fff == 0 else { return nil }
+            proto = p.load(fromByteOffset: 9, as: UInt8.self)
+        case 6:
+            guard length >= 40 else { return nil }
+            start = 40
+            proto = p.load(fromByteOffset: 6, as: UInt8.self)
+        default:
+            return nil
+        }
+        switch proto {
+        case 6: return length >= start + 20 ? (start, 16) : nil
+        case 17: return length >= start + 8 ? (start, 6) : nil
+        default: return nil
+        }
+    }
+
     /// Writes segments `segments` of the super-packet at `p` (checked by `plan`)
     /// as complete IP packets: segment i at `out + (i - segments.lowerBound) * stride`.
     /// `stride` must be at least `plan.segmentLength`. The source is only read.
+    /// `partialChecksums`: each segment's transport checksum is left as the
+    /// pseudo-header sum (for a peer that negotiated it: Wire/DataMessage.swift)
+    /// instead of computed over the payload.
     public static func split(_ p: UnsafeRawPointer, plan: Plan, segments: Range<Int>,
-                             into out: UnsafeMutableRawPointer, stride: Int) {
+                             into out: UnsafeMutableRawPointer, stride: Int, partialChecksums: Bool = false) {
         precondition(segments.lowerBound >= 0 && segments.upperBound <= plan.count && stride >= plan.segmentLength)
         let hl = plan.headerLength
         let ts = plan.transportOffset
@@ -266,6 +304,13 @@ public enum Offload {
         let last = plan.count - 1
         let seq0 = plan.isTCP ? UInt32(bigEndian: p.loadUnaligned(fromByteOffset: ts + 4, as: UInt32.self)) : 0
         let id0 = plan.isV6 ? 0 : UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+        // IPv4: the header's sum without its length, ID and checksum (which change per
+        // segment), from the source: each segment's checksum is then a fold, with no
+        // reads of the bytes just written (a load across them stalls store forwarding).
+        let v4Base = plan.isV6 ? 0 : UInt64(p.loadUnaligned(as: UInt16.self))
+            &+ UInt64(p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+            &+ UInt64(p.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+            &+ InternetChecksum.partial(p + 12, count: ts - 12)
         for i in segments {
             let d = out + (i - segments.lowerBound) * stride
             let pl = i == last ? plan.lastPayload : plan.gsoSize
@@ -275,10 +320,11 @@ public enum Offload {
             if plan.isV6 {
                 d.storeBytes(of: UInt16(truncatingIfNeeded: segLen - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
             } else {
+                let id = (id0 &+ UInt16(truncatingIfNeeded: i)).bigEndian
                 d.storeBytes(of: UInt16(truncatingIfNeeded: segLen).bigEndian, toByteOffset: 2, as: UInt16.self)
-                d.storeBytes(of: (id0 &+ UInt16(truncatingIfNeeded: i)).bigEndian, toByteOffset: 4, as: UInt16.self)
-                d.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
-                d.storeBytes(of: ~InternetChecksum.fold(InternetChecksum.partial(d, count: ts)), toByteOffset: 10, as: UInt16.self)
+                d.storeBytes(of: id, toByteOffset: 4, as: UInt16.self)
+                let sum = v4Base &+ InternetChecksum.lengthWord(segLen) &+ UInt64(id)
+                d.storeBytes(of: ~InternetChecksum.fold(sum), toByteOffset: 10, as: UInt16.self)
             }
             let th = d + ts
             let l4 = segLen - ts
@@ -292,6 +338,10 @@ public enum Offload {
                 th.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: 4, as: UInt16.self)
             }
             let co = plan.checksumOffset
+            if partialChecksums {
+                th.storeBytes(of: InternetChecksum.fold(pseudo &+ InternetChecksum.lengthWord(l4)), toByteOffset: co, as: UInt16.self)
+                continue
+            }
             th.storeBytes(of: UInt16(0), toByteOffset: co, as: UInt16.self)
             var c = ~InternetChecksum.fold(InternetChecksum.partial(th, count: l4, pseudo &+ InternetChecksum.lengthWord(l4)))
             if c == 0 { c = 0xffff }

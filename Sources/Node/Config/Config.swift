@@ -19,6 +19,7 @@ import TOMLKit
 ///     lan_discovery = true              # default true: signed mDNS announcements on 224.0.0.251:5353
 ///     uplinks = ["wlan0", "wwan0"]      # default: every interface with a route to the outside
 ///     cipher = "auto"                   # default "auto": AES-256-GCM when both ends have AES-NI; or "chacha20poly1305"
+///     checksum_offload = true           # default true: inner checksums left partial between Whalescale peers
 ///     mtu = 1420                        # default: none; a cap on the tunnel MTU (the minimum over active paths)
 ///     control_socket = "/run/whalescale/ws0.sock"  # default /run/whalescale/<interface>.sock
 ///
@@ -206,6 +207,10 @@ public struct NodeConfig: Sendable, Equatable {
     /// `cipher`: `.auto` offers and accepts AES-256-GCM (when this CPU has AES-NI) in
     /// Whalescale's handshake; `.chacha20poly1305` never does. ChaCha20-Poly1305 is the fallback.
     public var cipher: CipherSetting = .auto
+    /// `checksum_offload`: offer and accept DATA header flags, so that inner TCP/UDP
+    /// checksums are left partial between Whalescale peers (docs/wire.md "Header flags";
+    /// only where the TUN has offloads). False: every checksum is computed and verified.
+    public var checksumOffload = true
     public var stateDir: String
     public var controlSocket: String
     /// `control_group`: a group whose members may use the control socket too

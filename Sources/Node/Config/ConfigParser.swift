@@ -12,7 +12,7 @@ import TOMLKit
 
 struct ConfigParser {
     static let rootKeys = ["node", "peer", "gossip", "metrics"]
-    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping", "lan_discovery", "uplinks", "cipher", "mtu"]
+    static let nodeKeys = ["private_key_file", "private_key", "interface", "address", "listen_port", "anchor", "relay_rate_mbit", "reactors", "state_dir", "control_socket", "control_group", "port_mapping", "lan_discovery", "uplinks", "cipher", "checksum_offload", "mtu"]
     static let metricsKeys = ["listen"]
     static let peerKeys = ["name", "public_key", "address", "endpoint", "anchor", "persistent_keepalive", "wireguard",
                            "preshared_key_file"]

@@ -101,6 +101,7 @@ extension ConfigParser {
             }
             node.cipher = setting
         }
+        node.checksumOffload = try bool(t, "checksum_offload", "node") ?? true
         if let g = try string(t, "control_group", "node") {
             guard !g.isEmpty, g.utf8.count <= 32, g.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 throw fail("node.control_group", "\(quoted(g)) is not a group name (letters, digits, '-', '_', '.'; at most 32) or a numeric gid")

@@ -261,6 +261,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var byPathKind: [PathTraffic]
         /// The current session's AEAD, "chacha20poly1305" or "aes256gcm"; nil without a session.
         public var cipher: String?
+        /// The session negotiated DATA header flags: inner TCP/UDP checksums are left
+        /// partial between the two ends (Wire/DataMessage.swift); nil without current keys.
+        public var checksumOffload: Bool?
         /// The receiver's reorder buffer for this peer (multipath); nil when the peer never
         /// sent over two paths at once.
         public var reorder: Reorder?
@@ -271,9 +274,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
             gossip: GossipRecord? = nil, punching: Bool = false, nextDirectRetrySeconds: Double? = nil,
             rxPackets: UInt64 = 0, txPackets: UInt64 = 0, handshakesCompleted: UInt64 = 0, handshakesFailed: UInt64 = 0,
             kind: String = "whalescale", persistentKeepaliveS: UInt64? = nil, roam: Roam? = nil,
-            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil, reorder: Reorder? = nil
+            byPathKind: [PathTraffic] = [], lan: AdvertisedEndpoint? = nil, cipher: String? = nil, checksumOffload: Bool? = nil,
+            reorder: Reorder? = nil
         ) {
             self.cipher = cipher
+            self.checksumOffload = checksumOffload
             self.reorder = reorder
             self.byPathKind = byPathKind
             self.rxPackets = rxPackets
@@ -316,6 +321,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             case roam
             case byPathKind = "by_path_kind"
             case cipher, reorder
+            case checksumOffload = "checksum_offload"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -346,6 +352,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
             byPathKind = try c.decodeIfPresent([PathTraffic].self, forKey: .byPathKind) ?? []
             // Absent from a daemon before cipher negotiation.
             cipher = try c.decodeIfPresent(String.self, forKey: .cipher)
+            // Absent from a daemon before header flags.
+            checksumOffload = try c.decodeIfPresent(Bool.self, forKey: .checksumOffload)
             reorder = try c.decodeIfPresent(Reorder.self, forKey: .reorder)
         }
 
@@ -374,6 +382,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
             try c.encode(roam, forKey: .roam)
             try c.encode(byPathKind, forKey: .byPathKind)
             try c.encode(cipher, forKey: .cipher)
+            try c.encode(checksumOffload, forKey: .checksumOffload)
             try c.encode(reorder, forKey: .reorder)
         }
     }

@@ -25,6 +25,14 @@
 // transcript is the one a peer without negotiation computes, and it gets ChaCha.
 // Split() gives the same keys either way; only the AEAD that uses them differs.
 //
+// Bit 1 of the same two bytes negotiates DATA header flags (Wire/DataMessage.swift):
+// the initiator sets it in its offer when it can take inner packets whose checksum
+// is left partial (its TUN has offloads), the responder in its choice only when
+// it was offered and it can too. Both set: the session's DATA authenticates its
+// header's first 4 bytes as AD, and either end may send with `checksumPartial`.
+// It rides on the same MixHash, so it cannot be changed in flight either. A node
+// from before it ignores bit 1 of an offer and never sets it in a choice.
+//
 // Sans-IO: `now` is always a parameter; randomness (ephemerals, cookie secrets,
 // cookie-reply nonces) comes from libsodium's randombytes.
 //
@@ -60,6 +68,9 @@ public enum HandshakeConstants {
     public static let cookieLifetime = Span.seconds(120 as UInt64)
     public static let cookieLength = 16
 
+    /// Bit 1 of the INIT's offer and the RESP's choice: DATA header flags (see the top of this file).
+    public static let headerFlagsBit: UInt8 = 2
+
     static let mac1Label: [UInt8] = Array("mac1----".utf8)
     static let cookieLabel: [UInt8] = Array("cookie--".utf8)
 }
@@ -77,19 +88,23 @@ public struct InitiatorHandshake: Sendable {
     public let createdAt: Instant
     let noise: NoiseHandshakeState
 
-    /// The offer byte for a node whose config allows AES-GCM (`aesGCM`): bit 0 when this CPU has it.
-    public static func cipherOffer(aesGCM: Bool) -> UInt8 {
-        aesGCM && NoiseCipher.aesGCM.isAvailable ? 1 : 0
+    /// The offer byte: bit 0 for a node whose config allows AES-GCM (`aesGCM`) when this
+    /// CPU has it, bit 1 (`headerFlags`) when it takes DATA with header flags.
+    public static func cipherOffer(aesGCM: Bool, headerFlags: Bool = false) -> UInt8 {
+        (aesGCM && NoiseCipher.aesGCM.isAvailable ? 1 : 0) | (headerFlags ? HandshakeConstants.headerFlagsBit : 0)
     }
 
     /// Builds HANDSHAKE_INIT for `responder`, carrying `timestamp` (12 bytes, TAI64N).
-    /// `aesGCM`: offer AES-256-GCM (only if this CPU has it). Nil when the timestamp is
-    /// not 12 bytes, `macs` is for another peer, or the responder's key has no X25519 form.
+    /// `aesGCM`: offer AES-256-GCM (only if this CPU has it); `headerFlags`: offer DATA
+    /// header flags. Nil when the timestamp is not 12 bytes, `macs` is for another peer,
+    /// or the responder's key has no X25519 form.
     public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32,
-                                        timestamp: [UInt8], aesGCM: Bool = false, macs: inout MacGenerator, now: Instant)
+                                        timestamp: [UInt8], aesGCM: Bool = false, headerFlags: Bool = false,
+                                        macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], state: InitiatorHandshake)? {
         createInitiation(identity: identity, responder: responder, senderIndex: senderIndex, timestamp: timestamp,
-                         cipherOffer: cipherOffer(aesGCM: aesGCM), macs: &macs, now: now, ephemeral: nil)
+                         cipherOffer: cipherOffer(aesGCM: aesGCM, headerFlags: headerFlags), macs: &macs, now: now,
+                         ephemeral: nil)
     }
 
     /// As above, with the offer byte as given (tests send bits a real node would not) and a fixed ephemeral.
@@ -116,11 +131,14 @@ public struct InitiatorHandshake: Sendable {
 
     /// nil unless the response authenticates for this handshake (check receiver_index == our senderIndex).
     /// mac1/mac2 of the response are the caller's to check, with its own `CookieChecker`.
-    /// The choice must be 0 (ChaCha) or a cipher we offered; it is MixHash()ed before the
-    /// payload whenever we offered anything, so a choice changed in flight does not authenticate.
+    /// The choice must be 0 (ChaCha) or a cipher we offered, and may set bit 1 only if we
+    /// offered it; it is MixHash()ed before the payload whenever we offered anything, so a
+    /// choice changed in flight does not authenticate.
     public func consumeResponse(_ message: [UInt8]) -> (responderIndex: UInt32, keys: TransportKeys)? {
+        let flagsBit = HandshakeConstants.headerFlagsBit
         guard let wire = HandshakeResponseMessage(bytes: message), wire.receiverIndex == senderIndex,
-              let cipher = NoiseCipher(rawValue: wire.cipherChoice),
+              wire.cipherChoice & flagsBit == 0 || cipherOffer & flagsBit != 0,
+              let cipher = NoiseCipher(rawValue: wire.cipherChoice & ~flagsBit),
               cipher == .chachaPoly || (cipherOffer & 1 != 0 && cipher.isAvailable) else {
             return nil
         }
@@ -128,7 +146,7 @@ public struct InitiatorHandshake: Sendable {
         var noise = self.noise
         guard let payload = try? noise.readMessage(wire.noise, mixBeforePayload: cipherOffer != 0 ? [wire.cipherChoice] : nil),
               payload.isEmpty, let keys = try? noise.transportKeys(cipher: cipher) else { return nil }
-        return (wire.senderIndex, keys)
+        return (wire.senderIndex, keys.with(headerFlags: wire.cipherChoice & flagsBit != 0))
     }
 }
 
@@ -261,11 +279,18 @@ public struct ReceivedInitiation: Sendable {
         aesGCM && cipherOffer & 1 != 0 && NoiseCipher.aesGCM.isAvailable ? .aesGCM : .chachaPoly
     }
 
+    /// Whether the session gets DATA header flags: offered, and `headerFlags` (this node takes them).
+    public func headerFlagsChoice(headerFlags: Bool) -> Bool {
+        headerFlags && cipherOffer & HandshakeConstants.headerFlagsBit != 0
+    }
+
     /// Builds HANDSHAKE_RESP (e, ee, se, empty payload) and the session keys, under the
-    /// cipher `cipherChoice(aesGCM:)` picks (`keys.cipher`).
+    /// cipher `cipherChoice(aesGCM:)` picks (`keys.cipher`) and with header flags when
+    /// `headerFlagsChoice(headerFlags:)` (`keys.headerFlags`).
     /// Nil only if a DH gives all zeros, which es and ss already excluded.
     /// Every call makes a new ephemeral (tests fix it): call it once.
-    public func createResponse(senderIndex: UInt32, aesGCM: Bool = false, macs: inout MacGenerator, now: Instant)
+    public func createResponse(senderIndex: UInt32, aesGCM: Bool = false, headerFlags: Bool = false,
+                               macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], keys: TransportKeys)? {
         assert(macs.peer == initiator, "MacGenerator is for another peer: the initiator will drop this response")
         var state = symmetric
@@ -279,7 +304,9 @@ public struct ReceivedInitiation: Sendable {
         state.mixKey(se)
         // The choice, authenticated (only when the initiator offered: see the top of this file).
         let cipher = cipherChoice(aesGCM: aesGCM)
-        if cipherOffer != 0 { state.mixHash([cipher.rawValue]) }
+        let flags = headerFlagsChoice(headerFlags: headerFlags)
+        let choice = cipher.rawValue | (flags ? HandshakeConstants.headerFlagsBit : 0)
+        if cipherOffer != 0 { state.mixHash([choice]) }
         guard let tag = try? state.encryptAndHash([]) else { return nil }
         let noiseOut = e.publicKey + tag
         // Split: the initiator sends with c1, so the responder sends with c2.
@@ -287,9 +314,9 @@ public struct ReceivedInitiation: Sendable {
         guard let k1 = c1.key.map({ TransportKey(secret: $0, cipher: cipher) }),
               let k2 = c2.key.map({ TransportKey(secret: $0, cipher: cipher) }) else { return nil }
         var message = HandshakeResponseMessage(senderIndex: senderIndex, receiverIndex: self.senderIndex,
-                                               noise: noiseOut, cipherChoice: cipher.rawValue).bytes
+                                               noise: noiseOut, cipherChoice: choice).bytes
         macs.stamp(&message, now: now)
-        return (message, TransportKeys(send: k2, receive: k1))
+        return (message, TransportKeys(send: k2, receive: k1, headerFlags: flags))
     }
 }
 

@@ -115,14 +115,17 @@ public enum WhalescaleIK: HandshakeSuite {
     }
 
     /// As above; `aesGCM`: offer AES-256-GCM for this session (config `[node] cipher`
-    /// allows it; sent only when this CPU has AES-NI). Handshake.swift negotiates.
+    /// allows it; sent only when this CPU has AES-NI); `headerFlags`: offer DATA header
+    /// flags (this node's TUN takes partial checksums). Handshake.swift negotiates.
     @inline(__always)
     public static func createInitiation(identity: Identity, responder: PublicKey, senderIndex: UInt32, timestamp: [UInt8],
-                                        psk: PresharedKey? = nil, aesGCM: Bool, macs: inout MacGenerator, now: Instant)
+                                        psk: PresharedKey? = nil, aesGCM: Bool, headerFlags: Bool = false,
+                                        macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], state: InitiatorHandshake)? {
         assert(psk == nil, "Whalescale's suite has no preshared key")
         return InitiatorHandshake.createInitiation(identity: identity, responder: responder, senderIndex: senderIndex,
-                                                   timestamp: timestamp, aesGCM: aesGCM, macs: &macs, now: now)
+                                                   timestamp: timestamp, aesGCM: aesGCM, headerFlags: headerFlags,
+                                                   macs: &macs, now: now)
     }
 
     @inline(__always)
@@ -145,13 +148,14 @@ public enum WhalescaleIK: HandshakeSuite {
     }
 
     /// As above; `aesGCM`: accept an offer of AES-256-GCM (config allows it; only when
-    /// this CPU has AES-NI). The keys carry the cipher chosen (`keys.cipher`).
+    /// this CPU has AES-NI); `headerFlags`: accept an offer of DATA header flags. The keys
+    /// carry what was chosen (`keys.cipher`, `keys.headerFlags`).
     @inline(__always)
     public static func createResponse(to received: ReceivedInitiation, senderIndex: UInt32, psk: PresharedKey? = nil,
-                                      aesGCM: Bool, macs: inout MacGenerator, now: Instant)
+                                      aesGCM: Bool, headerFlags: Bool = false, macs: inout MacGenerator, now: Instant)
         -> (message: [UInt8], keys: TransportKeys)? {
         assert(psk == nil, "Whalescale's suite has no preshared key")
-        return received.createResponse(senderIndex: senderIndex, aesGCM: aesGCM, macs: &macs, now: now)
+        return received.createResponse(senderIndex: senderIndex, aesGCM: aesGCM, headerFlags: headerFlags, macs: &macs, now: now)
     }
 
     @inline(__always)

@@ -289,14 +289,18 @@ public enum Sodium {
 
     /// Noise's ChaChaPoly nonce (§12.3): 32 bits of zeros followed by the
     /// little-endian 64-bit counter. Three UInt32s are 12 contiguous bytes.
-    static func noiseNonce(_ counter: UInt64) -> (UInt32, UInt32, UInt32) {
-        (0, UInt32(truncatingIfNeeded: counter).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
+    /// `flags` (DATA header flags in a session that negotiated them: TransportKey.seal)
+    /// take the place of the 32 zero bits; 0 gives Noise's nonce.
+    static func noiseNonce(_ counter: UInt64, flags: UInt8 = 0) -> (UInt32, UInt32, UInt32) {
+        (UInt32(flags).littleEndian, UInt32(truncatingIfNeeded: counter).littleEndian,
+         UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
     }
 
     /// Noise's AESGCM nonce (§12.4): "32 bits of zeros followed by big-endian encoding
     /// of n" -- the same 12 bytes as ChaChaPoly's but with the counter big-endian.
-    static func noiseAESGCMNonce(_ counter: UInt64) -> (UInt32, UInt32, UInt32) {
-        (0, UInt32(truncatingIfNeeded: counter >> 32).bigEndian, UInt32(truncatingIfNeeded: counter).bigEndian)
+    static func noiseAESGCMNonce(_ counter: UInt64, flags: UInt8 = 0) -> (UInt32, UInt32, UInt32) {
+        (UInt32(flags).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).bigEndian,
+         UInt32(truncatingIfNeeded: counter).bigEndian)
     }
 }
 

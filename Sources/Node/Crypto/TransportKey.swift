@@ -112,12 +112,15 @@ public struct TransportKey: @unchecked Sendable {
     }
 
     /// Encrypts buffer[0..<length] in place and writes the 16-byte tag at buffer[length..<length+16].
-    /// Nonce is Noise's for the cipher: 32 zero bits || counter (64-bit LE for ChaChaPoly, BE for AESGCM). No AD.
-    public func seal(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int) {
+    /// Nonce is Noise's for the cipher: 32 zero bits || counter (64-bit LE for ChaChaPoly, BE for AESGCM),
+    /// except that `flags` (DATA header flags, in a session that negotiated them) fill the
+    /// first 32 bits as a little-endian word: the flags are authenticated at no cost, and a
+    /// nonce is still never reused (the counter alone never is). No AD.
+    public func seal(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int, flags: UInt8 = 0) {
         precondition(length >= 0)
         let bytes = buffer.assumingMemoryBound(to: UInt8.self)
         if let aesState {
-            let nonce = Sodium.noiseAESGCMNonce(counter)
+            let nonce = Sodium.noiseAESGCMNonce(counter, flags: flags)
             withUnsafeBytes(of: nonce) { n in
                 // libsodium's AES-NI code reads each block before writing it: c == m is fine.
                 _ = crypto_aead_aes256gcm_encrypt_detached_afternm(
@@ -126,7 +129,7 @@ public struct TransportKey: @unchecked Sendable {
             }
             return
         }
-        let nonce = Sodium.noiseNonce(counter)
+        let nonce = Sodium.noiseNonce(counter, flags: flags)
         withUnsafeBytes(of: key) { k in
             withUnsafeBytes(of: nonce) { n in
                 // libsodium allows c == m: the stream is XORed, then the MAC taken over the output.
@@ -141,19 +144,20 @@ public struct TransportKey: @unchecked Sendable {
     /// On failure buffer[0..<length-16] no longer holds the ciphertext (libsodium never hands
     /// out unauthenticated plaintext: it zeroes it), so the packet is gone: drop it, do not
     /// retry it with another key.
-    public func open(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int) -> Bool {
+    /// `flags`: the DATA header's, which the sender sealed with (see `seal`).
+    public func open(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int, flags: UInt8 = 0) -> Bool {
         guard length >= Self.tagLength else { return false }
         let bytes = buffer.assumingMemoryBound(to: UInt8.self)
         let body = length - Self.tagLength
         if let aesState {
-            let nonce = Sodium.noiseAESGCMNonce(counter)
+            let nonce = Sodium.noiseAESGCMNonce(counter, flags: flags)
             return withUnsafeBytes(of: nonce) { n in
                 crypto_aead_aes256gcm_decrypt_detached_afternm(
                     bytes, nil, bytes, UInt64(body), bytes + body, nil, 0,
                     n.baseAddress!.assumingMemoryBound(to: UInt8.self), aesState) == 0
             }
         }
-        let nonce = Sodium.noiseNonce(counter)
+        let nonce = Sodium.noiseNonce(counter, flags: flags)
         return withUnsafeBytes(of: key) { k in
             withUnsafeBytes(of: nonce) { n in
                 crypto_aead_chacha20poly1305_ietf_decrypt_detached(
@@ -168,10 +172,20 @@ public struct TransportKey: @unchecked Sendable {
 public struct TransportKeys: Sendable {
     public let send: TransportKey
     public let receive: TransportKey
+    /// Both ends negotiated DATA header flags (offer and choice bit 1, Handshake.swift):
+    /// header byte 1 may carry `DataMessage.checksumPartial`, and it is sealed into the
+    /// nonce (`TransportKey.seal`). False for WireGuard peers and older Whalescale nodes.
+    public let headerFlags: Bool
 
-    public init(send: TransportKey, receive: TransportKey) {
+    public init(send: TransportKey, receive: TransportKey, headerFlags: Bool = false) {
         self.send = send
         self.receive = receive
+        self.headerFlags = headerFlags
+    }
+
+    /// The same keys, with header flags as negotiated.
+    public func with(headerFlags: Bool) -> TransportKeys {
+        TransportKeys(send: send, receive: receive, headerFlags: headerFlags)
     }
 
     /// The session's cipher (both directions use the one negotiated).

@@ -249,6 +249,9 @@ public final class Daemon: @unchecked Sendable {
         }
 
         try openLanes()
+        // A TUN with a vnet header takes packets whose checksum a peer left partial (NEEDS_CSUM):
+        // Whalescale sessions offer and accept DATA header flags (Wire/DataMessage.swift).
+        core.headerFlags = tun.vnetHeader && config.node.checksumOffload
         try tun.setUp(mtu: mtu)
         if dropIn != nil {
             // wireguard-go's contract: the interface exists; its addresses and routes are the user's (`ip`, wg-quick).

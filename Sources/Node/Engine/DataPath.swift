@@ -172,9 +172,16 @@ extension Lane {
         // Above the member's path MTU (MTUControl.swift): dropped, answered with ICMP.
         if exceedsPathMTU(id, p, length: len, header: h, now: now) { return }
         let headroom = Daemon.headroom
+        // A peer whose session negotiated header flags takes checksums left partial (Wire/DataMessage.swift).
+        let peerTakesPartial = !forCore && h.needsChecksumCompletion && shard.sendsHeaderFlags(to: id)
         if !h.isGSO {
-            // One packet: complete its checksum if the kernel left it to us, seal where it lies.
-            guard Offload.completeChecksum(p, length: len, header: h) else {
+            // One packet: its checksum left partial for such a peer when the packet says where it
+            // lies; else completed if the kernel left it to us. Sealed where it lies.
+            var flags: UInt8 = 0
+            if peerTakesPartial, let place = Offload.checksumPlace(p, length: len),
+               place.start == Int(h.checksumStart), place.offset == Int(h.checksumOffset) {
+                flags = DataMessage.checksumPartial
+            } else if !Offload.completeChecksum(p, length: len, header: h) {
                 count(OffloadDrop.badVnetHeader.rawValue)
                 return
             }
@@ -184,7 +191,8 @@ extension Lane {
                 arenaUsed = 0
             }
             let buf = UnsafeMutableRawBufferPointer(start: p - headroom, count: headroom + capacity)
-            if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, now: now, forCore: forCore) {
+            if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, flags: flags, now: now,
+                                               forCore: forCore) {
                 st.out[outCount] = DatagramView()
                 st.out[outCount].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
                 st.out[outCount].len = UInt32(length)
@@ -204,6 +212,8 @@ extension Lane {
         }
         // Header room per slot: DATA, plus RELAY when this peer goes through an anchor.
         let room = !forCore ? shard.headerRoom(for: id) : daemon.core.headerRoom(for: id)
+        let partial = peerTakesPartial && Offload.checksumPlace(p, length: len)?.start == plan.transportOffset
+        let flags = partial ? DataMessage.checksumPartial : 0
         let stride = plan.segmentLength + room + DataMessage.tagSize
         let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
         var s = 0
@@ -215,14 +225,14 @@ extension Lane {
                 arenaUsed = 0
             }
             let base = st.arena + arenaUsed
-            Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride)
+            Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride, partialChecksums: partial)
             var run = -1
             var runEndpoint = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
             for j in 0..<k {
                 let slot = base + j * stride
                 let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
                 guard let (ep, offset, length) = seal(id, buf, payloadOffset: room, payloadLength: plan.length(ofSegment: s + j),
-                                                      now: now, forCore: forCore) else {
+                                                      flags: flags, now: now, forCore: forCore) else {
                     run = -1
                     continue
                 }
@@ -249,11 +259,13 @@ extension Lane {
     /// Seals one packet for `peer` in place under the shard's keys; what the shard
     /// hands back (no keys or path here), and `forCore` packets on lane 0, NodeCore
     /// seals or queues. Nil when it was queued, handed to lane 0, or dropped (counted).
+    /// `flags`: `checksumPartial` when the packet's checksum was left partial for the
+    /// shard's keys; completed here if NodeCore takes it after all (it never sends flags).
     @inline(__always)
     private func seal(_ peer: PeerID, _ buf: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
-                      now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
+                      flags: UInt8, now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
         if !forCore {
-            switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now) {
+            switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now) {
             case .send(let ep, let offset, let length):
                 return (ep, offset, length)
             case .drop(.session(let reason)):
@@ -263,6 +275,7 @@ extension Lane {
                 count("send_" + reason.name)  // bad geometry: a bug, not traffic
                 return nil
             case .core:
+                if flags != 0 { completePartialChecksum(buf.baseAddress! + payloadOffset, length: payloadLength) }
                 if id != 0 {
                     handoff(to: 0, Handoff(kind: .tunCore, peer: Int32(peer.rawValue)), buf.baseAddress! + payloadOffset,
                             length: payloadLength)
@@ -280,6 +293,12 @@ extension Lane {
             count(reason.sendCounter)
             return nil
         }
+    }
+
+    /// Completes the transport checksum of a packet that was left partial for the shard's keys.
+    private func completePartialChecksum(_ p: UnsafeMutableRawPointer, length: Int) {
+        guard let place = Offload.checksumPlace(p, length: length) else { return }
+        _ = Offload.completeChecksum(p, length: length, header: .partialChecksum(start: place.start, offset: place.offset))
     }
 
     /// Sends views 0..<n of the outgoing batch; what the socket could not take is counted.
@@ -379,7 +398,8 @@ extension Lane {
         switch daemon.core.receive(buf, length: length, from: from, now: now) {
         case .packet(let peer, let offset, let len):
             guard len > 0 else { return }  // keepalive
-            deliver(buf.baseAddress! + offset, length: len, from: peer)
+            let p = buf.baseAddress! + offset
+            deliver(p, length: len, from: peer, partial: DataMessage.flags(ofPayloadAt: p) & DataMessage.checksumPartial != 0)
         case .transmit(let ep, let offset, let len):
             // A probe answered (or, unsharded, a RELAY forwarded): sent from where it lies, in this batch.
             queueForward(buf.baseAddress! + offset, length: len, to: ep)
@@ -414,7 +434,9 @@ extension Lane {
     }
 
     /// An opened IP packet from `peer`: checked against its addresses, then to the TUN (coalesced).
-    func deliver(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID) {
+    /// `partial`: its sender left the transport checksum to us (DATA flag `checksumPartial`,
+    /// authenticated): written with NEEDS_CSUM, never verified here.
+    func deliver(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID, partial: Bool) {
         guard let (src, fam) = IPHeader.source(p, length: length) else {
             count("inner_not_ip")
             return
@@ -424,12 +446,24 @@ extension Lane {
             count("inner_source_not_allowed")
             return
         }
+        var place: (start: Int, offset: Int)?
+        if partial {
+            // The sender flags only packets that say where their checksum lies; and only a TUN
+            // with a vnet header takes NEEDS_CSUM (without one, no session negotiates the flag).
+            guard tun.vnetHeader, let at = Offload.checksumPlace(p, length: length) else {
+                count("inner_partial_checksum_unplaced")
+                return
+            }
+            place = at
+        }
         if tun.vnetHeader, fast.coalescing {
             let coalescer = fast.coalescer
-            if !coalescer.add(p, length: length) {
+            if !coalescer.add(p, length: length, partial: place) {
                 writeCoalesced(coalescer)
-                coalescer.add(p, length: length)
+                coalescer.add(p, length: length, partial: place)
             }
+        } else if let place {
+            if !tun.write(p, length: length, header: .partialChecksum(start: place.start, offset: place.offset)) { count("tun_write") }
         } else if !tun.write(p, length: length) {
             count("tun_write")
         }
@@ -441,7 +475,10 @@ extension Lane {
         let tun = self.tun!
         coalescer.flush { o in
             guard !o.pieces.isEmpty else {
-                if !tun.write(o.head, length: o.headLength) { count("tun_write") }
+                let written = o.header.needsChecksumCompletion
+                    ? tun.write(o.head, length: o.headLength, header: o.header)
+                    : tun.write(o.head, length: o.headLength)
+                if !written { count("tun_write") }
                 return
             }
             o.header.write(to: st.vnet)
@@ -468,7 +505,11 @@ extension Lane {
             GSOCoalescer.restoreHead(o)
             if !tun.write(o.head, length: o.headLength) { count("tun_write") }
             let hl = Int(o.header.headerLength)
-            for piece in o.pieces where !tun.write(piece.base - hl, length: piece.length + hl) { count("tun_write") }
+            for piece in o.pieces {
+                let seg = UnsafeMutableRawPointer(mutating: piece.base - hl)
+                GSOCoalescer.restoreSegment(seg, length: piece.length + hl, of: o)  // a partial checksum, completed
+                if !tun.write(seg, length: piece.length + hl) { count("tun_write") }
+            }
         }
     }
 }

@@ -23,6 +23,8 @@ struct HeldPacket: Sendable {
     var handle: PacketHandle
     var offset: Int32
     var length: Int32
+    /// Its transport checksum was left partial by the sender (`Lane.deliver`).
+    var partial: Bool
 }
 
 extension Lane {
@@ -30,12 +32,14 @@ extension Lane {
     @inline(__always)
     func deliverOpened(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID, now: Instant) {
         let o = shard.lastOpened
+        // Authenticated with the payload (the session checked it may carry flags).
+        let partial = DataMessage.flags(ofPayloadAt: p) & DataMessage.checksumPartial != 0
         guard reorder.admit(peer: peer, counter: o.counter, receiverIndex: o.receiverIndex, source: o.source,
                             relayed: o.relayed, now: now) else {
-            deliver(p, length: length, from: peer)
+            deliver(p, length: length, from: peer, partial: partial)
             return
         }
-        holdOpened(p, length: length, from: peer, counter: o.counter, now: now)
+        holdOpened(p, length: length, from: peer, counter: o.counter, partial: partial, now: now)
     }
 
     /// A control message or keepalive of `peer` that the shard opened: its counter fills its place.
@@ -49,23 +53,24 @@ extension Lane {
         releaseReady(peer)
     }
 
-    private func holdOpened(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID, counter: UInt64, now: Instant) {
+    private func holdOpened(_ p: UnsafeMutableRawPointer, length: Int, from peer: PeerID, counter: UInt64, partial: Bool,
+                            now: Instant) {
         let pool = udp.pool
         var held: HeldPacket?
         if receivingView >= 0, let h = udp.keep(receivingView) {
             if let off = pool.offset(of: UnsafeRawPointer(p), in: h) {
-                held = HeldPacket(handle: h, offset: Int32(off), length: Int32(length))
+                held = HeldPacket(handle: h, offset: Int32(off), length: Int32(length), partial: partial)
             } else {
                 _ = pool.release(h)
             }
         }
         if held == nil, let h = pool.hold(UnsafeRawBufferPointer(start: p, count: length)) {
-            held = HeldPacket(handle: h, offset: 0, length: Int32(length))
+            held = HeldPacket(handle: h, offset: 0, length: Int32(length), partial: partial)
         }
         guard let held else {
             // No pool buffer free: pass it on now (out of order); its counter is no gap.
             count("reorder_pool_exhausted")
-            deliver(p, length: length, from: peer)
+            deliver(p, length: length, from: peer, partial: partial)
             _ = reorder.hold(peer: peer, counter: counter, packet: nil, now: now)
             releaseReady(peer)
             return
@@ -86,7 +91,7 @@ extension Lane {
 
     func deliverHeld(_ peer: PeerID, _ h: HeldPacket) {
         let buf = udp.pool.buffer(h.handle)
-        deliver(buf.baseAddress! + Int(h.offset), length: Int(h.length), from: peer)
+        deliver(buf.baseAddress! + Int(h.offset), length: Int(h.length), from: peer, partial: h.partial)
         if releasingCount == Self.releasingCapacity { flushTunAndRelease() }
         releasing[releasingCount] = h.handle
         releasingCount += 1

@@ -83,7 +83,7 @@ extension Daemon {
                                                     txBytes: t.txBytes, txPackets: t.txPackets)
                 },
                 lan: p.lan.map { StatusReport.AdvertisedEndpoint(addr: "\($0)", source: .lan) },
-                cipher: p.session?.cipher?.statusName, reorder: reorder))
+                cipher: p.session?.cipher?.statusName, checksumOffload: p.session?.headerFlags, reorder: reorder))
         }
         let anchors = st.anchors.map { StatusReport.Anchor(publicKey: $0.publicKey.base64, name: $0.name, reachable: $0.reachable) }
         var warnings = st.warnings

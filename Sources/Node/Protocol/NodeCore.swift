@@ -537,6 +537,13 @@ public struct NodeCore: Sendable {
         set { book.tunnelled = newValue }
     }
 
+    /// This node's TUN takes inner packets with partial checksums: sessions from now on
+    /// negotiate DATA header flags (`Tunnels.headerFlags`). Set once, before the first handshake.
+    public var headerFlags: Bool {
+        get { tunnels.headerFlags }
+        set { tunnels.headerFlags = newValue }
+    }
+
     public mutating func setLocalEndpoints(_ endpoints: [Endpoint], now: Instant) {
         start(now)
         book.setLocals(endpoints)

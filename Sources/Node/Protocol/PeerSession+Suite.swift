@@ -69,20 +69,23 @@ extension PeerSession {
     /// The response to an initiation that authenticated, in its suite, and the keys it makes;
     /// nil if the response's DH work fails.
     mutating func createResponse(to received: AuthenticatedInitiation, senderIndex index: UInt32, aesGCM: Bool,
-                                 now: Instant) -> (message: [UInt8], keys: TransportKeys)? {
+                                 headerFlags: Bool, now: Instant) -> (message: [UInt8], keys: TransportKeys)? {
         switch received {
-        case .whalescale(let r): WhalescaleIK.createResponse(to: r, senderIndex: index, aesGCM: aesGCM, macs: &macs, now: now)
+        case .whalescale(let r):
+            WhalescaleIK.createResponse(to: r, senderIndex: index, aesGCM: aesGCM, headerFlags: headerFlags, macs: &macs, now: now)
         case .wireGuard(let r): WireGuardIK.createResponse(to: r, senderIndex: index, psk: psk, macs: &macs, now: now)
         }
     }
 
     /// A new initiation in this peer's suite and its state; nil if the peer's key cannot handshake.
     mutating func createInitiation(identity: Identity, senderIndex index: UInt32, timestamp: HandshakeTimestamp,
-                                   offerAESGCM: Bool, now: Instant) -> (message: [UInt8], state: PendingInitiation)? {
+                                   offerAESGCM: Bool, offerHeaderFlags: Bool, now: Instant)
+        -> (message: [UInt8], state: PendingInitiation)? {
         switch suite {
         case .whalescaleIK:
             WhalescaleIK.createInitiation(identity: identity, responder: publicKey, senderIndex: index,
-                                          timestamp: timestamp.bytes, aesGCM: offerAESGCM, macs: &macs, now: now)
+                                          timestamp: timestamp.bytes, aesGCM: offerAESGCM, headerFlags: offerHeaderFlags,
+                                          macs: &macs, now: now)
                 .map { ($0.message, .whalescale($0.state)) }
         case .wireGuard:
             WireGuardIK.createInitiation(identity: identity, responder: publicKey, senderIndex: index,

@@ -214,7 +214,8 @@ struct PeerSession: Sendable {
         // Every refusal is behind us: only now the response's DH work (a new
         // ephemeral, ee, se), and only after it succeeded does state change.
         let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
-        guard let (response, transport) = createResponse(to: received, senderIndex: index, aesGCM: ctx.aesGCM, now: now) else {
+        guard let (response, transport) = createResponse(to: received, senderIndex: index, aesGCM: ctx.aesGCM,
+                                                         headerFlags: ctx.headerFlags, now: now) else {
             ctx.freeIndex(index)
             return .drop(.authFailed)
         }
@@ -371,9 +372,10 @@ struct PeerSession: Sendable {
         let index = ctx.allocateIndex(for: id, pairBit: SessionOwnership.pairBit(own: ctx.identity.publicKey, peer: publicKey))
         let timestamp = ctx.nextTimestamp(wallClock)
         // Offer AES-GCM on the first attempts only: a peer from before negotiation answers the later ones.
-        let offer = ctx.aesGCM && attempt <= SessionConstants.cipherOfferAttempts
+        let early = attempt <= SessionConstants.cipherOfferAttempts
         let made = reachable
-            ? createInitiation(identity: ctx.identity, senderIndex: index, timestamp: timestamp, offerAESGCM: offer, now: now)
+            ? createInitiation(identity: ctx.identity, senderIndex: index, timestamp: timestamp, offerAESGCM: ctx.aesGCM && early,
+                               offerHeaderFlags: ctx.headerFlags && early, now: now)
             : nil
         guard let (message, state) = made else {
             // No endpoint yet (the path manager may find one), or the peer's key
@@ -548,7 +550,7 @@ struct PeerSession: Sendable {
         return PeerStatus(
             publicKey: publicKey, state: state, endpoint: nil, lastHandshake: lastHandshake,
             handshakeAttempt: attempt, keyAge: keys.current.map { now - $0.createdAt }, cipher: keys.current?.keys.cipher,
-            sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
+            headerFlags: keys.current?.keys.headerFlags, sendCounter: keys.current?.nextCounter, queuedPackets: queue.count,
             persistentKeepalive: persistentKeepalive, counters: counters,
             nextTimer: timers.next.map { PeerStatus.Timer(deadline: $0.deadline, reason: $0.reason) })
     }

@@ -308,6 +308,12 @@ public struct SessionShard: Sendable {
 
     // MARK: Data path
 
+    /// Whether packets to `peer` may carry DATA header flags now: its current keys negotiated them.
+    public func sendsHeaderFlags(to peer: PeerID) -> Bool {
+        guard let i = slot(peer) else { return false }
+        return peers[i].keys.headerFlags
+    }
+
     /// Header room a payload for `peer` needs: DATA, plus RELAY when relayed
     /// (or when there is no route here yet: the packet then goes to reactor 0, which may relay it).
     public func headerRoom(for peer: PeerID) -> Int {
@@ -318,12 +324,14 @@ public struct SessionShard: Sendable {
     }
 
     /// Seals an IP packet for `peer` in place (geometry as `NodeCore.sendPacket`).
+    /// `flags`: DATA header flags (`DataMessage.checksumPartial`), only when
+    /// `sendsHeaderFlags(to:)`; otherwise the packet is dropped as `.unknownType`.
     public mutating func send(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
-                              payloadLength: Int, now: Instant) -> ShardOutbound {
+                              payloadLength: Int, flags: UInt8 = 0, now: Instant) -> ShardOutbound {
         guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
         if peers[i].spread != nil {
-            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now)
+            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now)
         }
         // Relayed: tagged under our session with the anchor; without its keys here, reactor 0 sends it.
         var hopKey: RelayTagKey?
@@ -338,8 +346,9 @@ public struct SessionShard: Sendable {
         let sealedLength = peers[i].pads
             ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
             : payloadLength
-        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength,
+        let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength, flags: flags,
                                          now: now, timings: timings)
+        if case .badFlags? = outcome { return .drop(.session(.unknownType)) }
         guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
         let payloadLength = sealedLength
         if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {

@@ -42,7 +42,8 @@ public struct PeerSpec: Sendable {
 public enum DropReason: String, CaseIterable, Sendable {
     /// Too short, too long for the buffer, wrong size for its type, or bad geometry on send.
     case badLength
-    /// Unknown type byte, or non-zero reserved bytes.
+    /// Unknown type byte, non-zero reserved bytes, or a DATA header flag its
+    /// session did not negotiate (received, or asked of `send`).
     case unknownType
     /// No live keypair or initiation has this receiver index.
     case unknownIndex
@@ -170,6 +171,9 @@ public struct PeerStatus: Sendable, Equatable {
     public var keyAge: Span?
     /// The AEAD of the current keys (negotiated per session); nil without current keys.
     public var cipher: NoiseCipher?
+    /// The current keys negotiated DATA header flags (inner checksums may be left partial,
+    /// Wire/DataMessage.swift); nil without current keys.
+    public var headerFlags: Bool?
     /// Next counter to send under the current keys.
     public var sendCounter: UInt64?
     public var queuedPackets: Int

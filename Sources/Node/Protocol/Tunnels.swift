@@ -88,6 +88,12 @@ public struct Tunnels: Sendable {
     /// initiation and kept: a replayed or flooded initiation then costs one DH.
     private var staticStatics: [StaticStatic?]
     private var ctx: SessionContext
+    /// This node takes inner packets with partial checksums (its TUN has offloads): DATA
+    /// header flags are offered in our INITs and accepted in peers' (Wire/DataMessage.swift).
+    public var headerFlags: Bool {
+        get { ctx.headerFlags }
+        set { ctx.headerFlags = newValue }
+    }
     private var cookies: CookieChecker
     /// The same for WireGuard peers' messages (BLAKE2s; Crypto/WireGuardHandshake.swift).
     private var wgCookies: CookieChecker

@@ -87,7 +87,7 @@ public struct HandshakeInitiationMessage: Equatable, Sendable {
     public static let mac1Offset = 148
     public static let mac2Offset = 164
 
-    /// Byte 1: the initiator's cipher offer (bit 0: AES-256-GCM). 0 for ChaCha only.
+    /// Byte 1: the initiator's offer (bit 0: AES-256-GCM, bit 1: DATA header flags). 0 for neither.
     public var cipherOffer: UInt8
     public var senderIndex: UInt32
     /// Noise message 1: e || enc(s) || enc(payload).
@@ -139,10 +139,11 @@ public struct HandshakeResponseMessage: Equatable, Sendable {
     public static let mac1Offset = 60
     public static let mac2Offset = 76
 
-    /// The largest cipher choice a RESP may carry (1: AES-256-GCM).
-    public static let maxCipherChoice: UInt8 = 1
+    /// The largest choice byte a RESP may carry (bit 0: AES-256-GCM, bit 1: DATA header flags).
+    public static let maxCipherChoice: UInt8 = 3
 
-    /// Byte 1: the responder's cipher choice (0 ChaCha20-Poly1305, 1 AES-256-GCM).
+    /// Byte 1: the responder's choice: bit 0 the cipher (0 ChaCha20-Poly1305, 1 AES-256-GCM),
+    /// bit 1 DATA header flags (only when offered).
     public var cipherChoice: UInt8
     public var senderIndex: UInt32
     public var receiverIndex: UInt32

@@ -83,7 +83,7 @@ final class ControlTests: XCTestCase {
             warnings: ["w"],
             counters: ["replay": 7])
         let expected = #"""
-            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"by_path_kind":[],"cipher":null,"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"reorder":null,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
+            {"ok":true,"status":{"anchors":[{"name":"anchor-1","public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","reachable":true}],"counters":{"replay":7},"node":{"address":"10.77.0.1/24","addresses":["10.77.0.1/24"],"anchor":true,"endpoints":[{"addr":"198.51.100.7:51820","source":"upnp"}],"interface":"ws0","listen_port":51820,"nat":{"evidence":[],"mapping":"endpoint-dependent"},"public_key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","reactors":1,"wireguard_public_key":""},"peers":[{"address":["10.77.0.10/32"],"by_path_kind":[],"checksum_offload":null,"cipher":null,"endpoint":null,"gossip":null,"handshakes_completed":0,"handshakes_failed":0,"kind":"whalescale","lan":null,"last_handshake_s_ago":null,"name":"anchor-1","next_direct_retry_s":null,"paths":[{"active":false,"kind":"relay","loss":0.25,"remote":"203.0.113.10:51820","rtt_ms":12.5,"sources":[],"usable":false,"via":"anchor-2"}],"persistent_keepalive_s":null,"public_key":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","punching":false,"reorder":null,"roam":null,"rx_bytes":1,"rx_packets":0,"state":"handshaking","tx_bytes":2,"tx_packets":0}],"version":1,"warnings":["w"]}}
 
             """#
         XCTAssertEqual(String(decoding: ControlCodec.encode(.status(report)), as: UTF8.self), expected)
@@ -149,7 +149,7 @@ final class ControlTests: XCTestCase {
         let peerKeys: Set = ["name", "public_key", "address", "state", "endpoint", "last_handshake_s_ago", "rx_bytes", "tx_bytes", "paths",
                              "gossip", "punching", "next_direct_retry_s", "rx_packets", "tx_packets",
                              "handshakes_completed", "handshakes_failed", "kind", "persistent_keepalive_s", "roam", "by_path_kind", "lan",
-                             "cipher", "reorder"]
+                             "cipher", "checksum_offload", "reorder"]
         for peer in peers { XCTAssertEqual(Set(peer.keys), peerKeys) }
         // The idle phone: unknowns are null, not missing.
         XCTAssertTrue(peers[2]["endpoint"] is NSNull)

@@ -190,11 +190,15 @@ final class CipherNegotiationTests: XCTestCase {
         XCTAssertNil(up.initiator, "choice 0 -> 1: refused")
     }
 
-    /// A choice the initiator did not offer is refused before any decryption; an unknown one at parsing.
+    /// A choice the initiator did not offer is refused before any decryption (header flags,
+    /// bit 1, included); an unknown one at parsing.
     func testChoiceNotOfferedIsRefused() throws {
         let o = try handshake(offer: 0, accept: true, onResp: { $0[1] = 1 })
         XCTAssertNil(o.initiator)
-        let unknown = try handshake(offer: 1, accept: true, onResp: { $0[1] = 2 })
+        let flags = try handshake(offer: 1, accept: true, onResp: { $0[1] = 2 })
+        XCTAssertNil(flags.initiator, "header flags chosen, not offered")
+        XCTAssertNotNil(HandshakeResponseMessage(bytes: flags.response!))
+        let unknown = try handshake(offer: 1, accept: true, onResp: { $0[1] = 4 })
         XCTAssertNil(unknown.initiator)
         XCTAssertNil(HandshakeResponseMessage(bytes: unknown.response!))
     }

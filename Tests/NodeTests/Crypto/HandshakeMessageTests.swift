@@ -52,12 +52,14 @@ final class HandshakeMessageTests: XCTestCase {
         XCTAssertEqual(Array(wire[12..<60]), message.noise)
         XCTAssertEqual(HandshakeResponseMessage(bytes: wire), message)
         XCTAssertEqual(HandshakeMACs.mac1Offset(wire), 60)
-        // Byte 1 is the cipher choice: 0 and 1 parse, anything else is refused.
+        // Byte 1 is the choice: bit 0 the cipher, bit 1 header flags; 0...3 parse, anything else is refused.
         assertStrictParsing(wire, reserved: 2..<4) { HandshakeResponseMessage(bytes: $0) != nil }
-        let aes = HandshakeResponseMessage(senderIndex: 1, receiverIndex: 2, noise: bytes(48, from: 50), cipherChoice: 1)
-        XCTAssertEqual(aes.bytes[1], 1)
-        XCTAssertEqual(HandshakeResponseMessage(bytes: aes.bytes), aes)
-        for choice: UInt8 in [2, 3, 0x80, 0xff] {
+        for choice: UInt8 in 1...3 {
+            let m = HandshakeResponseMessage(senderIndex: 1, receiverIndex: 2, noise: bytes(48, from: 50), cipherChoice: choice)
+            XCTAssertEqual(m.bytes[1], choice)
+            XCTAssertEqual(HandshakeResponseMessage(bytes: m.bytes), m)
+        }
+        for choice: UInt8 in [4, 7, 0x80, 0xff] {
             var other = wire
             other[1] = choice
             XCTAssertNil(HandshakeResponseMessage(bytes: other), "choice \(choice)")

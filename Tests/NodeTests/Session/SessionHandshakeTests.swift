@@ -204,7 +204,8 @@ final class SessionHandshakeTests: XCTestCase {
         let table: [([UInt8], DropReason)] = [
             ([4], .badLength),
             ([UInt8](repeating: 0, count: 31).with(0, 4), .badLength),
-            ([UInt8](repeating: 0, count: 40).with(0, 4).with(1, 1), .unknownType),
+            ([UInt8](repeating: 0, count: 40).with(0, 4).with(1, 2), .unknownType),
+            ([UInt8](repeating: 0, count: 40).with(0, 4).with(2, 1), .unknownType),
             ([UInt8](repeating: 0, count: 40).with(0, 4), .unknownIndex),
             ([UInt8](repeating: 0, count: 40).with(0, 9), .unknownType),
             ([UInt8](repeating: 0, count: 40).with(0, 5), .unknownType),

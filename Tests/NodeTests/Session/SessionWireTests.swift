@@ -56,8 +56,19 @@ final class SessionDataMessageTests: XCTestCase {
         }
     }
 
+    /// Byte 1 is flags: bit 0 (checksumPartial) parses (whether the session allows it is the
+    /// session's to check); any other bit, and any bit of bytes 2 and 3, is refused.
     func testWrongTypeOrReservedBytesAreRejected() {
-        for (offset, value) in [(0, UInt8(1)), (0, 5), (1, 1), (2, 0x80), (3, 1)] {
+        var flagged = [UInt8](repeating: 0, count: 32)
+        flagged[0] = 4
+        flagged[1] = DataMessage.checksumPartial
+        flagged.withUnsafeBytes { XCTAssertEqual(DataMessage.parseHeader($0, length: 32)?.flags, DataMessage.checksumPartial) }
+        var written = [UInt8](repeating: 0, count: 32)
+        written.withUnsafeMutableBytes {
+            XCTAssertTrue(DataMessage.writeHeader(.init(receiverIndex: 0, counter: 0, flags: DataMessage.checksumPartial), into: $0, at: 0))
+        }
+        XCTAssertEqual(written, flagged)
+        for (offset, value) in [(0, UInt8(1)), (0, 5), (1, 2), (1, 0x81), (2, 0x80), (3, 1)] {
             var bytes = [UInt8](repeating: 0, count: 32)
             bytes[0] = 4
             bytes[offset] = value

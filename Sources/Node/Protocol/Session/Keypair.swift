@@ -39,17 +39,21 @@ struct Keypair: Sendable {
     /// The counter the next sealed packet gets.
     var nextCounter: UInt64 { shared?.current ?? sendCounter }
 
-    enum SealOutcome { case sealed(rekeyDue: Bool), expired }
-    enum OpenOutcome { case opened, expired, replay, authFailed }
+    /// `badFlags`: header flags under keys that did not negotiate them (nothing sealed).
+    enum SealOutcome { case sealed(rekeyDue: Bool), expired, badFlags }
+    /// `badFlags`: a header flag under keys that did not negotiate them.
+    enum OpenOutcome { case opened, expired, replay, authFailed, badFlags }
 
     func canSend(now: Instant, timings: SessionTimings) -> Bool {
         nextCounter < timings.rejectAfterMessages && now - createdAt < timings.rejectAfterTime
     }
 
     /// Writes the DATA header in front of the payload and encrypts the payload in
-    /// place (tag behind it). The caller checked the geometry.
-    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
+    /// place (tag behind it). The caller checked the geometry. `flags` (header byte 1)
+    /// only under keys with `headerFlags`; they are sealed into the nonce (TransportKey.seal).
+    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int, flags: UInt8 = 0,
                        now: Instant, timings: SessionTimings) -> SealOutcome {
+        guard flags == 0 || keys.headerFlags else { return .badFlags }
         guard canSend(now: now, timings: timings) else { return .expired }
         let counter: UInt64
         if let shared {
@@ -60,10 +64,10 @@ struct Keypair: Sendable {
             sendCounter += 1
         }
         let header = base + (payloadOffset - DataMessage.headerSize)
-        header.storeBytes(of: UInt32(DataMessage.type).littleEndian, as: UInt32.self)
+        header.storeBytes(of: (UInt32(DataMessage.type) | UInt32(flags) << 8).littleEndian, as: UInt32.self)
         header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
         header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
-        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength)
+        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength, flags: flags)
         // keepKeyFreshSending: by count on either side, by age on the initiator's.
         let rekey = counter + 1 >= timings.rekeyAfterMessages
             || (isInitiator && now - createdAt >= timings.rekeyAfterTime)
@@ -71,13 +75,17 @@ struct Keypair: Sendable {
     }
 
     /// Authenticates and decrypts a DATA message of `length` bytes at `base` in
-    /// place. The window moves only after authentication succeeded.
+    /// place (its header parsed already). The window moves only after authentication
+    /// succeeded. Under keys with `headerFlags` the header's flags are part of the
+    /// nonce (a flag changed in flight fails authentication); under others, any flag is refused.
     mutating func open(_ base: UnsafeMutableRawPointer, length: Int, counter: UInt64,
                        now: Instant, timings: SessionTimings) -> OpenOutcome {
+        let flags = base.load(fromByteOffset: 1, as: UInt8.self)
+        guard flags == 0 || keys.headerFlags else { return .badFlags }
         guard now - createdAt < timings.rejectAfterTime else { return .expired }
         guard replay.check(counter) else { return .replay }  // cheap, before the AEAD
         guard keys.receive.open(counter: counter, buffer: base + DataMessage.headerSize,
-                                length: length - DataMessage.headerSize) else { return .authFailed }
+                                length: length - DataMessage.headerSize, flags: flags) else { return .authFailed }
         guard replay.accept(counter) else { return .replay }
         return .opened
     }

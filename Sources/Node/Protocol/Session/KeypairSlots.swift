@@ -70,16 +70,20 @@ package struct KeypairSlots: Sendable {
         case .expired?: return .rejected(.keyExpired)
         case .replay?: return .rejected(.replay)
         case .authFailed?: return .rejected(.authFailed)
+        case .badFlags?: return .rejected(.unknownType)
         case .opened?: return .opened(underNext: underNext)
         }
     }
 
     /// Seals under `current` in place (geometry as `Keypair.seal`); nil without current keys.
     @inline(__always)
-    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int,
+    mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int, flags: UInt8 = 0,
                        now: Instant, timings: SessionTimings) -> Keypair.SealOutcome? {
-        current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, now: now, timings: timings)
+        current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now, timings: timings)
     }
+
+    /// Whether `current` negotiated DATA header flags (partial inner checksums may be sent under it).
+    var headerFlags: Bool { current?.keys.headerFlags ?? false }
 
     /// The first packet under `next` arrived: previous <- current, current <- next.
     /// Returns the local index of the keypair that fell out (the caller frees it).

@@ -13,6 +13,9 @@ struct SessionContext: Sendable {
     let timings: SessionTimings
     /// `[node] cipher` allows AES-256-GCM: offered in our INITs, accepted in peers' (Whalescale suite only).
     let aesGCM: Bool
+    /// This node's TUN takes inner packets with partial checksums (the engine sets it
+    /// once its TUN has offloads): DATA header flags offered and accepted (Whalescale suite only).
+    var headerFlags = false
     var rng: SessionRandom
     /// Receiver index -> peer, for every live keypair and in-flight initiation.
     var indices: [UInt32: PeerID] = [:]
