@@ -289,6 +289,29 @@ public enum Offload {
         }
     }
 
+    /// What every segment's headers of one super-packet derive from, read once from its
+    /// headers (the super-packet's own, or a copy of them: `cutInPlace`).
+    public struct SegmentBase: Sendable {
+        let pseudo: UInt64
+        let seq0: UInt32
+        let id0: UInt16
+        /// IPv4: the header's sum without its length, ID and checksum (which change per
+        /// segment): each segment's checksum is then a fold, with no reads of the bytes
+        /// just written (a load across fresh stores stalls store forwarding).
+        let v4Base: UInt64
+
+        public init(headers p: UnsafeRawPointer, plan: Plan) {
+            let ts = plan.transportOffset
+            pseudo = InternetChecksum.pseudoHeader(p, isV6: plan.isV6, proto: plan.isTCP ? 6 : 17)
+            seq0 = plan.isTCP ? UInt32(bigEndian: p.loadUnaligned(fromByteOffset: ts + 4, as: UInt32.self)) : 0
+            id0 = plan.isV6 ? 0 : UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+            v4Base = plan.isV6 ? 0 : UInt64(p.loadUnaligned(as: UInt16.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+                &+ InternetChecksum.partial(p + 12, count: ts - 12)
+        }
+    }
+
     /// Writes segments `segments` of the super-packet at `p` (checked by `plan`)
     /// as complete IP packets: segment i at `out + (i - segments.lowerBound) * stride`.
     /// `stride` must be at least `plan.segmentLength`. The source is only read.
@@ -299,54 +322,71 @@ public enum Offload {
                              into out: UnsafeMutableRawPointer, stride: Int, partialChecksums: Bool = false) {
         precondition(segments.lowerBound >= 0 && segments.upperBound <= plan.count && stride >= plan.segmentLength)
         let hl = plan.headerLength
-        let ts = plan.transportOffset
-        let pseudo = InternetChecksum.pseudoHeader(p, isV6: plan.isV6, proto: plan.isTCP ? 6 : 17)
-        let last = plan.count - 1
-        let seq0 = plan.isTCP ? UInt32(bigEndian: p.loadUnaligned(fromByteOffset: ts + 4, as: UInt32.self)) : 0
-        let id0 = plan.isV6 ? 0 : UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-        // IPv4: the header's sum without its length, ID and checksum (which change per
-        // segment), from the source: each segment's checksum is then a fold, with no
-        // reads of the bytes just written (a load across them stalls store forwarding).
-        let v4Base = plan.isV6 ? 0 : UInt64(p.loadUnaligned(as: UInt16.self))
-            &+ UInt64(p.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-            &+ UInt64(p.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
-            &+ InternetChecksum.partial(p + 12, count: ts - 12)
+        let base = SegmentBase(headers: p, plan: plan)
         for i in segments {
             let d = out + (i - segments.lowerBound) * stride
-            let pl = i == last ? plan.lastPayload : plan.gsoSize
+            let pl = i == plan.count - 1 ? plan.lastPayload : plan.gsoSize
             d.copyMemory(from: p, byteCount: hl)
             (d + hl).copyMemory(from: p + hl + i * plan.gsoSize, byteCount: pl)
-            let segLen = hl + pl
-            if plan.isV6 {
-                d.storeBytes(of: UInt16(truncatingIfNeeded: segLen - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
-            } else {
-                let id = (id0 &+ UInt16(truncatingIfNeeded: i)).bigEndian
-                d.storeBytes(of: UInt16(truncatingIfNeeded: segLen).bigEndian, toByteOffset: 2, as: UInt16.self)
-                d.storeBytes(of: id, toByteOffset: 4, as: UInt16.self)
-                let sum = v4Base &+ InternetChecksum.lengthWord(segLen) &+ UInt64(id)
-                d.storeBytes(of: ~InternetChecksum.fold(sum), toByteOffset: 10, as: UInt16.self)
-            }
-            let th = d + ts
-            let l4 = segLen - ts
-            if plan.isTCP {
-                th.storeBytes(of: (seq0 &+ UInt32(truncatingIfNeeded: i * plan.gsoSize)).bigEndian, toByteOffset: 4, as: UInt32.self)
-                var flags = th.load(fromByteOffset: 13, as: UInt8.self)
-                if i != last { flags &= ~(tcpFIN | tcpPSH) }
-                if i != 0 { flags &= ~tcpCWR }
-                th.storeBytes(of: flags, toByteOffset: 13, as: UInt8.self)
-            } else {
-                th.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: 4, as: UInt16.self)
-            }
-            let co = plan.checksumOffset
-            if partialChecksums {
-                th.storeBytes(of: InternetChecksum.fold(pseudo &+ InternetChecksum.lengthWord(l4)), toByteOffset: co, as: UInt16.self)
-                continue
-            }
-            th.storeBytes(of: UInt16(0), toByteOffset: co, as: UInt16.self)
-            var c = ~InternetChecksum.fold(InternetChecksum.partial(th, count: l4, pseudo &+ InternetChecksum.lengthWord(l4)))
-            if c == 0 { c = 0xffff }
-            th.storeBytes(of: c, toByteOffset: co, as: UInt16.self)
+            finishSegment(d, plan: plan, index: i, base: base, partialChecksums: partialChecksums)
         }
+    }
+
+    /// Cuts segment `i` where it lies: its headers (from `headers`, a copy of the
+    /// super-packet's taken before segment 0 was cut) are written into the super-packet
+    /// at `p` right in front of its payload, over the end of what segment i − 1 and
+    /// earlier ones carried: cut in order, each one consumed (sealed elsewhere) before
+    /// the next is cut. Returns where the segment starts (`plan.length(ofSegment: i)`
+    /// bytes). No payload is copied: the data path seals from here into its send
+    /// buffer.
+    public static func cutInPlace(_ p: UnsafeMutableRawPointer, plan: Plan, segment i: Int, headers: UnsafeRawPointer,
+                                  base: SegmentBase, partialChecksums: Bool) -> UnsafeMutableRawPointer {
+        precondition(i >= 0 && i < plan.count)
+        let d = p + i * plan.gsoSize
+        d.copyMemory(from: headers, byteCount: plan.headerLength)
+        finishSegment(d, plan: plan, index: i, base: base, partialChecksums: partialChecksums)
+        return d
+    }
+
+    /// Segment `i`'s headers at `d` (a copy of the super-packet's, its payload behind
+    /// them): lengths, IPv4 ID and header checksum, TCP sequence and flags, the
+    /// transport checksum (or its pseudo-header sum).
+    @inline(__always)
+    static func finishSegment(_ d: UnsafeMutableRawPointer, plan: Plan, index i: Int, base: SegmentBase,
+                              partialChecksums: Bool) {
+        let last = plan.count - 1
+        let ts = plan.transportOffset
+        let segLen = plan.headerLength + (i == last ? plan.lastPayload : plan.gsoSize)
+        if plan.isV6 {
+            d.storeBytes(of: UInt16(truncatingIfNeeded: segLen - 40).bigEndian, toByteOffset: 4, as: UInt16.self)
+        } else {
+            let id = (base.id0 &+ UInt16(truncatingIfNeeded: i)).bigEndian
+            d.storeBytes(of: UInt16(truncatingIfNeeded: segLen).bigEndian, toByteOffset: 2, as: UInt16.self)
+            d.storeBytes(of: id, toByteOffset: 4, as: UInt16.self)
+            let sum = base.v4Base &+ InternetChecksum.lengthWord(segLen) &+ UInt64(id)
+            d.storeBytes(of: ~InternetChecksum.fold(sum), toByteOffset: 10, as: UInt16.self)
+        }
+        let th = d + ts
+        let l4 = segLen - ts
+        if plan.isTCP {
+            th.storeBytes(of: (base.seq0 &+ UInt32(truncatingIfNeeded: i * plan.gsoSize)).bigEndian, toByteOffset: 4, as: UInt32.self)
+            var flags = th.load(fromByteOffset: 13, as: UInt8.self)
+            if i != last { flags &= ~(tcpFIN | tcpPSH) }
+            if i != 0 { flags &= ~tcpCWR }
+            th.storeBytes(of: flags, toByteOffset: 13, as: UInt8.self)
+        } else {
+            th.storeBytes(of: UInt16(truncatingIfNeeded: l4).bigEndian, toByteOffset: 4, as: UInt16.self)
+        }
+        let co = plan.checksumOffset
+        let pseudo = base.pseudo &+ InternetChecksum.lengthWord(l4)
+        if partialChecksums {
+            th.storeBytes(of: InternetChecksum.fold(pseudo), toByteOffset: co, as: UInt16.self)
+            return
+        }
+        th.storeBytes(of: UInt16(0), toByteOffset: co, as: UInt16.self)
+        var c = ~InternetChecksum.fold(InternetChecksum.partial(th, count: l4, pseudo))
+        if c == 0 { c = 0xffff }
+        th.storeBytes(of: c, toByteOffset: co, as: UInt16.self)
     }
 
     /// Completes the checksum of a non-GSO packet the kernel left to us

@@ -116,15 +116,19 @@ public struct TransportKey: @unchecked Sendable {
     /// except that `flags` (DATA header flags, in a session that negotiated them) fill the
     /// first 32 bits as a little-endian word: the flags are authenticated at no cost, and a
     /// nonce is still never reused (the counter alone never is). No AD.
-    public func seal(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int, flags: UInt8 = 0) {
+    /// `source`: the plaintext is read from there instead (`length` bytes, not overlapping
+    /// `buffer`), and only the ciphertext and tag are written to `buffer`.
+    public func seal(counter: UInt64, buffer: UnsafeMutableRawPointer, length: Int, flags: UInt8 = 0,
+                     source: UnsafeRawPointer? = nil) {
         precondition(length >= 0)
         let bytes = buffer.assumingMemoryBound(to: UInt8.self)
+        let m = source?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bytes)
         if let aesState {
             let nonce = Sodium.noiseAESGCMNonce(counter, flags: flags)
             withUnsafeBytes(of: nonce) { n in
                 // libsodium's AES-NI code reads each block before writing it: c == m is fine.
                 _ = crypto_aead_aes256gcm_encrypt_detached_afternm(
-                    bytes, bytes + length, nil, bytes, UInt64(length), nil, 0, nil,
+                    bytes, bytes + length, nil, m, UInt64(length), nil, 0, nil,
                     n.baseAddress!.assumingMemoryBound(to: UInt8.self), aesState)
             }
             return
@@ -134,7 +138,7 @@ public struct TransportKey: @unchecked Sendable {
             withUnsafeBytes(of: nonce) { n in
                 // libsodium allows c == m: the stream is XORed, then the MAC taken over the output.
                 _ = crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-                    bytes, bytes + length, nil, bytes, UInt64(length), nil, 0, nil,
+                    bytes, bytes + length, nil, m, UInt64(length), nil, 0, nil,
                     n.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }

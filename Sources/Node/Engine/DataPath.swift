@@ -56,6 +56,10 @@ final class DataPathBuffers {
     let iov: UnsafeMutablePointer<IOVector>
     let iovCapacity: Int
     let vnet: UnsafeMutableRawPointer
+    /// A copy of a super-packet's headers while its segments are cut where they lie
+    /// (`Offload.cutInPlace`); longer headers go through `Offload.split`.
+    let headers: UnsafeMutableRawPointer
+    static let headersCapacity = 256
     /// Off for good once the kernel refused a GSO write (EINVAL): then every segment is written alone.
     var coalescing = true
 
@@ -70,6 +74,7 @@ final class DataPathBuffers {
         iov = .allocate(capacity: iovCapacity)
         iov.initialize(repeating: IOVector(), count: iovCapacity)
         vnet = .allocate(byteCount: 16, alignment: 16)
+        headers = .allocate(byteCount: Self.headersCapacity, alignment: 64)
     }
 
     deinit {
@@ -77,6 +82,7 @@ final class DataPathBuffers {
         arena.deallocate()
         iov.deallocate()
         vnet.deallocate()
+        headers.deallocate()
     }
 }
 
@@ -191,8 +197,8 @@ extension Lane {
                 arenaUsed = 0
             }
             let buf = UnsafeMutableRawBufferPointer(start: p - headroom, count: headroom + capacity)
-            if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, flags: flags, now: now,
-                                               forCore: forCore) {
+            if let (ep, offset, length) = seal(id, buf, payloadOffset: headroom, payloadLength: len, flags: flags, source: nil,
+                                               now: now, forCore: forCore) {
                 st.out[outCount] = DatagramView()
                 st.out[outCount].data = (buf.baseAddress! + offset).assumingMemoryBound(to: UInt8.self)
                 st.out[outCount].len = UInt32(length)
@@ -214,6 +220,11 @@ extension Lane {
         let room = !forCore ? shard.headerRoom(for: id) : daemon.core.headerRoom(for: id)
         let partial = peerTakesPartial && Offload.checksumPlace(p, length: len)?.start == plan.transportOffset
         let flags = partial ? DataMessage.checksumPartial : 0
+        // The shard's sessions: each segment is cut where it lies and sealed from there into
+        // its slot (no copy of its payload); NodeCore's (`forCore`) gets copies in the slots.
+        let inPlace = !forCore && plan.headerLength <= DataPathBuffers.headersCapacity
+        let segmentBase = Offload.SegmentBase(headers: p, plan: plan)
+        if inPlace { st.headers.copyMemory(from: p, byteCount: plan.headerLength) }
         let stride = plan.segmentLength + room + DataMessage.tagSize
         let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
         var s = 0
@@ -225,14 +236,20 @@ extension Lane {
                 arenaUsed = 0
             }
             let base = st.arena + arenaUsed
-            Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride, partialChecksums: partial)
+            if !inPlace {
+                Offload.split(p, plan: plan, segments: s..<(s + k), into: base + room, stride: stride, partialChecksums: partial)
+            }
             var run = -1
             var runEndpoint = Endpoint(family: .v4, address: IPAddressBytes(), port: 0)
             for j in 0..<k {
                 let slot = base + j * stride
                 let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
+                let source = inPlace
+                    ? UnsafeRawPointer(Offload.cutInPlace(p, plan: plan, segment: s + j, headers: st.headers, base: segmentBase,
+                                                          partialChecksums: partial))
+                    : nil
                 guard let (ep, offset, length) = seal(id, buf, payloadOffset: room, payloadLength: plan.length(ofSegment: s + j),
-                                                      flags: flags, now: now, forCore: forCore) else {
+                                                      flags: flags, source: source, now: now, forCore: forCore) else {
                     run = -1
                     continue
                 }
@@ -261,11 +278,14 @@ extension Lane {
     /// seals or queues. Nil when it was queued, handed to lane 0, or dropped (counted).
     /// `flags`: `checksumPartial` when the packet's checksum was left partial for the
     /// shard's keys; completed here if NodeCore takes it after all (it never sends flags).
+    /// `source`: the packet lies there, not in `buf` (a segment cut in place): sealed from
+    /// there, or copied into `buf` first when NodeCore takes it.
     @inline(__always)
     private func seal(_ peer: PeerID, _ buf: UnsafeMutableRawBufferPointer, payloadOffset: Int, payloadLength: Int,
-                      flags: UInt8, now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
+                      flags: UInt8, source: UnsafeRawPointer?, now: Instant, forCore: Bool) -> (Endpoint, Int, Int)? {
         if !forCore {
-            switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now) {
+            switch shard.send(to: peer, buf, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags,
+                              source: source, now: now) {
             case .send(let ep, let offset, let length):
                 return (ep, offset, length)
             case .drop(.session(let reason)):
@@ -275,6 +295,7 @@ extension Lane {
                 count("send_" + reason.name)  // bad geometry: a bug, not traffic
                 return nil
             case .core:
+                if let source { (buf.baseAddress! + payloadOffset).copyMemory(from: source, byteCount: payloadLength) }
                 if flags != 0 { completePartialChecksum(buf.baseAddress! + payloadOffset, length: payloadLength) }
                 if id != 0 {
                     handoff(to: 0, Handoff(kind: .tunCore, peer: Int32(peer.rawValue)), buf.baseAddress! + payloadOffset,

@@ -176,7 +176,8 @@ struct ShardSpread: Sendable {
 extension SessionShard {
     /// `send` for a peer with two or more usable paths (see the file header).
     mutating func sendSpread(_ i: Int, _ peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer,
-                             payloadOffset: Int, payloadLength: Int, flags: UInt8, now: Instant) -> ShardOutbound {
+                             payloadOffset: Int, payloadLength: Int, flags: UInt8, source: UnsafeRawPointer?,
+                             now: Instant) -> ShardOutbound {
         guard let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         let room = DataMessage.headerSize + (peers[i].spreadRelayed ? RelayMessage.headerSize : 0)
         guard payloadOffset >= room, payloadLength >= 0, payloadLength <= buffer.count - DataMessage.tagSize - payloadOffset else {
@@ -197,7 +198,7 @@ extension SessionShard {
             ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
             : payloadLength
         let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength, flags: flags,
-                                         now: now, timings: timings)
+                                         source: source, now: now, timings: timings)
         if case .badFlags? = outcome { return .drop(.session(.unknownType)) }
         guard case .sealed(let rekeyDue)? = outcome else { return .core }
         if rekeyDue, let idx = peers[i].keys.current?.localIndex, peers[i].rekeyAskedFor != idx {

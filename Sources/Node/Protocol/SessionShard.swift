@@ -326,12 +326,24 @@ public struct SessionShard: Sendable {
     /// Seals an IP packet for `peer` in place (geometry as `NodeCore.sendPacket`).
     /// `flags`: DATA header flags (`DataMessage.checksumPartial`), only when
     /// `sendsHeaderFlags(to:)`; otherwise the packet is dropped as `.unknownType`.
+    /// `source`: the payload lies there instead of at `payloadOffset` (not overlapping
+    /// `buffer`): it is sealed from there into the buffer, which needs only the room.
+    /// Not on `.core`: the caller then copies it into the buffer first.
     public mutating func send(to peer: PeerID, _ buffer: UnsafeMutableRawBufferPointer, payloadOffset: Int,
-                              payloadLength: Int, flags: UInt8 = 0, now: Instant) -> ShardOutbound {
+                              payloadLength: Int, flags: UInt8 = 0, source: UnsafeRawPointer? = nil,
+                              now: Instant) -> ShardOutbound {
         guard let i = slot(peer), let base = buffer.baseAddress else { return .drop(.session(.unknownPeer)) }
         guard let route = peers[i].route, peers[i].keys.current != nil else { return .core }
+        var source = source
+        if let s = source, peers[i].pads {
+            // WireGuard's padding is written behind the payload: it must lie in the buffer.
+            guard payloadOffset >= 0, payloadLength >= 0, payloadLength <= buffer.count - payloadOffset else { return .drop(.badLength) }
+            (base + payloadOffset).copyMemory(from: s, byteCount: payloadLength)
+            source = nil
+        }
         if peers[i].spread != nil {
-            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now)
+            return sendSpread(i, peer, buffer, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags,
+                              source: source, now: now)
         }
         // Relayed: tagged under our session with the anchor; without its keys here, reactor 0 sends it.
         var hopKey: RelayTagKey?
@@ -347,7 +359,7 @@ public struct SessionShard: Sendable {
             ? WireGuardPadding.pad(base, payloadOffset: payloadOffset, payloadLength: payloadLength, capacity: buffer.count)
             : payloadLength
         let outcome = peers[i].keys.seal(base, payloadOffset: payloadOffset, payloadLength: sealedLength, flags: flags,
-                                         now: now, timings: timings)
+                                         source: source, now: now, timings: timings)
         if case .badFlags? = outcome { return .drop(.session(.unknownType)) }
         guard case .sealed(let rekeyDue)? = outcome else { return .core }  // expired: reactor 0 queues and rekeys
         let payloadLength = sealedLength

@@ -11,7 +11,8 @@ import Reactor
 ///  - a flag is sealed into the AEAD nonce: changed on the path, the packet does not open;
 ///    under keys that did not negotiate flags, a flag is refused on both sides;
 ///  - the sender's split leaves each segment's checksum as the pseudo-header sum, which the
-///    kernel's completion turns into exactly the checksum a full split computes;
+///    kernel's completion turns into exactly the checksum a full split computes; cutting each
+///    segment where it lies (the data path's way) gives the same bytes as split;
 ///  - the receiver merges partial segments without verifying them and writes one alone
 ///    with NEEDS_CSUM where its headers say; a refused GSO write completes them in full.
 /// The daemons negotiate it over real TUNs in tests/tunnel.sh (`checksum_offload`).
@@ -217,6 +218,35 @@ final class PartialChecksumTests: XCTestCase {
                 }
                 XCTAssertTrue(completed)
                 XCTAssertEqual(seg, full[i], "segment \(i) of \(spec.isV6 ? "v6" : "v4") proto \(spec.proto)")
+            }
+        }
+    }
+
+    /// Cutting each segment where it lies in the super-packet (the data path's way: no payload
+    /// copied) gives the bytes `split` gives, in both checksum forms, also when the segment size
+    /// is below the headers' length (each cut then overwrites more than the previous segment's tail).
+    func testCutInPlaceGivesWhatSplitGives() throws {
+        var tiny = PacketSpec()
+        tiny.tcpOptions = timestampOption(7, 8)
+        tiny.payload = pattern(500, seed: 9)
+        for (spec, gso) in specs().map({ ($0, 1300) }) + [(tiny, 16), (tiny, 1)] {
+            let (packet, h) = superPacket(spec, gsoSize: gso)
+            for partial in [false, true] {
+                let expected = try split(packet, h, partial: partial)
+                var work = packet
+                let got = try work.withUnsafeMutableBytes { b -> [[UInt8]] in
+                    let p = b.baseAddress!
+                    guard case .split(let plan) = Offload.plan(p, length: b.count, header: h) else { throw XCTSkip("plan") }
+                    let headers = UnsafeMutableRawPointer.allocate(byteCount: plan.headerLength, alignment: 16)
+                    defer { headers.deallocate() }
+                    headers.copyMemory(from: p, byteCount: plan.headerLength)
+                    let base = Offload.SegmentBase(headers: p, plan: plan)
+                    return (0..<plan.count).map { i in
+                        let d = Offload.cutInPlace(p, plan: plan, segment: i, headers: headers, base: base, partialChecksums: partial)
+                        return Array(UnsafeRawBufferPointer(start: d, count: plan.length(ofSegment: i)))
+                    }
+                }
+                XCTAssertEqual(got, expected, "gso \(gso) \(spec.isV6 ? "v6" : "v4") proto \(spec.proto) partial \(partial)")
             }
         }
     }

@@ -51,8 +51,9 @@ struct Keypair: Sendable {
     /// Writes the DATA header in front of the payload and encrypts the payload in
     /// place (tag behind it). The caller checked the geometry. `flags` (header byte 1)
     /// only under keys with `headerFlags`; they are sealed into the nonce (TransportKey.seal).
+    /// `source`: the payload is read from there (sealed out of place into `base`).
     mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int, flags: UInt8 = 0,
-                       now: Instant, timings: SessionTimings) -> SealOutcome {
+                       source: UnsafeRawPointer? = nil, now: Instant, timings: SessionTimings) -> SealOutcome {
         guard flags == 0 || keys.headerFlags else { return .badFlags }
         guard canSend(now: now, timings: timings) else { return .expired }
         let counter: UInt64
@@ -67,7 +68,7 @@ struct Keypair: Sendable {
         header.storeBytes(of: (UInt32(DataMessage.type) | UInt32(flags) << 8).littleEndian, as: UInt32.self)
         header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
         header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
-        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength, flags: flags)
+        keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength, flags: flags, source: source)
         // keepKeyFreshSending: by count on either side, by age on the initiator's.
         let rekey = counter + 1 >= timings.rekeyAfterMessages
             || (isInitiator && now - createdAt >= timings.rekeyAfterTime)

@@ -78,8 +78,9 @@ package struct KeypairSlots: Sendable {
     /// Seals under `current` in place (geometry as `Keypair.seal`); nil without current keys.
     @inline(__always)
     mutating func seal(_ base: UnsafeMutableRawPointer, payloadOffset: Int, payloadLength: Int, flags: UInt8 = 0,
-                       now: Instant, timings: SessionTimings) -> Keypair.SealOutcome? {
-        current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, now: now, timings: timings)
+                       source: UnsafeRawPointer? = nil, now: Instant, timings: SessionTimings) -> Keypair.SealOutcome? {
+        current?.seal(base, payloadOffset: payloadOffset, payloadLength: payloadLength, flags: flags, source: source,
+                      now: now, timings: timings)
     }
 
     /// Whether `current` negotiated DATA header flags (partial inner checksums may be sent under it).
