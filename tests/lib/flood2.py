@@ -113,7 +113,8 @@ def onpath(iface, seconds, mode, targets, args):
                 reply = bytes([6, 0, 0, 0]) + payload[4:12] + wire_endpoint(ep_ip, ep_port) + anchor_key
                 tx.sendto(ipv4_udp(dst, dport, src, sport, reply), (socket.inet_ntoa(src), 0))
                 stats["forged"] += 1
-            elif mode == "roam-race" and src == race_src and len(payload) >= 32 and payload[:4] == b"\x04\0\0\0":
+            # DATA: type 4, byte 1 its header flags (docs/wire.md "Header flags"), bytes 2-3 zero.
+            elif mode == "roam-race" and src == race_src and len(payload) >= 32 and payload[0] == 4 and payload[2:4] == b"\0\0":
                 alt_ip, alt_port = alts[k % len(alts)]
                 k += 1
                 tx.sendto(ipv4_udp(alt_ip, alt_port, dst, dport, payload), (socket.inet_ntoa(dst), 0))

@@ -46,7 +46,7 @@ func packets(_ r: inout FuzzReader, max: Int) -> [[UInt8]] {
 }
 
 let offloadTargets: [FuzzTarget] = [
-    FuzzTarget(name: "offload", summary: "VirtioNetHeader, Offload.plan/split/completeChecksum") { input in
+    FuzzTarget(name: "offload", summary: "VirtioNetHeader, Offload.plan/split/cutInPlace/completeChecksum") { input in
         var r = FuzzReader(input)
         let hbytes = r.take(VirtioNetHeader.size)
         guard let h = withExactBuffer(hbytes, { VirtioNetHeader(UnsafeRawBufferPointer($0)) }) else { return }
@@ -77,6 +77,23 @@ let offloadTargets: [FuzzTarget] = [
                     check(Offload.transportChecksumValid(seg, length: seg.count, transportOffset: plan.transportOffset,
                                                          isV6: plan.isV6, proto: proto), "segment \(i) checksum (Offload's own)")
                     if !plan.isV6 { check(naiveSum(seg[0..<plan.transportOffset]) == 0xffff, "segment \(i) IPv4 header checksum") }
+                }
+                // Cut where they lie (the data path's way), on a copy: the same segments.
+                var work = packet
+                work.withUnsafeMutableBytes { wb in
+                    let w = wb.baseAddress!
+                    let headers = UnsafeMutableRawPointer.allocate(byteCount: plan.headerLength, alignment: 1)
+                    defer { headers.deallocate() }
+                    headers.copyMemory(from: w, byteCount: plan.headerLength)
+                    let base = Offload.SegmentBase(headers: w, plan: plan)
+                    for i in 0..<plan.count {
+                        let d = Offload.cutInPlace(w, plan: plan, segment: i, headers: headers, base: base, partialChecksums: false)
+                        let j = i - (plan.count - n)
+                        guard j >= 0 else { continue }
+                        let len = plan.length(ofSegment: i)
+                        check(UnsafeRawBufferPointer(start: d, count: len).elementsEqual(UnsafeRawBufferPointer(start: out + j * stride, count: len)),
+                              "segment \(i) cut in place is not what split gives")
+                    }
                 }
             } else {
                 _ = Offload.completeChecksum(p, length: packet.count, header: h)

@@ -31,13 +31,15 @@ let sampleEndpoints: [Endpoint] = [
 let wireTargets: [FuzzTarget] = [
     FuzzTarget(name: "data-header", summary: "DataMessage.parseHeader / writeHeader, MessageType, HandshakeMACs.mac1Offset") { input in
         let header = withExactBuffer(input) { DataMessage.parseHeader(UnsafeRawBufferPointer($0), length: input.count) }
+        // Type 4, byte 1 the header flags (only `checksumPartial` known), bytes 2 and 3 zero (docs/wire.md).
+        let wellFormed = word0(input) == 4 || word0(input) == 4 | UInt32(DataMessage.checksumPartial) << 8
         if let h = header {
-            check(input.count >= DataMessage.minimumSize && word0(input) == 4, "DATA header accepted from a non-DATA message")
+            check(input.count >= DataMessage.minimumSize && wellFormed, "DATA header accepted from a non-DATA message")
             var out = [UInt8](repeating: 0xAA, count: DataMessage.headerSize)
             check(out.withUnsafeMutableBytes { DataMessage.writeHeader(h, into: $0, at: 0) }, "writeHeader refused 16 bytes")
             check(out[...] == input[..<DataMessage.headerSize], "DATA header round trip")
         } else {
-            check(input.count < DataMessage.minimumSize || word0(input) != 4, "a well-formed DATA header refused")
+            check(input.count < DataMessage.minimumSize || !wellFormed, "a well-formed DATA header refused")
         }
         // The length argument may lie (shorter or longer than the buffer).
         for length in [input.count - 1, input.count + 1, Int.max, Int.min] {
@@ -53,7 +55,9 @@ let wireTargets: [FuzzTarget] = [
         keepalive[4] = 7
         var big = [UInt8](repeating: 0x5A, count: 120)
         big.replaceSubrange(0..<4, with: [4, 0, 0, 0])
-        return [keepalive, big, Array(keepalive.prefix(31))]
+        var flagged = big
+        flagged[1] = DataMessage.checksumPartial
+        return [keepalive, big, flagged, Array(keepalive.prefix(31))]
     },
 
     FuzzTarget(name: "handshake-init", summary: "HandshakeInitiationMessage(bytes:) <-> .bytes") { input in
@@ -68,13 +72,15 @@ let wireTargets: [FuzzTarget] = [
 
     FuzzTarget(name: "handshake-resp", summary: "HandshakeResponseMessage(bytes:) <-> .bytes") { input in
         let m = HandshakeResponseMessage(bytes: input)
-        // Byte 1 is the cipher choice (0 or 1); bytes 2, 3 reserved (docs/wire.md).
-        check((m != nil) == (input.count == 92 && (word0(input) == 2 || word0(input) == 0x0102)), "HANDSHAKE_RESP acceptance")
+        // Byte 1 is the choice (bit 0 the cipher, bit 1 header flags: 0...3); bytes 2, 3 reserved (docs/wire.md).
+        check((m != nil) == (input.count == 92 && word0(input) & 0xffff_fcff == 2), "HANDSHAKE_RESP acceptance")
         if let m { check(m.bytes == input, "HANDSHAKE_RESP round trip") }
     } seeds: {
         [HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48)).bytes,
          HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48),
-                                  cipherChoice: 1).bytes]
+                                  cipherChoice: 1).bytes,
+         HandshakeResponseMessage(senderIndex: 9, receiverIndex: 0x01020304, noise: [UInt8](repeating: 0x22, count: 48),
+                                  cipherChoice: 3).bytes]
     },
 
     FuzzTarget(name: "cookie-reply", summary: "CookieReplyMessage(bytes:) <-> .bytes") { input in
