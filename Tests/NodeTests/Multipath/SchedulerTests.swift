@@ -107,7 +107,7 @@ final class SchedulerTests: XCTestCase {
         ]
         for r in rows {
             XCTAssertEqual(MultipathScheduler.capacityBasis(committed: r.0, delivered: r.1, saturated: r.2, measured: r.3,
-                                                            othersSaturated: r.4, probeGain: 1.25), r.5, "\(r)")
+                                                            clearWhileOthersSaturated: r.4, probeGain: 1.25), r.5, "\(r)")
         }
     }
 

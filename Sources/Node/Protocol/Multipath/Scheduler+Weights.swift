@@ -19,14 +19,15 @@ extension MultipathScheduler {
     /// bandwidth window), so then the basis is the delivered rate, up or down. An
     /// unsaturated path delivered all it was given and may take more: its basis never falls
     /// for being given little. While another path is saturated — the flow wants more than
-    /// the split gives it — an unsaturated path not measured lately (`measured`: saturated
-    /// within `remeasure`) grows to delivered × probeGain, until it saturates and is
-    /// measured. A measured one only follows what it delivers: growing it by a guess again
+    /// the split gives it — and this one showed no queue for a whole second
+    /// (`clearWhileOthersSaturated`: both at once), an unsaturated path not measured lately
+    /// (`measured`: saturated within `remeasure`) grows to delivered × probeGain, until it
+    /// saturates and is measured. A measured one only follows what it delivers: growing it by a guess again
     /// would outrun the hysteresis (a guess 25% high, then measured 18% lower, stays).
     public static func capacityBasis(committed: Double, delivered: Double, saturated: Bool, measured: Bool,
-                                     othersSaturated: Bool, probeGain: Double) -> Double {
+                                     clearWhileOthersSaturated: Bool, probeGain: Double) -> Double {
         if saturated { return delivered }
-        if !measured && othersSaturated { return max(committed, delivered * probeGain) }
+        if !measured && clearWhileOthersSaturated { return max(committed, delivered * probeGain) }
         // Nobody saturated: the flow took what the split gave it. A first estimate waits
         // for a saturation (until then the path has the others' mean: equal shares).
         return committed > 0 ? max(committed, delivered) : 0

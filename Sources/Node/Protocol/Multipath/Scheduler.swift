@@ -264,7 +264,7 @@ public struct MultipathScheduler: Sendable {
             let saturated = isSaturated(p, now)
             if p.measured && now - p.measuredAt >= timings.remeasure { p.measured = false }
             let basis = Self.capacityBasis(committed: p.committed, delivered: Double(d), saturated: saturated,
-                                           measured: p.measured, othersSaturated: isClear(p, now) && anySaturated(besides: i, now),
+                                           measured: p.measured, clearWhileOthersSaturated: isClear(p, now) && anySaturated(besides: i, now),
                                            probeGain: timings.probeGain)
             // A path's first measurement replaces the guess it had, whatever the difference
             // (the guess was no estimate of its bandwidth); after that the hysteresis applies.
