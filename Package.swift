@@ -22,10 +22,14 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        // Debian's libraries, linked as system modules.
-        .systemLibrary(name: "CSodium", path: "Sources/CSodium"),
-        // BLAKE2s for WireGuard's handshake (libsodium has only BLAKE2b): Debian's libb2.
-        .systemLibrary(name: "CBlake2", path: "Sources/CBlake2", pkgConfig: "libb2"),
+        // System libraries, linked as system modules.
+        // libsodium through pkg-config: scripts/libsodium installs 1.0.20 as a static library in
+        // /usr/local (its libsodium.pc adds -L/usr/local/lib/<arch>); without it, Debian's 1.0.18.
+        .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium"),
+        // BLAKE2s for WireGuard's handshake (libsodium has only BLAKE2b): Debian's libb2. Not through
+        // pkg-config: libb2.pc adds -L/usr/lib/<arch> ahead of libsodium's -L, and -lsodium would
+        // then find Debian's shared 1.0.18 there.
+        .systemLibrary(name: "CBlake2", path: "Sources/CBlake2"),
         .systemLibrary(name: "CMiniUPnPc", path: "Sources/CMiniUPnPc"),
         .systemLibrary(name: "CNATPMP", path: "Sources/CNATPMP"),
 
@@ -87,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "whalescaled",
             dependencies: [
-                "Engine", "Config",
+                "Engine", "Config", "Crypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

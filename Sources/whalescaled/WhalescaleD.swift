@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Engine
 import Config
+import Crypto
 
 @main
 struct WhalescaleD: ParsableCommand {
@@ -23,7 +24,8 @@ struct WhalescaleD: ParsableCommand {
             peers, serves WireGuard's UAPI on /var/run/wireguard/IFNAME.sock for wg and wg-quick, \
             goes to the background once both exist (not with -f or WG_PROCESS_FOREGROUND=1), and \
             exits, removing both, on SIGTERM/SIGINT or when the interface is deleted.
-            """)
+            """,
+        version: "whalescaled, libsodium \(Sodium.version)")
 
     @Option(name: .long, help: "Path of the TOML configuration file.") var config: String?
     @Option(name: .long, help: ArgumentHelp(

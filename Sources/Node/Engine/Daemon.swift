@@ -204,7 +204,7 @@ public final class Daemon: @unchecked Sendable {
             shutdown()
             return
         }
-        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtuControl.state.current), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64), cipher \(config.node.cipher.rawValue)\(config.node.cipher.allowsAESGCM && !NoiseCipher.aesGCM.isAvailable ? " (no AES-NI: ChaCha20-Poly1305 only)" : "")")
+        logger.info("whalescaled up: \(config.node.interface) \(config.node.addresses.map(\.description).joined(separator: ",")) mtu \(mtuControl.state.current), listening on \(config.node.listenPort), \(config.peers.count) peers, \(lanes.count) reactor\(lanes.count == 1 ? "" : "s"), key \(identity.publicKey.base64), cipher \(config.node.cipher.rawValue)\(config.node.cipher.allowsAESGCM && !NoiseCipher.aesGCM.isAvailable ? " (no AES-NI: ChaCha20-Poly1305 only)" : ""), libsodium \(Sodium.version)")
         startLanes()
         reactor.run()
         stopLanes()
