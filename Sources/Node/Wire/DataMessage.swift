@@ -99,11 +99,18 @@ public enum DataMessage {
     @inlinable
     @discardableResult
     public static func writeHeader(_ header: Header, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) -> Bool {
-        guard offset >= 0, offset <= buffer.count - headerSize else { return false }
-        buffer.storeBytes(of: (UInt32(type) | UInt32(header.flags) << 8).littleEndian, toByteOffset: offset, as: UInt32.self)
-        buffer.storeBytes(of: header.receiverIndex.littleEndian, toByteOffset: offset + 4, as: UInt32.self)
-        buffer.storeBytes(of: header.counter.littleEndian, toByteOffset: offset + 8, as: UInt64.self)
+        guard offset >= 0, offset <= buffer.count - headerSize, let base = buffer.baseAddress else { return false }
+        writeHeader(header, at: base + offset)
         return true
+    }
+
+    /// Writes the 16-byte header at `at`, which the caller knows has room for it
+    /// (the send path: the slot's header room in front of the payload).
+    @inlinable
+    public static func writeHeader(_ header: Header, at p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: (UInt32(type) | UInt32(header.flags) << 8).littleEndian, as: UInt32.self)
+        p.storeBytes(of: header.receiverIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
+        p.storeBytes(of: header.counter.littleEndian, toByteOffset: 8, as: UInt64.self)
     }
 
     /// Payload length of a DATA message of `length` bytes (nil if too short).

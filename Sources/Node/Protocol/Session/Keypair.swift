@@ -64,10 +64,8 @@ struct Keypair: Sendable {
             counter = sendCounter
             sendCounter += 1
         }
-        let header = base + (payloadOffset - DataMessage.headerSize)
-        header.storeBytes(of: (UInt32(DataMessage.type) | UInt32(flags) << 8).littleEndian, as: UInt32.self)
-        header.storeBytes(of: remoteIndex.littleEndian, toByteOffset: 4, as: UInt32.self)
-        header.storeBytes(of: counter.littleEndian, toByteOffset: 8, as: UInt64.self)
+        DataMessage.writeHeader(DataMessage.Header(receiverIndex: remoteIndex, counter: counter, flags: flags),
+                                at: base + (payloadOffset - DataMessage.headerSize))
         keys.send.seal(counter: counter, buffer: base + payloadOffset, length: payloadLength, flags: flags, source: source)
         // keepKeyFreshSending: by count on either side, by age on the initiator's.
         let rekey = counter + 1 >= timings.rekeyAfterMessages
