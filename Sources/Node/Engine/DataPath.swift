@@ -223,7 +223,7 @@ extension Lane {
         // The shard's sessions: each segment is cut where it lies and sealed from there into
         // its slot (no copy of its payload); NodeCore's (`forCore`) gets copies in the slots.
         let inPlace = !forCore && plan.headerLength <= DataPathBuffers.headersCapacity
-        let segmentBase = Offload.SegmentBase(headers: p, plan: plan)
+        let segmentBase = inPlace ? Offload.SegmentBase(headers: p, plan: plan) : nil  // split derives its own
         if inPlace { st.headers.copyMemory(from: p, byteCount: plan.headerLength) }
         let stride = plan.segmentLength + room + DataMessage.tagSize
         let perRun = max(1, min(DatagramSocket.maxGSOSegments, DatagramSocket.maxGSOBytes / stride))
@@ -244,10 +244,11 @@ extension Lane {
             for j in 0..<k {
                 let slot = base + j * stride
                 let buf = UnsafeMutableRawBufferPointer(start: slot, count: stride)
-                let source = inPlace
-                    ? UnsafeRawPointer(Offload.cutInPlace(p, plan: plan, segment: s + j, headers: st.headers, base: segmentBase,
-                                                          partialChecksums: partial))
-                    : nil
+                var source: UnsafeRawPointer?
+                if let segmentBase {
+                    source = UnsafeRawPointer(Offload.cutInPlace(p, plan: plan, segment: s + j, headers: st.headers,
+                                                                 base: segmentBase, partialChecksums: partial))
+                }
                 guard let (ep, offset, length) = seal(id, buf, payloadOffset: room, payloadLength: plan.length(ofSegment: s + j),
                                                       flags: flags, source: source, now: now, forCore: forCore) else {
                     run = -1
